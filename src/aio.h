@@ -1,0 +1,165 @@
+/*
+** aio.h — the runtime's internal contract.
+**
+** One libuv loop per main Lua state. Lua code runs in tasks (coroutines) or on the main thread.
+** The one rule every module follows:
+**
+**   A C function that must wait creates (or is handed) a future, starts its libuv work, and
+**   ends with `return aio_await(L, idx);`. A libuv callback finishing that work calls
+**   aio_future_resolve() / aio_future_reject() with the loop's main state. Resolving never
+**   resumes a coroutine: it moves the waiting tasks to the ready queue, which the loop drains
+**   from one place (task.c: aio_task_step). So no coroutine is ever resumed re-entrantly.
+**
+** aio_await works in three contexts:
+**   - inside a task (or a plain coroutine resumed by a task): the task yields to the scheduler;
+**   - in a plain coroutine outside any task: the await passes up through coroutine.resume,
+**     which (on the main thread) runs the loop until the future is done;
+**   - on the main thread (the script's top level): it runs the loop until the future is done
+**     (asyncio's run_until_complete), unless the loop is already running (a plain libuv
+**     callback), where it raises a clear error.
+**
+** Ownership: futures and tasks are full userdata owned by the Lua GC. C code that must keep one
+** alive while libuv works holds a registry reference (aio_ref / aio_unref). Memory of libuv
+** handles is freed only in their close callbacks.
+*/
+#ifndef AIO_H
+#define AIO_H
+
+#include <stdint.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include <uv.h>
+
+typedef struct aio_loop aio_loop;
+typedef struct aio_future aio_future;
+typedef struct aio_task aio_task;
+typedef struct aio_timed aio_timed;
+
+#define AIO_FUTURE_MT "aio.future"
+#define AIO_TASK_MT "aio.task"
+#define AIO_TIMER_MT "aio.timer"
+#define AIO_ERROR_MT "aio.error"
+
+enum { AIO_PENDING = 0, AIO_DONE, AIO_FAILED, AIO_CANCELLED };
+
+/* ---- loop.c: the loop of a Lua state ------------------------------------------------ */
+
+/* A timed entry in the loop's timer heap (tasks sleeping, timers, sleeps outside tasks). */
+struct aio_timed {
+  uint64_t due;                               /* loop time (ms*1e6 = ns) when it fires */
+  uint64_t seq;                               /* tie-break: FIFO among equal deadlines */
+  int heap_idx;                               /* -1 when not in the heap */
+  void (*fire)(aio_loop *loop, aio_timed *t); /* called from the heap timer callback */
+};
+
+struct aio_loop {
+  uv_loop_t uv;
+  lua_State *L;                 /* the main state: what callbacks use to touch Lua */
+  aio_task *ready_head, *ready_tail; /* tasks to resume, FIFO */
+  aio_timed **heap; int heap_len, heap_cap; uint64_t heap_seq;
+  uv_timer_t heap_timer;        /* armed for the earliest heap entry */
+  uv_async_t wakeup;            /* signal-safe wake-up (Ctrl-C) and cross-thread wake-ups */
+  int running;                  /* > 0 while inside uv_run: awaiting on the main thread is an error */
+  int ntasks;                   /* tasks not yet finished */
+  int64_t next_task_id;
+  int virtual_time;             /* aio.clock.virtual(): sleeps jump instead of waiting */
+  uint64_t vnow;                /* the virtual clock, in ns */
+  int closing;
+};
+
+/* Returns the loop of L's main state, creating it on first use. */
+aio_loop *aio_loop_get(lua_State *L);
+/* The libuv loop of L. */
+uv_loop_t *aio_uv(lua_State *L);
+/* The loop's clock in nanoseconds (virtual when virtual time is on). */
+uint64_t aio_now_ns(aio_loop *loop);
+/* Runs the loop until future f is done (f may be NULL: until nothing is left to run).
+** Raises "interrupted!" on Ctrl-C. Must not be called while the loop is running. */
+void aio_run_until(lua_State *L, aio_future *f);
+/* Runs the loop until no task, timer or referenced handle remains (end of a script). */
+void aio_loop_drain(lua_State *L);
+/* Closes every handle and frees the loop (called from the state's __gc). */
+void aio_loop_close(aio_loop *loop);
+/* Async-signal-safe: asks the loop to raise "interrupted!" in the awaiting code. */
+void aio_signal_interrupt(void);
+/* Non-zero (and cleared) when an interrupt is pending. */
+int aio_take_interrupt(void);
+
+/* ---- timer.c: the timer heap ---------------------------------------------------------- */
+
+/* Schedules t to fire `ns` nanoseconds from now. */
+void aio_timed_start(aio_loop *loop, aio_timed *t, uint64_t ns);
+/* Removes t from the heap if it is there. */
+void aio_timed_stop(aio_loop *loop, aio_timed *t);
+/* Fires every due entry and re-arms the heap timer (used by loop.c, and by virtual time). */
+void aio_timers_run(aio_loop *loop);
+/* Nanoseconds until the earliest entry, or -1 if the heap is empty. */
+int64_t aio_timers_next(aio_loop *loop);
+
+/* ---- future.c / task.c: futures, tasks and the scheduler ---------------------------- */
+
+struct aio_future {
+  int state;                       /* AIO_PENDING, AIO_DONE, AIO_FAILED, AIO_CANCELLED */
+  int nresults;                    /* number of result values (uservalue 1; packed if > 1) */
+  unsigned is_task : 1;
+  unsigned observed : 1;           /* someone looked at the outcome */
+  aio_task *whead, *wtail;         /* tasks waiting on this future (FIFO) */
+  int topwaiters;                  /* main-thread waiters (aio_run_until) */
+  /* Called when the future is cancelled while pending (e.g. abort an HTTP transfer). */
+  void (*on_cancel)(lua_State *L, aio_future *f, void *ud);
+  void *on_cancel_ud;
+};
+
+/* Pushes a new pending future. */
+aio_future *aio_future_new(lua_State *L);
+/* Checks that the value at idx is a future or a task (tasks are futures). */
+aio_future *aio_future_check(lua_State *L, int idx);
+/* Returns the future at idx, or NULL. */
+aio_future *aio_future_test(lua_State *L, int idx);
+/* Completes f with the nvalues on top of L (popped). No-op if f is no longer pending. */
+void aio_future_resolve(lua_State *L, aio_future *f, int nvalues);
+/* Fails f with the error value on top of L (popped). No-op if f is no longer pending. */
+void aio_future_reject(lua_State *L, aio_future *f);
+/* Cancels a pending future (runs on_cancel, wakes waiters with a cancellation error). */
+int aio_future_cancel(lua_State *L, aio_future *f, const char *msg);
+/* Waits for the future at idx; use in tail position: `return aio_await(L, idx);`.
+** Returns the future's results or raises its error. */
+int aio_await(lua_State *L, int idx);
+/* Pushes f's outcome as (true, results...) or (false, err); returns the count pushed. */
+int aio_future_push_outcome(lua_State *L, aio_future *f);
+
+/* Keeps the value at idx alive while C code owns it; returns a registry ref. */
+int aio_ref(lua_State *L, int idx);
+void aio_unref(lua_State *L, int ref);
+/* Pushes the value of a ref. */
+void aio_pushref(lua_State *L, int ref);
+
+/* Spawns a task running the function below its nargs arguments (popped); pushes the task. */
+aio_task *aio_spawn(lua_State *L, int nargs);
+/* The task running L (also when L is a plain coroutine resumed from a task), or NULL. */
+aio_task *aio_current_task(lua_State *L);
+/* Requests cancellation of t; returns 0 if it already finished. */
+int aio_task_cancel(lua_State *L, aio_task *t, const char *msg);
+/* Resumes ready tasks until the ready queue is empty (loop.c calls this). */
+void aio_scheduler_drain(aio_loop *loop);
+
+/* Calls the function below nargs arguments with a traceback handler; on error prints
+** "aioshell: <error + traceback>" to stderr and returns non-zero (for plain callbacks). */
+int aio_pcall_report(lua_State *L, int nargs, int nresults);
+/* Pushes a cancellation error object with message msg. */
+void aio_push_cancelled(lua_State *L, const char *msg);
+/* Non-zero if the value at idx is a cancellation error. */
+int aio_is_cancelled(lua_State *L, int idx);
+
+/* ---- embed.c: the Lua modules compiled into the binary ------------------------------- */
+
+/* Adds the searcher for embedded lua/ modules to package.searchers (before the file ones). */
+void aio_install_searcher(lua_State *L);
+/* Opens the runtime into L: the embedded searcher and package.preload entries of C modules.
+** Called by the host at start and by luaopen_aio in the stand-alone C module. */
+void aio_openlibs(lua_State *L);
+
+/* C module openers (each registered in package.preload by aio_openlibs). */
+int luaopen_aio_core(lua_State *L);
+
+#endif
