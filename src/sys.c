@@ -1,0 +1,291 @@
+/*
+** sys.c — system and process metrics for aio.sys (the C half; lua/aio/sys.lua is the facade).
+**
+** Everything here is a cheap, non-blocking snapshot: /proc reads of a few hundred bytes and
+** libuv's own metric calls. Rates (cpu_percent) need two snapshots separated in time; the
+** waiting between them is the facade's job (aio.sleep), so no function here ever blocks.
+**
+** Error convention (liolib's): misuse raises; an environmental failure (a /proc file that cannot
+** be read) returns fail, "what: strerror", errno.
+*/
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+
+#include "aio.h"
+
+/* The eight jiffy counters of one /proc/stat "cpu" line, in the kernel's order. */
+static const char *const cpu_fields[] = {
+  "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", NULL
+};
+
+/* Pushes a table of one cpu line's counters, converted from clock ticks to seconds. */
+static void push_cpu_line(lua_State *L, const unsigned long long *v, int n, double tick) {
+  int i;
+  lua_createtable(L, 0, 8);
+  for (i = 0; cpu_fields[i] != NULL; i++) {
+    lua_pushnumber(L, i < n ? (double)v[i] / tick : 0.0);
+    lua_setfield(L, -2, cpu_fields[i]);
+  }
+}
+
+/* Pushes the times of /proc/stat's aggregate line, and the per-cpu lines as its array part. */
+static int read_proc_stat(lua_State *L) {
+  char line[512];
+  double tick = (double)sysconf(_SC_CLK_TCK);
+  FILE *f = fopen("/proc/stat", "r");
+  int ncpu = 0, have_total = 0;
+  if (f == NULL) return 0;
+  if (tick <= 0) tick = 100.0;
+  lua_newtable(L);  /* placeholder for the aggregate, filled below */
+  while (fgets(line, sizeof line, f) != NULL) {
+    unsigned long long v[8] = {0};
+    char name[32];
+    int n;
+    if (strncmp(line, "cpu", 3) != 0) break;  /* cpu lines come first */
+    n = sscanf(line, "%31s %llu %llu %llu %llu %llu %llu %llu %llu", name,
+               &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) - 1;
+    if (n < 4) continue;
+    push_cpu_line(L, v, n, tick);
+    if (strcmp(name, "cpu") == 0) {       /* the aggregate replaces the placeholder */
+      lua_replace(L, -2);
+      have_total = 1;
+    } else {
+      lua_rawseti(L, -2, ++ncpu);
+    }
+  }
+  fclose(f);
+  if (!have_total) { lua_pop(L, 1); return 0; }
+  return 1;
+}
+
+/* Builds the same table as read_proc_stat from uv_cpu_info (non-Linux or no /proc). */
+static int read_uv_cpu_info(lua_State *L) {
+  uv_cpu_info_t *info;
+  int n, i, err = uv_cpu_info(&info, &n);
+  double sum[5] = {0};
+  static const char *const names[] = {"user", "nice", "system", "idle", "irq"};
+  if (err != 0) return 0;
+  lua_newtable(L);
+  for (i = 0; i < n; i++) {
+    double t[5];
+    int k;
+    t[0] = (double)info[i].cpu_times.user / 1000.0;   /* libuv reports milliseconds */
+    t[1] = (double)info[i].cpu_times.nice / 1000.0;
+    t[2] = (double)info[i].cpu_times.sys / 1000.0;
+    t[3] = (double)info[i].cpu_times.idle / 1000.0;
+    t[4] = (double)info[i].cpu_times.irq / 1000.0;
+    lua_createtable(L, 0, 8);
+    for (k = 0; k < 5; k++) {
+      sum[k] += t[k];
+      lua_pushnumber(L, t[k]);
+      lua_setfield(L, -2, names[k]);
+    }
+    lua_rawseti(L, -2, i + 1);
+  }
+  for (i = 0; i < 5; i++) {
+    lua_pushnumber(L, sum[i]);
+    lua_setfield(L, -2, names[i]);
+  }
+  uv_free_cpu_info(info, n);
+  return 1;
+}
+
+/* sys.cpu_times() -> {user=, nice=, system=, idle=, iowait=, ..., [1]={per cpu}, ...} (seconds). */
+static int sys_cpu_times(lua_State *L) {
+  if (read_proc_stat(L) || read_uv_cpu_info(L)) return 1;
+  return luaL_fileresult(L, 0, "/proc/stat");
+}
+
+/* Reads "Key: value kB" lines of /proc/meminfo into the table on top (bytes). */
+static int read_meminfo(lua_State *L) {
+  char line[256];
+  FILE *f = fopen("/proc/meminfo", "r");
+  if (f == NULL) return 0;
+  while (fgets(line, sizeof line, f) != NULL) {
+    char key[64];
+    unsigned long long kb;
+    if (sscanf(line, "%63[^:]: %llu", key, &kb) == 2) {
+      if (strcmp(key, "MemAvailable") == 0) {
+        lua_pushinteger(L, (lua_Integer)(kb * 1024));
+        lua_setfield(L, -2, "available");
+      } else if (strcmp(key, "Buffers") == 0 || strcmp(key, "Cached") == 0) {
+        lua_pushinteger(L, (lua_Integer)(kb * 1024));
+        lua_setfield(L, -2, strcmp(key, "Cached") == 0 ? "cached" : "buffers");
+      }
+    }
+  }
+  fclose(f);
+  return 1;
+}
+
+/* sys.memory() -> {total=, free=, available=, used=, percent=} in bytes (percent of total used). */
+static int sys_memory(lua_State *L) {
+  uint64_t total = uv_get_total_memory(), freem = uv_get_free_memory();
+  lua_Integer avail;
+  lua_createtable(L, 0, 8);
+  lua_pushinteger(L, (lua_Integer)total);
+  lua_setfield(L, -2, "total");
+  lua_pushinteger(L, (lua_Integer)freem);
+  lua_setfield(L, -2, "free");
+  read_meminfo(L);
+  if (lua_getfield(L, -1, "available") != LUA_TNUMBER) {  /* no MemAvailable: use free */
+    lua_pop(L, 1);
+    lua_pushinteger(L, (lua_Integer)freem);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "available");
+  }
+  avail = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  lua_pushinteger(L, (lua_Integer)total - avail);
+  lua_setfield(L, -2, "used");
+  lua_pushnumber(L, total > 0 ? 100.0 * (double)((lua_Integer)total - avail) / (double)total : 0.0);
+  lua_setfield(L, -2, "percent");
+  if (uv_get_constrained_memory() > 0) {  /* a cgroup limit, when there is one */
+    lua_pushinteger(L, (lua_Integer)uv_get_constrained_memory());
+    lua_setfield(L, -2, "constrained");
+  }
+  return 1;
+}
+
+/* sys.loadavg() -> 1, 5 and 15 minute load averages. */
+static int sys_loadavg(lua_State *L) {
+  double avg[3];
+  uv_loadavg(avg);
+  lua_pushnumber(L, avg[0]);
+  lua_pushnumber(L, avg[1]);
+  lua_pushnumber(L, avg[2]);
+  return 3;
+}
+
+/* sys.rss() -> this process's resident set size in bytes. */
+static int sys_rss(lua_State *L) {
+  size_t rss;
+  int err = uv_resident_set_memory(&rss);
+  if (err != 0) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "rss: %s", uv_strerror(err));
+    lua_pushinteger(L, err);
+    return 3;
+  }
+  lua_pushinteger(L, (lua_Integer)rss);
+  return 1;
+}
+
+/* sys.rusage() -> {utime=, stime=, maxrss= (bytes), minflt=, majflt=, nvcsw=, nivcsw=}. */
+static int sys_rusage(lua_State *L) {
+  uv_rusage_t ru;
+  int err = uv_getrusage(&ru);
+  if (err != 0) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "rusage: %s", uv_strerror(err));
+    lua_pushinteger(L, err);
+    return 3;
+  }
+  lua_createtable(L, 0, 7);
+  lua_pushnumber(L, (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6);
+  lua_setfield(L, -2, "utime");
+  lua_pushnumber(L, (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);
+  lua_setfield(L, -2, "stime");
+  lua_pushinteger(L, (lua_Integer)ru.ru_maxrss * 1024);  /* Linux reports kilobytes */
+  lua_setfield(L, -2, "maxrss");
+  lua_pushinteger(L, (lua_Integer)ru.ru_minflt);
+  lua_setfield(L, -2, "minflt");
+  lua_pushinteger(L, (lua_Integer)ru.ru_majflt);
+  lua_setfield(L, -2, "majflt");
+  lua_pushinteger(L, (lua_Integer)ru.ru_nvcsw);
+  lua_setfield(L, -2, "nvcsw");
+  lua_pushinteger(L, (lua_Integer)ru.ru_nivcsw);
+  lua_setfield(L, -2, "nivcsw");
+  return 1;
+}
+
+/* sys.process_time() -> user + system CPU seconds this process has used (for "CPU burned"). */
+static int sys_process_time(lua_State *L) {
+  uv_rusage_t ru;
+  if (uv_getrusage(&ru) != 0) return luaL_fileresult(L, 0, "rusage");
+  lua_pushnumber(L, (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                    (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);
+  return 1;
+}
+
+/* sys.hrtime() -> nanoseconds from an arbitrary point (real time, never virtual). */
+static int sys_hrtime(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)uv_hrtime());
+  return 1;
+}
+
+/* sys.clock() -> seconds from an arbitrary point, as a float (real time, never virtual). */
+static int sys_clock(lua_State *L) {
+  lua_pushnumber(L, (double)uv_hrtime() / 1e9);
+  return 1;
+}
+
+/* sys.cpu_count() -> number of CPUs this process may use. */
+static int sys_cpu_count(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)uv_available_parallelism());
+  return 1;
+}
+
+/* sys.uptime() -> seconds since boot. */
+static int sys_uptime(lua_State *L) {
+  double up = 0;
+  int err = uv_uptime(&up);
+  if (err != 0) return luaL_fileresult(L, 0, "uptime");
+  lua_pushnumber(L, up);
+  return 1;
+}
+
+/* sys.pid() -> this process's id. */
+static int sys_pid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)uv_os_getpid());
+  return 1;
+}
+
+/* sys.isatty(fd) -> true if fd is a terminal (plot uses it to choose redraw vs plain lines). */
+static int sys_isatty(lua_State *L) {
+  int fd = (int)luaL_optinteger(L, 1, 1);
+  lua_pushboolean(L, uv_guess_handle(fd) == UV_TTY);
+  return 1;
+}
+
+/* sys.tty_size([fd]) -> columns, rows of the terminal on fd, or fail when it is not one.
+** A plain ioctl: uv_tty_init would switch a shared stdio descriptor to non-blocking mode. */
+static int sys_tty_size(lua_State *L) {
+  int fd = (int)luaL_optinteger(L, 1, 1);
+  struct winsize ws;
+  if (ioctl(fd, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0) {
+    luaL_pushfail(L);
+    lua_pushliteral(L, "not a terminal");
+    return 2;
+  }
+  lua_pushinteger(L, ws.ws_col);
+  lua_pushinteger(L, ws.ws_row);
+  return 2;
+}
+
+static const luaL_Reg sys_funcs[] = {
+  {"cpu_times", sys_cpu_times},
+  {"memory", sys_memory},
+  {"loadavg", sys_loadavg},
+  {"rss", sys_rss},
+  {"rusage", sys_rusage},
+  {"process_time", sys_process_time},
+  {"hrtime", sys_hrtime},
+  {"clock", sys_clock},
+  {"cpu_count", sys_cpu_count},
+  {"uptime", sys_uptime},
+  {"pid", sys_pid},
+  {"isatty", sys_isatty},
+  {"tty_size", sys_tty_size},
+  {NULL, NULL}
+};
+
+/* Opens aio.sys_c. */
+int luaopen_aio_sys_c(lua_State *L) {
+  luaL_newlib(L, sys_funcs);
+  return 1;
+}
