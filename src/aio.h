@@ -76,8 +76,13 @@ uint64_t aio_now_ns(aio_loop *loop);
 /* Runs the loop until future f is done (f may be NULL: until nothing is left to run).
 ** Raises "interrupted!" on Ctrl-C. Must not be called while the loop is running. */
 void aio_run_until(lua_State *L, aio_future *f);
-/* Runs the loop until no task, timer or referenced handle remains (end of a script). */
-void aio_loop_drain(lua_State *L);
+/* Runs the loop until no task, timer or referenced handle remains (end of a script): Ctrl-C
+** then cancels every task; tasks stuck forever are cancelled; unobserved task errors are
+** reported on stderr. Returns the exit status the host should use: 0, 1 (an unobserved error
+** or a failure) or 130 (interrupted). Runs protected; safe to call when no loop exists. */
+int aio_loop_drain(lua_State *L);
+/* Non-zero if L's main state already has a loop (nothing to drain otherwise). */
+int aio_loop_exists(lua_State *L);
 /* Closes every handle and frees the loop (called from the state's __gc). */
 void aio_loop_close(aio_loop *loop);
 /* Async-signal-safe: asks the loop to raise "interrupted!" in the awaiting code. */
@@ -110,6 +115,26 @@ struct aio_future {
   void *on_cancel_ud;
 };
 
+/* A task: a coroutine scheduled by the loop, and the future of its own outcome. */
+struct aio_task {
+  aio_future fut;                /* first member: a task is a future */
+  lua_State *co;                 /* its coroutine (NULL once finished) */
+  aio_timed sleep;               /* heap entry while it sleeps */
+  aio_task *wnext, *wprev;       /* links in the waiter list of the future it waits on */
+  aio_future *waiting;           /* that future, or NULL */
+  aio_task *rnext;               /* ready queue link */
+  int64_t id;
+  double spawned_at;             /* aio.now() at spawn, seconds */
+  int nargs;                     /* values pushed on co for its next resume */
+  int ref;                       /* anchor in the live-task table while unfinished */
+  unsigned queued : 1, started : 1, sleeping : 1, cancel_requested : 1, running : 1;
+};
+
+/* Uservalue slots of a task userdata. */
+enum { AIO_TUV_RESULT = 1, AIO_TUV_CO, AIO_TUV_WAITING, AIO_TUV_INFO, AIO_TASK_NUV = AIO_TUV_INFO };
+/* Uservalue slots of a future userdata. */
+enum { AIO_FUV_RESULT = 1, AIO_FUV_CALLBACKS, AIO_FUV_LABEL, AIO_FUTURE_NUV = AIO_FUV_LABEL };
+
 /* Pushes a new pending future. */
 aio_future *aio_future_new(lua_State *L);
 /* Checks that the value at idx is a future or a task (tasks are futures). */
@@ -125,8 +150,11 @@ int aio_future_cancel(lua_State *L, aio_future *f, const char *msg);
 /* Waits for the future at idx; use in tail position: `return aio_await(L, idx);`.
 ** Returns the future's results or raises its error. */
 int aio_await(lua_State *L, int idx);
-/* Pushes f's outcome as (true, results...) or (false, err); returns the count pushed. */
-int aio_future_push_outcome(lua_State *L, aio_future *f);
+/* Pushes the outcome of the (finished) future at fidx as (true, results...) or (false, err);
+** returns the count pushed. */
+int aio_future_push_outcome(lua_State *L, int fidx);
+/* Pushes the future or task f (which must still be reachable: pending, or held by someone). */
+void aio_future_push(lua_State *L, aio_future *f);
 
 /* Keeps the value at idx alive while C code owns it; returns a registry ref. */
 int aio_ref(lua_State *L, int idx);
@@ -140,6 +168,10 @@ aio_task *aio_spawn(lua_State *L, int nargs);
 aio_task *aio_current_task(lua_State *L);
 /* Requests cancellation of t; returns 0 if it already finished. */
 int aio_task_cancel(lua_State *L, aio_task *t, const char *msg);
+/* Cancels every unfinished task (used at exit and on Ctrl-C). */
+void aio_cancel_all(lua_State *L, const char *msg);
+/* Prints every failed task whose error nobody observed; returns how many (and forgets them). */
+int aio_report_unobserved(lua_State *L);
 /* Resumes ready tasks until the ready queue is empty (loop.c calls this). */
 void aio_scheduler_drain(aio_loop *loop);
 

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "aio.h"
 #include "embed.h"
+#include <lualib.h>
 
 #define AIO_MODULE(name, fn) int fn(lua_State *L);
 #include "modules.def"

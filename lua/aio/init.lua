@@ -1,0 +1,284 @@
+-- aio — the core module: tasks, combinators, structured concurrency, timers and (from
+-- aio.sync) the synchronization primitives. The mechanism lives in C (aio.core: futures, tasks,
+-- the scheduler, the timer heap); this file is the thin facade with the combinators that are
+-- clearer in Lua. See docs/aio.md.
+local core = require "aio.core"
+local sync = require "aio.sync"
+
+local aio = {}
+for k, v in pairs(core) do aio[k] = v end
+for k, v in pairs(sync) do aio[k] = v end
+
+local future, on_done, spawn = core.future, core.on_done, core.spawn
+local error_mt = debug.getregistry()["aio.error"]
+local pack, unpack, select, type = table.pack, table.unpack, select, type
+
+-- Is v a task or a future?
+local function is_awaitable(v)
+  local mt = getmetatable(v)
+  return mt ~= nil and (mt.__name == "aio.task" or mt.__name == "aio.future")
+end
+aio.is_awaitable = is_awaitable
+
+-- Turns a task, future or function into something awaitable (functions are spawned).
+local function awaitable(v, i)
+  if is_awaitable(v) then return v end
+  if type(v) == "function" then return spawn(v) end
+  error(("bad argument #%d (task, future or function expected, got %s)"):format(i, type(v)), 3)
+end
+
+-- A timeout error value, recognised by aio.is_timeout.
+local function timeout_error(seconds)
+  return setmetatable({message = ("timeout after %gs"):format(seconds), timeout = true}, error_mt)
+end
+aio.timeout_error = timeout_error
+
+-- aio.is_timeout(err) -> true if err is a timeout error.
+function aio.is_timeout(err)
+  return getmetatable(err) == error_mt and err.timeout == true
+end
+
+-- Cancels every unfinished task or future of a list.
+local function cancel_all(list, msg)
+  for i = 1, list.n or #list do
+    local a = list[i]
+    if not a:done() then a:cancel(msg) end
+  end
+end
+
+-- Collects the first result of each awaitable (errors as values if return_exceptions).
+local function collect(aws, return_exceptions)
+  local results = {n = aws.n}
+  for i = 1, aws.n do
+    local a = aws[i]
+    if return_exceptions and a:exception() ~= nil then
+      results[i] = a:exception()
+    else
+      results[i] = (a:result())
+    end
+  end
+  return results
+end
+
+-- aio.gather(a, b, ...) -> ra, rb, ... | aio.gather(list [, {return_exceptions=true}]) -> {r1, ...}
+-- Results come in input order. Without return_exceptions the first failure (in time) is raised
+-- at once and the other awaitables are cancelled (trio's rule, not asyncio's).
+function aio.gather(...)
+  local first = ...
+  local list, opts, as_list
+  if type(first) == "table" and not is_awaitable(first) then
+    list, opts, as_list = first, select(2, ...) or {}, true
+  else
+    list, opts, as_list = pack(...), {}, false
+  end
+  local n = list.n or #list
+  local aws = {n = n}
+  for i = 1, n do aws[i] = awaitable(list[i], i) end
+  local return_exceptions = opts.return_exceptions
+  local all, remaining, failure = future("gather"), n, nil
+  local function child_done(f)
+    remaining = remaining - 1
+    if all:done() then return end
+    if not return_exceptions and failure == nil and f:exception() ~= nil then
+      failure = f:exception()
+      all:set_result()
+    elseif remaining == 0 then
+      all:set_result()
+    end
+  end
+  if n > 0 then
+    for i = 1, n do on_done(aws[i], child_done) end
+    local ok, err = pcall(all.await, all)
+    if not ok then cancel_all(aws, "gather was cancelled"); error(err, 0) end
+  end
+  if failure ~= nil then
+    cancel_all(aws, "a sibling failed")
+    error(failure, 0)
+  end
+  local results = collect(aws, return_exceptions)
+  if as_list then return results end
+  return unpack(results, 1, n)
+end
+
+-- aio.as_completed(list [, {timeout=}]) -> iterator over the original awaitables in the order
+-- they finish. Raises a timeout error if the next one does not finish in time.
+function aio.as_completed(list, opts)
+  local n = list.n or #list
+  local deadline = opts and opts.timeout and core.now() + opts.timeout
+  local finished, head, waiter = {}, 1, nil
+  for i = 1, n do
+    on_done(awaitable(list[i], i), function(f)
+      finished[#finished + 1] = f
+      if waiter then local w = waiter; waiter = nil; w:set_result() end
+    end)
+  end
+  return function()
+    if head > n then return nil end
+    while finished[head] == nil do
+      waiter = future("as_completed")
+      if deadline then
+        local left = deadline - core.now()
+        if left <= 0 or not aio.wait_for(waiter, left, true) then
+          error(timeout_error(opts.timeout), 2)
+        end
+      else
+        waiter:await()
+      end
+    end
+    head = head + 1
+    return finished[head - 1]
+  end
+end
+
+-- Waits until the future w is done or `seconds` pass; true if it finished in time.
+local function wait_until_done_or(w, seconds)
+  local t = core.timer_future(seconds)
+  local either = future("wait")
+  local function wake() if not either:done() then either:set_result() end end
+  on_done(w, wake)
+  on_done(t, wake)
+  local ok, err = pcall(either.await, either)
+  t:cancel()
+  if not ok then error(err, 0) end
+  return w:done()
+end
+
+-- aio.wait(list, {return_when="all_completed"|"first_completed"|"first_exception", timeout=})
+-- -> done, pending: two sets (tables keyed by the awaitables). Nothing is cancelled on timeout.
+function aio.wait(list, opts)
+  opts = opts or {}
+  local when = opts.return_when or "all_completed"
+  assert(when == "all_completed" or when == "first_completed" or when == "first_exception",
+    "return_when must be all_completed, first_completed or first_exception")
+  local n = list.n or #list
+  local aws = {}
+  for i = 1, n do aws[i] = awaitable(list[i], i) end
+  local signal, remaining = future("wait"), n
+  for i = 1, n do
+    on_done(aws[i], function(f)
+      remaining = remaining - 1
+      if signal:done() then return end
+      if remaining == 0 or when == "first_completed"
+         or (when == "first_exception" and f:exception() ~= nil) then
+        signal:set_result()
+      end
+    end)
+  end
+  if n > 0 and not signal:done() then
+    if opts.timeout then wait_until_done_or(signal, opts.timeout) else signal:await() end
+  end
+  local done, pending = {}, {}
+  for i = 1, n do
+    if aws[i]:done() then done[aws[i]] = true else pending[aws[i]] = true end
+  end
+  return done, pending
+end
+
+-- aio.wait_for(awaitable_or_fn, seconds) -> its results; on timeout the awaitable is cancelled
+-- and a timeout error is raised (aio.is_timeout). Cancelling the caller cancels it too.
+function aio.wait_for(aw, seconds, quiet)
+  aw = awaitable(aw, 1)
+  if seconds == nil then return aw:await() end
+  local ok, finished = pcall(wait_until_done_or, aw, seconds)
+  if not ok then aw:cancel("wait_for was cancelled"); error(finished, 0) end
+  if quiet then return finished end
+  if not finished then
+    aw:cancel("timeout")
+    error(timeout_error(seconds), 2)
+  end
+  return aw:await()
+end
+
+-- aio.timeout(seconds, fn, ...) -> fn's results, or raises a timeout error if fn takes longer
+-- (fn then gets a cancellation error at its current await, so its cleanup runs).
+function aio.timeout(seconds, fn, ...)
+  return aio.wait_for(spawn(fn, ...), seconds)
+end
+
+-- aio.call_soon(fn, ...) -> task: fn(...) runs as a task on the next turn of the loop.
+aio.call_soon = spawn
+
+-- aio.group(function(g) g:spawn(fn, ...) end) -> the body's results once every child ended.
+-- The first failing child cancels its siblings and its error is raised; g:cancel() stops the
+-- group early without an error; if the body fails or the caller is cancelled, children are
+-- cancelled and awaited before the error propagates.
+function aio.group(body, ...)
+  local children, live, failure, idle = {}, 0, nil, nil
+  local g = {}
+  local function child_done(t)
+    live = live - 1
+    if failure == nil and t:exception() ~= nil and not t:cancelled() then
+      failure = t:exception()
+      g:cancel("a sibling failed")
+    end
+    if live == 0 and idle then local w = idle; idle = nil; w:set_result() end
+  end
+  function g.spawn(_, fn, ...)
+    local t = spawn(fn, ...)
+    children[#children + 1] = t
+    live = live + 1
+    on_done(t, child_done)
+    return t
+  end
+  function g.cancel(_, msg)
+    for i = 1, #children do
+      if not children[i]:done() then children[i]:cancel(msg or "group cancelled") end
+    end
+  end
+  function g.tasks() return children end
+  local results = pack(pcall(body, g, ...))
+  local err = not results[1] and results[2] or nil
+  if err ~= nil then g:cancel("the group's body failed") end
+  while live > 0 do
+    idle = future("group")
+    local ok, e = pcall(idle.await, idle)
+    if not ok then
+      err = err or e
+      g:cancel("the group was cancelled")
+    end
+  end
+  if err ~= nil then error(err, 0) end
+  if failure ~= nil then error(failure, 0) end
+  return unpack(results, 2, results.n)
+end
+
+-- aio.run(fn, ...) -> fn's results: runs fn as a task and the loop until nothing is left
+-- (asyncio.run). aioshell drains the loop by itself at the end of a script; a stock lua5.4
+-- that loaded the aio C module needs this.
+function aio.run(fn, ...)
+  local t = spawn(fn, ...)
+  local results = pack(pcall(t.await, t))
+  core.run_loop()
+  if not results[1] then error(results[2], 0) end
+  return unpack(results, 2, results.n)
+end
+
+-- Formats seconds for the task table.
+local function fmt_age(s)
+  if s < 1 then return ("%dms"):format(s * 1000) end
+  return ("%.1fs"):format(s)
+end
+
+-- aio.dump([out]) prints the live tasks as a table (id, name, state, waiting on, age, spawn site).
+function aio.dump(out)
+  out = out or io.stdout
+  local tasks = core.tasks()
+  table.sort(tasks, function(a, b) return a.id < b.id end)
+  local rows = {{"id", "name", "state", "waiting on", "age", "spawned at"}}
+  for _, t in ipairs(tasks) do
+    rows[#rows + 1] = {tostring(t.id), t.name, t.state, t.waiting_on or "",
+                       fmt_age(t.age), (t.site or ""):gsub(":$", "")}
+  end
+  local widths = {}
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do widths[i] = math.max(widths[i] or 0, #c) end
+  end
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i, c in ipairs(r) do cells[i] = c .. (" "):rep(widths[i] - #c) end
+    out:write(table.concat(cells, "  "):gsub("%s+$", ""), "\n")
+  end
+  return #tasks
+end
+
+return aio

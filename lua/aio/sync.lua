@@ -1,0 +1,368 @@
+-- aio.sync — semaphores, locks, events, conditions and queues, built on aio.core futures.
+--
+-- Every waiter waits on a future of its own, kept in a FIFO list. A release or put hands the
+-- permit / wake-up to the first waiter still pending; a waiter that was cancelled leaves a
+-- cancelled future behind, which is skipped. Because a woken task always returns normally from
+-- its await (a cancellation that arrives later is delivered at its *next* await), a permit, an
+-- item or a wake-up is never lost to a cancelled waiter: the asyncio Semaphore/Queue bugs.
+local core = require "aio.core"
+local future = core.future
+
+local sync = {}
+
+-- A FIFO of waiter futures with O(1) push and pop.
+local Waiters = {}
+Waiters.__index = Waiters
+
+local function waiters() return setmetatable({head = 1, tail = 0}, Waiters) end
+
+function Waiters:push(label)
+  local f = future(label)
+  self.tail = self.tail + 1
+  self[self.tail] = f
+  return f
+end
+
+-- Completes the first still-pending waiter; returns true if there was one.
+function Waiters:wake_one(...)
+  while self.head <= self.tail do
+    local f = self[self.head]
+    self[self.head] = nil
+    self.head = self.head + 1
+    if not f:done() then f:set_result(...); return true end
+  end
+  return false
+end
+
+function Waiters:wake_all(...)
+  while self:wake_one(...) do end
+end
+
+function Waiters:empty()
+  for i = self.head, self.tail do
+    if not self[i]:done() then return false end
+  end
+  return true
+end
+
+-- Awaits f; if that raises, cancels f so a later wake_one skips it, and re-raises.
+local function await_waiter(f)
+  local ok, err = pcall(f.await, f)
+  if not ok then
+    f:cancel()
+    error(err, 0)
+  end
+  return err
+end
+
+-- ---- Semaphore --------------------------------------------------------------------------------
+
+local Semaphore = {__name = "aio.semaphore"}
+Semaphore.__index = Semaphore
+
+-- aio.semaphore(n [, {bounded=true}]) -> semaphore with n permits. Bounded by default: releasing
+-- more than acquired raises.
+function sync.semaphore(n, opts)
+  n = n or 1
+  assert(math.type(n) == "integer" and n >= 0, "semaphore value must be a non-negative integer")
+  local bounded = not (opts and opts.bounded == false)
+  return setmetatable({value = n, limit = bounded and n or math.huge, waiters = waiters()}, Semaphore)
+end
+
+-- sem:acquire() -> sem (usable as `local _ <close> = sem:acquire()`), FIFO among waiters.
+function Semaphore:acquire()
+  if self.value > 0 and self.waiters:empty() then
+    self.value = self.value - 1
+    return self
+  end
+  await_waiter(self.waiters:push("semaphore"))  -- the permit is handed over by release
+  return self
+end
+
+-- sem:try_acquire() -> true if a permit was free.
+function Semaphore:try_acquire()
+  if self.value > 0 and self.waiters:empty() then
+    self.value = self.value - 1
+    return true
+  end
+  return false
+end
+
+-- sem:release(): hands the permit to the first waiter, or returns it to the pool.
+function Semaphore:release()
+  if self.waiters:wake_one() then return end
+  if self.value >= self.limit then error("semaphore released too many times", 2) end
+  self.value = self.value + 1
+end
+
+function Semaphore:locked() return self.value == 0 end
+Semaphore.__close = function(self) self:release() end
+
+-- sem:with(fn, ...) -> fn's results, holding a permit.
+function Semaphore:with(fn, ...)
+  local _ <close> = self:acquire()
+  return fn(...)
+end
+
+function Semaphore:__tostring()
+  return ("aio.semaphore (%d free)"):format(self.value)
+end
+
+-- ---- Lock ---------------------------------------------------------------------------------------
+
+local Lock = setmetatable({__name = "aio.lock"}, {__index = Semaphore})
+Lock.__index = Lock
+Lock.__close = Semaphore.__close
+
+-- aio.lock() -> a mutual-exclusion lock (`local _ <close> = lock:acquire()`).
+function sync.lock()
+  return setmetatable({value = 1, limit = 1, waiters = waiters()}, Lock)
+end
+
+function Lock:acquire()
+  Semaphore.acquire(self)
+  self.owner = core.current()
+  return self
+end
+
+function Lock:release()
+  if self.value > 0 and self.waiters:empty() then error("lock is not acquired", 2) end
+  self.owner = nil
+  Semaphore.release(self)
+end
+
+function Lock:__tostring()
+  return self.value == 0 and "aio.lock (locked)" or "aio.lock (unlocked)"
+end
+
+-- ---- Event ----------------------------------------------------------------------------------------
+
+local Event = {__name = "aio.event"}
+Event.__index = Event
+
+-- aio.event() -> an event: wait() blocks until set().
+function sync.event()
+  return setmetatable({flag = false, waiters = waiters()}, Event)
+end
+
+function Event:set()
+  self.flag = true
+  self.waiters:wake_all(true)
+end
+
+function Event:clear() self.flag = false end
+function Event:is_set() return self.flag end
+
+-- ev:wait() -> true once the event is set.
+function Event:wait()
+  if self.flag then return true end
+  await_waiter(self.waiters:push("event"))
+  return true
+end
+
+function Event:__tostring()
+  return self.flag and "aio.event (set)" or "aio.event (clear)"
+end
+
+-- ---- Condition --------------------------------------------------------------------------------------
+
+local Condition = {__name = "aio.condition"}
+Condition.__index = Condition
+
+-- aio.condition([lock]) -> a condition variable bound to lock (a new lock by default).
+function sync.condition(lock)
+  return setmetatable({lock = lock or sync.lock(), waiters = waiters()}, Condition)
+end
+
+function Condition:acquire() self.lock:acquire(); return self end
+function Condition:release() self.lock:release() end
+Condition.__close = function(self) self:release() end
+function Condition:locked() return self.lock:locked() end
+
+-- cond:wait(): releases the lock, waits for notify, re-acquires the lock (even when cancelled).
+function Condition:wait()
+  if not self.lock:locked() then error("cannot wait on an un-acquired condition", 2) end
+  local f = self.waiters:push("condition")
+  self.lock:release()
+  local ok, err = pcall(f.await, f)
+  if not ok then f:cancel() end
+  while true do  -- the lock must be held again whatever happened
+    local ok2, err2 = pcall(self.lock.acquire, self.lock)
+    if ok2 then break end
+    if ok then ok, err = false, err2 end
+  end
+  if not ok then error(err, 0) end
+  return true
+end
+
+-- cond:wait_for(predicate) -> the predicate's first true value.
+function Condition:wait_for(pred)
+  local v = pred()
+  while not v do
+    self:wait()
+    v = pred()
+  end
+  return v
+end
+
+function Condition:notify(n)
+  for _ = 1, n or 1 do
+    if not self.waiters:wake_one() then break end
+  end
+end
+
+function Condition:notify_all() self.waiters:wake_all() end
+
+-- ---- Queues ---------------------------------------------------------------------------------------
+
+local Queue = {__name = "aio.queue"}
+Queue.__index = Queue
+
+-- A queue closed error value.
+local closed_error = setmetatable({message = "queue is closed", closed = true},
+  debug.getregistry()["aio.error"])
+sync.queue_closed = closed_error
+
+-- The three stores: FIFO (ring of indices), LIFO (stack) and priority (binary heap).
+local fifo = {
+  new = function() return {head = 1, tail = 0} end,
+  push = function(s, item) s.tail = s.tail + 1; s[s.tail] = item end,
+  pop = function(s) local v = s[s.head]; s[s.head] = nil; s.head = s.head + 1; return v end,
+  size = function(s) return s.tail - s.head + 1 end,
+}
+local lifo = {
+  new = function() return {n = 0} end,
+  push = function(s, item) s.n = s.n + 1; s[s.n] = item end,
+  pop = function(s) local v = s[s.n]; s[s.n] = nil; s.n = s.n - 1; return v end,
+  size = function(s) return s.n end,
+}
+-- Heap entries are {priority, seq, item}; equal priorities leave in insertion order.
+local function before(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end
+local heap = {
+  new = function() return {n = 0, seq = 0} end,
+  push = function(s, item, priority)
+    if priority == nil then priority = item end
+    s.seq = s.seq + 1
+    s.n = s.n + 1
+    local i, e = s.n, {priority, s.seq, item}
+    while i > 1 do
+      local p = i // 2
+      if not before(e, s[p]) then break end
+      s[i] = s[p]; i = p
+    end
+    s[i] = e
+  end,
+  pop = function(s)
+    local top, last = s[1], s[s.n]
+    s[s.n] = nil
+    s.n = s.n - 1
+    local i, n = 1, s.n
+    if n > 0 then
+      while true do
+        local c = 2 * i
+        if c > n then break end
+        if c + 1 <= n and before(s[c + 1], s[c]) then c = c + 1 end
+        if not before(s[c], last) then break end
+        s[i] = s[c]; i = c
+      end
+      s[i] = last
+    end
+    return top[3]
+  end,
+  size = function(s) return s.n end,
+}
+
+-- Makes a queue of the given store kind.
+local function new_queue(store, maxsize)
+  maxsize = maxsize or 0
+  assert(math.type(maxsize) == "integer" and maxsize >= 0, "maxsize must be a non-negative integer")
+  return setmetatable({store = store, items = store.new(), maxsize = maxsize,
+                       getters = waiters(), putters = waiters(), unfinished = 0,
+                       all_done = sync.event(), closed = false}, Queue)
+end
+
+-- aio.queue([maxsize]) -> FIFO queue (0 = unbounded). aio.lifo_queue, aio.priority_queue alike:
+-- a priority queue's put takes (item [, priority]); lower priorities come out first.
+function sync.queue(maxsize) return new_queue(fifo, maxsize) end
+function sync.lifo_queue(maxsize) return new_queue(lifo, maxsize) end
+function sync.priority_queue(maxsize) return new_queue(heap, maxsize) end
+
+function Queue:size() return self.store.size(self.items) end
+function Queue:empty() return self:size() == 0 end
+function Queue:full() return self.maxsize > 0 and self:size() >= self.maxsize end
+
+-- q:put_nowait(item [, priority]): raises "queue is full" instead of waiting.
+function Queue:put_nowait(item, priority)
+  if self.closed then error(closed_error, 2) end
+  if self:full() then error("queue is full", 2) end
+  self.store.push(self.items, item, priority)
+  self.unfinished = self.unfinished + 1
+  self.all_done:clear()
+  self.getters:wake_one()
+end
+
+-- q:put(item [, priority]): waits while the queue is full.
+function Queue:put(item, priority)
+  while self:full() and not self.closed do
+    await_waiter(self.putters:push("queue put"))
+  end
+  self:put_nowait(item, priority)
+  if not self:full() then self.putters:wake_one() end  -- pass the turn on
+end
+
+-- q:get_nowait() -> item; raises "queue is empty" instead of waiting.
+function Queue:get_nowait()
+  if self:empty() then
+    if self.closed then error(closed_error, 2) end
+    error("queue is empty", 2)
+  end
+  local item = self.store.pop(self.items)
+  self.putters:wake_one()
+  return item
+end
+
+-- q:get() -> item: waits while the queue is empty; raises a closed error once closed and empty.
+function Queue:get()
+  while self:empty() do
+    if self.closed then error(closed_error, 2) end
+    await_waiter(self.getters:push("queue get"))
+  end
+  local item = self:get_nowait()
+  if not self:empty() then self.getters:wake_one() end  -- more items: wake the next getter
+  return item
+end
+
+-- q:task_done(): one fetched item is fully processed (for join).
+function Queue:task_done()
+  if self.unfinished <= 0 then error("task_done() called too many times", 2) end
+  self.unfinished = self.unfinished - 1
+  if self.unfinished == 0 then self.all_done:set() end
+end
+
+-- q:join(): waits until every item put has been marked task_done.
+function Queue:join()
+  if self.unfinished > 0 then self.all_done:wait() end
+end
+
+-- q:close(): no more puts; getters drain what is left, then get raises a closed error.
+function Queue:close()
+  self.closed = true
+  self.getters:wake_all()
+  self.putters:wake_all()
+end
+
+-- Iterates over items until the queue is closed and empty: `for item in q:iter() do ... end`.
+function Queue:iter()
+  return function()
+    local ok, item = pcall(self.get, self)
+    if ok then return item end
+    if item == closed_error then return nil end
+    error(item, 0)
+  end
+end
+
+function Queue:__tostring()
+  return ("aio.queue (%d items%s)"):format(self:size(), self.closed and ", closed" or "")
+end
+
+return sync

@@ -1,0 +1,382 @@
+/*
+** future.c — futures: a value that will be set once, awaited by tasks or by the main thread.
+**
+** Waiters are tasks linked into an intrusive FIFO list (a task waits on one thing at a time), so
+** waiting costs no allocation. Completing a future never resumes anyone: waiters get their
+** outcome pushed onto their coroutine and go to the ready queue.
+*/
+#include <string.h>
+#include "sched.h"
+
+static const char FUTURES_KEY = 'F';  /* weak table: light userdata -> future userdata */
+
+/* Appends t to f's waiter list. */
+void aio__waiter_add(aio_future *f, aio_task *t) {
+  t->wnext = NULL;
+  t->wprev = f->wtail;
+  if (f->wtail) f->wtail->wnext = t; else f->whead = t;
+  f->wtail = t;
+  t->waiting = f;
+}
+
+/* Unlinks t from f's waiter list. */
+void aio__waiter_remove(aio_future *f, aio_task *t) {
+  if (t->wprev) t->wprev->wnext = t->wnext; else f->whead = t->wnext;
+  if (t->wnext) t->wnext->wprev = t->wprev; else f->wtail = t->wprev;
+  t->wnext = t->wprev = NULL;
+  t->waiting = NULL;
+}
+
+/* Pushes the weak registry table that maps futures' addresses to their userdata. */
+static void push_future_table(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &FUTURES_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &FUTURES_KEY);
+  }
+}
+
+/* Pushes a new pending future. */
+aio_future *aio_future_new(lua_State *L) {
+  aio_future *f = (aio_future *)lua_newuserdatauv(L, sizeof *f, AIO_FUTURE_NUV);
+  memset(f, 0, sizeof *f);
+  luaL_setmetatable(L, AIO_FUTURE_MT);
+  push_future_table(L);
+  lua_pushvalue(L, -2);
+  lua_rawsetp(L, -2, f);
+  lua_pop(L, 1);
+  return f;
+}
+
+/* Pushes the future or task f. */
+void aio_future_push(lua_State *L, aio_future *f) {
+  if (f->is_task) {
+    extern void aio__task_push(lua_State *L, aio_task *t);
+    aio__task_push(L, (aio_task *)f);
+    return;
+  }
+  push_future_table(L);
+  lua_rawgetp(L, -1, f);
+  lua_remove(L, -2);
+}
+
+/* Returns the future (or task) at idx, or NULL. */
+aio_future *aio_future_test(lua_State *L, int idx) {
+  aio_future *f = (aio_future *)luaL_testudata(L, idx, AIO_FUTURE_MT);
+  if (!f) f = (aio_future *)luaL_testudata(L, idx, AIO_TASK_MT);
+  return f;
+}
+
+/* Checks that the value at idx is a future or a task. */
+aio_future *aio_future_check(lua_State *L, int idx) {
+  aio_future *f = aio_future_test(L, idx);
+  if (!f) luaL_typeerror(L, idx, "future or task");
+  return f;
+}
+
+/* Pushes the callbacks list of the future/task at fidx (nil if none and !create). */
+void aio__push_callbacks(lua_State *L, int fidx, int create) {
+  fidx = lua_absindex(L, fidx);
+  aio_future *f = (aio_future *)lua_touserdata(L, fidx);
+  if (!f->is_task) {
+    if (lua_getiuservalue(L, fidx, AIO_FUV_CALLBACKS) == LUA_TTABLE || !create) return;
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, fidx, AIO_FUV_CALLBACKS);
+    return;
+  }
+  /* Tasks keep callbacks in their info table (created on demand). */
+  if (lua_getiuservalue(L, fidx, AIO_TUV_INFO) != LUA_TTABLE) {
+    if (!create) { lua_pop(L, 1); lua_pushnil(L); return; }
+    lua_createtable(L, 0, 3);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "site");
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, fidx, AIO_TUV_INFO);
+  }
+  if (lua_getfield(L, -1, "callbacks") != LUA_TTABLE && create) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "callbacks");
+  }
+  lua_remove(L, -2);
+}
+
+/* Runs the done callbacks of the future at fidx: functions as new tasks, {fn} tables at once. */
+static void run_callbacks(lua_State *L, int fidx) {
+  aio__push_callbacks(L, fidx, 0);
+  if (!lua_istable(L, -1)) { lua_pop(L, 1); return; }
+  int cbs = lua_gettop(L);
+  lua_Integer n = luaL_len(L, cbs);
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, cbs, i) == LUA_TTABLE) {  /* internal: called synchronously */
+      lua_rawgeti(L, -1, 1);
+      lua_remove(L, -2);
+      lua_pushvalue(L, fidx);
+      aio_pcall_report(L, 1, 0);
+    } else {
+      lua_pushvalue(L, fidx);
+      aio_spawn(L, 1);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+/* Wakes the waiters of the finished future at fidx and runs its callbacks. */
+void aio__future_finish(lua_State *L, int fidx) {
+  fidx = lua_absindex(L, fidx);
+  aio_future *f = (aio_future *)lua_touserdata(L, fidx);
+  while (f->whead) {
+    aio_task *t = f->whead;
+    aio__waiter_remove(f, t);
+    f->observed = 1;
+    aio__task_wake(L, t, aio_future_push_outcome(L, fidx));
+  }
+  run_callbacks(L, fidx);
+}
+
+/* Completes f with the nvalues on top of L (popped). No-op if f is no longer pending. */
+void aio_future_resolve(lua_State *L, aio_future *f, int nvalues) {
+  if (f->state != AIO_PENDING) { lua_pop(L, nvalues); return; }
+  aio_future_push(L, f);
+  int fidx = lua_gettop(L);
+  if (nvalues == 1) {
+    lua_pushvalue(L, fidx - 1);
+  } else if (nvalues > 1) {
+    lua_createtable(L, nvalues, 0);
+    for (int i = 1; i <= nvalues; i++) {
+      lua_pushvalue(L, fidx - nvalues - 1 + i);
+      lua_rawseti(L, -2, i);
+    }
+  } else {
+    lua_pushnil(L);
+  }
+  lua_setiuservalue(L, fidx, AIO_FUV_RESULT);
+  f->nresults = nvalues;
+  f->state = AIO_DONE;
+  aio__future_finish(L, fidx);
+  lua_pop(L, nvalues + 1);
+}
+
+/* Fails f with the error value on top of L (popped). No-op if f is no longer pending. */
+void aio_future_reject(lua_State *L, aio_future *f) {
+  if (f->state != AIO_PENDING) { lua_pop(L, 1); return; }
+  aio_future_push(L, f);
+  lua_insert(L, -2);
+  f->state = aio_is_cancelled(L, -1) ? AIO_CANCELLED : AIO_FAILED;
+  lua_setiuservalue(L, -2, AIO_FUV_RESULT);
+  aio__future_finish(L, -1);
+  lua_pop(L, 1);
+}
+
+/* Cancels a pending future: runs on_cancel, then wakes waiters with a cancellation error. */
+int aio_future_cancel(lua_State *L, aio_future *f, const char *msg) {
+  if (f->state != AIO_PENDING) return 0;
+  if (f->is_task) return aio_task_cancel(L, (aio_task *)f, msg);
+  if (f->on_cancel) {
+    void (*fn)(lua_State *, aio_future *, void *) = f->on_cancel;
+    f->on_cancel = NULL;
+    fn(L, f, f->on_cancel_ud);
+  }
+  aio_push_cancelled(L, msg);
+  aio_future_reject(L, f);
+  return 1;
+}
+
+/* Pushes the outcome of the finished future at fidx: (true, results...) or (false, err). */
+int aio_future_push_outcome(lua_State *L, int fidx) {
+  fidx = lua_absindex(L, fidx);
+  aio_future *f = (aio_future *)lua_touserdata(L, fidx);
+  if (f->state != AIO_DONE) {
+    lua_pushboolean(L, 0);
+    lua_getiuservalue(L, fidx, AIO_FUV_RESULT);
+    return 2;
+  }
+  int n = f->nresults;
+  luaL_checkstack(L, n + 2, "too many results");
+  lua_pushboolean(L, 1);
+  lua_getiuservalue(L, fidx, AIO_FUV_RESULT);
+  if (n > 1) {
+    int packed = lua_gettop(L);
+    for (int i = 1; i <= n; i++) lua_rawgeti(L, packed, i);
+    lua_remove(L, packed);
+  } else if (n == 0) {
+    lua_pop(L, 1);
+  }
+  return n + 1;
+}
+
+/* Raises the outcome of the finished future at fidx, or returns its results. */
+int aio__return_outcome(lua_State *L, int fidx) {
+  aio__observe(L, fidx);
+  int n = aio_future_push_outcome(L, fidx);
+  if (!lua_toboolean(L, -n)) return lua_error(L);
+  return n - 1;
+}
+
+/* ---- Lua bindings: aio.future() ------------------------------------------------------- */
+
+/* aio.future([label]) -> a new pending future. */
+static int l_future_new(lua_State *L) {
+  int has_label = !lua_isnoneornil(L, 1);
+  aio_future_new(L);
+  if (has_label) {
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, AIO_FUV_LABEL);
+  }
+  return 1;
+}
+
+/* fut:set_result(...): completes the future; raises if it is already done. */
+static int l_future_set_result(lua_State *L) {
+  aio_future *f = (aio_future *)luaL_checkudata(L, 1, AIO_FUTURE_MT);
+  if (f->state != AIO_PENDING) return luaL_error(L, "future is already done");
+  aio_future_resolve(L, f, lua_gettop(L) - 1);
+  return 0;
+}
+
+/* fut:set_error(err): fails the future; raises if it is already done. */
+static int l_future_set_error(lua_State *L) {
+  aio_future *f = (aio_future *)luaL_checkudata(L, 1, AIO_FUTURE_MT);
+  if (f->state != AIO_PENDING) return luaL_error(L, "future is already done");
+  luaL_checkany(L, 2);
+  lua_settop(L, 2);
+  aio_future_reject(L, f);
+  return 0;
+}
+
+/* fut:await() -> its results, or raises its error. */
+static int l_future_await(lua_State *L) {
+  aio_future_check(L, 1);
+  lua_settop(L, 1);
+  return aio_await(L, 1);
+}
+
+/* fut:done() -> true once it has an outcome (result, error or cancellation). */
+static int l_future_done(lua_State *L) {
+  lua_pushboolean(L, aio_future_check(L, 1)->state != AIO_PENDING);
+  return 1;
+}
+
+/* fut:cancelled() -> true if it was cancelled. */
+static int l_future_cancelled(lua_State *L) {
+  lua_pushboolean(L, aio_future_check(L, 1)->state == AIO_CANCELLED);
+  return 1;
+}
+
+/* fut:result() -> its results; raises its error, or if it is not done yet. */
+static int l_future_result(lua_State *L) {
+  aio_future *f = aio_future_check(L, 1);
+  if (f->state == AIO_PENDING) return luaL_error(L, "result is not ready yet (await it first)");
+  return aio__return_outcome(L, 1);
+}
+
+/* fut:exception() -> its error value, or nil if it succeeded; raises if not done. */
+static int l_future_exception(lua_State *L) {
+  aio_future *f = aio_future_check(L, 1);
+  if (f->state == AIO_PENDING) return luaL_error(L, "future is not done yet");
+  aio__observe(L, 1);
+  if (f->state == AIO_DONE) return 0;
+  lua_getiuservalue(L, 1, AIO_FUV_RESULT);
+  return 1;
+}
+
+/* fut:cancel([msg]) -> true if it was pending and is now cancelled. */
+static int l_future_cancel(lua_State *L) {
+  aio_future *f = aio_future_check(L, 1);
+  lua_pushboolean(L, aio_future_cancel(L, f, luaL_optstring(L, 2, NULL)));
+  return 1;
+}
+
+/* Adds fn to the callbacks of the future at 1, as a task callback or (sync) an internal one. */
+static int add_callback(lua_State *L, int sync) {
+  aio_future *f = aio_future_check(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  aio__observe(L, 1);
+  if (f->state != AIO_PENDING) {  /* already done: run it now (sync) or soon (task) */
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 1);
+    if (sync) aio_pcall_report(L, 1, 0);
+    else { aio_spawn(L, 1); lua_pop(L, 1); }
+    return 0;
+  }
+  aio__push_callbacks(L, 1, 1);
+  if (sync) {
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, 1);
+  } else {
+    lua_pushvalue(L, 2);
+  }
+  lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+  return 0;
+}
+
+/* fut:add_done_callback(fn): fn(fut) runs as a task once the future is done. */
+static int l_future_add_done_callback(lua_State *L) {
+  return add_callback(L, 0);
+}
+
+/* aio.core.on_done(fut, fn): fn(fut) runs synchronously when the future completes (internal:
+** gather, wait and as_completed are built on it). */
+static int l_future_on_done(lua_State *L) {
+  return add_callback(L, 1);
+}
+
+/* __tostring: "aio.future: pending (label)". */
+static int l_future_tostring(lua_State *L) {
+  static const char *const states[] = {"pending", "done", "failed", "cancelled"};
+  aio_future *f = (aio_future *)luaL_checkudata(L, 1, AIO_FUTURE_MT);
+  lua_getiuservalue(L, 1, AIO_FUV_LABEL);
+  if (lua_isnil(L, -1)) lua_pushfstring(L, "aio.future (%s): %p", states[f->state], (void *)f);
+  else lua_pushfstring(L, "aio.future '%s' (%s)", luaL_tolstring(L, -1, NULL), states[f->state]);
+  return 1;
+}
+
+static const luaL_Reg future_methods[] = {
+  {"set_result", l_future_set_result}, {"set_error", l_future_set_error},
+  {"await", l_future_await}, {"done", l_future_done}, {"cancelled", l_future_cancelled},
+  {"result", l_future_result}, {"exception", l_future_exception}, {"cancel", l_future_cancel},
+  {"add_done_callback", l_future_add_done_callback}, {NULL, NULL}
+};
+
+/* Shared by tasks: the future methods that also apply to a task. */
+const luaL_Reg *aio__future_methods = future_methods;
+
+/* Creates the future metatable and puts future/on_done into the module table at -1. */
+void aio__open_future(lua_State *L) {
+  luaL_newmetatable(L, AIO_FUTURE_MT);
+  luaL_newlib(L, future_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_future_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_future_new);
+  lua_setfield(L, -2, "future");
+  lua_pushcfunction(L, l_future_on_done);
+  lua_setfield(L, -2, "on_done");
+}
+
+/* Keeps the value at idx alive while C code owns it; returns a registry ref. */
+int aio_ref(lua_State *L, int idx) {
+  lua_pushvalue(L, idx);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Releases a ref made by aio_ref (LUA_NOREF/LUA_REFNIL are ignored). */
+void aio_unref(lua_State *L, int ref) {
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
+/* Pushes the value of a ref. */
+void aio_pushref(lua_State *L, int ref) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+}

@@ -1,0 +1,214 @@
+/*
+** loop.c — the loop of a Lua state: creation, running until a future completes, draining at the
+** end of a script, interrupts, and closing every handle at exit.
+**
+** The loop lives in a full userdata stored in the registry of the main state; its __gc (run by
+** lua_close) closes every handle and the uv loop. Tasks are never resumed from inside a libuv
+** callback: callbacks move tasks to the ready queue and aio_run_until drains it between
+** iterations of uv_run. That keeps one resume site and no re-entrancy.
+*/
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "aio.h"
+
+static const char LOOP_KEY = 'L';
+static volatile sig_atomic_t interrupt_pending = 0;
+static uv_async_t *volatile interrupt_async = NULL;  /* the main loop's wake-up, for signals */
+
+/* The wake-up async fired: nothing to do here; aio_run_until checks the interrupt flag. */
+static void on_wakeup(uv_async_t *handle) {
+  (void)handle;
+}
+
+/* Async-signal-safe: asks the loop to raise "interrupted!" in the awaiting code. */
+void aio_signal_interrupt(void) {
+  interrupt_pending = 1;
+  uv_async_t *a = interrupt_async;
+  if (a) uv_async_send(a);
+}
+
+/* Non-zero (and cleared) when an interrupt is pending. */
+int aio_take_interrupt(void) {
+  if (!interrupt_pending) return 0;
+  interrupt_pending = 0;
+  return 1;
+}
+
+/* The loop's clock in nanoseconds (virtual when virtual time is on). */
+uint64_t aio_now_ns(aio_loop *loop) {
+  return loop->virtual_time ? loop->vnow : uv_hrtime();
+}
+
+/* __gc of the loop userdata: close everything (lua_close runs it last, as it was made first). */
+static int loop_gc(lua_State *L) {
+  aio_loop *loop = (aio_loop *)lua_touserdata(L, 1);
+  if (!loop->closing) aio_loop_close(loop);
+  return 0;
+}
+
+/* Closes a handle unless it is already closing (uv_walk callback). */
+static void close_walk_cb(uv_handle_t *handle, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(handle)) uv_close(handle, NULL);
+}
+
+/* Closes every handle and the loop itself; memory of other modules' handles is freed by their
+** own close callbacks, which must not touch Lua (the state may be half closed). */
+void aio_loop_close(aio_loop *loop) {
+  loop->closing = 1;
+  if (interrupt_async == &loop->wakeup) interrupt_async = NULL;
+  uv_walk(&loop->uv, close_walk_cb, NULL);
+  while (uv_loop_close(&loop->uv) == UV_EBUSY) uv_run(&loop->uv, UV_RUN_NOWAIT);
+  free(loop->heap);
+  loop->heap = NULL;
+}
+
+/* Non-zero if L's main state already has a loop. */
+int aio_loop_exists(lua_State *L) {
+  int exists = lua_rawgetp(L, LUA_REGISTRYINDEX, &LOOP_KEY) == LUA_TUSERDATA;
+  lua_pop(L, 1);
+  return exists;
+}
+
+/* Makes the loop userdata, initialises libuv and stores it in the registry. */
+static aio_loop *loop_create(lua_State *L) {
+  aio_loop *loop = (aio_loop *)lua_newuserdatauv(L, sizeof *loop, 0);
+  memset(loop, 0, sizeof *loop);
+  loop->closing = 1;  /* 'closed' until libuv is initialised, so __gc is safe on failure */
+  lua_newtable(L);
+  lua_pushcfunction(L, loop_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  int rc = uv_loop_init(&loop->uv);
+  if (rc != 0) luaL_error(L, "cannot create event loop: %s", uv_strerror(rc));
+  loop->closing = 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  loop->L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  loop->uv.data = loop;
+  uv_timer_init(&loop->uv, &loop->heap_timer);
+  loop->heap_timer.data = loop;
+  uv_unref((uv_handle_t *)&loop->heap_timer);  /* liveness of timers is counted by heap_len */
+  uv_async_init(&loop->uv, &loop->wakeup, on_wakeup);
+  uv_unref((uv_handle_t *)&loop->wakeup);
+  loop->next_task_id = 1;
+  if (!interrupt_async) interrupt_async = &loop->wakeup;
+  signal(SIGPIPE, SIG_IGN);  /* a peer closing a socket must be an error value, not death */
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &LOOP_KEY);
+  return loop;
+}
+
+/* Returns the loop of L's main state, creating it on first use. */
+aio_loop *aio_loop_get(lua_State *L) {
+  aio_loop *loop;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &LOOP_KEY) == LUA_TUSERDATA) {
+    loop = (aio_loop *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return loop;
+  }
+  lua_pop(L, 1);
+  return loop_create(L);
+}
+
+/* The libuv loop of L. */
+uv_loop_t *aio_uv(lua_State *L) {
+  return &aio_loop_get(L)->uv;
+}
+
+/* True while something could still make progress: ready tasks, timers or live handles. */
+static int loop_alive(aio_loop *loop) {
+  return loop->ready_head != NULL || loop->heap_len > 0 || uv_loop_alive(&loop->uv);
+}
+
+/* Polls libuv once (without blocking if tasks are ready); in virtual time, when nothing is
+** ready, jumps the clock to the next timer instead of waiting for it. */
+static void loop_poll(aio_loop *loop) {
+  if (loop->virtual_time && loop->ready_head == NULL) {
+    loop->running++;
+    uv_run(&loop->uv, UV_RUN_NOWAIT);
+    loop->running--;
+    if (loop->ready_head == NULL && loop->heap_len > 0) {
+      uint64_t due = loop->heap[0]->due;
+      if (due > loop->vnow) loop->vnow = due;
+      aio_timers_run(loop);
+    }
+    return;
+  }
+  int mode = loop->ready_head ? UV_RUN_NOWAIT : UV_RUN_ONCE;
+  /* The heap timer is unreferenced (liveness counts heap_len instead); reference it while
+  ** blocking, or uv_run would not wait for it. */
+  if (mode == UV_RUN_ONCE && loop->heap_len > 0) uv_ref((uv_handle_t *)&loop->heap_timer);
+  loop->running++;
+  uv_run(&loop->uv, mode);
+  loop->running--;
+  uv_unref((uv_handle_t *)&loop->heap_timer);
+}
+
+/* Runs the loop until future f is done (or, with f NULL, until nothing is left to run). */
+void aio_run_until(lua_State *L, aio_future *f) {
+  aio_loop *loop = aio_loop_get(L);
+  if (loop->running)
+    luaL_error(L, "cannot await here: the event loop is already running (this code runs in a "
+                  "plain callback); spawn a task with aio.spawn and await inside it");
+  for (;;) {
+    if (aio_take_interrupt()) luaL_error(L, "interrupted!");
+    aio_scheduler_drain(loop);
+    if (f && f->state != AIO_PENDING) return;
+    if (!loop_alive(loop)) {
+      if (!f) return;
+      luaL_error(L, "await would block forever: nothing is left that could complete it "
+                    "(%d task(s) waiting)", loop->ntasks);
+    }
+    loop_poll(loop);
+  }
+}
+
+/* SIGINT while draining: ask the loop to stop (the tasks are then cancelled). */
+static void on_drain_sigint(int sig) {
+  (void)sig;
+  aio_signal_interrupt();
+}
+
+/* Protected body of aio_loop_drain: run until idle; on Ctrl-C cancel every task and finish. */
+static int drain_protected(lua_State *L) {
+  aio_loop *loop = aio_loop_get(L);
+  int interrupted = lua_toboolean(L, 1);
+  if (interrupted) {
+    aio_cancel_all(L, "interrupted");
+    signal(SIGINT, SIG_DFL);  /* a second Ctrl-C ends the process at once */
+  }
+  aio_run_until(L, NULL);
+  if (loop->ntasks > 0) {  /* tasks waiting for something that can never happen */
+    aio_cancel_all(L, "the program ended while the task was still waiting");
+    aio_run_until(L, NULL);
+  }
+  return 0;
+}
+
+/* Runs the loop until no task, timer or referenced handle remains (end of a script), then
+** reports unobserved task errors. Returns the exit status the host should use (0, 1, 130). */
+int aio_loop_drain(lua_State *L) {
+  if (!aio_loop_exists(L)) return 0;
+  int status = 0;
+  void (*old)(int) = signal(SIGINT, on_drain_sigint);
+  for (int interrupted = 0; interrupted < 2; interrupted++) {
+    lua_pushcfunction(L, drain_protected);
+    lua_pushboolean(L, interrupted);
+    if (lua_pcall(L, 1, 0, 0) == LUA_OK) break;
+    const char *msg = lua_tostring(L, -1);
+    if (!msg || strcmp(msg, "interrupted!") != 0) {
+      fprintf(stderr, "aioshell: %s\n", msg ? msg : "(error object is not a string)");
+      fflush(stderr);
+      status = 1;
+      lua_pop(L, 1);
+      break;
+    }
+    lua_pop(L, 1);
+    status = 130;
+  }
+  signal(SIGINT, old);
+  if (aio_report_unobserved(L) > 0 && status == 0) status = 1;
+  return status;
+}

@@ -1,0 +1,23 @@
+/* sched.h — private glue between future.c and task.c (not for other modules). */
+#ifndef AIO_SCHED_H
+#define AIO_SCHED_H
+#include "aio.h"
+
+/* Appends t to f's waiter list. */
+void aio__waiter_add(aio_future *f, aio_task *t);
+/* Unlinks t from f's waiter list. */
+void aio__waiter_remove(aio_future *f, aio_task *t);
+/* Marks the finished future at fidx as done with its outcome already stored in uservalue 1:
+** wakes its waiters (outcome pushed on their coroutines) and runs its callbacks. */
+void aio__future_finish(lua_State *L, int fidx);
+/* Moves the top nvals values of L onto t's coroutine and queues t for resumption. */
+void aio__task_wake(lua_State *L, aio_task *t, int nvals);
+/* Marks the future at fidx observed (and forgets it as an unobserved failure). */
+void aio__observe(lua_State *L, int fidx);
+/* Pushes the callbacks list of the future/task at fidx, creating it if create != 0 (else may push nil). */
+void aio__push_callbacks(lua_State *L, int fidx, int create);
+/* Raises the outcome of the finished future at fidx or returns its results (for await). */
+int aio__return_outcome(lua_State *L, int fidx);
+/* The light userdata every await yields, so schedulers and coroutine.resume recognise it. */
+extern const char aio__await_key;
+#endif

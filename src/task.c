@@ -1,0 +1,884 @@
+/*
+** task.c — tasks and the scheduler: spawning, the ready queue, the one place that resumes a
+** task's coroutine (task_step), sleeping, cancellation, failure reporting, and the
+** coroutine.resume/wrap wrappers that let an await inside a plain generator coroutine pass
+** through to the scheduler and back (cqueues does the same).
+**
+** A task's coroutine stores the task's address in its LUA_EXTRASPACE; plain coroutines resumed
+** from a task get the same address while they run, so aio_current_task works at any depth.
+*/
+#include <stdio.h>
+#include <string.h>
+#include "sched.h"
+#include <lualib.h>
+#include <stddef.h>
+
+const char aio__await_key = 'A';
+static const char TASKS_KEY = 'T';       /* registry: table ref -> live task (the anchor) */
+static const char UNOBSERVED_KEY = 'U';  /* registry: failed task -> true, until observed */
+static const char TMETHODS_KEY = 'M';    /* registry: task methods table */
+
+/* The task whose code runs on L (or NULL). */
+aio_task *aio_current_task(lua_State *L) {
+  return *(aio_task **)lua_getextraspace(L);
+}
+
+/* Pushes the live-task anchor table. */
+static void push_anchor(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &TASKS_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &TASKS_KEY);
+  }
+}
+
+/* Pushes the task t (it must be unfinished, hence anchored). */
+void aio__task_push(lua_State *L, aio_task *t) {
+  push_anchor(L);
+  lua_rawgeti(L, -1, t->ref);
+  lua_remove(L, -2);
+}
+
+/* Appends t to the loop's ready queue. */
+static void ready_push(aio_loop *loop, aio_task *t) {
+  t->queued = 1;
+  t->rnext = NULL;
+  if (loop->ready_tail) loop->ready_tail->rnext = t; else loop->ready_head = t;
+  loop->ready_tail = t;
+}
+
+/* Moves the top nvals values of L onto t's coroutine and queues t for resumption. */
+void aio__task_wake(lua_State *L, aio_task *t, int nvals) {
+  lua_checkstack(t->co, nvals + 1);
+  lua_xmove(L, t->co, nvals);
+  t->nargs = nvals;
+  t->sleeping = 0;
+  ready_push(aio_loop_get(L), t);
+}
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+/* Pushes a cancellation error object with message msg. */
+void aio_push_cancelled(lua_State *L, const char *msg) {
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, msg ? msg : "cancelled");
+  lua_setfield(L, -2, "message");
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "cancelled");
+  luaL_setmetatable(L, AIO_ERROR_MT);
+}
+
+/* Non-zero if the value at idx is a cancellation error. */
+int aio_is_cancelled(lua_State *L, int idx) {
+  if (!luaL_testudata(L, idx, AIO_ERROR_MT) && !(lua_istable(L, idx) && lua_getmetatable(L, idx)))
+    return 0;
+  if (lua_istable(L, idx)) {  /* compare the metatable pushed above */
+    luaL_getmetatable(L, AIO_ERROR_MT);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (!same) return 0;
+    lua_getfield(L, idx, "cancelled");
+    int c = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return c;
+  }
+  return 0;
+}
+
+/* Message handler: adds a traceback to string errors (and to objects with __tostring). */
+static int msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Calls the function below nargs arguments protected; on error prints it with a traceback. */
+int aio_pcall_report(lua_State *L, int nargs, int nresults) {
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, msghandler);
+  lua_insert(L, base);
+  int status = lua_pcall(L, nargs, nresults, base);
+  lua_remove(L, base);
+  if (status != LUA_OK) {
+    fprintf(stderr, "aioshell: %s\n", lua_tostring(L, -1));
+    fflush(stderr);
+    lua_pop(L, 1);
+  }
+  return status;
+}
+
+/* Pushes the display name of the task at tidx ("Task-<id>" unless set). */
+static void push_task_name(lua_State *L, int tidx) {
+  aio_task *t = (aio_task *)lua_touserdata(L, tidx);
+  if (lua_getiuservalue(L, tidx, AIO_TUV_INFO) == LUA_TTABLE) {
+    if (lua_getfield(L, -1, "name") != LUA_TNIL) { lua_remove(L, -2); return; }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  lua_pushfstring(L, "Task-%I", (LUA_INTEGER)t->id);
+}
+
+/* Pushes where the task at tidx was spawned ("file:line:" or ""). */
+static void push_task_site(lua_State *L, int tidx) {
+  if (lua_getiuservalue(L, tidx, AIO_TUV_INFO) == LUA_TTABLE) {
+    lua_getfield(L, -1, "site");
+    lua_remove(L, -2);
+  }
+}
+
+/* Turns the error on top of L (raised by task tidx's coroutine co) into an aio.error object
+** carrying the message, the original value, the task's name, spawn site and traceback. */
+static void wrap_task_error(lua_State *L, int tidx, lua_State *co) {
+  int eidx = lua_gettop(L);
+  if (luaL_testudata(L, eidx, AIO_ERROR_MT) || aio_is_cancelled(L, eidx)) return;
+  if (lua_istable(L, eidx) && lua_getmetatable(L, eidx)) {
+    luaL_getmetatable(L, AIO_ERROR_MT);
+    int ours = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (ours) return;  /* already wrapped (propagated from another task) */
+  }
+  lua_createtable(L, 0, 6);
+  int obj = lua_gettop(L);
+  const char *msg = lua_tostring(L, eidx);
+  if (!msg) {
+    if (luaL_callmeta(L, eidx, "__tostring") && lua_isstring(L, -1)) msg = lua_tostring(L, -1);
+    else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, eidx));
+  }
+  lua_pushstring(L, msg);
+  lua_setfield(L, obj, "message");
+  luaL_traceback(L, co, msg, 0);
+  lua_setfield(L, obj, "traceback");
+  lua_settop(L, obj);
+  lua_pushvalue(L, eidx);
+  lua_setfield(L, obj, "value");
+  push_task_name(L, tidx);
+  lua_setfield(L, obj, "task");
+  push_task_site(L, tidx);
+  lua_setfield(L, obj, "site");
+  luaL_setmetatable(L, AIO_ERROR_MT);
+  lua_replace(L, eidx);
+}
+
+/* __tostring of aio.error: "message (in task NAME)". */
+static int l_error_tostring(lua_State *L) {
+  lua_getfield(L, 1, "message");
+  const char *msg = lua_tostring(L, -1);
+  if (!msg) msg = "?";
+  if (lua_getfield(L, 1, "task") == LUA_TSTRING)
+    lua_pushfstring(L, "%s (in task %s)", msg, lua_tostring(L, -1));
+  else
+    lua_pushstring(L, msg);
+  return 1;
+}
+
+/* Marks the future at fidx observed (and forgets it as an unobserved failure). */
+void aio__observe(lua_State *L, int fidx) {
+  aio_future *f = (aio_future *)lua_touserdata(L, fidx);
+  if (f->observed) return;
+  f->observed = 1;
+  if (f->is_task && f->state == AIO_FAILED &&
+      lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) == LUA_TTABLE) {
+    lua_pushvalue(L, fidx);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  } else if (f->is_task && f->state == AIO_FAILED) {
+    lua_pop(L, 1);
+  }
+}
+
+/* Remembers the failed task at tidx until someone observes its error. */
+static void unobserved_add(lua_State *L, int tidx) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY);
+  }
+  lua_pushvalue(L, tidx);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+/* Prints every failed task whose error nobody observed, in spawn order; returns the count. */
+int aio_report_unobserved(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) != LUA_TTABLE) { lua_pop(L, 1); return 0; }
+  int tab = lua_gettop(L);
+  lua_newtable(L);  /* sort by id */
+  int list = tab + 1, n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, tab)) {
+    lua_pop(L, 1);
+    aio_task *t = (aio_task *)lua_touserdata(L, -1);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, list, ++n);
+    (void)t;
+  }
+  for (int i = 1; i < n; i++)  /* insertion sort by id: the list is short */
+    for (int j = i; j > 0; j--) {
+      lua_rawgeti(L, list, j);
+      lua_rawgeti(L, list, j + 1);
+      aio_task *a = (aio_task *)lua_touserdata(L, -2), *b = (aio_task *)lua_touserdata(L, -1);
+      if (a->id <= b->id) { lua_pop(L, 2); break; }
+      lua_rawseti(L, list, j);
+      lua_rawseti(L, list, j + 1);
+    }
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, list, i);
+    int tidx = lua_gettop(L);
+    push_task_name(L, tidx);
+    push_task_site(L, tidx);
+    lua_getiuservalue(L, tidx, AIO_TUV_RESULT);
+    lua_getfield(L, -1, "traceback");
+    const char *tb = lua_tostring(L, -1);
+    const char *site = lua_tostring(L, -3);
+    fprintf(stderr, "aioshell: task %s failed and nobody observed its error (spawned at %s)\n%s\n",
+            lua_tostring(L, -4), site && *site ? site : "?", tb ? tb : "?");
+    lua_settop(L, list);
+  }
+  fflush(stderr);
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY);
+  lua_settop(L, tab - 1);
+  return n;
+}
+
+/* ---- spawning and the scheduler --------------------------------------------------------- */
+
+/* Pushes "file:line" of the Lua code that called into spawn (the first Lua frame up). */
+static void push_spawn_site(lua_State *L) {
+  lua_Debug ar;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "Sl", &ar);
+    if (ar.currentline > 0) {
+      lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline);
+      return;
+    }
+  }
+  lua_pushliteral(L, "?");
+}
+
+/* Spawns a task running the function below its nargs arguments (popped); pushes the task. */
+aio_task *aio_spawn(lua_State *L, int nargs) {
+  aio_loop *loop = aio_loop_get(L);
+  int fidx = lua_gettop(L) - nargs;
+  luaL_checktype(L, fidx, LUA_TFUNCTION);
+  lua_State *co = lua_newthread(L);
+  aio_task *t = (aio_task *)lua_newuserdatauv(L, sizeof *t, AIO_TASK_NUV);
+  memset(t, 0, sizeof *t);
+  t->fut.is_task = 1;
+  t->co = co;
+  t->sleep.heap_idx = -1;
+  t->id = loop->next_task_id++;
+  t->spawned_at = (double)aio_now_ns(loop) / 1e9;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &TMETHODS_KEY);  /* the task metatable */
+  lua_setmetatable(L, -2);
+  *(aio_task **)lua_getextraspace(co) = t;
+  lua_rotate(L, -2, 1);                 /* ... fn args task co */
+  lua_setiuservalue(L, -2, AIO_TUV_CO);
+  push_spawn_site(L);
+  lua_setiuservalue(L, -2, AIO_TUV_INFO);
+  push_anchor(L);
+  lua_pushvalue(L, -2);
+  t->ref = luaL_ref(L, -2);
+  lua_pop(L, 1);
+  lua_insert(L, fidx);                  /* task fn args */
+  lua_xmove(L, co, nargs + 1);
+  t->nargs = nargs;
+  loop->ntasks++;
+  ready_push(loop, t);
+  return t;
+}
+
+/* Ends task t (at tidx) with its outcome: stores it, unanchors, wakes waiters. */
+static void task_finish(lua_State *L, aio_task *t, int tidx, int state, int nres) {
+  aio_loop *loop = aio_loop_get(L);
+  t->fut.state = state;
+  t->fut.nresults = state == AIO_DONE ? nres : 1;
+  if (state != AIO_DONE || nres == 1) {
+    lua_setiuservalue(L, tidx, AIO_TUV_RESULT);
+  } else if (nres > 1) {
+    lua_createtable(L, nres, 0);
+    lua_insert(L, -nres - 1);
+    for (int i = nres; i >= 1; i--) lua_rawseti(L, -i - 1, i);
+    lua_setiuservalue(L, tidx, AIO_TUV_RESULT);
+  }
+  lua_pushnil(L);
+  lua_setiuservalue(L, tidx, AIO_TUV_CO);  /* let the coroutine be collected */
+  t->co = NULL;
+  push_anchor(L);
+  luaL_unref(L, -1, t->ref);
+  lua_pop(L, 1);
+  loop->ntasks--;
+  if (state == AIO_FAILED && !t->fut.observed && !t->fut.whead) unobserved_add(L, tidx);
+  aio__future_finish(L, tidx);
+  t->ref = LUA_NOREF;
+}
+
+/* Resumes task t once: the only place where a task's coroutine is resumed. */
+static void task_step(aio_loop *loop, aio_task *t) {
+  lua_State *L = loop->L, *co = t->co;
+  int nres, nargs = t->nargs;
+  t->queued = 0;
+  t->nargs = 0;
+  aio__task_push(L, t);
+  int tidx = lua_gettop(L);
+  if (!t->started) {
+    t->started = 1;
+    if (t->cancel_requested) {  /* cancelled before it ever ran: it never runs */
+      lua_settop(co, 0);
+      lua_getiuservalue(L, tidx, AIO_TUV_WAITING);
+      aio_push_cancelled(L, lua_tostring(L, -1));
+      lua_remove(L, -2);
+      task_finish(L, t, tidx, AIO_CANCELLED, 1);
+      lua_settop(L, tidx - 1);
+      return;
+    }
+  }
+  if (nargs < 0) {  /* woken from sleep(0) */
+    lua_pushboolean(co, 1);
+    nargs = 1;
+  }
+  t->running = 1;
+  int status = lua_resume(co, L, nargs, &nres);
+  t->running = 0;
+  if (status == LUA_YIELD) {
+    if (!(nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) && !t->waiting && !t->sleeping
+        && !t->queued) {
+      ready_push(loop, t);  /* a bare coroutine.yield() in a task: let the others run */
+    }
+    lua_pop(co, nres);
+  } else if (status == LUA_OK) {
+    lua_xmove(co, L, nres);
+    task_finish(L, t, tidx, AIO_DONE, nres);
+  } else {
+    lua_xmove(co, L, 1);
+    lua_pushvalue(L, -1);  /* keep the raw error to compare after closing */
+    int cancelled = aio_is_cancelled(L, -1);
+    if (!cancelled) wrap_task_error(L, tidx, co);  /* needs the stack not yet unwound */
+    if (lua_resetthread(co) != LUA_OK) {  /* closes <close> variables; same error unless one failed */
+      lua_xmove(co, L, 1);
+      if (!lua_rawequal(L, -1, -3)) {  /* a __close handler raised a new error */
+        lua_replace(L, -2);
+        cancelled = aio_is_cancelled(L, -1);
+        if (!cancelled) wrap_task_error(L, tidx, co);
+      } else {
+        lua_pop(L, 1);
+      }
+    }
+    lua_remove(L, -2);
+    task_finish(L, t, tidx, cancelled ? AIO_CANCELLED : AIO_FAILED, 1);
+  }
+  lua_settop(L, tidx - 1);
+}
+
+/* Resumes the tasks that are ready now; tasks made ready meanwhile wait for the next turn, so
+** I/O is polled between turns even when tasks keep yielding. */
+void aio_scheduler_drain(aio_loop *loop) {
+  aio_task *last = loop->ready_tail;
+  while (loop->ready_head) {
+    aio_task *t = loop->ready_head;
+    loop->ready_head = t->rnext;
+    if (!loop->ready_head) loop->ready_tail = NULL;
+    task_step(loop, t);
+    if (t == last) break;
+  }
+}
+
+/* Pushes the cancellation error for task t (message stored at cancel time) and clears it. */
+static void push_pending_cancel(lua_State *L, aio_task *t) {
+  aio__task_push(L, t);
+  lua_getiuservalue(L, -1, AIO_TUV_WAITING);
+  aio_push_cancelled(L, lua_tostring(L, -1));
+  lua_pushnil(L);
+  lua_setiuservalue(L, -4, AIO_TUV_WAITING);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  t->cancel_requested = 0;
+}
+
+/* Requests cancellation of t; returns 0 if it already finished. */
+int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
+  if (t->fut.state != AIO_PENDING) return 0;
+  aio_loop *loop = aio_loop_get(L);
+  if (t->waiting || t->sleeping) {
+    if (t->sleeping) {
+      aio_timed_stop(loop, &t->sleep);
+      t->sleeping = 0;
+    } else {
+      aio_future *f = t->waiting;
+      aio__waiter_remove(f, t);
+      /* asyncio's rule: cancelling a task cancels the plain future it awaits (an I/O
+      ** operation, a lock waiter...), not another task others may be waiting for. */
+      if (!f->is_task && !f->whead && !f->topwaiters) aio_future_cancel(L, f, msg);
+    }
+    aio__task_push(L, t);
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, AIO_TUV_WAITING);
+    lua_pop(L, 1);
+    lua_pushboolean(L, 0);
+    aio_push_cancelled(L, msg);
+    aio__task_wake(L, t, 2);
+    return 1;
+  }
+  /* Running, queued with a value to deliver, or not started: raise at its next await. */
+  t->cancel_requested = 1;
+  aio__task_push(L, t);
+  lua_pushstring(L, msg ? msg : "cancelled");
+  lua_setiuservalue(L, -2, AIO_TUV_WAITING);
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* Cancels every unfinished task (used at exit and on Ctrl-C). */
+void aio_cancel_all(lua_State *L, const char *msg) {
+  push_anchor(L);
+  int anchor = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, anchor)) {
+    aio_task *t = (aio_task *)luaL_testudata(L, -1, AIO_TASK_MT);
+    if (t) aio_task_cancel(L, t, msg);
+    lua_pop(L, 1);
+  }
+  lua_settop(L, anchor - 1);
+}
+
+/* ---- awaiting ----------------------------------------------------------------------------- */
+
+/* Continuation of an await: the resume values are (true, results...) or (false, err). */
+static int await_k(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  if (!lua_toboolean(L, (int)base + 1)) {
+    lua_pushvalue(L, (int)base + 2);
+    return lua_error(L);
+  }
+  return lua_gettop(L) - (int)base - 1;
+}
+
+/* Suspends the calling task (already registered as a waiter or sleeper) until woken. */
+static int task_suspend(lua_State *L) {
+  int base = lua_gettop(L);
+  lua_pushlightuserdata(L, (void *)&aio__await_key);
+  return lua_yieldk(L, 1, base, await_k);
+}
+
+/* Raises unless the running task t can yield right now. */
+static void check_can_suspend(lua_State *L, aio_task *t) {
+  if (t->cancel_requested) {
+    push_pending_cancel(L, t);
+    lua_error(L);
+  }
+  if (!lua_isyieldable(L))
+    luaL_error(L, "attempt to await across a C-call boundary (a metamethod or C function "
+                  "called this code); move the await out of it");
+}
+
+/* Waits for the future at idx; use in tail position. */
+int aio_await(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  aio_future *f = aio_future_check(L, idx);
+  if (f->state != AIO_PENDING) return aio__return_outcome(L, idx);
+  aio_task *t = aio_current_task(L);
+  if (t) {
+    if ((aio_future *)t == f) return luaL_error(L, "a task cannot await itself");
+    check_can_suspend(L, t);
+    aio__waiter_add(f, t);
+    aio__task_push(L, t);
+    lua_pushvalue(L, idx);
+    lua_setiuservalue(L, -2, AIO_TUV_WAITING);  /* keeps f alive while t waits */
+    lua_pop(L, 1);
+    return task_suspend(L);
+  }
+  if (lua_isyieldable(L)) {  /* a plain coroutine outside tasks: let coroutine.resume wait */
+    int base = lua_gettop(L);
+    lua_pushlightuserdata(L, (void *)&aio__await_key);
+    lua_pushvalue(L, idx);
+    return lua_yieldk(L, 2, base, await_k);
+  }
+  f->topwaiters++;
+  lua_pushvalue(L, idx);  /* the main thread waits: run the loop until f is done */
+  aio_run_until(L, f);
+  f->topwaiters--;
+  return aio__return_outcome(L, idx);
+}
+
+/* Timer heap callback: a sleeping task's time has come. */
+static void on_sleep_done(aio_loop *loop, aio_timed *timed) {
+  aio_task *t = (aio_task *)((char *)timed - offsetof(aio_task, sleep));
+  lua_pushboolean(loop->L, 1);
+  aio__task_wake(loop->L, t, 1);
+}
+
+/* aio.sleep(seconds): suspends the task (or, at top level, runs the loop) that long;
+** sleep(0) just lets every other ready task run once. */
+static int l_sleep(lua_State *L) {
+  lua_Number s = luaL_optnumber(L, 1, 0);
+  aio_loop *loop = aio_loop_get(L);
+  aio_task *t = aio_current_task(L);
+  if (t) {
+    check_can_suspend(L, t);
+    lua_settop(L, 0);
+    if (s <= 0) {
+      t->nargs = -1;  /* resume with (true); nothing can be pushed on a running coroutine */
+      ready_push(loop, t);
+    } else {
+      t->sleep.fire = on_sleep_done;
+      t->sleeping = 1;
+      aio_timed_start(loop, &t->sleep, (uint64_t)(s * 1e9));
+    }
+    return task_suspend(L);
+  }
+  /* Outside tasks: a one-shot timer future (timer.c) awaited like any other. */
+  extern void aio__push_sleep_future(lua_State *L, lua_Number seconds);
+  aio__push_sleep_future(L, s);
+  return aio_await(L, -1);
+}
+
+/* ---- coroutine.resume / coroutine.wrap that let awaits pass through --------------------- */
+
+static int resume_loop(lua_State *L, int narg);
+
+/* Resumes the coroutine at index 1 with the narg values above it, passing awaits through;
+** returns like lua_resume's caller in lbaselib: pushes results, or returns -1 with the error. */
+static int resume_loop(lua_State *L, int narg) {
+  lua_State *co = lua_tothread(L, 1);
+  for (;;) {
+    int status, nres;
+    if (!lua_checkstack(co, narg)) {
+      lua_pushliteral(L, "too many arguments to resume");
+      return -1;
+    }
+    lua_xmove(L, co, narg);
+    aio_task *outer = aio_current_task(L);
+    *(aio_task **)lua_getextraspace(co) = outer;
+    status = lua_resume(co, L, narg, &nres);
+    *(aio_task **)lua_getextraspace(co) = NULL;  /* no stale task pointer once it returns */
+    if (status == LUA_YIELD && nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) {
+      if (outer || lua_isyieldable(L)) {  /* pass the await up to whoever drives us */
+        *(aio_task **)lua_getextraspace(co) = outer;
+        lua_settop(L, 1);
+        lua_xmove(co, L, nres);
+        return -2;  /* caller yields with resume_k */
+      }
+      /* The main thread: run the loop until the awaited future is done, then resume. */
+      lua_xmove(co, L, nres);
+      aio_future *f = aio_future_check(L, -1);
+      f->topwaiters++;
+      aio_run_until(L, f);
+      f->topwaiters--;
+      int fidx = lua_gettop(L);
+      narg = aio_future_push_outcome(L, fidx);
+      lua_remove(L, fidx);
+      lua_remove(L, fidx - 1);
+      continue;
+    }
+    if (status == LUA_OK || status == LUA_YIELD) {
+      if (!lua_checkstack(L, nres + 1)) {
+        lua_pop(co, nres);
+        lua_pushliteral(L, "too many results to resume");
+        return -1;
+      }
+      lua_xmove(co, L, nres);
+      return nres;
+    }
+    lua_xmove(co, L, 1);  /* the error object */
+    return -1;
+  }
+}
+
+static int co_resume_finish(lua_State *L, int r);
+
+/* Continuation of coroutine.resume after a passed-through await. */
+static int co_resume_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  return co_resume_finish(L, resume_loop(L, lua_gettop(L) - 1));
+}
+
+/* Turns resume_loop's answer into coroutine.resume's results (or a pass-through yield). */
+static int co_resume_finish(lua_State *L, int r) {
+  if (r == -2) return lua_yieldk(L, lua_gettop(L) - 1, 0, co_resume_k);
+  if (r < 0) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  lua_insert(L, -(r + 1));
+  return r + 1;
+}
+
+/* coroutine.resume(co, ...), with awaits inside co passing through to the scheduler. */
+static int l_co_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argexpected(L, co, 1, "coroutine");
+  return co_resume_finish(L, resume_loop(L, lua_gettop(L) - 1));
+}
+
+static int co_wrap_finish(lua_State *L, int r);
+
+/* Continuation of a coroutine.wrap function after a passed-through await. */
+static int co_wrap_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  return co_wrap_finish(L, resume_loop(L, lua_gettop(L) - 1));
+}
+
+/* Turns resume_loop's answer into a wrap function's results (errors propagate). */
+static int co_wrap_finish(lua_State *L, int r) {
+  if (r == -2) return lua_yieldk(L, lua_gettop(L) - 1, 0, co_wrap_k);
+  if (r < 0) {
+    lua_State *co = lua_tothread(L, 1);
+    int stat = lua_status(co);
+    if (stat != LUA_OK && stat != LUA_YIELD) {  /* an error inside: close its tbc variables */
+      stat = lua_resetthread(co);
+      lua_xmove(co, L, 1);
+    }
+    if (stat != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+      luaL_where(L, 1);
+      lua_insert(L, -2);
+      lua_concat(L, 2);
+    }
+    return lua_error(L);
+  }
+  return r;
+}
+
+/* The function made by coroutine.wrap: resumes its coroutine (upvalue 1). */
+static int co_wrap_call(lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  return co_wrap_finish(L, resume_loop(L, lua_gettop(L) - 1));
+}
+
+/* coroutine.wrap(fn), with awaits inside passing through to the scheduler. */
+static int l_co_wrap(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_State *co = lua_newthread(L);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  lua_pushcclosure(L, co_wrap_call, 1);
+  return 1;
+}
+
+/* Replaces coroutine.resume and coroutine.wrap with the await-aware versions. */
+static void install_coroutine_wrappers(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, LUA_COLIBNAME) == LUA_TTABLE) {
+    lua_pushcfunction(L, l_co_resume);
+    lua_setfield(L, -2, "resume");
+    lua_pushcfunction(L, l_co_wrap);
+    lua_setfield(L, -2, "wrap");
+  }
+  lua_pop(L, 2);
+}
+
+/* ---- Lua bindings: tasks ------------------------------------------------------------------ */
+
+/* Checks that the value at idx is a task. */
+static aio_task *check_task(lua_State *L, int idx) {
+  return (aio_task *)luaL_checkudata(L, idx, AIO_TASK_MT);
+}
+
+/* aio.spawn(fn, ...) -> task. */
+static int l_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  aio_spawn(L, lua_gettop(L) - 1);
+  return 1;
+}
+
+/* aio.current() -> the running task, or nil at top level. */
+static int l_current(lua_State *L) {
+  aio_task *t = aio_current_task(L);
+  if (!t || t->fut.state != AIO_PENDING) return 0;
+  aio__task_push(L, t);
+  return 1;
+}
+
+/* task:cancel([msg]) -> true if the task was still running. */
+static int l_task_cancel(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  lua_pushboolean(L, aio_task_cancel(L, t, luaL_optstring(L, 2, NULL)));
+  return 1;
+}
+
+/* task:set_name(name). */
+static int l_task_set_name(lua_State *L) {
+  check_task(L, 1);
+  luaL_checkstring(L, 2);
+  aio__push_callbacks(L, 1, 1);  /* makes sure the info table exists */
+  lua_pop(L, 1);
+  lua_getiuservalue(L, 1, AIO_TUV_INFO);
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "name");
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* Pushes the state name of task t: pending, ready, running, sleeping, waiting, done, failed, cancelled. */
+static const char *task_state(aio_task *t) {
+  static const char *const ended[] = {"pending", "done", "failed", "cancelled"};
+  if (t->fut.state != AIO_PENDING) return ended[t->fut.state];
+  if (t->running) return "running";
+  if (t->sleeping) return "sleeping";
+  if (t->waiting) return "waiting";
+  if (t->queued) return t->started ? "ready" : "new";
+  return "suspended";
+}
+
+/* task:traceback([msg]) -> the suspended task's stack (its own coroutine). */
+static int l_task_traceback(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  const char *msg = luaL_optstring(L, 2, NULL);
+  if (!t->co) {
+    if (t->fut.state == AIO_FAILED) {
+      lua_getiuservalue(L, 1, AIO_TUV_RESULT);
+      lua_getfield(L, -1, "traceback");
+      return 1;
+    }
+    lua_pushfstring(L, "%s(task is %s)", msg ? msg : "", task_state(t));
+    return 1;
+  }
+  luaL_traceback(L, t->co, msg, 0);
+  return 1;
+}
+
+/* Pushes what task t waits on, as text (nil if it waits on nothing). */
+static void push_waiting_on(lua_State *L, aio_task *t, int tidx) {
+  if (t->sleeping) {
+    double left = (double)(t->sleep.due - aio_now_ns(aio_loop_get(L))) / 1e9;
+    lua_pushfstring(L, "sleep (%f s left)", left > 0 ? left : 0.0);
+  } else if (t->waiting) {
+    lua_getiuservalue(L, tidx, AIO_TUV_WAITING);
+    if (t->waiting->is_task) {
+      push_task_name(L, lua_gettop(L));
+      lua_pushfstring(L, "task %s", lua_tostring(L, -1));
+      lua_replace(L, -3);
+      lua_pop(L, 1);
+    } else {
+      luaL_tolstring(L, -1, NULL);
+      lua_remove(L, -2);
+    }
+  } else {
+    lua_pushnil(L);
+  }
+}
+
+/* __index of tasks: methods, then the fields id, name, state, site, waiting_on, age. */
+static int l_task_index(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &TMETHODS_KEY);
+  lua_getfield(L, -1, "__methods");
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, -2) != LUA_TNIL) return 1;
+  const char *k = lua_tostring(L, 2);
+  if (!k) return 0;
+  if (strcmp(k, "id") == 0) lua_pushinteger(L, t->id);
+  else if (strcmp(k, "name") == 0) push_task_name(L, 1);
+  else if (strcmp(k, "state") == 0) lua_pushstring(L, task_state(t));
+  else if (strcmp(k, "site") == 0) push_task_site(L, 1);
+  else if (strcmp(k, "waiting_on") == 0) push_waiting_on(L, t, 1);
+  else if (strcmp(k, "age") == 0)
+    lua_pushnumber(L, (double)aio_now_ns(aio_loop_get(L)) / 1e9 - t->spawned_at);
+  else return 0;
+  return 1;
+}
+
+/* __tostring: "aio.task 3 'name' (sleeping)". */
+static int l_task_tostring(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  push_task_name(L, 1);
+  lua_pushfstring(L, "aio.task %I '%s' (%s)", (LUA_INTEGER)t->id, lua_tostring(L, -1), task_state(t));
+  return 1;
+}
+
+/* aio.tasks() -> list of live tasks (in id order), each a table describing it. */
+static int l_tasks(lua_State *L) {
+  push_anchor(L);
+  int anchor = lua_gettop(L);
+  lua_newtable(L);
+  int list = anchor + 1, n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, anchor)) {
+    if (luaL_testudata(L, -1, AIO_TASK_MT)) {
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, list, ++n);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pushinteger(L, n);
+  lua_setfield(L, list, "n");
+  return 1;
+}
+
+/* aio.is_cancelled(err) -> true if err is a cancellation error. */
+static int l_is_cancelled(lua_State *L) {
+  lua_pushboolean(L, aio_is_cancelled(L, 1));
+  return 1;
+}
+
+/* aio.cancelled_error([msg]) -> a new cancellation error value. */
+static int l_cancelled_error(lua_State *L) {
+  aio_push_cancelled(L, luaL_optstring(L, 1, NULL));
+  return 1;
+}
+
+/* aio.run_until(fut): runs the loop until fut is done (at top level), without raising its error. */
+static int l_run_loop(lua_State *L) {
+  if (lua_isnoneornil(L, 1)) aio_run_until(L, NULL);
+  else aio_run_until(L, aio_future_check(L, 1));
+  return 0;
+}
+
+/* aio.report_unobserved() -> count: prints and forgets unobserved task failures now (REPL). */
+static int l_report_unobserved(lua_State *L) {
+  lua_pushinteger(L, aio_report_unobserved(L));
+  return 1;
+}
+
+/* aio.ntasks() -> number of unfinished tasks. */
+static int l_ntasks(lua_State *L) {
+  lua_pushinteger(L, aio_loop_get(L)->ntasks);
+  return 1;
+}
+
+/* Registers the task and error metatables and puts the task functions into the table at -1. */
+void aio__open_task(lua_State *L) {
+  extern const luaL_Reg *aio__future_methods;
+  static const luaL_Reg task_methods[] = {
+    {"cancel", l_task_cancel}, {"set_name", l_task_set_name}, {"traceback", l_task_traceback},
+    {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+    {"spawn", l_spawn}, {"current", l_current}, {"sleep", l_sleep}, {"tasks", l_tasks},
+    {"is_cancelled", l_is_cancelled}, {"cancelled_error", l_cancelled_error},
+    {"run_loop", l_run_loop}, {"report_unobserved", l_report_unobserved}, {"ntasks", l_ntasks},
+    {NULL, NULL}};
+  luaL_newmetatable(L, AIO_TASK_MT);
+  lua_newtable(L);
+  luaL_setfuncs(L, aio__future_methods, 0);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "set_result");  /* a task's outcome comes from its function only */
+  lua_pushnil(L);
+  lua_setfield(L, -2, "set_error");
+  luaL_setfuncs(L, task_methods, 0);
+  lua_setfield(L, -2, "__methods");
+  lua_pushcfunction(L, l_task_index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_task_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &TMETHODS_KEY);
+  lua_pop(L, 1);
+  luaL_newmetatable(L, AIO_ERROR_MT);
+  lua_pushcfunction(L, l_error_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_setfuncs(L, funcs, 0);
+  install_coroutine_wrappers(L);
+}
