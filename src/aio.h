@@ -131,7 +131,9 @@ struct aio_task {
 };
 
 /* Uservalue slots of a task userdata. */
-enum { AIO_TUV_RESULT = 1, AIO_TUV_CO, AIO_TUV_WAITING, AIO_TUV_INFO, AIO_TASK_NUV = AIO_TUV_INFO };
+/* (slot 2, callbacks, is shared with futures: nil, one synchronous function, or a list.) */
+enum { AIO_TUV_RESULT = 1, AIO_TUV_CALLBACKS, AIO_TUV_CO, AIO_TUV_WAITING, AIO_TUV_INFO,
+       AIO_TASK_NUV = AIO_TUV_INFO };
 /* Uservalue slots of a future userdata. */
 enum { AIO_FUV_RESULT = 1, AIO_FUV_CALLBACKS, AIO_FUV_LABEL, AIO_FUTURE_NUV = AIO_FUV_LABEL };
 

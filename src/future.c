@@ -79,55 +79,34 @@ aio_future *aio_future_check(lua_State *L, int idx) {
   return f;
 }
 
-/* Pushes the callbacks list of the future/task at fidx (nil if none and !create). */
-void aio__push_callbacks(lua_State *L, int fidx, int create) {
-  fidx = lua_absindex(L, fidx);
-  aio_future *f = (aio_future *)lua_touserdata(L, fidx);
-  if (!f->is_task) {
-    if (lua_getiuservalue(L, fidx, AIO_FUV_CALLBACKS) == LUA_TTABLE || !create) return;
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, fidx, AIO_FUV_CALLBACKS);
+/* Runs the done callbacks of the future at fidx. The callbacks slot holds nil, one synchronous
+** function (the common case: gather, wait, as_completed on a task — no allocation), or a list
+** whose entries are synchronous functions or {fn} tables for callbacks that run as tasks. */
+static void run_callbacks(lua_State *L, int fidx) {
+  int type = lua_getiuservalue(L, fidx, AIO_FUV_CALLBACKS);
+  if (type == LUA_TFUNCTION) {
+    lua_pushvalue(L, fidx);
+    aio_pcall_report(L, 1, 0);
     return;
   }
-  /* Tasks keep callbacks in their info table (created on demand). */
-  if (lua_getiuservalue(L, fidx, AIO_TUV_INFO) != LUA_TTABLE) {
-    if (!create) { lua_pop(L, 1); lua_pushnil(L); return; }
-    lua_createtable(L, 0, 3);
-    lua_insert(L, -2);
-    lua_setfield(L, -2, "site");
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, fidx, AIO_TUV_INFO);
-  }
-  if (lua_getfield(L, -1, "callbacks") != LUA_TTABLE && create) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "callbacks");
-  }
-  lua_remove(L, -2);
-}
-
-/* Runs the done callbacks of the future at fidx: functions as new tasks, {fn} tables at once. */
-static void run_callbacks(lua_State *L, int fidx) {
-  aio__push_callbacks(L, fidx, 0);
-  if (!lua_istable(L, -1)) { lua_pop(L, 1); return; }
+  if (type != LUA_TTABLE) { lua_pop(L, 1); return; }
   int cbs = lua_gettop(L);
   lua_Integer n = luaL_len(L, cbs);
   for (lua_Integer i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, cbs, i) == LUA_TTABLE) {  /* internal: called synchronously */
+    if (lua_rawgeti(L, cbs, i) == LUA_TTABLE) {  /* runs as a task */
       lua_rawgeti(L, -1, 1);
       lua_remove(L, -2);
       lua_pushvalue(L, fidx);
-      aio_pcall_report(L, 1, 0);
-    } else {
-      lua_pushvalue(L, fidx);
       aio_spawn(L, 1);
       lua_pop(L, 1);
+    } else {
+      lua_pushvalue(L, fidx);
+      aio_pcall_report(L, 1, 0);
     }
   }
   lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_setiuservalue(L, fidx, AIO_FUV_CALLBACKS);
 }
 
 /* Wakes the waiters of the finished future at fidx and runs its callbacks. */
@@ -308,13 +287,27 @@ static int add_callback(lua_State *L, int sync) {
     else { aio_spawn(L, 1); lua_pop(L, 1); }
     return 0;
   }
-  aio__push_callbacks(L, 1, 1);
+  int type = lua_getiuservalue(L, 1, AIO_FUV_CALLBACKS);
+  if (type == LUA_TNIL && sync) {  /* the common case: one synchronous callback, no table */
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, 1, AIO_FUV_CALLBACKS);
+    return 0;
+  }
+  if (type != LUA_TTABLE) {  /* make a list, keeping the single callback there was */
+    lua_newtable(L);
+    if (type == LUA_TFUNCTION) {
+      lua_pushvalue(L, -2);
+      lua_rawseti(L, -2, 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, AIO_FUV_CALLBACKS);
+  }
   if (sync) {
+    lua_pushvalue(L, 2);
+  } else {
     lua_createtable(L, 1, 0);
     lua_pushvalue(L, 2);
     lua_rawseti(L, -2, 1);
-  } else {
-    lua_pushvalue(L, 2);
   }
   lua_rawseti(L, -2, luaL_len(L, -2) + 1);
   return 0;

@@ -14,8 +14,6 @@ void aio__future_finish(lua_State *L, int fidx);
 void aio__task_wake(lua_State *L, aio_task *t, int nvals);
 /* Marks the future at fidx observed (and forgets it as an unobserved failure). */
 void aio__observe(lua_State *L, int fidx);
-/* Pushes the callbacks list of the future/task at fidx, creating it if create != 0 (else may push nil). */
-void aio__push_callbacks(lua_State *L, int fidx, int create);
 /* Raises the outcome of the finished future at fidx or returns its results (for await). */
 int aio__return_outcome(lua_State *L, int fidx);
 /* The light userdata every await yields, so schedulers and coroutine.resume recognise it. */

@@ -710,9 +710,13 @@ static int l_task_cancel(lua_State *L) {
 static int l_task_set_name(lua_State *L) {
   check_task(L, 1);
   luaL_checkstring(L, 2);
-  aio__push_callbacks(L, 1, 1);  /* makes sure the info table exists */
-  lua_pop(L, 1);
-  lua_getiuservalue(L, 1, AIO_TUV_INFO);
+  if (lua_getiuservalue(L, 1, AIO_TUV_INFO) != LUA_TTABLE) {  /* site string -> {site=, name=} */
+    lua_createtable(L, 0, 2);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "site");
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, AIO_TUV_INFO);
+  }
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, "name");
   lua_settop(L, 1);
@@ -770,11 +774,9 @@ static void push_waiting_on(lua_State *L, aio_task *t, int tidx) {
 
 /* __index of tasks: methods, then the fields id, name, state, site, waiting_on, age. */
 static int l_task_index(lua_State *L) {
-  aio_task *t = check_task(L, 1);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &TMETHODS_KEY);
-  lua_getfield(L, -1, "__methods");
+  aio_task *t = (aio_task *)lua_touserdata(L, 1);  /* __index is only reached from a task */
   lua_pushvalue(L, 2);
-  if (lua_rawget(L, -2) != LUA_TNIL) return 1;
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   const char *k = lua_tostring(L, 2);
   if (!k) return 0;
   if (strcmp(k, "id") == 0) lua_pushinteger(L, t->id);
@@ -865,8 +867,7 @@ void aio__open_task(lua_State *L) {
   lua_pushnil(L);
   lua_setfield(L, -2, "set_error");
   luaL_setfuncs(L, task_methods, 0);
-  lua_setfield(L, -2, "__methods");
-  lua_pushcfunction(L, l_task_index);
+  lua_pushcclosure(L, l_task_index, 1);  /* the methods table is its upvalue */
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, l_task_tostring);
   lua_setfield(L, -2, "__tostring");
