@@ -1,0 +1,560 @@
+-- aio.repl: the read-eval-print loop of aioshell, a console for the event loop.
+--
+-- The terminal side (libedit on the loop, piped input, Ctrl-C, output above the prompt) is
+-- the C module aio.repl_c (src/repl.c). This file is the logic: lua.c's REPL rules (prompts
+-- from _PROMPT/_PROMPT2, `return <line>` first, incomplete chunks continue), each line run
+-- as a task, readable values, console commands (:tasks :where :cancel :time :help), tab
+-- completion candidates and the exit on Ctrl-D.
+local aio = require "aio"
+local c = require "aio.repl_c"
+
+local M = {}
+
+local GRACE = 1.0          -- seconds background tasks get to finish after Ctrl-D
+local MAX_DEPTH = 3        -- nesting shown by M.show before "{...}"
+local MAX_ITEMS = 40       -- entries shown per table before "..."
+
+---------------------------------------------------------------------------------------------
+-- Showing values
+---------------------------------------------------------------------------------------------
+
+local keywords = {}
+for w in ([[and break do else elseif end false for function goto if in local nil not or
+  repeat return then true until while]]):gmatch("%a+") do keywords[w] = true end
+
+-- True if s can be written as a bare field name.
+local function is_name(s)
+  return type(s) == "string" and s:match("^[%a_][%w_]*$") ~= nil and not keywords[s]
+end
+
+-- The metatable's __name of a value, if it has one (userdata of aio: "aio.task", ...).
+local function type_name(v)
+  local mt = getmetatable(v)
+  return type(mt) == "table" and rawget(mt, "__name") or nil
+end
+
+-- A task or future as text: its own __tostring when it has one (state included).
+local function show_awaitable(v, kind)
+  local ok, s = pcall(tostring, v)
+  if ok and type(s) == "string" and not s:match("^aio%.%a+: 0x") then return s end
+  local state = "pending"
+  local okd, done = pcall(function() return v:done() end)
+  if okd and done then
+    local okr = pcall(v.result, v)
+    state = okr and "done" or "failed"
+    if kind == "task" and pcall(v.cancelled, v) and v:cancelled() then state = "cancelled" end
+  end
+  if kind == "task" then
+    return ("<task %s %q %s>"):format(tostring(v.id), tostring(v.name), state)
+  end
+  return ("<future %s>"):format(state)
+end
+
+local show
+
+-- A table as a Lua literal, limited in depth and length, cycles marked.
+local function show_table(t, depth, seen)
+  if seen[t] then return "<cycle>" end
+  local mt = getmetatable(t)
+  if type(mt) == "table" and rawget(mt, "__tostring") then return tostring(t) end
+  if depth > MAX_DEPTH then return "{...}" end
+  seen[t] = true
+  local parts, n = {}, 0
+  local len = rawlen(t)
+  for i = 1, len do
+    n = n + 1
+    if n > MAX_ITEMS then break end
+    parts[n] = show(rawget(t, i), depth + 1, seen)
+  end
+  local keys = {}
+  for k in next, t do
+    if not (math.type(k) == "integer" and k >= 1 and k <= len) then keys[#keys + 1] = k end
+  end
+  table.sort(keys, function(a, b)
+    local ta, tb = type(a), type(b)
+    if ta ~= tb then return ta < tb end
+    if ta == "string" or ta == "number" then return a < b end
+    return tostring(a) < tostring(b)
+  end)
+  for _, k in ipairs(keys) do
+    n = n + 1
+    if n > MAX_ITEMS then break end
+    local ks = is_name(k) and k or "[" .. show(k, depth + 1, seen) .. "]"
+    parts[n] = ks .. " = " .. show(rawget(t, k), depth + 1, seen)
+  end
+  seen[t] = nil
+  if n > MAX_ITEMS then
+    parts[MAX_ITEMS + 1] = ("... (%d more)"):format(len + #keys - MAX_ITEMS)
+    for i = #parts, MAX_ITEMS + 2, -1 do parts[i] = nil end
+  end
+  if #parts == 0 then return "{}" end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
+-- Any value as text; nested strings are quoted, tables are literals.
+function show(v, depth, seen)
+  local tv = type(v)
+  if tv == "string" then
+    return (("%q"):format(v):gsub("\\\n", "\\n"))
+  elseif tv == "table" then
+    return show_table(v, depth or 1, seen or {})
+  elseif tv == "userdata" then
+    local name = type_name(v)
+    if name == "aio.task" then return show_awaitable(v, "task") end
+    if name == "aio.future" then return show_awaitable(v, "future") end
+  end
+  return tostring(v)
+end
+
+-- A value as the REPL prints it: top-level strings raw (as print does), the rest via show.
+function M.show(v)
+  if type(v) == "string" then return v end
+  return show(v, 1, {})
+end
+
+-- The line print of several values, tab-separated (like print).
+local function show_values(t, first, last)
+  local out = {}
+  for i = first, last do out[#out + 1] = M.show(t[i]) end
+  return table.concat(out, "\t")
+end
+
+---------------------------------------------------------------------------------------------
+-- Output: background output above the prompt
+---------------------------------------------------------------------------------------------
+
+local stdout = io.stdout
+local saved = nil          -- the originals while the REPL's wrappers are installed
+
+-- io.write's conversions: integers %d, floats %.14g, strings as they are.
+local function write_args(fname, ...)
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do
+    local v = select(i, ...)
+    if math.type(v) == "integer" then parts[i] = ("%d"):format(v)
+    elseif math.type(v) == "float" then parts[i] = ("%.14g"):format(v)
+    elseif type(v) == "string" then parts[i] = v
+    else
+      error(("bad argument #%d to '%s' (string expected, got %s)"):format(i, fname, type(v)), 3)
+    end
+  end
+  return table.concat(parts)
+end
+
+-- Routes print, io.write and io.stdout:write through c.write while the REPL runs, so output of
+-- background tasks appears above the line being edited instead of in its middle.
+local function install_output()
+  local fmethods = getmetatable(stdout).__index
+  saved = { print = print, io_write = io.write, fwrite = fmethods.write, fmethods = fmethods }
+  local wrapped_print = function(...)
+    local n = select("#", ...)
+    local parts = {}
+    for i = 1, n do parts[i] = tostring((select(i, ...))) end
+    c.write(table.concat(parts, "\t") .. "\n")
+  end
+  local wrapped_fwrite = function(f, ...)
+    if f ~= stdout then return saved.fwrite(f, ...) end
+    c.write(write_args("write", ...))
+    return f
+  end
+  local wrapped_iowrite = function(...)
+    if io.output() ~= stdout then return saved.io_write(...) end
+    c.write(write_args("write", ...))
+    return stdout
+  end
+  saved.wrapped = { print = wrapped_print, io_write = wrapped_iowrite, fwrite = wrapped_fwrite }
+  _G.print, io.write, fmethods.write = wrapped_print, wrapped_iowrite, wrapped_fwrite
+end
+
+-- Puts back the originals (unless the user replaced them meanwhile).
+local function remove_output()
+  if not saved then return end
+  local w = saved.wrapped
+  if _G.print == w.print then _G.print = saved.print end
+  if io.write == w.io_write then io.write = saved.io_write end
+  if saved.fmethods.write == w.fwrite then saved.fmethods.write = saved.fwrite end
+  saved = nil
+end
+
+-- Writes text the REPL itself prints (results, messages).
+local function out(s) c.write(s) end
+
+-- Writes an error report to stderr (the prompt is never shown while the REPL reports).
+local function err(s)
+  io.stderr:write(s, "\n")
+  io.stderr:flush()
+end
+
+---------------------------------------------------------------------------------------------
+-- Tab completion
+---------------------------------------------------------------------------------------------
+
+-- Adds the string keys of t that are names to set (with their values' types).
+local function add_keys(set, t, only_functions)
+  if type(t) ~= "table" then return end
+  for k, v in next, t do
+    if is_name(k) and (not only_functions or type(v) == "function") then set[k] = true end
+  end
+end
+
+-- The fields visible on v: its own (if a table) and its metatable's __index table, following
+-- __index chains a few levels (classes).
+local function fields_of(v, only_functions)
+  local set = {}
+  local seen = 0
+  while v ~= nil and seen < 5 do
+    seen = seen + 1
+    if type(v) == "table" then add_keys(set, v, only_functions) end
+    local mt = getmetatable(v)
+    if type(mt) ~= "table" then break end
+    local idx = rawget(mt, "__index")
+    if type(idx) == "function" then
+      -- a C __index closure over its methods table (aio's tasks and futures)
+      local _, up = debug.getupvalue(idx, 1)
+      idx = up
+    end
+    if type(idx) ~= "table" then break end
+    v = idx
+  end
+  return set
+end
+
+-- Resolves a dotted path like "aio" or "string.format" from the globals, or nil.
+local function resolve(path)
+  local v = _G
+  for name in path:gmatch("[^.:]+") do
+    if not is_name(name) then return nil end
+    local ok, nv = pcall(function() return v[name] end)
+    if not ok or nv == nil then return nil end
+    v = nv
+  end
+  return v
+end
+
+-- Completion candidates for the word `text` (globals, `t.` fields, `t:` methods), sorted.
+function M.complete(text)
+  local base, sep, partial = text:match("^([%a_][%w_.:]*)([.:])([%w_]*)$")
+  local set
+  if base then
+    if base:find(":") then return {} end
+    local v = resolve(base)
+    if v == nil then return {} end
+    set = fields_of(v, sep == ":")
+  else
+    partial = text:match("^[%a_][%w_]*$") or (text == "" and "")
+    if not partial then return {} end
+    base, sep = "", ""
+    set = fields_of(_G)
+    for k in pairs(keywords) do set[k] = true end
+  end
+  local cands = {}
+  for k in pairs(set) do
+    if k:sub(1, #partial) == partial then cands[#cands + 1] = base .. sep .. k end
+  end
+  table.sort(cands)
+  return cands
+end
+
+---------------------------------------------------------------------------------------------
+-- Running lines
+---------------------------------------------------------------------------------------------
+
+local current = nil        -- the task running the current line
+local repl_task = nil      -- the REPL's own task
+local line_no = 0
+local interrupted = false  -- Ctrl-C hit the running line (the tty echoed "^C" after its text)
+
+-- True for the errors a person stops on purpose: cancellation and Ctrl-C in busy code.
+local function is_interruption(e)
+  if aio.is_cancelled(e) then return true end
+  return type(e) == "string" and e:match("interrupted!$") ~= nil
+end
+
+-- Message handler of a line: lua.c's msghandler, with the traceback cut at the line's chunk.
+local function msghandler(e)
+  if is_interruption(e) then return e end
+  local msg = e
+  if type(msg) ~= "string" then
+    local mt = getmetatable(msg)
+    if mt and mt.__tostring then
+      local ok, s = pcall(tostring, msg)
+      if ok and type(s) == "string" then return s end
+    end
+    msg = ("(error object is a %s value)"):format(type(e))
+  end
+  local tb = debug.traceback(msg, 2)
+  local cut = tb:find("\n\t%[C%]: in function 'xpcall'")
+  if cut then tb = tb:sub(1, cut - 1) .. "\n\t[C]: in ?" end
+  return tb
+end
+
+-- Runs fn as the line's task; returns true, results (packed) or false, error.
+local function run_line(fn)
+  line_no = line_no + 1
+  local t = aio.spawn(function()
+    c.set_line(coroutine.running())
+    local r = table.pack(xpcall(fn, msghandler))
+    c.set_line(nil)
+    return r
+  end)
+  if t.set_name then t:set_name("repl:line" .. line_no) end
+  current, interrupted = t, false
+  local ok, r = pcall(t.await, t)
+  current = nil
+  c.set_line(nil)
+  if not ok then return false, r end     -- cancelled before it could start
+  if not r[1] then return false, r[2] end
+  return true, r
+end
+
+-- Prints the outcome of a line: its values, or the error (one line for an interruption).
+local function report(ok, r)
+  if ok then
+    if r.n > 1 then out(show_values(r, 2, r.n) .. "\n") end
+  elseif is_interruption(r) then
+    -- after Ctrl-C the terminal echoed "^C" behind the line's own output
+    if interrupted or type(r) == "string" then out("\n") end
+    err(tostring(r):match("[^\n]*"))
+  else
+    err(tostring(r))
+  end
+end
+
+-- The prompt, from _PROMPT / _PROMPT2 as lua.c does.
+local function get_prompt(first)
+  local p = rawget(_G, first and "_PROMPT" or "_PROMPT2")
+  if p == nil then return first and "> " or ">> " end
+  return tostring(p)
+end
+
+-- True if a load error says the chunk just needs more lines.
+local function incomplete(msg)
+  return type(msg) == "string" and msg:sub(-5) == "<eof>"
+end
+
+-- Reads a chunk the way lua.c's loadline does. Returns fn | nil, errmsg | "eof" | "reset",
+-- or "command", name, argument for a console command.
+local function read_chunk()
+  local line = c.readline(get_prompt(true))
+  if line == nil then return "eof" end
+  if line == false then return "reset" end
+  local cmd, arg = line:match("^%s*:(%a+)%s*(.-)%s*$")
+  if cmd and not line:match("^%s*::") then
+    c.add_history(line)
+    return "command", cmd, arg
+  end
+  if line:sub(1, 1) == "=" then line = "return " .. line:sub(2) end
+  local fn = load("return " .. line .. ";", "=stdin", "t")
+  if fn then
+    c.add_history(line)
+    return fn
+  end
+  local buf = line
+  while true do
+    local f, msg = load(buf, "=stdin", "t")
+    if f or not incomplete(msg) then
+      c.add_history(buf)
+      return f, msg
+    end
+    local more = c.readline(get_prompt(false))
+    if more == false then return "reset" end
+    if more == nil then
+      c.add_history(buf)
+      return nil, msg
+    end
+    buf = buf .. "\n" .. more
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- Console commands
+---------------------------------------------------------------------------------------------
+
+-- The live tasks that are not the REPL's own.
+local function user_tasks()
+  local list = {}
+  for _, info in ipairs(aio.tasks()) do
+    local t = info.task or info
+    if t ~= repl_task and t ~= current then list[#list + 1] = info end
+  end
+  return list
+end
+
+-- Field of a task record (aio.tasks() entries), tolerant of naming.
+local function field(info, ...)
+  for i = 1, select("#", ...) do
+    local v = info[select(i, ...)]
+    if v ~= nil then return v end
+  end
+  return nil
+end
+
+-- Finds a live task by id.
+local function find_task(id)
+  id = tonumber(id)
+  if not id then return nil end
+  for _, info in ipairs(aio.tasks()) do
+    if tonumber(field(info, "id")) == id then return info.task or info, info end
+  end
+  return nil
+end
+
+-- Pads s to width w (left-aligned), cut with "…" if longer.
+local function pad(s, w)
+  s = tostring(s == nil and "" or s)
+  if #s > w then s = s:sub(1, w - 1) .. "~" end
+  return s .. (" "):rep(w - #s)
+end
+
+local commands = {}
+
+commands.help = { "show this help", function()
+  local names = {}
+  for k in pairs(commands) do names[#names + 1] = k end
+  table.sort(names)
+  local lines = { "Each line runs as a task: awaiting (aio.sleep, t:await(), ...) works here.",
+    "Ctrl-C cancels the running line, Ctrl-D exits. Commands:" }
+  for _, k in ipairs(names) do
+    lines[#lines + 1] = ("  :%-16s %s"):format(k .. (commands[k].arg and " " .. commands[k].arg or ""),
+                                               commands[k][1])
+  end
+  out(table.concat(lines, "\n") .. "\n")
+end }
+
+commands.tasks = { "list live tasks: id, name, state, waiting on, age, spawn site", function()
+  local list = user_tasks()
+  if #list == 0 then out("no tasks\n") return end
+  local rows = { pad("ID", 5) .. pad("NAME", 18) .. pad("STATE", 10) .. pad("WAITING ON", 22)
+                 .. pad("AGE", 9) .. "SPAWNED AT" }
+  for _, info in ipairs(list) do
+    local age = tonumber(field(info, "age"))
+    rows[#rows + 1] = pad(field(info, "id"), 5) .. pad(field(info, "name"), 18)
+      .. pad(field(info, "state", "status"), 10)
+      .. pad(field(info, "waiting", "waiting_on", "wait") or "", 22)
+      .. pad(age and ("%.1fs"):format(age) or "", 9)
+      .. tostring(field(info, "site", "spawned_at", "where", "spawn_site") or "")
+  end
+  out(table.concat(rows, "\n") .. "\n")
+end }
+
+commands.where = { "show where task ID is suspended (its traceback)", function(arg)
+  local t = find_task(arg)
+  if not t then err("no live task with id " .. tostring(arg)) return end
+  local tb
+  if type(t) == "userdata" or type(t) == "table" then
+    if t.traceback then
+      local ok, s = pcall(t.traceback, t)
+      if ok then tb = s end
+    end
+    if not tb then
+      local ok, co = pcall(function() return t.coroutine end)
+      if ok and type(co) == "function" then co = co(t) end
+      if ok and type(co) == "thread" then tb = debug.traceback(co) end
+    end
+  end
+  out((tb or "(this task's stack is not available)") .. "\n")
+end, arg = "ID" }
+
+commands.cancel = { "cancel task ID", function(arg)
+  local t = find_task(arg)
+  if not t then err("no live task with id " .. tostring(arg)) return end
+  t:cancel("cancelled from the REPL")
+  out(("cancelled task %s\n"):format(arg))
+end, arg = "ID" }
+
+commands.time = { "run a line, then print its wall and CPU time", function(arg)
+  local fn, msg = load("return " .. arg .. ";", "=stdin", "t")
+  if not fn then fn, msg = load(arg, "=stdin", "t") end
+  if not fn then err(msg) return end
+  local w0, c0 = c.hrtime(), os.clock()
+  local ok, r = run_line(fn)
+  local w1, c1 = c.hrtime(), os.clock()
+  report(ok, r)
+  out(("wall %.3f s, cpu %.3f s\n"):format(w1 - w0, c1 - c0))
+end, arg = "<expr>" }
+
+---------------------------------------------------------------------------------------------
+-- The loop
+---------------------------------------------------------------------------------------------
+
+-- Ctrl-C while a line runs: cancel that line only.
+local function on_interrupt()
+  if current and not current:done() then
+    interrupted = true
+    current:cancel("cancelled by Ctrl-C")
+  end
+end
+
+-- After Ctrl-D: tell which tasks still run, give them GRACE seconds, then cancel them.
+local function finish_tasks()
+  local list = user_tasks()
+  if #list == 0 then return end
+  local names = {}
+  for i, info in ipairs(list) do
+    if i > 8 then names[#names + 1] = "..." break end
+    names[#names + 1] = ("#%s %s"):format(tostring(field(info, "id")), tostring(field(info, "name")))
+  end
+  err(("aioshell: %d task(s) still running (%s); cancelling them in %gs"):format(
+    #list, table.concat(names, ", "), GRACE))
+  local tasks = {}
+  for _, info in ipairs(list) do tasks[#tasks + 1] = info.task or info end
+  pcall(aio.wait, tasks, { timeout = GRACE })
+  for _, t in ipairs(tasks) do
+    if not t:done() then t:cancel("the REPL exited") end
+  end
+  pcall(aio.wait, tasks, { timeout = GRACE })
+end
+
+-- The REPL's task: read, evaluate as a task, print, until end of input.
+local function loop()
+  while true do
+    local fn, a, b = read_chunk()
+    if fn == "eof" then break
+    elseif fn == "reset" then -- Ctrl-C at the prompt: start over
+    elseif fn == "command" then
+      local cmd = commands[a]
+      if cmd then cmd[2](b)
+      else err(("unknown command :%s (try :help)"):format(a)) end
+    elseif fn == nil then
+      err(a)
+    else
+      report(run_line(fn))
+    end
+  end
+end
+
+-- Runs the REPL until end of input (called by aio_repl on the main thread). Returns true.
+function M.run(opts)
+  opts = opts or {}
+  local history = opts.history or os.getenv("AIOSHELL_HISTORY")
+  if history == nil then
+    local home = os.getenv("HOME")
+    history = home and home .. "/.aioshell_history" or nil
+  end
+  local editing = c.open {
+    editing = opts.editing,
+    history = history,
+    history_size = tonumber(os.getenv("AIOSHELL_HISTORY_SIZE")) or 1000,
+    completer = M.complete,
+    interrupt = on_interrupt,
+  }
+  if editing then install_output() end
+  local ok, e = pcall(function()
+    repl_task = aio.spawn(function()
+      loop()
+      finish_tasks()
+    end)
+    if repl_task.set_name then repl_task:set_name("repl") end
+    repl_task:await()
+  end)
+  remove_output()
+  c.close()
+  if not editing then stdout:write("\n") stdout:flush() end
+  repl_task = nil
+  if not ok then error(e, 0) end
+  return true
+end
+
+M.commands = commands
+return M

@@ -1,0 +1,278 @@
+-- spec/repl_spec.lua: the REPL (issue 5), end to end.
+--
+-- Piped input is compared with the stock `lua5.4 -i`. Terminal behaviour is driven on a real
+-- pseudo-terminal with tmux (tests/repl/tmux.lua): every session has its own tmux server,
+-- killed in `finally`, so no process is left behind.
+package.path = "tests/repl/?.lua;" .. package.path
+local tmux = require "tmux"
+
+local AIOSHELL = tmux.aioshell()
+local q = tmux.quote
+
+-- Runs `prog -i` with input on stdin; returns stdout, stderr, exit status.
+local function piped(prog, input, args)
+  local inf, outf, errf = os.tmpname(), os.tmpname(), os.tmpname()
+  local f = assert(io.open(inf, "wb"))
+  f:write(input)
+  f:close()
+  local ok, _, code = os.execute(("timeout 20 %s %s < %s > %s 2> %s"):format(
+    prog, args or "-i", inf, outf, errf))
+  local function slurp(p)
+    local h = assert(io.open(p, "rb"))
+    local s = h:read("a")
+    h:close()
+    os.remove(p)
+    return s
+  end
+  os.remove(inf)
+  return slurp(outf), slurp(errf), ok and 0 or code
+end
+
+-- Drops lua5.4's / aioshell's banner line.
+local function body(s)
+  return (s:gsub("^Lua [^\n]*\n", ""))
+end
+
+-- A temporary history file name (removed by the caller).
+local function temp_history()
+  local p = os.tmpname()
+  os.remove(p)
+  return p
+end
+
+-- Starts an interactive aioshell on a pty with its own history file; waits for the prompt.
+local function session(hist, extra)
+  local s = tmux.start(("AIOSHELL_HISTORY=%s %s -i %s"):format(q(hist), q(AIOSHELL), extra or ""))
+  s:wait_for("\n>$", 5, "the first prompt")
+  return s
+end
+
+describe("piped input (stdin not a terminal)", function()
+  it("prints exactly what lua5.4 -i prints for plain values, statements and chunks", function()
+    local input = table.concat({
+      "1+1", "x = 3", "x", "function f(a)", "return a * 2", "end", "f(21)", "= 5",
+      "print(1, 2)", "return 1, nil, 'a', true", "for i = 1, 2 do", "print(i)", "end",
+      "local y = 1", "'s' .. 'tr'", "2^10", "nil", "", "return", "x=1" }, "\n")
+    local want, werr, wcode = piped("lua5.4", input)
+    local got, gerr, gcode = piped(AIOSHELL, input)
+    assert.are.equal(body(want), body(got))
+    assert.are.equal(werr, gerr)
+    assert.are.equal(wcode, gcode)
+  end)
+
+  it("reports errors like lua5.4 -i and goes on", function()
+    local input = "error('boom')\nx = = 1\nfor\n1+2\n"
+    local want, werr = piped("lua5.4", input)
+    local got, gerr = piped(AIOSHELL, input)
+    assert.are.equal(body(want), body(got))
+    assert.are.equal(werr, gerr)
+    assert.truthy(gerr:find("stdin:1: unexpected symbol near '='", 1, true))
+    assert.truthy(gerr:find("stdin:1: boom\nstack traceback:\n", 1, true))
+  end)
+
+  it("reports an incomplete chunk at end of input (lua5.4 prints '(null)' there)", function()
+    local input = "function g()\nreturn 1\n"
+    local want = piped("lua5.4", input)
+    local got, gerr = piped(AIOSHELL, input)
+    assert.are.equal(body(want), body(got))
+    assert.are.equal("stdin:2: 'end' expected (to close 'function' at line 1) near <eof>\n", gerr)
+  end)
+
+  it("lets a line await while background tasks run", function()
+    local input = table.concat({
+      "aio = require 'aio'",
+      "t = aio.spawn(function() aio.sleep(0.05) print('bg done') return 7 end)",
+      "aio.sleep(0.2)",
+      "t:await() * 6",
+    }, "\n") .. "\n"
+    local got, gerr, code = piped(AIOSHELL, input)
+    assert.are.equal("", gerr)
+    assert.are.equal(0, code)
+    local bg = got:find("bg done\n", 1, true)
+    local answer = got:find("\n42\n", 1, true)
+    assert.truthy(bg, got)
+    assert.truthy(answer, got)
+    assert.truthy(bg < answer)
+  end)
+
+  it("prints tables as literals and tasks with their state", function()
+    local input = table.concat({
+      "{1, 'two', x = {y = 3}, [10] = true}",
+      "t = {} t.self = t return t",
+      "aio = require 'aio'",
+      "f = aio.future(); return f",
+    }, "\n") .. "\n"
+    local got = piped(AIOSHELL, input)
+    assert.truthy(got:find('{1, "two", [10] = true, x = {y = 3}}', 1, true), got)
+    assert.truthy(got:find("{self = <cycle>}", 1, true), got)
+    assert.truthy(got:find("pending", 1, true), got)
+  end)
+
+  it("runs console commands", function()
+    local input = table.concat({
+      "aio = require 'aio'",
+      "t = aio.spawn(function() aio.sleep(30) end) t:set_name('sleeper7')",
+      ":tasks",
+      ":time aio.sleep(0.1)",
+      ":cancel " .. "bogus",
+      ":help",
+      "t:cancel()",
+    }, "\n") .. "\n"
+    local got, gerr = piped(AIOSHELL, input)
+    assert.truthy(got:find("sleeper7", 1, true), got)
+    assert.truthy(got:find("wall 0%.1%d%d s, cpu %d+%.%d+ s"), got)
+    assert.truthy(gerr:find("no live task with id bogus", 1, true), gerr)
+    assert.truthy(got:find(":tasks", 1, true))
+  end)
+
+  it("cancels tasks still running at end of input after a grace period", function()
+    local input = "aio = require 'aio'\n"
+      .. "t = aio.spawn(function() aio.sleep(60) end) t:set_name('forever')\n"
+    local t0 = tmux.clock()
+    local _, gerr, code = piped(AIOSHELL, input)
+    assert.truthy(tmux.clock() - t0 < 10)
+    assert.truthy(gerr:find("1 task(s) still running", 1, true), gerr)
+    assert.truthy(gerr:find("forever", 1, true), gerr)
+    assert.are.equal(0, code)
+  end)
+end)
+
+describe("on a terminal", function()
+  local hist, s
+  before_each(function() hist = temp_history() end)
+  after_each(function()
+    if s then s:kill() end
+    s = nil
+    os.remove(hist)
+  end)
+
+  it("keeps the half-typed line intact while a background task prints", function()
+    s = session(hist)
+    s:line("aio = require 'aio'; n = 0")
+    s:line("ticker = aio.every(0.05, function() n = n + 1 print('tick ' .. n) end)")
+    s:type('half = "typed but not sent')
+    s:wait_for("tick 8", 5)
+    local last = s:last_line()
+    assert.are.equal('> half = "typed but not sent', last)
+    -- the ticks are above the prompt, each on its own line
+    local screen = s:screen()
+    assert.truthy(screen:find("\ntick 7\n", 1, true), screen)
+    s:line('"')
+    s:line("ticker:cancel(); return half")
+    s:wait_for("\ntyped but not sent\n", 5)
+  end)
+
+  it("awaits at the prompt: aio.sleep then an expression", function()
+    s = session(hist)
+    s:line("aio = require 'aio'")
+    s:line("aio.sleep(0.2)")
+    s:line("40 + 2")
+    s:wait_for("\n42\n>$", 5)
+  end)
+
+  it("Ctrl-C cancels a sleeping line quickly and the next prompt works", function()
+    s = session(hist)
+    s:line("aio = require 'aio'")
+    s:line("bg = aio.spawn(function() aio.sleep(60) end)")
+    s:line("aio.sleep(60)")
+    tmux.sleep(0.3)
+    local t0 = tmux.clock()
+    s:keys("C-c")
+    s:wait_for("cancel[^\n]*\n>$", 3, "a cancellation line and a prompt")
+    assert.truthy(tmux.clock() - t0 < 1.5)
+    s:line("bg:done(), 6 * 7")
+    s:wait_for("\nfalse%s+42\n>$", 5)
+  end)
+
+  it("Ctrl-C stops a line busy in Lua code", function()
+    s = session(hist)
+    s:line("while true do end")
+    tmux.sleep(0.3)
+    s:keys("C-c")
+    s:wait_for("interrupted!\n>$", 3)
+    s:line("1 + 1")
+    s:wait_for("\n2\n>$", 5)
+  end)
+
+  it("Ctrl-C at an idle prompt clears the line, also in a continued chunk", function()
+    s = session(hist)
+    s:type("abandoned text")
+    tmux.sleep(0.2)
+    s:keys("C-c")
+    s:wait_for("\n>$", 3)
+    s:line("function h()")
+    s:wait_for(">>$", 3)
+    s:keys("C-c")
+    s:wait_for("\n>$", 3)
+    s:line("3 * 3")
+    s:wait_for("\n9\n>$", 5)
+  end)
+
+  it("completes globals, module fields and methods with Tab", function()
+    s = session(hist)
+    s:line("aio = require 'aio'")
+    s:line("tsk = aio.spawn(function() end)")
+    s:type("aio.slee")
+    s:keys("Tab")
+    s:wait_for("> aio%.sleep$", 3)
+    s:keys("C-c")
+    s:type("tsk:awa")
+    s:keys("Tab")
+    s:wait_for("> tsk:await$", 3)
+    s:keys("C-c")
+    s:type("string.for")
+    s:keys("Tab")
+    s:wait_for("> string%.format$", 3)
+  end)
+
+  it("keeps history across two sessions", function()
+    s = session(hist)
+    s:line("marker_from_first = 4321")
+    tmux.sleep(0.1)
+    s:keys("C-d")
+    s:wait_for("%[exited 0%]", 5)
+    s:kill()
+    s = session(hist)
+    s:keys("Up")
+    s:wait_for("> marker_from_first = 4321$", 3)
+    s:keys("Enter")
+    s:line("marker_from_first + 1")
+    s:wait_for("\n4322\n>$", 5)
+  end)
+
+  it(":tasks lists a named background task; :where and :cancel work on it", function()
+    s = session(hist)
+    s:line("aio = require 'aio'")
+    s:line("w = aio.spawn(function() aio.sleep(60) end); w:set_name('worker42'); return w.id")
+    local screen = s:wait_for("\n(%d+)\n>$", 5)
+    local id = screen:match("\n(%d+)\n>$")
+    s:line(":tasks")
+    s:wait_for("worker42", 3)
+    s:line(":where " .. id)
+    s:wait_for("sleep", 3)
+    s:line(":cancel " .. id)
+    s:line("w:cancelled()")
+    s:wait_for("\ntrue\n>$", 5)
+  end)
+
+  it("continues multi-line function definitions with the >> prompt", function()
+    s = session(hist)
+    s:line("function sq(x)")
+    s:wait_for("\n>>$", 3)
+    s:line("  return x * x")
+    s:line("end")
+    s:line("sq(12)")
+    s:wait_for("\n144\n>$", 5)
+    assert.truthy(s:screen():find(">>   return x * x", 1, true))
+  end)
+
+  it("Ctrl-D reports running tasks, cancels them and exits", function()
+    s = session(hist)
+    s:line("aio = require 'aio'")
+    s:line("z = aio.spawn(function() aio.sleep(60) end); z:set_name('sleepy')")
+    s:wait_for("\n>$", 3)
+    s:keys("C-d")
+    s:wait_for("1 task%(s%) still running %(#%d+ sleepy%)", 3)
+    s:wait_for("%[exited 0%]", 5)
+  end)
+end)

@@ -1,0 +1,548 @@
+/*
+** repl.c — the REPL's terminal, driven by the event loop (module aio.repl_c + aio_repl).
+**
+** The read-eval-print logic (prompts, incomplete chunks, value printing, console commands,
+** completion candidates) lives in lua/aio/repl.lua; this file owns what must be C:
+**
+**   - line editing with libedit's readline emulation in its *callback* interface. The tty is
+**     opened again as /dev/tty and watched with a uv_poll_t, so the loop (timers, tasks,
+**     sockets) keeps running while the prompt waits. Polling fd 0 itself would set O_NONBLOCK
+**     on the terminal's shared file description and make stdout non-blocking too.
+**     libedit needs its handler re-installed after every line, and rl_catch_signals = 0.
+**   - output from background tasks while a line is being edited: clear the input rows, print,
+**     rl_forced_update_display() (rl_redisplay would draw over the printed text);
+**   - piped input (stdin not a tty): lines read by uv_fs_read on fd 0, without editing or
+**     escape sequences, echoed after the prompt as Debian's lua5.4 -i (GNU readline) does;
+**   - Ctrl-C: a sigaction handler (async-signal-safe: a flag, lua_sethook on the running
+**     line's coroutine as lua.c does, uv_async_send). In the loop, the async callback either
+**     clears the edited line or asks Lua to cancel the running line's task; the hook stops a
+**     line that is busy in Lua code and never gives the loop a chance.
+**
+** There is one terminal, so the state is a single static struct. Handles are malloc'ed and
+** freed in their close callbacks (libuv's memory rule).
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+#include <editline/readline.h>
+#include "aio.h"
+#include "repl.h"
+
+#define REPL_HISTORY_MAX 1000
+
+static struct {
+  lua_State *L;                      /* the main state (callbacks touch Lua through it) */
+  int open;
+  int editing;                       /* libedit on a terminal (else: plain piped lines) */
+  int prompt_shown;                  /* a line is being edited: output goes above it */
+  FILE *in;                          /* /dev/tty, libedit's input */
+  uv_poll_t *poll;                   /* readiness of the tty */
+  uv_async_t *async;                 /* Ctrl-C wake-up from the signal handler */
+  uv_signal_t *winch;                /* terminal resized */
+  struct sigaction old_int;
+  volatile sig_atomic_t sigint;
+  lua_State *volatile line_co;       /* coroutine of the running line (for the Ctrl-C hook) */
+  aio_future *line_fut;              /* future of the pending readline, or NULL */
+  int line_ref;
+  int completer_ref;                 /* Lua function(text, line, start, end) -> candidates */
+  int interrupt_ref;                 /* Lua function() called on Ctrl-C while a line runs */
+  char *history;                     /* history file, or NULL */
+  char *prompt;                      /* the prompt being shown */
+  /* piped input */
+  uv_fs_t *req;                      /* the read in flight, or NULL */
+  char rbuf[4096];
+  char *pend; size_t plen, pcap;     /* bytes read but not yet returned as lines */
+  int eof;
+  /* completion candidates handed to libedit's generator */
+  char **cands; int ncands, icand;
+} R = {.line_ref = LUA_NOREF, .completer_ref = LUA_NOREF, .interrupt_ref = LUA_NOREF};
+
+/* ---- output ------------------------------------------------------------------------------ */
+
+/* Display width of a prompt: bytes that are not UTF-8 continuation bytes. */
+static size_t display_len(const char *s) {
+  size_t n = 0;
+  for (; *s; s++)
+    if (((unsigned char)*s & 0xC0) != 0x80) n++;
+  return n;
+}
+
+/* Width of the terminal in columns (80 if unknown). */
+static int term_cols(void) {
+  struct winsize ws;
+  if (R.in && ioctl(fileno(R.in), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 80;
+}
+
+/* Writes s, turning "\n" into "\r\n": libedit's edit mode may have turned output post-processing
+** off, and an extra carriage return is harmless when it has not. */
+static void write_crlf(const char *s, size_t n) {
+  size_t start = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '\n') {
+      fwrite(s + start, 1, i - start, stdout);
+      fputs("\r\n", stdout);
+      start = i + 1;
+    }
+  }
+  fwrite(s + start, 1, n - start, stdout);
+}
+
+/* Writes s to stdout; while a line is being edited, above it, then redraws prompt and line. */
+static void repl_output(const char *s, size_t n) {
+  if (!R.prompt_shown) {
+    fwrite(s, 1, n, stdout);
+    fflush(stdout);
+    return;
+  }
+  /* 1. Go to the first row of prompt+line and clear from there to the end of the screen. */
+  int cols = term_cols();
+  size_t at = (R.prompt ? display_len(R.prompt) : 0) + (size_t)(rl_point > 0 ? rl_point : 0);
+  int row = (int)(at / (size_t)cols);
+  fputs("\r", stdout);
+  if (row > 0) fprintf(stdout, "\x1b[%dA", row);
+  fputs("\x1b[J", stdout);
+  /* 2. Print the text, always ending with a newline so the prompt gets a row of its own. */
+  write_crlf(s, n);
+  if (n > 0 && s[n - 1] != '\n') fputs("\r\n", stdout);
+  fflush(stdout);
+  /* 3. Draw prompt and half-typed line again, cursor where it was. */
+  rl_forced_update_display();
+}
+
+/* write(s): prints s, above the line being edited if there is one. */
+static int l_write(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  repl_output(s, n);
+  return 0;
+}
+
+/* ---- reading lines ----------------------------------------------------------------------- */
+
+/* Completes the pending readline future with the value on top of L (popped). */
+static void finish_line(lua_State *L) {
+  aio_future *f = R.line_fut;
+  int ref = R.line_ref;
+  R.line_fut = NULL;
+  R.line_ref = LUA_NOREF;
+  if (f == NULL) {
+    lua_pop(L, 1);
+    return;
+  }
+  aio_future_resolve(L, f, 1);
+  aio_unref(L, ref);
+}
+
+/* Stops editing: no handler, no polling, output goes straight to stdout again. */
+static void stop_editing(void) {
+  if (R.prompt_shown) rl_callback_handler_remove();
+  R.prompt_shown = 0;
+  if (R.poll) uv_poll_stop(R.poll);
+}
+
+/* libedit's line handler: a complete line (malloc'ed, ours to free) or NULL at EOF. */
+static void on_line(char *line) {
+  lua_State *L = R.L;
+  stop_editing();
+  if (line) lua_pushstring(L, line);
+  else {
+    fputs("\n", stdout);  /* Ctrl-D leaves the cursor after the prompt */
+    fflush(stdout);
+    lua_pushnil(L);
+  }
+  free(line);
+  finish_line(L);
+}
+
+/* The tty is readable: let libedit consume what is there (it calls on_line at Enter). */
+static void on_tty_readable(uv_poll_t *h, int status, int events) {
+  (void)h; (void)events;
+  if (status < 0 || !R.prompt_shown) {
+    if (status < 0) {  /* the terminal went away: behave as EOF */
+      stop_editing();
+      lua_pushnil(R.L);
+      finish_line(R.L);
+    }
+    return;
+  }
+  rl_callback_read_char();
+}
+
+/* Takes one complete line out of the piped-input buffer onto L; 0 if there is none yet. */
+static int take_plain_line(lua_State *L) {
+  char *nl = R.plen ? memchr(R.pend, '\n', R.plen) : NULL;
+  size_t len;
+  if (nl) len = (size_t)(nl - R.pend);
+  else if (R.eof && R.plen > 0) len = R.plen;  /* last line without a newline */
+  else return 0;
+  lua_pushlstring(L, R.pend, len);
+  size_t used = nl ? len + 1 : len;
+  memmove(R.pend, R.pend + used, R.plen - used);
+  R.plen -= used;
+  /* Echo it as GNU readline does on a non-terminal (what Debian's lua5.4 -i prints). */
+  fwrite(lua_tostring(L, -1), 1, len, stdout);
+  fputc('\n', stdout);
+  fflush(stdout);
+  return 1;
+}
+
+static void start_plain_read(void);
+
+/* A piped-input read finished: buffer the bytes, hand out a line if one is complete. */
+static void on_plain_read(uv_fs_t *req) {
+  lua_State *L = R.L;
+  ssize_t n = req->result;
+  uv_fs_req_cleanup(req);
+  free(req);
+  R.req = NULL;
+  if (!R.open) return;
+  if (n <= 0) R.eof = 1;
+  else {
+    if (R.plen + (size_t)n > R.pcap) {
+      size_t cap = R.pcap ? R.pcap * 2 : 8192;
+      while (cap < R.plen + (size_t)n) cap *= 2;
+      char *p = realloc(R.pend, cap);
+      if (p == NULL) { R.eof = 1; goto deliver; }
+      R.pend = p;
+      R.pcap = cap;
+    }
+    memcpy(R.pend + R.plen, R.rbuf, (size_t)n);
+    R.plen += (size_t)n;
+  }
+deliver:
+  if (R.line_fut == NULL) return;
+  if (take_plain_line(L)) finish_line(L);
+  else if (R.eof) { lua_pushnil(L); finish_line(L); }
+  else start_plain_read();
+}
+
+/* Starts reading more piped input (fd 0) on libuv's thread pool, unless a read is in flight. */
+static void start_plain_read(void) {
+  if (R.req || R.eof) return;
+  R.req = malloc(sizeof *R.req);
+  if (R.req == NULL) { R.eof = 1; return; }
+  uv_buf_t buf = uv_buf_init(R.rbuf, sizeof R.rbuf);
+  if (uv_fs_read(aio_uv(R.L), R.req, 0, &buf, 1, -1, on_plain_read) < 0) {
+    free(R.req);
+    R.req = NULL;
+    R.eof = 1;
+  }
+}
+
+/* Cancelling a readline (its task was cancelled): stop editing, forget the future. */
+static void on_readline_cancel(lua_State *L, aio_future *f, void *ud) {
+  (void)f; (void)ud;
+  stop_editing();
+  aio_unref(L, R.line_ref);
+  R.line_fut = NULL;
+  R.line_ref = LUA_NOREF;
+}
+
+/* readline(prompt) -> line | nil (end of input) | false (Ctrl-C at the prompt). Awaits. */
+static int l_readline(lua_State *L) {
+  const char *prompt = luaL_optstring(L, 1, "> ");
+  if (!R.open) return luaL_error(L, "the REPL terminal is not open");
+  if (R.line_fut) return luaL_error(L, "readline is already waiting for a line");
+  aio_future *f = aio_future_new(L);
+  int fidx = lua_gettop(L);
+  lua_pushvalue(L, fidx);
+  R.line_ref = aio_ref(L, -1);
+  lua_pop(L, 1);
+  R.line_fut = f;
+  f->on_cancel = on_readline_cancel;
+  if (R.editing) {
+    free(R.prompt);
+    R.prompt = strdup(prompt);
+    R.prompt_shown = 1;
+    rl_callback_handler_install(R.prompt, on_line);  /* libedit needs it again for every line */
+    uv_poll_start(R.poll, UV_READABLE, on_tty_readable);
+  } else {
+    fputs(prompt, stdout);
+    fflush(stdout);
+    if (take_plain_line(L)) finish_line(L);
+    else if (R.eof) { lua_pushnil(L); finish_line(L); }
+    else start_plain_read();
+  }
+  return aio_await(L, fidx);
+}
+
+/* ---- Ctrl-C ------------------------------------------------------------------------------ */
+
+/* Debug hook set by the signal handler on a busy line: raise "interrupted!" (lua.c's lstop). */
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  luaL_error(L, "interrupted!");
+}
+
+/* SIGINT handler: only async-signal-safe work; the loop does the rest in on_sigint_async. */
+static void on_sigint(int sig) {
+  (void)sig;
+  lua_State *co = R.line_co;
+  R.sigint = co ? 2 : 1;  /* 2: aimed at a running line, void if that line ends first */
+  if (co) lua_sethook(co, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  if (R.async) uv_async_send(R.async);
+}
+
+/* Ctrl-C seen by the loop: clear the edited line, or cancel the running line's task. */
+static void on_sigint_async(uv_async_t *h) {
+  (void)h;
+  lua_State *L = R.L;
+  int what = R.sigint;
+  if (!what) return;
+  R.sigint = 0;
+  lua_State *co = R.line_co;
+  if (co) lua_sethook(co, NULL, 0, 0);  /* the line is suspended: cancelling is enough */
+  if (R.line_fut) {                     /* idle at a prompt */
+    if (what == 2) return;  /* the hook already stopped the line this Ctrl-C was meant for */
+    if (R.prompt_shown) {
+      rl_replace_line("", 0);
+      stop_editing();
+      fputs("^C\r\n", stdout);
+      fflush(stdout);
+    }
+    lua_pushboolean(L, 0);
+    finish_line(L);
+  } else if (R.interrupt_ref != LUA_NOREF) {
+    aio_pushref(L, R.interrupt_ref);
+    aio_pcall_report(L, 0, 0);
+  }
+}
+
+/* set_line(co | nil): the coroutine running the current line (Ctrl-C's hook target). */
+static int l_set_line(lua_State *L) {
+  R.line_co = lua_isthread(L, 1) ? lua_tothread(L, 1) : NULL;
+  return 0;
+}
+
+/* ---- completion -------------------------------------------------------------------------- */
+
+/* Frees the candidate list of the last completion. */
+static void free_cands(void) {
+  for (int i = 0; i < R.ncands; i++) free(R.cands[i]);
+  free(R.cands);
+  R.cands = NULL;
+  R.ncands = R.icand = 0;
+}
+
+/* libedit's generator: hands out the candidates Lua returned, one per call. */
+static char *cand_generator(const char *text, int state) {
+  (void)text;
+  if (state == 0) R.icand = 0;
+  if (R.icand < R.ncands) return strdup(R.cands[R.icand++]);
+  return NULL;
+}
+
+/* Protected: calls the Lua completer and copies its candidates (strings) into R.cands. */
+static int collect_cands(lua_State *L) {
+  aio_pushref(L, R.completer_ref);
+  lua_pushstring(L, (const char *)lua_touserdata(L, 1));
+  lua_pushstring(L, rl_line_buffer ? rl_line_buffer : "");
+  lua_pushinteger(L, lua_tointeger(L, 2));
+  lua_pushinteger(L, lua_tointeger(L, 3));
+  lua_call(L, 4, 1);
+  if (!lua_istable(L, -1)) return 0;
+  int n = (int)luaL_len(L, -1);
+  R.cands = calloc((size_t)n + 1, sizeof *R.cands);
+  if (R.cands == NULL) return 0;
+  for (int i = 1; i <= n; i++) {
+    const char *s = (lua_rawgeti(L, -1, i), lua_tostring(L, -1));
+    if (s) R.cands[R.ncands++] = strdup(s);
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* rl_attempted_completion_function: candidates from Lua; never libedit's file names. */
+static char **on_complete(const char *text, int start, int end) {
+  lua_State *L = R.L;
+  rl_attempted_completion_over = 1;
+  free_cands();
+  if (R.completer_ref == LUA_NOREF) return NULL;
+  lua_pushcfunction(L, collect_cands);
+  lua_pushlightuserdata(L, (void *)text);
+  lua_pushinteger(L, start);
+  lua_pushinteger(L, end);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1);  /* a failing completer completes nothing */
+  if (R.ncands == 0) return NULL;
+  return rl_completion_matches(text, cand_generator);
+}
+
+/* ---- opening and closing ----------------------------------------------------------------- */
+
+/* Close callback of the REPL's handles: their memory is freed only here. */
+static void on_handle_closed(uv_handle_t *h) {
+  free(h);
+}
+
+/* SIGWINCH: tell libedit the new width. */
+static void on_winch(uv_signal_t *h, int sig) {
+  (void)h; (void)sig;
+  if (R.editing) rl_resize_terminal();
+}
+
+/* Stores the function field `name` of the options table at 1 as a ref (or LUA_NOREF). */
+static int opt_ref(lua_State *L, const char *name) {
+  int ref = LUA_NOREF;
+  if (lua_getfield(L, 1, name) == LUA_TFUNCTION) ref = aio_ref(L, -1);
+  lua_pop(L, 1);
+  return ref;
+}
+
+/* open{editing=, history=, history_size=, completer=, interrupt=} -> editing (boolean).
+** Takes the terminal: libedit (or piped reading), history, Ctrl-C handling. */
+static int l_open(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (R.open) return luaL_error(L, "the REPL terminal is already open");
+  aio_loop *loop = aio_loop_get(L);
+  R.L = loop->L;
+  lua_getfield(L, 1, "editing");
+  R.editing = lua_isnil(L, -1) ? isatty(0) : lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "history");
+  const char *hist = lua_tostring(L, -1);
+  R.history = hist && *hist ? strdup(hist) : NULL;
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "history_size");
+  int hmax = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : REPL_HISTORY_MAX;
+  lua_pop(L, 1);
+  R.completer_ref = opt_ref(L, "completer");
+  R.interrupt_ref = opt_ref(L, "interrupt");
+  R.eof = 0;
+  R.plen = 0;
+  if (R.editing) {
+    R.in = fopen("/dev/tty", "r");
+    if (R.in == NULL) R.in = stdin;  /* no controlling terminal: edit fd 0 after all */
+    rl_instream = R.in;
+    rl_outstream = stdout;
+    rl_readline_name = "aioshell";
+    rl_catch_signals = 0;
+    rl_completion_append_character = '\0';
+    rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{(,+-*/%^#~[]})";
+    rl_completer_word_break_characters = (char *)rl_basic_word_break_characters;
+    rl_attempted_completion_function = on_complete;
+    rl_initialize();
+    using_history();
+    stifle_history(hmax > 0 ? hmax : REPL_HISTORY_MAX);
+    if (R.history) read_history(R.history);
+    R.poll = malloc(sizeof *R.poll);
+    if (R.poll == NULL || uv_poll_init(&loop->uv, R.poll, fileno(R.in)) != 0) {
+      free(R.poll);
+      R.poll = NULL;
+      return luaL_error(L, "cannot watch the terminal");
+    }
+    R.winch = malloc(sizeof *R.winch);
+    if (R.winch) {
+      uv_signal_init(&loop->uv, R.winch);
+      uv_signal_start(R.winch, on_winch, SIGWINCH);
+      uv_unref((uv_handle_t *)R.winch);
+    }
+  }
+  R.async = malloc(sizeof *R.async);
+  if (R.async) {
+    uv_async_init(&loop->uv, R.async, on_sigint_async);
+    uv_unref((uv_handle_t *)R.async);
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, &R.old_int);
+  R.open = 1;
+  lua_pushboolean(L, R.editing);
+  return 1;
+}
+
+/* add_history(line): remembers a line (or a whole multi-line chunk) for the arrow keys. */
+static int l_add_history(lua_State *L) {
+  const char *s = luaL_checkstring(L, 1);
+  if (R.editing && *s) add_history(s);
+  return 0;
+}
+
+/* close(): gives the terminal back: history saved, handlers removed, SIGINT as before. */
+static int l_close(lua_State *L) {
+  if (!R.open) return 0;
+  R.open = 0;
+  sigaction(SIGINT, &R.old_int, NULL);
+  R.line_co = NULL;
+  if (R.line_fut) {
+    aio_future *f = R.line_fut;
+    R.line_fut = NULL;
+    f->on_cancel = NULL;
+    aio_unref(L, R.line_ref);
+    R.line_ref = LUA_NOREF;
+  }
+  if (R.editing) {
+    stop_editing();
+    if (R.history) write_history(R.history);
+    if (R.poll) uv_close((uv_handle_t *)R.poll, on_handle_closed);
+    if (R.winch) uv_close((uv_handle_t *)R.winch, on_handle_closed);
+    R.poll = NULL;
+    R.winch = NULL;
+    if (R.in && R.in != stdin) fclose(R.in);
+    R.in = NULL;
+    rl_instream = stdin;
+  }
+  if (R.async) uv_close((uv_handle_t *)R.async, on_handle_closed);
+  R.async = NULL;
+  /* A piped read still in flight frees its own request when it completes (R.open is 0). */
+  aio_unref(L, R.completer_ref);
+  aio_unref(L, R.interrupt_ref);
+  R.completer_ref = R.interrupt_ref = LUA_NOREF;
+  free(R.history);
+  free(R.prompt);
+  free(R.pend);
+  R.history = R.prompt = R.pend = NULL;
+  R.plen = R.pcap = 0;
+  free_cands();
+  return 0;
+}
+
+/* hrtime() -> seconds of the monotonic clock (for :time). */
+static int l_hrtime(lua_State *L) {
+  lua_pushnumber(L, (double)uv_hrtime() / 1e9);
+  return 1;
+}
+
+/* isatty(fd) -> boolean. */
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 0)));
+  return 1;
+}
+
+int luaopen_aio_repl_c(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+    {"open", l_open},         {"close", l_close},   {"readline", l_readline},
+    {"write", l_write},       {"add_history", l_add_history},
+    {"set_line", l_set_line}, {"hrtime", l_hrtime}, {"isatty", l_isatty},
+    {NULL, NULL}};
+  luaL_newlib(L, funcs);
+  return 1;
+}
+
+/* Protected body of aio_repl: require "aio.repl" and run it. */
+static int repl_main(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "aio.repl");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "run");
+  lua_call(L, 0, 1);
+  return 1;
+}
+
+/* Runs the REPL until EOF; returns 1 if ok. */
+int aio_repl(lua_State *L) {
+  lua_pushcfunction(L, repl_main);
+  if (aio_pcall_report(L, 0, 1) != LUA_OK) return 0;
+  int ok = lua_isnil(L, -1) || lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return ok;
+}
