@@ -382,6 +382,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
 ** I/O is polled between turns even when tasks keep yielding. */
 void aio_scheduler_drain(aio_loop *loop) {
   aio_task *last = loop->ready_tail;
+  loop->running++;  /* done-callbacks run from here: an await in one must not re-enter the loop */
   while (loop->ready_head) {
     aio_task *t = loop->ready_head;
     loop->ready_head = t->rnext;
@@ -389,6 +390,7 @@ void aio_scheduler_drain(aio_loop *loop) {
     task_step(loop, t);
     if (t == last) break;
   }
+  loop->running--;
 }
 
 /* Pushes the cancellation error for task t (message stored at cancel time) and clears it. */
@@ -475,8 +477,8 @@ static void check_can_suspend(lua_State *L, aio_task *t) {
     lua_error(L);
   }
   if (!lua_isyieldable(L))
-    luaL_error(L, "attempt to await across a C-call boundary (a metamethod or C function "
-                  "called this code); move the await out of it");
+    luaL_error(L, "cannot await here: across a C-call boundary (a metamethod, a done callback "
+                  "or a C function called this code); spawn a task with aio.spawn and await there");
 }
 
 /* Waits for the future at idx; use in tail position. */

@@ -255,7 +255,7 @@ end
 
 -- Formats seconds for the task table.
 local function fmt_age(s)
-  if s < 1 then return ("%dms"):format(s * 1000) end
+  if s < 1 then return ("%dms"):format(math.floor(s * 1000)) end
   return ("%.1fs"):format(s)
 end
 
@@ -267,7 +267,7 @@ function aio.dump(out)
   local rows = {{"id", "name", "state", "waiting on", "age", "spawned at"}}
   for _, t in ipairs(tasks) do
     rows[#rows + 1] = {tostring(t.id), t.name, t.state, t.waiting_on or "",
-                       fmt_age(t.age), (t.site or ""):gsub(":$", "")}
+                       fmt_age(t.age), t.site or ""}
   end
   local widths = {}
   for _, r in ipairs(rows) do

@@ -1,0 +1,559 @@
+-- spec/aio_spec.lua — the core module: tasks, scheduling, combinators, futures, timers.
+local helper = require "spec.helper"
+local aio = require "aio"
+local async = helper.async
+
+-- Runs code in a child aioshell; returns stdout, stderr, status.
+local function child(code, opts)
+  return helper.run_lua(code, opts)
+end
+
+describe("tasks", function()
+  after_each(helper.assert_no_tasks)
+
+  it("spawn returns a task whose await gives every result", async(function()
+    local t = aio.spawn(function(a, b) return a + b, "x", nil, 4 end, 1, 2)
+    local a, b, c, d = t:await()
+    assert.same({3, "x", nil, 4}, {a, b, c, d})
+    assert.is_true(t:done())
+    assert.is_false(t:cancelled())
+    assert.same({3, "x", nil, 4}, {t:result()})
+  end))
+
+  it("has increasing ids, a default and a settable name, a state and a spawn site", async(function()
+    local t1 = aio.spawn(function() aio.sleep(0.01) end)
+    local t2 = aio.spawn(function() end)
+    assert.is_true(t2.id > t1.id)
+    assert.equal("Task-" .. t1.id, t1.name)
+    t1:set_name("sleeper")
+    assert.equal("sleeper", t1.name)
+    assert.equal("new", t1.state)
+    aio.sleep(0)
+    assert.equal("sleeping", t1.state)
+    assert.matches("aio_spec.lua:%d+", t1.site)
+    assert.matches("^sleep", t1.waiting_on)
+    t1:await()
+    assert.equal("done", t1.state)
+    assert.matches("aio.task %d+ 'sleeper' %(done%)", tostring(t1))
+  end))
+
+  it("result() raises before the task is done, and re-raises its error after", async(function()
+    local t = aio.spawn(function() aio.sleep(0.01); error("bad") end)
+    assert.has_error(function() t:result() end, "result is not ready yet (await it first)")
+    pcall(t.await, t)
+    local ok, err = pcall(t.result, t)
+    assert.is_false(ok)
+    assert.matches("bad", err.message)
+    assert.equal(err, t:exception())
+  end))
+
+  it("aio.current() is the running task, nil at top level", async(function()
+    local t
+    t = aio.spawn(function() return aio.current() end)
+    assert.equal(t, t:await())
+  end))
+
+  it("aio.current() is nil on the main thread", function()
+    assert.is_nil(aio.current())
+  end)
+
+  it("sleepers wake in deadline order, equal deadlines in FIFO order", async(function()
+    local order = {}
+    local ts = {}
+    for i, d in ipairs({0.03, 0.01, 0.02, 0.01, 0.01}) do
+      ts[i] = aio.spawn(function() aio.sleep(d); order[#order + 1] = i end)
+    end
+    aio.gather(ts)
+    assert.same({2, 4, 5, 3, 1}, order)
+  end))
+
+  it("sleep(0) lets the other ready tasks run once (round robin)", async(function()
+    local trace = {}
+    local function worker(name)
+      for i = 1, 3 do trace[#trace + 1] = name .. i; aio.sleep(0) end
+    end
+    aio.gather(aio.spawn(worker, "a"), aio.spawn(worker, "b"))
+    assert.equal("a1 b1 a2 b2 a3 b3", table.concat(trace, " "))
+  end))
+
+  it("a sleep takes at least its time, measured on the loop clock", async(function()
+    local t0 = aio.now()
+    aio.sleep(0.05)
+    assert.is_true(aio.now() - t0 >= 0.05)
+  end))
+
+  it("many tasks run concurrently", async(function()
+    local t0 = aio.now()
+    local ts = {}
+    for i = 1, 1000 do ts[i] = aio.spawn(function() aio.sleep(0.05) return i end) end
+    local r = aio.gather(ts)
+    assert.equal(1000, #r)
+    assert.equal(500500, (function() local s = 0 for _, v in ipairs(r) do s = s + v end return s end)())
+    assert.is_true(aio.now() - t0 < 2)  -- concurrent, not 50 s in sequence
+  end))
+end)
+
+describe("errors", function()
+  it("are aio.error objects naming the task, with its own traceback", async(function()
+    local function deep_inner() error("kaboom") end
+    local t = aio.spawn(function() aio.sleep(0); deep_inner() end)
+    t:set_name("worker")
+    local ok, err = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.matches("kaboom", err.message)
+    assert.equal("worker", err.task)
+    assert.matches("deep_inner", err.traceback)
+    assert.matches("kaboom %(in task worker%)", tostring(err))
+    assert.matches("aio_spec.lua", err.site)
+  end))
+
+  it("keep non-string error values in .value", async(function()
+    local t = aio.spawn(function() error({code = 42}) end)
+    local _, err = pcall(t.await, t)
+    assert.equal(42, err.value.code)
+  end))
+
+  it("an unobserved failure is reported at exit with exit status 1", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      local function helper_fn() error("lost error") end
+      local t = aio.spawn(function() aio.sleep(0.01); helper_fn() end)
+      t:set_name("orphan")
+      print("main done")
+    ]])
+    assert.equal("main done\n", out)
+    assert.equal(1, status)
+    assert.matches("task orphan failed and nobody observed its error", err)
+    assert.matches("lost error", err)
+    assert.matches("helper_fn", err)       -- the task's own traceback
+    assert.matches("spawned at .-%.lua:3", err)
+  end)
+
+  it("an observed failure is not reported and the exit status is 0", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      local t = aio.spawn(function() error("seen") end)
+      print(pcall(t.await, t))
+    ]])
+    assert.equal(0, status)
+    assert.equal("", err)
+    assert.matches("^false", out)
+  end)
+
+  it("an error raised at top level by an await exits like lua5.4 (status 1, message)", function()
+    local _, err, status = child([[
+      local aio = require "aio"
+      aio.spawn(function() error("top boom") end):await()
+    ]])
+    assert.equal(1, status)
+    assert.matches("top boom", err)
+  end)
+end)
+
+describe("top level", function()
+  it("awaits by running the loop, on the main thread, not in a coroutine", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      local co, main = coroutine.running()
+      print(main, coroutine.isyieldable())
+      local ticks = 0
+      aio.spawn(function() for i = 1, 3 do ticks = ticks + 1; aio.sleep(0.01) end end)
+      aio.sleep(0.05)
+      print("ticks", ticks)
+      print(aio.spawn(function() return "value" end):await())
+    ]])
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.equal("true\tfalse\nticks\t3\nvalue\n", out)
+  end)
+
+  it("keeps running tasks after the main chunk ends", function()
+    local out, _, status = child([[
+      local aio = require "aio"
+      aio.spawn(function() aio.sleep(0.02); print("late") end)
+      aio.call_later(0.01, function() print("timer") end)
+      print("main end")
+    ]])
+    assert.equal(0, status)
+    assert.equal("main end\ntimer\nlate\n", out)
+  end)
+
+  it("an await that can never complete raises instead of hanging", function()
+    local _, err, status = child([[
+      local aio = require "aio"
+      aio.future():await()
+    ]])
+    assert.equal(1, status)
+    assert.matches("await would block forever", err)
+  end)
+
+  it("awaiting inside a done callback (loop running) raises a clear error", async(function()
+    local f, seen = aio.future(), nil
+    aio.on_done(f, function() seen = select(2, pcall(aio.sleep, 0.01)) end)
+    f:set_result(1)
+    assert.matches("cannot await here", seen)
+  end))
+
+  it("Ctrl-C while draining cancels the tasks, runs their cleanup and exits 130", function()
+    local script = helper.tmpfile([[
+      local aio = require "aio"
+      aio.spawn(function()
+        local ok, err = pcall(aio.sleep, 30)
+        print("cleanup", aio.is_cancelled(err))
+        io.stdout:flush()
+      end)
+      print("ready") io.stdout:flush()
+    ]], ".lua")
+    local p = io.popen(("sh -c '%s %s & pid=$!; sleep 0.3; kill -INT $pid; wait $pid; echo status=$?'")
+      :format(helper.aioshell, script))
+    local out = p:read("a")
+    p:close()
+    assert.matches("ready\ncleanup\ttrue\nstatus=130", out)
+  end)
+end)
+
+describe("cancellation", function()
+  after_each(helper.assert_no_tasks)
+
+  it("raises a cancellation error at the current await; cleanup runs", async(function()
+    local cleaned, closed = false, false
+    local t = aio.spawn(function()
+      local _ <close> = setmetatable({}, {__close = function() closed = true end})
+      local ok, err = pcall(aio.sleep, 10)
+      cleaned = not ok and aio.is_cancelled(err)
+      error(err, 0)
+    end)
+    aio.sleep(0.01)
+    assert.is_true(t:cancel("stop now"))
+    local ok, err = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.is_true(aio.is_cancelled(err))
+    assert.equal("stop now", err.message)
+    assert.is_true(cleaned)
+    assert.is_true(closed)
+    assert.is_true(t:cancelled())
+    assert.is_false(t:cancel())  -- already finished
+  end))
+
+  it("a task cancelled before it starts never runs", async(function()
+    local ran = false
+    local t = aio.spawn(function() ran = true end)
+    t:cancel()
+    pcall(t.await, t)
+    assert.is_false(ran)
+    assert.is_true(t:cancelled())
+  end))
+
+  it("a task can catch cancellation and go on", async(function()
+    local t = aio.spawn(function()
+      local ok = pcall(aio.sleep, 10)
+      aio.sleep(0.01)  -- awaiting again works after catching
+      return ok and "slept" or "caught"
+    end)
+    aio.sleep(0)
+    t:cancel()
+    assert.equal("caught", t:await())
+  end))
+
+  it("cancelling a task cancels the plain future it awaits, not a task it awaits", async(function()
+    local f = aio.future()
+    local waiter = aio.spawn(function() return f:await() end)
+    aio.sleep(0)
+    waiter:cancel()
+    pcall(waiter.await, waiter)
+    assert.is_true(f:cancelled())
+
+    local inner = aio.spawn(function() aio.sleep(0.02) return "inner" end)
+    local outer = aio.spawn(function() return inner:await() end)
+    aio.sleep(0)
+    outer:cancel()
+    pcall(outer.await, outer)
+    assert.equal("inner", inner:await())
+  end))
+
+  it("a cancel that arrives while the task is ready is delivered at its next await", async(function()
+    local f = aio.future()
+    local got, second
+    local t = aio.spawn(function()
+      got = f:await()
+      second = select(2, pcall(aio.sleep, 1))
+    end)
+    aio.sleep(0)
+    f:set_result("value")   -- t is now ready with its value
+    t:cancel()
+    pcall(t.await, t)
+    assert.equal("value", got)       -- the value was not lost
+    assert.is_true(aio.is_cancelled(second))
+  end))
+end)
+
+describe("gather", function()
+  after_each(helper.assert_no_tasks)
+
+  it("returns results in input order, as values or as a list", async(function()
+    local function after(d, v) return aio.spawn(function() aio.sleep(d) return v end) end
+    local a, b, c = aio.gather(after(0.03, "a"), after(0.01, "b"), after(0.02, "c"))
+    assert.same({"a", "b", "c"}, {a, b, c})
+    local r = aio.gather({after(0.02, 1), function() return 2 end, after(0, 3)})
+    assert.same({1, 2, 3, n = 3}, r)
+    assert.same({n = 0}, aio.gather({}))
+  end))
+
+  it("raises the first failure at once and cancels the others (trio's rule)", async(function()
+    local slow = aio.spawn(function() aio.sleep(5) end)
+    local t0 = aio.now()
+    local ok, err = pcall(aio.gather, slow, aio.spawn(function() aio.sleep(0.01); error("first") end))
+    assert.is_false(ok)
+    assert.matches("first", err.message)
+    assert.is_true(aio.now() - t0 < 1)
+    aio.sleep(0)
+    assert.is_true(slow:cancelled())
+  end))
+
+  it("with return_exceptions gives errors as values", async(function()
+    local r = aio.gather({function() return 1 end, function() error("e2") end}, {return_exceptions = true})
+    assert.equal(1, r[1])
+    assert.matches("e2", r[2].message)
+  end))
+
+  it("cancelling the gathering task cancels the children", async(function()
+    local child = aio.spawn(function() aio.sleep(5) end)
+    local g = aio.spawn(function() return aio.gather(child) end)
+    aio.sleep(0.01)
+    g:cancel()
+    pcall(g.await, g)
+    aio.sleep(0)
+    assert.is_true(child:cancelled())
+  end))
+end)
+
+describe("as_completed, wait, wait_for, timeout", function()
+  after_each(helper.assert_no_tasks)
+
+  it("as_completed yields the original tasks in completion order", async(function()
+    local ts = {}
+    for i, d in ipairs({0.03, 0.01, 0.02}) do ts[i] = aio.spawn(function() aio.sleep(d) return i end) end
+    local order = {}
+    for t in aio.as_completed(ts) do
+      order[#order + 1] = t:result()
+      assert.is_true(t == ts[t:result()])
+    end
+    assert.same({2, 3, 1}, order)
+  end))
+
+  it("as_completed raises a timeout error when the next one is late", async(function()
+    local slow = aio.spawn(function() aio.sleep(1) end)
+    local it = aio.as_completed({slow}, {timeout = 0.02})
+    local ok, err = pcall(it)
+    assert.is_false(ok)
+    assert.is_true(aio.is_timeout(err))
+    slow:cancel()
+    pcall(slow.await, slow)
+  end))
+
+  it("wait supports first_completed, first_exception, all_completed and timeout", async(function()
+    local a = aio.spawn(function() aio.sleep(0.01) return "a" end)
+    local b = aio.spawn(function() aio.sleep(0.2) return "b" end)
+    local done, pending = aio.wait({a, b}, {return_when = "first_completed"})
+    assert.is_true(done[a]); assert.is_true(pending[b])
+    local c = aio.spawn(function() aio.sleep(0.01); error("c") end)
+    done, pending = aio.wait({b, c}, {return_when = "first_exception"})
+    assert.is_true(done[c]); assert.is_true(pending[b])
+    done, pending = aio.wait({b}, {timeout = 0.01})
+    assert.is_nil(done[b]); assert.is_true(pending[b])
+    done = aio.wait({a, b})
+    assert.is_true(done[a] and done[b])
+    pcall(c.result, c)
+  end))
+
+  it("wait_for returns the value in time, else cancels and raises a timeout", async(function()
+    assert.equal(5, aio.wait_for(function() aio.sleep(0.01) return 5 end, 1))
+    local cleaned = false
+    local t = aio.spawn(function()
+      local _ <close> = setmetatable({}, {__close = function() cleaned = true end})
+      aio.sleep(10)
+    end)
+    local ok, err = pcall(aio.wait_for, t, 0.02)
+    assert.is_false(ok)
+    assert.is_true(aio.is_timeout(err))
+    aio.sleep(0)
+    assert.is_true(t:cancelled())
+    assert.is_true(cleaned)
+  end))
+
+  it("timeout(s, fn, ...) passes arguments and results", async(function()
+    assert.equal(7, aio.timeout(1, function(x) return x + 1 end, 6))
+    local ok, err = pcall(aio.timeout, 0.01, aio.sleep, 1)
+    assert.is_false(ok)
+    assert.is_true(aio.is_timeout(err))
+  end))
+end)
+
+describe("group", function()
+  after_each(helper.assert_no_tasks)
+
+  it("returns when every child ended", async(function()
+    local done = {}
+    aio.group(function(g)
+      for i = 1, 3 do g:spawn(function() aio.sleep(0.01 * i); done[#done + 1] = i end) end
+    end)
+    assert.same({1, 2, 3}, done)
+  end))
+
+  it("the first failure cancels the siblings and is raised", async(function()
+    local sibling
+    local ok, err = pcall(aio.group, function(g)
+      sibling = g:spawn(function() aio.sleep(5) end)
+      g:spawn(function() aio.sleep(0.01); error("child failed") end)
+    end)
+    assert.is_false(ok)
+    assert.matches("child failed", err.message)
+    assert.is_true(sibling:cancelled())
+  end))
+
+  it("g:cancel() stops the group early without an error", async(function()
+    local t0 = aio.now()
+    aio.group(function(g)
+      g:spawn(function() aio.sleep(5) end)
+      g:spawn(function() aio.sleep(0.01); g:cancel() end)
+    end)
+    assert.is_true(aio.now() - t0 < 1)
+  end))
+end)
+
+describe("futures and callbacks", function()
+  after_each(helper.assert_no_tasks)
+
+  it("set_result wakes every waiter with the values", async(function()
+    local f = aio.future("answer")
+    local ts = {}
+    for i = 1, 3 do ts[i] = aio.spawn(function() return f:await() end) end
+    aio.sleep(0)
+    f:set_result(42, "x")
+    for i = 1, 3 do assert.same({42, "x"}, {ts[i]:await()}) end
+    assert.has_error(function() f:set_result(1) end, "future is already done")
+    assert.matches("answer", tostring(f))
+  end))
+
+  it("set_error raises in the waiters", async(function()
+    local f = aio.future()
+    aio.call_soon(function() f:set_error("nope") end)
+    local ok, err = pcall(f.await, f)
+    assert.is_false(ok)
+    assert.equal("nope", err)
+  end))
+
+  it("add_done_callback runs as a task (it may await), also on tasks", async(function()
+    local f, log = aio.future(), {}
+    f:add_done_callback(function(fut) aio.sleep(0); log[#log + 1] = fut:result() end)
+    local t = aio.spawn(function() return "t" end)
+    t:add_done_callback(function(task) log[#log + 1] = task:result() end)
+    f:set_result("f")
+    aio.sleep(0.01)
+    table.sort(log)
+    assert.same({"f", "t"}, log)
+  end))
+
+  it("call_soon and call_later run in order; cancel stops a timer", async(function()
+    local log = {}
+    aio.call_later(0.02, function() log[#log + 1] = "later" end)
+    local h = aio.call_later(0.01, function() log[#log + 1] = "never" end)
+    aio.call_soon(function(x) log[#log + 1] = x end, "soon")
+    assert.is_true(h:cancel())
+    aio.sleep(0.05)
+    assert.same({"soon", "later"}, log)
+  end))
+
+  it("every repeats until cancelled", async(function()
+    local n = 0
+    local h = aio.every(0.01, function() n = n + 1 end)
+    aio.sleep(0.055)
+    h:cancel()
+    local seen = n
+    aio.sleep(0.03)
+    assert.equal(seen, n)
+    assert.is_true(n >= 3 and n <= 6)
+  end))
+end)
+
+describe("plain coroutines inside tasks", function()
+  it("an await inside a generator passes through to the scheduler and back", async(function()
+    local gen = coroutine.wrap(function()
+      for i = 1, 3 do aio.sleep(0.001); coroutine.yield(i) end
+    end)
+    local other = aio.spawn(function() return "ran meanwhile" end)
+    local sum = 0
+    for v in gen do sum = sum + v end
+    assert.equal(6, sum)
+    assert.equal("ran meanwhile", other:await())
+  end))
+
+  it("coroutine.resume keeps the generator protocol (values both ways)", async(function()
+    local co = coroutine.create(function(a)
+      local b = coroutine.yield(a * 2)
+      aio.sleep(0)
+      return b + 1
+    end)
+    assert.same({true, 10}, {coroutine.resume(co, 5)})
+    assert.same({true, 8}, {coroutine.resume(co, 7)})
+    assert.same({false, "cannot resume dead coroutine"}, {coroutine.resume(co)})
+  end))
+
+  it("works at top level too (the main thread runs the loop)", function()
+    local gen = coroutine.wrap(function() aio.sleep(0.001); coroutine.yield("x") end)
+    assert.equal("x", gen())
+  end)
+
+  it("errors in coroutine.wrap get the position, as in lua5.4", function()
+    local f = coroutine.wrap(function() error("inside") end)
+    local ok, err = pcall(f)
+    assert.is_false(ok)
+    assert.matches("aio_spec.lua:%d+: inside", err)
+  end)
+end)
+
+describe("introspection", function()
+  it("aio.tasks() lists live tasks with their state and what they wait on", async(function()
+    local f = aio.future("the signal")
+    local t = aio.spawn(function() f:await() end)
+    t:set_name("listener")
+    aio.sleep(0)
+    local found
+    for _, x in ipairs(aio.tasks()) do if x == t then found = x end end
+    assert.is_not_nil(found)
+    assert.equal("waiting", found.state)
+    assert.matches("the signal", found.waiting_on)
+    local buf = {}
+    aio.dump({write = function(_, ...) for _, s in ipairs({...}) do buf[#buf + 1] = s end end})
+    assert.matches("listener", table.concat(buf))
+    f:set_result()
+    t:await()
+  end))
+
+  it("task:traceback() shows the suspended task's stack", async(function()
+    local function parked() aio.sleep(1) end
+    local t = aio.spawn(function() parked() end)
+    aio.sleep(0)
+    assert.matches("parked", t:traceback())
+    t:cancel()
+    pcall(t.await, t)
+  end))
+end)
+
+describe("virtual time", function()
+  it("makes sleeps jump instantly and in order", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      aio.clock.virtual()
+      local t0, w0 = aio.now(), os.time()
+      local log = {}
+      aio.spawn(function() aio.sleep(3600) log[#log + 1] = "hour" end)
+      aio.spawn(function() aio.sleep(60) log[#log + 1] = "minute" end)
+      aio.sleep(7200)
+      print(table.concat(log, " "), math.floor(aio.now() - t0 + 0.5), os.time() - w0 < 2)
+    ]])
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.equal("minute hour\t7200\ttrue\n", out)
+  end)
+end)

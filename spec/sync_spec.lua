@@ -1,0 +1,266 @@
+-- spec/sync_spec.lua — semaphores, locks, events, conditions, queues; FIFO fairness and the
+-- cancellation cases that break asyncio's primitives.
+local helper = require "spec.helper"
+local aio = require "aio"
+local async = helper.async
+
+-- Spawns fn and lets it run up to its first await.
+local function start(fn, ...)
+  local t = aio.spawn(fn, ...)
+  aio.sleep(0)
+  return t
+end
+
+-- Awaits t, swallowing a cancellation.
+local function settle(t) pcall(t.await, t) end
+
+describe("semaphore", function()
+  after_each(helper.assert_no_tasks)
+
+  it("bounds concurrency", async(function()
+    local sem, active, peak = aio.semaphore(3), 0, 0
+    local ts = {}
+    for i = 1, 20 do
+      ts[i] = aio.spawn(function()
+        local _ <close> = sem:acquire()
+        active = active + 1
+        peak = math.max(peak, active)
+        aio.sleep(0.005)
+        active = active - 1
+      end)
+    end
+    aio.gather(ts)
+    assert.equal(3, peak)
+    assert.equal(3, sem.value)
+  end))
+
+  it("wakes waiters in FIFO order", async(function()
+    local sem, order = aio.semaphore(1), {}
+    sem:acquire()
+    local ts = {}
+    for i = 1, 5 do
+      ts[i] = start(function() sem:acquire(); order[#order + 1] = i; sem:release() end)
+    end
+    sem:release()
+    aio.gather(ts)
+    assert.same({1, 2, 3, 4, 5}, order)
+  end))
+
+  it("a cancelled acquire does not lose a permit", async(function()
+    local sem = aio.semaphore(1)
+    sem:acquire()
+    local b = start(function() sem:acquire(); sem:release() end)
+    local c = start(function() sem:acquire(); sem:release(); return "c got it" end)
+    b:cancel()
+    settle(b)
+    sem:release()
+    assert.equal("c got it", c:await())
+    assert.equal(1, sem.value)
+  end))
+
+  it("a waiter cancelled right after being handed the permit still releases it", async(function()
+    local sem = aio.semaphore(1)
+    sem:acquire()
+    local b = start(function()
+      local _ <close> = sem:acquire()
+      aio.sleep(1)  -- the cancel lands here
+    end)
+    sem:release()   -- b is handed the permit and is ready
+    b:cancel()      -- ... and cancelled before it runs
+    settle(b)
+    assert.is_true(b:cancelled())
+    assert.equal(1, sem.value)  -- its <close> gave the permit back
+  end))
+
+  it("<close> releases on error", async(function()
+    local sem = aio.semaphore(1)
+    pcall(function()
+      local _ <close> = sem:acquire()
+      error("oops")
+    end)
+    assert.equal(1, sem.value)
+    assert.is_true(sem:try_acquire())
+  end))
+
+  it("releasing too many times raises", function()
+    local sem = aio.semaphore(1)
+    assert.has_error(function() sem:release() end, "semaphore released too many times")
+  end)
+end)
+
+describe("lock", function()
+  after_each(helper.assert_no_tasks)
+
+  it("gives mutual exclusion", async(function()
+    local lock, inside, overlap = aio.lock(), false, false
+    local ts = {}
+    for i = 1, 10 do
+      ts[i] = aio.spawn(function()
+        local _ <close> = lock:acquire()
+        if inside then overlap = true end
+        inside = true
+        aio.sleep(0)
+        inside = false
+      end)
+    end
+    aio.gather(ts)
+    assert.is_false(overlap)
+    assert.is_false(lock:locked())
+  end))
+
+  it("releasing an unlocked lock raises", function()
+    assert.has_error(function() aio.lock():release() end, "lock is not acquired")
+  end)
+end)
+
+describe("event", function()
+  after_each(helper.assert_no_tasks)
+
+  it("wakes every waiter; a cancelled waiter does not disturb the others", async(function()
+    local ev = aio.event()
+    local a = start(function() return ev:wait() end)
+    local b = start(function() return ev:wait() end)
+    local c = start(function() return ev:wait() end)
+    b:cancel()
+    settle(b)
+    assert.is_false(ev:is_set())
+    ev:set()
+    assert.is_true(a:await())
+    assert.is_true(c:await())
+    assert.is_true(ev:wait())  -- already set: immediate
+    ev:clear()
+    assert.is_false(ev:is_set())
+  end))
+end)
+
+describe("condition", function()
+  after_each(helper.assert_no_tasks)
+
+  it("notify wakes one waiter, notify_all the rest, each holding the lock", async(function()
+    local cond, woken = aio.condition(), {}
+    local ts = {}
+    for i = 1, 3 do
+      ts[i] = start(function()
+        local _ <close> = cond:acquire()
+        cond:wait()
+        assert(cond:locked())
+        woken[#woken + 1] = i
+      end)
+    end
+    do local _ <close> = cond:acquire(); cond:notify() end
+    aio.sleep(0.01)
+    assert.same({1}, woken)
+    do local _ <close> = cond:acquire(); cond:notify_all() end
+    aio.gather(ts)
+    assert.same({1, 2, 3}, woken)
+  end))
+
+  it("wait_for waits until the predicate holds", async(function()
+    local cond, value = aio.condition(), 0
+    local t = start(function()
+      local _ <close> = cond:acquire()
+      return cond:wait_for(function() return value >= 3 and value end)
+    end)
+    for _ = 1, 3 do
+      local _ <close> = cond:acquire()
+      value = value + 1
+      cond:notify_all()
+    end
+    assert.equal(3, t:await())
+  end))
+
+  it("waiting without the lock raises", function()
+    assert.has_error(function() aio.condition():wait() end, "cannot wait on an un-acquired condition")
+  end)
+end)
+
+describe("queue", function()
+  after_each(helper.assert_no_tasks)
+
+  it("is FIFO, and put waits while full", async(function()
+    local q = aio.queue(2)
+    local producer = aio.spawn(function() for i = 1, 5 do q:put(i) end return "produced" end)
+    aio.sleep(0.01)
+    assert.equal(2, q:size())
+    assert.is_true(q:full())
+    local got = {}
+    for _ = 1, 5 do got[#got + 1] = q:get() end
+    assert.same({1, 2, 3, 4, 5}, got)
+    assert.equal("produced", producer:await())
+  end))
+
+  it("a cancelled get does not lose an item", async(function()
+    local q = aio.queue()
+    local a = start(function() return q:get() end)
+    local b = start(function() return q:get() end)
+    a:cancel()
+    settle(a)
+    q:put("item")
+    assert.equal("item", b:await())
+  end))
+
+  it("a getter cancelled right after an item arrived leaves the item for others", async(function()
+    local q = aio.queue()
+    local a = start(function() local v = q:get(); aio.sleep(1); return v end)
+    q:put("x")
+    a:cancel()
+    settle(a)
+    -- a received "x" (it was handed over before the cancel), so nothing is pending and nothing lost
+    assert.equal(0, q:size())
+    q:put("y")
+    assert.equal("y", q:get())
+  end))
+
+  it("get_nowait and put_nowait raise instead of waiting", function()
+    local q = aio.queue(1)
+    assert.has_error(function() q:get_nowait() end, "queue is empty")
+    q:put_nowait(1)
+    assert.has_error(function() q:put_nowait(2) end, "queue is full")
+  end)
+
+  it("task_done and join", async(function()
+    local q, processed = aio.queue(), 0
+    for i = 1, 4 do q:put(i) end
+    local workers = {}
+    for w = 1, 2 do
+      workers[w] = aio.spawn(function()
+        while true do
+          q:get()
+          aio.sleep(0.001)
+          processed = processed + 1
+          q:task_done()
+        end
+      end)
+    end
+    q:join()
+    assert.equal(4, processed)
+    for _, w in ipairs(workers) do w:cancel(); settle(w) end
+    assert.has_error(function() q:task_done() end, "task_done() called too many times")
+  end))
+
+  it("close lets consumers drain then stop; put after close raises", async(function()
+    local q = aio.queue()
+    local consumer = aio.spawn(function()
+      local got = {}
+      for item in q:iter() do got[#got + 1] = item end
+      return got
+    end)
+    q:put("a"); q:put("b")
+    q:close()
+    assert.same({"a", "b"}, consumer:await())
+    local ok, err = pcall(q.put, q, "c")
+    assert.is_false(ok)
+    assert.equal(aio.queue_closed, err)
+  end))
+
+  it("priority and LIFO variants", function()
+    local pq = aio.priority_queue()
+    pq:put_nowait("low", 5); pq:put_nowait("high", 1); pq:put_nowait("mid", 3); pq:put_nowait("mid2", 3)
+    local out = {}
+    for _ = 1, 4 do out[#out + 1] = pq:get_nowait() end
+    assert.same({"high", "mid", "mid2", "low"}, out)
+    local lq = aio.lifo_queue()
+    for i = 1, 3 do lq:put_nowait(i) end
+    assert.same({3, 2, 1}, {lq:get_nowait(), lq:get_nowait(), lq:get_nowait()})
+  end)
+end)
