@@ -6,7 +6,8 @@
 ** prefixed with argv[0], same tracebacks and exit statuses, the main chunk on the main thread
 ** with no hook installed. What aioshell adds never changes what lua5.4 does:
 **   1. aio_openlibs() right after luaL_openlibs(), so `require "aio"` resolves;
-**   2. the SIGINT handler also wakes the event loop, so a top-level await can be interrupted;
+**   2. the SIGINT handler also wakes the event loop, so a top-level await can be interrupted
+**      (whichever of the hook and the loop sees the Ctrl-C first raises, the other does not);
 **   3. after the main chunk ends well, the loop runs until nothing is left (aio_loop_drain),
 **      whose verdict (unobserved task errors: 1, Ctrl-C: 130) becomes the exit status;
 **   4. `--help` and `--version`, which lua5.4 rejects as unrecognized options.
@@ -42,11 +43,13 @@ static void setsignal(int sig, void (*handler)(int)) {
   sigaction(sig, &sa, NULL);
 }
 
-/* Debug hook set by the SIGINT handler: removes itself and raises the error. */
+/* Debug hook set by the SIGINT handler: removes itself and raises the error, unless the
+** loop got there first (an await blocked in uv_run raised "interrupted!" and took the flag):
+** one Ctrl-C is one error, never two. */
 static void interrupt_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
-  luaL_error(L, "interrupted!");
+  if (aio_take_interrupt()) luaL_error(L, "interrupted!");
 }
 
 /* SIGINT while Lua code runs. A signal handler must not touch the state, so it only arms a
@@ -56,13 +59,6 @@ static void on_sigint(int sig) {
   int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
   setsignal(sig, SIG_DFL);
   lua_sethook(globalL, interrupt_hook, mask, 1);
-  aio_signal_interrupt();
-}
-
-/* SIGINT while draining the loop after the main chunk: only the loop is told (it cancels
-** the remaining tasks); no hook, so finalizers run later are not interrupted. */
-static void on_sigint_draining(int sig) {
-  setsignal(sig, SIG_DFL);
   aio_signal_interrupt();
 }
 
@@ -380,15 +376,14 @@ int aio_repl(lua_State *L) {
 
 /* ---- the program ------------------------------------------------------------------- */
 
-/* Runs the event loop to its end after the main chunk, with Ctrl-C meaning "cancel the
-** tasks"; returns the exit status it decides (0, 1 or 130). */
+/* Runs the event loop to its end after the main chunk; returns the exit status it decides
+** (0, 1 for an unobserved task error, 130 for Ctrl-C, which cancels the remaining tasks: the
+** loop installs its own SIGINT handler meanwhile). */
 static int drain(lua_State *L) {
   int status;
   if (!aio_loop_exists(L)) return EXIT_SUCCESS;
   lua_settop(L, 0);
-  setsignal(SIGINT, on_sigint_draining);
   status = aio_loop_drain(L);
-  setsignal(SIGINT, SIG_DFL);
   lua_sethook(L, NULL, 0, 0); /* a Ctrl-C that came too late to fire must not hit finalizers */
   return status;
 }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# tools/ci.sh — the CI run after `make deps`: Release build + the whole suite, then (unless
+# CI_ASAN=0) the ASan+UBSan build + the whole suite again. The last line adds both up:
+# "N passed, N failed". Exit status non-zero if anything failed or did not build.
+set -u
+cd "$(dirname "$0")/.." || exit 2
+passed=0 failed=0
+
+# Runs a suite (args: label, make target, aioshell path, extra env...) and adds its counts.
+suite() {
+  local label=$1 target=$2 bin=$3; shift 3
+  echo "=== $label: build"
+  if ! make --no-print-directory "$target"; then
+    echo "$label: build failed"
+    failed=$((failed + 1))
+    return
+  fi
+  echo "=== $label: tests"
+  local log
+  log=$(mktemp)
+  env AIOSHELL="$bin" "$@" tools/run-tests.sh 2>&1 | tee "$log"
+  local last
+  last=$(tail -n 1 "$log")
+  rm -f "$log"
+  if [[ $last =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+    passed=$((passed + BASH_REMATCH[1])); failed=$((failed + BASH_REMATCH[2]))
+  else
+    echo "$label: no summary line from the test runner"
+    failed=$((failed + 1))
+  fi
+}
+
+start=$SECONDS
+suite "release" build build/aioshell
+echo "release suite: $((SECONDS - start)) s"
+if [ "${CI_ASAN:-1}" != 0 ]; then
+  start=$SECONDS
+  suite "asan+ubsan" asan build-asan/aioshell TEST_LOGS=build-asan/test-logs \
+    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  echo "asan suite: $((SECONDS - start)) s"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ] && [ "$passed" != 0 ]
