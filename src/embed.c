@@ -61,6 +61,9 @@ void aio_install_searcher(lua_State *L) {
 
 /* Registers the C modules in package.preload and installs the embedded searcher. */
 void aio_openlibs(lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);  /* see loop_create: no task here */
+  *(void **)lua_getextraspace(lua_tothread(L, -1)) = NULL;
+  lua_pop(L, 1);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (int i = 0; c_modules[i].name; i++) {
     lua_pushcfunction(L, c_modules[i].open);

@@ -87,6 +87,9 @@ static aio_loop *loop_create(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   loop->L = lua_tothread(L, -1);
   lua_pop(L, 1);
+  /* Lua leaves the main thread's extra space uninitialised and copies it into every new
+  ** coroutine; tasks keep their address there, so it must start out NULL. */
+  *(void **)lua_getextraspace(loop->L) = NULL;
   loop->uv.data = loop;
   uv_timer_init(&loop->uv, &loop->heap_timer);
   loop->heap_timer.data = loop;
