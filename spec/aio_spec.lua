@@ -212,6 +212,22 @@ describe("top level", function()
   end)
 end)
 
+describe("Ctrl-C", function()
+  it("stops a busy loop inside a task with 'interrupted!', like lua5.4 in the main chunk", function()
+    local script = helper.tmpfile([[
+      local aio = require "aio"
+      local t = aio.spawn(function() local n = 0 while true do n = n + 1 end end)
+      print("ready") io.stdout:flush()
+      t:await()
+    ]], ".lua")
+    local p = io.popen(("sh -c '%s %s 2>&1 & pid=$!; sleep 0.4; kill -INT $pid; wait $pid; echo status=$?'")
+      :format(helper.aioshell, script))
+    local out = p:read("a")
+    p:close()
+    assert.matches("ready\n.-interrupted!.-status=1", out)
+  end)
+end)
+
 describe("cancellation", function()
   after_each(helper.assert_no_tasks)
 

@@ -89,6 +89,10 @@ void aio_loop_close(aio_loop *loop);
 void aio_signal_interrupt(void);
 /* Non-zero (and cleared) when an interrupt is pending. */
 int aio_take_interrupt(void);
+/* Async-signal-safe: the coroutine the main thread's loop is running right now (a task, or a
+** generator inside one), or NULL. A SIGINT handler sets its "interrupted!" hook there too, so
+** Ctrl-C stops a busy loop inside a task as lua.c stops one in the main chunk. */
+lua_State *aio_running_coroutine(void);
 
 /* ---- timer.c: the timer heap ---------------------------------------------------------- */
 

@@ -29,6 +29,15 @@ void aio_signal_interrupt(void) {
   if (a) uv_async_send(a);
 }
 
+/* The coroutine being resumed by the main loop (see aio_running_coroutine). */
+lua_State *volatile aio__running_co = NULL;
+aio_loop *aio__main_loop = NULL;
+
+/* Async-signal-safe: the coroutine the main loop runs right now, or NULL. */
+lua_State *aio_running_coroutine(void) {
+  return aio__running_co;
+}
+
 /* Non-zero (and cleared) when an interrupt is pending. */
 int aio_take_interrupt(void) {
   if (!interrupt_pending) return 0;
@@ -58,7 +67,11 @@ static void close_walk_cb(uv_handle_t *handle, void *arg) {
 ** own close callbacks, which must not touch Lua (the state may be half closed). */
 void aio_loop_close(aio_loop *loop) {
   loop->closing = 1;
-  if (interrupt_async == &loop->wakeup) interrupt_async = NULL;
+  if (interrupt_async == &loop->wakeup) {
+    interrupt_async = NULL;
+    aio__main_loop = NULL;
+    aio__running_co = NULL;
+  }
   uv_walk(&loop->uv, close_walk_cb, NULL);
   while (uv_loop_close(&loop->uv) == UV_EBUSY) uv_run(&loop->uv, UV_RUN_NOWAIT);
   free(loop->heap);
@@ -97,7 +110,10 @@ static aio_loop *loop_create(lua_State *L) {
   uv_async_init(&loop->uv, &loop->wakeup, on_wakeup);
   uv_unref((uv_handle_t *)&loop->wakeup);
   loop->next_task_id = 1;
-  if (!interrupt_async) interrupt_async = &loop->wakeup;
+  if (!interrupt_async) {  /* the first loop is the main thread's: the one Ctrl-C talks to */
+    interrupt_async = &loop->wakeup;
+    aio__main_loop = loop;
+  }
   signal(SIGPIPE, SIG_IGN);  /* a peer closing a socket must be an error value, not death */
   lua_rawsetp(L, LUA_REGISTRYINDEX, &LOOP_KEY);
   return loop;

@@ -58,7 +58,9 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar) {
 static void on_sigint(int sig) {
   int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
   setsignal(sig, SIG_DFL);
+  lua_State *co = aio_running_coroutine();  /* a busy task runs on its own coroutine */
   lua_sethook(globalL, interrupt_hook, mask, 1);
+  if (co) lua_sethook(co, interrupt_hook, mask, 1);
   aio_signal_interrupt();
 }
 

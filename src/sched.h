@@ -16,6 +16,9 @@ void aio__task_wake(lua_State *L, aio_task *t, int nvals);
 void aio__observe(lua_State *L, int fidx);
 /* Raises the outcome of the finished future at fidx or returns its results (for await). */
 int aio__return_outcome(lua_State *L, int fidx);
+/* Set while the main loop resumes a coroutine (read by signal handlers). */
+extern lua_State *volatile aio__running_co;
+extern aio_loop *aio__main_loop;
 /* The light userdata every await yields, so schedulers and coroutine.resume recognise it. */
 extern const char aio__await_key;
 #endif

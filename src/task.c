@@ -346,7 +346,10 @@ static void task_step(aio_loop *loop, aio_task *t) {
     nargs = 1;
   }
   t->running = 1;
+  lua_State *outer = aio__running_co;
+  if (loop == aio__main_loop) aio__running_co = co;
   int status = lua_resume(co, L, nargs, &nres);
+  if (loop == aio__main_loop) aio__running_co = outer;
   t->running = 0;
   if (status == LUA_YIELD) {
     if (!(nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) && !t->waiting && !t->sleeping
@@ -559,7 +562,11 @@ static int resume_loop(lua_State *L, int narg) {
     lua_xmove(L, co, narg);
     aio_task *outer = aio_current_task(L);
     *(aio_task **)lua_getextraspace(co) = outer;
+    lua_State *running = aio__running_co;
+    int main_loop = aio__main_loop && aio__main_loop->L == aio_loop_get(L)->L;
+    if (main_loop) aio__running_co = co;
     status = lua_resume(co, L, narg, &nres);
+    if (main_loop) aio__running_co = running;
     *(aio_task **)lua_getextraspace(co) = NULL;  /* no stale task pointer once it returns */
     if (status == LUA_YIELD && nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) {
       if (outer || lua_isyieldable(L)) {  /* pass the await up to whoever drives us */
