@@ -19,6 +19,8 @@ int aio__return_outcome(lua_State *L, int fidx);
 /* Set while the main loop resumes a coroutine (read by signal handlers). */
 extern lua_State *volatile aio__running_co;
 extern aio_loop *aio__main_loop;
+/* Replaces coroutine.resume and coroutine.wrap with the await-aware versions (coroutine.c). */
+void aio__install_coroutine_wrappers(lua_State *L);
 /* The light userdata every await yields, so schedulers and coroutine.resume recognise it. */
 extern const char aio__await_key;
 #endif

@@ -1,0 +1,150 @@
+/*
+** coroutine.c — coroutine.resume and coroutine.wrap that let an await inside a plain (generator)
+** coroutine pass through to whoever drives it, and back (cqueues does the same).
+**
+** An await inside a coroutine yields the await key. Our resume sees it and, inside a task or a
+** yieldable coroutine, yields it further up (lua_yieldk), resuming the inner coroutine with the
+** outcome when the scheduler wakes us; on the main thread it runs the loop until the awaited
+** future is done. Any other yield is an ordinary generator yield and is returned as usual, so
+** the generator protocol is untouched. Error messages and statuses are those of lbaselib.c.
+*/
+#include <lualib.h>
+#include "sched.h"
+
+/* Resumes the coroutine at index 1 with the narg values above it, passing awaits through;
+** returns like lua_resume's caller in lbaselib: pushes results, or returns -1 with the error. */
+static int resume_loop(lua_State *L, int narg) {
+  lua_State *co = lua_tothread(L, 1);
+  for (;;) {
+    int status, nres;
+    if (!lua_checkstack(co, narg)) {
+      lua_pushliteral(L, "too many arguments to resume");
+      return -1;
+    }
+    lua_xmove(L, co, narg);
+    aio_task *outer = aio_current_task(L);
+    *(aio_task **)lua_getextraspace(co) = outer;
+    lua_State *running = aio__running_co;
+    int main_loop = aio__main_loop && aio__main_loop->L == aio_loop_get(L)->L;
+    if (main_loop) aio__running_co = co;
+    status = lua_resume(co, L, narg, &nres);
+    if (main_loop) aio__running_co = running;
+    *(aio_task **)lua_getextraspace(co) = NULL;  /* no stale task pointer once it returns */
+    if (status == LUA_YIELD && nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) {
+      if (outer || lua_isyieldable(L)) {  /* pass the await up to whoever drives us */
+        *(aio_task **)lua_getextraspace(co) = outer;
+        lua_settop(L, 1);
+        lua_xmove(co, L, nres);
+        return -2;  /* caller yields with resume_k */
+      }
+      /* The main thread: run the loop until the awaited future is done, then resume. */
+      lua_xmove(co, L, nres);
+      aio_future *f = aio_future_check(L, -1);
+      f->topwaiters++;
+      aio_run_until(L, f);
+      f->topwaiters--;
+      int fidx = lua_gettop(L);
+      narg = aio_future_push_outcome(L, fidx);
+      lua_remove(L, fidx);
+      lua_remove(L, fidx - 1);
+      continue;
+    }
+    if (status == LUA_OK || status == LUA_YIELD) {
+      if (!lua_checkstack(L, nres + 1)) {
+        lua_pop(co, nres);
+        lua_pushliteral(L, "too many results to resume");
+        return -1;
+      }
+      lua_xmove(co, L, nres);
+      return nres;
+    }
+    lua_xmove(co, L, 1);  /* the error object */
+    return -1;
+  }
+}
+
+static int co_resume_finish(lua_State *L, int r);
+
+/* Continuation of coroutine.resume after a passed-through await. */
+static int co_resume_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  return co_resume_finish(L, resume_loop(L, lua_gettop(L) - 1));
+}
+
+/* Turns resume_loop's answer into coroutine.resume's results (or a pass-through yield). */
+static int co_resume_finish(lua_State *L, int r) {
+  if (r == -2) return lua_yieldk(L, lua_gettop(L) - 1, 0, co_resume_k);
+  if (r < 0) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  lua_insert(L, -(r + 1));
+  return r + 1;
+}
+
+/* coroutine.resume(co, ...), with awaits inside co passing through to the scheduler. */
+static int l_co_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argexpected(L, co, 1, "coroutine");
+  return co_resume_finish(L, resume_loop(L, lua_gettop(L) - 1));
+}
+
+static int co_wrap_finish(lua_State *L, int r);
+
+/* Continuation of a coroutine.wrap function after a passed-through await. */
+static int co_wrap_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  return co_wrap_finish(L, resume_loop(L, lua_gettop(L) - 1));
+}
+
+/* Turns resume_loop's answer into a wrap function's results (errors propagate). */
+static int co_wrap_finish(lua_State *L, int r) {
+  if (r == -2) return lua_yieldk(L, lua_gettop(L) - 1, 0, co_wrap_k);
+  if (r < 0) {
+    lua_State *co = lua_tothread(L, 1);
+    int stat = lua_status(co);
+    if (stat != LUA_OK && stat != LUA_YIELD) {  /* an error inside: close its tbc variables */
+      stat = lua_resetthread(co);
+      lua_xmove(co, L, 1);
+    }
+    if (stat != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+      luaL_where(L, 1);
+      lua_insert(L, -2);
+      lua_concat(L, 2);
+    }
+    return lua_error(L);
+  }
+  return r;
+}
+
+/* The function made by coroutine.wrap: resumes its coroutine (upvalue 1). */
+static int co_wrap_call(lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  return co_wrap_finish(L, resume_loop(L, lua_gettop(L) - 1));
+}
+
+/* coroutine.wrap(fn), with awaits inside passing through to the scheduler. */
+static int l_co_wrap(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_State *co = lua_newthread(L);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  lua_pushcclosure(L, co_wrap_call, 1);
+  return 1;
+}
+
+/* Replaces coroutine.resume and coroutine.wrap with the await-aware versions. */
+void aio__install_coroutine_wrappers(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, LUA_COLIBNAME) == LUA_TTABLE) {
+    lua_pushcfunction(L, l_co_resume);
+    lua_setfield(L, -2, "resume");
+    lua_pushcfunction(L, l_co_wrap);
+    lua_setfield(L, -2, "wrap");
+  }
+  lua_pop(L, 2);
+}
+
