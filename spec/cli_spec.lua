@@ -351,10 +351,16 @@ describe("aioshell command line (vs lua5.4)", function()
         return
       end
       f:close()
+      local env = {LUA_CPATH = dir .. "/?.so"}
+      if os.getenv("ASAN_OPTIONS") then -- an ASan build: the sanitizer runtime must come first
+        local p = io.popen("gcc -print-file-name=libasan.so")
+        env.LD_PRELOAD = p:read("l")
+        p:close()
+      end
       local out, err, status = helper.run54({"-e", [[local aio = require 'aio'
         local t = aio.spawn(function(x) aio.sleep(0.01) return x * 2 end, 21)
         print(aio.run(function() return t:await() end), package.loaded['aio.core'] ~= nil)]]},
-        {env = {LUA_CPATH = dir .. "/?.so"}})
+        {env = env})
       assert.are.equal("", err)
       assert.are.equal("42\ttrue\n", out)
       assert.are.equal(0, status)
