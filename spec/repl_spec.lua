@@ -52,7 +52,9 @@ describe("piped input (stdin not a terminal)", function()
     local input = table.concat({
       "1+1", "x = 3", "x", "function f(a)", "return a * 2", "end", "f(21)", "= 5",
       "print(1, 2)", "return 1, nil, 'a', true", "for i = 1, 2 do", "print(i)", "end",
-      "local y = 1", "'s' .. 'tr'", "2^10", "nil", "", "return", "x=1" }, "\n")
+      "local y = 1", "'s' .. 'tr'", "2^10", "nil", "", "return",
+      "_PROMPT = 'lua> '; _PROMPT2 = '... '", "if x then", "print('yes')", "end",
+      "_PROMPT = nil", "x=1" }, "\n")
     local want, werr, wcode = piped("lua5.4", input)
     local got, gerr, gcode = piped(AIOSHELL, input)
     assert.are.equal(body(want), body(got))
@@ -106,6 +108,17 @@ describe("piped input (stdin not a terminal)", function()
     assert.truthy(got:find('{1, "two", [10] = true, x = {y = 3}}', 1, true), got)
     assert.truthy(got:find("{self = <cycle>}", 1, true), got)
     assert.truthy(got:find("pending", 1, true), got)
+  end)
+
+  it("reports a background task's unobserved failure before the next prompt", function()
+    local input = "aio = require 'aio'\n"
+      .. "t = aio.spawn(function() error('lost in the background') end)\n"
+      .. "1 + 1\n"
+    local got, gerr, code = piped(AIOSHELL, input)
+    assert.truthy(gerr:find("nobody observed", 1, true), gerr)
+    assert.truthy(gerr:find("lost in the background", 1, true), gerr)
+    assert.truthy(got:find("\n2\n", 1, true), got)
+    assert.are.equal(0, code)   -- reported once, during the session; lua5.4 -i exits 0
   end)
 
   it("runs console commands", function()
@@ -162,6 +175,17 @@ describe("on a terminal", function()
     s:wait_for("\ntyped but not sent\n", 5)
   end)
 
+  it("puts io.write and stderr output of background tasks above the edited line", function()
+    s = session(hist)
+    s:line("aio = require 'aio'")
+    s:line("h = aio.every(0.05, function() io.write('partial') io.stderr:write('to stderr\\n') end)")
+    s:type("still here")
+    s:wait_for("partial\nto stderr\npartial\nto stderr\npartial", 5)
+    assert.are.equal("> still here", s:last_line())
+    s:keys("C-u")
+    s:line("h:cancel()")
+  end)
+
   it("awaits at the prompt: aio.sleep then an expression", function()
     s = session(hist)
     s:line("aio = require 'aio'")
@@ -192,6 +216,17 @@ describe("on a terminal", function()
     s:wait_for("interrupted!\n>$", 3)
     s:line("1 + 1")
     s:wait_for("\n2\n>$", 5)
+  end)
+
+  it("a second Ctrl-C ends the shell when a busy background task holds the loop", function()
+    s = session(hist)
+    s:line("aio = require 'aio'")
+    s:line("aio.spawn(function() while true do end end)")
+    tmux.sleep(0.3)
+    s:keys("C-c")
+    tmux.sleep(1.3)
+    s:keys("C-c")
+    s:wait_for("event loop is stuck in Lua code; exiting\n%[exited 130%]", 5)
   end)
 
   it("Ctrl-C at an idle prompt clears the line, also in a continued chunk", function()

@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <termios.h>
+#include <time.h>
 #include <unistd.h>
 #include <editline/readline.h>
 #include "aio.h"
@@ -45,7 +47,10 @@ static struct {
   uv_async_t *async;                 /* Ctrl-C wake-up from the signal handler */
   uv_signal_t *winch;                /* terminal resized */
   struct sigaction old_int;
-  volatile sig_atomic_t sigint;
+  volatile sig_atomic_t sigint;      /* 1: Ctrl-C pending, 2: pending and aimed at a running line */
+  volatile long long sigint_at;      /* when the pending Ctrl-C came (ms) */
+  struct termios termios;            /* the terminal's settings before libedit */
+  int have_termios;
   lua_State *volatile line_co;       /* coroutine of the running line (for the Ctrl-C hook) */
   aio_future *line_fut;              /* future of the pending readline, or NULL */
   int line_ref;
@@ -79,25 +84,26 @@ static int term_cols(void) {
   return 80;
 }
 
-/* Writes s, turning "\n" into "\r\n": libedit's edit mode may have turned output post-processing
-** off, and an extra carriage return is harmless when it has not. */
-static void write_crlf(const char *s, size_t n) {
+/* Writes s to out, turning "\n" into "\r\n": libedit's edit mode may have turned output
+** post-processing off, and an extra carriage return is harmless when it has not. */
+static void write_crlf(FILE *out, const char *s, size_t n) {
   size_t start = 0;
   for (size_t i = 0; i < n; i++) {
     if (s[i] == '\n') {
-      fwrite(s + start, 1, i - start, stdout);
-      fputs("\r\n", stdout);
+      fwrite(s + start, 1, i - start, out);
+      fputs("\r\n", out);
       start = i + 1;
     }
   }
-  fwrite(s + start, 1, n - start, stdout);
+  fwrite(s + start, 1, n - start, out);
 }
 
-/* Writes s to stdout; while a line is being edited, above it, then redraws prompt and line. */
-static void repl_output(const char *s, size_t n) {
+/* Writes s to out (stdout or stderr); while a line is being edited, above it, then redraws
+** prompt and line. */
+static void repl_output(FILE *out, const char *s, size_t n) {
   if (!R.prompt_shown) {
-    fwrite(s, 1, n, stdout);
-    fflush(stdout);
+    fwrite(s, 1, n, out);
+    fflush(out);
     return;
   }
   /* 1. Go to the first row of prompt+line and clear from there to the end of the screen. */
@@ -107,19 +113,20 @@ static void repl_output(const char *s, size_t n) {
   fputs("\r", stdout);
   if (row > 0) fprintf(stdout, "\x1b[%dA", row);
   fputs("\x1b[J", stdout);
-  /* 2. Print the text, always ending with a newline so the prompt gets a row of its own. */
-  write_crlf(s, n);
-  if (n > 0 && s[n - 1] != '\n') fputs("\r\n", stdout);
   fflush(stdout);
+  /* 2. Print the text, always ending with a newline so the prompt gets a row of its own. */
+  write_crlf(out, s, n);
+  if (n > 0 && s[n - 1] != '\n') fputs("\r\n", out);
+  fflush(out);
   /* 3. Draw prompt and half-typed line again, cursor where it was. */
   rl_forced_update_display();
 }
 
-/* write(s): prints s, above the line being edited if there is one. */
+/* write(s [, to_stderr]): prints s, above the line being edited if there is one. */
 static int l_write(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  repl_output(s, n);
+  repl_output(lua_toboolean(L, 2) ? stderr : stdout, s, n);
   return 0;
 }
 
@@ -281,9 +288,27 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar) {
   luaL_error(L, "interrupted!");
 }
 
-/* SIGINT handler: only async-signal-safe work; the loop does the rest in on_sigint_async. */
+/* Monotonic milliseconds (clock_gettime is async-signal-safe). */
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* SIGINT handler: only async-signal-safe work; the loop does the rest in on_sigint_async.
+** A Ctrl-C the loop has not seen for a second means Lua code that never yields holds the
+** loop (a busy background task, or a coroutine the hook does not reach): a second Ctrl-C
+** then restores the terminal and ends the process the default way, as it would in lua.c. */
 static void on_sigint(int sig) {
-  (void)sig;
+  if (R.sigint && now_ms() - R.sigint_at > 1000) {
+    static const char msg[] = "\naioshell: the event loop is stuck in Lua code; exiting\n";
+    if (R.in && R.have_termios) tcsetattr(fileno(R.in), TCSANOW, &R.termios);
+    if (write(2, msg, sizeof msg - 1) < 0) { /* nothing to do */ }
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  if (!R.sigint) R.sigint_at = now_ms();
   lua_State *co = R.line_co;
   R.sigint = co ? 2 : 1;  /* 2: aimed at a running line, void if that line ends first */
   if (co) lua_sethook(co, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
@@ -419,6 +444,7 @@ static int l_open(lua_State *L) {
   if (R.editing) {
     R.in = fopen("/dev/tty", "r");
     if (R.in == NULL) R.in = stdin;  /* no controlling terminal: edit fd 0 after all */
+    R.have_termios = tcgetattr(fileno(R.in), &R.termios) == 0;
     rl_instream = R.in;
     rl_outstream = stdout;
     rl_readline_name = "aioshell";
@@ -538,11 +564,33 @@ static int repl_main(lua_State *L) {
   return 1;
 }
 
-/* Runs the REPL until EOF; returns 1 if ok. */
+/* os.exit(0, true) in protected mode (closes the state: finalizers run, handles close). */
+static int repl_exit(lua_State *L) {
+  lua_getglobal(L, "os");
+  lua_getfield(L, -1, "exit");
+  lua_pushinteger(L, 0);
+  lua_pushboolean(L, 1);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+/* Runs the REPL until EOF; returns 1 if ok.
+** The session ending is the program ending, as with lua5.4 -i. Tasks were given a grace and
+** cancelled by aio.repl; but timers (aio.every) and listening servers left behind would keep
+** the host's drain running forever, so in that case the state is closed here (os.exit). */
 int aio_repl(lua_State *L) {
   lua_pushcfunction(L, repl_main);
   if (aio_pcall_report(L, 0, 1) != LUA_OK) return 0;
   int ok = lua_isnil(L, -1) || lua_toboolean(L, -1);
   lua_pop(L, 1);
+  aio_loop *loop = aio_loop_get(L);
+  loop->running++;
+  uv_run(&loop->uv, UV_RUN_NOWAIT);  /* lets the REPL's own handles finish closing */
+  loop->running--;
+  if (loop->heap_len > 0 || uv_loop_alive(&loop->uv)) {
+    aio_report_unobserved(L);
+    lua_pushcfunction(L, repl_exit);
+    aio_pcall_report(L, 0, 0);
+  }
   return ok;
 }

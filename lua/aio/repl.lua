@@ -123,7 +123,7 @@ end
 -- Output: background output above the prompt
 ---------------------------------------------------------------------------------------------
 
-local stdout = io.stdout
+local stdout, stderr = io.stdout, io.stderr
 local saved = nil          -- the originals while the REPL's wrappers are installed
 
 -- io.write's conversions: integers %d, floats %.14g, strings as they are.
@@ -154,8 +154,8 @@ local function install_output()
     c.write(table.concat(parts, "\t") .. "\n")
   end
   local wrapped_fwrite = function(f, ...)
-    if f ~= stdout then return saved.fwrite(f, ...) end
-    c.write(write_args("write", ...))
+    if f ~= stdout and f ~= stderr then return saved.fwrite(f, ...) end
+    c.write(write_args("write", ...), f == stderr)
     return f
   end
   local wrapped_iowrite = function(...)
@@ -163,8 +163,16 @@ local function install_output()
     c.write(write_args("write", ...))
     return stdout
   end
-  saved.wrapped = { print = wrapped_print, io_write = wrapped_iowrite, fwrite = wrapped_fwrite }
+  -- os.exit from a line: give the terminal back and save the history first
+  local wrapped_exit = function(...)
+    c.close()
+    return saved.exit(...)
+  end
+  saved.exit = os.exit
+  saved.wrapped = { print = wrapped_print, io_write = wrapped_iowrite, fwrite = wrapped_fwrite,
+                    exit = wrapped_exit }
   _G.print, io.write, fmethods.write = wrapped_print, wrapped_iowrite, wrapped_fwrite
+  os.exit = wrapped_exit
 end
 
 -- Puts back the originals (unless the user replaced them meanwhile).
@@ -174,6 +182,7 @@ local function remove_output()
   if _G.print == w.print then _G.print = saved.print end
   if io.write == w.io_write then io.write = saved.io_write end
   if saved.fmethods.write == w.fwrite then saved.fmethods.write = saved.fwrite end
+  if os.exit == w.exit then os.exit = saved.exit end
   saved = nil
 end
 
@@ -400,10 +409,10 @@ local function find_task(id)
   return nil
 end
 
--- Pads s to width w (left-aligned), cut with "…" if longer.
+-- Pads s to width w (left-aligned), cut with "~" if longer.
 local function pad(s, w)
   s = tostring(s == nil and "" or s)
-  if #s > w then s = s:sub(1, w - 1) .. "~" end
+  if #s >= w then s = s:sub(1, w - 2) .. "~" end  -- keep one space between columns
   return s .. (" "):rep(w - #s)
 end
 
@@ -425,15 +434,17 @@ end }
 commands.tasks = { "list live tasks: id, name, state, waiting on, age, spawn site", function()
   local list = user_tasks()
   if #list == 0 then out("no tasks\n") return end
-  local rows = { pad("ID", 5) .. pad("NAME", 18) .. pad("STATE", 10) .. pad("WAITING ON", 22)
-                 .. pad("AGE", 9) .. "SPAWNED AT" }
+  local rows = { pad("ID", 5) .. pad("NAME", 18) .. pad("STATE", 10) .. pad("AGE", 8)
+                 .. pad("WAITING ON", 34) .. "SPAWNED AT" }
   for _, info in ipairs(list) do
     local age = tonumber(field(info, "age"))
+    local waiting = tostring(field(info, "waiting_on", "waiting") or "")
+    waiting = waiting:gsub("(%d+%.%d)%d+", "%1")   -- "sleep (59.98977 s)" -> "sleep (59.9 s)"
     rows[#rows + 1] = pad(field(info, "id"), 5) .. pad(field(info, "name"), 18)
       .. pad(field(info, "state", "status"), 10)
-      .. pad(field(info, "waiting", "waiting_on", "wait") or "", 22)
-      .. pad(age and ("%.1fs"):format(age) or "", 9)
-      .. tostring(field(info, "site", "spawned_at", "where", "spawn_site") or "")
+      .. pad(age and ("%.1fs"):format(age) or "", 8)
+      .. pad(waiting, 34)
+      .. tostring(field(info, "site", "spawned_at", "spawn_site") or "")
   end
   out(table.concat(rows, "\n") .. "\n")
 end }
@@ -478,9 +489,15 @@ end, arg = "<expr>" }
 -- The loop
 ---------------------------------------------------------------------------------------------
 
--- Ctrl-C while a line runs: cancel that line only.
+local exiting = nil        -- the tasks given a grace after Ctrl-D
+
+-- Ctrl-C while a line runs: cancel that line only (during the exit grace: the tasks left).
 local function on_interrupt()
-  if current and not current:done() then
+  if exiting then             -- Ctrl-C during the grace: do not wait any longer
+    for _, t in ipairs(exiting) do
+      if not t:done() then t:cancel("the REPL exited") end
+    end
+  elseif current and not current:done() then
     interrupted = true
     current:cancel("cancelled by Ctrl-C")
   end
@@ -499,16 +516,21 @@ local function finish_tasks()
     #list, table.concat(names, ", "), GRACE))
   local tasks = {}
   for _, info in ipairs(list) do tasks[#tasks + 1] = info.task or info end
+  exiting = tasks
   pcall(aio.wait, tasks, { timeout = GRACE })
   for _, t in ipairs(tasks) do
     if not t:done() then t:cancel("the REPL exited") end
   end
   pcall(aio.wait, tasks, { timeout = GRACE })
+  exiting = nil
 end
 
 -- The REPL's task: read, evaluate as a task, print, until end of input.
 local function loop()
   while true do
+    -- let tasks the last line made ready run, then show failures nobody will see otherwise
+    aio.sleep(0)
+    if aio.report_unobserved then aio.report_unobserved() end
     local fn, a, b = read_chunk()
     if fn == "eof" then break
     elseif fn == "reset" then -- Ctrl-C at the prompt: start over

@@ -49,7 +49,8 @@ function M.start(cmd, opts)
   os.remove(tmp)
   local sock = ("aiorepl-%s-%d"):format(tmp:match("[^/]+$"), counter)
   local self = setmetatable({ sock = sock }, M)
-  local full = cmd .. '; echo "[exited $?]"; sleep 60'
+  -- the trap keeps sh alive when Ctrl-C ends the program (a handler, unlike '', is not inherited)
+  local full = "trap : INT; " .. cmd .. '; echo "[exited $?]"; sleep 60'
   local env = "env TERM=xterm LANG=C.UTF-8 "
   os.execute(("tmux -L %s -f /dev/null new-session -d -x %d -y %d %s"):format(
     sock, opts.width or 120, opts.height or 30, q(env .. "sh -c " .. q(full))))
