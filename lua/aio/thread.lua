@@ -1,0 +1,137 @@
+-- aio.thread — thread pools of dedicated OS threads, each with its own Lua state, and the
+-- objects they share (cells, mutexes, channels). The mechanism is in C (aio.thread_c:
+-- src/thread.c, src/shared.c; values cross with src/codec.c); this facade adds map, close and
+-- the default pool behind aio.to_thread. See docs/thread.md.
+local c = require "aio.thread_c"
+local core = require "aio.core"
+
+local M = {
+  shared = c.shared,       -- thread.shared(v) -> cell with :get/:set/:add/:cas/:update
+  mutex = c.mutex,         -- thread.mutex() -> mutex with :lock([timeout])/:try_lock/:unlock
+  channel = c.channel,     -- thread.channel([capacity]) -> channel with :send/:recv/:close
+  sleep = c.sleep,         -- thread.sleep(s): blocks this OS thread (cancellable in a job)
+  cancelled = c.cancelled, -- thread.cancelled() -> true when the running job was cancelled
+  cores = c.cores,         -- thread.cores() -> CPUs available
+}
+
+-- thread.current() -> name, index of the worker running this code ("main", 0 on the loop).
+M.current = c.current
+
+local methods = c.pool_methods
+local unpack, select, type = table.unpack, select, type
+
+-- thread.pool{size=, init=, name=} (or thread.pool(n)) -> pool of `size` workers (default: the
+-- core count), each with its own Lua state in which init() runs once.
+function M.pool(opts)
+  if type(opts) == "number" then opts = {size = opts} end
+  opts = opts or {}
+  return c.pool(opts.size, opts.init, opts.name)
+end
+
+-- The worker side of a chunked map: applies fn to each item of a chunk.
+local function apply_chunk(fn, chunk)
+  local out = {}
+  for i = 1, chunk.n do out[i] = fn(chunk[i]) end
+  return out
+end
+
+-- pool:map(fn, list [, {ordered=true, limit=, chunksize=, on_progress=fn(done, total)}])
+-- -> results. At most `limit` jobs are in flight (default 2 per worker); with ordered=false the
+-- results come in completion order. The first error cancels the rest and is raised.
+function methods:map(fn, list, opts)
+  opts = opts or {}
+  local n = list.n or #list
+  local chunksize = opts.chunksize or 1
+  local limit = opts.limit or self:size() * 2
+  local ordered = opts.ordered ~= false
+  local on_progress = opts.on_progress
+  local results, rn = {n = n}, 0
+  local inflight, ninflight = {}, 0
+  local finished, wake = {}, nil
+  local nextitem, done = 1, 0
+  local function on_finished(f)
+    finished[#finished + 1] = f
+    if wake then local w = wake; wake = nil; w:set_result() end
+  end
+  local function cancel_rest()
+    for f in pairs(inflight) do if not f:done() then f:cancel("map failed") end end
+  end
+  while done < n do
+    while nextitem <= n and ninflight < limit do
+      local f, first = nil, nextitem
+      if chunksize == 1 then
+        f = self:submit(fn, list[nextitem])
+        nextitem = nextitem + 1
+      else
+        local last = math.min(n, nextitem + chunksize - 1)
+        local chunk = {n = last - nextitem + 1}
+        for i = nextitem, last do chunk[i - nextitem + 1] = list[i] end
+        f = self:submit(apply_chunk, fn, chunk)
+        nextitem = last + 1
+      end
+      inflight[f] = first
+      ninflight = ninflight + 1
+      core.on_done(f, on_finished)
+    end
+    if #finished == 0 then
+      wake = core.future("map")
+      local ok, err = pcall(wake.await, wake)
+      if not ok then cancel_rest(); error(err, 0) end
+    end
+    local batch = finished
+    finished = {}
+    for _, f in ipairs(batch) do
+      local first = inflight[f]
+      inflight[f] = nil
+      ninflight = ninflight - 1
+      local ok, r = pcall(f.result, f)
+      if not ok then cancel_rest(); error(r, 0) end
+      local count = 1
+      if chunksize == 1 then
+        if ordered then results[first] = r else rn = rn + 1; results[rn] = r end
+      else
+        count = #r
+        for i = 1, count do
+          if ordered then results[first + i - 1] = r[i] else rn = rn + 1; results[rn] = r[i] end
+        end
+      end
+      done = done + count
+      if on_progress then on_progress(done, n) end
+    end
+  end
+  return results
+end
+
+-- pool:close{wait=true, cancel_pending=false, cancel_running=false}: no more submissions;
+-- with wait, returns once every worker has finished its last job and left.
+function methods:close(opts)
+  opts = opts or {}
+  local closed = self:_shutdown(opts.cancel_pending, opts.cancel_running)
+  if opts.wait ~= false then closed:await() end
+end
+
+-- pool:run(fn, ...) -> fn's results: submit and await in one call.
+function methods:run(fn, ...)
+  return self:submit(fn, ...):await()
+end
+
+local default_pool
+
+-- thread.default_pool() -> the shared pool behind aio.to_thread (created on first use).
+function M.default_pool()
+  if not default_pool then default_pool = M.pool{name = "to_thread"} end
+  return default_pool
+end
+
+-- thread.to_thread(fn, ...) -> fn's results, run on the default pool (asyncio.to_thread).
+function M.to_thread(fn, ...)
+  return M.default_pool():submit(fn, ...):await()
+end
+
+-- thread.run_in_executor(pool, fn, ...) -> a future (loop.run_in_executor; pool nil: default).
+function M.run_in_executor(pool, fn, ...)
+  return (pool or M.default_pool()):submit(fn, ...)
+end
+
+M.select = select
+return M

@@ -1,0 +1,292 @@
+-- spec/thread_spec.lua — thread pools (ordering, errors, cancellation of queued and running
+-- jobs, map, close), shared cells under contention, mutexes and channels.
+local helper = require "spec.helper"
+local aio = require "aio"
+local thread = require "aio.thread"
+local async = helper.async
+
+-- One pool for the whole file: starting threads is cheap, but not free.
+local pool = thread.pool{size = 2, name = "spec"}
+
+describe("thread pool", function()
+  after_each(helper.assert_no_tasks)
+
+  it("runs a job in another Lua state and returns all its results", async(function()
+    local f = pool:submit(function(a, b) return a + b, math.type(a), nil, "last" end, 1, 2)
+    assert.equal("aio.future", getmetatable(f).__name)
+    local a, b, c, d = f:await()
+    assert.same({3, "integer", nil, "last"}, {a, b, c, d})
+    assert.is_true(f:done())
+    local name = pool:run(function() return (require "aio.thread").current() end)
+    assert.matches("^spec%-%d$", name)
+    assert.equal("main", (thread.current()))
+  end))
+
+  it("does not share globals with the caller", async(function()
+    leaked_global = 1  -- luacheck: ignore
+    assert.is_nil(pool:run(function() return leaked_global end))  -- luacheck: ignore
+    leaked_global = nil  -- luacheck: ignore
+  end))
+
+  it("runs init once per worker", async(function()
+    local p = thread.pool{size = 2, init = function() counter_in_worker = 100 end}  -- luacheck: ignore
+    local r = p:map(function(x) counter_in_worker = counter_in_worker + x; return counter_in_worker end,  -- luacheck: ignore
+                    {1, 1, 1, 1})
+    for _, v in ipairs(r) do assert.is_true(v > 100 and v <= 104) end
+    p:close()
+  end))
+
+  it("really runs in parallel", async(function()
+    local t0 = aio.now()
+    local fs = {}
+    for i = 1, 4 do fs[i] = pool:submit(function() require("aio.thread").sleep(0.1); return true end) end
+    aio.gather(fs)
+    -- 4 jobs of 100 ms on 2 workers take two rounds, not four
+    assert.is_true(aio.now() - t0 < 0.35)
+  end))
+
+  it("works with gather, wait and as_completed", async(function()
+    local fs = {}
+    for i = 1, 3 do
+      fs[i] = pool:submit(function(i) require("aio.thread").sleep(0.01 * (4 - i)); return i end, i)
+    end
+    local order = {}
+    for f in aio.as_completed(fs) do order[#order + 1] = f:result() end
+    table.sort(order)
+    assert.same({1, 2, 3}, order)
+    local done, pending = aio.wait(fs)
+    assert.is_nil(next(pending))
+    assert.is_true(done[fs[1]])
+    local r = aio.gather(fs)
+    assert.same({1, 2, 3}, {r[1], r[2], r[3]})
+  end))
+
+  it("returns a job's error with the worker's traceback", async(function()
+    local ok, err = pcall(function()
+      return pool:run(function() local function inner() error("boom") end inner() end)
+    end)
+    assert.is_false(ok)
+    assert.matches("boom", err)
+    assert.matches("stack traceback %(spec%-%d%)", err)
+    assert.matches("in %a* ?'inner'", err)
+  end))
+
+  it("keeps table errors as tables", async(function()
+    local ok, err = pcall(pool.run, pool, function() error({code = 42}) end)
+    assert.is_false(ok)
+    assert.equal(42, err.code)
+    assert.is_string(err.traceback)
+  end))
+
+  it("refuses arguments that cannot cross, naming them", async(function()
+    local ok, err = pcall(pool.submit, pool, function() end, 1, {conn = io.stdout})
+    assert.is_false(ok)
+    assert.matches("^cannot send args%[2%]%.conn %(userdata: FILE%*%)", err)
+    -- globals are the worker's own: the job itself may use files
+    assert.equal("file", pool:submit(function() return io.type(io.stdout) end):await())
+  end))
+
+  it("reports results that cannot come back", async(function()
+    local ok, err = pcall(pool.run, pool, function() return coroutine.create(print) end)
+    assert.is_false(ok)
+    assert.matches("cannot send result%[1%] %(coroutine%)", err)
+  end))
+
+  it("cancels a running job through the instruction hook", async(function()
+    local f = pool:submit(function() local x = 0 while true do x = x + 1 end end)
+    aio.sleep(0.02)
+    assert.is_true(f:cancel())
+    local ok, err = pcall(f.await, f)
+    assert.is_false(ok)
+    assert.is_true(aio.is_cancelled(err))
+    -- the worker is free again
+    assert.equal(7, pool:run(function() return 7 end))
+  end))
+
+  it("cancels a job blocked in thread.sleep", async(function()
+    local f = pool:submit(function() require("aio.thread").sleep(30) end)
+    aio.sleep(0.02)
+    local t0 = aio.now()
+    f:cancel()
+    assert.equal(1, pool:run(function() return 1 end))
+    assert.is_true(aio.now() - t0 < 1)
+  end))
+
+  it("cancels queued jobs without running them", async(function()
+    local p = thread.pool{size = 1}
+    local ran = thread.shared(0)
+    local blocker = p:submit(function() require("aio.thread").sleep(0.05) end)
+    local queued = p:submit(function(c) c:add(1) end, ran)
+    assert.is_true(queued:cancel())
+    blocker:await()
+    p:close()
+    assert.equal(0, ran:get())
+    assert.is_true(queued:cancelled())
+  end))
+
+  it("times out with wait_for and cancels the job", async(function()
+    local f = pool:submit(function() local x = 0 while true do x = x + 1 end end)
+    local ok, err = pcall(aio.wait_for, f, 0.02)
+    assert.is_false(ok)
+    assert.is_true(aio.is_timeout(err))
+    assert.is_true(f:cancelled())
+  end))
+
+  it("maps in order, chunked, bounded, with progress", async(function()
+    local list = {}
+    for i = 1, 50 do list[i] = i end
+    local calls = 0
+    local r = pool:map(function(x) return x * x end, list,
+      {chunksize = 7, limit = 2, on_progress = function(done, total)
+        calls = calls + 1
+        assert.equal(50, total)
+      end})
+    for i = 1, 50 do assert.equal(i * i, r[i]) end
+    assert.is_true(calls >= 8)
+    local un = pool:map(function(x) return x end, {1, 2, 3}, {ordered = false})
+    table.sort(un)
+    assert.same({1, 2, 3}, {un[1], un[2], un[3]})
+  end))
+
+  it("map raises the first error", async(function()
+    local ok, err = pcall(pool.map, pool, function(x) if x == 3 then error("three") end return x end,
+                          {1, 2, 3, 4})
+    assert.is_false(ok)
+    assert.matches("three", err)
+  end))
+
+  it("closes: waits for running jobs, refuses new ones", async(function()
+    local p = thread.pool{size = 2}
+    local f = p:submit(function() require("aio.thread").sleep(0.05); return "finished" end)
+    aio.sleep(0.01)
+    p:close()
+    assert.equal("finished", f:result())
+    local ok, err = pcall(p.submit, p, function() end)
+    assert.is_false(ok)
+    assert.matches("closed", err)
+  end))
+
+  it("closes with cancel_pending", async(function()
+    local p = thread.pool{size = 1}
+    local a = p:submit(function() require("aio.thread").sleep(0.05) end)
+    local b = p:submit(function() end)
+    aio.sleep(0.01)  -- let the worker pick up a
+    p:close{cancel_pending = true}
+    assert.is_true(a:done() and not a:cancelled())
+    assert.is_true(b:cancelled())
+  end))
+
+  it("aio.to_thread runs on the default pool", async(function()
+    assert.equal(6, thread.to_thread(function(a, b) return a * b end, 2, 3))
+    local f = thread.run_in_executor(nil, function() return "x" end)
+    assert.equal("x", f:await())
+  end))
+
+  it("works from the top level (no task)", function()
+    assert.equal(5, pool:submit(function() return 5 end):await())
+  end)
+end)
+
+describe("shared state", function()
+  it("an unsynchronised read-modify-write loses updates; add does not", async(function()
+    local racy, atomic, ready = thread.shared(0), thread.shared(0), thread.shared(0)
+    local function work(r, a, ready, n)
+      ready:add(1)
+      while ready:get() < 2 do end  -- start together, so the loops really overlap
+      for _ = 1, n do
+        r:set(r:get() + 1)
+        a:add(1)
+      end
+    end
+    local n = 50000
+    aio.gather(pool:submit(work, racy, atomic, ready, n), pool:submit(work, racy, atomic, ready, n))
+    assert.equal(2 * n, atomic:get())
+    assert.is_true(racy:get() <= 2 * n)
+    -- with two threads hammering the same cell, lost updates are all but certain
+    assert.is_true(racy:get() < 2 * n, "expected lost updates, got " .. racy:get())
+  end))
+
+  it("a mutex makes the read-modify-write exact", async(function()
+    local cell, m = thread.shared(0), thread.mutex()
+    local function work(c, m, n)
+      for _ = 1, n do
+        local _ <close> = m:lock()
+        c:set(c:get() + 1)
+      end
+    end
+    aio.gather(pool:submit(work, cell, m, 5000), pool:submit(work, cell, m, 5000))
+    assert.equal(10000, cell:get())
+  end))
+
+  it("cas and update", function()
+    local c = thread.shared(5)
+    assert.is_false(c:cas(4, 10))
+    assert.is_true(c:cas(5, 10))
+    assert.equal(10, c:get())
+    assert.equal(11, c:update(function(v) return v + 1 end))
+    c:set({list = {1, 2}})
+    assert.same({list = {1, 2}}, c:get())
+    c:set("s")
+    assert.is_true(c:cas("s", 1.5))
+    assert.equal(2.5, c:add(1))
+  end)
+
+  it("mutex reports a self-deadlock and supports timeouts", async(function()
+    local m = thread.mutex()
+    m:lock()
+    local ok, err = pcall(m.lock, m)
+    assert.is_false(ok)
+    assert.matches("deadlock", err)
+    local got, why = pool:run(function(m) return m:lock(0.05) end, m)
+    assert.is_nil(got)
+    assert.equal("timeout", why)
+    m:unlock()
+    assert.is_true(pool:run(function(m) local g = m:lock(1); g:unlock(); return g ~= nil end, m))
+  end))
+end)
+
+describe("channels", function()
+  after_each(helper.assert_no_tasks)
+
+  it("carries values from workers to the loop in order", async(function()
+    local ch = thread.channel()
+    local f = pool:submit(function(ch) for i = 1, 100 do ch:send({i = i}) end ch:close() end, ch)
+    local got = {}
+    while true do
+      local v, why = ch:recv()
+      if v == nil then assert.equal("closed", why) break end
+      got[#got + 1] = v.i
+    end
+    f:await()
+    assert.equal(100, #got)
+    for i = 1, 100 do assert.equal(i, got[i]) end
+  end))
+
+  it("carries values from the loop to workers with back-pressure", async(function()
+    local ch = thread.channel(2)
+    local f = pool:submit(function(ch)
+      local sum = 0
+      while true do
+        local v = ch:recv()
+        if v == nil then return sum end
+        sum = sum + v
+      end
+    end, ch)
+    for i = 1, 50 do ch:send(i) end
+    ch:close()
+    assert.equal(1275, f:await())
+  end))
+
+  it("recv with timeout 0 polls; a cancelled recv loses nothing", async(function()
+    local ch = thread.channel()
+    local v, why = ch:recv(0)
+    assert.is_nil(v)
+    assert.equal("timeout", why)
+    local t = aio.spawn(function() return ch:recv() end)
+    aio.sleep(0)
+    t:cancel()
+    pcall(t.await, t)
+    ch:send("kept")
+    assert.equal("kept", ch:recv())
+  end))
+end)

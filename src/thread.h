@@ -1,0 +1,40 @@
+/*
+** thread.h — what the thread pool (thread.c) and the shared objects (shared.c) share.
+**
+** Worker threads never touch the main Lua state. They hand finished work to the loop through
+** the inbox: a mutex-protected list drained by one uv_async_t callback on the loop thread
+** (uv_async_send coalesces, so the callback takes the whole list each time).
+*/
+#ifndef AIO_THREAD_H
+#define AIO_THREAD_H
+
+#include "aio.h"
+
+typedef struct aio_delivery aio_delivery;
+typedef struct aio_inbox aio_inbox;
+
+/* Something a worker thread hands to the loop; `deliver` runs on the loop thread. */
+struct aio_delivery {
+  aio_delivery *next;
+  void (*deliver)(lua_State *L, aio_delivery *d);
+};
+
+/* Returns the inbox of L's loop, creating it on first use (loop thread only). */
+aio_inbox *aio_inbox_get(lua_State *L);
+/* Queues d and wakes the loop (any thread). */
+void aio_inbox_post(aio_inbox *ib, aio_delivery *d);
+/* Counts work in flight that the loop must stay alive for (loop thread only): +1 / -1. */
+void aio_inbox_hold(aio_inbox *ib, int delta);
+
+/* The worker running in state L (a worker thread's state or one of its coroutines), or NULL on
+** the loop's own state. */
+typedef struct aio_worker aio_worker;
+aio_worker *aio_worker_of(lua_State *L);
+/* Non-zero when the job running in L's worker was asked to stop. */
+int aio_worker_cancelled(lua_State *L);
+/* Raises the cancellation error a cancelled job ends with. */
+int aio_worker_raise_cancel(lua_State *L);
+
+int luaopen_aio_thread_c(lua_State *L);
+
+#endif
