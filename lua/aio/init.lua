@@ -195,6 +195,12 @@ function aio.timeout(seconds, fn, ...)
   return aio.wait_for(spawn(fn, ...), seconds)
 end
 
+-- aio.to_thread(fn, ...) -> fn's results, run on a worker thread of aio.thread's default pool
+-- (asyncio.to_thread); fn and its arguments cross by the codec (docs/thread.md).
+function aio.to_thread(...)
+  return require("aio.thread").to_thread(...)
+end
+
 -- aio.call_soon(fn, ...) -> task: fn(...) runs as a task on the next turn of the loop.
 aio.call_soon = spawn
 
