@@ -390,6 +390,26 @@ local function user_tasks()
   return list
 end
 
+-- Modules whose jobs :tasks lists too, when they are loaded and export jobs() -> list of
+-- records (or objects) with the fields of a task: id, name, state, age, waiting_on, site.
+M.job_sources = { "aio.thread", "aio.process" }
+
+-- Jobs of the loaded job sources (thread and process pools), each tagged with its kind.
+local function user_jobs()
+  local list = {}
+  for _, modname in ipairs(M.job_sources) do
+    local mod = package.loaded[modname]
+    local jobs = type(mod) == "table" and rawget(mod, "jobs")
+    if type(jobs) == "function" then
+      local ok, js = pcall(jobs)
+      if ok and type(js) == "table" then
+        for _, j in ipairs(js) do list[#list + 1] = { kind = modname:match("[^.]+$"), job = j } end
+      end
+    end
+  end
+  return list
+end
+
 -- Field of a task record (aio.tasks() entries), tolerant of naming.
 local function field(info, ...)
   for i = 1, select("#", ...) do
@@ -431,8 +451,14 @@ commands.help = { "show this help", function()
   out(table.concat(lines, "\n") .. "\n")
 end }
 
-commands.tasks = { "list live tasks: id, name, state, waiting on, age, spawn site", function()
+commands.tasks = { "list live tasks (and pool jobs): id, name, state, age, waiting on, spawn site",
+function()
   local list = user_tasks()
+  for _, j in ipairs(user_jobs()) do
+    local ok, name = pcall(field, j.job, "name")
+    list[#list + 1] = setmetatable({ name = j.kind .. ":" .. tostring(ok and name or "?") },
+                                   { __index = function(_, k) return j.job[k] end })
+  end
   if #list == 0 then out("no tasks\n") return end
   local rows = { pad("ID", 5) .. pad("NAME", 18) .. pad("STATE", 10) .. pad("AGE", 8)
                  .. pad("WAITING ON", 34) .. "SPAWNED AT" }
