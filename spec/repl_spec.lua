@@ -138,6 +138,19 @@ describe("piped input (stdin not a terminal)", function()
     assert.truthy(got:find(":tasks", 1, true))
   end)
 
+  it("runs after a script with -i, the script's tasks still running", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write("aio = require 'aio'\n",
+            "aio.spawn(function() aio.sleep(0.1) print('from the script task') end)\n")
+    f:close()
+    local got, gerr, code = piped(AIOSHELL, "aio.sleep(0.3)\n'after'\n", "-i " .. script)
+    os.remove(script)
+    assert.are.equal("", gerr)
+    assert.are.equal(0, code)
+    assert.truthy(got:find("> aio.sleep(0.3)\nfrom the script task\n> 'after'\nafter\n", 1, true), got)
+  end)
+
   it(":tasks also lists jobs of loaded pool modules that export jobs()", function()
     local input = "package.loaded['aio.process'] = { jobs = function() return { { id = 'p9', "
       .. "name = 'squares', state = 'running', age = 2, waiting_on = '', site = 'x.lua:3' } } end }\n"
@@ -192,6 +205,13 @@ describe("on a terminal", function()
     assert.are.equal("> still here", s:last_line())
     s:keys("C-u")
     s:line("h:cancel()")
+  end)
+
+  it("opens with the banner when started with no arguments on a terminal", function()
+    s = tmux.start(("AIOSHELL_HISTORY=%s %s"):format(q(hist), q(AIOSHELL)))
+    s:wait_for("^Lua 5%.4[^\n]*\n>$", 5, "banner and prompt")
+    s:line("_VERSION")
+    s:wait_for("\nLua 5%.4\n>$", 5)
   end)
 
   it("awaits at the prompt: aio.sleep then an expression", function()
