@@ -1,0 +1,306 @@
+-- aio.http — HTTP client (libcurl multi on the loop) and server (libuv + llhttp).
+-- The mechanism lives in C (src/http_client.c, src/http_server.c); this file is the sugar:
+-- sessions, the default client, request/response objects, query decoding, handler dispatch.
+local aio = require "aio"
+local CC = require "aio.http_client_c"
+local SC = require "aio.http_server_c"
+
+local http = {}
+
+-- Lazily loaded tracer (aio.trace), so plain use costs nothing.
+local trace_mod
+local function tracer()
+  if trace_mod == nil then
+    local ok, m = pcall(require, "aio.trace")
+    trace_mod = ok and m or false
+  end
+  return trace_mod and trace_mod.active and trace_mod or nil
+end
+
+---------------------------------------------------------------------------------------------
+-- Client
+---------------------------------------------------------------------------------------------
+
+local Client = {}
+Client.__index = Client
+Client.__name = "aio.http.client"
+
+-- http.client{max_connections=100, max_per_host=, timeout=, connect_timeout=} → session.
+function http.client(opts)
+  opts = opts or {}
+  local self = setmetatable({ _c = CC.new(opts), opts = opts }, Client)
+  return self
+end
+
+function Client:__tostring()
+  local active, queued = self._c:stats()
+  return string.format("aio.http.client (%d active, %d queued)", active, queued)
+end
+
+-- Starts a request and returns its future (awaitable; cancelling it aborts the transfer).
+-- t: method, url, headers, body, timeout, connect_timeout, follow (redirects), max_redirects.
+function Client:start(t)
+  local body = t.body
+  local headers = t.headers
+  if t.json ~= nil then
+    body = require("cjson").encode(t.json)
+    headers = headers or {}
+    local has = false
+    for k in pairs(headers) do if k:lower() == "content-type" then has = true end end
+    if not has then
+      local h = { ["Content-Type"] = "application/json" }
+      for k, v in pairs(headers) do h[k] = v end
+      headers = h
+    end
+  end
+  return self._c:request(t.method or (body and "POST" or "GET"), t.url, headers, body, t)
+end
+
+-- Performs a request and returns the response {status, ok, headers, body, url, time, queued}.
+-- Failures (refused, dns, timeout, reset, ...) raise {kind=, url=, message=}.
+function Client:request(t)
+  if type(t) == "string" then t = { url = t } end
+  local tr = tracer()
+  local t0 = tr and aio.now()
+  local fut = self:start(t)
+  if not tr then return fut:await() end
+  local ok, res = pcall(fut.await, fut)
+  tr.complete((t.method or "GET") .. " " .. t.url, "http", t0, aio.now(),
+    { status = ok and res.status or nil, error = (not ok) and tostring(res) or nil,
+      queued = ok and res.queued or nil })
+  if not ok then error(res, 0) end
+  return res
+end
+
+-- client:get(url [, opts]) → response.
+function Client:get(url, opts)
+  local t = { url = url }
+  if opts then for k, v in pairs(opts) do t[k] = v end end
+  t.url = url
+  return self:request(t)
+end
+
+-- client:post(url, body [, opts]) → response.
+function Client:post(url, body, opts)
+  local t = { url = url, method = "POST", body = body }
+  if opts then for k, v in pairs(opts) do t[k] = v end end
+  t.url, t.method, t.body = url, t.method or "POST", body
+  return self:request(t)
+end
+
+-- client:stats() → active, queued.
+function Client:stats() return self._c:stats() end
+
+-- client:close(): aborts what is out (awaiters get a cancellation) and frees curl.
+function Client:close() self._c:close() end
+Client.__close = Client.close
+
+local default_client
+-- The default session (max_connections=100), created on first use.
+function http.default_client()
+  if not default_client then default_client = http.client() end
+  return default_client
+end
+
+-- http.get(url [, opts]) with the default session (opts.client picks another).
+function http.get(url, opts)
+  return ((opts and opts.client) or http.default_client()):get(url, opts)
+end
+
+-- http.post(url, body [, opts]).
+function http.post(url, body, opts)
+  return ((opts and opts.client) or http.default_client()):post(url, body, opts)
+end
+
+-- http.request{method=, url=, headers=, body=, timeout=, follow=, client=} → response.
+function http.request(t)
+  if type(t) == "string" then t = { url = t } end
+  return (t.client or http.default_client()):request(t)
+end
+
+-- http.is_error(v) → true for the client's structured errors.
+http.is_error = CC.is_error
+http.curl_version = CC.version
+
+---------------------------------------------------------------------------------------------
+-- URL helpers
+---------------------------------------------------------------------------------------------
+
+local function hexval(h) return string.char(tonumber(h, 16)) end
+
+-- Decodes %XX escapes (and "+" as space when plus is true).
+function http.unescape(s, plus)
+  if plus then s = s:gsub("+", " ") end
+  return (s:gsub("%%(%x%x)", hexval))
+end
+
+-- Encodes everything but unreserved characters (RFC 3986).
+function http.escape(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+-- Decodes a query string into a table; a repeated key keeps its last value (tornado's
+-- get_argument).
+function http.decode_query(q)
+  local t = {}
+  if not q or q == "" then return t end
+  for pair in q:gmatch("[^&;]+") do
+    local k, v = pair:match("^([^=]*)=(.*)$")
+    if not k then k, v = pair, "" end
+    k, v = http.unescape(k, true), http.unescape(v, true)
+    t[k] = v
+  end
+  return t
+end
+
+-- Encodes a table as a query string (keys sorted, so the output is stable).
+function http.encode_query(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  local out = {}
+  for i, k in ipairs(keys) do out[i] = http.escape(k) .. "=" .. http.escape(t[k]) end
+  return table.concat(out, "&")
+end
+
+---------------------------------------------------------------------------------------------
+-- Server
+---------------------------------------------------------------------------------------------
+
+-- The request: method, target, path, query (decoded lazily), headers, body, version.
+local Req = {}
+Req.__name = "aio.http.request"
+Req.__index = function(req, k)
+  if k == "query" then
+    local q = http.decode_query(rawget(req, "raw_query"))
+    rawset(req, "query", q)
+    return q
+  end
+  return nil
+end
+
+-- The response being built by a handler.
+local Res = {}
+Res.__index = Res
+Res.__name = "aio.http.response"
+
+-- res:status(n) sets the status (before anything is sent).
+function Res:status(n) self._status = n; return self end
+
+-- res:header(k, v) adds a response header (before anything is sent).
+function Res:header(k, v)
+  local h = self._headers
+  if not h then h = {}; self._headers = h end
+  h[k] = v
+  return self
+end
+
+-- res:write(chunk) streams a chunk (the head goes first, with chunked encoding).
+function Res:write(chunk)
+  if self._finished then error("http: response already finished", 2) end
+  if not self._started then
+    self._started = true
+    self._conn:start(self._seq, self._status, self._headers)
+  end
+  self._conn:write(self._seq, tostring(chunk))
+  return self
+end
+
+-- res:finish([body]) ends the response (as one Content-Length response if nothing was streamed).
+function Res:finish(body)
+  if self._finished then return self end
+  self._finished = true
+  if self._started then
+    if body then self._conn:write(self._seq, tostring(body)) end
+    self._conn:finish(self._seq)
+  else
+    self._conn:respond(self._seq, self._status, self._headers, body and tostring(body) or "")
+  end
+  return self
+end
+
+-- res:json(v [, status]) answers with a JSON body.
+function Res:json(v, status)
+  if status then self._status = status end
+  self:header("Content-Type", "application/json")
+  return self:finish(require("cjson").encode(v))
+end
+
+local Server = {}
+Server.__index = Server
+Server.__name = "aio.http.server"
+
+-- server:port() → the bound port.
+function Server:port() return self._s:port() end
+
+-- server:url([path]) → "http://host:port/path".
+function Server:url(path) return string.format("http://%s:%d%s", self.host, self._s:port(), path or "/") end
+
+-- server:connections() → open connections.
+function Server:connections() return self._s:connections() end
+
+-- server:close(): stop accepting, let in-flight requests finish, then return.
+function Server:close() return self._s:close():await() end
+
+function Server:__tostring() return string.format("aio.http.server %s:%d", self.host, self._s:port()) end
+
+local function split_target(req)
+  local target = req.target
+  local q = target:find("?", 1, true)
+  local path = q and target:sub(1, q - 1) or target
+  req.raw_query = q and target:sub(q + 1) or ""
+  req.path = path:find("%", 1, true) and http.unescape(path) or path
+end
+
+-- http.serve{host="127.0.0.1", port=0, handler=fn(req, res), max_body=, max_header=,
+--            header_timeout=, idle_timeout=, log=} → server.
+-- The handler runs as a task per request; it answers with res:finish(...) or by returning
+-- status, body [, headers] (or just a body string). An error answers 500 and logs a traceback.
+function http.serve(opts)
+  if type(opts) == "function" then opts = { handler = opts } end
+  local handler = assert(opts.handler or opts[1], "http.serve: handler required")
+  local log = opts.log or function(msg) io.stderr:write(msg, "\n") end
+  local traceback = debug.traceback
+  local host = opts.host or "127.0.0.1"
+
+  local function dispatch(conn, seq, req)
+    split_target(req)
+    setmetatable(req, Req)
+    req.conn = conn
+    local res = setmetatable({ _conn = conn, _seq = seq, _status = 200 }, Res)
+    local tr = tracer()
+    local t0 = tr and aio.now()
+    local ok, s, b, h = xpcall(handler, traceback, req, res)
+    if not ok then
+      if aio.is_cancelled(s) then
+        conn:abort()
+      else
+        log(string.format("aioshell http: handler error on %s %s: %s", req.method, req.target, tostring(s)))
+        if res._started then conn:abort()
+        elseif not res._finished then
+          res._finished = true
+          conn:respond(seq, 500, nil, "Internal Server Error\n")
+        end
+      end
+    elseif not res._finished then
+      res._finished = true
+      if res._started then
+        if b ~= nil then conn:write(seq, tostring(b)) end
+        conn:finish(seq)
+      elseif type(s) == "number" then
+        conn:respond(seq, s, h or res._headers, b ~= nil and tostring(b) or "")
+      elseif s ~= nil then
+        conn:respond(seq, res._status, res._headers, tostring(s))
+      else
+        conn:respond(seq, res._status, res._headers, "")
+      end
+    end
+    if tr then tr.complete(req.method .. " " .. req.target, "http.server", t0, aio.now()) end
+  end
+
+  local s, err = SC.listen(host, opts.port or 0, dispatch, opts)
+  if not s then error(err, 2) end
+  return setmetatable({ _s = s, host = host }, Server)
+end
+
+return http

@@ -1,0 +1,89 @@
+-- aio.trace — Chrome/Perfetto trace-event JSON of task spans and HTTP requests.
+--
+--   local trace = require "aio.trace"
+--   trace.start("run.json")   -- or: aioshell --trace run.json script.lua
+--   ...                       -- tasks spawned from Lua and HTTP requests are recorded
+--   trace.stop()              -- writes the file (also done at exit if still active)
+--
+-- Spans are async events ("b"/"e" pairs with ids), because concurrent tasks overlap without
+-- nesting; Perfetto (ui.perfetto.dev) and chrome://tracing show each as its own track.
+local aio = require "aio"
+
+local trace = { active = false }
+
+local events, path, t0, next_id = nil, nil, 0, 0
+local orig_spawn
+local pid = 1
+
+-- Microseconds since trace.start on the loop clock.
+local function us(t) return math.floor((t - t0) * 1e6 + 0.5) end
+
+-- Records a finished span [start, stop] (loop-clock seconds) named name in category cat.
+function trace.complete(name, cat, start, stop, args)
+  if not trace.active then return end
+  next_id = next_id + 1
+  local n = #events
+  events[n + 1] = { name = name, cat = cat, ph = "b", id = next_id, pid = pid, tid = 1, ts = us(start), args = args }
+  events[n + 2] = { name = name, cat = cat, ph = "e", id = next_id, pid = pid, tid = 1, ts = us(stop) }
+end
+
+-- Records an instant event now.
+function trace.instant(name, cat, args)
+  if not trace.active then return end
+  events[#events + 1] = { name = name, cat = cat or "mark", ph = "i", s = "g", pid = pid, tid = 1,
+                          ts = us(aio.now()), args = args }
+end
+
+-- Runs fn(...) and records it as a span; returns fn's results.
+function trace.span(name, fn, ...)
+  local s = aio.now()
+  local r = table.pack(pcall(fn, ...))
+  trace.complete(name, "span", s, aio.now())
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+-- Starts recording to file p; wraps aio.spawn so tasks spawned from Lua become spans.
+function trace.start(p)
+  if trace.active then trace.stop() end
+  path, events, next_id = assert(p, "trace.start: file name required"), {}, 0
+  t0 = aio.now()
+  trace.active = true
+  events[1] = { name = "process_name", ph = "M", pid = pid, tid = 1, args = { name = "aioshell" } }
+  orig_spawn = aio.spawn
+  aio.spawn = function(fn, ...)
+    local start = aio.now()
+    local t = orig_spawn(fn, ...)
+    t:add_done_callback(function(task)
+      local state = task:cancelled() and "cancelled" or "done"
+      trace.complete("task " .. tostring(task.name or task.id), "task", start, aio.now(),
+        { id = task.id, state = state })
+    end)
+    return t
+  end
+  return trace
+end
+
+-- Stops recording and writes the JSON file; returns the number of events written.
+function trace.stop()
+  if not trace.active then return 0 end
+  trace.active = false
+  if orig_spawn then aio.spawn = orig_spawn; orig_spawn = nil end
+  local cjson = require "cjson"
+  local f = assert(io.open(path, "w"))
+  f:write('{"displayTimeUnit":"ms","traceEvents":[\n')
+  for i, e in ipairs(events) do
+    if i > 1 then f:write(",\n") end
+    f:write(cjson.encode(e))
+  end
+  f:write("\n]}\n")
+  f:close()
+  local n = #events
+  events = nil
+  return n
+end
+
+-- Writes the file at exit if the script forgot to stop (lua_close runs this finalizer).
+setmetatable(trace, { __gc = function() if trace.active then pcall(trace.stop) end end })
+
+return trace

@@ -1,0 +1,333 @@
+-- spec/http_server_spec.lua — aio.http.serve on loopback: requests, handler forms, keep-alive,
+-- pipelining, limits (431/413/400), timeouts, graceful close, large bodies.
+-- Raw-socket cases (pipelining, malformed input, slowloris) run the server in a child aioshell
+-- and talk to it with python3's socket module, since a blocking child client would stall an
+-- in-process server.
+local helper = require "spec.helper"
+local aio = require "aio"
+local http = require "aio.http"
+
+-- Runs a test body as a task and awaits it (helper.async uses aio.run, which also waits for
+-- the listening server of before_each to go away).
+local function async(fn)
+  return function() return aio.spawn(fn):await() end
+end
+
+-- Starts `code` (which must print the server's port on its first line) in a child aioshell;
+-- returns port and a stop function that kills it by pid.
+local function child_server(code)
+  local script = helper.tmpfile(code, ".lua")
+  local portfile = helper.tmpfile("")
+  local pidfile = helper.tmpfile("")
+  assert(os.execute(string.format("%s %s > %s 2>&1 & echo $! > %s", helper.quote(helper.aioshell),
+    helper.quote(script), helper.quote(portfile), helper.quote(pidfile))))
+  local port = helper.wait_until(function()
+    local s = helper.readfile(portfile)
+    return s and tonumber(s:match("^(%d+)\n"))
+  end, 10)
+  local pid = tonumber(helper.readfile(pidfile):match("%d+"))
+  assert(port, "child server did not start: " .. tostring(helper.readfile(portfile)))
+  return port, function()
+    os.execute("kill " .. pid .. " 2>/dev/null; sleep 0.05; kill -9 " .. pid .. " 2>/dev/null")
+    return helper.readfile(portfile)
+  end
+end
+
+-- Sends raw bytes with python3 and returns everything read until the server closes (or
+-- `wait` seconds of silence).
+local function raw(port, payload, wait, pause_after)
+  local py = [[
+import socket, sys, time
+port, wait, pause = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+data = sys.stdin.buffer.read()
+s = socket.create_connection(("127.0.0.1", port))
+s.settimeout(wait)
+if pause > 0:
+    s.sendall(data[:10]); time.sleep(pause); data = data[10:]
+try:
+    s.sendall(data)
+except OSError:
+    pass
+out = b""
+try:
+    while True:
+        b = s.recv(65536)
+        if not b:
+            out += b"<EOF>"
+            break
+        out += b
+except socket.timeout:
+    out += b"<TIMEOUT>"
+except OSError as e:
+    out += b"<ERR>"
+sys.stdout.buffer.write(out)
+]]
+  local out = helper.exec({ "python3", "-c", py, tostring(port), tostring(wait or 2), tostring(pause_after or 0) },
+    { stdin = payload, timeout = 20 })
+  return out
+end
+
+local ECHO_SERVER = [[
+local aio = require "aio"
+local http = require "aio.http"
+local srv = http.serve{ max_body = 1000, header_timeout = 0.3, idle_timeout = 0.5,
+  handler = function(req, res)
+    if req.path == "/slow" then aio.sleep(tonumber(req.query.s or "0.1")) end
+    return 200, req.method .. " " .. req.path .. " " .. #req.body .. ";"
+  end }
+print(srv:port())
+io.stdout:flush()
+]]
+
+describe("aio.http server", function()
+  local srv
+  local seen                       -- per test: what the handler saw
+
+  before_each(function()
+    seen = {}
+    srv = http.serve {
+      max_body = 64 * 1024,
+      handler = function(req, res)
+        seen[#seen + 1] = req
+        local p = req.path
+        if p == "/hello" then return 200, "hi " .. (req.query.name or "") end
+        if p == "/string" then return "just a string" end
+        if p == "/headers" then return 201, "h", { ["X-Test"] = "yes", ["Content-Type"] = "text/x-test" } end
+        if p == "/api" then
+          res:status(202):header("X-Api", "1")
+          res:finish("api")
+          return
+        end
+        if p == "/stream" then
+          for i = 1, 5 do res:write("part" .. i .. ";"); aio.sleep(0.001) end
+          res:finish()
+          return
+        end
+        if p == "/echo" then return 200, req.body, { ["X-Method"] = req.method } end
+        if p == "/big" then return 200, string.rep("abcdefgh", 128 * 1024) end
+        if p == "/fail" then error("boom in handler") end
+        if p == "/sleep" then aio.sleep(tonumber(req.query.s)); return 200, "slept" end
+        if p == "/json" then return res:json({ a = 1 }) end
+        return 404, "no such page"
+      end,
+      log = function(msg) seen.log = (seen.log or "") .. msg end,
+    }
+  end)
+
+  after_each(function()
+    srv:close()
+    helper.cleanup()
+  end)
+
+  it("answers a GET and decodes the path and the query", async(function()
+    local res = http.get(srv:url("/hello?name=J%C3%BCrgen+B&x=1&x=2&empty=&flag"))
+    assert.are.equal(200, res.status)
+    assert.is_true(res.ok)
+    assert.are.equal("hi Jürgen B", res.body)
+    local req = seen[1]
+    assert.are.equal("GET", req.method)
+    assert.are.equal("/hello", req.path)
+    assert.are.equal("2", req.query.x)
+    assert.are.equal("", req.query.empty)
+    assert.are.equal("", req.query.flag)
+    assert.are.equal("1.1", req.version)
+    assert.are.equal("127.0.0.1:" .. srv:port(), req.headers.host)
+  end))
+
+  it("decodes a percent-encoded path and keeps the raw target", async(function()
+    http.get(srv:url("/a%20b/c?q=1"))
+    assert.are.equal("/a b/c", seen[1].path)
+    assert.are.equal("/a%20b/c?q=1", seen[1].target)
+  end))
+
+  it("supports every handler form", async(function()
+    assert.are.equal("just a string", http.get(srv:url("/string")).body)
+    local r = http.get(srv:url("/headers"))
+    assert.are.equal(201, r.status)
+    assert.are.equal("yes", r.headers["x-test"])
+    assert.are.equal("text/x-test", r.headers["content-type"])
+    r = http.get(srv:url("/api"))
+    assert.are.equal(202, r.status)
+    assert.are.equal("1", r.headers["x-api"])
+    assert.are.equal("api", r.body)
+    r = http.get(srv:url("/json"))
+    assert.are.equal("application/json", r.headers["content-type"])
+    assert.are.same({ a = 1 }, require("cjson").decode(r.body))
+    r = http.get(srv:url("/nope"))
+    assert.are.equal(404, r.status)
+    assert.is_false(r.ok)
+  end))
+
+  it("streams a body with chunked encoding", async(function()
+    local r = http.get(srv:url("/stream"))
+    assert.are.equal(200, r.status)
+    assert.are.equal("chunked", r.headers["transfer-encoding"])
+    assert.are.equal("part1;part2;part3;part4;part5;", r.body)
+  end))
+
+  it("turns a handler error into a 500 and a log line with the traceback", async(function()
+    local r = http.get(srv:url("/fail"))
+    assert.are.equal(500, r.status)
+    assert.matches("boom in handler", seen.log)
+    assert.matches("stack traceback", seen.log)
+    assert.matches("GET /fail", seen.log)
+    assert.are.equal(200, http.get(srv:url("/hello")).status)   -- and keeps serving
+  end))
+
+  it("echoes request bodies and methods, large ones included", async(function()
+    local body = string.rep("0123456789", 5000)
+    local r = http.post(srv:url("/echo"), body)
+    assert.are.equal(body, r.body)
+    assert.are.equal("POST", r.headers["x-method"])
+    r = http.request { method = "PUT", url = srv:url("/echo"), body = "x=1" }
+    assert.are.equal("PUT", r.headers["x-method"])
+    r = http.get(srv:url("/big"))
+    assert.are.equal(1024 * 1024, #r.body)
+    assert.are.equal(string.rep("abcdefgh", 4), r.body:sub(1, 32))
+  end))
+
+  it("answers HEAD without a body", async(function()
+    local r = http.request { method = "HEAD", url = srv:url("/hello?name=x") }
+    assert.are.equal(200, r.status)
+    assert.are.equal("", r.body)
+    assert.are.equal("4", r.headers["content-length"])
+  end))
+
+  it("keeps connections alive: sequential requests reuse one connection", async(function()
+    local client = http.client { max_connections = 4 }
+    for _ = 1, 20 do assert.are.equal(200, client:get(srv:url("/hello")).status) end
+    local peers = {}
+    for _, req in ipairs(seen) do peers[req.conn:peer() or "gone"] = true end
+    local n = 0
+    for _ in pairs(peers) do n = n + 1 end
+    assert.are.equal(1, n)
+    assert.are.equal(1, srv:connections())
+    client:close()
+  end))
+
+  it("answers 413 when a body is over max_body and keeps serving", async(function()
+    local r = http.post(srv:url("/echo"), string.rep("x", 64 * 1024 + 1))
+    assert.are.equal(413, r.status)
+    assert.are.equal("close", r.headers.connection)
+    assert.are.equal(200, http.get(srv:url("/hello")).status)
+  end))
+
+  it("answers 431 when the headers are over 8 KB and keeps serving", async(function()
+    local r = http.get(srv:url("/hello"), { headers = { ["X-Big"] = string.rep("y", 9000) } })
+    assert.are.equal(431, r.status)
+    assert.are.equal("close", r.headers.connection)
+    r = http.get(srv:url("/hello"), { headers = { ["X-Fine"] = string.rep("y", 4000) } })
+    assert.are.equal(200, r.status)
+  end))
+
+  it("closes gracefully: in-flight requests finish, new connections are refused", async(function()
+    local url = srv:url("/sleep?s=0.2")
+    local t = aio.spawn(http.get, url)
+    aio.sleep(0.05)
+    local t0 = aio.now()
+    srv:close()
+    assert.is_true(aio.now() - t0 >= 0.1)        -- close waited for the in-flight request
+    assert.are.equal("slept", t:await().body)
+    local ok, err = pcall(http.get, url, { client = http.client() })
+    assert.is_false(ok)
+    assert.are.equal("refused", err.kind)
+  end))
+
+  it("runs handlers concurrently", async(function()
+    local t0 = aio.now()
+    local tasks = {}
+    for i = 1, 20 do tasks[i] = aio.spawn(http.get, srv:url("/sleep?s=0.1")) end
+    for _, r in ipairs(aio.gather(tasks)) do assert.are.equal("slept", r.body) end
+    assert.is_true(aio.now() - t0 < 1.5)
+  end))
+end)
+
+describe("aio.http server with raw clients", function()
+  local port, stop
+  setup(function() port, stop = child_server(ECHO_SERVER) end)
+  teardown(function() stop(); helper.cleanup() end)
+
+  local function statuses(out)
+    local list = {}
+    for s in out:gmatch("HTTP/1%.1 (%d%d%d)") do list[#list + 1] = tonumber(s) end
+    return list
+  end
+
+  it("answers pipelined requests in request order", function()
+    local payload = "GET /slow?s=0.15 HTTP/1.1\r\nHost: x\r\n\r\n" ..
+                    "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n" ..
+                    "POST /post HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc" ..
+                    "GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    local out = raw(port, payload, 3)
+    local bodies = {}
+    for b in out:gmatch("\r\n\r\n([A-Z]+ /%w+ %d+;)") do bodies[#bodies + 1] = b end
+    assert.are.same({ "GET /slow 0;", "GET /fast 0;", "POST /post 3;", "GET /last 0;" }, bodies)
+    assert.matches("<EOF>$", out)
+  end)
+
+  it("reads chunked request bodies", function()
+    local out = raw(port, "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" ..
+      "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", 2)
+    assert.matches("POST /c 11;", out)
+  end)
+
+  it("rejects Content-Length with Transfer-Encoding (smuggling) with 400 and closes", function()
+    local out = raw(port, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+      "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+    assert.are.same({ 400 }, statuses(out))
+    assert.matches("Connection: close", out)
+    assert.not_matches("smuggled", out)
+    assert.matches("<EOF>$", out)
+  end)
+
+  it("rejects garbage with 400 and still serves the next client", function()
+    local out = raw(port, "THIS IS NOT HTTP\r\n\r\n", 2)
+    assert.are.same({ 400 }, statuses(out))
+    out = raw(port, "GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 2)
+    assert.are.same({ 200 }, statuses(out))
+  end)
+
+  it("answers 431 to a huge header on a raw connection and closes", function()
+    local out = raw(port, "GET / HTTP/1.1\r\nHost: x\r\nX-A: " .. string.rep("a", 10000) .. "\r\n\r\n", 2)
+    assert.are.same({ 431 }, statuses(out))
+    assert.matches("<EOF>$", out)
+  end)
+
+  it("answers 413 from Content-Length alone, before reading the body", function()
+    local out = raw(port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 2)
+    assert.are.same({ 413 }, statuses(out))
+  end)
+
+  it("closes a slowloris connection after the header timeout", function()
+    -- ten bytes, then nothing for longer than header_timeout (0.3 s): the server hangs up.
+    local out = raw(port, "GET / HTTP/1.1\r\nHost: x\r\n", 3, 0.2)
+    assert.are.equal("<EOF>", out)
+  end)
+
+  it("closes idle keep-alive connections after the idle timeout", function()
+    local py = [[
+import socket, time, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+s.settimeout(3)
+first = s.recv(65536)
+t0 = time.time()
+rest = s.recv(65536)
+print(first.split(b"\r\n")[0].decode(), len(rest), round(time.time() - t0, 1))
+]]
+    local out = helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 10 })
+    local status, restlen, waited = out:match("^(HTTP/1.1 %d+ %a+) (%d+) ([%d.]+)")
+    assert.are.equal("HTTP/1.1 200 OK", status)
+    assert.are.equal("0", restlen)            -- EOF, no more data
+    assert.is_true(tonumber(waited) >= 0.3 and tonumber(waited) < 2.5)
+  end)
+
+  it("answers HTTP/1.0 and closes unless asked to keep alive", function()
+    local out = raw(port, "GET /ten HTTP/1.0\r\n\r\n", 2)
+    assert.are.same({ 200 }, statuses(out))
+    assert.matches("<EOF>$", out)
+    out = raw(port, "GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0.5)
+    assert.matches("Connection: keep%-alive", out)
+    assert.matches("<TIMEOUT>$", out)       -- still open
+  end)
+end)

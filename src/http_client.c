@@ -1,0 +1,588 @@
+/*
+** http_client.c — libcurl's multi interface driven by the aio loop (module aio.http_client_c).
+**
+** One uv_poll_t per socket curl tells us about, one uv_timer_t per client. Rules learnt the
+** hard way (each one is a bug we measured or hit):
+**   1. curl_multi_socket_action is never called from inside a curl callback: curl's timer
+**      callback only arms our uv timer (a 0 ms timeout fires on the next loop iteration).
+**   2. At most max_connections easy handles are inside curl; the rest wait in OUR FIFO.
+**      curl's own pending queue re-scans every pending handle on every action (5-10x CPU).
+**   3. A request's timeout starts when its handle enters curl, so time spent queued never
+**      counts against it (tornado's HTTP 599 trap).
+**   4. After CURL_POLL_REMOVE the poll is stopped synchronously and freed in its close callback.
+**   5. A CURLMsg is copied before its handle is removed (the docs' WARNING).
+** Requests complete by resolving/rejecting a future with the loop's main state; the Lua facade
+** (lua/aio/http.lua) awaits it, and cancelling that future aborts the transfer.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <curl/curl.h>
+#include "aio.h"
+
+#define CLIENT_MT "aio.http.client"
+#define HTTP_ERROR_MT "aio.http.error"
+
+typedef struct http_client http_client;
+typedef struct http_req http_req;
+
+typedef struct {                   /* a growable byte buffer (malloc'd) */
+  char *p; size_t len, cap;
+} buf_t;
+
+enum { REQ_QUEUED = 0, REQ_ACTIVE, REQ_DONE };
+
+struct http_req {
+  http_req *prev, *next;           /* FIFO (queued) or active list */
+  http_client *c;
+  CURL *easy;
+  aio_future *fut; int fut_ref;    /* the future the caller awaits (registry ref) */
+  int state;
+  char *method, *url, *body; size_t body_len;
+  struct curl_slist *headers;
+  long timeout_ms, connect_timeout_ms, max_redirs;
+  int follow, has_body;
+  buf_t rbody, rhead;              /* response body and raw header lines (of the last response) */
+  uint64_t t_queued, t_started;    /* loop clock, ns */
+};
+
+struct http_client {
+  aio_loop *loop;
+  CURLM *multi;
+  uv_timer_t *timer;               /* malloc'd: freed in its close callback */
+  http_req *qhead, *qtail;         /* requests waiting for a slot (FIFO) */
+  http_req *active;                /* requests inside curl */
+  int nactive, nqueued;
+  int max_connections;
+  long timeout_ms, connect_timeout_ms;
+  CURL **spare; int nspare, cap_spare; /* easy handles kept for reuse (they keep no state) */
+  int self_ref;                    /* registry ref to the client userdata while requests are out */
+  int closed;
+};
+
+typedef struct {                   /* one per socket curl watches */
+  uv_poll_t poll;
+  curl_socket_t fd;
+  http_client *c;
+} sock_ctx;
+
+static int curl_ready = 0;
+
+static void pump(http_client *c);
+static void check_done(http_client *c);
+
+/* ---- small helpers ---------------------------------------------------------------- */
+
+/* Appends n bytes to b; returns 0 on allocation failure. */
+static int buf_add(buf_t *b, const char *s, size_t n) {
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 256;
+    while (cap < b->len + n) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) return 0;
+    b->p = p; b->cap = cap;
+  }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  return 1;
+}
+
+static void buf_free(buf_t *b) { free(b->p); b->p = NULL; b->len = b->cap = 0; }
+
+/* Duplicates a Lua string (may contain NULs); len written to *n if n. */
+static char *dupstr(const char *s, size_t len) {
+  char *p = malloc(len + 1);
+  if (p) { memcpy(p, s, len); p[len] = 0; }
+  return p;
+}
+
+/* ---- curl callbacks (they only record; they never re-enter curl) -------------------- */
+
+/* CURLOPT_WRITEFUNCTION: accumulates the body. */
+static size_t on_write(char *ptr, size_t size, size_t n, void *ud) {
+  http_req *r = ud;
+  return buf_add(&r->rbody, ptr, size * n) ? size * n : 0;
+}
+
+/* CURLOPT_HEADERFUNCTION: keeps the raw header lines of the last response only. */
+static size_t on_header(char *ptr, size_t size, size_t n, void *ud) {
+  http_req *r = ud;
+  size_t len = size * n;
+  if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) r->rhead.len = 0; /* a new response (redirect) */
+  return buf_add(&r->rhead, ptr, len) ? len : 0;
+}
+
+/* Poll callback: tells curl which socket is ready, then collects finished transfers. */
+static void on_poll(uv_poll_t *h, int status, int events) {
+  sock_ctx *s = h->data;
+  http_client *c = s->c;
+  int flags = 0, running;
+  if (status < 0) flags = CURL_CSELECT_ERR;
+  else {
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  }
+  curl_multi_socket_action(c->multi, s->fd, flags, &running);
+  check_done(c);
+}
+
+/* Timer callback: curl's timeout expired (or a deferred kick). */
+static void on_timer(uv_timer_t *t) {
+  http_client *c = t->data;
+  int running;
+  curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_done(c);
+}
+
+static void free_handle_cb(uv_handle_t *h) { free(h); }
+
+/* CURLMOPT_SOCKETFUNCTION: starts, updates or removes the poll of a socket. */
+static int on_socket(CURL *e, curl_socket_t fd, int what, void *cbp, void *sockp) {
+  http_client *c = cbp;
+  sock_ctx *s = sockp;
+  (void)e;
+  if (what == CURL_POLL_REMOVE) {
+    if (s) {
+      uv_poll_stop(&s->poll);                 /* synchronously: curl may close fd right now */
+      uv_close((uv_handle_t *)&s->poll, free_handle_cb);
+      curl_multi_assign(c->multi, fd, NULL);
+    }
+    return 0;
+  }
+  if (!s) {
+    s = malloc(sizeof *s);
+    if (!s) return -1;
+    if (uv_poll_init_socket(&c->loop->uv, &s->poll, fd) != 0) { free(s); return -1; }
+    s->fd = fd; s->c = c; s->poll.data = s;
+    curl_multi_assign(c->multi, fd, s);
+  }
+  int ev = 0;
+  if (what & CURL_POLL_IN) ev |= UV_READABLE;
+  if (what & CURL_POLL_OUT) ev |= UV_WRITABLE;
+  uv_poll_start(&s->poll, ev, on_poll);
+  return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: arms our single timer; a 0 ms timeout is the deferred kick. */
+static int on_curl_timer(CURLM *m, long timeout_ms, void *ud) {
+  http_client *c = ud;
+  (void)m;
+  if (timeout_ms < 0) uv_timer_stop(c->timer);
+  else uv_timer_start(c->timer, on_timer, (uint64_t)timeout_ms, 0);
+  return 0;
+}
+
+/* ---- request life cycle -------------------------------------------------------------- */
+
+static void list_remove(http_req **head, http_req **tail, http_req *r) {
+  if (r->prev) r->prev->next = r->next; else *head = r->next;
+  if (r->next) r->next->prev = r->prev; else if (tail) *tail = r->prev;
+  r->prev = r->next = NULL;
+}
+
+/* Frees a request's memory (its future ref included) and gives its easy handle back. */
+static void req_free(lua_State *L, http_req *r) {
+  http_client *c = r->c;
+  if (r->easy) {
+    if (c->nspare < c->cap_spare) { curl_easy_reset(r->easy); c->spare[c->nspare++] = r->easy; }
+    else curl_easy_cleanup(r->easy);
+  }
+  if (r->fut) r->fut->on_cancel = NULL;
+  if (r->fut_ref != LUA_NOREF) aio_unref(L, r->fut_ref);
+  curl_slist_free_all(r->headers);
+  free(r->method); free(r->url); free(r->body);
+  buf_free(&r->rbody); buf_free(&r->rhead);
+  free(r);
+}
+
+/* Drops the client's self-reference when nothing is out any more. */
+static void client_maybe_unref(lua_State *L, http_client *c) {
+  if (c->nactive == 0 && c->nqueued == 0 && c->self_ref != LUA_NOREF) {
+    int ref = c->self_ref;
+    c->self_ref = LUA_NOREF;
+    aio_unref(L, ref);
+  }
+}
+
+/* Configures r's easy handle and hands it to curl (its timeout starts now). */
+static int req_start(http_client *c, http_req *r) {
+  CURL *e;
+  if (c->nspare > 0) e = c->spare[--c->nspare];
+  else if (!(e = curl_easy_init())) return 0;
+  r->easy = e;
+  curl_easy_setopt(e, CURLOPT_URL, r->url);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+  if (r->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+  if (r->connect_timeout_ms > 0) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
+  if (r->follow) {
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirs);
+  }
+  if (r->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+  if (strcmp(r->method, "GET") == 0) {
+    /* the default */
+  } else if (strcmp(r->method, "HEAD") == 0) {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+  }
+  if (r->has_body) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body ? r->body : "");
+  }
+  if (curl_multi_add_handle(c->multi, e) != CURLM_OK) return 0;
+  r->state = REQ_ACTIVE;
+  r->t_started = aio_now_ns(c->loop);
+  r->prev = NULL; r->next = c->active;
+  if (c->active) c->active->prev = r;
+  c->active = r;
+  c->nactive++;
+  return 1;
+}
+
+/* Pushes a structured error {kind=, url=, message=, code=} with the error metatable. */
+static void push_error(lua_State *L, const char *kind, const char *url, const char *msg, int code) {
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, kind); lua_setfield(L, -2, "kind");
+  lua_pushstring(L, url); lua_setfield(L, -2, "url");
+  lua_pushstring(L, msg); lua_setfield(L, -2, "message");
+  lua_pushinteger(L, code); lua_setfield(L, -2, "code");
+  luaL_setmetatable(L, HTTP_ERROR_MT);
+}
+
+/* Moves queued requests into curl while slots are free. */
+static void pump(http_client *c) {
+  lua_State *L = c->loop->L;
+  while (c->qhead && c->nactive < c->max_connections) {
+    http_req *r = c->qhead;
+    list_remove(&c->qhead, &c->qtail, r);
+    c->nqueued--;
+    if (!req_start(c, r)) {
+      r->state = REQ_DONE;
+      push_error(L, "internal", r->url, "cannot start transfer", -1);
+      aio_future_reject(L, r->fut);
+      req_free(L, r);
+    }
+  }
+}
+
+/* Maps a curl result to one of our error kinds. */
+static const char *error_kind(CURLcode rc) {
+  switch (rc) {
+    case CURLE_COULDNT_CONNECT: return "refused";
+    case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return "dns";
+    case CURLE_OPERATION_TIMEDOUT: return "timeout";
+    case CURLE_RECV_ERROR: case CURLE_SEND_ERROR: case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE: return "reset";
+    case CURLE_TOO_MANY_REDIRECTS: return "redirects";
+    case CURLE_URL_MALFORMAT: case CURLE_UNSUPPORTED_PROTOCOL: return "url";
+    default: return "curl";
+  }
+}
+
+/* Pushes the header table of the raw header block: lower-case names, repeats joined by ", ". */
+static void push_headers(lua_State *L, const char *p, size_t len) {
+  const char *end = p + len;
+  lua_createtable(L, 0, 8);
+  luaL_Buffer b;
+  while (p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    const char *le = eol ? eol : end;
+    const char *colon = memchr(p, ':', (size_t)(le - p));
+    if (colon && !(le - p >= 5 && memcmp(p, "HTTP/", 5) == 0)) {
+      const char *v = colon + 1, *ve = le;
+      while (v < ve && (*v == ' ' || *v == '\t')) v++;
+      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+      luaL_buffinit(L, &b);
+      for (const char *k = p; k < colon; k++) luaL_addchar(&b, (char)((*k >= 'A' && *k <= 'Z') ? *k + 32 : *k));
+      luaL_pushresult(&b);                    /* key */
+      lua_pushvalue(L, -1);
+      if (lua_rawget(L, -3) == LUA_TSTRING) { /* repeated header: join */
+        lua_pushliteral(L, ", ");
+        lua_pushlstring(L, v, (size_t)(ve - v));
+        lua_concat(L, 3);
+      } else {
+        lua_pop(L, 1);
+        lua_pushlstring(L, v, (size_t)(ve - v));
+      }
+      lua_rawset(L, -3);
+    }
+    p = le + 1;
+  }
+}
+
+/* Completes every finished transfer: builds the response (or error) and settles its future. */
+static void check_done(http_client *c) {
+  lua_State *L = c->loop->L;
+  CURLMsg *msg;
+  int left, finished = 0;
+  while ((msg = curl_multi_info_read(c->multi, &left))) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    CURL *e = msg->easy_handle;             /* copy before removing: msg dies with the handle */
+    CURLcode rc = msg->data.result;
+    http_req *r = NULL;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
+    curl_multi_remove_handle(c->multi, e);
+    list_remove(&c->active, NULL, r);
+    c->nactive--;
+    r->state = REQ_DONE;
+    finished++;
+    int top = lua_gettop(L);
+    if (rc == CURLE_OK) {
+      long status = 0; char *eff = NULL;
+      curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+      curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &eff);
+      lua_createtable(L, 0, 7);
+      lua_pushinteger(L, status); lua_setfield(L, -2, "status");
+      lua_pushboolean(L, status > 0 && status < 400); lua_setfield(L, -2, "ok");
+      lua_pushlstring(L, r->rbody.p ? r->rbody.p : "", r->rbody.len); lua_setfield(L, -2, "body");
+      push_headers(L, r->rhead.p ? r->rhead.p : "", r->rhead.len); lua_setfield(L, -2, "headers");
+      lua_pushstring(L, eff ? eff : r->url); lua_setfield(L, -2, "url");
+      lua_pushnumber(L, (double)(aio_now_ns(c->loop) - r->t_started) / 1e9); lua_setfield(L, -2, "time");
+      lua_pushnumber(L, (double)(r->t_started - r->t_queued) / 1e9); lua_setfield(L, -2, "queued");
+      aio_future_resolve(L, r->fut, 1);
+    } else {
+      push_error(L, error_kind(rc), r->url, curl_easy_strerror(rc), (int)rc);
+      aio_future_reject(L, r->fut);
+    }
+    lua_settop(L, top);
+    req_free(L, r);
+  }
+  if (finished) {
+    pump(c);
+    client_maybe_unref(L, c);
+  }
+}
+
+/* Future cancel hook: a queued request leaves the FIFO, an active one is aborted. */
+static void on_req_cancel(lua_State *L, aio_future *f, void *ud) {
+  http_req *r = ud;
+  http_client *c = r->c;
+  (void)f;
+  if (r->state == REQ_QUEUED) {
+    list_remove(&c->qhead, &c->qtail, r);
+    c->nqueued--;
+  } else if (r->state == REQ_ACTIVE) {
+    curl_multi_remove_handle(c->multi, r->easy);
+    list_remove(&c->active, NULL, r);
+    c->nactive--;
+  } else return;
+  r->state = REQ_DONE;
+  r->fut = NULL;                             /* it is being cancelled: do not touch it again */
+  req_free(L, r);
+  pump(c);
+  client_maybe_unref(L, c);
+}
+
+/* ---- Lua API --------------------------------------------------------------------------- */
+
+static http_client *check_client(lua_State *L, int idx) {
+  http_client **pc = luaL_checkudata(L, idx, CLIENT_MT);
+  if (!*pc || (*pc)->closed) luaL_error(L, "attempt to use a closed http client");
+  return *pc;
+}
+
+/* Reads an optional integer-ish field of the table at idx (seconds → ms when scale). */
+static long opt_ms(lua_State *L, int idx, const char *k, long def) {
+  long v = def;
+  if (lua_getfield(L, idx, k) != LUA_TNIL) v = (long)(luaL_checknumber(L, -1) * 1000.0);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* client_c.new{max_connections=, max_per_host=, timeout=, connect_timeout=} → client */
+static int l_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (!curl_ready) {                         /* lazily: aioshell -e '' must start fast */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    signal(SIGPIPE, SIG_IGN);
+    curl_ready = 1;
+  }
+  http_client **pc = lua_newuserdatauv(L, sizeof *pc, 0);
+  *pc = NULL;                                /* "closed" until fully built (liolib's rule) */
+  luaL_setmetatable(L, CLIENT_MT);
+  http_client *c = calloc(1, sizeof *c);
+  if (!c) return luaL_error(L, "out of memory");
+  c->loop = aio_loop_get(L);
+  c->self_ref = LUA_NOREF;
+  lua_getfield(L, 1, "max_connections");
+  c->max_connections = (int)luaL_optinteger(L, -1, 100);
+  lua_pop(L, 1);
+  if (c->max_connections < 1) c->max_connections = 1;
+  lua_getfield(L, 1, "max_per_host");
+  long per_host = (long)luaL_optinteger(L, -1, 0);
+  lua_pop(L, 1);
+  c->timeout_ms = opt_ms(L, 1, "timeout", 0);
+  c->connect_timeout_ms = opt_ms(L, 1, "connect_timeout", 0);
+  c->cap_spare = c->max_connections;
+  c->spare = calloc((size_t)c->cap_spare, sizeof(CURL *));
+  c->timer = malloc(sizeof *c->timer);
+  c->multi = curl_multi_init();
+  if (!c->spare || !c->timer || !c->multi) {
+    free(c->spare); free(c->timer);
+    if (c->multi) curl_multi_cleanup(c->multi);
+    free(c);
+    return luaL_error(L, "cannot create http client");
+  }
+  uv_timer_init(&c->loop->uv, c->timer);
+  c->timer->data = c;
+  curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+  curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+  curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+  curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)c->max_connections);
+  curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)c->max_connections);
+  if (per_host > 0) curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, per_host);
+  *pc = c;
+  return 1;
+}
+
+/* client:request(method, url, headers|nil, body|nil, opts|nil) → future resolving to a response.
+** opts: timeout, connect_timeout (seconds), follow (bool), max_redirects. */
+static int l_request(lua_State *L) {
+  http_client *c = check_client(L, 1);
+  size_t mlen, ulen, blen = 0;
+  const char *method = luaL_checklstring(L, 2, &mlen);
+  const char *url = luaL_checklstring(L, 3, &ulen);
+  const char *body = luaL_optlstring(L, 5, NULL, &blen);
+  http_req *r = calloc(1, sizeof *r);
+  if (!r) return luaL_error(L, "out of memory");
+  r->c = c; r->fut_ref = LUA_NOREF;
+  r->method = dupstr(method, mlen);
+  r->url = dupstr(url, ulen);
+  if (body) { r->body = dupstr(body, blen); r->body_len = blen; r->has_body = 1; }
+  r->timeout_ms = c->timeout_ms;
+  r->connect_timeout_ms = c->connect_timeout_ms;
+  r->max_redirs = 10;
+  if (lua_type(L, 6) == LUA_TTABLE) {
+    r->timeout_ms = opt_ms(L, 6, "timeout", r->timeout_ms);
+    r->connect_timeout_ms = opt_ms(L, 6, "connect_timeout", r->connect_timeout_ms);
+    lua_getfield(L, 6, "follow"); r->follow = lua_toboolean(L, -1); lua_pop(L, 1);
+    lua_getfield(L, 6, "max_redirects");
+    r->max_redirs = (long)luaL_optinteger(L, -1, 10);
+    lua_pop(L, 1);
+  }
+  if (lua_type(L, 4) == LUA_TTABLE) {        /* headers {name=value} → "name: value" lines */
+    lua_pushnil(L);
+    while (lua_next(L, 4)) {
+      lua_pushvalue(L, -2);
+      lua_pushliteral(L, ": ");
+      lua_pushvalue(L, -3);
+      lua_concat(L, 3);
+      struct curl_slist *n = curl_slist_append(r->headers, lua_tostring(L, -1));
+      if (n) r->headers = n;
+      lua_pop(L, 2);
+    }
+  }
+  if (!r->method || !r->url || (body && !r->body)) { req_free(L, r); return luaL_error(L, "out of memory"); }
+  aio_future *f = aio_future_new(L);
+  r->fut = f;
+  r->fut_ref = aio_ref(L, -1);
+  f->on_cancel = on_req_cancel;
+  f->on_cancel_ud = r;
+  r->t_queued = aio_now_ns(c->loop);
+  if (c->self_ref == LUA_NOREF) c->self_ref = aio_ref(L, 1);
+  r->prev = c->qtail; r->next = NULL;        /* always through the FIFO: fairness */
+  if (c->qtail) c->qtail->next = r; else c->qhead = r;
+  c->qtail = r;
+  c->nqueued++;
+  pump(c);
+  return 1;
+}
+
+/* client:stats() → active, queued */
+static int l_stats(lua_State *L) {
+  http_client *c = check_client(L, 1);
+  lua_pushinteger(L, c->nactive);
+  lua_pushinteger(L, c->nqueued);
+  return 2;
+}
+
+static void close_timer_cb(uv_handle_t *h) { free(h); }
+
+/* client:close() / __gc / __close: aborts what is out (rejecting as cancelled) and frees curl. */
+static int l_close(lua_State *L) {
+  http_client **pc = luaL_checkudata(L, 1, CLIENT_MT);
+  http_client *c = *pc;
+  if (!c) return 0;
+  *pc = NULL;
+  c->closed = 1;
+  while (c->qhead || c->active) {
+    http_req *r = c->qhead ? c->qhead : c->active;
+    if (r->fut) {
+      aio_future *f = r->fut;
+      f->on_cancel = NULL;
+      aio_future_cancel(L, f, "http client closed");
+      r->fut = NULL;
+    }
+    if (r->state == REQ_QUEUED) { list_remove(&c->qhead, &c->qtail, r); c->nqueued--; }
+    else { curl_multi_remove_handle(c->multi, r->easy); list_remove(&c->active, NULL, r); c->nactive--; }
+    req_free(L, r);
+  }
+  for (int i = 0; i < c->nspare; i++) curl_easy_cleanup(c->spare[i]);
+  free(c->spare);
+  curl_multi_cleanup(c->multi);              /* sends CURL_POLL_REMOVE for the sockets left */
+  if (!uv_is_closing((uv_handle_t *)c->timer)) uv_close((uv_handle_t *)c->timer, close_timer_cb);
+  if (c->self_ref != LUA_NOREF) aio_unref(L, c->self_ref);
+  free(c);
+  return 0;
+}
+
+/* The error object's __tostring: "http <kind>: <message> (<url>)". */
+static int l_error_tostring(lua_State *L) {
+  lua_getfield(L, 1, "kind");
+  lua_getfield(L, 1, "message");
+  lua_getfield(L, 1, "url");
+  lua_pushfstring(L, "http %s: %s (%s)", luaL_optstring(L, 2, "?"), luaL_optstring(L, 3, "?"),
+                  luaL_optstring(L, 4, "?"));
+  return 1;
+}
+
+/* client_c.error(kind, url, message) → a structured error (for the facade's own failures). */
+static int l_error(lua_State *L) {
+  push_error(L, luaL_checkstring(L, 1), luaL_optstring(L, 2, "?"), luaL_optstring(L, 3, ""), -1);
+  return 1;
+}
+
+/* client_c.is_error(v) → true if v is an http error object. */
+static int l_is_error(lua_State *L) {
+  int is = 0;
+  if (lua_getmetatable(L, 1)) {
+    luaL_getmetatable(L, HTTP_ERROR_MT);
+    is = lua_rawequal(L, -1, -2);
+  }
+  lua_pushboolean(L, is);
+  return 1;
+}
+
+/* client_c.version() → libcurl's version string. */
+static int l_version(lua_State *L) {
+  lua_pushstring(L, curl_version());
+  return 1;
+}
+
+int luaopen_aio_http_client_c(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"request", l_request}, {"stats", l_stats}, {"close", l_close}, {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__gc", l_close}, {"__close", l_close}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+    {"new", l_new}, {"error", l_error}, {"is_error", l_is_error}, {"version", l_version}, {NULL, NULL}};
+  luaL_newmetatable(L, CLIENT_MT);
+  luaL_setfuncs(L, meta, 0);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, HTTP_ERROR_MT);
+  lua_pushcfunction(L, l_error_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  luaL_newlib(L, funcs);
+  return 1;
+}

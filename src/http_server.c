@@ -1,0 +1,752 @@
+/*
+** http_server.c — HTTP/1.1 server: libuv TCP + llhttp (strict) glue (module aio.http_server_c).
+**
+** The C side owns sockets, parsing, limits, timeouts and response ordering; the Lua facade
+** (lua/aio/http.lua) owns the handler. For each complete request C spawns a task running the
+** facade's dispatch function with (conn, seq, req); the facade answers through respond/start/
+** write/finish with that seq.
+**
+** Pipelining: every request gets a slot in its connection's FIFO. Bytes for the head slot go
+** straight to the socket; bytes for later slots wait in the slot's buffer, so responses leave in
+** request order whatever order the handlers finish in.
+**
+** Limits: llhttp has no header limit, so we count url + names + values ourselves (431 over
+** max_header); bodies over max_body get 413; anything llhttp rejects (bad syntax, CL+TE
+** smuggling, bad chunk sizes) gets 400. Each such answer says `Connection: close`, the input
+** is ignored from then on, and the socket is shut down once the answer is written.
+** Timeouts: one sweep timer per server checks each connection's deadline (header timeout while
+** a request head is arriving, idle timeout between requests and while a body trickles in).
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <time.h>
+#include <signal.h>
+#include <llhttp.h>
+#include "aio.h"
+
+#define SERVER_MT "aio.http.server"
+#define CONN_MT "aio.http.conn"
+
+typedef struct srv srv;
+typedef struct conn conn;
+
+typedef struct { char *p; size_t len, cap; } sbuf;
+
+typedef struct slot {              /* one request's response, in request order */
+  struct slot *next;
+  uint32_t seq;
+  sbuf out;                        /* bytes waiting for earlier responses to finish */
+  unsigned finished : 1, close : 1, drain : 1, head_only : 1, http10 : 1, chunked : 1, started : 1;
+} slot;
+
+typedef struct { conn *c; } conn_box;
+
+struct conn {
+  uv_tcp_t tcp;                    /* first member: the handle's memory is the conn's */
+  llhttp_t parser;
+  srv *s;
+  conn *prev, *next;
+  conn_box *box; int box_ref;
+  sbuf url, hdrs, body;            /* the request being parsed; hdrs = "name\0value\0"... */
+  size_t head_bytes;
+  int err_status;                  /* 431/413 found by a callback, else 0 (→ 400) */
+  slot *shead, *stail; int nslots;
+  uint32_t next_seq;
+  uint64_t deadline;               /* ms (uv_now); 0 = none */
+  int writes;                      /* uv_write requests in flight */
+  unsigned in_msg : 1, input_dead : 1, close_after : 1, closing : 1, shutting : 1, close_when_idle : 1;
+};
+
+struct srv {
+  aio_loop *loop;
+  uv_tcp_t *listener;              /* malloc'd; NULL once closed */
+  uv_timer_t *sweep;
+  int handler_ref, self_ref;
+  conn *conns; int nconns;
+  size_t max_body, max_header;
+  uint64_t header_timeout, idle_timeout; /* ms */
+  int closing;
+  aio_future *closed_fut; int closed_ref;
+  int port;
+  char readbuf[65536];             /* shared: reads are consumed synchronously in read_cb */
+};
+
+typedef struct { uv_write_t req; char data[]; } wreq;
+
+static llhttp_settings_t settings;
+static _Thread_local sbuf scratch;         /* response heads are formatted here (one thread, one loop) */
+static int settings_ready = 0;
+
+static void conn_close(conn *c);
+static void conn_flush_slots(conn *c);
+static void srv_maybe_done(srv *s);
+
+/* ---- buffers -------------------------------------------------------------------------- */
+
+/* Appends n bytes; returns 0 when out of memory. */
+static int sb_add(sbuf *b, const char *s, size_t n) {
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 128;
+    while (cap < b->len + n) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) return 0;
+    b->p = p; b->cap = cap;
+  }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  return 1;
+}
+
+#define SB_LIT(b, s) sb_add((b), (s), sizeof(s) - 1)
+
+static void sb_free(sbuf *b) { free(b->p); b->p = NULL; b->len = b->cap = 0; }
+
+/* ---- writing ---------------------------------------------------------------------------- */
+
+static void on_written(uv_write_t *w, int status) {
+  conn *c = w->handle->data;
+  (void)status;
+  free(w);
+  c->writes--;
+  if (c->writes == 0 && c->close_after && !c->closing) conn_close(c);
+}
+
+/* Sends bytes in order: try_write when nothing is queued, the rest through a uv_write copy. */
+static void conn_send(conn *c, const char *p, size_t n) {
+  if (c->closing || n == 0) return;
+  if (c->writes == 0) {
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (w == (int)n) return;
+    if (w > 0) { p += w; n -= (size_t)w; }
+    else if (w != UV_EAGAIN && w != UV_ENOSYS) { c->close_after = 1; conn_close(c); return; }
+  }
+  wreq *r = malloc(sizeof *r + n);
+  if (!r) { conn_close(c); return; }
+  memcpy(r->data, p, n);
+  uv_buf_t b = uv_buf_init(r->data, (unsigned)n);
+  if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) { free(r); conn_close(c); return; }
+  c->writes++;
+}
+
+/* ---- connection life cycle -------------------------------------------------------------- */
+
+static void on_conn_closed(uv_handle_t *h) {
+  conn *c = h->data;
+  srv *s = c->s;
+  while (c->shead) { slot *n = c->shead->next; sb_free(&c->shead->out); free(c->shead); c->shead = n; }
+  sb_free(&c->url); sb_free(&c->hdrs); sb_free(&c->body);
+  if (c->prev) c->prev->next = c->next; else s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  s->nconns--;
+  free(c);
+  srv_maybe_done(s);
+}
+
+/* Closes the socket now; the Lua box goes dead so late handler writes are no-ops. */
+static void conn_close(conn *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  if (c->box) { c->box->c = NULL; c->box = NULL; }
+  if (c->box_ref != LUA_NOREF) { aio_unref(c->s->loop->L, c->box_ref); c->box_ref = LUA_NOREF; }
+  uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *r, int status) {
+  conn *c = r->handle->data;
+  (void)status;
+  free(r);
+  c->deadline = uv_now(&c->s->loop->uv) + 2000; /* drain the peer's last bytes, then close */
+  if (c->input_dead && !c->closing && uv_is_readable((uv_stream_t *)&c->tcp) == 0) conn_close(c);
+}
+
+/* Ends the connection after the last response. With drain (a rejected request, whose peer
+** may still be sending), FIN first and discard input for a while: closing a socket with
+** unread input sends RST, which can destroy our answer before the peer reads it. */
+static void conn_finish(conn *c, int drain) {
+  if (c->closing || c->shutting) return;
+  c->input_dead = 1;
+  if (!drain) {
+    c->close_after = 1;
+    if (c->writes == 0) conn_close(c);
+    return;
+  }
+  c->shutting = 1;
+  uv_shutdown_t *r = malloc(sizeof *r);
+  if (!r || uv_shutdown(r, (uv_stream_t *)&c->tcp, on_shutdown) != 0) { free(r); conn_close(c); }
+}
+
+/* Nothing in flight any more: arm the idle deadline, or close if the server is closing. */
+static void conn_idle(conn *c) {
+  if (c->shead || c->in_msg || c->closing) return;
+  if (c->close_when_idle) { conn_finish(c, 0); return; }
+  c->deadline = uv_now(&c->s->loop->uv) + c->s->idle_timeout;
+}
+
+/* ---- response slots --------------------------------------------------------------------- */
+
+static slot *slot_find(conn *c, uint32_t seq) {
+  for (slot *p = c->shead; p; p = p->next) if (p->seq == seq) return p;
+  return NULL;
+}
+
+/* Emits bytes for slot p: to the socket if p is the head, else into p's buffer. */
+static void slot_emit(conn *c, slot *p, const char *d, size_t n) {
+  if (p == c->shead) conn_send(c, d, n);
+  else sb_add(&p->out, d, n);
+}
+
+/* Pops finished head slots, sending what later slots had buffered; closes after a close slot. */
+static void conn_flush_slots(conn *c) {
+  while (c->shead && c->shead->finished) {
+    slot *p = c->shead;
+    c->shead = p->next;
+    if (!c->shead) c->stail = NULL;
+    c->nslots--;
+    int close = p->close, drain = p->drain;
+    sb_free(&p->out);
+    free(p);
+    if (close) {
+      c->input_dead = 1;
+      while (c->shead) { slot *n = c->shead->next; sb_free(&c->shead->out); free(c->shead); c->shead = n; }
+      c->stail = NULL; c->nslots = 0;
+      conn_finish(c, drain);
+      return;
+    }
+    if (c->shead && c->shead->out.len) {
+      conn_send(c, c->shead->out.p, c->shead->out.len);
+      sb_free(&c->shead->out);
+    }
+  }
+  if (!c->shead) conn_idle(c);
+}
+
+/* Adds a slot for the next response; its flags come from the request just parsed. */
+static slot *slot_new(conn *c) {
+  slot *p = calloc(1, sizeof *p);
+  if (!p) return NULL;
+  p->seq = c->next_seq++;
+  if (c->stail) c->stail->next = p; else c->shead = p;
+  c->stail = p;
+  c->nslots++;
+  return p;
+}
+
+static const char *reason(int status) {
+  switch (status) {
+    case 100: return "Continue"; case 101: return "Switching Protocols";
+    case 200: return "OK"; case 201: return "Created"; case 202: return "Accepted";
+    case 204: return "No Content"; case 206: return "Partial Content";
+    case 301: return "Moved Permanently"; case 302: return "Found"; case 303: return "See Other";
+    case 304: return "Not Modified"; case 307: return "Temporary Redirect"; case 308: return "Permanent Redirect";
+    case 400: return "Bad Request"; case 401: return "Unauthorized"; case 403: return "Forbidden";
+    case 404: return "Not Found"; case 405: return "Method Not Allowed"; case 408: return "Request Timeout";
+    case 409: return "Conflict"; case 410: return "Gone"; case 411: return "Length Required";
+    case 413: return "Payload Too Large"; case 414: return "URI Too Long"; case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests"; case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error"; case 501: return "Not Implemented"; case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable"; case 504: return "Gateway Timeout";
+    default: return "Unknown";
+  }
+}
+
+/* The Date header value, formatted once per second. */
+static const char *http_date(void) {
+  static time_t last = 0;
+  static char buf[64];
+  time_t now = time(NULL);
+  if (now != last) {
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    last = now;
+  }
+  return buf;
+}
+
+/* Appends the status line and headers (user headers from the table at hidx, may be 0) to b.
+** body_len < 0 means chunked (or close-delimited for HTTP/1.0). Raw C buffer on purpose: a
+** luaL_Buffer may push a box mid-way, which would break the lua_next walk of the headers. */
+static void format_head(lua_State *L, sbuf *b, conn *c, slot *p, int status, int hidx, long long body_len) {
+  char line[160];
+  int has_ct = 0;
+  int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, reason(status), http_date());
+  sb_add(b, line, (size_t)n);
+  if (hidx && lua_type(L, hidx) == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, hidx)) {
+      size_t kl, vl;
+      if (lua_type(L, -2) == LUA_TSTRING) {
+        const char *k = lua_tolstring(L, -2, &kl);
+        if ((kl == 14 && strncasecmp(k, "content-length", 14) == 0) ||
+            (kl == 17 && strncasecmp(k, "transfer-encoding", 17) == 0) ||
+            (kl == 10 && strncasecmp(k, "connection", 10) == 0)) { lua_pop(L, 1); continue; }
+        if (kl == 12 && strncasecmp(k, "content-type", 12) == 0) has_ct = 1;
+        const char *v = luaL_tolstring(L, -1, &vl);
+        sb_add(b, k, kl); SB_LIT(b, ": "); sb_add(b, v, vl); SB_LIT(b, "\r\n");
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  if (!has_ct) SB_LIT(b, "Content-Type: text/plain; charset=utf-8\r\n");
+  if (body_len >= 0) {
+    n = snprintf(line, sizeof line, "Content-Length: %lld\r\n", body_len);
+    sb_add(b, line, (size_t)n);
+  } else if (!p->http10) {
+    SB_LIT(b, "Transfer-Encoding: chunked\r\n");
+    p->chunked = 1;
+  } else p->close = 1;                        /* HTTP/1.0 stream: the close delimits the body */
+  if (c->close_when_idle || c->s->closing) p->close = 1;
+  if (p->close) SB_LIT(b, "Connection: close\r\n");
+  else if (p->http10) SB_LIT(b, "Connection: keep-alive\r\n");
+  SB_LIT(b, "\r\n");
+}
+
+/* ---- llhttp callbacks ------------------------------------------------------------------ */
+
+static int too_big(conn *c, size_t n) {
+  c->head_bytes += n;
+  if (c->head_bytes > c->s->max_header) { c->err_status = 431; return 1; }
+  return 0;
+}
+
+static int on_message_begin(llhttp_t *p) {
+  conn *c = p->data;
+  c->in_msg = 1;
+  c->url.len = c->hdrs.len = c->body.len = 0;
+  c->head_bytes = 0;
+  c->deadline = uv_now(&c->s->loop->uv) + c->s->header_timeout;
+  return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n) {
+  conn *c = p->data;
+  if (too_big(c, n)) return -1;
+  return sb_add(&c->url, at, n) ? 0 : -1;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n) {
+  conn *c = p->data;
+  if (too_big(c, n)) return -1;
+  size_t start = c->hdrs.len;
+  if (!sb_add(&c->hdrs, at, n)) return -1;
+  for (size_t i = start; i < c->hdrs.len; i++) {
+    char ch = c->hdrs.p[i];
+    if (ch >= 'A' && ch <= 'Z') c->hdrs.p[i] = (char)(ch + 32);
+  }
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n) {
+  conn *c = p->data;
+  if (too_big(c, n)) return -1;
+  return sb_add(&c->hdrs, at, n) ? 0 : -1;
+}
+
+static int on_part_complete(llhttp_t *p) {
+  conn *c = p->data;
+  return sb_add(&c->hdrs, "", 1) ? 0 : -1;   /* the NUL that ends a name or a value */
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  conn *c = p->data;
+  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->s->max_body) { c->err_status = 413; return -1; }
+  c->deadline = uv_now(&c->s->loop->uv) + c->s->idle_timeout;
+  return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n) {
+  conn *c = p->data;
+  if (c->body.len + n > c->s->max_body) { c->err_status = 413; return -1; }
+  c->deadline = uv_now(&c->s->loop->uv) + c->s->idle_timeout;
+  return sb_add(&c->body, at, n) ? 0 : -1;
+}
+
+/* A request is complete: make its slot, build the req table and spawn the handler task. */
+static int on_message_complete(llhttp_t *p) {
+  conn *c = p->data;
+  srv *s = c->s;
+  lua_State *L = s->loop->L;
+  int keep = llhttp_should_keep_alive(p);
+  slot *sl = slot_new(c);
+  if (!sl) return -1;
+  sl->http10 = (p->http_major == 1 && p->http_minor == 0);
+  sl->head_only = (p->method == HTTP_HEAD);
+  sl->close = !keep || s->closing || c->close_when_idle;
+  c->in_msg = 0;
+  c->deadline = 0;                            /* the handler runs: no deadline */
+  int top = lua_gettop(L);
+  aio_pushref(L, s->handler_ref);
+  aio_pushref(L, c->box_ref);
+  lua_pushinteger(L, sl->seq);
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, llhttp_method_name((llhttp_method_t)p->method)); lua_setfield(L, -2, "method");
+  lua_pushlstring(L, c->url.p ? c->url.p : "", c->url.len); lua_setfield(L, -2, "target");
+  lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor); lua_setfield(L, -2, "version");
+  lua_pushlstring(L, c->body.p ? c->body.p : "", c->body.len); lua_setfield(L, -2, "body");
+  lua_createtable(L, 0, 8);
+  for (size_t i = 0; i < c->hdrs.len;) {       /* "name\0value\0" pairs; repeats joined by ", " */
+    const char *k = c->hdrs.p + i; size_t kl = strlen(k);
+    if (i + kl + 1 >= c->hdrs.len) break;
+    const char *v = k + kl + 1; size_t vl = strlen(v);
+    i += kl + vl + 2;
+    lua_pushlstring(L, k, kl);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {
+      lua_pushliteral(L, ", "); lua_pushlstring(L, v, vl); lua_concat(L, 3);
+    } else { lua_pop(L, 1); lua_pushlstring(L, v, vl); }
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "headers");
+  aio_spawn(L, 3);
+  lua_settop(L, top);
+  if (sl->close) return HPE_PAUSED;           /* no more requests on this connection */
+  return 0;
+}
+
+/* ---- reading ---------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+  conn *c = h->data;
+  (void)hint;
+  b->base = c->s->readbuf;
+  b->len = sizeof c->s->readbuf;
+}
+
+/* Answers a request llhttp (or our limits) rejected, then ends the connection. */
+static void conn_reject(conn *c, int status) {
+  c->input_dead = 1;
+  c->in_msg = 0;
+  slot *p = slot_new(c);
+  if (!p) { conn_close(c); return; }
+  p->close = 1;
+  p->drain = 1;
+  const char *msg = reason(status);
+  char out[512];
+  int n = snprintf(out, sizeof out, "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                   "Content-Length: %zu\r\nConnection: close\r\n\r\n%s\n", status, msg, http_date(),
+                   strlen(msg) + 1, msg);
+  slot_emit(c, p, out, (size_t)n);
+  p->finished = 1;
+  conn_flush_slots(c);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
+  conn *c = st->data;
+  if (nread < 0) {                            /* EOF or error */
+    if (nread == UV_EOF && c->shead && !c->shutting) {
+      c->input_dead = 1;                      /* half-close: still answer what was asked */
+      uv_read_stop(st);
+      slot *t = c->stail; if (t) t->close = 1;
+      return;
+    }
+    conn_close(c);
+    return;
+  }
+  if (nread == 0 || c->input_dead) return;
+  llhttp_errno_t e = llhttp_execute(&c->parser, b->base, (size_t)nread);
+  if (e == HPE_OK) return;
+  if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) { c->input_dead = 1; return; }
+  conn_reject(c, c->err_status ? c->err_status : 400);
+}
+
+/* A client connected: make its conn, its Lua box, and start reading. */
+static void on_connection(uv_stream_t *ls, int status) {
+  srv *s = ls->data;
+  if (status < 0 || s->closing) return;
+  conn *c = calloc(1, sizeof *c);
+  if (!c) return;
+  c->s = s;
+  c->box_ref = LUA_NOREF;
+  uv_tcp_init(&s->loop->uv, &c->tcp);
+  c->tcp.data = c;
+  if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) { uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free); return; }
+  c->next = s->conns; if (s->conns) s->conns->prev = c; s->conns = c;
+  s->nconns++;
+  uv_tcp_nodelay(&c->tcp, 1);
+  llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+  c->parser.data = c;
+  lua_State *L = s->loop->L;
+  conn_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->c = c;
+  luaL_setmetatable(L, CONN_MT);
+  c->box = box;
+  c->box_ref = aio_ref(L, -1);
+  lua_pop(L, 1);
+  c->deadline = uv_now(&s->loop->uv) + s->header_timeout;
+  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* Sweep timer: closes connections past their deadline (slowloris, idle keep-alive). */
+static void on_sweep(uv_timer_t *t) {
+  srv *s = t->data;
+  uint64_t now = uv_now(&s->loop->uv);
+  for (conn *c = s->conns, *n; c; c = n) {
+    n = c->next;
+    if (c->deadline && now >= c->deadline && !c->closing) conn_close(c);
+  }
+}
+
+/* ---- server life cycle -------------------------------------------------------------- */
+
+static void free_cb(uv_handle_t *h) { free(h); }
+
+/* When closing and every connection is gone: resolve the close future, drop refs. */
+static void srv_maybe_done(srv *s) {
+  if (!s->closing || s->nconns > 0 || s->listener) return;
+  lua_State *L = s->loop->L;
+  if (s->sweep) { uv_close((uv_handle_t *)s->sweep, free_cb); s->sweep = NULL; }
+  if (s->closed_fut) {
+    aio_future_resolve(L, s->closed_fut, 0);
+    aio_unref(L, s->closed_ref);
+    s->closed_fut = NULL;
+  }
+  if (s->handler_ref != LUA_NOREF) { aio_unref(L, s->handler_ref); s->handler_ref = LUA_NOREF; }
+  if (s->self_ref != LUA_NOREF) { int r = s->self_ref; s->self_ref = LUA_NOREF; aio_unref(L, r); }
+}
+
+static void on_listener_closed(uv_handle_t *h) {
+  srv *s = h->data;
+  free(h);
+  s->listener = NULL;
+  srv_maybe_done(s);
+}
+
+/* Starts the graceful close: stop accepting; idle connections end now, busy ones after. */
+static void srv_begin_close(srv *s) {
+  if (s->closing) return;
+  s->closing = 1;
+  if (s->listener) uv_close((uv_handle_t *)s->listener, on_listener_closed);
+  for (conn *c = s->conns, *n; c; c = n) {
+    n = c->next;
+    c->close_when_idle = 1;
+    if (!c->shead && !c->in_msg) conn_finish(c, 0);
+  }
+}
+
+typedef struct { srv *s; } srv_box;
+
+static srv *check_srv(lua_State *L) {
+  srv_box *b = luaL_checkudata(L, 1, SERVER_MT);
+  if (!b->s) luaL_error(L, "attempt to use a closed http server");
+  return b->s;
+}
+
+/* server_c.listen(host, port, dispatch, opts) → server.
+** opts: max_body, max_header (bytes), header_timeout, idle_timeout (seconds), backlog. */
+static int l_listen(lua_State *L) {
+  const char *host = luaL_optstring(L, 1, "127.0.0.1");
+  int port = (int)luaL_optinteger(L, 2, 0);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  if (!settings_ready) {
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_url = on_url;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_header_field_complete = on_part_complete;
+    settings.on_header_value_complete = on_part_complete;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+    signal(SIGPIPE, SIG_IGN);
+    settings_ready = 1;
+  }
+  srv_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->s = NULL;
+  luaL_setmetatable(L, SERVER_MT);
+  srv *s = calloc(1, sizeof *s);
+  if (!s) return luaL_error(L, "out of memory");
+  s->loop = aio_loop_get(L);
+  s->max_body = 1 << 20; s->max_header = 8192;
+  s->header_timeout = 10000; s->idle_timeout = 30000;
+  int backlog = 511;
+  if (lua_type(L, 4) == LUA_TTABLE) {
+    if (lua_getfield(L, 4, "max_body") != LUA_TNIL) s->max_body = (size_t)luaL_checkinteger(L, -1);
+    if (lua_getfield(L, 4, "max_header") != LUA_TNIL) s->max_header = (size_t)luaL_checkinteger(L, -1);
+    if (lua_getfield(L, 4, "header_timeout") != LUA_TNIL) s->header_timeout = (uint64_t)(luaL_checknumber(L, -1) * 1000);
+    if (lua_getfield(L, 4, "idle_timeout") != LUA_TNIL) s->idle_timeout = (uint64_t)(luaL_checknumber(L, -1) * 1000);
+    if (lua_getfield(L, 4, "backlog") != LUA_TNIL) backlog = (int)luaL_checkinteger(L, -1);
+    lua_pop(L, 5);
+  }
+  struct sockaddr_storage addr;
+  int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+  if (rc != 0) rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
+  if (rc != 0) { free(s); return luaL_error(L, "http.serve: bad host '%s'", host); }
+  s->listener = malloc(sizeof *s->listener);
+  s->sweep = malloc(sizeof *s->sweep);
+  if (!s->listener || !s->sweep) { free(s->listener); free(s->sweep); free(s); return luaL_error(L, "out of memory"); }
+  uv_tcp_init(&s->loop->uv, s->listener);
+  s->listener->data = s;
+  if ((rc = uv_tcp_bind(s->listener, (struct sockaddr *)&addr, 0)) != 0 ||
+      (rc = uv_listen((uv_stream_t *)s->listener, backlog, on_connection)) != 0) {
+    uv_close((uv_handle_t *)s->listener, free_cb);
+    free(s->sweep); free(s);
+    lua_pushnil(L);
+    lua_pushfstring(L, "http.serve %s:%d: %s", host, port, uv_strerror(rc));
+    lua_pushinteger(L, rc);
+    return 3;
+  }
+  struct sockaddr_storage bound; int blen = sizeof bound;
+  uv_tcp_getsockname(s->listener, (struct sockaddr *)&bound, &blen);
+  s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                              : ((struct sockaddr_in *)&bound)->sin_port);
+  uv_timer_init(&s->loop->uv, s->sweep);
+  s->sweep->data = s;
+  uint64_t tick = (s->header_timeout < s->idle_timeout ? s->header_timeout : s->idle_timeout) / 4;
+  if (tick < 10) tick = 10;
+  if (tick > 1000) tick = 1000;
+  uv_timer_start(s->sweep, on_sweep, tick, tick);
+  uv_unref((uv_handle_t *)s->sweep);          /* the listener keeps the loop alive, not this */
+  lua_pushvalue(L, 3);
+  s->handler_ref = aio_ref(L, -1);
+  lua_pop(L, 1);
+  s->self_ref = aio_ref(L, -1);               /* alive while listening, whatever the script keeps */
+  box->s = s;
+  return 1;
+}
+
+/* server:port() → the bound port. */
+static int l_port(lua_State *L) {
+  lua_pushinteger(L, check_srv(L)->port);
+  return 1;
+}
+
+/* server:close() → a future that resolves once every connection has ended. */
+static int l_srv_close(lua_State *L) {
+  srv_box *b = luaL_checkudata(L, 1, SERVER_MT);
+  srv *s = b->s;
+  if (!s) { aio_future *f = aio_future_new(L); lua_pushnil(L); aio_future_resolve(L, f, 0); lua_pop(L, 1); return 1; }
+  aio_future *f = s->closed_fut;
+  if (!f) {
+    f = aio_future_new(L);
+    s->closed_fut = f;
+    s->closed_ref = aio_ref(L, -1);
+  } else aio_pushref(L, s->closed_ref);
+  srv_begin_close(s);
+  srv_maybe_done(s);
+  return 1;
+}
+
+/* server:connections() → number of open connections. */
+static int l_nconns(lua_State *L) {
+  lua_pushinteger(L, check_srv(L)->nconns);
+  return 1;
+}
+
+/* ---- the conn object the facade answers through ------------------------------------ */
+
+/* Returns conn and slot for (box, seq), or NULL when the connection is gone. */
+static conn *check_conn(lua_State *L, slot **sp) {
+  conn_box *b = luaL_checkudata(L, 1, CONN_MT);
+  uint32_t seq = (uint32_t)luaL_checkinteger(L, 2);
+  if (!b->c) return NULL;
+  *sp = slot_find(b->c, seq);
+  return *sp ? b->c : NULL;
+}
+
+/* conn:respond(seq, status, headers|nil, body) → true, or false if the client has gone. */
+static int l_respond(lua_State *L) {
+  slot *p;
+  conn *c = check_conn(L, &p);
+  int status = (int)luaL_checkinteger(L, 3);
+  size_t blen = 0;
+  const char *body = luaL_optlstring(L, 5, "", &blen);
+  if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
+  scratch.len = 0;
+  format_head(L, &scratch, c, p, status, 4, (long long)blen);
+  p->started = 1;
+  if (!p->head_only && blen <= 16384) sb_add(&scratch, body, blen), blen = 0;
+  slot_emit(c, p, scratch.p, scratch.len);
+  if (!p->head_only && blen) slot_emit(c, p, body, blen);
+  p->finished = 1;
+  conn_flush_slots(c);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:start(seq, status, headers|nil) → true: sends the head of a streamed (chunked) body. */
+static int l_start(lua_State *L) {
+  slot *p;
+  conn *c = check_conn(L, &p);
+  int status = (int)luaL_checkinteger(L, 3);
+  if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
+  scratch.len = 0;
+  format_head(L, &scratch, c, p, status, 4, -1);
+  p->started = 1;
+  slot_emit(c, p, scratch.p, scratch.len);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:write(seq, chunk) → true: one chunk of a streamed body. */
+static int l_write(lua_State *L) {
+  slot *p;
+  conn *c = check_conn(L, &p);
+  size_t n;
+  const char *d = luaL_checklstring(L, 3, &n);
+  if (!c || !p->started || p->finished) { lua_pushboolean(L, 0); return 1; }
+  if (n > 0 && !p->head_only) {
+    if (p->chunked) {
+      char hex[24];
+      int hl = snprintf(hex, sizeof hex, "%zx\r\n", n);
+      slot_emit(c, p, hex, (size_t)hl);
+      slot_emit(c, p, d, n);
+      slot_emit(c, p, "\r\n", 2);
+    } else slot_emit(c, p, d, n);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:finish(seq) → true: ends a streamed body. */
+static int l_finish(lua_State *L) {
+  slot *p;
+  conn *c = check_conn(L, &p);
+  if (!c || !p->started || p->finished) { lua_pushboolean(L, 0); return 1; }
+  if (p->chunked && !p->head_only) slot_emit(c, p, "0\r\n\r\n", 5);
+  p->finished = 1;
+  conn_flush_slots(c);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:abort() — drops the connection (a handler failed after it had started streaming). */
+static int l_abort(lua_State *L) {
+  conn_box *b = luaL_checkudata(L, 1, CONN_MT);
+  if (b->c) conn_close(b->c);
+  return 0;
+}
+
+/* conn:peer() → "ip:port" of the client, or nil. */
+static int l_peer(lua_State *L) {
+  conn_box *b = luaL_checkudata(L, 1, CONN_MT);
+  if (!b->c) return 0;
+  struct sockaddr_storage a; int len = sizeof a; char ip[64];
+  if (uv_tcp_getpeername(&b->c->tcp, (struct sockaddr *)&a, &len) != 0) return 0;
+  if (a.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&a, ip, sizeof ip);
+  else uv_ip4_name((struct sockaddr_in *)&a, ip, sizeof ip);
+  lua_pushfstring(L, "%s:%d", ip, (int)ntohs(((struct sockaddr_in *)&a)->sin_port));
+  return 1;
+}
+
+int luaopen_aio_http_server_c(lua_State *L) {
+  static const luaL_Reg srv_methods[] = {
+    {"port", l_port}, {"close", l_srv_close}, {"connections", l_nconns}, {NULL, NULL}};
+  static const luaL_Reg conn_methods[] = {
+    {"respond", l_respond}, {"start", l_start}, {"write", l_write}, {"finish", l_finish},
+    {"abort", l_abort}, {"peer", l_peer}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"listen", l_listen}, {NULL, NULL}};
+  luaL_newmetatable(L, SERVER_MT);
+  luaL_newlib(L, srv_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, CONN_MT);
+  luaL_newlib(L, conn_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newlib(L, funcs);
+  return 1;
+}
