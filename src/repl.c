@@ -23,6 +23,7 @@
 */
 #include <errno.h>
 #include <fcntl.h>
+#include <locale.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,7 @@ static struct {
   int interrupt_ref;                 /* Lua function() called on Ctrl-C while a line runs */
   char *history;                     /* history file, or NULL */
   char *prompt;                      /* the prompt being shown */
+  char *old_ctype;                   /* LC_CTYPE before the REPL */
   /* piped input */
   uv_fs_t *req;                      /* the read in flight, or NULL */
   char rbuf[4096];
@@ -108,7 +110,9 @@ static void repl_output(FILE *out, const char *s, size_t n) {
   }
   /* 1. Go to the first row of prompt+line and clear from there to the end of the screen. */
   int cols = term_cols();
-  size_t at = (R.prompt ? display_len(R.prompt) : 0) + (size_t)(rl_point > 0 ? rl_point : 0);
+  size_t at = R.prompt ? display_len(R.prompt) : 0;
+  for (int i = 0; rl_line_buffer && i < rl_point && rl_line_buffer[i]; i++)
+    if (((unsigned char)rl_line_buffer[i] & 0xC0) != 0x80) at++;  /* columns, not bytes */
   int row = (int)(at / (size_t)cols);
   fputs("\r", stdout);
   if (row > 0) fprintf(stdout, "\x1b[%dA", row);
@@ -444,6 +448,12 @@ static int l_open(lua_State *L) {
   if (R.editing) {
     R.in = fopen("/dev/tty", "r");
     if (R.in == NULL) R.in = stdin;  /* no controlling terminal: edit fd 0 after all */
+    /* libedit takes multibyte input only in a UTF-8 LC_CTYPE; lua.c leaves the "C" locale, so
+    ** the REPL switches LC_CTYPE alone (not LC_NUMERIC: number formatting stays as in lua.c) to
+    ** the user's while it runs, as Python's REPL does. */
+    const char *ctype = setlocale(LC_CTYPE, NULL);
+    R.old_ctype = ctype ? strdup(ctype) : NULL;
+    setlocale(LC_CTYPE, "");
     R.have_termios = tcgetattr(fileno(R.in), &R.termios) == 0;
     rl_instream = R.in;
     rl_outstream = stdout;
@@ -516,6 +526,9 @@ static int l_close(lua_State *L) {
     if (R.in && R.in != stdin) fclose(R.in);
     R.in = NULL;
     rl_instream = stdin;
+    if (R.old_ctype) setlocale(LC_CTYPE, R.old_ctype);
+    free(R.old_ctype);
+    R.old_ctype = NULL;
   }
   if (R.async) uv_close((uv_handle_t *)R.async, on_handle_closed);
   R.async = NULL;
