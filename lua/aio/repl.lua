@@ -9,6 +9,7 @@ local aio = require "aio"
 local c = require "aio.repl_c"
 
 local M = {}
+local tostring = tostring  -- the original, as print uses it even if a line replaces the global
 
 local GRACE = 1.0          -- seconds background tasks get to finish after Ctrl-D
 local MAX_DEPTH = 3        -- nesting shown by M.show before "{...}"
@@ -424,7 +425,8 @@ local function find_task(id)
   id = tonumber(id)
   if not id then return nil end
   for _, info in ipairs(aio.tasks()) do
-    if tonumber(field(info, "id")) == id then return info.task or info, info end
+    local t = info.task or info
+    if tonumber(field(info, "id")) == id and t ~= repl_task then return t, info end
   end
   return nil
 end
