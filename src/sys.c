@@ -224,6 +224,15 @@ static int sys_clock(lua_State *L) {
   return 1;
 }
 
+/* sys.time() -> wall-clock seconds since the epoch, as a float (microsecond resolution). */
+static int sys_time(lua_State *L) {
+  uv_timeval64_t tv;
+  int err = uv_gettimeofday(&tv);
+  if (err != 0) return luaL_fileresult(L, 0, "gettimeofday");
+  lua_pushnumber(L, (double)tv.tv_sec + (double)tv.tv_usec / 1e6);
+  return 1;
+}
+
 /* sys.cpu_count() -> number of CPUs this process may use. */
 static int sys_cpu_count(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)uv_available_parallelism());
@@ -276,6 +285,7 @@ static const luaL_Reg sys_funcs[] = {
   {"process_time", sys_process_time},
   {"hrtime", sys_hrtime},
   {"clock", sys_clock},
+  {"time", sys_time},
   {"cpu_count", sys_cpu_count},
   {"uptime", sys_uptime},
   {"pid", sys_pid},

@@ -1,0 +1,145 @@
+-- scripts/nb5_network_request.lua — notebook 5 (seed 004), §6.1.2–6.1.4 and §6.2.1: the same
+-- three "network requests" (square a number after a one-second wait) done four ways, timed:
+--   blocking    — fetch_square(2); fetch_square(3); fetch_square(4), each waiting in turn (3 s)
+--   callbacks   — network_request_async(n, on_done): the Hollywood principle (1 s)
+--   futures     — network_request_async(n) returns a future; add_done_callback (1 s)
+--   coroutines  — tasks that await network_request, gathered (1 s)
+-- plus wait_and_print, synchronous vs asynchronous ("After submission" comes first).
+--
+--   aioshell scripts/nb5_network_request.lua [--quick | --full] [--delay SECONDS]
+local aio = require "aio"
+local experiment = require "aio.experiment"
+local e = experiment.new { name = "nb5_network_request", title = "network_request four ways",
+  args = arg, options = { delay = false } }
+local D = e.options.delay or e:size(0.2, 1.0)  -- the seed's one second, scaled in quick mode
+
+local lines = {}
+-- Prints and records a line, so the checks can look at the order of the output.
+local function say(fmt, ...)
+  local s = select("#", ...) > 0 and string.format(fmt, ...) or fmt
+  lines[#lines + 1] = s
+  print(s)
+end
+
+-- Blocking: the caller waits for the response (top-level await blocks, like time.sleep).
+local function network_request(number)
+  aio.sleep(D)
+  return { success = true, result = number * number }
+end
+local function fetch_square(number)
+  local response = network_request(number)
+  if response.success then say("Result is: %d", response.result) end
+end
+
+say("-- blocking")
+local t_blocking = e:time(function()
+  fetch_square(2)
+  fetch_square(3)
+  fetch_square(4)
+end)
+say("blocking: %.2f s", t_blocking)
+
+-- Callbacks: don't call us, we'll call you.
+local function network_request_async(number, on_done)
+  aio.call_later(D, function() on_done({ success = true, result = number * number }) end)
+end
+
+say("-- callbacks")
+local t_callbacks = e:time(function()
+  local all = aio.future()
+  local pending = 3
+  local function on_done(response)
+    say("Result is: %d", response.result)
+    pending = pending - 1
+    if pending == 0 then all:set_result(true) end
+  end
+  network_request_async(2, on_done)
+  network_request_async(3, on_done)
+  network_request_async(4, on_done)
+  say("After submission")
+  all:await()
+end)
+say("callbacks: %.2f s", t_callbacks)
+local after_first = lines[#lines - 4] == "After submission"
+
+-- Futures: the request returns a future the caller can watch, cancel or await.
+local function network_request_future(number)
+  local future = aio.future()
+  aio.call_later(D, function() future:set_result({ success = true, result = number * number }) end)
+  return future
+end
+
+say("-- futures")
+local t_futures = e:time(function()
+  local futs = {}
+  for _, n in ipairs({ 2, 3, 4 }) do
+    local fut = network_request_future(n)
+    fut:add_done_callback(function(f)
+      local response = f:result()
+      if response.success then say("Result is: %d", response.result) end
+    end)
+    futs[#futs + 1] = fut
+  end
+  aio.gather(futs)
+end)
+say("futures: %.2f s", t_futures)
+
+-- Coroutines: straight-line code that awaits; three tasks run concurrently.
+say("-- coroutines")
+local t_coroutines = e:time(function()
+  local tasks = {}
+  for _, n in ipairs({ 2, 3, 4 }) do tasks[#tasks + 1] = aio.spawn(fetch_square, n) end
+  aio.gather(tasks)
+end)
+say("coroutines: %.2f s", t_coroutines)
+
+-- wait_and_print, synchronous vs asynchronous.
+say("-- wait_and_print")
+local function wait_and_print(msg)
+  aio.sleep(D)
+  say(msg)
+end
+local function wait_and_print_async(msg)
+  return aio.call_later(D, function() say(msg) end)
+end
+local t_sync = e:time(function()
+  wait_and_print("First call")
+  wait_and_print("Second call")
+  say("After call")
+end)
+local mark = #lines
+local t_async = e:time(function()
+  wait_and_print_async("First call async")
+  wait_and_print_async("Second call async")
+  say("After submission")
+  aio.sleep(D * 1.5)
+end)
+
+e:check(experiment.close_to(t_blocking, 3 * D), "blocking takes 3 x %.2f s (measured %.2f s)", D, t_blocking)
+e:check(experiment.close_to(t_callbacks, D), "callbacks take 1 x %.2f s (measured %.2f s)", D, t_callbacks)
+e:check(after_first, "'After submission' is printed before any callback result")
+e:check(experiment.close_to(t_futures, D), "futures take 1 x %.2f s (measured %.2f s)", D, t_futures)
+e:check(experiment.close_to(t_coroutines, D), "coroutines take 1 x %.2f s (measured %.2f s)", D, t_coroutines)
+e:check(experiment.close_to(t_sync, 2 * D), "synchronous wait_and_print takes 2 x %.2f s", D)
+e:check(lines[mark + 1] == "After submission" and lines[mark + 2] == "First call async",
+  "asynchronous wait_and_print: 'After submission' first, then the two messages")
+e:check(t_async < 2 * D, "asynchronous wait_and_print returns at once (both fire after %.2f s)", D)
+
+local ref = "blocking 3 s · callbacks/futures/coroutines ≈ 1 s"
+e:result { key = "blocking", label = "network_request x3, blocking", measured = t_blocking,
+  unit = "s", expected = 3 * D, reference = ref, reproduced = experiment.close_to(t_blocking, 3 * D) }
+e:result { key = "callbacks", label = "network_request x3, callbacks", measured = t_callbacks,
+  unit = "s", expected = D, reference = ref, reproduced = experiment.close_to(t_callbacks, D) }
+e:result { key = "futures", label = "network_request x3, futures", measured = t_futures,
+  unit = "s", expected = D, reference = ref, reproduced = experiment.close_to(t_futures, D) }
+e:result { key = "coroutines", label = "network_request x3, coroutines", measured = t_coroutines,
+  unit = "s", expected = D, reference = ref, reproduced = experiment.close_to(t_coroutines, D) }
+
+local plot = require "aio.plot"
+e:figure("ways", plot.bar_svg { title = string.format("network_request x3 (%.1f s each)", D),
+  unit = " s", bars = {
+    { label = "blocking", value = t_blocking },
+    { label = "callbacks", value = t_callbacks },
+    { label = "futures", value = t_futures },
+    { label = "coroutines", value = t_coroutines } } }, "three requests, four ways")
+e:finish()
