@@ -1037,24 +1037,28 @@ function Observable:combine_latest(...) return rx.combine_latest(self, ...) end
 -- Bridges to tasks and futures
 ---------------------------------------------------------------------------------------------
 
--- to_future(): a future resolved with the list of all values at completion (or failed).
-function Observable:to_future()
+-- Subscribes collecting every value; returns a future for the list, and the subscription.
+local function list_future(obs)
   local fut = aio.future()
   local list = {}
-  local s = self:subscribe(function(v) list[#list + 1] = v end,
+  local s = obs:subscribe(function(v) list[#list + 1] = v end,
     function(e) if not fut:done() then fut:set_error(e) end end,
     function() if not fut:done() then fut:set_result(list) end end)
-  fut._rx_subscription = s
-  return fut
+  return fut, s
+end
+
+-- to_future(): a future resolved with the list of all values at completion (or failed).
+function Observable:to_future()
+  return (list_future(self))
 end
 
 -- to_list(): awaits completion and returns every value as a list (raises the stream's error).
 -- Cancelling the awaiting task unsubscribes.
 function Observable:to_list()
-  local fut = self:to_future()
+  local fut, s = list_future(self)
   local ok, res = pcall(fut.await, fut)
   if not ok then
-    fut._rx_subscription:unsubscribe()
+    s:unsubscribe()
     error(res, 0)
   end
   return res
