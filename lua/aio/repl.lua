@@ -272,6 +272,7 @@ end
 
 local current = nil        -- the task running the current line
 local repl_task = nil      -- the REPL's own task
+local host_task = nil      -- the task that called run(), if it was called from one
 local line_no = 0
 local interrupted = false  -- Ctrl-C hit the running line (the tty echoed "^C" after its text)
 
@@ -386,7 +387,7 @@ local function user_tasks()
   local list = {}
   for _, info in ipairs(aio.tasks()) do
     local t = info.task or info
-    if t ~= repl_task and t ~= current then list[#list + 1] = info end
+    if t ~= repl_task and t ~= current and t ~= host_task then list[#list + 1] = info end
   end
   return list
 end
@@ -590,6 +591,7 @@ function M.run(opts)
     interrupt = on_interrupt,
   }
   if editing then install_output() end
+  host_task = aio.current()
   local ok, e = pcall(function()
     repl_task = aio.spawn(function()
       loop()
@@ -601,7 +603,7 @@ function M.run(opts)
   remove_output()
   c.close()
   if not editing then stdout:write("\n") stdout:flush() end
-  repl_task = nil
+  repl_task, host_task = nil, nil
   if not ok then error(e, 0) end
   return true
 end
