@@ -435,14 +435,8 @@ static void conn_reject(conn *c, int status) {
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   conn *c = st->data;
-  if (nread < 0) {                            /* EOF or error */
-    if (nread == UV_EOF && c->shead && !c->shutting) {
-      c->input_dead = 1;                      /* half-close: still answer what was asked */
-      uv_read_stop(st);
-      slot *t = c->stail; if (t) t->close = 1;
-      return;
-    }
-    conn_close(c);
+  if (nread < 0) {                            /* EOF or error: the client is gone. HTTP */
+    conn_close(c);                            /* clients do not half-close, so neither do we */
     return;
   }
   if (nread == 0 || c->input_dead) return;
@@ -562,7 +556,7 @@ static int l_listen(lua_State *L) {
   s->loop = aio_loop_get(L);
   s->max_body = 1 << 20; s->max_header = 8192;
   s->header_timeout = 10000; s->idle_timeout = 30000;
-  int backlog = 511;
+  int backlog = 4096;                          /* the kernel clamps it to somaxconn */
   if (lua_type(L, 4) == LUA_TTABLE) {
     if (lua_getfield(L, 4, "max_body") != LUA_TNIL) s->max_body = (size_t)luaL_checkinteger(L, -1);
     if (lua_getfield(L, 4, "max_header") != LUA_TNIL) s->max_header = (size_t)luaL_checkinteger(L, -1);

@@ -1,0 +1,437 @@
+-- scripts/crawler.lua — the crawler experiments of notebooks 1 and 2, every strategy in one run.
+--
+--   aioshell scripts/crawler.lua                      # all modes, in-process delay server
+--   aioshell scripts/crawler.lua --url http://127.0.0.1:8082/add   # an external server
+--   aioshell scripts/crawler.lua --mode gevent,tornado --n 1000 --delay 100 --concurrency 100
+--
+-- Every mode fetches n URLs of the form <url>?name=<mode>&delay=<ms>&<10 random letters>, checks
+-- that every status is 200 and that the body sizes add up to n (the seed's aiohttp run silently
+-- counted HTTP 400s as data), and prints one table row. Each request's start/stop is recorded
+-- and drawn as a call graph (one SVG per mode in --svg DIR, a text rendering with --plot).
+local aio = require "aio"
+local http = require "aio.http"
+
+local script_dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+
+---------------------------------------------------------------------------------------------
+-- Options
+---------------------------------------------------------------------------------------------
+
+local MODES = { "serial", "gevent", "tornado", "callback", "aiohttp", "gather" }
+
+local DESCRIPTION = {
+  serial = "one request after another (requests.get)",
+  gevent = "semaphore(c) + spawn all + as_completed (gevent.iwait), new connection each",
+  tornado = "client max_connections=c + as_completed over all futures",
+  callback = "tornado callbacks + a counter; no coroutine in user code",
+  aiohttp = "one session + semaphore(c) + as_completed",
+  gather = "unbounded: one task per URL, gather (max_connections=n)",
+}
+
+-- The seeds' published figures (their machines): seconds and the n they ran.
+local SEED = {
+  serial = "101.6 s (n=1000) / 55.2 s (n=500)",
+  gevent = "1.15 s (n=1000)",
+  tornado = "1.11 s (n=1000)",
+  callback = "1.07 s (n=500)",
+  aiohttp = "0.24 s (n=1000, invalid: HTTP 400s) / 1.78 s (n=500)",
+  gather = "-",
+}
+
+local function usage()
+  io.write([[
+usage: aioshell scripts/crawler.lua [options]
+  --url URL          an external metric server's /add URL (default: one started in-process)
+  --n N              requests per mode (default 1000)
+  --serial-n N       requests for the serial mode (default min(n, 100): it takes n x delay)
+  --delay MS         server delay per request in ms (default 100)
+  --concurrency C    concurrent requests for bounded modes (default 100)
+  --mode LIST        comma-separated modes (default all): ]] .. table.concat(MODES, ",") .. [[
+
+  --svg DIR          write one call-graph SVG per mode into DIR (default: crawler-callgraphs)
+  --no-svg           write no SVG
+  --plot             print a text call graph per mode
+  --metrics FILE     after the run, ask the server to flush its metric_data.json to FILE
+                     (in-process server only; default: none)
+  --quiet            only the table
+]])
+end
+
+local opts = { n = 1000, delay = 100, concurrency = 100, svg = "crawler-callgraphs" }
+do
+  local argv = { ... }
+  local i = 1
+  local function val(a)
+    local v = a:match("^%-%-[%w-]+=(.*)$")
+    if v then return v end
+    i = i + 1
+    if argv[i] == nil then error("missing value for " .. a, 0) end
+    return argv[i]
+  end
+  while i <= #argv do
+    local a = argv[i]
+    local name = a:match("^(%-%-[%w-]+)")
+    if name == "--url" then opts.url = val(a)
+    elseif name == "--n" then opts.n = math.tointeger(tonumber(val(a)))
+    elseif name == "--serial-n" then opts.serial_n = math.tointeger(tonumber(val(a)))
+    elseif name == "--delay" then opts.delay = math.tointeger(tonumber(val(a)))
+    elseif name == "--concurrency" then opts.concurrency = math.tointeger(tonumber(val(a)))
+    elseif name == "--mode" or name == "--modes" then opts.mode = val(a)
+    elseif name == "--svg" then opts.svg = val(a)
+    elseif name == "--no-svg" then opts.svg = nil
+    elseif name == "--plot" then opts.plot = true
+    elseif name == "--metrics" then opts.metrics = val(a)
+    elseif name == "--quiet" then opts.quiet = true
+    elseif a == "-h" or a == "--help" then usage(); return
+    else io.stderr:write("crawler: unknown argument " .. a .. "\n"); usage(); os.exit(2) end
+    i = i + 1
+  end
+  assert(opts.n and opts.n > 0, "--n must be a positive integer")
+  assert(opts.delay and opts.delay >= 0, "--delay must be a non-negative integer")
+  assert(opts.concurrency and opts.concurrency > 0, "--concurrency must be a positive integer")
+  opts.serial_n = opts.serial_n or math.min(opts.n, 100)
+end
+
+local modes = {}
+if opts.mode then
+  for m in opts.mode:gmatch("[^,%s]+") do
+    if not DESCRIPTION[m] then io.stderr:write("crawler: unknown mode " .. m .. "\n"); os.exit(2) end
+    modes[#modes + 1] = m
+  end
+else
+  modes = MODES
+end
+
+---------------------------------------------------------------------------------------------
+-- The server (in-process unless --url) and the URLs
+---------------------------------------------------------------------------------------------
+
+local server, base
+if opts.url then
+  base = opts.url
+else
+  local M = assert(loadfile(script_dir .. "/server.lua"))("--module")
+  server = M.start { port = 0, metrics = opts.metrics }
+  base = string.format("http://127.0.0.1:%d/add", server:port())
+end
+local sep = base:find("?", 1, true) and "&" or "?"
+
+local letters = {}
+for c = string.byte("a"), string.byte("z") do letters[#letters + 1] = string.char(c) end
+
+-- 10 distinct random letters, like random.sample(string.ascii_lowercase, 10): breaks caches.
+local function sample10()
+  local pool = { table.unpack(letters) }
+  local out = {}
+  for k = 1, 10 do
+    local j = math.random(k, #pool)
+    pool[k], pool[j] = pool[j], pool[k]
+    out[k] = pool[k]
+  end
+  return table.concat(out)
+end
+
+local function generate_urls(name, n)
+  local urls = {}
+  local prefix = string.format("%s%sname=%s&delay=%d&", base, sep, name, opts.delay)
+  for i = 1, n do urls[i] = prefix .. sample10() end
+  return urls
+end
+
+---------------------------------------------------------------------------------------------
+-- Progress bar (stderr, only on a terminal, only for runs that take a while)
+---------------------------------------------------------------------------------------------
+
+local isatty = false
+do
+  local ok, sys = pcall(require, "aio.sys")
+  if ok and sys.isatty then isatty = sys.isatty(2) end
+end
+
+local function progress(label, total)
+  if not isatty or opts.quiet then return function() end, function() end end
+  local done, last = 0, -1
+  local function draw()
+    local width = 30
+    local filled = math.floor(width * done / total)
+    io.stderr:write(string.format("\r  %-8s [%s%s] %d/%d", label, string.rep("#", filled),
+      string.rep(".", width - filled), done, total))
+  end
+  return function()
+    done = done + 1
+    local pct = math.floor(100 * done / total)
+    if pct ~= last then last = pct; draw() end
+  end, function()
+    io.stderr:write("\r" .. string.rep(" ", 60) .. "\r")
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- The strategies. Each gets (urls, record) and returns the summed body size; record(res) is
+-- called once per response (it checks the status and keeps the request's span).
+---------------------------------------------------------------------------------------------
+
+local strategies = {}
+
+-- requests.get in a loop: the main chunk awaits each request in turn (top-level await).
+function strategies.serial(urls, record)
+  local client = http.client { max_connections = 1 }
+  local size = 0
+  for _, url in ipairs(urls) do
+    local res = client:get(url)
+    record(res)
+    size = size + #res.body
+  end
+  client:close()
+  return size
+end
+
+-- gevent: Semaphore(c), gevent.spawn for every URL, gevent.iwait; urllib opens a new
+-- connection per request (closing(urlopen(url))), so we send Connection: close as it does.
+function strategies.gevent(urls, record, c)
+  local client = http.client { max_connections = c }
+  local sem = aio.semaphore(c)
+  local headers = { Connection = "close" }
+  local function download(url)
+    sem:acquire()
+    local ok, res = pcall(client.get, client, url, { headers = headers })
+    sem:release()
+    if not ok then error(res, 0) end
+    return res
+  end
+  local tasks = {}
+  for i, url in ipairs(urls) do tasks[i] = aio.spawn(download, url) end
+  local size = 0
+  for t in aio.as_completed(tasks) do
+    local res = t:result()
+    record(res)
+    size = size + #res.body
+  end
+  client:close()
+  return size
+end
+
+-- tornado: CurlAsyncHTTPClient(max_clients=c); fetch() every URL, asyncio.as_completed.
+function strategies.tornado(urls, record, c)
+  local client = http.client { max_connections = c }
+  local futures = {}
+  for i, url in ipairs(urls) do futures[i] = client:start { url = url } end
+  local size = 0
+  for f in aio.as_completed(futures) do
+    local res = f:result()
+    record(res)
+    size = size + #res.body
+  end
+  client:close()
+  return size
+end
+
+-- tornado callbacks: fetch(url, callback=...) and a counter; the last callback finishes.
+function strategies.callback(urls, record, c)
+  local client = http.client { max_connections = c }
+  local all_done = aio.future()
+  local responses, size, failed = 0, 0, nil
+  local function on_fetched(f)
+    local ok, res = pcall(f.result, f)
+    if ok then
+      record(res)
+      size = size + #res.body
+    else
+      failed = failed or res
+    end
+    responses = responses + 1
+    if responses == #urls then
+      if failed then all_done:set_error(failed) else all_done:set_result(size) end
+    end
+  end
+  for _, url in ipairs(urls) do client:start({ url = url }):add_done_callback(on_fetched) end
+  local result = all_done:await()
+  client:close()
+  return result
+end
+
+-- aiohttp: one ClientSession, a Semaphore(c) around each request, asyncio.as_completed.
+function strategies.aiohttp(urls, record, c)
+  local session = http.client { max_connections = c }
+  local sem = aio.semaphore(c)
+  local function http_get(url)
+    local _ <close> = sem:acquire()
+    return session:get(url)
+  end
+  local tasks = {}
+  for i, url in ipairs(urls) do tasks[i] = aio.spawn(http_get, url) end
+  local size = 0
+  for t in aio.as_completed(tasks) do
+    local res = t:result()
+    record(res)
+    size = size + #res.body
+  end
+  session:close()
+  return size
+end
+
+-- Unbounded: a task per URL, all at once, gather.
+function strategies.gather(urls, record)
+  local client = http.client { max_connections = #urls }
+  local tasks = {}
+  for i, url in ipairs(urls) do tasks[i] = aio.spawn(client.get, client, url) end
+  local results = aio.gather(tasks)
+  local size = 0
+  for _, res in ipairs(results) do
+    record(res)
+    size = size + #res.body
+  end
+  client:close()
+  return size
+end
+
+---------------------------------------------------------------------------------------------
+-- Running and checking
+---------------------------------------------------------------------------------------------
+
+local clock, cputime = aio.now, os.clock
+do
+  local ok, sys = pcall(require, "aio.sys")
+  if ok and sys.clock then clock = sys.clock end
+  if ok and sys.process_time then cputime = sys.process_time end
+end
+
+local function run_mode(mode)
+  local n = mode == "serial" and opts.serial_n or opts.n
+  local urls = generate_urls(mode, n)
+  local spans, statuses = {}, {}
+  local tick, clear = progress(mode, n)
+  local t0
+  local function record(res)
+    local stop = clock() - t0
+    spans[#spans + 1] = { start = math.max(0, stop - res.time), stop = stop, label = tostring(#spans + 1) }
+    statuses[res.status] = (statuses[res.status] or 0) + 1
+    tick()
+  end
+  collectgarbage()
+  local c0 = cputime()
+  t0 = clock()
+  local ok, size = pcall(strategies[mode], urls, record, opts.concurrency)
+  local elapsed = clock() - t0
+  local cpu = cputime() - c0
+  clear()
+  local row = { mode = mode, n = n, seconds = elapsed, cpu = cpu, spans = spans, statuses = statuses }
+  if not ok then
+    row.error = tostring(size)
+    row.size = 0
+    return row
+  end
+  row.size = size
+  local problems = {}
+  for status, count in pairs(statuses) do
+    if status ~= 200 then problems[#problems + 1] = string.format("%d x HTTP %d", count, status) end
+  end
+  if size ~= n then problems[#problems + 1] = string.format("bytes %d ~= %d", size, n) end
+  if #spans ~= n then problems[#problems + 1] = string.format("%d responses for %d requests", #spans, n) end
+  row.ok = #problems == 0
+  if not row.ok then row.error = table.concat(problems, ", ") end
+  return row
+end
+
+local function fmt_row(cols, widths)
+  local out = {}
+  for i, c in ipairs(cols) do
+    local w = widths[i]
+    out[i] = (i == 1 or i == #cols) and string.format("%-" .. w .. "s", c) or string.format("%" .. w .. "s", c)
+  end
+  return table.concat(out, "  ")
+end
+
+if not opts.quiet then
+  print(string.format("crawler: %d requests x %d ms per mode, concurrency %d, server %s%s",
+    opts.n, opts.delay, opts.concurrency, base, server and " (in-process)" or ""))
+end
+
+local rows = {}
+for _, mode in ipairs(modes) do
+  rows[#rows + 1] = run_mode(mode)
+end
+
+-- The serial mode's time per request is the yardstick for the speed-ups.
+local per_request
+for _, r in ipairs(rows) do
+  if r.mode == "serial" and r.ok then per_request = r.seconds / r.n end
+end
+if not per_request then per_request = opts.delay / 1000 end
+
+local header = { "mode", "requests", "bytes", "seconds", "cpu s", "req/s", "speed-up", "check", "seed's figure" }
+local widths = { 8, 8, 6, 8, 6, 8, 8, 5, 0 }
+local lines = {}
+for _, r in ipairs(rows) do
+  local label = r.mode == "serial" and r.n < opts.n and string.format("%d*", r.n) or tostring(r.n)
+  local speedup = per_request * r.n / r.seconds
+  lines[#lines + 1] = {
+    r.mode, label, tostring(r.size), string.format("%.3f", r.seconds), string.format("%.2f", r.cpu),
+    string.format("%.0f", r.n / r.seconds), string.format("%.1fx", speedup), r.ok and "ok" or "FAIL",
+    SEED[r.mode] or "-",
+  }
+end
+for _, l in ipairs(lines) do
+  for i, c in ipairs(l) do if #c > widths[i] then widths[i] = #c end end
+end
+for i, c in ipairs(header) do if #c > widths[i] then widths[i] = #c end end
+print(fmt_row(header, widths))
+local total = 0
+for _, w in ipairs(widths) do total = total + w + 2 end
+print(string.rep("-", total - 2))
+for _, l in ipairs(lines) do print(fmt_row(l, widths)) end
+if not opts.quiet then
+  for _, r in ipairs(rows) do
+    if r.mode == "serial" and r.n < opts.n then
+      print(string.format("* serial ran %d requests (--serial-n); at that pace %d would take %.1f s.",
+        r.n, opts.n, r.seconds / r.n * opts.n))
+    end
+  end
+  print(string.format("speed-up = serial time per request x requests / seconds; floor for %d x %d ms at %d concurrent: %.2f s.",
+    opts.n, opts.delay, opts.concurrency, math.ceil(opts.n / opts.concurrency) * opts.delay / 1000))
+end
+
+local failed = false
+for _, r in ipairs(rows) do
+  if not r.ok then
+    failed = true
+    io.stderr:write(string.format("crawler: mode %s FAILED: %s\n", r.mode, r.error or "?"))
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- Call graphs
+---------------------------------------------------------------------------------------------
+
+local have_plot, plot = pcall(require, "aio.plot")
+if have_plot and (opts.svg or opts.plot) then
+  local written = {}
+  for _, r in ipairs(rows) do
+    if #r.spans > 0 then
+      local title = string.format("%s: %d requests x %d ms (%s) — %.3f s", r.mode, r.n, opts.delay,
+        DESCRIPTION[r.mode], r.seconds)
+      if opts.svg then
+        os.execute(string.format("mkdir -p '%s'", opts.svg))
+        local path = string.format("%s/%s.svg", opts.svg, r.mode)
+        local ok = plot.save(path, plot.timeline_svg { title = title, spans = r.spans, unit = "s" })
+        if ok then written[#written + 1] = path end
+      end
+      if opts.plot then
+        print()
+        print(plot.timeline_text { title = title, spans = r.spans, width = 72, max_rows = 12 })
+      end
+    end
+  end
+  if #written > 0 and not opts.quiet then
+    print("call graphs: " .. table.concat(written, " "))
+  end
+end
+
+if server then
+  if opts.metrics then
+    http.get(base .. sep .. "flush=1")
+    if not opts.quiet then print("server metrics: " .. opts.metrics) end
+  end
+  server:close()
+end
+if failed then os.exit(1) end

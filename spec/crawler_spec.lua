@@ -1,0 +1,138 @@
+-- spec/crawler_spec.lua — the notebook experiments as programs: scripts/server.lua (the metric
+-- server), scripts/crawler.lua (every strategy, checked) and scripts/callgraph.lua.
+-- Each runs as a child aioshell, small sizes so the file stays fast.
+local helper = require "spec.helper"
+
+local root = helper.root
+
+local function crawler(args, opts)
+  local argv = { root .. "/scripts/crawler.lua" }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return helper.run(argv, opts)
+end
+
+-- Parses the crawler's table into {mode = {requests=, bytes=, seconds=, check=}}.
+local function table_rows(out)
+  local rows = {}
+  for line in out:gmatch("[^\n]+") do
+    local mode, req, bytes, secs, check = line:match("^(%a+)%s+(%d+%*?)%s+(%d+)%s+([%d.]+)%s+[%d.]+%s+%d+%s+[%d.]+x%s+(%a+)")
+    if mode then rows[mode] = { requests = req, bytes = tonumber(bytes), seconds = tonumber(secs), check = check } end
+  end
+  return rows
+end
+
+describe("scripts/crawler.lua", function()
+  after_each(function() helper.cleanup() end)
+
+  it("runs every mode against its in-process server and checks the results", function()
+    local dir = helper.tmpdir()
+    local out, err, status = crawler({ "--n", "60", "--delay", "20", "--concurrency", "20",
+      "--serial-n", "5", "--svg", dir .. "/svg" }, { timeout = 60 })
+    assert.are.equal(0, status, err)
+    local rows = table_rows(out)
+    for _, mode in ipairs { "serial", "gevent", "tornado", "callback", "aiohttp", "gather" } do
+      assert.is_table(rows[mode], "missing row for " .. mode .. "\n" .. out)
+      assert.are.equal("ok", rows[mode].check)
+      local n = mode == "serial" and 5 or 60
+      assert.are.equal(n, rows[mode].bytes)
+      -- 60 requests of 20 ms at 20 concurrent: 3 waves, so at least 60 ms
+      if mode ~= "serial" and mode ~= "gather" then assert.is_true(rows[mode].seconds >= 0.06) end
+      local svg = helper.readfile(dir .. "/svg/" .. mode .. ".svg")
+      assert.is_string(svg, "no SVG for " .. mode)
+      assert.matches("<svg", svg)
+    end
+    assert.are.equal("5*", rows.serial.requests)
+  end)
+
+  it("fails loudly when responses are not what they should be", function()
+    -- a server that answers 404 to /nope: every mode must report FAIL and exit 1
+    local code = [[
+      local http = require "aio.http"
+      local s = http.serve{handler = function() return 404, "not here, longer than one byte" end}
+      print(s:port()) io.stdout:flush()
+    ]]
+    local script = helper.tmpfile(code, ".lua")
+    local portfile, pidfile = helper.tmpfile(""), helper.tmpfile("")
+    os.execute(string.format("%s %s > %s 2>/dev/null & echo $! > %s", helper.quote(helper.aioshell),
+      helper.quote(script), helper.quote(portfile), helper.quote(pidfile)))
+    local port = helper.wait_until(function() return tonumber((helper.readfile(portfile) or ""):match("^(%d+)")) end, 10)
+    local pid = tonumber(helper.readfile(pidfile):match("%d+"))
+    local out, err, status = crawler({ "--url", "http://127.0.0.1:" .. port .. "/nope", "--n", "10",
+      "--mode", "tornado,aiohttp", "--no-svg" }, { timeout = 30 })
+    os.execute("kill " .. pid)
+    assert.are.equal(1, status)
+    local rows = table_rows(out)
+    assert.are.equal("FAIL", rows.tornado.check)
+    assert.are.equal("FAIL", rows.aiohttp.check)
+    assert.matches("10 x HTTP 404", err)
+  end)
+
+  it("rejects unknown modes and bad numbers", function()
+    local _, err, status = crawler({ "--mode", "threads" })
+    assert.are.equal(2, status)
+    assert.matches("unknown mode threads", err)
+    _, err, status = crawler({ "--n", "zero" })
+    assert.are_not.equal(0, status)
+  end)
+end)
+
+describe("scripts/server.lua and scripts/callgraph.lua", function()
+  after_each(function() helper.cleanup() end)
+
+  it("records metrics, rejects bad delays, flushes metric_data.json and draws it", function()
+    local dir = helper.tmpdir()
+    local code = [[
+      local aio = require "aio"
+      local http = require "aio.http"
+      local M = assert(loadfile(ROOT .. "/scripts/server.lua"))("--module")
+      local s = M.start{ metrics = DIR .. "/metric_data.json" }
+      local base = "http://127.0.0.1:" .. s:port() .. "/add"
+      local bad = http.get(base .. "?name=x&delay=abc")
+      print("bad", bad.status, bad.body)
+      local tasks = {}
+      for i = 1, 6 do tasks[i] = aio.spawn(http.get, base .. "?name=demo&delay=30&" .. i) end
+      for _, r in ipairs(aio.gather(tasks)) do io.write(r.body) end
+      print()
+      print("flush", http.get(base .. "?flush=1").status)
+      s:close()
+    ]]
+    code = code:gsub("ROOT", string.format("%q", root)):gsub("DIR", string.format("%q", dir))
+    local out, err, status = helper.run_lua(code, { timeout = 20 })
+    assert.are.equal(0, status, err)
+    assert.matches("bad\t400\tInvalid value for delay", out)
+    assert.matches("\n%.%.%.%.%.%.\n", out)
+    assert.matches("flush\t200", out)
+    local data = require("cjson").decode(helper.readfile(dir .. "/metric_data.json"))
+    assert.are.equal(6, #data.demo)
+    for _, r in ipairs(data.demo) do
+      assert.is_true(r.dt >= 0.029 and r.dt < 1, "dt " .. r.dt)
+      assert.is_true(math.abs(r["end"] - r.start - r.dt) < 2e-4)  -- 14 digits of epoch seconds
+      assert.is_true(r.start > 1.6e9)      -- epoch seconds, like the seed's time.time()
+    end
+    assert.is_nil(data.x)                  -- the rejected request recorded nothing
+    out, err, status = helper.run({ root .. "/scripts/callgraph.lua", dir .. "/metric_data.json",
+      "--svg", dir .. "/cg" })
+    assert.are.equal(0, status, err)
+    assert.matches("demo: 6 requests", out)
+    assert.matches("peak 6 concurrent", out)
+    assert.matches("<svg", helper.readfile(dir .. "/cg/demo.svg"))
+  end)
+
+  it("serves on the command line with --port and answers the seed's URLs", function()
+    local portfile, pidfile = helper.tmpfile(""), helper.tmpfile("")
+    os.execute(string.format("%s %s --port 0 > %s 2>&1 & echo $! > %s", helper.quote(helper.aioshell),
+      helper.quote(root .. "/scripts/server.lua"), helper.quote(portfile), helper.quote(pidfile)))
+    local port = helper.wait_until(function()
+      return tonumber((helper.readfile(portfile) or ""):match("Listening on port: (%d+)"))
+    end, 10)
+    local pid = tonumber(helper.readfile(pidfile):match("%d+"))
+    assert.is_number(port)
+    local out = helper.exec({ "python3", "-c", [[
+import sys, urllib.request
+u = "http://127.0.0.1:%s/add?name=py&delay=10&abcdefghij" % sys.argv[1]
+print(urllib.request.urlopen(u).read().decode())
+]], tostring(port) }, { timeout = 10 })
+    os.execute("kill " .. pid)
+    assert.are.equal(".\n", out)
+  end)
+end)

@@ -1,0 +1,223 @@
+-- spec/http_client_spec.lua — aio.http's client (libcurl multi on the loop) against a real
+-- server on loopback: responses, structured errors, timeouts, our own FIFO queue, cancellation,
+-- keep-alive reuse, redirects, awaiting from tasks and from the top level.
+local helper = require "spec.helper"
+local aio = require "aio"
+local http = require "aio.http"
+
+-- Runs a test body as a task and awaits it.
+local function async(fn)
+  return function() return aio.spawn(fn):await() end
+end
+
+describe("aio.http client", function()
+  local srv
+  local log                        -- per test: paths in the order the server received them
+  local peers                      -- distinct client sockets seen by the server
+
+  before_each(function()
+    log, peers = {}, {}
+    srv = http.serve {
+      handler = function(req, res)
+        log[#log + 1] = req.path .. (req.query.i and ("#" .. req.query.i) or "")
+        peers[req.conn:peer() or "?"] = true
+        local p = req.path
+        if p == "/sleep" then aio.sleep(tonumber(req.query.s)); return 200, "slept" end
+        if p == "/status" then return tonumber(req.query.code), "status " .. req.query.code end
+        if p == "/redirect" then return 302, "moved", { Location = "/final?from=redirect" } end
+        if p == "/loop" then return 302, "again", { Location = "/loop" } end
+        if p == "/final" then return 200, "final " .. req.query.from end
+        if p == "/headers" then
+          return 200, (req.headers["x-token"] or "none") .. "|" .. (req.headers["content-type"] or ""),
+            { ["Set-Thing"] = "a" }
+        end
+        if p == "/echo" then return 200, req.method .. ":" .. req.body end
+        return 200, "ok"
+      end,
+    }
+  end)
+
+  after_each(function()
+    srv:close()
+  end)
+
+  local function count(t) local n = 0; for _ in pairs(t) do n = n + 1 end; return n end
+
+  it("gets from the top level (blocking by running the loop)", function()
+    local res = http.get(srv:url("/"))
+    assert.are.equal(200, res.status)
+    assert.are.equal("ok", res.body)
+    assert.is_true(res.ok)
+    assert.are.equal(srv:url("/"), res.url)
+    assert.is_number(res.time)
+    assert.are.equal("2", res.headers["content-length"])
+  end)
+
+  it("gets from tasks, concurrently", async(function()
+    local t0 = aio.now()
+    local tasks = {}
+    for i = 1, 30 do tasks[i] = aio.spawn(http.get, srv:url("/sleep?s=0.1&i=" .. i)) end
+    local results = aio.gather(tasks)
+    assert.are.equal(30, #results)
+    for _, r in ipairs(results) do assert.are.equal("slept", r.body) end
+    assert.is_true(aio.now() - t0 < 1.0, "requests ran one after another")
+  end))
+
+  it("treats HTTP errors as responses with ok == false", async(function()
+    local r = http.get(srv:url("/status?code=404"))
+    assert.are.equal(404, r.status)
+    assert.is_false(r.ok)
+    assert.are.equal("status 404", r.body)
+    r = http.get(srv:url("/status?code=503"))
+    assert.are.equal(503, r.status)
+    assert.is_false(r.ok)
+  end))
+
+  it("sends headers, methods and bodies; reads response headers lower-cased", async(function()
+    local r = http.request { url = srv:url("/headers"), headers = { ["X-Token"] = "t0k" } }
+    assert.are.equal("t0k|", r.body)
+    assert.are.equal("a", r.headers["set-thing"])
+    r = http.request { url = srv:url("/headers"), json = { a = 1 } }
+    assert.are.equal("none|application/json", r.body)
+    r = http.post(srv:url("/echo"), "payload")
+    assert.are.equal("POST:payload", r.body)
+    r = http.request { method = "DELETE", url = srv:url("/echo") }
+    assert.are.equal("DELETE:", r.body)
+  end))
+
+  it("raises a structured error when the connection is refused", async(function()
+    local port = srv:port()
+    srv:close()
+    local ok, err = pcall(http.get, "http://127.0.0.1:" .. port .. "/")
+    assert.is_false(ok)
+    assert.are.equal("refused", err.kind)
+    assert.are.equal("http://127.0.0.1:" .. port .. "/", err.url)
+    assert.is_true(http.is_error(err))
+    assert.matches("^http refused: ", tostring(err))
+    srv = http.serve { handler = function() return "x" end }   -- for after_each
+  end))
+
+  it("raises a structured error for a malformed URL", async(function()
+    local ok, err = pcall(http.get, "nope://what")
+    assert.is_false(ok)
+    assert.are.equal("url", err.kind)
+  end))
+
+  it("times out with kind 'timeout'", async(function()
+    local t0 = aio.now()
+    local ok, err = pcall(http.get, srv:url("/sleep?s=2"), { timeout = 0.15 })
+    assert.is_false(ok)
+    assert.are.equal("timeout", err.kind)
+    assert.is_true(aio.now() - t0 < 1.5)
+  end))
+
+  it("does not count time spent queued against a request's timeout", async(function()
+    -- one connection, three requests of 0.2 s each with a 0.35 s timeout: the last one waits
+    -- 0.4 s in our queue, which must not count (tornado's HTTP 599 trap).
+    local client = http.client { max_connections = 1 }
+    local tasks = {}
+    for i = 1, 3 do
+      tasks[i] = aio.spawn(client.get, client, srv:url("/sleep?s=0.2&i=" .. i), { timeout = 0.35 })
+    end
+    local results = aio.gather(tasks)
+    for i = 1, 3 do assert.are.equal("slept", results[i].body) end
+    assert.is_true(results[3].queued >= 0.3, "the third request should have queued")
+    client:close()
+  end))
+
+  it("keeps at most max_connections in flight and starts queued requests in FIFO order", async(function()
+    local client = http.client { max_connections = 2 }
+    local tasks = {}
+    for i = 1, 8 do tasks[i] = aio.spawn(client.get, client, srv:url("/sleep?s=0.03&i=" .. i)) end
+    aio.sleep(0.01)
+    local active, queued = client:stats()
+    assert.are.equal(2, active)
+    assert.are.equal(6, queued)
+    aio.gather(tasks)
+    -- arrivals come in pairs (two requests start together); sort within each pair
+    local order = {}
+    for i, p in ipairs(log) do order[i] = tonumber(p:match("#(%d+)")) end
+    for k = 1, #order - 1, 2 do
+      if order[k] > order[k + 1] then order[k], order[k + 1] = order[k + 1], order[k] end
+    end
+    assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8 }, order)
+    assert.are.equal(2, count(peers))           -- two connections, each reused
+    client:close()
+  end))
+
+  it("reuses one keep-alive connection for sequential requests", async(function()
+    local client = http.client()
+    for i = 1, 25 do assert.are.equal(200, client:get(srv:url("/?i=" .. i)).status) end
+    assert.are.equal(1, count(peers))
+    client:close()
+  end))
+
+  it("aborts the transfer and frees the slot when the awaiting task is cancelled", async(function()
+    local client = http.client { max_connections = 1 }
+    local slow = aio.spawn(client.get, client, srv:url("/sleep?s=5"))
+    aio.sleep(0.05)
+    assert.are.equal(1, (client:stats()))
+    slow:cancel()
+    local ok, err = pcall(slow.await, slow)
+    assert.is_false(ok)
+    assert.is_true(aio.is_cancelled(err))
+    assert.are.equal(0, (client:stats()))
+    local t0 = aio.now()
+    assert.are.equal("ok", client:get(srv:url("/")).body)  -- the slot is free again
+    assert.is_true(aio.now() - t0 < 1)
+    client:close()
+  end))
+
+  it("removes a cancelled request from the queue", async(function()
+    local client = http.client { max_connections = 1 }
+    local first = aio.spawn(client.get, client, srv:url("/sleep?s=0.1&i=1"))
+    local second = aio.spawn(client.get, client, srv:url("/sleep?s=0.1&i=2"))
+    local third = aio.spawn(client.get, client, srv:url("/sleep?s=0.1&i=3"))
+    aio.sleep(0.01)
+    assert.are.same({ 1, 2 }, { client:stats() })
+    second:cancel()
+    aio.sleep(0)
+    assert.are.same({ 1, 1 }, { client:stats() })
+    first:await(); third:await()
+    assert.are.same({ "/sleep#1", "/sleep#3" }, log)
+    client:close()
+  end))
+
+  it("does not follow redirects unless asked to", async(function()
+    local r = http.get(srv:url("/redirect"))
+    assert.are.equal(302, r.status)
+    assert.are.equal("/final?from=redirect", r.headers.location)
+    r = http.get(srv:url("/redirect"), { follow = true })
+    assert.are.equal(200, r.status)
+    assert.are.equal("final redirect", r.body)
+    assert.are.equal(srv:url("/final?from=redirect"), r.url)
+    local ok, err = pcall(http.get, srv:url("/loop"), { follow = true, max_redirects = 3 })
+    assert.is_false(ok)
+    assert.are.equal("redirects", err.kind)
+  end))
+
+  it("gives awaiting code a cancellation when the client is closed", async(function()
+    local client = http.client()
+    local t = aio.spawn(client.get, client, srv:url("/sleep?s=5"))
+    aio.sleep(0.05)
+    client:close()
+    local ok, err = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.is_true(aio.is_cancelled(err))
+    assert.has_error(function() client:get(srv:url("/")) end)
+  end))
+
+  it("works with a futures-and-callbacks style (no coroutine in user code)", function()
+    local client = http.client { max_connections = 5 }
+    local done = aio.future()
+    local n = 0
+    for i = 1, 10 do
+      client:start({ url = srv:url("/?i=" .. i) }):add_done_callback(function(f)
+        n = n + 1
+        if n == 10 then done:set_result(n) end
+      end)
+    end
+    assert.are.equal(10, done:await())
+    client:close()
+  end)
+end)
