@@ -557,6 +557,7 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
+/* The module aio.repl_c (registered in src/modules.def). */
 int luaopen_aio_repl_c(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"open", l_open},         {"close", l_close},   {"readline", l_readline},
