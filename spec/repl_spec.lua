@@ -175,7 +175,7 @@ describe("on a terminal", function()
   local hist, s
   before_each(function() hist = temp_history() end)
   after_each(function()
-    if s then s:kill() end
+    tmux.kill_all()
     s = nil
     os.remove(hist)
   end)

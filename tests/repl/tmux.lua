@@ -40,6 +40,7 @@ function M.aioshell()
 end
 
 local counter = 0
+local live = {}   -- sessions started and not yet killed (kill_all ends them)
 
 -- Starts cmd (a shell command line) in a new detached session of w x h cells.
 function M.start(cmd, opts)
@@ -49,6 +50,7 @@ function M.start(cmd, opts)
   os.remove(tmp)
   local sock = ("aiorepl-%s-%d"):format(tmp:match("[^/]+$"), counter)
   local self = setmetatable({ sock = sock }, M)
+  live[self] = true
   -- the trap keeps sh alive when Ctrl-C ends the program (a handler, unlike '', is not inherited)
   local full = "trap : INT; " .. cmd .. '; echo "[exited $?]"; sleep 60'
   local env = "env TERM=xterm LANG=C.UTF-8 "
@@ -125,7 +127,15 @@ end
 
 -- Ends this session's tmux server (and the program in it).
 function M:kill()
+  live[self] = nil
   os.execute(("tmux -L %s kill-server 2>/dev/null"):format(self.sock))
+  os.remove(("/tmp/tmux-%s/%s"):format(sh("id -u"):gsub("%s+", ""), self.sock))
+end
+
+-- Ends every session this module started that is still alive (for after_each: a test that
+-- failed while starting its session never got a handle to kill).
+function M.kill_all()
+  for s in pairs(live) do s:kill() end
 end
 
 return M
