@@ -47,10 +47,16 @@ function M.new(t)
     elseif a == "--figures" then e.figures = args[i + 1] i = i + 1
     elseif a:sub(1, 2) == "--" then
       local key, val = a:sub(3):match("^([^=]+)=(.*)$")
+      local flag = false
       if not key then
         key = a:sub(3)
-        val = args[i + 1]
-        i = i + 1
+        local nxt = args[i + 1]
+        if nxt == nil or nxt:sub(1, 2) == "--" then  -- a bare flag: --no-load
+          flag = true
+        else
+          val = nxt
+          i = i + 1
+        end
       end
       key = key:gsub("-", "_")
       if e.options[key] == nil then
@@ -58,7 +64,8 @@ function M.new(t)
         os.exit(2)
       end
       local default = e.options[key]
-      if type(default) == "number" then val = tonumber(val) end
+      if flag then val = true
+      elseif type(default) ~= "string" and tonumber(val) then val = tonumber(val) end
       e.options[key] = val
     end
     i = i + 1
