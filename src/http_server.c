@@ -41,6 +41,7 @@ typedef struct slot {              /* one request's response, in request order *
 } slot;
 
 typedef struct { conn *c; } conn_box;
+typedef struct { srv *s; } srv_box;
 
 struct conn {
   uv_tcp_t tcp;                    /* first member: the handle's memory is the conn's */
@@ -69,6 +70,7 @@ struct srv {
   int closing;
   aio_future *closed_fut; int closed_ref;
   int port;
+  srv_box *box;                    /* the Lua object, cleared when the server is freed */
   char readbuf[65536];             /* shared: reads are consumed synchronously in read_cb */
 };
 
@@ -498,7 +500,9 @@ static void srv_maybe_done(srv *s) {
     s->closed_fut = NULL;
   }
   if (s->handler_ref != LUA_NOREF) { aio_unref(L, s->handler_ref); s->handler_ref = LUA_NOREF; }
+  if (s->box) s->box->s = NULL;               /* the Lua object now says "closed" */
   if (s->self_ref != LUA_NOREF) { int r = s->self_ref; s->self_ref = LUA_NOREF; aio_unref(L, r); }
+  free(s);                                     /* no handle of ours refers to it any more */
 }
 
 static void on_listener_closed(uv_handle_t *h) {
@@ -520,7 +524,6 @@ static void srv_begin_close(srv *s) {
   }
 }
 
-typedef struct { srv *s; } srv_box;
 
 static srv *check_srv(lua_State *L) {
   srv_box *b = luaL_checkudata(L, 1, SERVER_MT);
@@ -599,6 +602,7 @@ static int l_listen(lua_State *L) {
   lua_pop(L, 1);
   s->self_ref = aio_ref(L, -1);               /* alive while listening, whatever the script keeps */
   box->s = s;
+  s->box = box;
   return 1;
 }
 
@@ -612,7 +616,7 @@ static int l_port(lua_State *L) {
 static int l_srv_close(lua_State *L) {
   srv_box *b = luaL_checkudata(L, 1, SERVER_MT);
   srv *s = b->s;
-  if (!s) { aio_future *f = aio_future_new(L); lua_pushnil(L); aio_future_resolve(L, f, 0); lua_pop(L, 1); return 1; }
+  if (!s) { aio_future *f = aio_future_new(L); aio_future_resolve(L, f, 0); return 1; }  /* already closed */
   aio_future *f = s->closed_fut;
   if (!f) {
     f = aio_future_new(L);
