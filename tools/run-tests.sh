@@ -8,14 +8,14 @@
 # never the run: a file that times out or exits non-zero without a failing test counts as one
 # failure. Test programs tests/**/test_*.sh (bash) and tests/**/test_*.lua (aioshell) count
 # as one test each, passed when they exit 0. Logs go to $TEST_LOGS (build/test-logs).
-# Environment: AIOSHELL (build/aioshell), TEST_TIMEOUT (seconds per file, 300), BUSTED (busted).
+# Environment: AIOSHELL (build/aioshell), TEST_TIMEOUT (seconds per file, 120), BUSTED (busted).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 root=$PWD
 AIOSHELL=${AIOSHELL:-build/aioshell}
 case $AIOSHELL in /*) ;; */*) AIOSHELL=$root/$AIOSHELL ;; esac
 export AIOSHELL
-TIMEOUT=${TEST_TIMEOUT:-300}
+TIMEOUT=${TEST_TIMEOUT:-120}
 BUSTED=${BUSTED:-busted}
 LOGS=${TEST_LOGS:-build/test-logs}
 mkdir -p "$LOGS"
