@@ -163,6 +163,27 @@ local function concurrency(spans, t0, t1, width)
 end
 plot.concurrency = concurrency
 
+-- The most spans active at the same instant (exact sweep; a span ending when another starts
+-- does not overlap it).
+local function peak_concurrency(spans)
+  local ev = {}
+  for _, s in ipairs(spans) do
+    ev[#ev + 1] = { s.start, 1 }
+    ev[#ev + 1] = { s.stop or s.start, -1 }
+  end
+  table.sort(ev, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]  -- ends before starts at the same time
+  end)
+  local k, peak = 0, 0
+  for _, e in ipairs(ev) do
+    k = k + e[2]
+    if k > peak then peak = k end
+  end
+  return peak
+end
+plot.peak_concurrency = peak_concurrency
+
 -- Start and end of a list of spans.
 local function span_bounds(spans)
   local t0, t1 = math.huge, -math.huge
@@ -194,7 +215,7 @@ function plot.timeline_text(opts)
     rows[#rows + 1] = spans[i]
     labw = max(labw, #tostring(spans[i].label or i))
   end
-  labw = min(labw, 24)
+  labw = max(min(labw, 24), 4)  -- at least as wide as the "busy" row label
   for i, s in ipairs(rows) do
     local a = floor((s.start - t0) / (t1 - t0) * width)
     local b = ceil(((s.stop or s.start) - t0) / (t1 - t0) * width)
@@ -209,15 +230,12 @@ function plot.timeline_text(opts)
     lines[#lines + 1] = format("%s (%d of %d spans shown)", string.rep(" ", labw), shown, n)
   end
   local conc = concurrency(spans, t0, t1, width)
-  local peak = 0
-  for _, k in ipairs(conc) do peak = max(peak, k) end
   lines[#lines + 1] = string.rep(" ", labw) .. " └" .. string.rep("─", width) .. "┘"
   local left, right = num(0), num(t1 - t0) .. "s"
   lines[#lines + 1] = string.rep(" ", labw + 2) .. left ..
     string.rep(" ", max(width - #left - #right, 1)) .. right
-  lines[#lines + 1] = string.rep(" ", max(labw - 4, 0)) .. "busy" ..
-    string.rep(" ", max(4 - labw, 0)) .. "  " .. plot.sparkline(conc, { min = 0 }) ..
-    format("  peak %d at once", peak)
+  lines[#lines + 1] = "busy" .. string.rep(" ", labw - 4) .. "  " ..
+    plot.sparkline(conc, { min = 0 }) .. format("  peak %d at once", peak_concurrency(spans))
   return concat(lines, "\n")
 end
 
@@ -457,7 +475,7 @@ function plot.timeline_svg(opts)
   local cols = 120
   local conc = concurrency(spans, t0, t1, cols)
   local peak = 1
-  for _, k in ipairs(conc) do peak = max(peak, k) end
+  for _, k in ipairs(conc) do peak = max(peak, k) end  -- scale of the strip (sampled)
   local sy = T + plot_h + 24
   local pts = { format("%.1f,%.1f", px(t0), sy + strip) }
   for c, k in ipairs(conc) do
@@ -471,7 +489,7 @@ function plot.timeline_svg(opts)
   buf[#buf + 1] = format('<text x="%d" y="%.1f" text-anchor="end">busy</text>', L - 6,
     sy + strip / 2 + 4)
   buf[#buf + 1] = format('<text x="%d" y="%d">peak %d at once · %d spans · %s s</text>', L,
-    H - 6, peak, #spans, num(t1 - t0))
+    H - 6, peak_concurrency(spans), #spans, num(t1 - t0))
   buf[#buf + 1] = "</svg>"
   return concat(buf, "\n")
 end

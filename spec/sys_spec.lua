@@ -1,0 +1,118 @@
+-- spec/sys_spec.lua — aio.sys: readings are present, in range and consistent with each other.
+local sys = require "aio.sys"
+local aio = require "aio"
+
+describe("aio.sys", function()
+  it("cpu_times has the kernel's counters, aggregate and per cpu, growing over time", function()
+    local a = sys.cpu_times()
+    for _, k in ipairs { "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal" } do
+      assert.is_number(a[k], k)
+      assert.is_true(a[k] >= 0, k)
+    end
+    assert.equal(sys.cpu_count() >= 1 and true, #a >= 1)
+    local x = 0
+    for i = 1, 2e6 do x = x + i end  -- burn a little CPU so some counter moves
+    local b = sys.cpu_times()
+    local ta = a.user + a.system + a.idle + a.nice
+    local tb = b.user + b.system + b.idle + b.nice
+    assert.is_true(tb >= ta)
+  end)
+
+  it("cpu_percent over an interval is a percentage, and per cpu gives one per cpu", function()
+    local p = sys.cpu_percent(0.05)
+    assert.is_number(p)
+    assert.is_true(p >= 0 and p <= 100)
+    local per = sys.cpu_percent(0.05, { percpu = true })
+    assert.equal(#sys.cpu_times(), #per)
+    for _, v in ipairs(per) do assert.is_true(v >= 0 and v <= 100) end
+  end)
+
+  it("cpu_percent sees a busy loop on this process's core", function()
+    sys.cpu_percent()
+    local t = sys.clock()
+    while sys.clock() - t < 0.3 do end
+    local p = sys.cpu_percent()
+    -- One of the machine's cores was fully busy: at least 1/ncpu of the total, less slack.
+    assert.is_true(p >= 100 / sys.cpu_count() * 0.6, "cpu_percent " .. p)
+  end)
+
+  it("cpu_percent without an interval compares with the previous call", function()
+    sys.cpu_percent()
+    aio.sleep(0.05)
+    local p = sys.cpu_percent()
+    assert.is_true(p >= 0 and p <= 100)
+  end)
+
+  it("memory: total > available > 0 and used + available == total", function()
+    local m = sys.memory()
+    assert.is_true(m.total > 0)
+    assert.is_true(m.available > 0 and m.available <= m.total)
+    assert.equal(m.total, m.used + m.available)
+    assert.is_true(m.percent >= 0 and m.percent <= 100)
+  end)
+
+  it("loadavg gives three non-negative numbers", function()
+    local a, b, c = sys.loadavg()
+    for _, v in ipairs { a, b, c } do assert.is_true(v >= 0) end
+  end)
+
+  it("rss grows when this process allocates and rusage reports it", function()
+    local before = sys.rss()
+    assert.is_true(before > 1024 * 1024)
+    local keep = {}
+    for i = 1, 2e5 do keep[i] = { i } end
+    local after = sys.rss()
+    assert.is_true(after > before, ("rss %d -> %d"):format(before, after))
+    local ru = sys.rusage()
+    assert.is_true(ru.maxrss >= after * 0.5)
+    assert.is_true(ru.utime > 0)
+    keep = nil
+  end)
+
+  it("process_time counts CPU, not sleeping", function()
+    local c0 = sys.process_time()
+    aio.sleep(0.1)
+    local slept = sys.process_time() - c0
+    -- Spin until 50 ms of CPU were used (bounded: the machine is shared, so wall time varies).
+    local c1, t = sys.process_time(), sys.clock()
+    while sys.process_time() - c1 < 0.05 and sys.clock() - t < 5 do end
+    local busy = sys.process_time() - c1
+    assert.is_true(slept < 0.05, "slept " .. slept)
+    assert.is_true(busy >= 0.05 and sys.clock() - t < 5, "busy " .. busy)
+  end)
+
+  it("hrtime is monotonic nanoseconds and clock is the same in seconds", function()
+    local a = sys.hrtime()
+    local c = sys.clock()
+    local b = sys.hrtime()
+    assert.equal("integer", math.type(a))
+    assert.is_true(b >= a)
+    assert.is_true(math.abs(c - a / 1e9) < 0.01)
+  end)
+
+  it("time is the epoch in seconds", function()
+    assert.is_true(math.abs(sys.time() - os.time()) <= 1)
+  end)
+
+  it("measure reports wall and cpu of a function and passes its results", function()
+    local m, r = sys.measure(function(x) return x * 2 end, 21)
+    assert.equal(42, r)
+    assert.is_true(m.wall >= 0 and m.cpu >= 0)
+  end)
+
+  it("isatty and tty_size on a pipe", function()
+    local p = io.popen(string.format("%s -e 'local s=require\"aio.sys\" print(s.isatty(1), s.tty_size(1))'",
+      require("spec.helper").aioshell))
+    local out = p:read("a")
+    p:close()
+    assert.equal("false\tnil\tnot a terminal\n", out)
+  end)
+
+  it("pid, uptime, cpu_count, human_bytes", function()
+    assert.is_true(sys.pid() > 1)
+    assert.is_true(sys.uptime() > 0)
+    assert.is_true(sys.cpu_count() >= 1)
+    assert.equal("1.5 KiB", sys.human_bytes(1536))
+    assert.equal("12 B", sys.human_bytes(12))
+  end)
+end)
