@@ -319,63 +319,6 @@ static int handle_luainit(lua_State *L) {
   return dostring(L, init, name);
 }
 
-/* ---- interactive mode ------------------------------------------------------------------ */
-
-#ifndef AIO_HAVE_REPL
-/* Fallback used only while src/repl.c does not exist: lua.c's REPL without line editing.
-** Reads a line; tries it as `return <line>`, else as a statement, reading more lines while
-** the chunk is incomplete; prints the results. */
-int aio_repl(lua_State *L) {
-  char buf[512];
-  const char *oldprogname = progname;
-  progname = NULL; /* no program name on errors in interactive mode */
-  for (;;) {
-    int status;
-    lua_settop(L, 0);
-    fputs("> ", stdout);
-    fflush(stdout);
-    if (fgets(buf, sizeof buf, stdin) == NULL) break;
-    buf[strcspn(buf, "\n")] = '\0';
-    lua_pushstring(L, buf);
-    lua_pushfstring(L, "return %s;", buf[0] == '=' ? buf + 1 : buf);
-    status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=stdin");
-    lua_remove(L, -2);
-    if (status != LUA_OK) {
-      lua_pop(L, 1);
-      for (;;) { /* a statement, maybe over several lines */
-        size_t len;
-        const char *code = lua_tolstring(L, 1, &len);
-        status = luaL_loadbuffer(L, code, len, "=stdin");
-        if (status != LUA_ERRSYNTAX || !strstr(lua_tostring(L, -1), "<eof>")) break;
-        lua_pop(L, 1);
-        fputs(">> ", stdout);
-        fflush(stdout);
-        if (fgets(buf, sizeof buf, stdin) == NULL) break;
-        buf[strcspn(buf, "\n")] = '\0';
-        lua_pushfstring(L, "\n%s", buf);
-        lua_concat(L, 2);
-      }
-      if (lua_gettop(L) < 2) break; /* EOF inside a statement */
-    }
-    lua_remove(L, 1);
-    if (status == LUA_OK) status = docall(L, 0, LUA_MULTRET);
-    if (status == LUA_OK && lua_gettop(L) > 0) {
-      luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-      lua_getglobal(L, "print");
-      lua_insert(L, 1);
-      if (lua_pcall(L, lua_gettop(L) - 1, 0, 0) != LUA_OK)
-        l_message(progname, lua_pushfstring(L, "error calling 'print' (%s)", lua_tostring(L, -1)));
-    } else {
-      report(L, status);
-    }
-  }
-  lua_settop(L, 0);
-  lua_writeline();
-  progname = oldprogname;
-  return 1;
-}
-#endif
-
 /* ---- the program ------------------------------------------------------------------- */
 
 /* Runs the event loop to its end after the main chunk; returns the exit status it decides
