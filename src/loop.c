@@ -172,7 +172,13 @@ void aio_run_until(lua_State *L, aio_future *f) {
     luaL_error(L, "cannot await here: the event loop is already running (this code runs in a "
                   "plain callback); spawn a task with aio.spawn and await inside it");
   for (;;) {
-    if (aio_take_interrupt()) luaL_error(L, "interrupted!");
+    if (aio_take_interrupt()) {
+      /* The awaiter goes away: a private future nobody else waits on (a top-level sleep's
+      ** timer, a request) is cancelled, or it would keep the loop alive after the error. */
+      if (f && f->state == AIO_PENDING && !f->is_task && !f->whead && f->topwaiters <= 1)
+        aio_future_cancel(L, f, "interrupted");
+      luaL_error(L, "interrupted!");
+    }
     aio_scheduler_drain(loop);
     if (f && f->state != AIO_PENDING) return;
     if (!loop_alive(loop)) {
