@@ -1,7 +1,7 @@
 -- scripts/notebooks.lua — replays every experiment of the five notebooks and writes a report.
 --
 --   aioshell scripts/notebooks.lua [--full] [--out DIR] [--only a,b] [--notebook N] [--list]
---                                  [--timeout S] [--keep-going]
+--                                  [--timeout S] [--script FILE ...]
 --
 -- Each experiment is a script of scripts/ run as a child process of this same binary (quick
 -- sizes by default, the seeds' sizes with --full). A child's exit status is its verdict; lines
@@ -29,6 +29,7 @@ local NOTEBOOKS = {
   "Sites, a race, CPU-bound work",
   "Concurrency and parallelism course",
   "Callbacks, futures, asyncio, Rx",
+  "Extra experiments (--script)",
 }
 
 -- Reads the crawler's table (mode, requests, bytes, seconds, cpu, req/s, speed-up, check,
@@ -140,10 +141,12 @@ do
     elseif a == "--notebook" then opts.notebook = tonumber(val())
     elseif a == "--timeout" then opts.timeout = tonumber(val())
     elseif a == "--list" then opts.list = true
-    elseif a == "--keep-going" then opts.keep_going = true
+    elseif a == "--script" then
+      opts.scripts = opts.scripts or {}
+      opts.scripts[#opts.scripts + 1] = val()
     elseif a == "-h" or a == "--help" then
       print("usage: aioshell scripts/notebooks.lua [--full] [--out DIR] [--only id,id] [--notebook N]"
-        .. " [--list] [--timeout S]")
+        .. " [--list] [--timeout S] [--script FILE ...]")
       os.exit(0)
     else
       io.stderr:write("notebooks: unknown argument ", a, "\n")
@@ -151,6 +154,13 @@ do
     end
     i = i + 1
   end
+end
+
+-- Extra experiments given with --script FILE (any script speaking the same protocol).
+for _, path in ipairs(opts.scripts or {}) do
+  local name = path:match("([^/]+)%.lua$") or path
+  EXPERIMENTS[#EXPERIMENTS + 1] = { id = name, notebook = #NOTEBOOKS, script = path:match("[^/]+$"), path = path,
+    figures = "--figures", cells = "extra experiment " .. path, reference = "–" }
 end
 
 local selected = {}
@@ -161,7 +171,7 @@ do
     for id in opts.only:gmatch("[^,%s]+") do only[id] = true end
   end
   for _, ex in ipairs(EXPERIMENTS) do
-    if (not only or only[ex.id] or only[ex.script]) and (not opts.notebook or opts.notebook == ex.notebook) then
+    if (not only or only[ex.id] or only[ex.script] or ex.path) and (not opts.notebook or opts.notebook == ex.notebook) then
       selected[#selected + 1] = ex
     end
   end
@@ -218,7 +228,7 @@ assert(os.execute("mkdir -p " .. q(figdir)), "cannot create " .. figdir)
 -- Runs one experiment as a child; returns its record for the report.
 local function run(ex)
   local rec = { ex = ex, results = {}, figures = {}, checks = {}, status = "missing" }
-  local path = script_dir .. "/" .. ex.script
+  local path = ex.path or (script_dir .. "/" .. ex.script)
   if not exists(path) then
     rec.output = "(script " .. ex.script .. " is not in scripts/ yet)"
     return rec
