@@ -84,13 +84,18 @@ e:check(out[4] == "First timer is done! (real loop)" and out[5] == "Second timer
   "the real loop fires them in the same order")
 e:check(experiment.close_to(toy.wall, T2) and experiment.close_to(real.wall, T2),
   "both loops take the longest timer's %.2f s (toy %.2f s, real %.2f s)", T2, toy.wall, real.wall)
--- The busy loop competes for 2 shared cores, so its share can dip; the real loop's should be
--- near zero. The check is the ratio, not an absolute figure.
-e:check(toy.percent > 40 and real.percent < 15 and toy.percent > 4 * real.percent,
-  "the toy loop burns a core (%.0f %%), the real loop idles (%.1f %%)", toy.percent, real.percent)
+-- The busy loop competes with everything else on 2 shared cores, so its share of a core
+-- varies from run to run; what does not vary is that it keeps polling while the real loop
+-- sleeps. So the checks are relative: far more CPU than the real loop, and a poll count in
+-- the hundreds of thousands where the real loop woke up twice.
+e:check(polls > 10000, "the toy loop polled the clock %d times for two timers", polls)
+e:check(toy.cpu > 20 * math.max(real.cpu, 0.001) and toy.percent > 10,
+  "the toy loop burns CPU (%.0f %% of a core, %.3f s), the real loop idles (%.1f %%, %.4f s)",
+  toy.percent, toy.cpu, real.percent, real.cpu)
 
 e:result { key = "toy_cpu", label = "toy busy-wait loop, CPU while waiting", measured = toy.percent,
-  unit = "%", reference = "busy-waiting (no figure in the seed)", reproduced = toy.percent > 40 }
+  unit = "%", reference = "busy-waiting (no figure in the seed)", reproduced = toy.percent > 10,
+  note = string.format("%d polls", polls) }
 e:result { key = "real_cpu", label = "libuv loop, CPU while waiting", measured = real.percent,
   unit = "%", reference = "event loop sleeps until due", reproduced = real.percent < 15 }
 

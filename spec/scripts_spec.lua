@@ -1,0 +1,82 @@
+-- spec/scripts_spec.lua — every script in scripts/ runs to success in quick mode.
+--
+-- Each script checks its own result and exits non-zero when a check fails, so running it is
+-- the test. Scripts run with no arguments unless listed below (their defaults must be quick);
+-- timer-only experiments run on virtual time, which makes them instant and deterministic.
+local helper = require "spec.helper"
+
+local ARGS = {
+  ["crawler.lua"] = { "--n", "50", "--serial-n", "3", "--no-svg", "--quiet" },
+  ["notebooks.lua"] = { "--list" },  -- the full runner is exercised by spec/report_spec.lua
+  ["nb4_display_date.lua"] = { "--virtual-time" },
+  ["nb4_kettle.lua"] = { "--virtual-time" },
+  ["nb5_network_request.lua"] = { "--virtual-time" },
+  ["nb5_futures.lua"] = { "--virtual-time" },
+  ["nb5_coroutines.lua"] = { "--virtual-time" },
+  ["nb5_rx_hot_cold.lua"] = { "--virtual-time" },
+  ["nb5_cpu_monitor.lua"] = { "--duration", "1.2", "--load-at", "0.2", "--load", "0.8" },
+}
+
+-- Scripts that need something set up around them: a function returning argv and opts.
+local SPECIAL = {
+  -- A server runs until stopped: load it as a module, serve one request, close it.
+  ["server.lua"] = function(path)
+    local code = string.format([[
+local aio, http = require "aio", require "aio.http"
+local M = assert(loadfile(%q))("--module")
+local server = M.start { port = 0, metrics = os.tmpname() }
+local r = http.get(string.format("http://127.0.0.1:%%d/add?name=spec&delay=1", server:port()))
+assert(r.status == 200 and r.body == ".", "server answered " .. tostring(r.status))
+server:close()
+]], path)
+    return { "-e", code }
+  end,
+  -- The call-graph drawer reads a metric file: give it a small one.
+  ["callgraph.lua"] = function(path)
+    local json = helper.tmpfile('{"spec":[{"start":100.0,"end":100.1,"dt":0.1},{"start":100.05,"end":100.2,"dt":0.15}]}',
+      ".json")
+    return { path, json, "--svg", helper.tmpdir() }
+  end,
+}
+
+-- The scripts, sorted.
+local function list_scripts()
+  local p = io.popen("ls -1 " .. helper.quote(helper.root .. "/scripts"))
+  local names = {}
+  for name in p:lines() do
+    if name:match("%.lua$") then names[#names + 1] = name end
+  end
+  p:close()
+  table.sort(names)
+  return names
+end
+
+describe("scripts/", function()
+  teardown(helper.cleanup)
+
+  local names = list_scripts()
+  it("has the notebook experiments", function()
+    local set = {}
+    for _, n in ipairs(names) do set[n] = true end
+    for _, n in ipairs { "notebooks.lua", "nb5_cpu_monitor.lua", "nb5_rx_observables.lua", "nb4_kettle.lua" } do
+      assert.is_true(set[n] or false, n)
+    end
+  end)
+
+  for _, name in ipairs(names) do
+    it(name .. " runs to success", function()
+      local path = helper.root .. "/scripts/" .. name
+      local argv
+      if SPECIAL[name] then
+        argv = SPECIAL[name](path)
+      else
+        argv = { path }
+        for _, a in ipairs(ARGS[name] or {}) do argv[#argv + 1] = a end
+      end
+      local out, err, status = helper.run(argv, { timeout = 90, cwd = helper.tmpdir() })
+      assert.equal(0, status, string.format("%s exited %d\n--- stdout (tail)\n%s\n--- stderr\n%s", name, status,
+        out:sub(-1500), err:sub(-1500)))
+      assert.falsy(out:find("check FAILED", 1, true), out)
+    end)
+  end
+end)
