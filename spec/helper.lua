@@ -85,14 +85,15 @@ end
 -- Returns stdout, stderr, exit status (128 + n when killed by signal n).
 function helper.exec(argv, opts)
   opts = opts or {}
-  local env = {"env", "-u", "LUA_INIT", "-u", "LUA_INIT_5_4"}
-  for k, v in pairs(opts.env or {}) do
+  local env, sets = {"env", "-u", "LUA_INIT", "-u", "LUA_INIT_5_4"}, {}
+  for k, v in pairs(opts.env or {}) do -- env wants every -u before the first NAME=value
     if v == false then
       env[#env + 1] = "-u " .. helper.quote(k)
     else
-      env[#env + 1] = helper.quote(k .. "=" .. tostring(v))
+      sets[#sets + 1] = helper.quote(k .. "=" .. tostring(v))
     end
   end
+  table.move(sets, 1, #sets, #env + 1, env)
   local words = {}
   for i, a in ipairs(argv) do words[i] = helper.quote(a) end
   local cmd = table.concat(words, " ")
