@@ -1,0 +1,54 @@
+-- bench/tasks/peers/bare_coroutines.lua — the floor: the same cases with bare Lua 5.4
+-- coroutines and a trivial round-robin driver, no event loop (run with stock lua5.4).
+-- `lua5.4 bare_coroutines.lua CASE N [M]`; prints key=value figures like aio_tasks.lua.
+-- "sleep(0)" is a coroutine.yield(); a scheduler pass resumes every coroutine once.
+-- Only process CPU time is printed: stock Lua has no wall clock finer than a second.
+local case, n, m = arg[1], tonumber(arg[2]), tonumber(arg[3] or 0)
+local create, resume, yield = coroutine.create, coroutine.resume, coroutine.yield
+
+local function status_kb(key)
+  local f = assert(io.open("/proc/self/status"))
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match(key .. ":%s*(%d+)"))
+end
+
+local function work(i) yield() return i end
+local function sleeper() yield() end
+local function switcher(count) for _ = 1, count do yield() end return true end
+
+if case == "spawn" then
+  local c0 = os.clock()
+  local cos, r = {}, {}
+  for i = 1, n do cos[i] = create(work) end
+  for i = 1, n do resume(cos[i], i) end          -- first turn: each runs to its sleep(0)
+  for i = 1, n do local _, v = resume(cos[i]); r[i] = v end  -- second turn: each returns
+  local cpu = os.clock() - c0
+  assert(r[n] == n and #r == n)
+  print(("cpu=%.6f"):format(cpu))
+elseif case == "sleepers" then
+  collectgarbage() collectgarbage()
+  local before = status_kb("VmRSS")
+  local cos = {}
+  for i = 1, n do cos[i] = create(sleeper); resume(cos[i]) end
+  print(("rss0_kb=%d hwm_kb=%d rss_kb=%d"):format(before, status_kb("VmHWM"), status_kb("VmRSS")))
+  io.stdout:flush()
+  os.exit(0)
+elseif case == "switch" then
+  local c0 = os.clock()
+  local cos, live = {}, n
+  for i = 1, n do cos[i] = create(switcher) end
+  for i = 1, n do resume(cos[i], m) end
+  while live > 0 do
+    for i = 1, n do
+      local co = cos[i]
+      if co then
+        local _, finished = resume(co)
+        if finished then cos[i] = false; live = live - 1 end
+      end
+    end
+  end
+  print(("cpu=%.6f switches=%d"):format(os.clock() - c0, n * m))
+else
+  error("usage: bare_coroutines.lua spawn|sleepers|switch N [M]")
+end
