@@ -274,7 +274,9 @@ u2 = setmetatable({}, {__gc = function() error("ZYX") end})]])})
         "%s -e %s & pid=$!; i=0; while [ ! -e %s ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done; " ..
         "sleep %s; kill -INT $pid; wait $pid",
         helper.quote(interp),
-        helper.quote("io.open(" .. string.format("%q", ready) .. ", 'w'):close() " .. code),
+        -- the code signals it is ready by calling READY(), or at its start if it does not
+        helper.quote("function READY() io.open(" .. string.format("%q", ready) .. ", 'w'):close() end " ..
+          (code:find("READY()", 1, true) and "" or "READY() ") .. code),
         helper.quote(ready), extra_wait or "0.05")
       local out, err, status = helper.exec({"sh", "-c", sh}, {timeout = 10})
       os.remove(ready)
@@ -308,9 +310,17 @@ u2 = setmetatable({}, {__gc = function() error("ZYX") end})]])})
       assert.matches("interrupted!\nstack traceback:", err)
     end)
 
+    it("interrupts a busy loop inside a task", function()
+      local out, _, status = interrupt(helper.aioshell, [[local aio = require 'aio'
+        local t = aio.spawn(function() READY() while true do end end)
+        local ok, e = pcall(t.await, t) print(ok, (tostring(e):match('^interrupted!')), t:done())]])
+      assert.are.equal("false\tinterrupted!\ttrue\n", out)
+      assert.are.equal(0, status)
+    end)
+
     it("cancels the remaining tasks and exits 130 on Ctrl-C after the main chunk", function()
       local out, _, status = interrupt(helper.aioshell,
-        "local aio = require 'aio' aio.spawn(function() local ok, e = pcall(aio.sleep, 30) " ..
+        "local aio = require 'aio' aio.spawn(function() READY() local ok, e = pcall(aio.sleep, 30) " ..
         "print('cleanup', ok, aio.is_cancelled(e) or tostring(e):find('interrupt') ~= nil) end)")
       assert.are.equal("cleanup\tfalse\ttrue\n", out)
       assert.are.equal(130, status)
