@@ -284,7 +284,7 @@ u2 = setmetatable({}, {__gc = function() error("ZYX") end})]])})
     end
 
     it("turns Ctrl-C in a busy loop into a catchable 'interrupted!' error", function()
-      local code = "local ok, e = pcall(function() while true do end end) print(ok, e)"
+      local code = "local ok, e = pcall(function() READY() while true do end end) print(ok, e)"
       local out1, _, s1 = interrupt(helper.aioshell, code)
       local out2, _, s2 = interrupt(helper.lua54, code)
       assert.are.equal("false\tinterrupted!\n", out2)
@@ -301,11 +301,11 @@ u2 = setmetatable({}, {__gc = function() error("ZYX") end})]])})
     it("interrupts an await blocked at top level, once per Ctrl-C", function()
       local out, err, status = interrupt(helper.aioshell,
         -- the interrupted sleep's timer must not keep the program alive (status 124 if it did)
-        "local aio = require 'aio' local ok, e = pcall(aio.sleep, 30) print(ok, e) aio.sleep(0.01) print('after')")
+        "local aio = require 'aio' READY() local ok, e = pcall(aio.sleep, 30) print(ok, e) aio.sleep(0.01) print('after')")
       assert.are.equal("false\tinterrupted!\nafter\n", out)
       assert.are.equal("", err)
       assert.are.equal(0, status)
-      _, err, status = interrupt(helper.aioshell, "require('aio').sleep(30)")
+      _, err, status = interrupt(helper.aioshell, "local aio = require('aio') READY() aio.sleep(30)")
       assert.are.equal(1, status)
       assert.matches("interrupted!\nstack traceback:", err)
     end)
