@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <time.h>
 #include <pthread.h>
+#include <sched.h>
 #include <lualib.h>
 #include "aio.h"
 #include "codec.h"
@@ -98,6 +99,12 @@ aio_inbox *aio_inbox_get(lua_State *L) {
   *box = ib;
   lua_rawsetp(L, LUA_REGISTRYINDEX, &inbox_key);
   return ib;
+}
+
+/* In a forked child: the inbox's handle belonged to the parent's loop; start afresh. */
+void aio_thread_forget_inbox(lua_State *L) {
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &inbox_key);
 }
 
 void aio_inbox_post(aio_inbox *ib, aio_delivery *d) {
@@ -687,6 +694,7 @@ static int l_current(lua_State *L) {
 static int l_sleep(lua_State *L) {
   double s = luaL_checknumber(L, 1);
   aio_worker *w = aio_worker_of(L);
+  if (s <= 0) sched_yield();  /* sleep(0): let another thread run (widens races on purpose) */
   while (s > 0) {
     double step = w ? (s < 0.005 ? s : 0.005) : s;
     struct timespec ts = {(time_t)step, (long)((step - (time_t)step) * 1e9)};

@@ -23,6 +23,8 @@ struct aio_delivery {
 aio_inbox *aio_inbox_get(lua_State *L);
 /* Queues d and wakes the loop (any thread). */
 void aio_inbox_post(aio_inbox *ib, aio_delivery *d);
+/* Forgets the inbox (a forked child whose loop was reset makes a new one on demand). */
+void aio_thread_forget_inbox(lua_State *L);
 /* Counts work in flight that the loop must stay alive for (loop thread only): +1 / -1. */
 void aio_inbox_hold(aio_inbox *ib, int delta);
 

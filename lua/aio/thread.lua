@@ -133,5 +133,7 @@ function M.run_in_executor(pool, fn, ...)
   return (pool or M.default_pool()):submit(fn, ...)
 end
 
-M.select = select
+-- The bounded map above, shared with process pools (it needs only :submit and :size).
+M.pool_map = methods.map
+
 return M

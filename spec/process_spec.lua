@@ -1,0 +1,366 @@
+-- spec/process_spec.lua — process.fork, process pools (a worker killed mid-job fails only its
+-- job), pipes with large payloads both ways at once, queues, shared memory under contention,
+-- process.exec. Every child is joined or killed before its test ends.
+local helper = require "spec.helper"
+local aio = require "aio"
+local process = require "aio.process"
+local thread = require "aio.thread"
+local async = helper.async
+
+-- A pool shared by the tests that do not kill or retire its workers.
+local pool = process.pool{size = 2}
+
+describe("process.fork", function()
+  it("runs a closure in a child that inherits the state (no serialization)", async(function()
+    local big = {}
+    for i = 1, 10000 do big[i] = i end
+    local out = io.stdout  -- an open file: it could not cross the codec, but fork inherits it
+    local h = process.fork(function(a)
+      aio.sleep(0.001)  -- a fresh loop runs in the child
+      return a + #big, io.type(out), process.current().name, process.getpid()
+    end, 5)
+    assert.is_number(h.pid)
+    assert.matches("^Process%-%d+$", h.name)
+    local sum, ftype, name, pid = h:join()
+    assert.equal(10005, sum)
+    assert.equal("file", ftype)
+    assert.equal(h.name, name)
+    assert.equal(h.pid, pid)
+    assert.equal(0, h.exitcode)
+    assert.is_false(h:is_alive())
+  end))
+
+  it("names processes (spawn) and reports the child's error with its traceback", async(function()
+    local h = process.spawn{target = function(x) error("bad " .. x) end, args = {7}, name = "Test"}
+    assert.equal("Test", h.name)
+    local ok, err = pcall(h.join, h)
+    assert.is_false(ok)
+    assert.matches("bad 7", err)
+    assert.matches("stack traceback %(Test pid %d+%)", err)
+    assert.equal(1, h.exitcode)
+  end))
+
+  it("reports a killed child without hanging", async(function()
+    local h = process.fork(function() while true do end end)
+    aio.sleep(0.02)
+    assert.is_true(h:kill("KILL"))
+    local r, why = h:join()
+    assert.is_nil(r)
+    assert.matches("killed by signal 9", why)
+    assert.equal(-9, h.exitcode)
+  end))
+
+  it("join with a timeout", async(function()
+    local h = process.fork(function() aio.sleep(5) end)
+    local r, why = h:join(0.05)
+    assert.is_nil(r)
+    assert.equal("timeout", why)
+    h:kill()
+    h:join()
+    assert.equal(-15, h.exitcode)
+  end))
+
+  it("the child does not run the parent's tasks", async(function()
+    local ran = process.value(0)
+    local t = aio.spawn(function() aio.sleep(0.05); ran:add(1) end)
+    local h = process.fork(function() aio.sleep(0.1) return "done" end)
+    assert.equal("done", h:join())
+    t:await()
+    assert.equal(1, ran:get())  -- only the parent's copy of the task ran
+  end))
+end)
+
+describe("process pool", function()
+  it("runs jobs in worker processes and maps in order", async(function()
+    local x, name, pid = pool:submit(function(v)
+      local p = require "aio.process"
+      return v * 2, p.current().name, p.getpid()
+    end, 21):await()
+    assert.equal(42, x)
+    assert.matches("^ForkPoolWorker%-%d+$", name)
+    assert.are_not.equal(process.getpid(), pid)
+    local list = {}
+    for i = 1, 100 do list[i] = i end
+    local r = pool:map(function(v) return v * v end, list)
+    for i = 1, 100 do assert.equal(i * i, r[i]) end
+    local seen = {}
+    for v in pool:imap_unordered(function(v) return -v end, {1, 2, 3}) do seen[#seen + 1] = v end
+    table.sort(seen)
+    assert.same({-3, -2, -1}, seen)
+  end))
+
+  it("a worker killed mid-job fails only that job and is replaced", async(function()
+    local p = process.pool{size = 2}
+    local victim_pid = process.value(0)
+    local victim = p:submit(function(v)
+      v:set(require("aio.process").getpid())
+      while true do end
+    end, victim_pid)
+    while victim_pid:get() == 0 do aio.sleep(0.005) end
+    local others = {}
+    for i = 1, 6 do others[i] = p:submit(function(i) return i end, i) end
+    os.execute("kill -9 " .. victim_pid:get())
+    local ok, err = pcall(victim.await, victim)
+    assert.is_false(ok)
+    assert.matches("died while running this job: killed by signal 9", err)
+    for i = 1, 6 do assert.equal(i, others[i]:await()) end
+    assert.equal("still works", p:submit(function() return "still works" end):await())
+    local now = p:pids()
+    assert.equal(2, #now)
+    for _, pid in ipairs(now) do assert.are_not.equal(victim_pid:get(), pid) end
+    p:close()
+  end))
+
+  it("replaces workers after maxtasksperchild jobs", async(function()
+    local p = process.pool{size = 1, maxtasksperchild = 2}
+    local pids = {}
+    for i = 1, 6 do
+      pids[i] = p:submit(function() return require("aio.process").getpid() end):await()
+    end
+    assert.equal(pids[1], pids[2])
+    assert.are_not.equal(pids[2], pids[3])
+    assert.equal(pids[3], pids[4])
+    assert.are_not.equal(pids[4], pids[5])
+    p:close()
+  end))
+
+  it("cancels queued and running jobs", async(function()
+    local p = process.pool{size = 1}
+    local running = p:submit(function() while true do end end)
+    local queued = p:submit(function() return "never" end)
+    aio.sleep(0.02)
+    assert.is_true(queued:cancel())
+    assert.is_true(running:cancel())
+    assert.is_true(running:cancelled())
+    assert.equal("next", p:submit(function() return "next" end):await())
+    p:close()
+  end))
+
+  it("returns errors with the worker's traceback", async(function()
+    local ok, err = pcall(pool.apply, pool, function() error("worker failed") end)
+    assert.is_false(ok)
+    assert.matches("worker failed", err)
+    assert.matches("stack traceback %(ForkPoolWorker%-%d+ pid %d+%)", err)
+  end))
+
+  it("refuses thread-only objects and names them", function()
+    local ok, err = pcall(pool.submit, pool, function() end, {cell = thread.shared(1)})
+    assert.is_false(ok)
+    assert.matches("^cannot send args%[1%]%.cell %(userdata: aio.thread.shared%)", err)
+  end)
+
+  it("says why a pipe made after the pool cannot reach its workers", async(function()
+    local a = process.pipe()
+    local ok, err = pcall(pool.apply, pool, function(e) return e end, a)
+    assert.is_false(ok)
+    assert.matches("make pipes before forking", err)
+  end))
+
+  it("closes after the queued jobs ran; terminate kills", async(function()
+    local p = process.pool{size = 1}
+    local f = p:submit(function() require("aio.thread").sleep(0.05) return 1 end)
+    local g = p:submit(function() return 2 end)
+    p:close()
+    assert.equal(1, f:result())
+    assert.equal(2, g:result())
+    local q = process.pool{size = 1}
+    local h = q:submit(function() while true do end end)
+    q:terminate()
+    assert.is_true(h:cancelled())
+  end))
+end)
+
+describe("process.pipe", function()
+  it("moves large payloads both ways at once without deadlock", async(function()
+    local a, b = process.pipe()
+    local payload = string.rep("x", 4 * 1024 * 1024)
+    local h = process.fork(function()
+      b:send({from = "child", data = payload})  -- sends before it receives
+      local got = b:recv()
+      return #got.data, got.from
+    end)
+    a:send({from = "parent", data = payload})    -- so does the parent
+    local got = a:recv()
+    assert.equal("child", got.from)
+    assert.equal(#payload, #got.data)
+    local n, from = h:join()
+    assert.equal(#payload, n)
+    assert.equal("parent", from)
+  end))
+
+  it("keeps message boundaries and reports a closed peer", async(function()
+    local a, b = process.pipe()
+    local h = process.fork(function()
+      for i = 1, 100 do b:send(i) end
+      b:close()
+    end)
+    b:close()  -- the parent's copy of the child's end, or the peer never looks closed
+    local sum = 0
+    while true do
+      local v, why = a:recv()
+      if v == nil then assert.equal("closed", why) break end
+      sum = sum + v
+    end
+    assert.equal(5050, sum)
+    h:join()
+  end))
+end)
+
+describe("process.queue", function()
+  it("many producers and consumers, with a sentinel each", async(function()
+    local q, results = process.queue(), process.queue()
+    local producers, consumers = {}, {}
+    for c = 1, 2 do
+      consumers[c] = process.fork(function()
+        local sum = 0
+        while true do
+          local v = q:get()
+          if v == -1 then break end
+          sum = sum + v
+        end
+        results:put(sum)
+      end)
+    end
+    for p = 1, 3 do
+      producers[p] = process.fork(function() for i = 1, 100 do q:put(i) end end)
+    end
+    for _, h in ipairs(producers) do h:join() end
+    q:put(-1)
+    q:put(-1)
+    local total = results:get() + results:get()
+    for _, h in ipairs(consumers) do h:join() end
+    assert.equal(3 * 5050, total)
+    assert.is_nil((q:get_nowait()))
+  end))
+
+  it("refuses messages too large for one datagram", function()
+    local q = process.queue()
+    local ok, err = pcall(q.put, q, string.rep("z", 8 * 1024 * 1024))
+    assert.is_false(ok)
+    assert.matches("message too large", err)
+  end)
+end)
+
+describe("shared memory", function()
+  it("value:add is exact under contention; get/set races", async(function()
+    local atomic, racy = process.value(0), process.value(0)
+    local hs = {}
+    for i = 1, 4 do
+      hs[i] = process.fork(function()
+        for _ = 1, 20000 do
+          atomic:add(1)
+          racy.value = racy.value + 1
+        end
+      end)
+    end
+    for _, h in ipairs(hs) do h:join() end
+    assert.equal(80000, atomic:get())
+    assert.is_true(racy:get() <= 80000)
+  end))
+
+  it("arrays, floats and cas", function()
+    local a = process.array({1.5, 2.5})
+    assert.equal(4.0, a:add(2, 1.5))
+    a[1] = 3
+    assert.same({3.0, 4.0}, a:totable())
+    assert.equal(2, #a)
+    local v = process.value(1)
+    assert.is_false(v:cas(2, 3))
+    assert.is_true(v:cas(1, 3))
+    assert.equal(3, v.value)
+  end)
+
+  it("a lock makes read-modify-write exact; a dead holder's lock is taken over", async(function()
+    local l, v = process.lock(), process.value(0)
+    local hs = {}
+    for i = 1, 3 do
+      hs[i] = process.fork(function()
+        for _ = 1, 300 do
+          local _ <close> = l:acquire()
+          v.value = v.value + 1
+        end
+      end)
+    end
+    for _, h in ipairs(hs) do h:join() end
+    assert.equal(900, v:get())
+    local h = process.fork(function() l:acquire(); while true do end end)
+    aio.sleep(0.05)
+    assert.equal(h.pid, l:owner())
+    assert.is_nil((l:acquire(0.02)))
+    h:kill("KILL")
+    h:join()
+    assert.equal(l, l:acquire(1))
+    l:release()
+  end))
+
+  it("semaphore bounds concurrency across processes", async(function()
+    local sem, inside, peak = process.semaphore(2), process.value(0), process.value(0)
+    local hs = {}
+    for i = 1, 4 do
+      hs[i] = process.fork(function()
+        local _ <close> = sem:acquire()
+        local n = inside:add(1)
+        local p = peak:get()
+        while n > p and not peak:cas(p, n) do p = peak:get() end
+        aio.sleep(0.02)
+        inside:add(-1)
+      end)
+    end
+    for _, h in ipairs(hs) do h:join() end
+    assert.is_true(peak:get() <= 2)
+    assert.equal(2, sem:value())
+  end))
+
+  it("dict is shared without a manager process", async(function()
+    local d = process.dict{slots = 64, slot_size = 128}
+    local hs = {}
+    for i = 1, 3 do
+      hs[i] = process.fork(function()
+        d:set("k" .. i, {i = i})
+        for _ = 1, 100 do d:incr("hits", 1, 0) end
+      end)
+    end
+    for _, h in ipairs(hs) do h:join() end
+    assert.equal(300, d:get("hits"))
+    assert.equal(2, d:get("k2").i)
+    assert.equal(4, #d)
+    assert.is_false((d:add("k1", 0)))
+    d:delete("k1")
+    assert.is_nil(d:get("k1"))
+    local ok, err = pcall(d.set, d, "big", string.rep("b", 500))
+    assert.is_false(ok)
+    assert.matches("larger slot_size", err)
+    local keys = d:keys()
+    table.sort(keys)
+    assert.same({"hits", "k2", "k3"}, keys)
+  end))
+end)
+
+describe("process.exec", function()
+  it("collects output and the exit status", async(function()
+    local r = process.exec{"sh", "-c", "cat; echo oops >&2; exit 3", stdin = "in\n"}
+    assert.equal(3, r.status)
+    assert.is_false(r.ok)
+    assert.equal("in\n", r.stdout)
+    assert.equal("oops\n", r.stderr)
+  end))
+
+  it("streams output and reports programs that cannot start", async(function()
+    local chunks = {}
+    local r = process.exec{"printf", "a\\nb\\n", on_stdout = function(s) chunks[#chunks + 1] = s end}
+    assert.is_true(r.ok)
+    assert.equal("a\nb\n", table.concat(chunks))
+    local none, err = process.exec{"no-such-program-here"}
+    assert.is_nil(none)
+    assert.matches("no such file", err)
+  end))
+
+  it("does not block the loop", async(function()
+    local ticks = 0
+    local t = aio.spawn(function() for _ = 1, 5 do aio.sleep(0.01); ticks = ticks + 1 end end)
+    local r = process.exec{"sleep", "0.1"}
+    assert.is_true(r.ok)
+    t:await()
+    assert.equal(5, ticks)
+  end))
+end)
