@@ -40,9 +40,7 @@ static int resume_loop(lua_State *L, int narg) {
       /* The main thread: run the loop until the awaited future is done, then resume. */
       lua_xmove(co, L, nres);
       aio_future *f = aio_future_check(L, -1);
-      f->topwaiters++;
       aio_run_until(L, f);
-      f->topwaiters--;
       int fidx = lua_gettop(L);
       narg = aio_future_push_outcome(L, fidx);
       lua_remove(L, fidx);

@@ -171,23 +171,27 @@ void aio_run_until(lua_State *L, aio_future *f) {
   if (loop->running)
     luaL_error(L, "cannot await here: the event loop is already running (this code runs in a "
                   "plain callback); spawn a task with aio.spawn and await inside it");
+  if (f) f->topwaiters++;  /* counted so cancelling a task does not cancel a future we need */
   for (;;) {
     if (aio_take_interrupt()) {
+      if (f) f->topwaiters--;
       /* The awaiter goes away: a private future nobody else waits on (a top-level sleep's
       ** timer, a request) is cancelled, or it would keep the loop alive after the error. */
-      if (f && f->state == AIO_PENDING && !f->is_task && !f->whead && f->topwaiters <= 1)
+      if (f && f->state == AIO_PENDING && !f->is_task && !f->whead && f->topwaiters == 0)
         aio_future_cancel(L, f, "interrupted");
       luaL_error(L, "interrupted!");
     }
     aio_scheduler_drain(loop);
-    if (f && f->state != AIO_PENDING) return;
+    if (f && f->state != AIO_PENDING) break;
     if (!loop_alive(loop)) {
       if (!f) return;
+      f->topwaiters--;
       luaL_error(L, "await would block forever: nothing is left that could complete it "
                     "(%d task(s) waiting)", loop->ntasks);
     }
     loop_poll(loop);
   }
+  f->topwaiters--;
 }
 
 /* SIGINT while draining: ask the loop to stop (the tasks are then cancelled). */

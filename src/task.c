@@ -506,10 +506,8 @@ int aio_await(lua_State *L, int idx) {
     lua_pushvalue(L, idx);
     return lua_yieldk(L, 2, base, await_k);
   }
-  f->topwaiters++;
   lua_pushvalue(L, idx);  /* the main thread waits: run the loop until f is done */
   aio_run_until(L, f);
-  f->topwaiters--;
   return aio__return_outcome(L, idx);
 }
 
