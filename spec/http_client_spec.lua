@@ -220,4 +220,35 @@ describe("aio.http client", function()
     assert.are.equal(10, done:await())
     client:close()
   end)
+
+  it("records requests and tasks as trace-event spans with aio.trace", async(function()
+    local trace = require "aio.trace"
+    local path = helper.tmpfile("", ".json")
+    trace.start(path)
+    local t = aio.spawn(function() return http.get(srv:url("/sleep?s=0.02")).status end)
+    t:set_name("fetcher")
+    assert.are.equal(200, t:await())
+    assert.is_true(trace.stop() > 0)
+    local doc = require("cjson").decode(helper.readfile(path))
+    local begins, ends = {}, {}
+    for _, e in ipairs(doc.traceEvents) do
+      if e.ph == "b" then begins[e.id] = e elseif e.ph == "e" then ends[e.id] = e end
+    end
+    local saw_get, saw_task, saw_server = false, false, false
+    for id, b in pairs(begins) do
+      assert.is_table(ends[id], "span without an end: " .. b.name)
+      assert.is_true(ends[id].ts >= b.ts)
+      if b.name == "GET " .. srv:url("/sleep?s=0.02") then
+        saw_get = true
+        assert.are.equal(200, b.args.status)
+        assert.is_true(ends[id].ts - b.ts >= 20000)     -- microseconds
+      end
+      if b.cat == "task" and b.name == "task fetcher" then saw_task = true end
+      if b.cat == "http.server" then saw_server = true end
+    end
+    assert.is_true(saw_get, "no span for the request")
+    assert.is_true(saw_task, "no span for the task")
+    assert.is_true(saw_server, "no span for the server side")
+    helper.cleanup()
+  end))
 end)

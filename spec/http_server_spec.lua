@@ -138,6 +138,10 @@ describe("aio.http server", function()
     http.get(srv:url("/a%20b/c?q=1"))
     assert.are.equal("/a b/c", seen[1].path)
     assert.are.equal("/a%20b/c?q=1", seen[1].target)
+    assert.are.equal("q=1", seen[1].raw_query)
+    http.get(srv:url("/x%zzy%4"))                 -- malformed escapes stay as they are
+    assert.are.equal("/x%zzy%4", seen[2].path)
+    assert.are.equal("", seen[2].raw_query)
   end))
 
   it("supports every handler form", async(function()

@@ -366,6 +366,28 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
   return sb_add(&c->body, at, n) ? 0 : -1;
 }
 
+static int hexdigit(int ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+/* Pushes the path with %XX escapes decoded (a malformed escape stays as it is). */
+static void push_path(lua_State *L, const char *p, size_t n) {
+  if (!memchr(p, '%', n)) { lua_pushlstring(L, p, n); return; }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < n; i++) {
+    int hi, lo;
+    if (p[i] == '%' && i + 2 < n && (hi = hexdigit((unsigned char)p[i + 1])) >= 0 && (lo = hexdigit((unsigned char)p[i + 2])) >= 0) {
+      luaL_addchar(&b, (char)(hi * 16 + lo));
+      i += 2;
+    } else luaL_addchar(&b, p[i]);
+  }
+  luaL_pushresult(&b);
+}
+
 /* A request is complete: make its slot, build the req table and spawn the handler task. */
 static int on_message_complete(llhttp_t *p) {
   conn *c = p->data;
@@ -385,8 +407,16 @@ static int on_message_complete(llhttp_t *p) {
   lua_pushinteger(L, sl->seq);
   lua_createtable(L, 0, 6);
   lua_pushstring(L, llhttp_method_name((llhttp_method_t)p->method)); lua_setfield(L, -2, "method");
-  lua_pushlstring(L, c->url.p ? c->url.p : "", c->url.len); lua_setfield(L, -2, "target");
-  lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor); lua_setfield(L, -2, "version");
+  const char *u = c->url.p ? c->url.p : "";
+  lua_pushlstring(L, u, c->url.len); lua_setfield(L, -2, "target");
+  const char *qm = memchr(u, '?', c->url.len);
+  size_t plen = qm ? (size_t)(qm - u) : c->url.len;
+  push_path(L, u, plen); lua_setfield(L, -2, "path");
+  if (qm) lua_pushlstring(L, qm + 1, c->url.len - plen - 1); else lua_pushliteral(L, "");
+  lua_setfield(L, -2, "raw_query");
+  if (p->http_major == 1 && p->http_minor == 1) lua_pushliteral(L, "1.1");
+  else lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
+  lua_setfield(L, -2, "version");
   lua_pushlstring(L, c->body.p ? c->body.p : "", c->body.len); lua_setfield(L, -2, "body");
   lua_createtable(L, 0, 8);
   for (size_t i = 0; i < c->hdrs.len;) {       /* "name\0value\0" pairs; repeats joined by ", " */

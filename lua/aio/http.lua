@@ -6,6 +6,7 @@ local CC = require "aio.http_client_c"
 local SC = require "aio.http_server_c"
 
 local http = {}
+local find, gsub = string.find, string.gsub
 
 -- Lazily loaded tracer (aio.trace), so plain use costs nothing.
 local trace_mod
@@ -130,8 +131,9 @@ local function hexval(h) return string.char(tonumber(h, 16)) end
 
 -- Decodes %XX escapes (and "+" as space when plus is true).
 function http.unescape(s, plus)
-  if plus then s = s:gsub("+", " ") end
-  return (s:gsub("%%(%x%x)", hexval))
+  if plus and find(s, "+", 1, true) then s = gsub(s, "+", " ") end
+  if find(s, "%", 1, true) then s = gsub(s, "%%(%x%x)", hexval) end
+  return s
 end
 
 -- Encodes everything but unreserved characters (RFC 3986).
@@ -244,14 +246,6 @@ function Server:close() return self._s:close():await() end
 
 function Server:__tostring() return string.format("aio.http.server %s:%d", self.host, self._s:port()) end
 
-local function split_target(req)
-  local target = req.target
-  local q = target:find("?", 1, true)
-  local path = q and target:sub(1, q - 1) or target
-  req.raw_query = q and target:sub(q + 1) or ""
-  req.path = path:find("%", 1, true) and http.unescape(path) or path
-end
-
 -- http.serve{host="127.0.0.1", port=0, handler=fn(req, res), max_body=, max_header=,
 --            header_timeout=, idle_timeout=, log=} → server.
 -- The handler runs as a task per request; it answers with res:finish(...) or by returning
@@ -264,8 +258,7 @@ function http.serve(opts)
   local host = opts.host or "127.0.0.1"
 
   local function dispatch(conn, seq, req)
-    split_target(req)
-    setmetatable(req, Req)
+    setmetatable(req, Req)              -- C gave target, path (decoded), raw_query
     req.conn = conn
     local res = setmetatable({ _conn = conn, _seq = seq, _status = 200 }, Res)
     local tr = tracer()

@@ -13,6 +13,7 @@ local trace = { active = false }
 
 local events, path, t0, next_id = nil, nil, 0, 0
 local orig_spawn
+local live                 -- task -> start time, until its span is recorded
 local pid = 1
 
 -- Microseconds since trace.start on the loop clock.
@@ -51,13 +52,16 @@ function trace.start(p)
   trace.active = true
   events[1] = { name = "process_name", ph = "M", pid = pid, tid = 1, args = { name = "aioshell" } }
   orig_spawn = aio.spawn
+  live = setmetatable({}, { __mode = "k" })
   aio.spawn = function(fn, ...)
     local start = aio.now()
     local t = orig_spawn(fn, ...)
+    live[t] = start
     t:add_done_callback(function(task)
-      local state = task:cancelled() and "cancelled" or "done"
+      if not live or not live[task] then return end
+      live[task] = nil
       trace.complete("task " .. tostring(task.name or task.id), "task", start, aio.now(),
-        { id = task.id, state = state })
+        { id = task.id, state = task:cancelled() and "cancelled" or "done" })
     end)
     return t
   end
@@ -67,6 +71,14 @@ end
 -- Stops recording and writes the JSON file; returns the number of events written.
 function trace.stop()
   if not trace.active then return 0 end
+  -- Tasks whose done-callbacks have not run yet (they run as tasks, later) or that still run:
+  -- their spans end now.
+  local now = aio.now()
+  for task, start in pairs(live) do
+    local state = not task:done() and "running" or (task:cancelled() and "cancelled" or "done")
+    trace.complete("task " .. tostring(task.name or task.id), "task", start, now, { id = task.id, state = state })
+  end
+  live = nil
   trace.active = false
   if orig_spawn then aio.spawn = orig_spawn; orig_spawn = nil end
   local cjson = require "cjson"
