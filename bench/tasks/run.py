@@ -195,7 +195,7 @@ def report(rts, args, results, aio):
             runs_ = results["sleep"].get(name)
             if runs_:
                 per[name] = median([(f["hwm_kb"] - f["rss0_kb"]) * 1024 / n for f in runs_])
-        rows = [[name, "%.0f" % v, "%.2f" % (v / 1000), "%.1f" % med(results, "sleep", name, "rss0_kb") ,
+        rows = [[name, "%.0f" % v, "%.2f" % (v / 1000), "%d" % med(results, "sleep", name, "rss0_kb"),
                  "%.1f" % (med(results, "sleep", name, "hwm_kb") / 1024), ratio(per.get(aio), v)]
                 for name, v in per.items()]
         table(["runtime", "bytes/task", "KB/task", "RSS before (kB)", "peak RSS (MB)",
