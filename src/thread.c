@@ -6,9 +6,11 @@
 ** encoded back and posted to the loop's inbox, whose uv_async_t callback resolves the job's
 ** future (a core future, so aio.gather/wait/as_completed accept it).
 **
-** Cancellation reaches into a running job: every worker state carries a count hook (every
-** 1000 instructions) that raises a cancellation error once the job's `cancel` flag is set;
-** coroutines created by the job inherit the hook. A queued job is simply taken off the queue.
+** Cancellation reaches into a running job: the loop thread sets the job's `cancel` flag and a
+** count hook on the worker's state (lua.c's way of turning SIGINT into an error), which raises a
+** cancellation error in the job; thread.sleep and channel waits poll the flag. Code running in
+** a coroutine of the job stops when control is back in the job's own function. A queued job is
+** simply taken off the queue.
 **
 ** Lifetimes: jobs, the pool and the inbox are touched by the loop thread and the workers;
 ** `pool.mu` guards the queue and each worker's `current`. The pool's memory is counted
@@ -28,7 +30,7 @@
 #include "thread.h"
 
 #define POOL_MT "aio.thread.pool"
-#define HOOK_COUNT 1000
+#define HOOK_COUNT 100
 #define SPIN_ROUNDS 300    /* a few microseconds of pause instructions */
 
 /* ---- the inbox: worker threads -> loop ------------------------------------------------ */
@@ -204,10 +206,21 @@ int aio_worker_raise_cancel(lua_State *L) {
   return lua_error(L);
 }
 
-/* The count hook of worker states: turns a cancel request into an error in the job. */
+/* The count hook set on a worker's state when its job is cancelled (as lua.c's SIGINT handler
+** does): raises the cancellation error in the job; a stale hook removes itself. A hook is not
+** installed all the time: in Lua 5.4 any count hook sends every instruction through
+** luaG_traceexec, which halves the speed of CPU-bound jobs. */
 static void cancel_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   if (aio_worker_cancelled(L)) aio_worker_raise_cancel(L);
+  lua_sethook(L, NULL, 0, 0);
+}
+
+/* Asks the worker running j to stop (pool->mu held, j running). */
+static void interrupt_job(pool *p, job *j) {
+  __atomic_store_n(&j->cancel, 1, __ATOMIC_RELAXED);
+  aio_worker *w = &p->workers[j->worker];
+  if (w->current == j && w->L) lua_sethook(w->L, cancel_hook, LUA_MASKCOUNT, HOOK_COUNT);
 }
 
 /* The worker's message handler: keeps the error value and adds the worker's traceback. */
@@ -303,7 +316,6 @@ static void *worker_main(void *arg) {
     aio_openlibs(L);
     lua_pushlightuserdata(L, w);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
-    lua_sethook(L, cancel_hook, LUA_MASKCOUNT, HOOK_COUNT);
     if (p->init.len) {
       lua_pushcfunction(L, worker_msgh);
       lua_pushcfunction(L, run_init_p);
@@ -371,6 +383,7 @@ static void *worker_main(void *arg) {
       run_job(w, j);
     }
     pthread_mutex_lock(&p->mu);
+    if (L) lua_sethook(L, NULL, 0, 0);  /* under mu: a late interrupt_job cannot slip in after */
     w->current = NULL;
     j->state = J_DONE;
     pthread_mutex_unlock(&p->mu);
@@ -487,7 +500,7 @@ static void job_on_cancel(lua_State *L, aio_future *f, void *ud) {
     job_free(L, j);
     return;
   }
-  if (j->state == J_RUNNING) __atomic_store_n(&j->cancel, 1, __ATOMIC_RELAXED);
+  if (j->state == J_RUNNING) interrupt_job(p, j);
   pthread_mutex_unlock(&p->mu);
 }
 
@@ -510,7 +523,7 @@ static void pool_shutdown(lua_State *L, pool *p, int cancel_pending, int cancel_
   }
   if (cancel_running)
     for (int i = 0; i < p->size; i++)
-      if (p->workers[i].current) __atomic_store_n(&p->workers[i].current->cancel, 1, __ATOMIC_RELAXED);
+      if (p->workers[i].current) interrupt_job(p, p->workers[i].current);
   pthread_cond_broadcast(&p->cv);
   pthread_mutex_unlock(&p->mu);
   if (first) {
