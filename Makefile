@@ -7,6 +7,7 @@
 #   make ci            what .ci/run does: deps, build, tests, then the ASan suite
 #   make install PREFIX=/usr/local [DESTDIR=...]
 #   make bench-deps    install the benchmarks' peers (Python, Node, wrk)
+#   make bench         build + every benchmark next to its peers (minutes; QUICK=1: one round)
 #   make clean
 BUILD ?= build
 ASAN_BUILD ?= build-asan
@@ -16,7 +17,7 @@ BUILD_TYPE ?= Release
 # The main job: the crawler when it exists, else the core demo.
 MAIN_SCRIPT := $(firstword $(wildcard scripts/crawler.lua) scripts/hello_tasks.lua)
 
-.PHONY: all build deps bench-deps run demo test check asan asan-test ci install clean
+.PHONY: all build deps bench-deps bench run demo test check asan asan-test ci install clean
 
 all: build
 
@@ -30,6 +31,12 @@ deps:
 
 bench-deps:
 	tools/install-deps.sh bench
+
+# Each benchmark prints its own tables with ratios against the peers; --quick makes them short.
+bench: bench-deps build
+	AIOSHELL=$(BUILD)/aioshell bench/startup/run.sh $(if $(QUICK),50,200)
+	AIOSHELL=$(BUILD)/aioshell bench/tasks/run.sh $(if $(QUICK),--quick)
+	$(BUILD)/aioshell bench/http/run.lua $(if $(QUICK),--quick)
 
 run: deps build
 	$(BUILD)/aioshell $(MAIN_SCRIPT)
