@@ -27,7 +27,6 @@
 
 #define INIT_VAR "LUA_INIT"
 #define INIT_VAR_VERSIONED INIT_VAR LUA_VERSUFFIX /* "LUA_INIT_5_4" */
-#define EXIT_INTERRUPTED 130
 
 static lua_State *globalL = NULL;      /* the state the SIGINT handler stops */
 static const char *progname = "aioshell"; /* prefix of error messages; argv[0] when given */
