@@ -9,7 +9,7 @@
 ** the generator protocol is untouched. Error messages and statuses are those of lbaselib.c.
 */
 #include <lualib.h>
-#include "sched.h"
+#include "scheduler.h"
 
 /* Resumes the coroutine at index 1 with the narg values above it, passing awaits through;
 ** returns like lua_resume's caller in lbaselib: pushes results, or returns -1 with the error. */

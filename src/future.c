@@ -6,7 +6,7 @@
 ** outcome pushed onto their coroutine and go to the ready queue.
 */
 #include <string.h>
-#include "sched.h"
+#include "scheduler.h"
 
 static const char FUTURES_KEY = 'F';  /* weak table: light userdata -> future userdata */
 

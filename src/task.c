@@ -9,7 +9,7 @@
 */
 #include <stdio.h>
 #include <string.h>
-#include "sched.h"
+#include "scheduler.h"
 #include <lualib.h>
 #include <stddef.h>
 

@@ -1,6 +1,6 @@
-/* sched.h — private glue between future.c and task.c (not for other modules). */
-#ifndef AIO_SCHED_H
-#define AIO_SCHED_H
+/* scheduler.h — private glue between future.c and task.c (not for other modules). */
+#ifndef AIO_SCHEDULER_H
+#define AIO_SCHEDULER_H
 #include "aio.h"
 
 /* Appends t to f's waiter list. */
