@@ -25,8 +25,12 @@ local N_SLOW, DELAY = e:size(20, 200), e:size(0.05, 0.2)
 local N_FAST, FILE_MB = e:size(8, 16), e:size(4, 16)
 local N_CPU, CPU_N = e:size(4, 8), e:size(2000000, 5000000)
 
-local tpool = thread.pool { size = W, name = "rule-threads" }
+-- The process pool forks its workers before the thread pool starts any thread: forking a
+-- process that has other threads running is unsafe (a lock held by another thread, e.g. in
+-- ASan's allocator, stays locked forever in the child).
 local ppool = process.pool { size = W, name = "rule-procs" }
+ppool:map(function(x) return x end, { 1, 2, 3, 4 }, { chunksize = 1 })
+local tpool = thread.pool { size = W, name = "rule-threads" }
 
 -- Runs `jobs` (a list of arguments) through fn three ways; returns seconds and results.
 local function three_ways(fn, jobs, on_loop)
