@@ -32,6 +32,7 @@ describe("aio.http client", function()
             { ["Set-Thing"] = "a" }
         end
         if p == "/echo" then return 200, req.method .. ":" .. req.body end
+        if p == "/cut" then res:write("partial"); aio.sleep(0.01); req.conn:abort(); return end
         return 200, "ok"
       end,
     }
@@ -95,6 +96,19 @@ describe("aio.http client", function()
     assert.is_true(http.is_error(err))
     assert.matches("^http refused: ", tostring(err))
     srv = http.serve { handler = function() return "x" end }   -- for after_each
+  end))
+
+  it("raises a structured error when the host does not resolve", async(function()
+    local ok, err = pcall(http.get, "http://no-such-host.invalid/", { timeout = 5 })
+    assert.is_false(ok)
+    assert.are.equal("dns", err.kind)
+  end))
+
+  it("raises kind 'reset' when the server drops the connection mid-response", async(function()
+    local ok, err = pcall(http.get, srv:url("/cut"))
+    assert.is_false(ok)
+    assert.are.equal("reset", err.kind)
+    assert.are.equal(200, http.get(srv:url("/")).status)    -- the client recovers
   end))
 
   it("raises a structured error for a malformed URL", async(function()

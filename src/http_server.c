@@ -151,6 +151,8 @@ static void conn_close(conn *c) {
   if (c->closing) return;
   c->closing = 1;
   if (c->box) { c->box->c = NULL; c->box = NULL; }
+  /* At exit the loop closes every handle itself and the state is going away: touch neither. */
+  if (c->s->loop->closing || uv_is_closing((uv_handle_t *)&c->tcp)) return;
   if (c->box_ref != LUA_NOREF) { aio_unref(c->s->loop->L, c->box_ref); c->box_ref = LUA_NOREF; }
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
