@@ -56,6 +56,8 @@ else
 end
 print("      results are checked against the closed form computed the same (wrapping) way")
 
+cpu_bound(numbers[1])  -- warm-up, so the first timing is not also paying for it
+
 -- 1. serial
 local t_serial, serial = e:time(function()
   local r = {}
@@ -115,7 +117,9 @@ elseif cores >= 2 then
   print(string.format("machine busy (load average %.2f): speed-up checks skipped; run it again "
     .. "on a quiet machine to see ~1.9x", load))
 end
-e:check(sp_tasks < 1.25, "tasks give no speed-up on CPU-bound work (%.2fx): one OS thread", sp_tasks)
+if load < 0.5 then
+  e:check(sp_tasks < 1.25, "tasks give no speed-up on CPU-bound work (%.2fx): one OS thread", sp_tasks)
+end
 
 local scale = e.full and "" or string.format(" (n = %d, quick size)", N0)
 e:result { key = "serial", label = "serial" .. scale, measured = t_serial, unit = "s",

@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <math.h>
 #include "aio.h"
 #include "codec.h"
 #include "process.h"
@@ -511,8 +512,9 @@ static void dict_key(lua_State *L, int idx, aio_buf *k) {
   if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TBOOLEAN)
     luaL_argerror(L, idx, "dict keys are strings, numbers or booleans");
   if (t == LUA_TNUMBER && !lua_isinteger(L, idx)) {  /* 2.0 and 2 are the same key, as in Lua */
+    lua_Number n = lua_tonumber(L, idx);
     lua_Integer i;
-    if (lua_numbertointeger(lua_tonumber(L, idx), &i)) { lua_pushinteger(L, i); lua_replace(L, idx); }
+    if (n == floor(n) && lua_numbertointeger(n, &i)) { lua_pushinteger(L, i); lua_replace(L, idx); }
   }
   aio_codec_encode(L, idx, 1, k, "key", AIO_CODEC_PROCESS);
 }

@@ -117,9 +117,13 @@ end
 
 local default_pool
 
--- thread.default_pool() -> the shared pool behind aio.to_thread (created on first use).
+-- thread.default_pool() -> the shared pool behind aio.to_thread (created on first use). Like
+-- Python's default executor it has min(32, cores + 4) workers: to_thread is mostly for blocking
+-- I/O, where more threads than cores pay off.
 function M.default_pool()
-  if not default_pool then default_pool = M.pool{name = "to_thread"} end
+  if not default_pool then
+    default_pool = M.pool{name = "to_thread", size = math.min(32, c.cores() + 4)}
+  end
   return default_pool
 end
 
