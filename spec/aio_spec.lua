@@ -76,6 +76,23 @@ describe("tasks", function()
     assert.equal("a1 b1 a2 b2 a3 b3", table.concat(trace, " "))
   end))
 
+  it("a timer that falls due while the loop polls does not wait for the next timer", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      aio.spawn(function() aio.sleep(5) end):set_name("long")
+      local t = aio.now(); aio.sleep(0); aio.sleep(0.01)
+      local busy = aio.spawn(function()
+        local x = os.clock() while os.clock() - x < 0.02 do end
+        aio.sleep(0.001)
+      end)
+      busy:await()
+      print(aio.now() - t < 1)
+      os.exit(0)
+    ]])
+    assert.equal("", err)
+    assert.equal("true\n", out)
+  end)
+
   it("a sleep takes at least its time, measured on the loop clock", async(function()
     local t0 = aio.now()
     aio.sleep(0.05)
@@ -535,7 +552,12 @@ describe("introspection", function()
     t:set_name("listener")
     aio.sleep(0)
     local found
-    for _, x in ipairs(aio.tasks()) do if x == t then found = x end end
+    local other = aio.spawn(function() f:await() end)
+    local list = aio.tasks()
+    for i, x in ipairs(list) do
+      if x == t then found = x end
+      if i > 1 then assert.is_true(list[i - 1].id < x.id) end
+    end
     assert.is_not_nil(found)
     assert.equal("waiting", found.state)
     assert.matches("the signal", found.waiting_on)
@@ -544,6 +566,7 @@ describe("introspection", function()
     assert.matches("listener", table.concat(buf))
     f:set_result()
     t:await()
+    other:await()
   end))
 
   it("task:traceback() shows the suspended task's stack", async(function()

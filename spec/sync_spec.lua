@@ -169,6 +169,23 @@ describe("condition", function()
     assert.equal(3, t:await())
   end))
 
+  it("a waiter notified then cancelled passes the wake-up on", async(function()
+    local cond, ready = aio.condition(), false
+    local function waiter() local _ <close> = cond:acquire(); cond:wait_for(function() return ready end); return "woke" end
+    local a = start(waiter)
+    local b = start(waiter)
+    do
+      local _ <close> = cond:acquire()
+      ready = true
+      cond:notify(1)   -- a is notified ...
+      a:cancel()       -- ... and cancelled
+      aio.sleep(0)     -- a runs while we still hold the lock: its re-acquire gets the cancel
+    end
+    settle(a)
+    assert.is_true(a:cancelled())
+    assert.equal("woke", aio.wait_for(b, 1))
+  end))
+
   it("waiting without the lock raises", function()
     assert.has_error(function() aio.condition():wait() end, "cannot wait on an un-acquired condition")
   end)

@@ -46,6 +46,9 @@ static void ready_push(aio_loop *loop, aio_task *t) {
   t->rnext = NULL;
   if (loop->ready_tail) loop->ready_tail->rnext = t; else loop->ready_head = t;
   loop->ready_tail = t;
+  /* If this runs inside uv_run (a timer fired before the poll phase), make that poll return
+  ** at once: UV_RUN_ONCE would otherwise block until the *next* timer or I/O event. */
+  uv_stop(&loop->uv);
 }
 
 /* Moves the top nvals values of L onto t's coroutine and queues t for resumption. */

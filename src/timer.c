@@ -60,7 +60,11 @@ static void heap_rearm(aio_loop *loop) {
 
 /* The single uv timer behind the heap fired. */
 static void on_heap_timer(uv_timer_t *handle) {
-  aio_timers_run((aio_loop *)handle->data);
+  aio_loop *loop = (aio_loop *)handle->data;
+  aio_timers_run(loop);
+  /* libuv runs due timers *before* polling, then polls with the next timer's timeout: stop
+  ** that poll, or whoever this timer woke (a task, a main-thread await) waits for it. */
+  uv_stop(&loop->uv);
 }
 
 /* Schedules t to fire ns nanoseconds from now. */

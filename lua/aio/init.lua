@@ -259,6 +259,13 @@ function aio.run(fn, ...)
   return unpack(results, 2, results.n)
 end
 
+-- aio.tasks() -> the live tasks, in id (spawn) order.
+function aio.tasks()
+  local list = core.tasks()
+  table.sort(list, function(a, b) return a.id < b.id end)
+  return list
+end
+
 -- Formats seconds for the task table.
 local function fmt_age(s)
   if s < 1 then return ("%dms"):format(math.floor(s * 1000)) end
@@ -268,8 +275,7 @@ end
 -- aio.dump([out]) prints the live tasks as a table (id, name, state, waiting on, age, spawn site).
 function aio.dump(out)
   out = out or io.stdout
-  local tasks = core.tasks()
-  table.sort(tasks, function(a, b) return a.id < b.id end)
+  local tasks = aio.tasks()
   local rows = {{"id", "name", "state", "waiting on", "age", "spawned at"}}
   for _, t in ipairs(tasks) do
     rows[#rows + 1] = {tostring(t.id), t.name, t.state, t.waiting_on or "",

@@ -185,13 +185,19 @@ function Condition:wait()
   local f = self.waiters:push("condition")
   self.lock:release()
   local ok, err = pcall(f.await, f)
+  local notified = ok
   if not ok then f:cancel() end
   while true do  -- the lock must be held again whatever happened
     local ok2, err2 = pcall(self.lock.acquire, self.lock)
     if ok2 then break end
     if ok then ok, err = false, err2 end
   end
-  if not ok then error(err, 0) end
+  if not ok then
+    -- Notified, then cancelled while re-acquiring the lock: the wake-up goes to the next
+    -- waiter instead of being lost with us (asyncio's gh-112202).
+    if notified then self.waiters:wake_one() end
+    error(err, 0)
+  end
   return true
 end
 
