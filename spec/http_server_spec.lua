@@ -108,6 +108,12 @@ describe("aio.http server", function()
         if p == "/fail" then error("boom in handler") end
         if p == "/sleep" then aio.sleep(tonumber(req.query.s)); return 200, "slept" end
         if p == "/json" then return res:json({ a = 1 }) end
+        if p == "/hang" then
+          local ok, err = pcall(aio.sleep, 5)
+          seen.hang = ok and "finished" or (aio.is_cancelled(err) and "cancelled" or tostring(err))
+          if not ok then error(err, 0) end
+          return 200, "late"
+        end
         return 404, "no such page"
       end,
       log = function(msg) seen.log = (seen.log or "") .. msg end,
@@ -235,6 +241,18 @@ describe("aio.http server", function()
     local ok, err = pcall(http.get, url, { client = http.client() })
     assert.is_false(ok)
     assert.are.equal("refused", err.kind)
+  end))
+
+  it("cancels a handler whose client has gone", async(function()
+    local ok, err = pcall(http.get, srv:url("/hang"), { timeout = 0.1 })
+    assert.is_false(ok)
+    assert.are.equal("timeout", err.kind)
+    for _ = 1, 50 do
+      if seen.hang then break end
+      aio.sleep(0.01)
+    end
+    assert.are.equal("cancelled", seen.hang)
+    assert.is_nil(seen.log)                     -- a cancellation is not a handler error
   end))
 
   it("runs handlers concurrently", async(function()

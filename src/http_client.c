@@ -50,6 +50,10 @@ struct http_client {
   aio_loop *loop;
   CURLM *multi;
   uv_timer_t *timer;               /* malloc'd: freed in its close callback */
+  uv_prepare_t *alive;             /* active only while requests are out: keeps the loop alive.
+                                      The timer and polls are unreferenced, so an idle client
+                                      (curl's cache timers, kept-alive sockets) never holds the
+                                      program open after its script is done. */
   http_req *qhead, *qtail;         /* requests waiting for a slot (FIFO) */
   http_req *active;                /* requests inside curl */
   int nactive, nqueued;
@@ -133,6 +137,9 @@ static void on_timer(uv_timer_t *t) {
 
 static void free_handle_cb(uv_handle_t *h) { free(h); }
 
+/* The liveness handle's callback: nothing to do, being active is its whole job. */
+static void on_alive(uv_prepare_t *h) { (void)h; }
+
 /* CURLMOPT_SOCKETFUNCTION: starts, updates or removes the poll of a socket. */
 static int on_socket(CURL *e, curl_socket_t fd, int what, void *cbp, void *sockp) {
   http_client *c = cbp;
@@ -150,6 +157,7 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *cbp, void *sockp
     s = malloc(sizeof *s);
     if (!s) return -1;
     if (uv_poll_init_socket(&c->loop->uv, &s->poll, fd) != 0) { free(s); return -1; }
+    uv_unref((uv_handle_t *)&s->poll);
     s->fd = fd; s->c = c; s->poll.data = s;
     curl_multi_assign(c->multi, fd, s);
   }
@@ -196,6 +204,7 @@ static void req_free(lua_State *L, http_req *r) {
 static void client_maybe_unref(lua_State *L, http_client *c) {
   if (c->nactive == 0 && c->nqueued == 0 && c->self_ref != LUA_NOREF) {
     int ref = c->self_ref;
+    uv_prepare_stop(c->alive);
     c->self_ref = LUA_NOREF;
     aio_unref(L, ref);
   }
@@ -438,15 +447,19 @@ static int l_new(lua_State *L) {
   c->cap_spare = c->max_connections;
   c->spare = calloc((size_t)c->cap_spare, sizeof(CURL *));
   c->timer = malloc(sizeof *c->timer);
+  c->alive = malloc(sizeof *c->alive);
   c->multi = curl_multi_init();
-  if (!c->spare || !c->timer || !c->multi) {
-    free(c->spare); free(c->timer);
+  if (!c->spare || !c->timer || !c->alive || !c->multi) {
+    free(c->spare); free(c->timer); free(c->alive);
     if (c->multi) curl_multi_cleanup(c->multi);
     free(c);
     return luaL_error(L, "cannot create http client");
   }
   uv_timer_init(&c->loop->uv, c->timer);
   c->timer->data = c;
+  uv_unref((uv_handle_t *)c->timer);
+  uv_prepare_init(&c->loop->uv, c->alive);
+  c->alive->data = c;
   curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
   curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
   curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
@@ -502,7 +515,10 @@ static int l_request(lua_State *L) {
   f->on_cancel = on_req_cancel;
   f->on_cancel_ud = r;
   r->t_queued = aio_now_ns(c->loop);
-  if (c->self_ref == LUA_NOREF) c->self_ref = aio_ref(L, 1);
+  if (c->self_ref == LUA_NOREF) {
+    c->self_ref = aio_ref(L, 1);
+    uv_prepare_start(c->alive, on_alive);
+  }
   r->prev = c->qtail; r->next = NULL;        /* always through the FIFO: fairness */
   if (c->qtail) c->qtail->next = r; else c->qhead = r;
   c->qtail = r;
@@ -544,6 +560,7 @@ static int l_close(lua_State *L) {
   free(c->spare);
   curl_multi_cleanup(c->multi);              /* sends CURL_POLL_REMOVE for the sockets left */
   if (!uv_is_closing((uv_handle_t *)c->timer)) uv_close((uv_handle_t *)c->timer, close_timer_cb);
+  if (!uv_is_closing((uv_handle_t *)c->alive)) uv_close((uv_handle_t *)c->alive, close_timer_cb);
   if (c->self_ref != LUA_NOREF) aio_unref(L, c->self_ref);
   free(c);
   return 0;

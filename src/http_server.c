@@ -36,6 +36,7 @@ typedef struct { char *p; size_t len, cap; } sbuf;
 typedef struct slot {              /* one request's response, in request order */
   struct slot *next;
   uint32_t seq;
+  aio_task *task; int task_ref;    /* the handler's task, while the slot lives */
   sbuf out;                        /* bytes waiting for earlier responses to finish */
   unsigned finished : 1, close : 1, drain : 1, head_only : 1, http10 : 1, chunked : 1, started : 1;
 } slot;
@@ -104,6 +105,16 @@ static int sb_add(sbuf *b, const char *s, size_t n) {
 
 static void sb_free(sbuf *b) { free(b->p); b->p = NULL; b->len = b->cap = 0; }
 
+/* Frees a slot; its handler task (if any) is released, and cancelled when cancel is set. */
+static void slot_free(lua_State *L, slot *p, int cancel) {
+  if (p->task_ref != LUA_NOREF && L) {
+    if (cancel && !p->finished) aio_task_cancel(L, p->task, "http client disconnected");
+    aio_unref(L, p->task_ref);
+  }
+  sb_free(&p->out);
+  free(p);
+}
+
 /* ---- writing ---------------------------------------------------------------------------- */
 
 static void on_written(uv_write_t *w, int status) {
@@ -138,6 +149,7 @@ static void on_conn_closed(uv_handle_t *h) {
   conn *c = h->data;
   srv *s = c->s;
   while (c->shead) { slot *n = c->shead->next; sb_free(&c->shead->out); free(c->shead); c->shead = n; }
+  c->stail = NULL;
   sb_free(&c->url); sb_free(&c->hdrs); sb_free(&c->body);
   if (c->prev) c->prev->next = c->next; else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -153,7 +165,11 @@ static void conn_close(conn *c) {
   if (c->box) { c->box->c = NULL; c->box = NULL; }
   /* At exit the loop closes every handle itself and the state is going away: touch neither. */
   if (c->s->loop->closing || uv_is_closing((uv_handle_t *)&c->tcp)) return;
-  if (c->box_ref != LUA_NOREF) { aio_unref(c->s->loop->L, c->box_ref); c->box_ref = LUA_NOREF; }
+  lua_State *L = c->s->loop->L;
+  /* Handlers still working for this client are cancelled: nobody will read their answer. */
+  while (c->shead) { slot *n = c->shead->next; slot_free(L, c->shead, 1); c->shead = n; }
+  c->stail = NULL; c->nslots = 0;
+  if (c->box_ref != LUA_NOREF) { aio_unref(L, c->box_ref); c->box_ref = LUA_NOREF; }
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
@@ -209,11 +225,10 @@ static void conn_flush_slots(conn *c) {
     if (!c->shead) c->stail = NULL;
     c->nslots--;
     int close = p->close, drain = p->drain;
-    sb_free(&p->out);
-    free(p);
+    slot_free(c->s->loop->L, p, 0);
     if (close) {
       c->input_dead = 1;
-      while (c->shead) { slot *n = c->shead->next; sb_free(&c->shead->out); free(c->shead); c->shead = n; }
+      while (c->shead) { slot *n = c->shead->next; slot_free(c->s->loop->L, c->shead, 1); c->shead = n; }
       c->stail = NULL; c->nslots = 0;
       conn_finish(c, drain);
       return;
@@ -231,6 +246,7 @@ static slot *slot_new(conn *c) {
   slot *p = calloc(1, sizeof *p);
   if (!p) return NULL;
   p->seq = c->next_seq++;
+  p->task_ref = LUA_NOREF;
   if (c->stail) c->stail->next = p; else c->shead = p;
   c->stail = p;
   c->nslots++;
@@ -434,7 +450,8 @@ static int on_message_complete(llhttp_t *p) {
     lua_rawset(L, -3);
   }
   lua_setfield(L, -2, "headers");
-  aio_spawn(L, 3);
+  sl->task = aio_spawn(L, 3);
+  sl->task_ref = aio_ref(L, -1);
   lua_settop(L, top);
   if (sl->close) return HPE_PAUSED;           /* no more requests on this connection */
   return 0;
