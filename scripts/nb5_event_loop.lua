@@ -3,13 +3,14 @@
 -- timers on the real loop — and the CPU each burns while waiting. The busy-wait polls the clock
 -- as fast as it can (≈ 100 % of a core); libuv sleeps in epoll until the timer is due (≈ 0 %).
 --
---   aioshell scripts/nb5_event_loop.lua [--quick | --full]
+--   aioshell scripts/nb5_event_loop.lua [--quick | --full] [--scale S]
 local aio = require "aio"
 local sys = require "aio.sys"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb5_event_loop", title = "Toy event loop vs the real one",
-  args = arg }
-local T1, T2 = e:size(0.25, 1.0), e:size(0.5, 2.0)
+  args = arg, options = { scale = false } }
+local S = e.options.scale or e:size(0.25, 1.0)  -- seconds per notebook second
+local T1, T2 = 1.0 * S, 2.0 * S
 
 -- In [43]: a timer that knows whether it is done (wall clock, like time.time()).
 local Timer = {}

@@ -15,6 +15,8 @@ local ARGS = {
   ["nb5_coroutines.lua"] = { "--virtual-time" },
   ["nb5_rx_hot_cold.lua"] = { "--virtual-time" },
   ["nb5_cpu_monitor.lua"] = { "--duration", "1.2", "--load-at", "0.2", "--load", "0.8" },
+  ["nb5_event_loop.lua"] = { "--scale", "0.1" },
+  ["nb3_sites.lua"] = { "--sites", "40" },
 }
 
 -- Scripts that need something set up around them: a function returning argv and opts.
