@@ -6,14 +6,14 @@
 --
 --   aioshell scripts/nb4_executors.lua [--quick | --full] [--scale S]
 --
--- Seconds in the seed are scaled by --scale (quick 0.02, full 1.0): "sleep(5)" sleeps 5 * S.
+-- Seconds in the seed are scaled by --scale (quick 0.05, full 1.0): "sleep(5)" sleeps 5 * S.
 local aio = require "aio"
 local thread = require "aio.thread"
 local process = require "aio.process"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_executors", title = "concurrent.futures", args = arg,
   options = { scale = false } }
-local S = e.options.scale or e:size(0.02, 1.0)
+local S = e.options.scale or e:size(0.05, 1.0)
 
 -- ---- submit, done, result ------------------------------------------------------------------
 local function return_after_5_secs(message, s)
