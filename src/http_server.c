@@ -423,8 +423,9 @@ static int on_message_complete(llhttp_t *p) {
   aio_pushref(L, s->handler_ref);
   aio_pushref(L, c->box_ref);
   lua_pushinteger(L, sl->seq);
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 10);                  /* sized for what C and the facade put in it */
   lua_pushstring(L, llhttp_method_name((llhttp_method_t)p->method)); lua_setfield(L, -2, "method");
+  aio_pushref(L, c->box_ref); lua_setfield(L, -2, "conn");
   const char *u = c->url.p ? c->url.p : "";
   lua_pushlstring(L, u, c->url.len); lua_setfield(L, -2, "target");
   const char *qm = memchr(u, '?', c->url.len);

@@ -258,8 +258,7 @@ function http.serve(opts)
   local host = opts.host or "127.0.0.1"
 
   local function dispatch(conn, seq, req)
-    setmetatable(req, Req)              -- C gave target, path (decoded), raw_query
-    req.conn = conn
+    setmetatable(req, Req)              -- C gave target, path (decoded), raw_query, conn
     local res = setmetatable({ _conn = conn, _seq = seq, _status = 200 }, Res)
     local tr = tracer()
     local t0 = tr and aio.now()
