@@ -110,6 +110,7 @@ static aio_loop *loop_create(lua_State *L) {
   uv_async_init(&loop->uv, &loop->wakeup, on_wakeup);
   uv_unref((uv_handle_t *)&loop->wakeup);
   loop->next_task_id = 1;
+  loop->epoch = (double)uv_hrtime() / 1e9;
   if (!interrupt_async) {  /* the first loop is the main thread's: the one Ctrl-C talks to */
     interrupt_async = &loop->wakeup;
     aio__main_loop = loop;

@@ -279,7 +279,7 @@ aio_task *aio_spawn(lua_State *L, int nargs) {
   t->co = co;
   t->sleep.heap_idx = -1;
   t->id = loop->next_task_id++;
-  t->spawned_at = (double)aio_now_ns(loop) / 1e9;
+  t->spawned_at = (float)((double)aio_now_ns(loop) / 1e9 - loop->epoch);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &TMETHODS_KEY);  /* the task metatable */
   lua_setmetatable(L, -2);
   *(aio_task **)lua_getextraspace(co) = t;
@@ -304,16 +304,15 @@ static void task_finish(lua_State *L, aio_task *t, int tidx, int state, int nres
   aio_loop *loop = aio_loop_get(L);
   t->fut.state = state;
   t->fut.nresults = state == AIO_DONE ? nres : 1;
-  if (state != AIO_DONE || nres == 1) {
-    lua_setiuservalue(L, tidx, AIO_TUV_RESULT);
-  } else if (nres > 1) {
+  /* The outcome replaces the coroutine in the shared slot, which lets it be collected. */
+  if (state == AIO_DONE && nres == 0) {
+    lua_pushnil(L);
+  } else if (state == AIO_DONE && nres > 1) {
     lua_createtable(L, nres, 0);
     lua_insert(L, -nres - 1);
     for (int i = nres; i >= 1; i--) lua_rawseti(L, -i - 1, i);
-    lua_setiuservalue(L, tidx, AIO_TUV_RESULT);
   }
-  lua_pushnil(L);
-  lua_setiuservalue(L, tidx, AIO_TUV_CO);  /* let the coroutine be collected */
+  lua_setiuservalue(L, tidx, AIO_TUV_RESULT);
   t->co = NULL;
   push_anchor(L);
   luaL_unref(L, -1, t->ref);
@@ -535,6 +534,7 @@ static int l_sleep(lua_State *L) {
       ready_push(loop, t);
     } else {
       t->sleep.fire = on_sleep_done;
+      t->sleep.heap_idx = -1;  /* the union held other links until now */
       t->sleeping = 1;
       aio_timed_start(loop, &t->sleep, (uint64_t)(s * 1e9));
     }
@@ -654,7 +654,10 @@ static int l_task_index(lua_State *L) {
   else if (strcmp(k, "site") == 0) push_task_site(L, 1);
   else if (strcmp(k, "waiting_on") == 0) push_waiting_on(L, t, 1);
   else if (strcmp(k, "age") == 0)
-    lua_pushnumber(L, (double)aio_now_ns(aio_loop_get(L)) / 1e9 - t->spawned_at);
+    {
+    aio_loop *loop = aio_loop_get(L);
+    lua_pushnumber(L, (double)aio_now_ns(loop) / 1e9 - loop->epoch - t->spawned_at);
+  }
   else return 0;
   return 1;
 }

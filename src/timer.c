@@ -9,7 +9,7 @@
 
 /* Orders two entries: earlier deadline first, then insertion order. */
 static int timed_less(const aio_timed *a, const aio_timed *b) {
-  return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+  return a->due < b->due || (a->due == b->due && (int32_t)(a->seq - b->seq) < 0);
 }
 
 /* Puts entry t at heap position i. */
