@@ -80,9 +80,10 @@ typedef struct enc {
   aio_buf *b;
   const char *what;
   int boundary;
-  int seen;            /* stack index: table/function -> id */
-  int globals;         /* stack index: the sender's globals table */
-  int dumps;           /* stack index: weak cache function -> its bytecode */
+  int seen;            /* stack index: table/function -> id (made on first use) */
+  int globals;         /* stack index: the sender's globals table (fetched on first use) */
+  int dumps;           /* stack index: weak cache function -> its bytecode (on first use) */
+  unsigned made_seen : 1, made_globals : 1, made_dumps : 1;
   int nextid;
   int depth;
   frame path[MAXDEPTH + 2];
@@ -180,8 +181,49 @@ static frame *push_frame(lua_State *L, enc *e, int kind, int idx) {
   return f;
 }
 
+/* The slots below are filled on first use: a message of plain scalars and strings (most job
+** arguments and results) then costs no table at all. */
+static int enc_seen(lua_State *L, enc *e) {
+  if (!e->made_seen) {
+    lua_newtable(L);
+    lua_replace(L, e->seen);
+    e->made_seen = 1;
+  }
+  return e->seen;
+}
+
+static int enc_globals(lua_State *L, enc *e) {
+  if (!e->made_globals) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    lua_replace(L, e->globals);
+    e->made_globals = 1;
+  }
+  return e->globals;
+}
+
+static const char dump_cache_key = 0;
+
+static int enc_dumps(lua_State *L, enc *e) {
+  if (!e->made_dumps) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dump_cache_key) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_createtable(L, 0, 1);
+      lua_pushliteral(L, "k");
+      lua_setfield(L, -2, "__mode");
+      lua_setmetatable(L, -2);
+      lua_pushvalue(L, -1);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &dump_cache_key);
+    }
+    lua_replace(L, e->dumps);
+    e->made_dumps = 1;
+  }
+  return e->dumps;
+}
+
 /* If the value at idx was met before, writes a T_REF and returns 1; else gives it an id. */
 static int encode_ref(lua_State *L, enc *e, int idx) {
+  enc_seen(L, e);
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
     put_byte(e->b, T_REF);
@@ -254,12 +296,14 @@ static void encode_function(lua_State *L, enc *e, int idx) {
     aio_buf_add(e->b, &fn, sizeof fn);
     return;
   }
-  if (encode_ref(L, e, idx)) return;
   int nups = 0, pure = 1;
   for (const char *name; (name = lua_getupvalue(L, idx, nups + 1)) != NULL; nups++) {
-    if (!lua_rawequal(L, -1, e->globals) && strcmp(name, "_ENV") != 0) pure = 0;
+    if (strcmp(name, "_ENV") != 0 && !lua_rawequal(L, -1, enc_globals(L, e))) pure = 0;
     lua_pop(L, 1);
   }
+  /* A pure function (no upvalue but the globals) gets no id: it cannot refer to itself, and
+  ** the receiver's cache gives the same function object for the same bytecode anyway. */
+  if (!pure && encode_ref(L, e, idx)) return;
   if (nups > 255) refuse(L, e, idx, "function with more than 255 upvalues", NULL);
   put_byte(e->b, T_FUNC);
   put_byte(e->b, pure);
@@ -267,6 +311,7 @@ static void encode_function(lua_State *L, enc *e, int idx) {
   size_t at = e->b->len;
   uint32_t len = 0;
   aio_buf_add(e->b, &len, sizeof len);  /* patched below */
+  enc_dumps(L, e);
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->dumps) == LUA_TSTRING) {  /* dumped before: reuse the bytecode */
     size_t n;
@@ -378,7 +423,7 @@ static void encode_value(lua_State *L, enc *e, int idx) {
       break;
     }
     case LUA_TTABLE:
-      if (lua_rawequal(L, idx, e->globals)) put_byte(e->b, T_ENV);
+      if (lua_rawequal(L, idx, enc_globals(L, e))) put_byte(e->b, T_ENV);
       else encode_table(L, e, idx);
       break;
     case LUA_TFUNCTION: encode_function(L, e, idx); break;
@@ -395,28 +440,14 @@ static void encode_value(lua_State *L, enc *e, int idx) {
   }
 }
 
-/* The registry key of the sender's bytecode cache (weak keys: functions). */
-static const char dump_cache_key = 0;
-
 /* Protected body of aio_codec_encode: the values are its arguments 2..n+1. */
 static int encode_p(lua_State *L) {
   enc *e = (enc *)lua_touserdata(L, 1);
   int n = lua_gettop(L) - 1;
-  lua_newtable(L);
-  e->seen = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-  e->globals = lua_gettop(L);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dump_cache_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &dump_cache_key);
-  }
-  e->dumps = lua_gettop(L);
+  lua_settop(L, n + 4);  /* three nil slots: seen, globals, dumps */
+  e->seen = n + 2;
+  e->globals = n + 3;
+  e->dumps = n + 4;
   for (int i = 1; i <= n; i++) {
     e->depth = 0;
     e->path[0].kind = F_ROOT;
@@ -448,20 +479,15 @@ void aio_codec_encode(lua_State *L, int idx, int n, aio_buf *b, const char *what
   free(e.retained);
 }
 
-/* __gc of a parked buffer (aio_codec_decode_owned): frees it if decoding raised. */
-static int buf_gc(lua_State *L) {
-  aio_buf_free((aio_buf *)lua_touserdata(L, 1));
-  return 0;
-}
-
 /* ---- decoding ------------------------------------------------------------------------ */
 
 typedef struct dec {
   const char *p, *end;
   int refs;      /* stack index: id -> table/function */
   int nextid;
-  int cache;     /* stack index: bytecode -> function (pure functions), or 0 */
+  int cache;     /* stack index: bytecode -> function (pure functions) */
   lua_State *L;  /* NULL when only walking (aio_codec_discard) */
+  unsigned made_refs : 1, made_cache : 1;
 } dec;
 
 static int malformed(lua_State *L) {
@@ -531,8 +557,18 @@ static void cache_add(dec *d, const char *code, size_t len) {
   lua_rawset(L, d->cache);
 }
 
+/* The id table, made on first use (d->refs is a nil slot until then). */
+static void dec_refs(dec *d) {
+  if (!d->made_refs) {
+    lua_newtable(d->L);
+    lua_replace(d->L, d->refs);
+    d->made_refs = 1;
+  }
+}
+
 /* Registers the value on top of the stack under the next id. */
 static void add_ref(dec *d) {
+  dec_refs(d);
   lua_pushvalue(d->L, -1);
   lua_rawseti(d->L, d->refs, ++d->nextid);
 }
@@ -577,6 +613,11 @@ static void decode_function(dec *d) {
   memcpy(&len, get_bytes(d, sizeof len), sizeof len);
   const char *code = get_bytes(d, len);
   int cached = 0;
+  if (!d->made_cache) {
+    push_func_cache(L);
+    lua_replace(L, d->cache);
+    d->made_cache = 1;
+  }
   if (pure && d->cache) {
     lua_pushlstring(L, code, len);
     if (lua_rawget(L, d->cache) == LUA_TFUNCTION) cached = 1;
@@ -587,7 +628,7 @@ static void decode_function(dec *d) {
     if (pure && d->cache) cache_add(d, code, len);
   }
   int f = lua_gettop(L);
-  add_ref(d);
+  if (!pure) add_ref(d);  /* pure functions have no id (see encode_function) */
   for (int i = 1; i <= nups; i++) {
     decode_value(d);
     if (cached) lua_pop(L, 1);  /* a cached pure function already has the receiver's _ENV */
@@ -622,6 +663,7 @@ static void decode_value(dec *d) {
     }
     case T_TABLE: case T_TABLE_MT: decode_table(d, tag == T_TABLE_MT); break;
     case T_REF:
+      dec_refs(d);
       if (lua_rawgeti(L, d->refs, (lua_Integer)get_varint(d)) == LUA_TNIL) malformed(L);
       break;
     case T_FUNC: decode_function(d); break;
@@ -659,18 +701,18 @@ int aio_codec_decode(lua_State *L, const char *data, size_t len) {
   d.end = data + len;
   d.L = L;
   d.nextid = 0;
-  d.cache = push_func_cache(L);
-  lua_newtable(L);
-  d.refs = lua_gettop(L);
+  d.made_refs = d.made_cache = 0;
+  lua_settop(L, base + 2);  /* two nil slots: the function cache and the id table */
+  d.cache = base + 1;
+  d.refs = base + 2;
   int n = 0;
   while (d.p < d.end) {
     decode_value(&d);
     n++;
   }
-  /* move the n values down over the two helper tables */
+  /* move the n values down over the two helper slots */
   lua_rotate(L, base + 1, n);
   lua_pop(L, 2);
-  (void)base;
   return n;
 }
 
@@ -736,22 +778,21 @@ void aio_codec_retain(const char *data, size_t len) {
   while (d.p < d.end) skip_value(&d, 1);
 }
 
+/* Protected body of aio_codec_decode_owned. */
+static int decode_p(lua_State *L) {
+  aio_buf *b = (aio_buf *)lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  return aio_codec_decode(L, b->data, b->len);
+}
+
 int aio_codec_decode_owned(lua_State *L, aio_buf *b) {
-  aio_buf *box = (aio_buf *)lua_newuserdatauv(L, sizeof *box, 0);
-  *box = *b;
-  memset(b, 0, sizeof *b);
-  if (luaL_getmetatable(L, "aio.codec.buf") != LUA_TTABLE) {
-    lua_pop(L, 1);
-    luaL_newmetatable(L, "aio.codec.buf");
-    lua_pushcfunction(L, buf_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
   int base = lua_gettop(L);
-  int n = aio_codec_decode(L, box->data, box->len);
-  lua_remove(L, base);
-  aio_buf_free(box);
-  return n;
+  lua_pushcfunction(L, decode_p);
+  lua_pushlightuserdata(L, b);
+  int st = lua_pcall(L, 1, LUA_MULTRET, 0);
+  aio_buf_free(b);
+  if (st != LUA_OK) return lua_error(L);
+  return lua_gettop(L) - base;
 }
 
 void aio_share_register(lua_State *L, const aio_share_class *cls) {
