@@ -124,7 +124,7 @@ local EXPERIMENTS = {
 -- Command line
 ---------------------------------------------------------------------------------------------
 
-local opts = { out = "notebooks-report", timeout = 300 }
+local opts = { out = "report", timeout = 300 }
 do
   local i = 1
   while i <= #arg do
