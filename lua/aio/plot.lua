@@ -257,7 +257,11 @@ function plot.live(opts)
     self.updates = self.updates + 1
     local last = values[#values]
     if self.tty then
-      local chart = plot.line_chart(values, { width = opts.width or max(#values, 1),
+      local width = opts.width or max(#values, 1)
+      local ok, sys = pcall(require, "aio.sys")
+      local cols = ok and sys.tty_size(1)
+      if cols and width > cols - 12 then width = max(cols - 12, 10) end  -- keep lines unwrapped
+      local chart = plot.line_chart(values, { width = width,
         height = opts.height or 8, min = opts.min, max = opts.max, unit = opts.unit,
         title = format("%s  %s%s  [%s]", opts.title or "", last and num(last) or "-",
           opts.unit or "", status or "") })
