@@ -1,0 +1,87 @@
+-- spec/experiment_spec.lua — aio.experiment, the protocol of the notebook scripts: options,
+-- checks and the exit status, RESULT and FIGURE lines, virtual-time timing.
+local helper = require "spec.helper"
+local cjson = require "cjson"
+
+-- Runs a script body that uses aio.experiment with the given arguments.
+local function run(body, args)
+  return helper.run_lua('local experiment = require "aio.experiment"\n' .. body, { args = args })
+end
+
+after_each(helper.cleanup)
+
+describe("aio.experiment", function()
+  it("parses --quick/--full, declared options (numbers, strings, bare flags)", function()
+    local body = [[
+local e = experiment.new { name = "t", args = arg, options = { n = 3, name = "x", flag = false, delay = false } }
+print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.flag, e.options.delay)
+]]
+    local out = run(body, {})
+    assert.equal("true\tfalse\tq\t3\tx\tfalse\tfalse\n", out)
+    out = run(body, { "--full", "--n", "7", "--name=y", "--flag", "--delay", "0.5" })
+    assert.equal("false\ttrue\tf\t7\ty\ttrue\t0.5\n", out)
+  end)
+
+  it("rejects an unknown option with status 2", function()
+    local _, err, status = run('experiment.new { name = "t", args = arg }', { "--bogus", "1" })
+    assert.equal(2, status)
+    assert.truthy(err:find("unknown option --bogus", 1, true))
+  end)
+
+  it("finish exits 0 when every check held and 1 otherwise, printing each check", function()
+    local out, _, status = run([[
+local e = experiment.new { name = "t", args = arg }
+e:check(true, "fine %d", 1)
+e:finish()
+]])
+    assert.equal(0, status)
+    assert.truthy(out:find("check ok: fine 1\n", 1, true))
+    assert.truthy(out:find("t: 1 checks, 0 failed", 1, true))
+    out, _, status = run([[
+local e = experiment.new { name = "t", args = arg }
+e:check(true, "fine")
+e:check(false, "broken")
+e:finish()
+]])
+    assert.equal(1, status)
+    assert.truthy(out:find("check FAILED: broken\n", 1, true))
+  end)
+
+  it("prints results as RESULT lines of JSON and writes figures into --figures", function()
+    local dir = helper.tmpdir()
+    local out, _, status = run([[
+local e = experiment.new { name = "t", args = arg }
+e:result { key = "k", measured = 1.5, unit = "s", reproduced = true }
+e:figure("pic", "<svg xmlns='http://www.w3.org/2000/svg'/>", "a picture")
+e:finish()
+]], { "--figures", dir })
+    assert.equal(0, status)
+    local r = cjson.decode(out:match("RESULT (%b{})"))
+    assert.same({ key = "k", measured = 1.5, unit = "s", reproduced = true, experiment = "t", size = "quick" }, r)
+    local f = cjson.decode(out:match("FIGURE (%b{})"))
+    assert.equal(dir .. "/t-pic.svg", f.path)
+    assert.equal("a picture", f.caption)
+    assert.truthy(helper.readfile(f.path):find("<svg", 1, true))
+  end)
+
+  it("times in loop seconds under --virtual-time, so waits cost nothing", function()
+    local out, _, status = run([[
+local aio = require "aio"
+local e = experiment.new { name = "t", args = arg }
+local t = e:time(function() aio.sleep(30) end)
+print(string.format("%.3f", t), aio.clock.is_virtual())
+]], { "--virtual-time" })
+    assert.equal(0, status)
+    assert.equal("30.000\ttrue\n", out)
+  end)
+
+  it("close_to allows a relative and an absolute slack", function()
+    local out = run([[print(experiment.close_to(1.2, 1.0), experiment.close_to(1.4, 1.0), experiment.close_to(0.05, 0, 0.25, 0.05))]])
+    assert.equal("true\tfalse\ttrue\n", out)
+  end)
+
+  it("interpreter names the binary running the script", function()
+    local out = run("print(experiment.interpreter())")
+    assert.equal(helper.aioshell .. "\n", out)
+  end)
+end)
