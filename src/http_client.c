@@ -92,9 +92,10 @@ static int buf_add(buf_t *b, const char *s, size_t n) {
   return 1;
 }
 
+/* Frees b's memory and empties it. */
 static void buf_free(buf_t *b) { free(b->p); b->p = NULL; b->len = b->cap = 0; }
 
-/* Duplicates a Lua string (may contain NULs); len written to *n if n. */
+/* Copies len bytes (NULs allowed) into a new NUL-terminated buffer; NULL when out of memory. */
 static char *dupstr(const char *s, size_t len) {
   char *p = malloc(len + 1);
   if (p) { memcpy(p, s, len); p[len] = 0; }
@@ -135,6 +136,7 @@ static void on_timer(uv_timer_t *t) {
   drive(t->data, CURL_SOCKET_TIMEOUT, 0);
 }
 
+/* Close callback of a malloc'd handle: its memory goes only now (libuv's rule). */
 static void free_handle_cb(uv_handle_t *h) { free(h); }
 
 /* The liveness handle's callback: nothing to do, being active is its whole job. */
@@ -412,7 +414,7 @@ static http_client *check_client(lua_State *L, int idx) {
   return *pc;
 }
 
-/* Reads an optional integer-ish field of the table at idx (seconds → ms when scale). */
+/* Reads the optional field k (seconds) of the table at idx as milliseconds; def when absent. */
 static long opt_ms(lua_State *L, int idx, const char *k, long def) {
   long v = def;
   if (lua_getfield(L, idx, k) != LUA_TNIL) v = (long)(luaL_checknumber(L, -1) * 1000.0);
@@ -535,6 +537,7 @@ static int l_stats(lua_State *L) {
   return 2;
 }
 
+/* Close callback of the client's timer and prepare handles. */
 static void close_timer_cb(uv_handle_t *h) { free(h); }
 
 /* client:close() / __gc / __close: aborts what is out (rejecting as cancelled) and frees curl. */
@@ -599,6 +602,7 @@ static int l_version(lua_State *L) {
   return 1;
 }
 
+/* Opens aio.http_client_c: new, error, is_error, version; the client and error metatables. */
 int luaopen_aio_http_client_c(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"request", l_request}, {"stats", l_stats}, {"close", l_close}, {NULL, NULL}};

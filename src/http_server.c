@@ -103,6 +103,7 @@ static int sb_add(sbuf *b, const char *s, size_t n) {
 
 #define SB_LIT(b, s) sb_add((b), (s), sizeof(s) - 1)
 
+/* Frees b's memory and empties it. */
 static void sb_free(sbuf *b) { free(b->p); b->p = NULL; b->len = b->cap = 0; }
 
 /* Frees a slot; its handler task (if any) is released, and cancelled when cancel is set. */
@@ -117,6 +118,7 @@ static void slot_free(lua_State *L, slot *p, int cancel) {
 
 /* ---- writing ---------------------------------------------------------------------------- */
 
+/* A queued write finished: free its copy; close if that was the last byte before a close. */
 static void on_written(uv_write_t *w, int status) {
   conn *c = w->handle->data;
   (void)status;
@@ -145,6 +147,7 @@ static void conn_send(conn *c, const char *p, size_t n) {
 
 /* ---- connection life cycle -------------------------------------------------------------- */
 
+/* Close callback: the conn's memory (and its handle's) is freed only here. */
 static void on_conn_closed(uv_handle_t *h) {
   conn *c = h->data;
   srv *s = c->s;
@@ -173,6 +176,7 @@ static void conn_close(conn *c) {
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
+/* FIN sent: give the peer 2 s to finish sending (its EOF closes us sooner). */
 static void on_shutdown(uv_shutdown_t *r, int status) {
   conn *c = r->handle->data;
   (void)status;
@@ -253,6 +257,7 @@ static slot *slot_new(conn *c) {
   return p;
 }
 
+/* The reason phrase of a status code. */
 static const char *reason(int status) {
   switch (status) {
     case 100: return "Continue"; case 101: return "Switching Protocols";
@@ -332,6 +337,7 @@ static int too_big(conn *c, size_t n) {
   return 0;
 }
 
+/* A request starts: reset the per-request buffers and arm the header deadline. */
 static int on_message_begin(llhttp_t *p) {
   conn *c = p->data;
   c->in_msg = 1;
@@ -341,12 +347,14 @@ static int on_message_begin(llhttp_t *p) {
   return 0;
 }
 
+/* A piece of the request target (counted against max_header). */
 static int on_url(llhttp_t *p, const char *at, size_t n) {
   conn *c = p->data;
   if (too_big(c, n)) return -1;
   return sb_add(&c->url, at, n) ? 0 : -1;
 }
 
+/* A piece of a header name, stored lower-cased (counted against max_header). */
 static int on_header_field(llhttp_t *p, const char *at, size_t n) {
   conn *c = p->data;
   if (too_big(c, n)) return -1;
@@ -359,17 +367,20 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
   return 0;
 }
 
+/* A piece of a header value (counted against max_header). */
 static int on_header_value(llhttp_t *p, const char *at, size_t n) {
   conn *c = p->data;
   if (too_big(c, n)) return -1;
   return sb_add(&c->hdrs, at, n) ? 0 : -1;
 }
 
+/* A header name or value is complete. */
 static int on_part_complete(llhttp_t *p) {
   conn *c = p->data;
   return sb_add(&c->hdrs, "", 1) ? 0 : -1;   /* the NUL that ends a name or a value */
 }
 
+/* The head is complete: 413 early from Content-Length; the body gets the idle deadline. */
 static int on_headers_complete(llhttp_t *p) {
   conn *c = p->data;
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->s->max_body) { c->err_status = 413; return -1; }
@@ -377,6 +388,7 @@ static int on_headers_complete(llhttp_t *p) {
   return 0;
 }
 
+/* A piece of the (de-chunked) body, counted against max_body. */
 static int on_body(llhttp_t *p, const char *at, size_t n) {
   conn *c = p->data;
   if (c->body.len + n > c->s->max_body) { c->err_status = 413; return -1; }
@@ -384,6 +396,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
   return sb_add(&c->body, at, n) ? 0 : -1;
 }
 
+/* The value of a hex digit, or -1. */
 static int hexdigit(int ch) {
   if (ch >= '0' && ch <= '9') return ch - '0';
   if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
@@ -460,6 +473,7 @@ static int on_message_complete(llhttp_t *p) {
 
 /* ---- reading ---------------------------------------------------------------------------- */
 
+/* Reads land in the server's one buffer: on_read consumes them before returning. */
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
   conn *c = h->data;
   (void)hint;
@@ -485,6 +499,7 @@ static void conn_reject(conn *c, int status) {
   conn_flush_slots(c);
 }
 
+/* Bytes from a client: feed llhttp; a parse error or a limit answers and ends the connection. */
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   conn *c = st->data;
   if (nread < 0) {                            /* EOF or error: the client is gone. HTTP */
@@ -555,6 +570,7 @@ static void srv_maybe_done(srv *s) {
   free(s);                                     /* no handle of ours refers to it any more */
 }
 
+/* The listening socket is closed: the server may be done. */
 static void on_listener_closed(uv_handle_t *h) {
   srv *s = h->data;
   free(h);
@@ -575,6 +591,7 @@ static void srv_begin_close(srv *s) {
 }
 
 
+/* The server of argument 1; raises if it is closed. */
 static srv *check_srv(lua_State *L) {
   srv_box *b = luaL_checkudata(L, 1, SERVER_MT);
   if (!b->s) luaL_error(L, "attempt to use a closed http server");
@@ -780,6 +797,7 @@ static int l_peer(lua_State *L) {
   return 1;
 }
 
+/* Opens aio.http_server_c: listen; the server and conn metatables. */
 int luaopen_aio_http_server_c(lua_State *L) {
   static const luaL_Reg srv_methods[] = {
     {"port", l_port}, {"close", l_srv_close}, {"connections", l_nconns}, {NULL, NULL}};
