@@ -344,6 +344,26 @@ print(first.split(b"\r\n")[0].decode(), len(rest), round(time.time() - t0, 1))
     assert.is_true(tonumber(waited) >= 0.3 and tonumber(waited) < 2.5)
   end)
 
+  it("answers Expect: 100-continue before the body arrives", function()
+    local py = [[
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(2)
+s.sendall(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+first = s.recv(65536)
+s.sendall(b"hello")
+rest = b""
+while True:
+    b = s.recv(65536)
+    if not b: break
+    rest += b
+print(first.decode().strip())
+print(rest.decode().split("\r\n\r\n")[1])
+]]
+    local out = helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 10 })
+    assert.are.equal("HTTP/1.1 100 Continue\nPOST /e 5;\n", out)
+  end)
+
   it("answers HTTP/1.0 and closes unless asked to keep alive", function()
     local out = raw(port, "GET /ten HTTP/1.0\r\n\r\n", 2)
     assert.are.same({ 200 }, statuses(out))

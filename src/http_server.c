@@ -385,6 +385,20 @@ static int on_headers_complete(llhttp_t *p) {
   conn *c = p->data;
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->s->max_body) { c->err_status = 413; return -1; }
   c->deadline = uv_now(&c->s->loop->uv) + c->s->idle_timeout;
+  /* "Expect: 100-continue": the client waits (curl: 1 s) for a go-ahead before the body. Sent
+  ** only when no earlier response is pending, so it cannot overtake one. */
+  if (!c->shead && p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED))) {
+    for (size_t i = 0; i + 7 < c->hdrs.len;) {
+      const char *k = c->hdrs.p + i; size_t kl = strnlen(k, c->hdrs.len - i);
+      if (i + kl + 1 >= c->hdrs.len) break;
+      const char *v = k + kl + 1; size_t vl = strnlen(v, c->hdrs.len - i - kl - 1);
+      if (kl == 6 && memcmp(k, "expect", 6) == 0 && vl == 12 && strncasecmp(v, "100-continue", 12) == 0) {
+        conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        break;
+      }
+      i += kl + vl + 2;
+    }
+  }
   return 0;
 }
 

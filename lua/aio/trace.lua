@@ -5,6 +5,9 @@
 --   ...                       -- tasks spawned from Lua and HTTP requests are recorded
 --   trace.stop()              -- writes the file (also done at exit if still active)
 --
+-- Without touching a script: AIO_TRACE=run.json aioshell -l aio.trace script.lua (loading the
+-- module with AIO_TRACE set starts the trace; it is written at exit).
+--
 -- Spans are async events ("b"/"e" pairs with ids), because concurrent tasks overlap without
 -- nesting; Perfetto (ui.perfetto.dev) and chrome://tracing show each as its own track.
 local aio = require "aio"
@@ -97,5 +100,10 @@ end
 
 -- Writes the file at exit if the script forgot to stop (lua_close runs this finalizer).
 setmetatable(trace, { __gc = function() if trace.active then pcall(trace.stop) end end })
+
+do
+  local auto = os.getenv("AIO_TRACE")
+  if auto and auto ~= "" then trace.start(auto) end
+end
 
 return trace
