@@ -108,6 +108,7 @@ describe("aio.http server", function()
         if p == "/fail" then error("boom in handler") end
         if p == "/sleep" then aio.sleep(tonumber(req.query.s)); return 200, "slept" end
         if p == "/json" then return res:json({ a = 1 }) end
+        if p == "/code" then return tonumber(req.query.c), "ignored body" end
         if p == "/hang" then
           local ok, err = pcall(aio.sleep, 5)
           seen.hang = ok and "finished" or (aio.is_cancelled(err) and "cancelled" or tostring(err))
@@ -194,6 +195,16 @@ describe("aio.http server", function()
     r = http.get(srv:url("/big"))
     assert.are.equal(1024 * 1024, #r.body)
     assert.are.equal(string.rep("abcdefgh", 4), r.body:sub(1, 32))
+  end))
+
+  it("sends no body and no Content-Length with 204 and 304", async(function()
+    for _, code in ipairs { 204, 304 } do
+      local r = http.get(srv:url("/code?c=" .. code))
+      assert.are.equal(code, r.status)
+      assert.are.equal("", r.body)
+      assert.is_nil(r.headers["content-length"])
+    end
+    assert.are.equal(200, http.get(srv:url("/hello")).status)   -- the connection is still in sync
   end))
 
   it("answers HEAD without a body", async(function()

@@ -315,8 +315,12 @@ static void format_head(lua_State *L, sbuf *b, conn *c, slot *p, int status, int
       lua_pop(L, 1);
     }
   }
-  if (!has_ct) SB_LIT(b, "Content-Type: text/plain; charset=utf-8\r\n");
-  if (body_len >= 0) {
+  int bodyless = status < 200 || status == 204 || status == 304;  /* no body, no length */
+  if (bodyless) p->head_only = 1;
+  if (!has_ct && !bodyless) SB_LIT(b, "Content-Type: text/plain; charset=utf-8\r\n");
+  if (bodyless) {
+    /* nothing: RFC 9110 forbids Content-Length on 1xx and 204 */
+  } else if (body_len >= 0) {
     n = snprintf(line, sizeof line, "Content-Length: %lld\r\n", body_len);
     sb_add(b, line, (size_t)n);
   } else if (!p->http10) {
