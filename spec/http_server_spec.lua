@@ -70,7 +70,7 @@ end
 local ECHO_SERVER = [[
 local aio = require "aio"
 local http = require "aio.http"
-local srv = http.serve{ max_body = 1000, header_timeout = 0.3, idle_timeout = 0.5,
+local srv = http.serve{ max_body = 1000, header_timeout = 0.3, idle_timeout = 0.5, max_pipeline = 8,
   handler = function(req, res)
     if req.path == "/slow" then aio.sleep(tonumber(req.query.s or "0.1")) end
     return 200, req.method .. " " .. req.path .. " " .. #req.body .. ";"
@@ -296,6 +296,15 @@ describe("aio.http server with raw clients", function()
     for b in out:gmatch("\r\n\r\n([A-Z]+ /%w+ %d+;)") do bodies[#bodies + 1] = b end
     assert.are.same({ "GET /slow 0;", "GET /fast 0;", "POST /post 3;", "GET /last 0;" }, bodies)
     assert.matches("<EOF>$", out)
+  end)
+
+  it("answers at most max_pipeline pipelined requests, then closes", function()
+    local payload = string.rep("GET /slow?s=0.05 HTTP/1.1\r\nHost: x\r\n\r\n", 12)
+    local out = raw(port, payload, 3)
+    assert.are.same({ 200, 200, 200, 200, 200, 200, 200, 200 }, statuses(out))
+    local _, closes = out:gsub("Connection: close", "")
+    assert.are.equal(1, closes)
+    assert.matches("Connection: close\r\n\r\nGET /slow 0;<EOF>$", out)
   end)
 
   it("reads chunked request bodies", function()

@@ -67,6 +67,7 @@ struct srv {
   int handler_ref, self_ref;
   conn *conns; int nconns;
   size_t max_body, max_header;
+  int max_pipeline;                /* requests in flight per connection before we stop reading */
   uint64_t header_timeout, idle_timeout; /* ms */
   int closing;
   aio_future *closed_fut; int closed_ref;
@@ -447,7 +448,10 @@ static int on_message_complete(llhttp_t *p) {
   if (!sl) return -1;
   sl->http10 = (p->http_major == 1 && p->http_minor == 0);
   sl->head_only = (p->method == HTTP_HEAD);
-  sl->close = !keep || s->closing || c->close_when_idle;
+  /* A client pipelining more than max_pipeline requests gets them answered, the last with
+  ** Connection: close, and the rest of its input is dropped: a flood costs at most that many
+  ** tasks. (Real pipelining clients send a few and retry on close.) */
+  sl->close = !keep || s->closing || c->close_when_idle || c->nslots >= s->max_pipeline;
   c->in_msg = 0;
   c->deadline = 0;                            /* the handler runs: no deadline */
   int top = lua_gettop(L);
@@ -617,7 +621,8 @@ static srv *check_srv(lua_State *L) {
 }
 
 /* server_c.listen(host, port, dispatch, opts) → server.
-** opts: max_body, max_header (bytes), header_timeout, idle_timeout (seconds), backlog. */
+** opts: max_body, max_header (bytes), header_timeout, idle_timeout (seconds), backlog,
+** max_pipeline (requests in flight per connection). */
 static int l_listen(lua_State *L) {
   const char *host = luaL_optstring(L, 1, "127.0.0.1");
   int port = (int)luaL_optinteger(L, 2, 0);
@@ -642,7 +647,7 @@ static int l_listen(lua_State *L) {
   srv *s = calloc(1, sizeof *s);
   if (!s) return luaL_error(L, "out of memory");
   s->loop = aio_loop_get(L);
-  s->max_body = 1 << 20; s->max_header = 8192;
+  s->max_body = 1 << 20; s->max_header = 8192; s->max_pipeline = 256;
   s->header_timeout = 10000; s->idle_timeout = 30000;
   int backlog = 4096;                          /* the kernel clamps it to somaxconn */
   if (lua_type(L, 4) == LUA_TTABLE) {
@@ -651,7 +656,9 @@ static int l_listen(lua_State *L) {
     if (lua_getfield(L, 4, "header_timeout") != LUA_TNIL) s->header_timeout = (uint64_t)(luaL_checknumber(L, -1) * 1000);
     if (lua_getfield(L, 4, "idle_timeout") != LUA_TNIL) s->idle_timeout = (uint64_t)(luaL_checknumber(L, -1) * 1000);
     if (lua_getfield(L, 4, "backlog") != LUA_TNIL) backlog = (int)luaL_checkinteger(L, -1);
-    lua_pop(L, 5);
+    if (lua_getfield(L, 4, "max_pipeline") != LUA_TNIL) s->max_pipeline = (int)luaL_checkinteger(L, -1);
+    lua_pop(L, 6);
+    if (s->max_pipeline < 1) s->max_pipeline = 1;
   }
   struct sockaddr_storage addr;
   int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
