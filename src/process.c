@@ -608,6 +608,7 @@ struct pworker {
   int ninflight;
   int ndone;             /* jobs finished (maxtasksperchild) */
   int dead, retiring, killed_for_cancel;
+  int reap_ticks;        /* reaper polls so far (2 ms apart) */
   uv_timer_t *reaper;
   int index;
   char name[48];
@@ -788,7 +789,12 @@ static void worker_reap_tick(uv_timer_t *t) {
   lua_State *L = p->L;
   int status = 0;
   pid_t r = waitpid(w->pid, &status, WNOHANG);
-  if (r == 0) return;
+  if (r == 0) {
+    /* A worker whose stream we closed exits at once; one that has not after 2 s is stuck
+    ** (e.g. it forked while another thread held a lock it needs) and must not hang close. */
+    if (++w->reap_ticks == 1000) kill(w->pid, SIGKILL);
+    return;
+  }
   uv_close((uv_handle_t *)t, free_handle);
   w->reaper = NULL;
   p->nworkers--;
