@@ -319,10 +319,11 @@ local function fmt_value(r)
   local v = r.measured
   if type(v) == "number" then
     local s
-    if math.abs(v) >= 100 then s = string.format("%.0f", v)
+    if v == math.floor(v) and r.unit ~= "s" and math.abs(v) < 1e15 then s = string.format("%d", v)
+    elseif math.abs(v) >= 100 then s = string.format("%.0f", v)
     elseif math.abs(v) >= 1 then s = string.format("%.2f", v)
     else s = string.format("%.3f", v) end
-    return s .. (r.unit and (r.unit == "%" and " %" or " " .. r.unit) or "")
+    return s .. ((r.unit and r.unit ~= "") and (r.unit == "%" and " %" or " " .. r.unit) or "")
   end
   return tostring(v == nil and "–" or v)
 end
