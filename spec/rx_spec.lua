@@ -265,6 +265,45 @@ describe("operators", function()
   end)
 end)
 
+describe("error operators", function()
+  it("catch_error continues with another observable", function()
+    local src = rx.concat(rx.of(1, 2), rx.throw("bad"))
+    assert.equal("0:1 0:2 0:x:bad 0:|", marble(src:catch_error(function(e) return rx.of("x:" .. msg(e)) end), 0))
+    assert.equal("0:1 0:2 0:#worse", marble(src:catch_error(function() error("worse") end), 0))
+  end)
+
+  it("retry resubscribes after an error, at most n times", function()
+    local attempts = 0
+    local flaky = rx.defer(function()
+      attempts = attempts + 1
+      if attempts < 3 then return rx.concat(rx.of("try" .. attempts), rx.throw("fail" .. attempts)) end
+      return rx.of("ok")
+    end)
+    assert.equal("0:try1 0:try2 0:ok 0:|", marble(flaky:retry(5), 0))
+    attempts = 0
+    assert.equal("0:try1 0:try2 0:#fail2", marble(flaky:retry(1), 0))
+  end)
+
+  it("timeout fails when the next value is late, and is quiet otherwise", function()
+    local s = hot { { 0.1, "a" }, { 0.3, "b" }, { 0.9, "c" } }
+    local ev = record(s:timeout(0.4))
+    aio.sleep(2)
+    assert.equal("0.1:a 0.3:b", table.concat(ev, " ", 1, 2))
+    assert.truthy(ev[3]:match("^0%.7:#"), ev[3])
+    assert.equal("0.1:0 0.2:1 0.2:|", marble(rx.interval(0.1):take(2):timeout(0.15)))
+    local err
+    rx.never():timeout(0.1):subscribe(nil, function(e) err = e end)
+    aio.sleep(0.2)
+    assert.is_true(aio.is_timeout(err))
+  end)
+
+  it("a group prints its key", function()
+    local g
+    rx.of(5):group_by(function(x) return x % 2 end):subscribe(function(x) g = x end)
+    assert.equal("aio.rx.group (key 1)", tostring(g))
+  end)
+end)
+
 describe("hot and cold", function()
   it("a cold interval starts a new sequence per subscriber", function()
     local cold = rx.interval(0.1):take(2)

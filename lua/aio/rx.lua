@@ -683,6 +683,65 @@ function Observable:delay(seconds)
   end)
 end
 
+-- catch_error(handler): on an error, continues with handler(err)'s observable (or table)
+-- instead of failing.
+function Observable:catch_error(handler)
+  return operator(self, function(src, sub)
+    src:_chain(sub, function(v) sub:next(v) end, function(e)
+      local ok, alt = pcall(handler, e)
+      if not ok then sub:error(alt) return end
+      rx.from(alt):_chain(sub, function(v) sub:next(v) end)
+    end)
+  end)
+end
+Observable.catch = Observable.catch_error
+
+-- retry([n]): on an error, subscribes to the source again, at most n times (forever if nil).
+function Observable:retry(n)
+  return operator(self, function(src, sub)
+    local left = n
+    local attempt
+    attempt = function()
+      src:_chain(sub, function(v) sub:next(v) end, function(e)
+        if left ~= nil then
+          if left <= 0 then sub:error(e) return end
+          left = left - 1
+        end
+        attempt()
+      end)
+    end
+    attempt()
+  end)
+end
+
+-- timeout(seconds): fails with a timeout error (aio.is_timeout recognises it) when no value
+-- arrives within `seconds` of subscribing or of the previous value.
+function Observable:timeout(seconds)
+  return operator(self, function(src, sub)
+    local h
+    local function arm()
+      if h then h:cancel() end
+      h = aio.call_later(seconds, function()
+        h = nil
+        local err = aio.timeout_error and aio.timeout_error(seconds) or ("timeout after " .. seconds .. " s")
+        sub:error(err)
+      end)
+    end
+    arm()
+    src:_chain(sub, function(v)
+      arm()
+      sub:next(v)
+    end, function(e)
+      if h then h:cancel() h = nil end
+      sub:error(e)
+    end, function()
+      if h then h:cancel() h = nil end
+      sub:completed()
+    end)
+    return function() if h then h:cancel() h = nil end end
+  end)
+end
+
 ---------------------------------------------------------------------------------------------
 -- Subjects (hot observables that are also observers)
 ---------------------------------------------------------------------------------------------
@@ -839,6 +898,12 @@ function Observable:share() return self:publish():ref_count() end
 -- Grouping and higher-order observables
 ---------------------------------------------------------------------------------------------
 
+-- A group of group_by: an observable with a key.
+local Grouped = setmetatable({}, { __index = Observable })
+Grouped.__index = Grouped
+Grouped.__name = "aio.rx.group"
+function Grouped:__tostring() return "aio.rx.group (key " .. tostring(self.key) .. ")" end
+
 -- group_by(key [, element]): emits one group per distinct key — a hot observable with .key —
 -- and routes each value to its group. The source stays subscribed while the downstream or any
 -- group subscription is alive (so take(1) on the groups still feeds the group taken).
@@ -864,7 +929,7 @@ function Observable:group_by(key, element)
       end)
       g.key = k
       g._subject = subject
-      return g
+      return setmetatable(g, Grouped)
     end
     upstream = new_subscriber(function(v)
       local k = key(v)
