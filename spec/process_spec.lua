@@ -60,6 +60,16 @@ describe("process.fork", function()
     assert.equal(-15, h.exitcode)
   end))
 
+  it("refuses to fork from a worker thread", async(function()
+    local tp = thread.pool { size = 1 }
+    local ok, err = pcall(tp.run, tp, function()
+      return require("aio.process").fork(function() end)
+    end)
+    tp:close()
+    assert.is_false(ok)
+    assert.matches("fork only from the loop's thread", err)
+  end))
+
   it("the child does not run the parent's tasks", async(function()
     local ran = process.value(0)
     local t = aio.spawn(function() aio.sleep(0.05); ran:add(1) end)
@@ -353,6 +363,11 @@ describe("process.exec", function()
     local none, err = process.exec{"no-such-program-here"}
     assert.is_nil(none)
     assert.matches("no such file", err)
+  end))
+
+  it("passes cwd and env", async(function()
+    local r = process.exec { "sh", "-c", "pwd; echo $GREETING", cwd = "/tmp", env = { GREETING = "hi" } }
+    assert.equal("/tmp\nhi\n", r.stdout)
   end))
 
   it("does not block the loop", async(function()

@@ -33,6 +33,7 @@
 #include "aio.h"
 #include "codec.h"
 #include "process.h"
+#include "thread.h"
 
 #define PROC_MT "aio.process.handle"
 #define PPOOL_MT "aio.process.pool"
@@ -453,8 +454,16 @@ static void fork_child(lua_State *L, int fd, int fnidx, int nargs) {
   _exit(ok ? 0 : 1);
 }
 
+/* Raises unless L runs on the loop's thread: only the forking thread exists in a child, so a
+** fork from a worker thread would leave the loop's thread (and its locks) behind. */
+static void check_fork_thread(lua_State *L, const char *what) {
+  if (aio_worker_of(L))
+    luaL_error(L, "%s: fork only from the loop's thread, not from a worker thread", what);
+}
+
 /* process_c.fork(name|nil, fn, ...) -> handle */
 static int l_fork(lua_State *L) {
+  check_fork_thread(L, "process.fork");
   luaL_checktype(L, 2, LUA_TFUNCTION);
   int nargs = lua_gettop(L) - 2;
   char name[64];
@@ -980,6 +989,7 @@ static ppool *check_ppool(lua_State *L, int idx) {
 
 /* process_c.pool(size, maxtasksperchild, init|nil, name|nil) -> pool */
 static int l_ppool(lua_State *L) {
+  check_fork_thread(L, "process.pool");
   int size = (int)luaL_optinteger(L, 1, 0);
   if (size <= 0) size = (int)uv_available_parallelism();
   if (size > 256) return luaL_argerror(L, 1, "at most 256 workers");
