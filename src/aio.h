@@ -66,6 +66,7 @@ struct aio_loop {
   int virtual_time;             /* aio.clock.virtual(): sleeps jump instead of waiting */
   uint64_t vnow;                /* the virtual clock, in ns */
   int closing;
+  int task_hook;                /* non-zero when aio.core.set_task_hook installed a hook */
 };
 
 /* Returns the loop of L's main state, creating it on first use. */

@@ -30,6 +30,7 @@
 
 static lua_State *globalL = NULL;      /* the state the SIGINT handler stops */
 static const char *progname = "aioshell"; /* prefix of error messages; argv[0] when given */
+static const char *trace_file = NULL;     /* --trace FILE: trace-event JSON of the run */
 
 /* ---- signals ------------------------------------------------------------------------ */
 
@@ -96,7 +97,8 @@ static void print_usage(const char *badoption) {
 /* `--help`: the usage on stdout, with aioshell's additions. */
 static void print_help(void) {
   write_usage(stdout);
-  printf("  --help    show this help and exit\n"
+  printf("  --trace FILE  write a Chrome/Perfetto trace of the run's tasks and HTTP requests\n"
+         "  --help    show this help and exit\n"
          "  --version show the versions of aioshell, Lua and libuv and exit\n"
          "Without a script, reads stdin (the REPL when stdin is a terminal).\n"
          "After the script, runs the event loop until no task, timer or handle is left.\n");
@@ -251,6 +253,11 @@ static int collectargs(char **argv, int *first) {
       case '-':
         if (strcmp(opt, "--help") == 0) return args | HAS_HELP;
         if (strcmp(opt, "--version") == 0) return args | HAS_VERSION;
+        if (strncmp(opt, "--trace", 7) == 0 && (opt[7] == '=' || opt[7] == '\0')) {
+          trace_file = opt[7] == '=' ? opt + 8 : argv[++i];  /* an aioshell addition */
+          if (trace_file == NULL || trace_file[0] == '\0') return HAS_ERROR;
+          break;
+        }
         if (opt[2] != '\0') return HAS_ERROR;
         *first = argv[i + 1] ? i + 1 : 0; /* "--": the script is next, if any */
         return args;
@@ -292,6 +299,7 @@ static int collectargs(char **argv, int *first) {
 static int runargs(lua_State *L, char **argv, int n) {
   for (int i = 1; i < n; i++) {
     int option = argv[i][1];
+    if (strcmp(argv[i], "--trace") == 0) { i++; continue; }  /* its value is not an option */
     if (option == 'e' || option == 'l') {
       char *extra = argv[i] + 2;
       int status;
@@ -316,6 +324,15 @@ static int handle_luainit(lua_State *L) {
   if (init == NULL) return LUA_OK;
   if (init[0] == '@') return dofile(L, init + 1);
   return dostring(L, init, name);
+}
+
+/* --trace FILE: loads aio.trace with AIO_TRACE set, which starts the trace and writes FILE at
+** exit (the module does the work; the host only asks for it). */
+static int start_trace(lua_State *L) {
+  setenv("AIO_TRACE", trace_file, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "aio.trace");
+  return report(L, docall(L, 1, 0));
 }
 
 /* ---- the program ------------------------------------------------------------------- */
@@ -368,6 +385,7 @@ static int pmain(lua_State *L) {
   lua_settop(L, 0);
   lua_pushinteger(L, EXIT_FAILURE);
   if (!(args & HAS_NOENV) && handle_luainit(L) != LUA_OK) return 1;
+  if (trace_file && start_trace(L) != LUA_OK) return 1;
   if (!runargs(L, argv, optlim)) return 1;
   if (script > 0 && handle_script(L, argv + script) != LUA_OK) return 1;
   if (args & HAS_I) {

@@ -17,6 +17,7 @@ const char aio__await_key = 'A';
 static const char TASKS_KEY = 'T';       /* registry: table ref -> live task (the anchor) */
 static const char UNOBSERVED_KEY = 'U';  /* registry: failed task -> true, until observed */
 static const char TMETHODS_KEY = 'M';    /* registry: task methods table */
+static const char HOOK_KEY = 'H';        /* registry: the task lifecycle hook (tracing) */
 
 /* The task whose code runs on L (or NULL). */
 aio_task *aio_current_task(lua_State *L) {
@@ -254,17 +255,36 @@ int aio_report_unobserved(lua_State *L) {
 
 /* ---- spawning and the scheduler --------------------------------------------------------- */
 
-/* Pushes "file:line" of the Lua code that called into spawn (the first Lua frame up). */
+/* Pushes "file:line" of the user code that called into spawn: the first Lua frame up that is
+** not one of the runtime's own embedded modules (gather spawning a function is the user's). */
 static void push_spawn_site(lua_State *L) {
   lua_Debug ar;
   for (int level = 1; lua_getstack(L, level, &ar); level++) {
     lua_getinfo(L, "Sl", &ar);
-    if (ar.currentline > 0) {
+    if (ar.currentline > 0 && strncmp(ar.source, "@lua/aio/", 9) != 0) {
       lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline);
       return;
     }
   }
   lua_pushliteral(L, "?");
+}
+
+/* Calls the task lifecycle hook, if any, with (event, task at tidx). */
+static void call_task_hook(lua_State *L, const char *event, int tidx) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &HOOK_KEY);
+  lua_pushstring(L, event);
+  lua_pushvalue(L, tidx);
+  aio_pcall_report(L, 2, 0);
+}
+
+/* aio.core.set_task_hook(fn | nil): fn(event, task) runs synchronously when a task is
+** spawned ("spawn") and when it ends ("end"); for tracers. One hook at a time. */
+static int l_set_task_hook(lua_State *L) {
+  if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &HOOK_KEY);
+  aio_loop_get(L)->task_hook = !lua_isnil(L, 1);
+  return 0;
 }
 
 /* Spawns a task running the function below its nargs arguments (popped); pushes the task. */
@@ -296,6 +316,7 @@ aio_task *aio_spawn(lua_State *L, int nargs) {
   t->nargs = nargs;
   loop->ntasks++;
   ready_push(loop, t);
+  if (loop->task_hook) call_task_hook(L, "spawn", lua_gettop(L));
   return t;
 }
 
@@ -319,6 +340,7 @@ static void task_finish(lua_State *L, aio_task *t, int tidx, int state, int nres
   lua_pop(L, 1);
   loop->ntasks--;
   if (state == AIO_FAILED && !t->fut.observed && !t->fut.whead) unobserved_add(L, tidx);
+  if (loop->task_hook) call_task_hook(L, "end", tidx);
   aio__future_finish(L, tidx);
   t->ref = LUA_NOREF;
 }
@@ -729,7 +751,7 @@ void aio__open_task(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"spawn", l_spawn}, {"current", l_current}, {"sleep", l_sleep}, {"tasks", l_tasks},
     {"is_cancelled", l_is_cancelled}, {"cancelled_error", l_cancelled_error},
-    {"run_loop", l_run_loop}, {"report_unobserved", l_report_unobserved}, {"ntasks", l_ntasks},
+    {"run_loop", l_run_loop}, {"set_task_hook", l_set_task_hook}, {"report_unobserved", l_report_unobserved}, {"ntasks", l_ntasks},
     {NULL, NULL}};
   luaL_newmetatable(L, AIO_TASK_MT);
   lua_newtable(L);

@@ -9,12 +9,13 @@
 set -eu
 
 # Build, test and run: compiler and CMake, Lua 5.4, libuv, libcurl, llhttp's C sources (node-llhttp),
-# libedit for the REPL, lua-cjson for JSON, busted for the specs, tmux for the REPL's terminal tests.
+# libedit for the REPL, lua-cjson for JSON, busted for the specs, tmux for the REPL's terminal tests,
+# python3 (standard library only) for the HTTP specs' raw-socket clients.
 BUILD_PACKAGES="build-essential cmake pkg-config liblua5.4-dev lua5.4 libuv1-dev lua-cjson
-  lua-busted libcurl4-openssl-dev node-llhttp libedit-dev tmux"
+  lua-busted libcurl4-openssl-dev node-llhttp libedit-dev tmux python3"
 # The peers bench/ compares against.
 BENCH_PACKAGES="python3 python3-tornado python3-aiohttp python3-gevent python3-uvloop
-  python3-requests wrk nodejs"
+  python3-requests python3-pycurl wrk nodejs"
 
 case "${1:-build}" in
   build) wanted=$BUILD_PACKAGES ;;

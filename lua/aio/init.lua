@@ -184,6 +184,7 @@ function aio.wait_for(aw, seconds, quiet)
   if quiet then return finished end
   if not finished then
     aw:cancel("timeout")
+    pcall(aw.await, aw)  -- let its cleanup finish before we report (asyncio does the same)
     error(timeout_error(seconds), 2)
   end
   return aw:await()
@@ -248,15 +249,13 @@ function aio.group(body, ...)
   return unpack(results, 2, results.n)
 end
 
--- aio.run(fn, ...) -> fn's results: runs fn as a task and the loop until nothing is left
--- (asyncio.run). aioshell drains the loop by itself at the end of a script; a stock lua5.4
--- that loaded the aio C module needs this.
+-- aio.run(fn, ...) -> fn's results: runs fn as a task and the loop until that task ends
+-- (asyncio.run_until_complete). Other tasks keep their state: in aioshell the end-of-script
+-- drain finishes them; a stock lua5.4 that loaded the aio C module can call aio.run_loop() to
+-- run the loop until nothing is left.
 function aio.run(fn, ...)
   local t = spawn(fn, ...)
-  local results = pack(pcall(t.await, t))
-  core.run_loop()
-  if not results[1] then error(results[2], 0) end
-  return unpack(results, 2, results.n)
+  return t:await()
 end
 
 -- aio.tasks() -> the live tasks, in id (spawn) order.

@@ -15,7 +15,6 @@ local aio = require "aio"
 local trace = { active = false }
 
 local events, path, t0, next_id = nil, nil, 0, 0
-local orig_spawn
 local live                 -- task -> start time, until its span is recorded
 local pid = 1
 
@@ -47,27 +46,25 @@ function trace.span(name, fn, ...)
   return table.unpack(r, 2, r.n)
 end
 
--- Starts recording to file p; wraps aio.spawn so tasks spawned from Lua become spans.
+-- Starts recording to file p: every task (spawned from Lua or C: server handlers, callbacks,
+-- combinators) becomes a span, through the core's task lifecycle hook.
 function trace.start(p)
   if trace.active then trace.stop() end
   path, events, next_id = assert(p, "trace.start: file name required"), {}, 0
   t0 = aio.now()
   trace.active = true
   events[1] = { name = "process_name", ph = "M", pid = pid, tid = 1, args = { name = "aioshell" } }
-  orig_spawn = aio.spawn
   live = setmetatable({}, { __mode = "k" })
-  aio.spawn = function(fn, ...)
-    local start = aio.now()
-    local t = orig_spawn(fn, ...)
-    live[t] = start
-    t:add_done_callback(function(task)
-      if not live or not live[task] then return end
+  aio.set_task_hook(function(event, task)
+    if event == "spawn" then
+      live[task] = aio.now()
+    elseif live and live[task] then
+      local start = live[task]
       live[task] = nil
-      trace.complete("task " .. tostring(task.name or task.id), "task", start, aio.now(),
-        { id = task.id, state = task:cancelled() and "cancelled" or "done" })
-    end)
-    return t
-  end
+      trace.complete("task " .. tostring(task.name), "task", start, aio.now(),
+        { id = task.id, state = task.state, site = task.site })
+    end
+  end)
   return trace
 end
 
@@ -83,7 +80,7 @@ function trace.stop()
   end
   live = nil
   trace.active = false
-  if orig_spawn then aio.spawn = orig_spawn; orig_spawn = nil end
+  aio.set_task_hook(nil)
   local cjson = require "cjson"
   local f = assert(io.open(path, "w"))
   f:write('{"displayTimeUnit":"ms","traceEvents":[\n')
