@@ -7,6 +7,7 @@
 #   make ci            what .ci/run does: deps, build, tests, then the ASan suite
 #   make install PREFIX=/usr/local [DESTDIR=...]
 #   make bench-deps    install the benchmarks' peers (Python, Node, wrk)
+#   make report        replay every notebook experiment into report/ (FULL=1: the seeds' sizes)
 #   make bench         build + every benchmark next to its peers (minutes; QUICK=1: one round)
 #   make clean
 BUILD ?= build
@@ -17,7 +18,7 @@ BUILD_TYPE ?= Release
 # The main job: the crawler when it exists, else the core demo.
 MAIN_SCRIPT := $(firstword $(wildcard scripts/crawler.lua) scripts/hello_tasks.lua)
 
-.PHONY: all build deps bench-deps bench run demo test check asan asan-test ci install clean
+.PHONY: all build deps test-deps bench-deps bench run demo report test check asan asan-test ci install clean
 
 all: build
 
@@ -29,6 +30,9 @@ build:
 deps:
 	tools/install-deps.sh build
 
+test-deps:
+	tools/install-deps.sh test
+
 bench-deps:
 	tools/install-deps.sh bench
 
@@ -37,6 +41,8 @@ bench: bench-deps build
 	AIOSHELL=$(BUILD)/aioshell bench/startup/run.sh $(if $(QUICK),50,200)
 	AIOSHELL=$(BUILD)/aioshell bench/tasks/run.sh $(if $(QUICK),--quick)
 	$(BUILD)/aioshell bench/http/run.lua $(if $(QUICK),--quick)
+	AIOSHELL=$(BUILD)/aioshell bench/workers/run.sh $(if $(QUICK),--quick)
+	AIOSHELL=$(BUILD)/aioshell bench/rx/run.sh
 
 run: deps build
 	$(BUILD)/aioshell $(MAIN_SCRIPT)
@@ -44,7 +50,11 @@ run: deps build
 demo: build
 	$(BUILD)/aioshell scripts/hello_tasks.lua
 
-test: deps build
+# Replays every notebook experiment and writes report/report.md and report/index.html.
+report: build
+	$(BUILD)/aioshell scripts/notebooks.lua $(if $(FULL),--full)
+
+test: test-deps build
 	AIOSHELL=$(BUILD)/aioshell tools/run-tests.sh
 
 # Runs the tests without the dependency check (for a quick loop while developing).
@@ -56,12 +66,12 @@ asan:
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 
 # Leak detection is off: os.exit() without closing the state legitimately leaves memory behind.
-asan-test: deps asan
+asan-test: test-deps asan
 	AIOSHELL=$(ASAN_BUILD)/aioshell TEST_LOGS=$(ASAN_BUILD)/test-logs \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	tools/run-tests.sh
 
-ci: deps
+ci: test-deps
 	tools/ci.sh
 
 install: build

@@ -13,15 +13,19 @@ set -eu
 # python3 (standard library only) for the HTTP specs' raw-socket clients.
 BUILD_PACKAGES="build-essential cmake pkg-config liblua5.4-dev lua5.4 libuv1-dev lua-cjson
   lua-busted libcurl4-openssl-dev node-llhttp libedit-dev tmux python3"
+# Only for the tests: a real browser renders the notebook report (spec/report_spec.lua), with
+# fonts so its text shows (--no-install-recommends would skip them).
+TEST_PACKAGES="chromium fonts-liberation"
 # The peers bench/ compares against.
 BENCH_PACKAGES="python3 python3-tornado python3-aiohttp python3-gevent python3-uvloop
-  python3-requests python3-pycurl wrk nodejs"
+  python3-requests python3-pycurl python3-rx wrk nodejs"
 
 case "${1:-build}" in
   build) wanted=$BUILD_PACKAGES ;;
+  test) wanted="$BUILD_PACKAGES $TEST_PACKAGES" ;;
   bench) wanted=$BENCH_PACKAGES ;;
-  all) wanted="$BUILD_PACKAGES $BENCH_PACKAGES" ;;
-  *) echo "usage: $0 [build|bench|all]" >&2; exit 2 ;;
+  all) wanted="$BUILD_PACKAGES $TEST_PACKAGES $BENCH_PACKAGES" ;;
+  *) echo "usage: $0 [build|test|bench|all]" >&2; exit 2 ;;
 esac
 
 missing=""
