@@ -579,6 +579,41 @@ describe("introspection", function()
   end))
 end)
 
+describe("tracing", function()
+  it("--trace FILE writes a trace-event span for every task, also those spawned by gather", function()
+    local path = helper.tmpfile("", ".json")
+    local out, err, status = helper.run({"--trace", path, "-e", [[
+      local aio = require "aio"
+      local t = aio.spawn(function() aio.sleep(0.01) end)
+      t:set_name("named")
+      aio.gather(function() aio.sleep(0.01) end, function() end)
+    ]]})
+    assert.equal("", err)
+    assert.equal(0, status)
+    local trace = require("cjson").decode(helper.readfile(path))
+    local begins, named = 0, false
+    for _, e in ipairs(trace.traceEvents) do
+      if e.ph == "b" and e.cat == "task" then
+        begins = begins + 1
+        if e.name == "task named" then named = true end
+        assert.matches("command line", e.args.site)
+      end
+    end
+    assert.equal(3, begins)
+    assert.is_true(named)
+  end)
+
+  it("the task hook sees spawn and end of every task", async(function()
+    local seen = {}
+    aio.set_task_hook(function(event, task) seen[#seen + 1] = event .. ":" .. task.id end)
+    local t = aio.spawn(function() end)
+    t:await()
+    aio.set_task_hook(nil)
+    aio.spawn(function() end):await()  -- no hook any more
+    assert.same({"spawn:" .. t.id, "end:" .. t.id}, seen)
+  end))
+end)
+
 describe("virtual time", function()
   it("makes sleeps jump instantly and in order", function()
     local out, err, status = child([[

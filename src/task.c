@@ -282,8 +282,8 @@ static void call_task_hook(lua_State *L, const char *event, int tidx) {
 static int l_set_task_hook(lua_State *L) {
   if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
   lua_settop(L, 1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &HOOK_KEY);
   aio_loop_get(L)->task_hook = !lua_isnil(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &HOOK_KEY);
   return 0;
 }
 
