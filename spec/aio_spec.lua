@@ -157,6 +157,17 @@ describe("errors", function()
     assert.matches("^false", out)
   end)
 
+  it("an error in a done callback is printed and makes the exit status 1", function()
+    local _, err, status = child([[
+      local aio = require "aio"
+      local f = aio.future()
+      aio.on_done(f, function() error("callback broke") end)
+      f:set_result()
+    ]])
+    assert.equal(1, status)
+    assert.matches("callback broke", err)
+  end)
+
   it("an error raised at top level by an await exits like lua5.4 (status 1, message)", function()
     local _, err, status = child([[
       local aio = require "aio"

@@ -67,6 +67,7 @@ struct aio_loop {
   uint64_t vnow;                /* the virtual clock, in ns */
   int closing;
   int task_hook;                /* non-zero when aio.core.set_task_hook installed a hook */
+  int callback_errors;          /* errors printed by aio_pcall_report: the exit status is 1 */
 };
 
 /* Returns the loop of L's main state, creating it on first use. */

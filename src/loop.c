@@ -240,5 +240,6 @@ int aio_loop_drain(lua_State *L) {
   }
   signal(SIGINT, old);
   if (aio_report_unobserved(L) > 0 && status == 0) status = 1;
+  if (aio_loop_get(L)->callback_errors > 0 && status == 0) status = 1;
   return status;
 }

@@ -108,10 +108,11 @@ int aio_pcall_report(lua_State *L, int nargs, int nresults) {
   lua_insert(L, base);
   int status = lua_pcall(L, nargs, nresults, base);
   lua_remove(L, base);
-  if (status != LUA_OK) {
+  if (status != LUA_OK) {  /* printed, and remembered so the exit status says it too */
     fprintf(stderr, "aioshell: %s\n", lua_tostring(L, -1));
     fflush(stderr);
     lua_pop(L, 1);
+    aio_loop_get(L)->callback_errors++;
   }
   return status;
 }
