@@ -112,8 +112,10 @@ def main():
                  ("aioshell process pool map (chunked)", "CPython Pool.map default chunks", 1)]
         for ours, theirs, target in pairs:
             if ours in rows and theirs in rows:
-                print("- %s: %.2f us vs %.2f us (%.1fx faster; target <= %g us)"
-                      % (ours, rows[ours], rows[theirs], rows[theirs] / rows[ours], target))
+                r = rows[theirs] / rows[ours]
+                cmp = ("%.1fx faster" % r) if r >= 1 else ("%.1fx slower" % (1 / r))
+                print("- %s: %.2f us vs %.2f us (%s than %s; target <= %g us)"
+                      % (ours, rows[ours], rows[theirs], cmp, theirs, target))
 
 
 if __name__ == "__main__":
