@@ -112,6 +112,24 @@ describe("thread pool", function()
     assert.is_true(aio.now() - t0 < 1)
   end))
 
+  it("cancels a job awaiting on its worker's own loop", async(function()
+    local f = pool:submit(function()
+      local aio = require "aio"
+      aio.sleep(30)  -- a top-level await in the worker: its own loop runs
+      return "woke"
+    end)
+    aio.sleep(0.02)
+    local t0 = aio.now()
+    f:cancel()
+    local _, two = aio.gather(pool:submit(function() return 1 end), pool:submit(function() return 2 end))
+    assert.equal(2, two)
+    assert.is_true(aio.now() - t0 < 1)
+    -- both workers are free again soon: the sleeping job really stopped
+    local deadline = aio.now() + 1
+    while pool:stats().running > 0 and aio.now() < deadline do aio.sleep(0.005) end
+    assert.equal(0, pool:stats().running)
+  end))
+
   it("cancels queued jobs without running them", async(function()
     local p = thread.pool{size = 1}
     local ran = thread.shared(0)

@@ -68,6 +68,9 @@ struct aio_loop {
   int closing;
   int task_hook;                /* non-zero when aio.core.set_task_hook installed a hook */
   int callback_errors;          /* errors printed by aio_pcall_report: the exit status is 1 */
+  /* Set by another thread (a thread pool cancelling the job this loop's state runs), followed
+  ** by uv_async_send(&wakeup): the await blocking in aio_run_until raises a cancellation. */
+  volatile int cancel_request;
 };
 
 /* Returns the loop of L's main state, creating it on first use. */

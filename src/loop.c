@@ -182,6 +182,14 @@ void aio_run_until(lua_State *L, aio_future *f) {
         aio_future_cancel(L, f, "interrupted");
       luaL_error(L, "interrupted!");
     }
+    if (loop->cancel_request) {  /* another thread cancelled the job awaiting here */
+      loop->cancel_request = 0;
+      if (f) f->topwaiters--;
+      if (f && f->state == AIO_PENDING && !f->is_task && !f->whead && f->topwaiters == 0)
+        aio_future_cancel(L, f, "cancelled");
+      aio_push_cancelled(L, "job cancelled");
+      lua_error(L);
+    }
     aio_scheduler_drain(loop);
     if (f && f->state != AIO_PENDING) break;
     if (!loop_alive(loop)) {

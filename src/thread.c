@@ -134,6 +134,7 @@ struct aio_worker {
   pool *pool;
   pthread_t tid;
   lua_State *L;
+  aio_loop *loop;        /* the worker state's own loop (for awaits inside jobs) */
   int index;
   int started;
   struct job *current;   /* guarded by pool->mu */
@@ -220,7 +221,13 @@ static void cancel_hook(lua_State *L, lua_Debug *ar) {
 static void interrupt_job(pool *p, job *j) {
   __atomic_store_n(&j->cancel, 1, __ATOMIC_RELAXED);
   aio_worker *w = &p->workers[j->worker];
-  if (w->current == j && w->L) lua_sethook(w->L, cancel_hook, LUA_MASKCOUNT, HOOK_COUNT);
+  if (w->current == j && w->L) {
+    lua_sethook(w->L, cancel_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    if (w->loop) {  /* a job blocked in a top-level await of its own loop (aio.sleep ...) */
+      w->loop->cancel_request = 1;
+      uv_async_send(&w->loop->wakeup);
+    }
+  }
 }
 
 /* The worker's message handler: keeps the error value and adds the worker's traceback. */
@@ -316,6 +323,7 @@ static void *worker_main(void *arg) {
     aio_openlibs(L);
     lua_pushlightuserdata(L, w);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
+    w->loop = aio_loop_get(L);  /* made now, so a cancel can always reach it */
     if (p->init.len) {
       lua_pushcfunction(L, worker_msgh);
       lua_pushcfunction(L, run_init_p);
@@ -355,6 +363,7 @@ static void *worker_main(void *arg) {
     job *j = p->qhead;
     if (!j) {  /* closing and nothing left */
       int last = --p->nalive == 0;
+      w->loop = NULL;
       pthread_mutex_unlock(&p->mu);
       if (L) lua_close(L);
       w->L = NULL;
@@ -384,6 +393,7 @@ static void *worker_main(void *arg) {
     }
     pthread_mutex_lock(&p->mu);
     if (L) lua_sethook(L, NULL, 0, 0);  /* under mu: a late interrupt_job cannot slip in after */
+    if (w->loop) w->loop->cancel_request = 0;
     w->current = NULL;
     j->state = J_DONE;
     pthread_mutex_unlock(&p->mu);
