@@ -70,6 +70,18 @@ describe("process.fork", function()
     assert.matches("fork only from the loop's thread", err)
   end))
 
+  it("a thread pool of the parent says it cannot be used in the child", async(function()
+    local tp = thread.pool { size = 1 }
+    local h = process.fork(function()
+      local ok, err = pcall(tp.submit, tp, function() end)
+      return ok, err
+    end)
+    local ok, err = h:join()
+    tp:close()
+    assert.is_false(ok)
+    assert.matches("belongs to the parent process", err)
+  end))
+
   it("the child does not run the parent's tasks", async(function()
     local ran = process.value(0)
     local t = aio.spawn(function() aio.sleep(0.05); ran:add(1) end)

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <errno.h>
 #include <time.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <sched.h>
 #include <lualib.h>
@@ -175,6 +176,7 @@ struct pool {
   int inflight;          /* loop thread: jobs submitted, not yet delivered */
   int selfref;           /* loop thread: ref to the Lua box while jobs are in flight */
   aio_delivery exited;   /* posted by the last worker to leave */
+  pid_t owner;           /* the process whose threads these are (a forked child has none) */
   int closedref;         /* ref to the future resolved once every worker has left */
   aio_future *closed;
   char name[32];
@@ -577,6 +579,7 @@ static int l_pool(lua_State *L) {
   p->closedref = LUA_NOREF;
   p->ib = aio_inbox_get(L);
   p->exited.deliver = pool_exited;
+  p->owner = getpid();
   snprintf(p->name, sizeof p->name, "%s", luaL_optstring(L, 3, ""));
   if (!p->name[0]) snprintf(p->name, sizeof p->name, "pool%d", ++pool_counter);
   b->p = p;
@@ -604,6 +607,8 @@ static int l_pool(lua_State *L) {
 static int l_submit(lua_State *L) {
   pool *p = check_pool(L, 1);
   if (p->closing) return luaL_error(L, "cannot submit to a closed thread pool");
+  if (p->owner != getpid())
+    return luaL_error(L, "this thread pool belongs to the parent process (threads do not survive fork)");
   if (lua_type(L, 2) != LUA_TFUNCTION && !luaL_getmetafield(L, 2, "__call"))
     luaL_typeerror(L, 2, "function");
   /* encode first: a value that cannot cross raises before anything is allocated */
@@ -665,6 +670,7 @@ static int l_pool_gc(lua_State *L) {
   pool *p = b->p;
   if (!p) return 0;
   b->p = NULL;
+  if (p->owner != getpid()) return 0;  /* collected in a forked child: its threads are not here */
   pool_shutdown(L, p, 1, 1);
   if (!p->joined) {
     for (int i = 0; i < p->size; i++)
