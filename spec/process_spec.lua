@@ -109,6 +109,14 @@ describe("process pool", function()
     for v in pool:imap_unordered(function(v) return -v end, {1, 2, 3}) do seen[#seen + 1] = v end
     table.sort(seen)
     assert.same({-3, -2, -1}, seen)
+    -- streamed: a quick result comes before the slow one is done
+    local order = {}
+    for v in pool:imap_unordered(function(d) require("aio.thread").sleep(d) return d end,
+                                 {0.3, 0.01, 0.02, 0.03}) do
+      order[#order + 1] = v
+    end
+    assert.are_not.equal(0.3, order[1])  -- (a job sent behind the slow one waits for it)
+    assert.equal(4, #order)
   end))
 
   it("a worker killed mid-job fails only that job and is replaced", async(function()

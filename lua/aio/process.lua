@@ -85,15 +85,9 @@ function pm:map(fn, list, opts)
   return thread_map(self, fn, list, opts)
 end
 
--- pool:imap_unordered(fn, list [, chunksize]) -> iterator over results as they complete.
-function pm:imap_unordered(fn, list, chunksize)
-  local results = thread_map(self, fn, list, {ordered = false, chunksize = chunksize or 1})
-  local i = 0
-  return function()
-    i = i + 1
-    if i <= results.n then return results[i] end
-  end
-end
+-- pool:imap_unordered(fn, list [, chunksize]) -> iterator over results as they complete
+-- (streamed: at most 2 jobs per worker in flight).
+pm.imap_unordered = thread.pool_imap_unordered
 
 -- pool:apply(fn, ...) -> fn's results (submit and await).
 function pm:apply(fn, ...) return self:submit(fn, ...):await() end

@@ -30,7 +30,7 @@ end
 
 -- The worker side of a chunked map: applies fn to each item of a chunk.
 local function apply_chunk(fn, chunk)
-  local out = {}
+  local out = {n = chunk.n}
   for i = 1, chunk.n do out[i] = fn(chunk[i]) end
   return out
 end
@@ -102,6 +102,49 @@ function methods:map(fn, list, opts)
   return results
 end
 
+-- pool:imap_unordered(fn, list [, chunksize]) -> an iterator over results as jobs complete
+-- (at most 2 jobs per worker in flight; a job's error is raised by the iterator; as with any
+-- Lua iterator, a nil result ends the loop early).
+function methods:imap_unordered(fn, list, chunksize)
+  chunksize = chunksize or 1
+  local n = list.n or #list
+  local limit = self:size() * 2
+  local nexti, inflight, ready, wake = 1, 0, {}, nil
+  local buf, bi = {n = 0}, 1
+  local function on_finished(f)
+    ready[#ready + 1] = f
+    if wake then local w = wake; wake = nil; w:set_result() end
+  end
+  local function submit_more()
+    while nexti <= n and inflight < limit do
+      local last = math.min(n, nexti + chunksize - 1)
+      local chunk = {n = last - nexti + 1}
+      for i = nexti, last do chunk[i - nexti + 1] = list[i] end
+      local f = self:submit(apply_chunk, fn, chunk)
+      inflight = inflight + 1
+      core.on_done(f, on_finished)
+      nexti = last + 1
+    end
+  end
+  return function()
+    while true do
+      if bi <= buf.n then
+        bi = bi + 1
+        return buf[bi - 1]
+      end
+      submit_more()
+      if #ready == 0 then
+        if inflight == 0 then return nil end
+        wake = core.future("imap_unordered")
+        wake:await()
+      end
+      local f = table.remove(ready, 1)
+      inflight = inflight - 1
+      buf, bi = f:result(), 1
+    end
+  end
+end
+
 -- pool:close{wait=true, cancel_pending=false, cancel_running=false}: no more submissions;
 -- with wait, returns once every worker has finished its last job and left.
 function methods:close(opts)
@@ -162,7 +205,8 @@ do
   end
 end
 
--- The bounded map above, shared with process pools (it needs only :submit and :size).
+-- The bounded map and imap above, shared with process pools (they need :submit and :size).
 M.pool_map = methods.map
+M.pool_imap_unordered = methods.imap_unordered
 
 return M
