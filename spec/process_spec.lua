@@ -117,6 +117,15 @@ describe("process pool", function()
     end
     assert.are_not.equal(0.3, order[1])  -- (a job sent behind the slow one waits for it)
     assert.equal(4, #order)
+    -- with prefetch = 1 nothing waits behind the slow job
+    local p1 = process.pool { size = 2, prefetch = 1 }
+    order = {}
+    for v in p1:imap_unordered(function(d) require("aio.thread").sleep(d) return d end,
+                               {0.3, 0.01, 0.02, 0.03}) do
+      order[#order + 1] = v
+    end
+    p1:close()
+    assert.equal(0.3, order[4])
   end))
 
   it("a worker killed mid-job fails only that job and is replaced", async(function()

@@ -626,6 +626,7 @@ struct pworker {
 
 struct ppool {
   int size, maxtasks;
+  int depth;             /* jobs in flight per worker (prefetch; default POOL_DEPTH) */
   pjob *qhead, *qtail;
   int nqueued;
   pworker *workers;      /* live and dying workers */
@@ -905,7 +906,7 @@ static void pool_dispatch(ppool *p) {
   while (p->qhead) {
     pworker *best = NULL;
     for (pworker *w = p->workers; w; w = w->next) {
-      if (w->dead || w->retiring || w->ninflight >= POOL_DEPTH) continue;
+      if (w->dead || w->retiring || w->ninflight >= p->depth) continue;
       if (p->maxtasks && w->ndone + w->ninflight >= p->maxtasks) continue;
       if (!best || w->ninflight < best->ninflight) best = w;
     }
@@ -987,7 +988,7 @@ static ppool *check_ppool(lua_State *L, int idx) {
   return b->p;
 }
 
-/* process_c.pool(size, maxtasksperchild, init|nil, name|nil) -> pool */
+/* process_c.pool(size, maxtasksperchild, init|nil, name|nil, prefetch|nil) -> pool */
 static int l_ppool(lua_State *L) {
   check_fork_thread(L, "process.pool");
   int size = (int)luaL_optinteger(L, 1, 0);
@@ -1008,6 +1009,8 @@ static int l_ppool(lua_State *L) {
   p->init = init;
   p->size = size;
   p->maxtasks = maxtasks;
+  p->depth = (int)luaL_optinteger(L, 5, POOL_DEPTH);
+  if (p->depth < 1) p->depth = 1;
   p->L = aio_loop_get(L)->L;
   p->uv = aio_uv(L);
   p->refs = 1;

@@ -62,12 +62,14 @@ function hm:terminate() return self:kill("TERM") end
 
 local pm = c.pool_methods
 
--- process.pool{size=, maxtasksperchild=, init=, name=} (or process.pool(n)) -> pool of forked
--- workers, each with a fresh Lua state (init runs once in each).
+-- process.pool{size=, maxtasksperchild=, init=, name=, prefetch=2} (or process.pool(n)) -> pool
+-- of forked workers, each with a fresh Lua state (init runs once in each). `prefetch` jobs are
+-- sent to a worker at a time: 2 hides the round trip of small jobs; 1 keeps a quick job from
+-- waiting behind a slow one.
 function M.pool(opts)
   if type(opts) == "number" then opts = {size = opts} end
   opts = opts or {}
-  return c.pool(opts.size, opts.maxtasksperchild, opts.init, opts.name)
+  return c.pool(opts.size, opts.maxtasksperchild, opts.init, opts.name, opts.prefetch)
 end
 
 -- pool:map(fn, list [, {chunksize=, ordered=, limit=, on_progress=}]) -> results in order.
