@@ -45,11 +45,13 @@ void aio_buf_free(aio_buf *b) {
   b->len = b->cap = 0;
 }
 
+/* Appends one byte. */
 static void put_byte(aio_buf *b, int c) {
   unsigned char ch = (unsigned char)c;
   aio_buf_add(b, &ch, 1);
 }
 
+/* Appends v as a little-endian base-128 varint. */
 static void put_varint(aio_buf *b, uint64_t v) {
   unsigned char tmp[10];
   int n = 0;
@@ -192,6 +194,7 @@ static int enc_seen(lua_State *L, enc *e) {
   return e->seen;
 }
 
+/* The sender's globals table (fetched on first use). */
 static int enc_globals(lua_State *L, enc *e) {
   if (!e->made_globals) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
@@ -203,6 +206,7 @@ static int enc_globals(lua_State *L, enc *e) {
 
 static const char dump_cache_key = 0;
 
+/* The sender's bytecode cache (made on first use). */
 static int enc_dumps(lua_State *L, enc *e) {
   if (!e->made_dumps) {
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dump_cache_key) != LUA_TTABLE) {
@@ -457,6 +461,7 @@ static int encode_p(lua_State *L) {
   return 0;
 }
 
+/* Encodes under lua_pcall; on error releases what was retained and re-raises (codec.h). */
 void aio_codec_encode(lua_State *L, int idx, int n, aio_buf *b, const char *what, int boundary) {
   enc e;
   memset(&e, 0, sizeof e);
@@ -490,15 +495,18 @@ typedef struct dec {
   unsigned made_refs : 1, made_cache : 1;
 } dec;
 
+/* Raises the error of a message that does not parse. */
 static int malformed(lua_State *L) {
   return luaL_error(L, "aio codec: malformed message");
 }
 
+/* Reads one byte (-1 at the end when only walking). */
 static int get_byte(dec *d) {
   if (d->p >= d->end) return d->L ? malformed(d->L) : -1;
   return (unsigned char)*d->p++;
 }
 
+/* Reads a base-128 varint. */
 static uint64_t get_varint(dec *d) {
   uint64_t v = 0;
   for (int shift = 0; shift < 64; shift += 7) {
@@ -510,6 +518,7 @@ static uint64_t get_varint(dec *d) {
   return d->L ? (uint64_t)malformed(d->L) : 0;
 }
 
+/* Reads n bytes; NULL (walking) or an error when the message is short. */
 static const char *get_bytes(dec *d, size_t n) {
   if ((size_t)(d->end - d->p) < n) {
     if (d->L) malformed(d->L);
@@ -527,6 +536,7 @@ static void decode_value(dec *d);
 ** holds FUNC_CACHE_MAX entries, so a long-lived worker does not grow without bound. */
 static const char cache_key = 0;
 
+/* Pushes the receiver's cache of loaded pure functions, making it if needed. */
 static int push_func_cache(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cache_key) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -693,6 +703,7 @@ static void decode_value(dec *d) {
   }
 }
 
+/* Decodes every item of the message; the helper slots are dropped at the end (codec.h). */
 int aio_codec_decode(lua_State *L, const char *data, size_t len) {
   dec d;
   int base = lua_gettop(L);
@@ -762,6 +773,7 @@ static void skip_value(dec *d, int retain) {
   }
 }
 
+/* Releases the shareable references of an undelivered message (codec.h). */
 void aio_codec_discard(const char *data, size_t len) {
   dec d;
   d.p = data;
@@ -770,6 +782,7 @@ void aio_codec_discard(const char *data, size_t len) {
   while (d.p < d.end) skip_value(&d, 0);
 }
 
+/* Takes one more reference to each shareable object of a message (codec.h). */
 void aio_codec_retain(const char *data, size_t len) {
   dec d;
   d.p = data;
@@ -785,6 +798,7 @@ static int decode_p(lua_State *L) {
   return aio_codec_decode(L, b->data, b->len);
 }
 
+/* Decodes under lua_pcall so that b is freed whatever happens (codec.h). */
 int aio_codec_decode_owned(lua_State *L, aio_buf *b) {
   int base = lua_gettop(L);
   lua_pushcfunction(L, decode_p);
@@ -795,6 +809,7 @@ int aio_codec_decode_owned(lua_State *L, aio_buf *b) {
   return lua_gettop(L) - base;
 }
 
+/* Marks the metatable on top of the stack as a shareable class (codec.h). */
 void aio_share_register(lua_State *L, const aio_share_class *cls) {
   lua_pushlightuserdata(L, (void *)cls);
   lua_setfield(L, -2, "__aio_share");
@@ -829,6 +844,7 @@ static int l_size(lua_State *L) {
 }
 
 
+/* Opens aio.codec. */
 int luaopen_aio_codec(lua_State *L) {
   static const luaL_Reg funcs[] = {{"roundtrip", l_roundtrip}, {"size", l_size}, {NULL, NULL}};
   luaL_newlib(L, funcs);

@@ -89,6 +89,7 @@ static int read_full(int fd, void *p, size_t n) {
   return 1;
 }
 
+/* Writes all n bytes (blocking); 1 or -1. */
 static int write_full(int fd, const void *p, size_t n) {
   const char *c = (const char *)p;
   while (n > 0) {
@@ -108,6 +109,7 @@ static size_t frame_begin(aio_buf *b) {
   return at;
 }
 
+/* Fills in the length of the frame begun at `at`. */
 static void frame_end(aio_buf *b, size_t at) {
   uint32_t n = (uint32_t)(b->len - at - sizeof n);
   memcpy(b->data + at, &n, sizeof n);
@@ -134,6 +136,7 @@ typedef struct wreq {
   aio_buf b;
 } wreq;
 
+/* Write callback: frees the buffer and the request. */
 static void wreq_done(uv_write_t *req, int status) {
   (void)status;
   wreq *w = (wreq *)req;
@@ -293,6 +296,7 @@ static void run_message(lua_State *L, aio_buf *in, aio_buf *out) {
 ** in the traceback line. */
 typedef struct settle_ctx { aio_future *f; const char *data; size_t len; const char *who; } settle_ctx;
 
+/* Protected: decodes an outcome message and resolves or rejects the future. */
 static int settle_p(lua_State *L) {
   settle_ctx *c = (settle_ctx *)lua_touserdata(L, 1);
   lua_settop(L, 0);
@@ -329,6 +333,7 @@ static void settle_future(lua_State *L, aio_future *f, const char *data, size_t 
 
 /* ---- a fresh loop in a forked child ----------------------------------------------------- */
 
+/* uv_walk callback in a child: closes the parent's handles (not the loop's own). */
 static void close_inherited(uv_handle_t *h, void *arg) {
   aio_loop *loop = (aio_loop *)arg;
   if (h == (uv_handle_t *)&loop->heap_timer || h == (uv_handle_t *)&loop->wakeup) return;
@@ -383,6 +388,7 @@ static void proc_maybe_done(proc *p) {
   p->selfref = LUA_NOREF;
 }
 
+/* Reaper timer: polls waitpid until the child is gone. */
 static void proc_reap_tick(uv_timer_t *t) {
   proc *p = (proc *)t->data;
   int status;
@@ -403,6 +409,7 @@ static void proc_start_reaper(proc *p, uv_loop_t *uv) {
   uv_timer_start(p->reaper, proc_reap_tick, 0, 2);
 }
 
+/* libuv read buffers: up to 64 KB, freed by the read callbacks. */
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;
   if (suggested > 65536) suggested = 65536;
@@ -410,6 +417,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = buf->base ? suggested : 0;
 }
 
+/* Reads the child's outcome; at EOF starts reaping it. */
 static void proc_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   proc *p = (proc *)s->data;
   if (nread > 0) aio_buf_add(&p->rbuf, buf->base, (size_t)nread);
@@ -511,6 +519,7 @@ static int l_fork(lua_State *L) {
   return 1;
 }
 
+/* Checks that the first argument is a process handle. */
 static proc *check_proc(lua_State *L) {
   proc_box *b = (proc_box *)luaL_checkudata(L, 1, PROC_MT);
   return b->p;
@@ -584,6 +593,7 @@ static int proc_is_alive(lua_State *L) {
   return 1;
 }
 
+/* __tostring of process handles. */
 static int proc_tostring(lua_State *L) {
   proc *p = check_proc(L);
   lua_pushfstring(L, "<process %s pid %d %s>", p->name, (int)p->pid,
@@ -648,6 +658,7 @@ struct ppool {
 
 typedef struct ppool_box { ppool *p; } ppool_box;
 
+/* Drops a reference to a pool; frees it with the last one. */
 static void ppool_release(ppool *p) {
   if (--p->refs > 0) return;
   aio_buf_free(&p->init);
@@ -766,6 +777,7 @@ static void pjob_free(lua_State *L, pjob *j) {
   ppool_release(p);
 }
 
+/* Close callback of a worker's stream; frees the worker once it is also reaped. */
 static void worker_pipe_closed(uv_handle_t *h) {
   pworker *w = (pworker *)h->data;
   free(h);
@@ -793,6 +805,7 @@ static void pool_requeue_front(ppool *p, pjob *j) {
   p->nqueued++;
 }
 
+/* Reaper timer of a worker: once reaped, fails or requeues its jobs and replaces it. */
 static void worker_reap_tick(uv_timer_t *t) {
   pworker *w = (pworker *)t->data;
   ppool *p = w->pool;
@@ -863,6 +876,7 @@ static void worker_gone(pworker *w) {
   uv_timer_start(w->reaper, worker_reap_tick, 0, 2);
 }
 
+/* A worker's results: each complete frame settles the oldest job sent to it. */
 static void worker_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   pworker *w = (pworker *)s->data;
   ppool *p = w->pool;
@@ -982,6 +996,7 @@ static void pjob_on_cancel(lua_State *L, aio_future *f, void *ud) {
   }
 }
 
+/* Checks that idx is an open process pool. */
 static ppool *check_ppool(lua_State *L, int idx) {
   ppool_box *b = (ppool_box *)luaL_checkudata(L, idx, PPOOL_MT);
   if (!b->p) luaL_error(L, "attempt to use a closed process pool");
@@ -1116,6 +1131,7 @@ static int ppool_gc(lua_State *L) {
   return 0;
 }
 
+/* pool:size() -> number of workers. */
 static int ppool_size(lua_State *L) {
   lua_pushinteger(L, check_ppool(L, 1)->size);
   return 1;
@@ -1174,12 +1190,14 @@ static pend *ends = NULL;
 
 static int open_pipe_mt(lua_State *L);
 
+/* This process's struct for a pipe end, if it has one. */
 static pend *find_end(int fd, pid_t creator, uint32_t epoch) {
   for (pend *e = ends; e; e = e->next)
     if (e->fd == fd && e->creator == creator && e->epoch == epoch && !e->closed) return e;
   return NULL;
 }
 
+/* Pushes a box for a pipe end. */
 static void push_end(lua_State *L, pend *e) {
   aio_share_box *b = (aio_share_box *)lua_newuserdatauv(L, sizeof *b, 0);
   b->obj = e;
@@ -1188,6 +1206,7 @@ static void push_end(lua_State *L, pend *e) {
   lua_setmetatable(L, -2);
 }
 
+/* Makes this process's struct for a pipe end. */
 static pend *new_end(int fd, pid_t creator, uint32_t epoch) {
   pend *e = calloc(1, sizeof *e);
   if (!e) return NULL;
@@ -1201,12 +1220,14 @@ static pend *new_end(int fd, pid_t creator, uint32_t epoch) {
 
 typedef struct fdref { int32_t fd[2]; int32_t creator; uint32_t epoch; } fdref;
 
+/* Codec: a pipe end crosses as its fd, creator pid and epoch. */
 static void pipe_pack(void *obj, aio_buf *b) {
   pend *e = (pend *)obj;
   fdref r = {{e->fd, -1}, (int32_t)e->creator, e->epoch};
   aio_buf_add(b, &r, sizeof r);
 }
 
+/* Codec: the receiving side of pipe_pack; refuses ends that do not exist here. */
 static void pipe_unpack(lua_State *L, const char *p, size_t n) {
   fdref r;
   if (n != sizeof r) luaL_error(L, "aio codec: malformed pipe");
@@ -1226,6 +1247,7 @@ static void noop_push(lua_State *L, void *o) { (void)L; (void)o; }
 static const aio_share_class pipe_class = {PIPE_MT, 1, noop_ref, noop_ref, noop_push,
                                            pipe_pack, pipe_unpack};
 
+/* Checks that idx is an open pipe end. */
 static pend *check_end(lua_State *L, int idx) {
   aio_share_box *b = (aio_share_box *)luaL_checkudata(L, idx, PIPE_MT);
   pend *e = (pend *)b->obj;
@@ -1281,6 +1303,7 @@ static int resolve_msg_p(lua_State *L) {
   return 0;
 }
 
+/* Resolves f with the decoded message (or rejects it with the decoding error). */
 static void resolve_with_msg(lua_State *L, aio_future *f, aio_buf *b) {
   lua_pushcfunction(L, resolve_msg_p);
   lua_pushlightuserdata(L, f);
@@ -1289,6 +1312,7 @@ static void resolve_with_msg(lua_State *L, aio_future *f, aio_buf *b) {
   aio_buf_free(b);
 }
 
+/* Gives complete messages (or EOF) to parked receivers, in order. */
 static void end_serve(pend *e) {
   lua_State *L = e->L;
   while (e->whead) {
@@ -1324,6 +1348,7 @@ static void end_serve(pend *e) {
   }
 }
 
+/* Data on a pipe end: buffer it and serve the receivers. */
 static void end_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   pend *e = (pend *)s->data;
   if (nread > 0) aio_buf_add(&e->rbuf, buf->base, (size_t)nread);
@@ -1411,11 +1436,13 @@ static int end_close(lua_State *L) {
   return 0;
 }
 
+/* end:fileno() -> the descriptor. */
 static int end_fileno(lua_State *L) {
   lua_pushinteger(L, check_end(L, 1)->fd);
   return 1;
 }
 
+/* __tostring of pipe ends. */
 static int end_tostring(lua_State *L) {
   aio_share_box *b = (aio_share_box *)luaL_checkudata(L, 1, PIPE_MT);
   pend *e = (pend *)b->obj;
@@ -1423,6 +1450,7 @@ static int end_tostring(lua_State *L) {
   return 1;
 }
 
+/* Makes the pipe ends' metatable (left on the stack). */
 static int open_pipe_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"send", end_send}, {"recv", end_recv}, {"poll", end_poll}, {"close", end_close},
@@ -1475,6 +1503,7 @@ typedef struct pqueue {
 static pqueue *queues = NULL;
 static int open_queue_mt(lua_State *L);
 
+/* Pushes a box for a queue. */
 static void queue_push(lua_State *L, pqueue *q) {
   aio_share_box *b = (aio_share_box *)lua_newuserdatauv(L, sizeof *b, 0);
   b->obj = q;
@@ -1482,12 +1511,14 @@ static void queue_push(lua_State *L, pqueue *q) {
   lua_setmetatable(L, -2);
 }
 
+/* Codec: a queue crosses as its fds, creator pid and epoch. */
 static void queue_pack(void *obj, aio_buf *b) {
   pqueue *q = (pqueue *)obj;
   fdref r = {{q->fd[0], q->fd[1]}, (int32_t)q->creator, q->epoch};
   aio_buf_add(b, &r, sizeof r);
 }
 
+/* Codec: the receiving side of queue_pack; refuses queues that do not exist here. */
 static void queue_unpack(lua_State *L, const char *p, size_t n) {
   fdref r;
   if (n != sizeof r) luaL_error(L, "aio codec: malformed queue");
@@ -1515,6 +1546,7 @@ static void queue_unpack(lua_State *L, const char *p, size_t n) {
 static const aio_share_class queue_class = {QUEUE_MT, 1, noop_ref, noop_ref, noop_push,
                                             queue_pack, queue_unpack};
 
+/* Checks that idx is a queue. */
 static pqueue *check_queue(lua_State *L, int idx) {
   aio_share_box *b = (aio_share_box *)luaL_checkudata(L, idx, QUEUE_MT);
   return (pqueue *)b->obj;
@@ -1578,6 +1610,7 @@ static void queue_update_polls(pqueue *q, uv_loop_t *uv) {
   }
 }
 
+/* The queue is readable or writable: serve parked getters and putters. */
 static void queue_poll_cb(uv_poll_t *h, int status, int events) {
   pqueue *q = (pqueue *)h->data;
   lua_State *L = q->L;
@@ -1726,6 +1759,7 @@ static int queue_get_nowait(lua_State *L) {
   return aio_codec_decode_owned(L, &m);
 }
 
+/* __tostring of queues. */
 static int queue_tostring(lua_State *L) {
   pqueue *q = check_queue(L, 1);
   lua_pushfstring(L, "<process.queue fds %d/%d>", q->fd[0], q->fd[1]);

@@ -38,6 +38,7 @@ static void push_box(lua_State *L, void *obj, const char *mt, int (*open_mt)(lua
   lua_setmetatable(L, -2);
 }
 
+/* Checks that idx is a live box of metatable mt and returns its object. */
 static void *check_box(lua_State *L, int idx, const char *mt) {
   aio_share_box *b = (aio_share_box *)luaL_checkudata(L, idx, mt);
   if (!b->obj) luaL_error(L, "attempt to use a released %s", mt);
@@ -71,6 +72,7 @@ typedef struct cell {
 static int open_cell_mt(lua_State *L);
 
 static void cell_retain(void *o) { retain_count(&((cell *)o)->refs); }
+/* Drops a reference to a cell; frees it with the last one. */
 static void cell_release(void *o) {
   cell *c = (cell *)o;
   if (!release_count(&c->refs)) return;
@@ -87,6 +89,7 @@ static const aio_share_class cell_class = {SHARED_MT, 0, cell_retain, cell_relea
 /* A value prepared outside the lock, to be swapped in under it. */
 typedef struct cellval { int type; lua_Integer i; lua_Number n; aio_buf enc; } cellval;
 
+/* Converts the value at idx into a cell value (encoding non-scalars). */
 static cellval to_cellval(lua_State *L, int idx) {
   cellval v;
   memset(&v, 0, sizeof v);
@@ -277,6 +280,7 @@ static int cell_update(lua_State *L) {
   return lua_error(L);
 }
 
+/* __gc of boxes: drops the box's reference. */
 static int box_gc(lua_State *L, const aio_share_class *cls) {
   aio_share_box *b = (aio_share_box *)lua_touserdata(L, 1);
   if (b->obj) {
@@ -288,12 +292,14 @@ static int box_gc(lua_State *L, const aio_share_class *cls) {
 
 static int cell_gc(lua_State *L) { return box_gc(L, &cell_class); }
 
+/* __tostring of cells. */
 static int cell_tostring(lua_State *L) {
   aio_share_box *b = (aio_share_box *)luaL_checkudata(L, 1, SHARED_MT);
   lua_pushfstring(L, "aio.thread.shared: %p", b->obj);
   return 1;
 }
 
+/* Makes the cells' metatable (left on the stack). */
 static int open_cell_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"get", cell_get}, {"set", cell_set}, {"add", cell_add}, {"cas", cell_cas},
@@ -318,6 +324,7 @@ typedef struct mutex {
 
 static int open_mutex_mt(lua_State *L);
 static void mutex_retain(void *o) { retain_count(&((mutex *)o)->refs); }
+/* Drops a reference to a mutex; destroys it with the last one. */
 static void mutex_release(void *o) {
   mutex *m = (mutex *)o;
   if (!release_count(&m->refs)) return;
@@ -392,6 +399,7 @@ static int mutex_unlock(lua_State *L) {
 
 static int mutex_gc(lua_State *L) { return box_gc(L, &mutex_class); }
 
+/* Makes the mutexes' metatable (left on the stack). */
 static int open_mutex_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"lock", mutex_lock}, {"try_lock", mutex_trylock}, {"unlock", mutex_unlock}, {NULL, NULL}};
@@ -440,6 +448,7 @@ typedef struct chan {
 
 static int open_chan_mt(lua_State *L);
 static void chan_retain(void *o) { retain_count(&((chan *)o)->refs); }
+/* Drops a reference to a channel; frees it and its messages with the last one. */
 static void chan_release(void *o) {
   chan *c = (chan *)o;
   if (!release_count(&c->refs)) return;
@@ -467,6 +476,7 @@ static void chan_changed(chan *c) {
   }
 }
 
+/* Appends a message (mu held). */
 static void chan_append(chan *c, msg *m) {
   m->next = NULL;
   if (c->tail) c->tail->next = m;
@@ -475,6 +485,7 @@ static void chan_append(chan *c, msg *m) {
   c->count++;
 }
 
+/* Removes the oldest message, or returns NULL (mu held). */
 static msg *chan_take(chan *c) {
   msg *m = c->head;
   if (m) {
@@ -492,6 +503,7 @@ static void push_msg(lua_State *L, msg *m) {
   if (aio_codec_decode_owned(L, &b) == 0) lua_pushnil(L);
 }
 
+/* Unlinks a parked loop-side waiter (mu held). */
 static void unlink_waiter(chan *c, lwaiter *w) {
   if (w->prev) w->prev->next = w->next;
   else c->whead = w->next;
@@ -625,6 +637,7 @@ static int chan_park(lua_State *L, chan *c, int is_send, aio_buf *b) {
   return aio_await(L, lua_gettop(L));
 }
 
+/* True if a is earlier than b. */
 static int ts_before(const struct timespec *a, const struct timespec *b) {
   return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
@@ -641,6 +654,7 @@ static int chan_wait(chan *c, const struct timespec *dl) {
   return !ts_before(&now, dl);
 }
 
+/* Frees a message that will not be delivered. */
 static void free_msg(msg *m) {
   aio_codec_discard(m->b.data, m->b.len);
   aio_buf_free(&m->b);
@@ -754,6 +768,7 @@ static int chan_len(lua_State *L) {
 
 static int chan_gc(lua_State *L) { return box_gc(L, &chan_class); }
 
+/* Makes the channels' metatable (left on the stack). */
 static int open_chan_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"send", chan_send}, {"recv", chan_recv}, {"close", chan_close}, {"len", chan_len},

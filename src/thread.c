@@ -60,6 +60,7 @@ static void inbox_cb(uv_async_t *a) {
   }
 }
 
+/* Close callback of the inbox's async handle: frees the inbox. */
 static void inbox_close_cb(uv_handle_t *h) {
   aio_inbox *ib = (aio_inbox *)h->data;
   pthread_mutex_destroy(&ib->mu);
@@ -77,6 +78,7 @@ static int inbox_gc(lua_State *L) {
   return 0;
 }
 
+/* Returns the loop's inbox, making it (unreferenced) on first use (thread.h). */
 aio_inbox *aio_inbox_get(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &inbox_key) == LUA_TUSERDATA) {
     aio_inbox *ib = *(aio_inbox **)lua_touserdata(L, -1);
@@ -110,6 +112,7 @@ void aio_thread_forget_inbox(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &inbox_key);
 }
 
+/* Appends d and wakes the loop; any thread (thread.h). */
 void aio_inbox_post(aio_inbox *ib, aio_delivery *d) {
   d->next = NULL;
   pthread_mutex_lock(&ib->mu);
@@ -120,6 +123,7 @@ void aio_inbox_post(aio_inbox *ib, aio_delivery *d) {
   uv_async_send(&ib->async);
 }
 
+/* References the async handle while work is in flight (thread.h). */
 void aio_inbox_hold(aio_inbox *ib, int delta) {
   int before = ib->holds;
   ib->holds += delta;
@@ -189,6 +193,7 @@ typedef struct pool_box {
 static const char worker_key = 0;
 static int pool_counter = 0;
 
+/* The worker whose state L belongs to, from the registry (thread.h). */
 aio_worker *aio_worker_of(lua_State *L) {
   aio_worker *w = NULL;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &worker_key) == LUA_TLIGHTUSERDATA)
@@ -197,6 +202,7 @@ aio_worker *aio_worker_of(lua_State *L) {
   return w;
 }
 
+/* Reads the running job's cancel flag (thread.h). */
 int aio_worker_cancelled(lua_State *L) {
   aio_worker *w = aio_worker_of(L);
   if (!w) return 0;
@@ -204,6 +210,7 @@ int aio_worker_cancelled(lua_State *L) {
   return j && __atomic_load_n(&j->cancel, __ATOMIC_RELAXED);
 }
 
+/* Raises the error a cancelled job ends with (thread.h). */
 int aio_worker_raise_cancel(lua_State *L) {
   lua_pushliteral(L, "aio.thread: job cancelled");
   return lua_error(L);
@@ -516,6 +523,7 @@ static void job_on_cancel(lua_State *L, aio_future *f, void *ud) {
   pthread_mutex_unlock(&p->mu);
 }
 
+/* Checks that idx is an open pool. */
 static pool *check_pool(lua_State *L, int idx) {
   pool_box *b = (pool_box *)luaL_checkudata(L, idx, POOL_MT);
   if (!b->p) luaL_error(L, "attempt to use a closed thread pool");
@@ -697,11 +705,13 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
+/* pool:size() -> number of workers. */
 static int l_pool_size(lua_State *L) {
   lua_pushinteger(L, check_pool(L, 1)->size);
   return 1;
 }
 
+/* __tostring of pools. */
 static int l_pool_tostring(lua_State *L) {
   pool_box *b = (pool_box *)luaL_checkudata(L, 1, POOL_MT);
   if (!b->p) lua_pushliteral(L, "aio.thread.pool (closed)");
@@ -748,6 +758,7 @@ static int l_cores(lua_State *L) {
 
 int aio_shared_open(lua_State *L);  /* shared.c: adds shared, mutex, channel to the table */
 
+/* Opens aio.thread_c: pools, worker helpers and the shared objects. */
 int luaopen_aio_thread_c(lua_State *L) {
   static const luaL_Reg pool_methods[] = {
     {"submit", l_submit}, {"_shutdown", l_shutdown}, {"stats", l_stats}, {"size", l_pool_size},
