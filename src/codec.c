@@ -478,7 +478,8 @@ void aio_codec_encode(lua_State *L, int idx, int n, aio_buf *b, const char *what
   if (status != LUA_OK) {
     for (int i = 0; i < e.nretained; i++) e.retained[i].cls->release(e.retained[i].obj);
     free(e.retained);
-    b->len = oldlen;
+    if (oldlen == 0) aio_buf_free(b);  /* a fresh buffer: the caller has nothing to free */
+    else b->len = oldlen;
     lua_error(L);
   }
   free(e.retained);

@@ -593,6 +593,17 @@ static int proc_is_alive(lua_State *L) {
   return 1;
 }
 
+/* __gc of process handles: collected only once the child was reaped (selfref until then). */
+static int proc_gc(lua_State *L) {
+  proc_box *b = (proc_box *)luaL_checkudata(L, 1, PROC_MT);
+  proc *p = b->p;
+  if (!p || !p->reaped || p->pipe || p->reaper) return 0;  /* still in use by libuv: leave it */
+  b->p = NULL;
+  aio_buf_free(&p->rbuf);
+  free(p);
+  return 0;
+}
+
 /* __tostring of process handles. */
 static int proc_tostring(lua_State *L) {
   proc *p = check_proc(L);
@@ -1826,6 +1837,8 @@ int luaopen_aio_process_c(lua_State *L) {
   if (luaL_newmetatable(L, PROC_MT)) {
     lua_pushcfunction(L, proc_index);
     lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, proc_gc);
+    lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, proc_tostring);
     lua_setfield(L, -2, "__tostring");
     luaL_newlib(L, proc_methods);

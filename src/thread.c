@@ -112,6 +112,23 @@ void aio_thread_forget_inbox(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &inbox_key);
 }
 
+/* Takes d back out of the inbox if it is still waiting there; 1 if it was (loop thread). */
+static int inbox_unpost(aio_inbox *ib, aio_delivery *d) {
+  int found = 0;
+  pthread_mutex_lock(&ib->mu);
+  aio_delivery *prev = NULL;
+  for (aio_delivery *x = ib->head; x; prev = x, x = x->next) {
+    if (x != d) continue;
+    if (prev) prev->next = x->next;
+    else ib->head = x->next;
+    if (ib->tail == x) ib->tail = prev;
+    found = 1;
+    break;
+  }
+  pthread_mutex_unlock(&ib->mu);
+  return found;
+}
+
 /* Appends d and wakes the loop; any thread (thread.h). */
 void aio_inbox_post(aio_inbox *ib, aio_delivery *d) {
   d->next = NULL;
@@ -685,7 +702,14 @@ static int l_pool_gc(lua_State *L) {
       if (p->workers[i].started) pthread_join(p->workers[i].tid, NULL);
     p->joined = 1;
   }
-  pool_release(p);  /* the box's reference; the `exited` delivery holds the last one */
+  /* The workers are gone: if their `exited` notice is still queued (the loop may never run
+  ** again, e.g. at lua_close), take it back and drop the reference it held here. */
+  if (inbox_unpost(p->ib, &p->exited)) {
+    if (p->closed) { aio_unref(L, p->closedref); p->closed = NULL; }
+    aio_inbox_hold(p->ib, -1);
+    p->refs--;  /* the notice's reference; the box still holds one, released just below */
+  }
+  pool_release(p);  /* the box's reference */
   return 0;
 }
 
