@@ -110,14 +110,15 @@ print("seed (CPython, its machine): serial 10.97 s, threads(5) 10.29 s, asyncio 
 print("peers here (CPython, 2 cores): serial 3.17 s, threads(5) 3.30 s, asyncio 3.17 s, Pool(2) 1.89 s")
 -- Speed-ups need idle CPUs: 1.9x is the target on a quiet 2-core machine. When something else
 -- is using the CPUs (load average above 0.5 before we started), say so instead of failing.
-if cores >= 2 and load < 0.5 then
+-- Tests check behaviour, not speed: the quick run (what the test suite runs) only reports.
+if cores >= 2 and load < 0.5 and e.full then
   e:check(sp_threads > 1.5, "threads run in parallel (%.2fx faster than serial)", sp_threads)
   e:check(sp_procs > 1.5, "processes run in parallel (%.2fx faster than serial)", sp_procs)
-elseif cores >= 2 then
+elseif cores >= 2 and e.full then
   print(string.format("machine busy (load average %.2f): speed-up checks skipped; run it again "
     .. "on a quiet machine to see ~1.9x", load))
 end
-if load < 0.5 then
+if load < 0.5 and e.full then
   e:check(sp_tasks < 1.25, "tasks give no speed-up on CPU-bound work (%.2fx): one OS thread", sp_tasks)
 end
 

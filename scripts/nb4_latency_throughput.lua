@@ -4,8 +4,10 @@
 --   - a pipeline: every job goes through all 8 stations -> latency 8 units, throughput 1 job/unit
 --   - a farm: any one station serves a job            -> latency 1 unit, throughput 8 jobs/unit
 --
---   aioshell scripts/nb4_latency_throughput.lua [--quick | --full] [--jobs 64] [--unit S]
---   aioshell scripts/nb4_latency_throughput.lua --virtual-time    (instant and exact)
+--   aioshell scripts/nb4_latency_throughput.lua [--quick | --full] [--jobs 64] [--unit S] [--real]
+--
+-- It is a simulation, so it runs on the loop's virtual clock (instant and exact) unless --real
+-- asks for wall-clock sleeps.
 --
 -- Each station is a task; stations are connected by aio.queue()s. Latency is measured per job
 -- (time from entering the system to leaving it), throughput as jobs finished per unit once the
@@ -13,7 +15,8 @@
 local aio = require "aio"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_latency_throughput", title = "Latency vs throughput",
-  args = arg, options = { jobs = 64, unit = false, stations = 8 } }
+  args = arg, options = { jobs = 64, unit = false, stations = 8, real = false } }
+if not e.options.real and not e.virtual and aio.clock and aio.clock.virtual then aio.clock.virtual() end
 local U = e.options.unit or e:size(0.01, 0.1)   -- seconds per unit of time
 local JOBS, K = e.options.jobs, e.options.stations
 
