@@ -54,6 +54,14 @@ describe("codec round trips", function()
     assert.equal("hi!", o.hi)
   end)
 
+  it("keeps registered metatables by name", function()
+    local mt = debug.getregistry()["aio.error"]
+    local e = setmetatable({message = "m"}, mt)
+    local copy = rt(e)
+    assert.equal(mt, getmetatable(copy))
+    assert.are_not.equal(e, copy)
+  end)
+
   it("sends functions with upvalues copied by value", function()
     local k = 10
     local function add(n) return n + k end

@@ -71,6 +71,16 @@ describe("thread pool", function()
     assert.matches("in %a* ?'inner'", err)
   end))
 
+  it("keeps aio errors as aio errors (a timeout inside a job is still a timeout)", async(function()
+    local ok, err = pcall(pool.run, pool, function()
+      local aio = require "aio"
+      return aio.wait_for(function() aio.sleep(1) end, 0.01)
+    end)
+    assert.is_false(ok)
+    assert.is_true(aio.is_timeout(err))
+    assert.matches("timeout", tostring(err))
+  end))
+
   it("keeps table errors as tables", async(function()
     local ok, err = pcall(pool.run, pool, function() error({code = 42}) end)
     assert.is_false(ok)

@@ -16,7 +16,7 @@
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE, T_TABLE_MT, T_REF, T_FUNC, T_ENV,
-  T_CFUNC, T_SHARE, T_END, T_SHAREX
+  T_CFUNC, T_SHARE, T_END, T_SHAREX, T_REGMT
 };
 
 #define MAXDEPTH 200
@@ -250,11 +250,31 @@ static void encode_table(lua_State *L, enc *e, int idx) {
   put_byte(e->b, hasmt ? T_TABLE_MT : T_TABLE);
   put_varint(e->b, (uint64_t)n);
   if (hasmt) {
+    /* A metatable registered under its __name (luaL_newmetatable: aio.error, classes) crosses
+    ** as that name, so the receiver's own metatable is used: an aio.error stays an aio.error
+    ** (tostring, aio.is_cancelled, aio.is_timeout all work on the other side). */
+    int mt = lua_gettop(L);
+    if (lua_getfield(L, mt, "__name") == LUA_TSTRING) {
+      lua_pushvalue(L, -1);
+      int same = lua_rawget(L, LUA_REGISTRYINDEX) == LUA_TTABLE && lua_rawequal(L, -1, mt);
+      lua_pop(L, 1);
+      if (same) {
+        size_t len;
+        const char *name = lua_tolstring(L, -1, &len);
+        put_byte(e->b, T_REGMT);
+        put_varint(e->b, len);
+        aio_buf_add(e->b, name, len);
+        lua_pop(L, 2);
+        goto contents;
+      }
+    }
+    lua_pop(L, 1);
     push_frame(L, e, F_META, -1);
-    encode_value(L, e, lua_gettop(L));
+    encode_value(L, e, mt);
     e->depth--;
     lua_pop(L, 1);
   }
+contents:
   for (lua_Integer i = 1; i <= n; i++) {
     frame *f = push_frame(L, e, F_INDEX, idx);
     f->i = i;
@@ -673,6 +693,18 @@ static void decode_value(dec *d) {
       break;
     }
     case T_TABLE: case T_TABLE_MT: decode_table(d, tag == T_TABLE_MT); break;
+    case T_REGMT: {  /* a registered metatable, by name (made bare if this state lacks it) */
+      size_t len = (size_t)get_varint(d);
+      lua_pushlstring(L, get_bytes(d, len), len);
+      if (luaL_getmetatable(L, lua_tostring(L, -1)) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 1);
+        lua_pushvalue(L, -2);
+        lua_setfield(L, -2, "__name");
+      }
+      lua_remove(L, -2);
+      break;
+    }
     case T_REF:
       dec_refs(d);
       if (lua_rawgeti(L, d->refs, (lua_Integer)get_varint(d)) == LUA_TNIL) malformed(L);
@@ -758,6 +790,7 @@ static void skip_value(dec *d, int retain) {
       break;
     }
     case T_SHAREX: get_bytes(d, sizeof(void *)); get_bytes(d, (size_t)get_varint(d)); break;
+    case T_REGMT: get_bytes(d, (size_t)get_varint(d)); break;
     case T_SHARE: {
       const char *pc = get_bytes(d, sizeof(void *)), *po = get_bytes(d, sizeof(void *));
       if (pc && po) {

@@ -313,8 +313,11 @@ static int settle_p(lua_State *L) {
     else lua_pushvalue(L, 2);
   } else {
     if (lua_type(L, 2) == LUA_TTABLE && lua_type(L, 3) == LUA_TSTRING) {
-      lua_pushvalue(L, 3);
-      lua_setfield(L, 2, "traceback");
+      if (lua_getfield(L, 2, "traceback") == LUA_TNIL) {  /* keep a traceback it has */
+        lua_pushvalue(L, 3);
+        lua_setfield(L, 2, "traceback");
+      }
+      lua_pop(L, 1);
     }
     lua_pushvalue(L, 2);
   }

@@ -479,8 +479,11 @@ static int settle_p(lua_State *L) {
       lua_pushvalue(L, 1);
   } else {
     if (lua_type(L, 1) == LUA_TTABLE && lua_type(L, 2) == LUA_TSTRING) {
-      lua_pushvalue(L, 2);
-      lua_setfield(L, 1, "traceback");
+      if (lua_getfield(L, 1, "traceback") == LUA_TNIL) {  /* keep a traceback it has */
+        lua_pushvalue(L, 2);
+        lua_setfield(L, 1, "traceback");
+      }
+      lua_pop(L, 1);
     }
     lua_pushvalue(L, 1);
   }
