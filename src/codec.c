@@ -27,7 +27,7 @@ enum {
 /* Appends n bytes to b, growing it geometrically (aborts on out-of-memory like lua.c would). */
 void aio_buf_add(aio_buf *b, const void *p, size_t n) {
   if (b->len + n > b->cap) {
-    size_t cap = b->cap ? b->cap : 64;
+    size_t cap = b->cap ? b->cap : 256;  /* a small job (function + arguments) fits at once */
     while (cap < b->len + n) cap *= 2;
     char *d = realloc(b->data, cap);
     if (!d) abort();
@@ -568,10 +568,38 @@ static int push_func_cache(lua_State *L) {
   return lua_gettop(L);
 }
 
-/* Adds the function on top of the stack to the cache under the bytecode code[0..len). */
-static void cache_add(dec *d, const char *code, size_t len) {
+/* A 63-bit FNV-1a hash of the bytecode: the cache's key (no Lua string is made per lookup). */
+static lua_Integer code_hash(const char *code, size_t len) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < len; i++) { h ^= (unsigned char)code[i]; h *= 1099511628211ULL; }
+  h &= 0x7fffffffffffffffULL;
+  return (lua_Integer)(h ? h : 1);
+}
+
+/* Pushes the cached function for code[0..len) and returns 1, or returns 0. The cache maps
+** hash -> function and function -> its bytecode, which is compared to rule out collisions. */
+static int cache_find(dec *d, const char *code, size_t len, lua_Integer h) {
   lua_State *L = d->L;
-  lua_rawgeti(L, d->cache, 0);  /* the entry count lives at index 0, which no bytecode equals */
+  if (lua_rawgeti(L, d->cache, h) == LUA_TFUNCTION) {
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, d->cache) == LUA_TSTRING) {
+      size_t n;
+      const char *s = lua_tolstring(L, -1, &n);
+      if (n == len && memcmp(s, code, len) == 0) {
+        lua_pop(L, 1);
+        return 1;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* Adds the function on top of the stack to the cache under hash h of code[0..len). */
+static void cache_add(dec *d, const char *code, size_t len, lua_Integer h) {
+  lua_State *L = d->L;
+  lua_rawgeti(L, d->cache, 0);  /* the entry count lives at index 0, which no hash equals */
   lua_Integer n = lua_tointeger(L, -1);
   lua_pop(L, 1);
   if (n >= FUNC_CACHE_MAX) {
@@ -583,8 +611,10 @@ static void cache_add(dec *d, const char *code, size_t len) {
   }
   lua_pushinteger(L, n + 1);
   lua_rawseti(L, d->cache, 0);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, d->cache, h);
+  lua_pushvalue(L, -1);
   lua_pushlstring(L, code, len);
-  lua_pushvalue(L, -2);
   lua_rawset(L, d->cache);
 }
 
@@ -649,14 +679,11 @@ static void decode_function(dec *d) {
     lua_replace(L, d->cache);
     d->made_cache = 1;
   }
-  if (pure && d->cache) {
-    lua_pushlstring(L, code, len);
-    if (lua_rawget(L, d->cache) == LUA_TFUNCTION) cached = 1;
-    else lua_pop(L, 1);
-  }
+  lua_Integer h = pure ? code_hash(code, len) : 0;
+  if (pure) cached = cache_find(d, code, len, h);
   if (!cached) {
     if (luaL_loadbufferx(L, code, len, "=(aio codec)", "b") != LUA_OK) lua_error(L);
-    if (pure && d->cache) cache_add(d, code, len);
+    if (pure) cache_add(d, code, len, h);
   }
   int f = lua_gettop(L);
   if (!pure) add_ref(d);  /* pure functions have no id (see encode_function) */

@@ -197,7 +197,7 @@ struct pool {
   int inflight;          /* loop thread: jobs submitted, not yet delivered */
   int selfref;           /* loop thread: ref to the Lua box while jobs are in flight */
   aio_delivery exited;   /* posted by the last worker to leave */
-  pid_t owner;           /* the process whose threads these are (a forked child has none) */
+  int owner;             /* fork_gen when made: a forked child has none of these threads */
   int closedref;         /* ref to the future resolved once every worker has left */
   aio_future *closed;
   char name[32];
@@ -209,6 +209,10 @@ typedef struct pool_box {
 
 static const char worker_key = 0;
 static int pool_counter = 0;
+static volatile int fork_gen = 0;  /* bumped in forked children: a pool made before is not theirs */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void bump_fork_gen(void) { fork_gen++; }
+static void install_atfork(void) { pthread_atfork(NULL, NULL, bump_fork_gen); }
 
 /* The worker whose state L belongs to, from the registry (thread.h). */
 aio_worker *aio_worker_of(lua_State *L) {
@@ -273,26 +277,24 @@ static int run_job_p(lua_State *L) {
   int n = aio_codec_decode(L, j->msg.data, j->msg.len);
   if (n < 1) return luaL_error(L, "empty job");
   lua_call(L, n - 1, LUA_MULTRET);
-  aio_buf out = {0};
-  aio_codec_encode(L, 1, lua_gettop(L), &out, "result[%d]", AIO_CODEC_THREAD);
-  aio_buf_free(&j->msg);
-  j->msg = out;
+  /* the arguments are decoded: the results reuse the buffer, so memory the loop thread
+  ** allocated is also freed there (no cross-thread free contending for malloc's arena) */
+  j->msg.len = 0;
+  aio_codec_encode(L, 1, lua_gettop(L), &j->msg, "result[%d]", AIO_CODEC_THREAD);
   return 0;
 }
 
 /* Protected: encodes the error record {err, traceback} (or its string form) into the job. */
 static int encode_error_p(lua_State *L) {
   job *j = (job *)lua_touserdata(L, 1);
-  aio_buf out = {0};
   lua_rawgeti(L, 2, 1);
   lua_rawgeti(L, 2, 2);
   if (lua_type(L, -2) != LUA_TSTRING && lua_type(L, -2) != LUA_TTABLE) {
     luaL_tolstring(L, -2, NULL);
     lua_replace(L, -3);
   }
-  aio_buf_free(&j->msg);
-  aio_codec_encode(L, -2, 2, &out, "error", AIO_CODEC_THREAD);
-  j->msg = out;
+  j->msg.len = 0;  /* whatever was there (arguments, part of a result) is no longer needed */
+  aio_codec_encode(L, -2, 2, &j->msg, "error", AIO_CODEC_THREAD);
   return 0;
 }
 
@@ -317,7 +319,7 @@ static void run_job(aio_worker *w, job *j) {
     lua_pushlightuserdata(L, j);
     lua_pushvalue(L, -3);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) {  /* the error value itself cannot cross */
-      aio_buf_free(&j->msg);
+      j->msg.len = 0;
       lua_pushcfunction(L, encode_error_p);
       lua_pushlightuserdata(L, j);
       lua_createtable(L, 2, 0);
@@ -607,7 +609,8 @@ static int l_pool(lua_State *L) {
   p->closedref = LUA_NOREF;
   p->ib = aio_inbox_get(L);
   p->exited.deliver = pool_exited;
-  p->owner = getpid();
+  pthread_once(&atfork_once, install_atfork);
+  p->owner = fork_gen;
   snprintf(p->name, sizeof p->name, "%s", luaL_optstring(L, 3, ""));
   if (!p->name[0]) snprintf(p->name, sizeof p->name, "pool%d", ++pool_counter);
   b->p = p;
@@ -635,7 +638,7 @@ static int l_pool(lua_State *L) {
 static int l_submit(lua_State *L) {
   pool *p = check_pool(L, 1);
   if (p->closing) return luaL_error(L, "cannot submit to a closed thread pool");
-  if (p->owner != getpid())
+  if (p->owner != fork_gen)
     return luaL_error(L, "this thread pool belongs to the parent process (threads do not survive fork)");
   if (lua_type(L, 2) != LUA_TFUNCTION && !luaL_getmetafield(L, 2, "__call"))
     luaL_typeerror(L, 2, "function");
@@ -698,7 +701,7 @@ static int l_pool_gc(lua_State *L) {
   pool *p = b->p;
   if (!p) return 0;
   b->p = NULL;
-  if (p->owner != getpid()) return 0;  /* collected in a forked child: its threads are not here */
+  if (p->owner != fork_gen) return 0;  /* collected in a forked child: its threads are not here */
   pool_shutdown(L, p, 1, 1);
   if (!p->joined) {
     for (int i = 0; i < p->size; i++)
