@@ -64,8 +64,7 @@ function methods:map(fn, list, opts)
         nextitem = nextitem + 1
       else
         local last = math.min(n, nextitem + chunksize - 1)
-        local chunk = {n = last - nextitem + 1}
-        for i = nextitem, last do chunk[i - nextitem + 1] = list[i] end
+        local chunk = table.move(list, nextitem, last, 1, {n = last - nextitem + 1})
         f = self:submit(apply_chunk, fn, chunk)
         nextitem = last + 1
       end
@@ -90,10 +89,9 @@ function methods:map(fn, list, opts)
       if chunksize == 1 then
         if ordered then results[first] = r else rn = rn + 1; results[rn] = r end
       else
-        count = #r
-        for i = 1, count do
-          if ordered then results[first + i - 1] = r[i] else rn = rn + 1; results[rn] = r[i] end
-        end
+        count = r.n
+        if ordered then table.move(r, 1, count, first, results)
+        else table.move(r, 1, count, rn + 1, results); rn = rn + count end
       end
       done = done + count
       if on_progress then on_progress(done, n) end
@@ -118,8 +116,7 @@ function methods:imap_unordered(fn, list, chunksize)
   local function submit_more()
     while nexti <= n and inflight < limit do
       local last = math.min(n, nexti + chunksize - 1)
-      local chunk = {n = last - nexti + 1}
-      for i = nexti, last do chunk[i - nexti + 1] = list[i] end
+      local chunk = table.move(list, nexti, last, 1, {n = last - nexti + 1})
       local f = self:submit(apply_chunk, fn, chunk)
       inflight = inflight + 1
       core.on_done(f, on_finished)
