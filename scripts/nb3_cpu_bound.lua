@@ -79,6 +79,8 @@ local t_tasks, tasked = e:time(function()
   return aio.gather(ts)
 end)
 print(string.format("Tasks (asyncio): %.3f s", t_tasks))
+print("  (no speed-up, as with asyncio: tasks take turns on the loop's one OS thread, and a loop"
+  .. " that never awaits never gives the CPU away)")
 
 -- 4. a process pool (forked workers; multiprocessing.Pool's default size is the CPU count)
 local ppool = process.pool { size = cores }
