@@ -70,6 +70,9 @@ local EXPERIMENTS = {
     cells = "sum of squares 20 × 5M: serial, threads(5), asyncio, multiprocessing",
     reference = "serial 10.97 s · threads(5) 10.29 s · asyncio 11.85 s · multiprocessing 3.69 s" },
   -- notebook 4
+  { id = "latency_throughput", notebook = 4, script = "nb4_latency_throughput.lua", figures = "--figures",
+    cells = "latency vs throughput: the 8-station example as a pipeline and as a farm (simulation)",
+    reference = "pipeline: latency 8, 1 job/unit · farm: latency 1, 8 jobs/unit" },
   { id = "threads_queue", notebook = 4, script = "nb4_threads.lua", figures = "--figures",
     cells = "threading: copy_op queue workers, find_rand primes, GIL dot products, atomic ops",
     reference = "primes [6458901531, 9914236195, 14071826345] in 1.36 s" },
