@@ -516,7 +516,7 @@ describe("futures and callbacks", function()
     local seen = n
     aio.sleep(0.03)
     assert.equal(seen, n)
-    assert.is_true(n >= 3 and n <= 6)
+    assert.is_true(n >= 2 and n <= 6)  -- about 5; a loaded machine fires late, never early
   end))
 end)
 
