@@ -97,6 +97,27 @@ describe("piped input (stdin not a terminal)", function()
     assert.truthy(bg < answer)
   end)
 
+  it(":tasks lists thread and process pool jobs next to the tasks", function()
+    local input = table.concat({
+      "thread = require 'aio.thread'",
+      "process = require 'aio.process'",
+      "tp, pp = thread.pool(1), process.pool(1)",
+      "f = tp:submit(function() require('aio.thread').sleep(0.3) end)",
+      "g = pp:submit(function() os.execute('sleep 0.3') end)",
+      ":tasks",
+      "f:await(); g:await(); tp:close(); pp:close()",
+      ":tasks",
+    }, "\n") .. "\n"
+    local got, gerr, code = piped(AIOSHELL, input)
+    assert.are.equal("", gerr)
+    assert.are.equal(0, code)
+    local first, second = got:match("(> :tasks.-)(> :tasks.*)")
+    assert.truthy(first, got)
+    assert.matches("T%d+ +thread.-pending +[%d.]+s +a worker thread", first)
+    assert.matches("P%d+ +process.-pending +[%d.]+s +a worker process", first)
+    assert.is_nil(second:find("pending", 1, true))
+  end)
+
   it("prints tables as literals and tasks with their state", function()
     local input = table.concat({
       "{1, 'two', x = {y = 3}, [10] = true}",

@@ -225,6 +225,26 @@ describe("thread pool", function()
   end)
 end)
 
+describe("jobs()", function()
+  it("lists the unfinished jobs of every pool, and forgets finished ones", helper.async(function()
+    local pool = thread.pool(1)
+    local slow = pool:submit(function() require("aio.thread").sleep(0.2) end)
+    local queued = pool:submit(function() return 1 end)
+    local ids = {}
+    for _, j in ipairs(thread.jobs()) do
+      ids[#ids + 1] = j.id
+      assert.equal("pending", j.state)
+      assert.equal("a worker thread", j.waiting_on)
+      assert.is_true(j.age >= 0)
+    end
+    assert.equal(2, #ids)
+    assert.matches("^T%d+$", ids[1])
+    aio.gather(slow, queued)
+    assert.equal(0, #thread.jobs())
+    pool:close()
+  end))
+end)
+
 describe("shared state", function()
   it("an unsynchronised read-modify-write loses updates; add does not", async(function()
     local racy, atomic, ready = thread.shared(0), thread.shared(0), thread.shared(0)

@@ -61,6 +61,11 @@ function hm:terminate() return self:kill("TERM") end
 -- ---- pools --------------------------------------------------------------------------------
 
 local pm = c.pool_methods
+do
+  local wrap, jobs = thread.job_tracker("P", "a worker process")
+  wrap(pm)
+  M.jobs = jobs  -- process.jobs() -> the unfinished jobs of every process pool
+end
 
 -- process.pool{size=, maxtasksperchild=, init=, name=, prefetch=2} (or process.pool(n)) -> pool
 -- of forked workers, each with a fresh Lua state (init runs once in each). `prefetch` jobs are
