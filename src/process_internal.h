@@ -1,0 +1,74 @@
+/*
+** process_internal.h — what the files of aio.process_c share: process.c (identity, lineage,
+** framing, outcomes, process.fork and the module), process_pool.c, process_pipe.c and
+** process_queue.c. Private to them; the contract with other modules is process.h.
+*/
+#ifndef AIO_PROCESS_INTERNAL_H
+#define AIO_PROCESS_INTERNAL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include "aio.h"
+#include "codec.h"
+#include "process.h"
+
+/* ---- identity and lineage (process.c) ---- */
+
+/* This process is now a child named `name` (its own children are numbered afresh). */
+void aio_proc_become(const char *name);
+/* fork(2) that records the lineage in the child and flushes stdio first. */
+pid_t aio_proc_fork(void);
+/* Raises unless L runs on the loop's thread (fork only from there). */
+void aio_proc_check_fork_thread(lua_State *L, const char *what);
+/* The epoch of a new fd-backed object (pipe end, queue) made by this process. */
+uint32_t aio_proc_next_epoch(void);
+/* Non-zero if a descriptor made by `creator` as its epoch-th object exists in this process. */
+int aio_proc_fd_valid(pid_t creator, uint32_t epoch);
+
+/* How a descriptor-backed object crosses the codec: fds, creator pid, epoch. */
+typedef struct fdref { int32_t fd[2]; int32_t creator; uint32_t epoch; } fdref;
+/* Codec no-ops for objects that cross by value (pipe ends, queues). */
+void aio_share_noop_ref(void *o);
+void aio_share_noop_push(lua_State *L, void *o);
+
+/* ---- I/O and frames (process.c) ---- */
+
+/* Blocking reads/writes of exactly n bytes for children: 1, 0 at EOF (read), -1 on error. */
+int aio_proc_read_full(int fd, void *p, size_t n);
+int aio_proc_write_full(int fd, const void *p, size_t n);
+/* A frame is a native-endian uint32 length and a message: begin reserves, end fills it in. */
+size_t aio_frame_begin(aio_buf *b);
+void aio_frame_end(aio_buf *b, size_t at);
+/* Writes the whole buffer b (taken over) to a stream without blocking; 0 or a libuv error. */
+int aio_stream_send(uv_stream_t *s, aio_buf *b);
+/* libuv read buffers (up to 64 KB, freed by the read callbacks); a close callback that frees. */
+void aio_proc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+void aio_free_handle(uv_handle_t *h);
+/* "exit status 3", "killed by signal 9 (Killed)"; Python's exitcode of a wait status. */
+void aio_proc_describe_status(int status, char *out, size_t n);
+int aio_proc_exitcode(int status);
+
+/* ---- outcomes: `true, values...` or `false, err, traceback` (process.c) ---- */
+
+/* Message handler keeping {err, traceback}. */
+int aio_outcome_msgh(lua_State *L);
+/* Protected: decodes `fn, args...` from the aio_buf at 1 and calls it; results stay. */
+int aio_outcome_call_p(lua_State *L);
+/* Encodes the n values on top of the stack as a success (or the encoding error). */
+void aio_outcome_encode_ok(lua_State *L, int n, aio_buf *out);
+/* Encodes the error record {err, tb} at idx, falling back to its string form. */
+void aio_outcome_encode_error(lua_State *L, int idx, aio_buf *out);
+/* Runs the call encoded in `in` and writes its outcome to out. */
+void aio_outcome_run(lua_State *L, aio_buf *in, aio_buf *out);
+/* Settles f from an outcome message; `who` names the process in the traceback line. */
+void aio_outcome_settle(lua_State *L, aio_future *f, const char *data, size_t len, const char *who);
+/* Resolves f with the one value decoded from b (or rejects it with the decoding error); frees b. */
+void aio_proc_resolve_msg(lua_State *L, aio_future *f, aio_buf *b);
+
+/* ---- the other parts of the module: each adds its functions to the table on top ---- */
+
+void aio_process_pool_open(lua_State *L);   /* process_pool.c: pool, pool_methods */
+void aio_process_pipe_open(lua_State *L);   /* process_pipe.c: pipe */
+void aio_process_queue_open(lua_State *L);  /* process_queue.c: queue */
+
+#endif

@@ -1,0 +1,315 @@
+/*
+** process_pipe.c — process.pipe: two connected duplex ends, framed and awaitable.
+**
+** Sends are queued through libuv (never blocking, so both sides may send large payloads at
+** once); receives await whole frames. An end crosses the codec by value (fd, creator pid,
+** epoch) and is usable in every process forked after it was made.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include "process_internal.h"
+
+#define PIPE_MT "aio.process.pipe"
+
+/* ---- pipes: duplex, framed, awaitable ----------------------------------------------------- */
+
+typedef struct pwaiter {
+  struct pwaiter *next;
+  aio_future *fut;
+  int ref;
+} pwaiter;
+
+typedef struct pend {
+  int fd;
+  pid_t creator;
+  uint32_t epoch;
+  int refs;              /* boxes in this process */
+  pid_t owner;           /* the process whose loop `h` belongs to */
+  uv_pipe_t *h;
+  lua_State *L;
+  aio_buf rbuf;
+  size_t rpos;
+  pwaiter *whead, *wtail;
+  int eof, closed, reading;
+  struct pend *next;     /* this process's ends (so one fd has one struct here) */
+} pend;
+
+static pend *ends = NULL;
+
+static int open_pipe_mt(lua_State *L);
+
+/* This process's struct for a pipe end, if it has one. */
+static pend *find_end(int fd, pid_t creator, uint32_t epoch) {
+  for (pend *e = ends; e; e = e->next)
+    if (e->fd == fd && e->creator == creator && e->epoch == epoch && !e->closed) return e;
+  return NULL;
+}
+
+/* Pushes a box for a pipe end. */
+static void push_end(lua_State *L, pend *e) {
+  aio_share_box *b = (aio_share_box *)lua_newuserdatauv(L, sizeof *b, 0);
+  b->obj = e;
+  e->refs++;
+  if (luaL_getmetatable(L, PIPE_MT) != LUA_TTABLE) { lua_pop(L, 1); open_pipe_mt(L); }
+  lua_setmetatable(L, -2);
+}
+
+/* Makes this process's struct for a pipe end. */
+static pend *new_end(int fd, pid_t creator, uint32_t epoch) {
+  pend *e = calloc(1, sizeof *e);
+  if (!e) return NULL;
+  e->fd = fd;
+  e->creator = creator;
+  e->epoch = epoch;
+  e->next = ends;
+  ends = e;
+  return e;
+}
+
+/* Codec: a pipe end crosses as its fd, creator pid and epoch. */
+static void pipe_pack(void *obj, aio_buf *b) {
+  pend *e = (pend *)obj;
+  fdref r = {{e->fd, -1}, (int32_t)e->creator, e->epoch};
+  aio_buf_add(b, &r, sizeof r);
+}
+
+/* Codec: the receiving side of pipe_pack; refuses ends that do not exist here. */
+static void pipe_unpack(lua_State *L, const char *p, size_t n) {
+  fdref r;
+  if (n != sizeof r) luaL_error(L, "aio codec: malformed pipe");
+  memcpy(&r, p, sizeof r);
+  if (!aio_proc_fd_valid((pid_t)r.creator, r.epoch))
+    luaL_error(L, "process.pipe end (made by pid %d) does not exist in this process (pid %d): "
+                  "make pipes before forking the process or the pool that uses them",
+               (int)r.creator, (int)getpid());
+  pend *e = find_end(r.fd[0], (pid_t)r.creator, r.epoch);
+  if (!e) e = new_end(r.fd[0], (pid_t)r.creator, r.epoch);
+  if (!e) luaL_error(L, "out of memory");
+  push_end(L, e);
+}
+
+static const aio_share_class pipe_class = {PIPE_MT, 1, aio_share_noop_ref, aio_share_noop_ref, aio_share_noop_push,
+                                           pipe_pack, pipe_unpack};
+
+/* Checks that idx is an open pipe end. */
+static pend *check_end(lua_State *L, int idx) {
+  aio_share_box *b = (aio_share_box *)luaL_checkudata(L, idx, PIPE_MT);
+  pend *e = (pend *)b->obj;
+  if (!e || e->closed) luaL_error(L, "attempt to use a closed pipe end");
+  return e;
+}
+
+static void end_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Makes sure the end has a handle on this process's loop (a forked child inherits the struct
+** but not the parent's loop); drops what belonged to the parent. */
+static void end_attach(lua_State *L, pend *e) {
+  if (e->h && e->owner == getpid()) return;
+  e->h = malloc(sizeof *e->h);
+  if (!e->h) luaL_error(L, "out of memory");
+  uv_pipe_init(aio_uv(L), e->h, 0);
+  int rc = uv_pipe_open(e->h, e->fd);
+  if (rc != 0) { free(e->h); e->h = NULL; luaL_error(L, "pipe: %s", uv_strerror(rc)); }
+  e->h->data = e;
+  e->owner = getpid();
+  e->L = aio_loop_get(L)->L;
+  e->rbuf.data = NULL;  /* the parent's buffer and waiters are not ours (CoW copies) */
+  e->rbuf.len = e->rbuf.cap = 0;
+  e->rpos = 0;
+  e->whead = e->wtail = NULL;
+  e->reading = 0;
+  e->eof = 0;
+  uv_unref((uv_handle_t *)e->h);
+}
+
+/* Pops a complete frame into a new buffer, or returns 0. */
+static int end_take_frame(pend *e, aio_buf *out) {
+  size_t avail = e->rbuf.len - e->rpos;
+  uint32_t len;
+  if (avail < sizeof len) return 0;
+  memcpy(&len, e->rbuf.data + e->rpos, sizeof len);
+  if (avail < sizeof len + len) return 0;
+  memset(out, 0, sizeof *out);
+  aio_buf_add(out, e->rbuf.data + e->rpos + sizeof len, len);
+  if (!out->data) aio_buf_add(out, "", 0);
+  e->rpos += sizeof len + len;
+  if (e->rpos == e->rbuf.len) e->rbuf.len = e->rpos = 0;
+  return 1;
+}
+
+/* Gives complete messages (or EOF) to parked receivers, in order. */
+static void end_serve(pend *e) {
+  lua_State *L = e->L;
+  while (e->whead) {
+    aio_buf m;
+    pwaiter *w = e->whead;
+    if (w->fut->state != AIO_PENDING) {  /* cancelled meanwhile */
+      e->whead = w->next;
+      if (!e->whead) e->wtail = NULL;
+      aio_unref(L, w->ref);
+      free(w);
+      continue;
+    }
+    if (end_take_frame(e, &m)) {
+      e->whead = w->next;
+      if (!e->whead) e->wtail = NULL;
+      aio_proc_resolve_msg(L, w->fut, &m);
+    } else if (e->eof) {
+      e->whead = w->next;
+      if (!e->whead) e->wtail = NULL;
+      lua_pushnil(L);
+      lua_pushliteral(L, "closed");
+      aio_future_resolve(L, w->fut, 2);
+    } else {
+      break;
+    }
+    aio_unref(L, w->ref);
+    free(w);
+  }
+  if (!e->whead && e->h && e->reading) {  /* nobody waits: leave data in the kernel */
+    uv_read_stop((uv_stream_t *)e->h);
+    uv_unref((uv_handle_t *)e->h);
+    e->reading = 0;
+  }
+}
+
+/* Data on a pipe end: buffer it and serve the receivers. */
+static void end_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  pend *e = (pend *)s->data;
+  if (nread > 0) aio_buf_add(&e->rbuf, buf->base, (size_t)nread);
+  free(buf->base);
+  if (nread < 0) {
+    e->eof = 1;
+    uv_read_stop(s);
+    e->reading = 0;
+  }
+  end_serve(e);
+}
+
+/* end:send(value) -> true: queued without blocking (framed; any size). */
+static int end_send(lua_State *L) {
+  pend *e = check_end(L, 1);
+  luaL_checkany(L, 2);
+  lua_settop(L, 2);
+  end_attach(L, e);
+  aio_buf b = {0};
+  size_t at = aio_frame_begin(&b);
+  aio_codec_encode(L, 2, 1, &b, "value", AIO_CODEC_PROCESS);
+  aio_frame_end(&b, at);
+  int rc = aio_stream_send((uv_stream_t *)e->h, &b);
+  if (rc != 0) return luaL_error(L, "pipe send: %s", uv_strerror(rc));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* end:recv() -> value | nil, "closed" (awaits the next message) */
+static int end_recv(lua_State *L) {
+  pend *e = check_end(L, 1);
+  end_attach(L, e);
+  aio_buf m;
+  if (!e->whead && end_take_frame(e, &m)) {
+    lua_settop(L, 0);
+    int n = aio_codec_decode_owned(L, &m);
+    return n;
+  }
+  if (e->eof && !e->whead) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  pwaiter *w = calloc(1, sizeof *w);
+  if (!w) return luaL_error(L, "out of memory");
+  w->fut = aio_future_new(L);
+  w->ref = aio_ref(L, -1);
+  if (e->wtail) e->wtail->next = w;
+  else e->whead = w;
+  e->wtail = w;
+  if (!e->reading) {
+    e->reading = 1;
+    uv_ref((uv_handle_t *)e->h);
+    uv_read_start((uv_stream_t *)e->h, aio_proc_alloc, end_read_cb);
+  }
+  return aio_await(L, lua_gettop(L));
+}
+
+/* end:poll() -> true if a whole message is ready now (without waiting) */
+static int end_poll(lua_State *L) {
+  pend *e = check_end(L, 1);
+  size_t avail = e->rbuf.len - e->rpos;
+  uint32_t len = 0;
+  if (avail >= sizeof len) memcpy(&len, e->rbuf.data + e->rpos, sizeof len);
+  lua_pushboolean(L, avail >= sizeof len && avail >= sizeof len + len);
+  return 1;
+}
+
+static void end_handle_closed(uv_handle_t *h) { free(h); }
+
+/* end:close(): this process's end is closed (the peer's recv then gets nil, "closed"). */
+static int end_close(lua_State *L) {
+  aio_share_box *b = (aio_share_box *)luaL_checkudata(L, 1, PIPE_MT);
+  pend *e = (pend *)b->obj;
+  if (!e || e->closed) return 0;
+  e->closed = 1;
+  if (e->h && e->owner == getpid()) {
+    e->eof = 1;
+    end_serve(e);
+    uv_close((uv_handle_t *)e->h, end_handle_closed);  /* closes the fd too */
+    e->h = NULL;
+  } else {
+    close(e->fd);
+  }
+  return 0;
+}
+
+/* end:fileno() -> the descriptor. */
+static int end_fileno(lua_State *L) {
+  lua_pushinteger(L, check_end(L, 1)->fd);
+  return 1;
+}
+
+/* __tostring of pipe ends. */
+static int end_tostring(lua_State *L) {
+  aio_share_box *b = (aio_share_box *)luaL_checkudata(L, 1, PIPE_MT);
+  pend *e = (pend *)b->obj;
+  lua_pushfstring(L, "<process.pipe end fd %d%s>", e ? e->fd : -1, e && e->closed ? " closed" : "");
+  return 1;
+}
+
+/* Makes the pipe ends' metatable (left on the stack). */
+static int open_pipe_mt(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"send", end_send}, {"recv", end_recv}, {"poll", end_poll}, {"close", end_close},
+    {"fileno", end_fileno}, {NULL, NULL}};
+  luaL_newmetatable(L, PIPE_MT);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, end_tostring);
+  lua_setfield(L, -2, "__tostring");
+  aio_share_register(L, &pipe_class);
+  return 1;
+}
+
+/* process_c.pipe() -> end1, end2: two connected duplex ends. */
+static int l_pipe(lua_State *L) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    return luaL_error(L, "process.pipe: %s", strerror(errno));
+  pid_t me = getpid();
+  pend *a = new_end(sv[0], me, aio_proc_next_epoch());
+  pend *b = new_end(sv[1], me, aio_proc_next_epoch());
+  if (!a || !b) return luaL_error(L, "out of memory");
+  push_end(L, a);
+  push_end(L, b);
+  return 2;
+}
+
+/* Adds pipe to the module table on top of the stack (process_internal.h). */
+void aio_process_pipe_open(lua_State *L) {
+  open_pipe_mt(L);
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_pipe);
+  lua_setfield(L, -2, "pipe");
+}

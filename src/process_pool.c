@@ -1,0 +1,603 @@
+/*
+** process_pool.c — process.pool: persistent forked workers that take `fn, args...` jobs.
+**
+** Each worker starts a fresh Lua state (not a copy of the parent's) and runs jobs like a thread
+** pool's worker, reading framed calls from its socketpair and writing framed outcomes back.
+** A worker that dies (even by SIGKILL) fails only the job it was running and is replaced.
+** The parent never blocks: it writes through libuv and reaps workers with waitpid(WNOHANG)
+** polled from a timer once their stream reached EOF.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <errno.h>
+#include <signal.h>
+#include <unistd.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <sys/socket.h>
+#include <sys/prctl.h>
+#include <lualib.h>
+#include "process_internal.h"
+
+#define PPOOL_MT "aio.process.pool"
+#define POOL_DEPTH 2            /* jobs in flight per pool worker (the second waits in its pipe) */
+
+/* ---- process pools ----------------------------------------------------------------------- */
+
+typedef struct ppool ppool;
+typedef struct pworker pworker;
+
+typedef struct pjob {
+  struct pjob *next;
+  ppool *pool;
+  aio_buf msg;           /* fn, args... (encoded for a process boundary) */
+  aio_future *fut;
+  int futref;
+  pworker *w;            /* worker it was sent to, NULL while queued */
+  int dropped;           /* cancelled after it was sent: ignore its outcome */
+} pjob;
+
+struct pworker {
+  ppool *pool;
+  pid_t pid;
+  int fd;
+  uv_pipe_t *pipe;
+  aio_buf rbuf;
+  size_t rpos;
+  pjob *ihead, *itail;   /* jobs sent, in order */
+  int ninflight;
+  int ndone;             /* jobs finished (maxtasksperchild) */
+  int dead, retiring, killed_for_cancel;
+  int reap_ticks;        /* reaper polls so far (2 ms apart) */
+  uv_timer_t *reaper;
+  int index;
+  char name[48];
+  pworker *next;
+};
+
+struct ppool {
+  int size, maxtasks;
+  int depth;             /* jobs in flight per worker (prefetch; default POOL_DEPTH) */
+  pjob *qhead, *qtail;
+  int nqueued;
+  pworker *workers;      /* live and dying workers */
+  int nworkers;          /* not yet reaped */
+  int nspawned;
+  int closing;
+  aio_buf init;
+  lua_State *L;
+  uv_loop_t *uv;
+  int refs;              /* the Lua box + jobs + worker handles */
+  int inflight;          /* jobs not yet settled */
+  int selfref;
+  aio_future *closed;
+  int closedref;
+  int gone;              /* the Lua box was collected */
+  char name[32];
+  pid_t owner;           /* the process that made the pool */
+};
+
+typedef struct ppool_box { ppool *p; } ppool_box;
+
+/* Drops a reference to a pool; frees it with the last one. */
+static void ppool_release(ppool *p) {
+  if (--p->refs > 0) return;
+  aio_buf_free(&p->init);
+  free(p);
+}
+
+static void pool_dispatch(ppool *p);
+static void pool_check_closed(ppool *p);
+static int pool_spawn(ppool *p);
+
+/* The pool worker's life: fresh state, init, then jobs until its stream ends. */
+static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(1);
+  signal(SIGINT, SIG_IGN);  /* Ctrl-C is for the parent, which ends its workers */
+  for (pworker *w = p->workers; w; w = w->next)
+    if (w != me && w->fd >= 0) close(w->fd);
+  aio_proc_become(me->name);
+  lua_State *L = luaL_newstate();
+  if (!L) _exit(1);
+  luaL_openlibs(L);
+  aio_openlibs(L);
+  char *broken = NULL;
+  if (p->init.len) {
+    aio_buf init = {0};
+    aio_buf_add(&init, p->init.data, p->init.len);
+    lua_pushcfunction(L, aio_outcome_msgh);
+    lua_pushcfunction(L, aio_outcome_call_p);
+    lua_pushlightuserdata(L, &init);
+    if (lua_pcall(L, 1, 0, 1) != LUA_OK) {
+      lua_rawgeti(L, -1, 1);
+      const char *m = luaL_tolstring(L, -1, NULL);
+      size_t n = strlen(m) + 64;
+      broken = malloc(n);
+      if (broken) snprintf(broken, n, "process pool init failed in %s: %s", me->name, m);
+    }
+    aio_buf_free(&init);
+    lua_settop(L, 0);
+  }
+  for (;;) {
+    uint32_t len;
+    if (aio_proc_read_full(fd, &len, sizeof len) <= 0) break;
+    aio_buf in = {0}, out = {0};
+    if (len) {
+      in.data = malloc(len);
+      if (!in.data) _exit(1);
+      in.len = in.cap = len;
+      if (aio_proc_read_full(fd, in.data, len) <= 0) break;
+    }
+    size_t at = aio_frame_begin(&out);
+    if (broken) {
+      lua_createtable(L, 2, 0);
+      lua_pushstring(L, broken);
+      lua_rawseti(L, -2, 1);
+      aio_outcome_encode_error(L, -1, &out);
+      lua_settop(L, 0);
+    } else {
+      aio_outcome_run(L, &in, &out);
+    }
+    aio_frame_end(&out, at);
+    aio_buf_free(&in);
+    if (aio_proc_write_full(fd, out.data, out.len) < 0) break;
+    aio_buf_free(&out);
+  }
+  fflush(NULL);
+  _exit(0);
+}
+
+static void worker_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Forks one more worker; returns 0 or an errno. */
+static int pool_spawn(ppool *p) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return errno;
+  pworker *w = calloc(1, sizeof *w);
+  if (!w) { close(sv[0]); close(sv[1]); return ENOMEM; }
+  w->pool = p;
+  w->index = ++p->nspawned;
+  w->fd = sv[0];
+  snprintf(w->name, sizeof w->name, "%s-%d", p->name, w->index);
+  pid_t parent = getpid();
+  pid_t pid = aio_proc_fork();
+  if (pid < 0) { int e = errno; close(sv[0]); close(sv[1]); free(w); return e; }
+  if (pid == 0) {
+    close(sv[0]);
+    w->fd = -1;
+    pool_worker_main(p, w, sv[1], parent);
+  }
+  close(sv[1]);
+  w->pid = pid;
+  w->pipe = malloc(sizeof *w->pipe);
+  uv_pipe_init(p->uv, w->pipe, 0);
+  uv_pipe_open(w->pipe, sv[0]);
+  w->pipe->data = w;
+  uv_read_start((uv_stream_t *)w->pipe, aio_proc_alloc, worker_read_cb);
+  uv_unref((uv_handle_t *)w->pipe);  /* idle workers do not keep the loop alive */
+  w->next = p->workers;
+  p->workers = w;
+  p->nworkers++;
+  p->refs++;  /* the worker (freed once reaped and its pipe closed) */
+  return 0;
+}
+
+/* Frees a settled or dropped job. */
+static void pjob_free(lua_State *L, pjob *j) {
+  ppool *p = j->pool;
+  if (j->fut) j->fut->on_cancel = NULL;
+  aio_unref(L, j->futref);
+  aio_buf_free(&j->msg);
+  free(j);
+  if (--p->inflight == 0 && p->selfref != LUA_NOREF) {
+    aio_unref(L, p->selfref);
+    p->selfref = LUA_NOREF;
+  }
+  ppool_release(p);
+}
+
+/* Close callback of a worker's stream; frees the worker once it is also reaped. */
+static void worker_pipe_closed(uv_handle_t *h) {
+  pworker *w = (pworker *)h->data;
+  free(h);
+  w->pipe = NULL;
+  if (!w->reaper) {  /* reaped already: the worker's memory can go */
+    ppool *p = w->pool;
+    aio_buf_free(&w->rbuf);
+    free(w);
+    ppool_release(p);
+  }
+}
+
+/* Unlinks w from the pool's worker list. */
+static void pool_unlink(ppool *p, pworker *w) {
+  for (pworker **pp = &p->workers; *pp; pp = &(*pp)->next)
+    if (*pp == w) { *pp = w->next; return; }
+}
+
+/* Puts j back at the head of the queue (a job that never started on a dead worker). */
+static void pool_requeue_front(ppool *p, pjob *j) {
+  j->w = NULL;
+  j->next = p->qhead;
+  p->qhead = j;
+  if (!p->qtail) p->qtail = j;
+  p->nqueued++;
+}
+
+/* Reaper timer of a worker: once reaped, fails or requeues its jobs and replaces it. */
+static void worker_reap_tick(uv_timer_t *t) {
+  pworker *w = (pworker *)t->data;
+  ppool *p = w->pool;
+  lua_State *L = p->L;
+  int status = 0;
+  pid_t r = waitpid(w->pid, &status, WNOHANG);
+  if (r == 0) {
+    /* A worker whose stream we closed exits at once; one that has not after 2 s is stuck
+    ** (e.g. it forked while another thread held a lock it needs) and must not hang close. */
+    if (++w->reap_ticks == 1000) kill(w->pid, SIGKILL);
+    return;
+  }
+  uv_close((uv_handle_t *)t, aio_free_handle);
+  w->reaper = NULL;
+  p->nworkers--;
+  /* 1. the job it was running fails (unless it was retired cleanly or killed to cancel it) */
+  pjob *head = w->ihead;
+  if (head) {
+    w->ihead = head->next;
+    if (!w->ihead) w->itail = NULL;
+    w->ninflight--;
+    if (!head->dropped && head->fut && head->fut->state == AIO_PENDING) {
+      char why[96];
+      aio_proc_describe_status(status, why, sizeof why);
+      lua_pushfstring(L, "process pool worker %s (pid %d) died while running this job: %s",
+                      w->name, (int)w->pid, why);
+      aio_future_reject(L, head->fut);
+    }
+    pjob_free(L, head);
+  }
+  /* 2. jobs sent after it never started: back to the front of the queue, in order */
+  pjob *rest = w->ihead, *rev = NULL;
+  w->ihead = w->itail = NULL;
+  while (rest) { pjob *n = rest->next; rest->next = rev; rev = rest; rest = n; }
+  while (rev) {
+    pjob *n = rev->next;
+    if (rev->dropped) pjob_free(L, rev);
+    else pool_requeue_front(p, rev);
+    rev = n;
+  }
+  w->ninflight = 0;
+  pool_unlink(p, w);
+  if (!w->pipe) {
+    aio_buf_free(&w->rbuf);
+    free(w);
+    ppool_release(p);
+  }
+  /* 3. a replacement, unless the pool is closing */
+  int live = 0;
+  for (pworker *x = p->workers; x; x = x->next) if (!x->dead && !x->retiring) live++;
+  if (!p->closing && !p->gone && live < p->size) pool_spawn(p);
+  pool_dispatch(p);
+  pool_check_closed(p);
+}
+
+/* The worker's stream ended (it died or was retired): close it and start reaping. */
+static void worker_gone(pworker *w) {
+  if (w->dead) return;
+  w->dead = 1;
+  if (w->pipe) {
+    uv_read_stop((uv_stream_t *)w->pipe);
+    uv_close((uv_handle_t *)w->pipe, worker_pipe_closed);
+  }
+  w->fd = -1;
+  w->reaper = malloc(sizeof *w->reaper);
+  uv_timer_init(w->pool->uv, w->reaper);
+  w->reaper->data = w;
+  uv_timer_start(w->reaper, worker_reap_tick, 0, 2);
+}
+
+/* A worker's results: each complete frame settles the oldest job sent to it. */
+static void worker_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  pworker *w = (pworker *)s->data;
+  ppool *p = w->pool;
+  lua_State *L = p->L;
+  if (nread > 0) aio_buf_add(&w->rbuf, buf->base, (size_t)nread);
+  free(buf->base);
+  if (nread < 0) { worker_gone(w); return; }
+  for (;;) {  /* every complete frame settles the oldest job sent to this worker */
+    size_t avail = w->rbuf.len - w->rpos;
+    uint32_t len;
+    if (avail < sizeof len) break;
+    memcpy(&len, w->rbuf.data + w->rpos, sizeof len);
+    if (avail < sizeof len + len) break;
+    const char *data = w->rbuf.data + w->rpos + sizeof len;
+    w->rpos += sizeof len + len;
+    pjob *j = w->ihead;
+    if (!j) continue;  /* cannot happen: a worker answers only what it was sent */
+    w->ihead = j->next;
+    if (!w->ihead) w->itail = NULL;
+    w->ninflight--;
+    w->ndone++;
+    if (!j->dropped && j->fut) {
+      char who[96];
+      snprintf(who, sizeof who, "%s pid %d", w->name, (int)w->pid);
+      aio_outcome_settle(L, j->fut, data, len, who);
+    }
+    pjob_free(L, j);
+  }
+  if (w->rpos == w->rbuf.len) w->rbuf.len = w->rpos = 0;
+  if (w->ninflight == 0 && w->pipe) uv_unref((uv_handle_t *)w->pipe);
+  if (p->maxtasks && w->ndone >= p->maxtasks && w->ninflight == 0 && !w->retiring) {
+    w->retiring = 1;  /* closing its stream ends it; the reaper spawns the replacement */
+    worker_gone(w);
+  }
+  pool_dispatch(p);
+  pool_check_closed(p);
+}
+
+/* Sends queued jobs to workers with room (oldest job to the least busy worker). */
+static void pool_dispatch(ppool *p) {
+  while (p->qhead) {
+    pworker *best = NULL;
+    for (pworker *w = p->workers; w; w = w->next) {
+      if (w->dead || w->retiring || w->ninflight >= p->depth) continue;
+      if (p->maxtasks && w->ndone + w->ninflight >= p->maxtasks) continue;
+      if (!best || w->ninflight < best->ninflight) best = w;
+    }
+    if (!best) return;
+    pjob *j = p->qhead;
+    p->qhead = j->next;
+    if (!p->qhead) p->qtail = NULL;
+    p->nqueued--;
+    j->next = NULL;
+    j->w = best;
+    if (best->itail) best->itail->next = j;
+    else best->ihead = j;
+    best->itail = j;
+    best->ninflight++;
+    aio_buf frame = {0};
+    size_t at = aio_frame_begin(&frame);
+    aio_buf_add(&frame, j->msg.data, j->msg.len);
+    aio_frame_end(&frame, at);
+    uv_ref((uv_handle_t *)best->pipe);
+    if (aio_stream_send((uv_stream_t *)best->pipe, &frame) != 0) {
+      /* the worker is gone (EPIPE) and this job never reached it: take it back */
+      pjob **pp = &best->ihead;
+      pjob *prev = NULL;
+      while (*pp && *pp != j) { prev = *pp; pp = &(*pp)->next; }
+      if (*pp) { *pp = NULL; best->itail = prev; best->ninflight--; }
+      pool_requeue_front(p, j);
+      worker_gone(best);
+    }
+  }
+}
+
+/* When closing and nothing is left to do: retire every worker; once all are reaped, settle
+** the `closed` future. */
+static void pool_check_closed(ppool *p) {
+  if (!p->closing || p->qhead) return;
+  int busy = 0;
+  for (pworker *w = p->workers; w; w = w->next) {
+    if (w->ninflight > 0) busy = 1;
+  }
+  if (busy) return;
+  for (pworker *w = p->workers; w; w = w->next)
+    if (!w->dead) { w->retiring = 1; worker_gone(w); }
+  if (p->nworkers == 0 && p->closed) {
+    lua_State *L = p->L;
+    aio_future *f = p->closed;
+    p->closed = NULL;
+    aio_future_resolve(L, f, 0);
+    aio_unref(L, p->closedref);
+  }
+}
+
+/* on_cancel of a job's future: unqueue it, or kill the worker running it. */
+static void pjob_on_cancel(lua_State *L, aio_future *f, void *ud) {
+  pjob *j = (pjob *)ud;
+  ppool *p = j->pool;
+  (void)f;
+  j->fut = NULL;  /* the core settles it as cancelled */
+  if (!j->w) {
+    pjob **pp = &p->qhead, *prev = NULL;
+    while (*pp && *pp != j) { prev = *pp; pp = &(*pp)->next; }
+    if (*pp) {
+      *pp = j->next;
+      if (p->qtail == j) p->qtail = prev;
+      p->nqueued--;
+    }
+    pjob_free(L, j);
+    return;
+  }
+  j->dropped = 1;
+  if (j->w->ihead == j && !j->w->dead) {  /* running: the only way to stop it is to end it */
+    j->w->killed_for_cancel = 1;
+    kill(j->w->pid, SIGKILL);
+  }
+}
+
+/* Checks that idx is an open process pool. */
+static ppool *check_ppool(lua_State *L, int idx) {
+  ppool_box *b = (ppool_box *)luaL_checkudata(L, idx, PPOOL_MT);
+  if (!b->p) luaL_error(L, "attempt to use a closed process pool");
+  return b->p;
+}
+
+/* process_c.pool(size, maxtasksperchild, init|nil, name|nil, prefetch|nil) -> pool */
+static int l_ppool(lua_State *L) {
+  aio_proc_check_fork_thread(L, "process.pool");
+  int size = (int)luaL_optinteger(L, 1, 0);
+  if (size <= 0) size = (int)uv_available_parallelism();
+  if (size > 256) return luaL_argerror(L, 1, "at most 256 workers");
+  int maxtasks = (int)luaL_optinteger(L, 2, 0);
+  aio_buf init = {0};
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    aio_codec_encode(L, 3, 1, &init, "init", AIO_CODEC_PROCESS);  /* may raise: nothing made yet */
+  }
+  ppool_box *b = (ppool_box *)lua_newuserdatauv(L, sizeof *b, 0);
+  b->p = NULL;
+  luaL_setmetatable(L, PPOOL_MT);
+  int bidx = lua_gettop(L);
+  ppool *p = calloc(1, sizeof *p);
+  if (!p) { aio_buf_free(&init); return luaL_error(L, "out of memory"); }
+  p->init = init;
+  p->size = size;
+  p->maxtasks = maxtasks;
+  p->depth = (int)luaL_optinteger(L, 5, POOL_DEPTH);
+  if (p->depth < 1) p->depth = 1;
+  p->L = aio_loop_get(L)->L;
+  p->uv = aio_uv(L);
+  p->refs = 1;
+  p->selfref = LUA_NOREF;
+  p->closedref = LUA_NOREF;
+  p->owner = getpid();
+  snprintf(p->name, sizeof p->name, "%s", luaL_optstring(L, 4, "ForkPoolWorker"));
+  b->p = p;
+  for (int i = 0; i < size; i++) {
+    int e = pool_spawn(p);
+    if (e) return luaL_error(L, "process pool: cannot start a worker: %s", strerror(e));
+  }
+  lua_settop(L, bidx);
+  return 1;
+}
+
+/* pool:submit(fn, ...) -> future */
+static int ppool_submit(lua_State *L) {
+  ppool *p = check_ppool(L, 1);
+  if (p->closing) return luaL_error(L, "cannot submit to a closed process pool");
+  if (p->owner != getpid()) return luaL_error(L, "this process pool belongs to the parent process");
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  aio_buf msg = {0};
+  aio_codec_encode(L, 2, lua_gettop(L) - 1, &msg, "call", AIO_CODEC_PROCESS);
+  pjob *j = calloc(1, sizeof *j);
+  if (!j) { aio_buf_free(&msg); return luaL_error(L, "out of memory"); }
+  j->msg = msg;
+  j->pool = p;
+  j->fut = aio_future_new(L);
+  j->futref = aio_ref(L, -1);
+  j->fut->on_cancel = pjob_on_cancel;
+  j->fut->on_cancel_ud = j;
+  p->refs++;
+  if (p->inflight++ == 0) p->selfref = aio_ref(L, 1);
+  if (p->qtail) p->qtail->next = j;
+  else p->qhead = j;
+  p->qtail = j;
+  p->nqueued++;
+  pool_dispatch(p);
+  return 1;
+}
+
+/* pool:_shutdown(cancel_pending, terminate) -> future settled once every worker is reaped */
+static int ppool_shutdown(lua_State *L) {
+  ppool *p = check_ppool(L, 1);
+  int cancel_pending = lua_toboolean(L, 2), terminate = lua_toboolean(L, 3);
+  p->closing = 1;
+  if (!p->closed) {
+    p->closed = aio_future_new(L);
+    p->closedref = aio_ref(L, -1);
+    lua_pop(L, 1);
+  }
+  int closedref = p->closedref;
+  if (cancel_pending || terminate) {
+    while (p->qhead) {
+      pjob *j = p->qhead;
+      p->qhead = j->next;
+      if (!p->qhead) p->qtail = NULL;
+      p->nqueued--;
+      aio_future *f = j->fut;
+      j->fut = NULL;
+      if (f) { f->on_cancel = NULL; aio_future_cancel(L, f, "process pool closed"); }
+      pjob_free(L, j);
+    }
+  }
+  if (terminate) {
+    for (pworker *w = p->workers; w; w = w->next) {
+      for (pjob *j = w->ihead; j; j = j->next) {
+        aio_future *f = j->fut;
+        j->dropped = 1;
+        if (f && f->state == AIO_PENDING) {
+          f->on_cancel = NULL;
+          j->fut = NULL;
+          aio_future_cancel(L, f, "process pool terminated");
+        }
+      }
+      if (!w->dead) kill(w->pid, SIGKILL);
+    }
+  }
+  aio_pushref(L, closedref);
+  pool_check_closed(p);
+  return 1;
+}
+
+/* __gc: end the workers now (SIGKILL) and reap them. */
+static int ppool_gc(lua_State *L) {
+  ppool_box *b = (ppool_box *)luaL_checkudata(L, 1, PPOOL_MT);
+  ppool *p = b->p;
+  if (!p) return 0;
+  b->p = NULL;
+  p->gone = 1;
+  p->closing = 1;
+  if (p->owner == getpid()) {
+    for (pworker *w = p->workers; w; w = w->next) {
+      if (w->reaper) continue;
+      kill(w->pid, SIGKILL);
+      waitpid(w->pid, NULL, 0);
+      w->reaper = NULL;
+      w->dead = 1;
+    }
+  }
+  ppool_release(p);
+  return 0;
+}
+
+/* pool:size() -> number of workers. */
+static int ppool_size(lua_State *L) {
+  lua_pushinteger(L, check_ppool(L, 1)->size);
+  return 1;
+}
+
+/* pool:pids() -> list of the live workers' pids */
+static int ppool_pids(lua_State *L) {
+  ppool *p = check_ppool(L, 1);
+  lua_newtable(L);
+  int i = 0;
+  for (pworker *w = p->workers; w; w = w->next)
+    if (!w->dead) { lua_pushinteger(L, w->pid); lua_rawseti(L, -2, ++i); }
+  return 1;
+}
+
+/* pool:stats() -> {size=, workers=, queued=, inflight=} */
+static int ppool_stats(lua_State *L) {
+  ppool *p = check_ppool(L, 1);
+  int live = 0, busy = 0;
+  for (pworker *w = p->workers; w; w = w->next) {
+    if (!w->dead) live++;
+    busy += w->ninflight;
+  }
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, p->size); lua_setfield(L, -2, "size");
+  lua_pushinteger(L, live); lua_setfield(L, -2, "workers");
+  lua_pushinteger(L, p->nqueued); lua_setfield(L, -2, "queued");
+  lua_pushinteger(L, busy); lua_setfield(L, -2, "sent");
+  return 1;
+}
+
+/* Adds pool and pool_methods to the module table on top of the stack (process_internal.h). */
+void aio_process_pool_open(lua_State *L) {
+  static const luaL_Reg pool_methods[] = {
+    {"submit", ppool_submit}, {"_shutdown", ppool_shutdown}, {"size", ppool_size},
+    {"pids", ppool_pids}, {"stats", ppool_stats}, {NULL, NULL}};
+  if (luaL_newmetatable(L, PPOOL_MT)) {
+    luaL_newlib(L, pool_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, ppool_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_getfield(L, -1, "__index");
+  lua_setfield(L, -3, "pool_methods");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_ppool);
+  lua_setfield(L, -2, "pool");
+}

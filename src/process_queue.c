@@ -1,0 +1,343 @@
+/*
+** process_queue.c — process.queue: many producers, many consumers, whole messages.
+**
+** A SOCK_SEQPACKET socketpair shared by every process forked after it was made: the kernel
+** keeps messages whole and hands each to one reader. Waiters park on uv_poll handles.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include "process_internal.h"
+
+#define QUEUE_MT "aio.process.queue"
+#define QUEUE_MSG_MAX (1 << 20)  /* requested SO_SNDBUF of a queue: its largest message */
+
+/* ---- queues: many producers, many consumers, whole messages ------------------------------ */
+
+typedef struct qwaiter {
+  struct qwaiter *next;
+  aio_future *fut;
+  int ref;
+  aio_buf msg;           /* a put waiting for room */
+} qwaiter;
+
+typedef struct pqueue {
+  int fd[2];             /* SOCK_SEQPACKET pair: put writes fd[0], get reads fd[1] */
+  pid_t creator;
+  uint32_t epoch;
+  pid_t owner;
+  lua_State *L;
+  uv_poll_t *rpoll, *wpoll;
+  qwaiter *ghead, *gtail, *phead, *ptail;
+  char *rbuf;
+  size_t rcap;
+  struct pqueue *next;
+} pqueue;
+
+static pqueue *queues = NULL;
+static int open_queue_mt(lua_State *L);
+
+/* Pushes a box for a queue. */
+static void queue_push(lua_State *L, pqueue *q) {
+  aio_share_box *b = (aio_share_box *)lua_newuserdatauv(L, sizeof *b, 0);
+  b->obj = q;
+  if (luaL_getmetatable(L, QUEUE_MT) != LUA_TTABLE) { lua_pop(L, 1); open_queue_mt(L); }
+  lua_setmetatable(L, -2);
+}
+
+/* Codec: a queue crosses as its fds, creator pid and epoch. */
+static void queue_pack(void *obj, aio_buf *b) {
+  pqueue *q = (pqueue *)obj;
+  fdref r = {{q->fd[0], q->fd[1]}, (int32_t)q->creator, q->epoch};
+  aio_buf_add(b, &r, sizeof r);
+}
+
+/* Codec: the receiving side of queue_pack; refuses queues that do not exist here. */
+static void queue_unpack(lua_State *L, const char *p, size_t n) {
+  fdref r;
+  if (n != sizeof r) luaL_error(L, "aio codec: malformed queue");
+  memcpy(&r, p, sizeof r);
+  if (!aio_proc_fd_valid((pid_t)r.creator, r.epoch))
+    luaL_error(L, "process.queue (made by pid %d) does not exist in this process (pid %d): "
+                  "make queues before forking the process or the pool that uses them",
+               (int)r.creator, (int)getpid());
+  pqueue *q;
+  for (q = queues; q; q = q->next)
+    if (q->fd[0] == r.fd[0] && q->creator == (pid_t)r.creator && q->epoch == r.epoch) break;
+  if (!q) {
+    q = calloc(1, sizeof *q);
+    if (!q) luaL_error(L, "out of memory");
+    q->fd[0] = r.fd[0];
+    q->fd[1] = r.fd[1];
+    q->creator = (pid_t)r.creator;
+    q->epoch = r.epoch;
+    q->next = queues;
+    queues = q;
+  }
+  queue_push(L, q);
+}
+
+static const aio_share_class queue_class = {QUEUE_MT, 1, aio_share_noop_ref, aio_share_noop_ref, aio_share_noop_push,
+                                            queue_pack, queue_unpack};
+
+/* Checks that idx is a queue. */
+static pqueue *check_queue(lua_State *L, int idx) {
+  aio_share_box *b = (aio_share_box *)luaL_checkudata(L, idx, QUEUE_MT);
+  return (pqueue *)b->obj;
+}
+
+/* Gives the queue this process's poll handles and receive buffer. */
+static void queue_attach(lua_State *L, pqueue *q) {
+  if (q->owner == getpid() && q->rbuf) return;
+  q->owner = getpid();
+  q->L = aio_loop_get(L)->L;
+  q->rpoll = q->wpoll = NULL;
+  q->ghead = q->gtail = q->phead = q->ptail = NULL;
+  int sz = 0;
+  socklen_t sl = sizeof sz;
+  if (getsockopt(q->fd[0], SOL_SOCKET, SO_SNDBUF, &sz, &sl) != 0 || sz <= 0) sz = 1 << 18;
+  q->rcap = (size_t)sz;
+  q->rbuf = malloc(q->rcap);
+  if (!q->rbuf) luaL_error(L, "out of memory");
+}
+
+/* Tries to take one message: 1 got it (in out), 0 none now, -1 error (errno). */
+static int queue_try_get(pqueue *q, aio_buf *out) {
+  ssize_t n = recv(q->fd[1], q->rbuf, q->rcap, MSG_DONTWAIT);
+  if (n < 0) return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
+  memset(out, 0, sizeof *out);
+  aio_buf_add(out, q->rbuf, (size_t)n);
+  if (!out->data) aio_buf_add(out, "", 0);
+  return 1;
+}
+
+/* Tries to put one message: 1 sent, 0 no room now, -1 error (errno). */
+static int queue_try_put(pqueue *q, aio_buf *m) {
+  ssize_t n = send(q->fd[0], m->data, m->len, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n < 0) return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
+  return 1;
+}
+
+static void queue_poll_cb(uv_poll_t *h, int status, int events);
+
+/* Starts or stops the poll handles to match the parked waiters. */
+static void queue_update_polls(pqueue *q, uv_loop_t *uv) {
+  if (q->ghead && !q->rpoll) {
+    q->rpoll = malloc(sizeof *q->rpoll);
+    uv_poll_init(uv, q->rpoll, q->fd[1]);
+    q->rpoll->data = q;
+    uv_poll_start(q->rpoll, UV_READABLE, queue_poll_cb);
+  } else if (!q->ghead && q->rpoll) {
+    uv_poll_stop(q->rpoll);
+    uv_close((uv_handle_t *)q->rpoll, aio_free_handle);
+    q->rpoll = NULL;
+  }
+  if (q->phead && !q->wpoll) {
+    q->wpoll = malloc(sizeof *q->wpoll);
+    uv_poll_init(uv, q->wpoll, q->fd[0]);
+    q->wpoll->data = q;
+    uv_poll_start(q->wpoll, UV_WRITABLE, queue_poll_cb);
+  } else if (!q->phead && q->wpoll) {
+    uv_poll_stop(q->wpoll);
+    uv_close((uv_handle_t *)q->wpoll, aio_free_handle);
+    q->wpoll = NULL;
+  }
+}
+
+/* The queue is readable or writable: serve parked getters and putters. */
+static void queue_poll_cb(uv_poll_t *h, int status, int events) {
+  pqueue *q = (pqueue *)h->data;
+  lua_State *L = q->L;
+  uv_loop_t *uv = h->loop;
+  (void)status;
+  (void)events;
+  while (q->ghead) {  /* serve getters while messages come */
+    qwaiter *w = q->ghead;
+    if (w->fut->state != AIO_PENDING) {
+      q->ghead = w->next;
+      if (!q->ghead) q->gtail = NULL;
+      aio_unref(L, w->ref);
+      free(w);
+      continue;
+    }
+    aio_buf m;
+    int r = queue_try_get(q, &m);
+    if (r == 0) break;
+    q->ghead = w->next;
+    if (!q->ghead) q->gtail = NULL;
+    if (r < 0) {
+      lua_pushfstring(L, "process.queue get: %s", strerror(errno));
+      aio_future_reject(L, w->fut);
+    } else {
+      aio_proc_resolve_msg(L, w->fut, &m);
+    }
+    aio_unref(L, w->ref);
+    free(w);
+  }
+  while (q->phead) {  /* and putters while there is room */
+    qwaiter *w = q->phead;
+    if (w->fut->state != AIO_PENDING) {
+      q->phead = w->next;
+      if (!q->phead) q->ptail = NULL;
+      aio_buf_free(&w->msg);
+      aio_unref(L, w->ref);
+      free(w);
+      continue;
+    }
+    int r = queue_try_put(q, &w->msg);
+    if (r == 0) break;
+    q->phead = w->next;
+    if (!q->phead) q->ptail = NULL;
+    if (r < 0) {
+      lua_pushfstring(L, "process.queue put: %s", strerror(errno));
+      aio_future_reject(L, w->fut);
+    } else {
+      lua_pushboolean(L, 1);
+      aio_future_resolve(L, w->fut, 1);
+    }
+    aio_buf_free(&w->msg);
+    aio_unref(L, w->ref);
+    free(w);
+  }
+  queue_update_polls(q, uv);
+}
+
+/* Parks a waiter on list (head, tail) and awaits it. */
+static int queue_park(lua_State *L, pqueue *q, int is_put, aio_buf *msg) {
+  qwaiter *w = calloc(1, sizeof *w);
+  if (!w) return luaL_error(L, "out of memory");
+  if (msg) w->msg = *msg;
+  w->fut = aio_future_new(L);
+  w->ref = aio_ref(L, -1);
+  if (is_put) {
+    if (q->ptail) q->ptail->next = w; else q->phead = w;
+    q->ptail = w;
+  } else {
+    if (q->gtail) q->gtail->next = w; else q->ghead = w;
+    q->gtail = w;
+  }
+  queue_update_polls(q, aio_uv(L));
+  return aio_await(L, lua_gettop(L));
+}
+
+/* Encodes the value at 2 as a queue message, refusing what does not fit in one datagram. */
+static void queue_encode(lua_State *L, pqueue *q, aio_buf *m) {
+  aio_codec_encode(L, 2, 1, m, "value", AIO_CODEC_PROCESS);
+  if (m->len + 64 > q->rcap) {
+    size_t n = m->len;
+    aio_buf_free(m);
+    luaL_error(L, "process.queue message too large (%d bytes encoded; at most about %d): "
+                  "send large data through a process.pipe", (int)n, (int)q->rcap - 64);
+  }
+}
+
+/* q:put(value) -> true (awaits room when the queue is full) */
+static int queue_put(lua_State *L) {
+  pqueue *q = check_queue(L, 1);
+  luaL_checkany(L, 2);
+  queue_attach(L, q);
+  aio_buf m = {0};
+  queue_encode(L, q, &m);
+  if (!q->phead) {
+    int r = queue_try_put(q, &m);
+    if (r != 0) {
+      aio_buf_free(&m);
+      if (r < 0) return luaL_error(L, "process.queue put: %s", strerror(errno));
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+  }
+  return queue_park(L, q, 1, &m);
+}
+
+/* q:put_nowait(value) -> true | nil, "full" */
+static int queue_put_nowait(lua_State *L) {
+  pqueue *q = check_queue(L, 1);
+  luaL_checkany(L, 2);
+  queue_attach(L, q);
+  aio_buf m = {0};
+  queue_encode(L, q, &m);
+  int r = queue_try_put(q, &m);
+  aio_buf_free(&m);
+  if (r < 0) return luaL_error(L, "process.queue put: %s", strerror(errno));
+  if (r == 0) { lua_pushnil(L); lua_pushliteral(L, "full"); return 2; }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* q:get() -> value (awaits the next message from any producer) */
+static int queue_get(lua_State *L) {
+  pqueue *q = check_queue(L, 1);
+  queue_attach(L, q);
+  if (!q->ghead) {
+    aio_buf m;
+    int r = queue_try_get(q, &m);
+    if (r < 0) return luaL_error(L, "process.queue get: %s", strerror(errno));
+    if (r > 0) {
+      lua_settop(L, 0);
+      return aio_codec_decode_owned(L, &m);
+    }
+  }
+  return queue_park(L, q, 0, NULL);
+}
+
+/* q:get_nowait() -> value | nil, "empty" */
+static int queue_get_nowait(lua_State *L) {
+  pqueue *q = check_queue(L, 1);
+  queue_attach(L, q);
+  aio_buf m;
+  int r = queue_try_get(q, &m);
+  if (r < 0) return luaL_error(L, "process.queue get: %s", strerror(errno));
+  if (r == 0) { lua_pushnil(L); lua_pushliteral(L, "empty"); return 2; }
+  lua_settop(L, 0);
+  return aio_codec_decode_owned(L, &m);
+}
+
+/* __tostring of queues. */
+static int queue_tostring(lua_State *L) {
+  pqueue *q = check_queue(L, 1);
+  lua_pushfstring(L, "<process.queue fds %d/%d>", q->fd[0], q->fd[1]);
+  return 1;
+}
+
+static int open_queue_mt(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"put", queue_put}, {"put_nowait", queue_put_nowait}, {"get", queue_get},
+    {"get_nowait", queue_get_nowait}, {NULL, NULL}};
+  luaL_newmetatable(L, QUEUE_MT);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, queue_tostring);
+  lua_setfield(L, -2, "__tostring");
+  aio_share_register(L, &queue_class);
+  return 1;
+}
+
+/* process_c.queue() -> queue */
+static int l_queue(lua_State *L) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return luaL_error(L, "process.queue: %s", strerror(errno));
+  int sz = QUEUE_MSG_MAX;
+  setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+  pqueue *q = calloc(1, sizeof *q);
+  if (!q) return luaL_error(L, "out of memory");
+  q->fd[0] = sv[0];
+  q->fd[1] = sv[1];
+  q->creator = getpid();
+  q->epoch = aio_proc_next_epoch();
+  q->next = queues;
+  queues = q;
+  queue_push(L, q);
+  return 1;
+}
+
+/* Adds queue to the module table on top of the stack (process_internal.h). */
+void aio_process_queue_open(lua_State *L) {
+  open_queue_mt(L);
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_queue);
+  lua_setfield(L, -2, "queue");
+}
