@@ -168,16 +168,6 @@ int aio_stream_send(uv_stream_t *s, aio_buf *b) {
 
 /* ---- running a call and encoding its outcome ----------------------------------------- */
 
-/* Message handler: keeps the error value and the traceback of where it happened. */
-int aio_outcome_msgh(lua_State *L) {
-  lua_createtable(L, 2, 0);
-  lua_pushvalue(L, 1);
-  lua_rawseti(L, -2, 1);
-  luaL_traceback(L, L, NULL, 1);
-  lua_rawseti(L, -2, 2);
-  return 1;
-}
-
 /* Protected: encodes `true, values...` (the values are on the stack above the 2 arguments). */
 static int encode_ok_p(lua_State *L) {
   aio_buf *out = (aio_buf *)lua_touserdata(L, 1);
@@ -258,9 +248,7 @@ void aio_outcome_encode_ok(lua_State *L, int n, aio_buf *out) {
   lua_insert(L, -n - 1);
   if (lua_pcall(L, n + 1, 0, 0) == LUA_OK) return;
   out->len = at;
-  lua_createtable(L, 2, 0);
-  lua_insert(L, -2);
-  lua_rawseti(L, -2, 1);
+  aio_outcome_wrap_error(L);
   aio_outcome_encode_error(L, -1, out);
   lua_pop(L, 1);
 }
@@ -268,11 +256,7 @@ void aio_outcome_encode_ok(lua_State *L, int n, aio_buf *out) {
 /* Protected: decodes `fn, args...` and calls it; the results stay on the stack. */
 int aio_outcome_call_p(lua_State *L) {
   aio_buf *in = (aio_buf *)lua_touserdata(L, 1);
-  lua_settop(L, 0);
-  int n = aio_codec_decode(L, in->data, in->len);
-  if (n < 1) return luaL_error(L, "empty job");
-  lua_call(L, n - 1, LUA_MULTRET);
-  return lua_gettop(L);
+  return aio_outcome_call(L, in->data, in->len);
 }
 
 /* Runs the call encoded in `in` and writes its outcome to out (a pool worker's job). */
@@ -285,9 +269,7 @@ void aio_outcome_run(lua_State *L, aio_buf *in, aio_buf *out) {
     aio_outcome_encode_ok(L, lua_gettop(L) - 1, out);
   } else {
     if (!lua_istable(L, -1)) {
-      lua_createtable(L, 2, 0);
-      lua_insert(L, -2);
-      lua_rawseti(L, -2, 1);
+      aio_outcome_wrap_error(L);
     }
     aio_outcome_encode_error(L, -1, out);
   }
@@ -308,21 +290,7 @@ static int settle_p(lua_State *L) {
     aio_future_resolve(L, c->f, n - 1);
     return 0;
   }
-  if (lua_type(L, 2) == LUA_TSTRING) {
-    const char *tb = lua_tostring(L, 3);
-    if (tb && strncmp(tb, "stack traceback:", 16) == 0) tb += 16;
-    if (tb && *tb) lua_pushfstring(L, "%s\nstack traceback (%s):%s", lua_tostring(L, 2), c->who, tb);
-    else lua_pushvalue(L, 2);
-  } else {
-    if (lua_type(L, 2) == LUA_TTABLE && lua_type(L, 3) == LUA_TSTRING) {
-      if (lua_getfield(L, 2, "traceback") == LUA_TNIL) {  /* keep a traceback it has */
-        lua_pushvalue(L, 3);
-        lua_setfield(L, 2, "traceback");
-      }
-      lua_pop(L, 1);
-    }
-    lua_pushvalue(L, 2);
-  }
+  aio_outcome_push_error(L, 2, c->who);
   aio_future_reject(L, c->f);
   return 0;
 }
@@ -472,9 +440,7 @@ static void fork_child(lua_State *L, int fd, int fnidx, int nargs) {
   if (ok) {
     aio_outcome_encode_ok(L, n - 1, &out);
   } else {
-    lua_createtable(L, 2, 0);
-    lua_insert(L, -2);
-    lua_rawseti(L, -2, 1);
+    aio_outcome_wrap_error(L);
     aio_outcome_encode_error(L, -1, &out);
   }
   aio_frame_end(&out, at);

@@ -11,6 +11,7 @@
 #include "aio.h"
 #include "codec.h"
 #include "process.h"
+#include "outcome.h"
 
 /* ---- identity and lineage (process.c) ---- */
 
@@ -50,8 +51,6 @@ int aio_proc_exitcode(int status);
 
 /* ---- outcomes: `true, values...` or `false, err, traceback` (process.c) ---- */
 
-/* Message handler keeping {err, traceback}. */
-int aio_outcome_msgh(lua_State *L);
 /* Protected: decodes `fn, args...` from the aio_buf at 1 and calls it; results stay. */
 int aio_outcome_call_p(lua_State *L);
 /* Encodes the n values on top of the stack as a success (or the encoding error). */

@@ -29,6 +29,7 @@
 #include "aio.h"
 #include "codec.h"
 #include "thread.h"
+#include "outcome.h"
 
 #define POOL_MT "aio.thread.pool"
 #define HOOK_COUNT 100
@@ -260,23 +261,10 @@ static void interrupt_job(pool *p, job *j) {
   }
 }
 
-/* The worker's message handler: keeps the error value and adds the worker's traceback. */
-static int worker_msgh(lua_State *L) {
-  lua_createtable(L, 2, 0);
-  lua_pushvalue(L, 1);
-  lua_rawseti(L, -2, 1);
-  luaL_traceback(L, L, NULL, 1);
-  lua_rawseti(L, -2, 2);
-  return 1;
-}
-
 /* Protected: decodes `fn, args...` from the job, calls fn, encodes the results in its place. */
 static int run_job_p(lua_State *L) {
   job *j = (job *)lua_touserdata(L, 1);
-  lua_settop(L, 0);
-  int n = aio_codec_decode(L, j->msg.data, j->msg.len);
-  if (n < 1) return luaL_error(L, "empty job");
-  lua_call(L, n - 1, LUA_MULTRET);
+  aio_outcome_call(L, j->msg.data, j->msg.len);
   /* the arguments are decoded: the results reuse the buffer, so memory the loop thread
   ** allocated is also freed there (no cross-thread free contending for malloc's arena) */
   j->msg.len = 0;
@@ -302,7 +290,7 @@ static int encode_error_p(lua_State *L) {
 static void run_job(aio_worker *w, job *j) {
   lua_State *L = w->L;
   lua_settop(L, 0);
-  lua_pushcfunction(L, worker_msgh);
+  lua_pushcfunction(L, aio_outcome_msgh);
   lua_pushcfunction(L, run_job_p);
   lua_pushlightuserdata(L, j);
   if (lua_pcall(L, 1, 0, 1) == LUA_OK) {
@@ -310,11 +298,7 @@ static void run_job(aio_worker *w, job *j) {
   } else {
     j->ok = 0;
     j->cancelled = __atomic_load_n(&j->cancel, __ATOMIC_RELAXED);
-    if (!lua_istable(L, -1)) {  /* error in the handler itself (memory) */
-      lua_createtable(L, 2, 0);
-      lua_insert(L, -2);
-      lua_rawseti(L, -2, 1);
-    }
+    if (!lua_istable(L, -1)) aio_outcome_wrap_error(L);  /* error in the handler itself (memory) */
     lua_pushcfunction(L, encode_error_p);
     lua_pushlightuserdata(L, j);
     lua_pushvalue(L, -3);
@@ -353,7 +337,7 @@ static void *worker_main(void *arg) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
     w->loop = aio_loop_get(L);  /* made now, so a cancel can always reach it */
     if (p->init.len) {
-      lua_pushcfunction(L, worker_msgh);
+      lua_pushcfunction(L, aio_outcome_msgh);
       lua_pushcfunction(L, run_init_p);
       lua_pushlightuserdata(L, p);
       if (lua_pcall(L, 1, 0, 1) != LUA_OK) {
@@ -471,24 +455,9 @@ static int settle_p(lua_State *L) {
     return 0;
   }
   /* error, traceback: a string error gets the worker's traceback appended */
-  if (lua_type(L, 1) == LUA_TSTRING) {
-    const char *tb = lua_tostring(L, 2);
-    if (tb && strncmp(tb, "stack traceback:", 16) == 0) tb += 16;
-    if (tb && *tb)
-      lua_pushfstring(L, "%s\nstack traceback (%s-%d):%s", lua_tostring(L, 1), j->pool->name,
-                      j->worker + 1, tb);
-    else
-      lua_pushvalue(L, 1);
-  } else {
-    if (lua_type(L, 1) == LUA_TTABLE && lua_type(L, 2) == LUA_TSTRING) {
-      if (lua_getfield(L, 1, "traceback") == LUA_TNIL) {  /* keep a traceback it has */
-        lua_pushvalue(L, 2);
-        lua_setfield(L, 1, "traceback");
-      }
-      lua_pop(L, 1);
-    }
-    lua_pushvalue(L, 1);
-  }
+  char who[48];  /* the pool's name has at most 31 characters */
+  snprintf(who, sizeof who, "%s-%d", j->pool->name, j->worker + 1);
+  aio_outcome_push_error(L, 1, who);
   aio_future_reject(L, j->fut);
   return 0;
 }
