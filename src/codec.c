@@ -22,28 +22,7 @@ enum {
 #define MAXDEPTH 200
 #define FUNC_CACHE_MAX 256
 
-/* ---- buffers ------------------------------------------------------------------------- */
-
-/* Appends n bytes to b, growing it geometrically (aborts on out-of-memory like lua.c would). */
-void aio_buf_add(aio_buf *b, const void *p, size_t n) {
-  if (b->len + n > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;  /* a small job (function + arguments) fits at once */
-    while (cap < b->len + n) cap *= 2;
-    char *d = realloc(b->data, cap);
-    if (!d) abort();
-    b->data = d;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, p, n);
-  b->len += n;
-}
-
-/* Frees the buffer's memory and empties it. */
-void aio_buf_free(aio_buf *b) {
-  free(b->data);
-  b->data = NULL;
-  b->len = b->cap = 0;
-}
+/* ---- primitive writes -------------------------------------------------------------- */
 
 /* Appends one byte. */
 static void put_byte(aio_buf *b, int c) {

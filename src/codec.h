@@ -18,12 +18,7 @@
 
 #include <stddef.h>
 #include <lua.h>
-
-/* A growable byte buffer in malloc memory, so that another thread or process may own it. */
-typedef struct aio_buf {
-  char *data;
-  size_t len, cap;
-} aio_buf;
+#include "buf.h"
 
 /* Which boundary the values cross: decides which shareable objects may go. */
 enum { AIO_CODEC_THREAD = 0, AIO_CODEC_PROCESS = 1 };
@@ -67,9 +62,6 @@ void aio_codec_retain(const char *data, size_t len);
 ** decoded (so that their counts stay right). */
 void aio_codec_discard(const char *data, size_t len);
 
-/* Buffer helpers. */
-void aio_buf_add(aio_buf *b, const void *p, size_t n);
-void aio_buf_free(aio_buf *b);
 
 /* Sets the `__aio_share` field of the metatable on top of the stack to cls. */
 void aio_share_register(lua_State *L, const aio_share_class *cls);

@@ -19,16 +19,13 @@
 #include <signal.h>
 #include <curl/curl.h>
 #include "aio.h"
+#include "buf.h"
 
 #define CLIENT_MT "aio.http.client"
 #define HTTP_ERROR_MT "aio.http.error"
 
 typedef struct http_client http_client;
 typedef struct http_req http_req;
-
-typedef struct {                   /* a growable byte buffer (malloc'd) */
-  char *p; size_t len, cap;
-} buf_t;
 
 enum { REQ_QUEUED = 0, REQ_ACTIVE, REQ_DONE };
 
@@ -42,7 +39,7 @@ struct http_req {
   struct curl_slist *headers;
   long timeout_ms, connect_timeout_ms, max_redirs;
   int follow, has_body;
-  buf_t rbody, rhead;              /* response body and raw header lines (of the last response) */
+  aio_buf rbody, rhead;              /* response body and raw header lines (of the last response) */
   uint64_t t_queued, t_started;    /* loop clock, ns */
 };
 
@@ -78,23 +75,6 @@ static void drive(http_client *c, curl_socket_t fd, int flags);
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
-/* Appends n bytes to b; returns 0 on allocation failure. */
-static int buf_add(buf_t *b, const char *s, size_t n) {
-  if (b->len + n > b->cap) {
-    size_t cap = b->cap ? b->cap * 2 : 256;
-    while (cap < b->len + n) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) return 0;
-    b->p = p; b->cap = cap;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  return 1;
-}
-
-/* Frees b's memory and empties it. */
-static void buf_free(buf_t *b) { free(b->p); b->p = NULL; b->len = b->cap = 0; }
-
 /* Copies len bytes (NULs allowed) into a new NUL-terminated buffer; NULL when out of memory. */
 static char *dupstr(const char *s, size_t len) {
   char *p = malloc(len + 1);
@@ -107,7 +87,7 @@ static char *dupstr(const char *s, size_t len) {
 /* CURLOPT_WRITEFUNCTION: accumulates the body. */
 static size_t on_write(char *ptr, size_t size, size_t n, void *ud) {
   http_req *r = ud;
-  return buf_add(&r->rbody, ptr, size * n) ? size * n : 0;
+  return aio_buf_try_add(&r->rbody, ptr, size * n) ? size * n : 0;
 }
 
 /* CURLOPT_HEADERFUNCTION: keeps the raw header lines of the last response only. */
@@ -115,7 +95,7 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *ud) {
   http_req *r = ud;
   size_t len = size * n;
   if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) r->rhead.len = 0; /* a new response (redirect) */
-  return buf_add(&r->rhead, ptr, len) ? len : 0;
+  return aio_buf_try_add(&r->rhead, ptr, len) ? len : 0;
 }
 
 /* Poll callback: tells curl which socket is ready, then collects finished transfers. */
@@ -198,7 +178,7 @@ static void req_free(lua_State *L, http_req *r) {
   if (r->fut_ref != LUA_NOREF) aio_unref(L, r->fut_ref);
   curl_slist_free_all(r->headers);
   free(r->method); free(r->url); free(r->body);
-  buf_free(&r->rbody); buf_free(&r->rhead);
+  aio_buf_free(&r->rbody); aio_buf_free(&r->rhead);
   free(r);
 }
 
@@ -353,8 +333,8 @@ static int check_done(http_client *c) {
       lua_createtable(L, 0, 7);
       lua_pushinteger(L, status); lua_setfield(L, -2, "status");
       lua_pushboolean(L, status > 0 && status < 400); lua_setfield(L, -2, "ok");
-      lua_pushlstring(L, r->rbody.p ? r->rbody.p : "", r->rbody.len); lua_setfield(L, -2, "body");
-      push_headers(L, r->rhead.p ? r->rhead.p : "", r->rhead.len); lua_setfield(L, -2, "headers");
+      lua_pushlstring(L, r->rbody.data ? r->rbody.data : "", r->rbody.len); lua_setfield(L, -2, "body");
+      push_headers(L, r->rhead.data ? r->rhead.data : "", r->rhead.len); lua_setfield(L, -2, "headers");
       lua_pushstring(L, eff ? eff : r->url); lua_setfield(L, -2, "url");
       lua_pushnumber(L, (double)(aio_now_ns(c->loop) - r->t_started) / 1e9); lua_setfield(L, -2, "time");
       lua_pushnumber(L, (double)(r->t_started - r->t_queued) / 1e9); lua_setfield(L, -2, "queued");

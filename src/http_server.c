@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <llhttp.h>
 #include "aio.h"
+#include "buf.h"
 
 #define SERVER_MT "aio.http.server"
 #define CONN_MT "aio.http.conn"
@@ -31,13 +32,12 @@
 typedef struct srv srv;
 typedef struct conn conn;
 
-typedef struct { char *p; size_t len, cap; } sbuf;
 
 typedef struct slot {              /* one request's response, in request order */
   struct slot *next;
   uint32_t seq;
   aio_task *task; int task_ref;    /* the handler's task, while the slot lives */
-  sbuf out;                        /* bytes waiting for earlier responses to finish */
+  aio_buf out;                        /* bytes waiting for earlier responses to finish */
   unsigned finished : 1, close : 1, drain : 1, head_only : 1, http10 : 1, chunked : 1, started : 1;
 } slot;
 
@@ -50,7 +50,7 @@ struct conn {
   srv *s;
   conn *prev, *next;
   conn_box *box; int box_ref;
-  sbuf url, hdrs, body;            /* the request being parsed; hdrs = "name\0value\0"... */
+  aio_buf url, hdrs, body;            /* the request being parsed; hdrs = "name\0value\0"... */
   size_t head_bytes;
   int err_status;                  /* 431/413 found by a callback, else 0 (→ 400) */
   slot *shead, *stail; int nslots;
@@ -79,33 +79,15 @@ struct srv {
 typedef struct { uv_write_t req; char data[]; } wreq;
 
 static llhttp_settings_t settings;
-static _Thread_local sbuf scratch;         /* response heads are formatted here (one thread, one loop) */
+static _Thread_local aio_buf scratch;         /* response heads are formatted here (one thread, one loop) */
 static int settings_ready = 0;
 
 static void conn_close(conn *c);
 static void conn_flush_slots(conn *c);
 static void srv_maybe_done(srv *s);
 
-/* ---- buffers -------------------------------------------------------------------------- */
-
-/* Appends n bytes; returns 0 when out of memory. */
-static int sb_add(sbuf *b, const char *s, size_t n) {
-  if (b->len + n > b->cap) {
-    size_t cap = b->cap ? b->cap * 2 : 128;
-    while (cap < b->len + n) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) return 0;
-    b->p = p; b->cap = cap;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  return 1;
-}
-
-#define SB_LIT(b, s) sb_add((b), (s), sizeof(s) - 1)
-
-/* Frees b's memory and empties it. */
-static void sb_free(sbuf *b) { free(b->p); b->p = NULL; b->len = b->cap = 0; }
+/* Appends a string literal to an aio_buf (0 when out of memory). */
+#define SB_LIT(b, s) aio_buf_try_add((b), (s), sizeof(s) - 1)
 
 /* Frees a slot; its handler task (if any) is released, and cancelled when cancel is set. */
 static void slot_free(lua_State *L, slot *p, int cancel) {
@@ -113,7 +95,7 @@ static void slot_free(lua_State *L, slot *p, int cancel) {
     if (cancel && !p->finished) aio_task_cancel(L, p->task, "http client disconnected");
     aio_unref(L, p->task_ref);
   }
-  sb_free(&p->out);
+  aio_buf_free(&p->out);
   free(p);
 }
 
@@ -152,9 +134,9 @@ static void conn_send(conn *c, const char *p, size_t n) {
 static void on_conn_closed(uv_handle_t *h) {
   conn *c = h->data;
   srv *s = c->s;
-  while (c->shead) { slot *n = c->shead->next; sb_free(&c->shead->out); free(c->shead); c->shead = n; }
+  while (c->shead) { slot *n = c->shead->next; aio_buf_free(&c->shead->out); free(c->shead); c->shead = n; }
   c->stail = NULL;
-  sb_free(&c->url); sb_free(&c->hdrs); sb_free(&c->body);
+  aio_buf_free(&c->url); aio_buf_free(&c->hdrs); aio_buf_free(&c->body);
   if (c->prev) c->prev->next = c->next; else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   s->nconns--;
@@ -219,7 +201,7 @@ static slot *slot_find(conn *c, uint32_t seq) {
 /* Emits bytes for slot p: to the socket if p is the head, else into p's buffer. */
 static void slot_emit(conn *c, slot *p, const char *d, size_t n) {
   if (p == c->shead) conn_send(c, d, n);
-  else sb_add(&p->out, d, n);
+  else aio_buf_try_add(&p->out, d, n);
 }
 
 /* Pops finished head slots, sending what later slots had buffered; closes after a close slot. */
@@ -239,8 +221,8 @@ static void conn_flush_slots(conn *c) {
       return;
     }
     if (c->shead && c->shead->out.len) {
-      conn_send(c, c->shead->out.p, c->shead->out.len);
-      sb_free(&c->shead->out);
+      conn_send(c, c->shead->out.data, c->shead->out.len);
+      aio_buf_free(&c->shead->out);
     }
   }
   if (!c->shead) conn_idle(c);
@@ -294,11 +276,11 @@ static const char *http_date(void) {
 /* Appends the status line and headers (user headers from the table at hidx, may be 0) to b.
 ** body_len < 0 means chunked (or close-delimited for HTTP/1.0). Raw C buffer on purpose: a
 ** luaL_Buffer may push a box mid-way, which would break the lua_next walk of the headers. */
-static void format_head(lua_State *L, sbuf *b, conn *c, slot *p, int status, int hidx, long long body_len) {
+static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, int hidx, long long body_len) {
   char line[160];
   int has_ct = 0;
   int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, reason(status), http_date());
-  sb_add(b, line, (size_t)n);
+  aio_buf_try_add(b, line, (size_t)n);
   if (hidx && lua_type(L, hidx) == LUA_TTABLE) {
     lua_pushnil(L);
     while (lua_next(L, hidx)) {
@@ -310,7 +292,7 @@ static void format_head(lua_State *L, sbuf *b, conn *c, slot *p, int status, int
             (kl == 10 && strncasecmp(k, "connection", 10) == 0)) { lua_pop(L, 1); continue; }
         if (kl == 12 && strncasecmp(k, "content-type", 12) == 0) has_ct = 1;
         const char *v = luaL_tolstring(L, -1, &vl);
-        sb_add(b, k, kl); SB_LIT(b, ": "); sb_add(b, v, vl); SB_LIT(b, "\r\n");
+        aio_buf_try_add(b, k, kl); SB_LIT(b, ": "); aio_buf_try_add(b, v, vl); SB_LIT(b, "\r\n");
         lua_pop(L, 1);
       }
       lua_pop(L, 1);
@@ -323,7 +305,7 @@ static void format_head(lua_State *L, sbuf *b, conn *c, slot *p, int status, int
     /* nothing: RFC 9110 forbids Content-Length on 1xx and 204 */
   } else if (body_len >= 0) {
     n = snprintf(line, sizeof line, "Content-Length: %lld\r\n", body_len);
-    sb_add(b, line, (size_t)n);
+    aio_buf_try_add(b, line, (size_t)n);
   } else if (!p->http10) {
     SB_LIT(b, "Transfer-Encoding: chunked\r\n");
     p->chunked = 1;
@@ -356,7 +338,7 @@ static int on_message_begin(llhttp_t *p) {
 static int on_url(llhttp_t *p, const char *at, size_t n) {
   conn *c = p->data;
   if (too_big(c, n)) return -1;
-  return sb_add(&c->url, at, n) ? 0 : -1;
+  return aio_buf_try_add(&c->url, at, n) ? 0 : -1;
 }
 
 /* A piece of a header name, stored lower-cased (counted against max_header). */
@@ -364,10 +346,10 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
   conn *c = p->data;
   if (too_big(c, n)) return -1;
   size_t start = c->hdrs.len;
-  if (!sb_add(&c->hdrs, at, n)) return -1;
+  if (!aio_buf_try_add(&c->hdrs, at, n)) return -1;
   for (size_t i = start; i < c->hdrs.len; i++) {
-    char ch = c->hdrs.p[i];
-    if (ch >= 'A' && ch <= 'Z') c->hdrs.p[i] = (char)(ch + 32);
+    char ch = c->hdrs.data[i];
+    if (ch >= 'A' && ch <= 'Z') c->hdrs.data[i] = (char)(ch + 32);
   }
   return 0;
 }
@@ -376,13 +358,13 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
 static int on_header_value(llhttp_t *p, const char *at, size_t n) {
   conn *c = p->data;
   if (too_big(c, n)) return -1;
-  return sb_add(&c->hdrs, at, n) ? 0 : -1;
+  return aio_buf_try_add(&c->hdrs, at, n) ? 0 : -1;
 }
 
 /* A header name or value is complete. */
 static int on_part_complete(llhttp_t *p) {
   conn *c = p->data;
-  return sb_add(&c->hdrs, "", 1) ? 0 : -1;   /* the NUL that ends a name or a value */
+  return aio_buf_try_add(&c->hdrs, "", 1) ? 0 : -1;   /* the NUL that ends a name or a value */
 }
 
 /* The head is complete: 413 early from Content-Length; the body gets the idle deadline. */
@@ -394,7 +376,7 @@ static int on_headers_complete(llhttp_t *p) {
   ** only when no earlier response is pending, so it cannot overtake one. */
   if (!c->shead && p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED))) {
     for (size_t i = 0; i + 7 < c->hdrs.len;) {
-      const char *k = c->hdrs.p + i; size_t kl = strnlen(k, c->hdrs.len - i);
+      const char *k = c->hdrs.data + i; size_t kl = strnlen(k, c->hdrs.len - i);
       if (i + kl + 1 >= c->hdrs.len) break;
       const char *v = k + kl + 1; size_t vl = strnlen(v, c->hdrs.len - i - kl - 1);
       if (kl == 6 && memcmp(k, "expect", 6) == 0 && vl == 12 && strncasecmp(v, "100-continue", 12) == 0) {
@@ -412,7 +394,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
   conn *c = p->data;
   if (c->body.len + n > c->s->max_body) { c->err_status = 413; return -1; }
   c->deadline = uv_now(&c->s->loop->uv) + c->s->idle_timeout;
-  return sb_add(&c->body, at, n) ? 0 : -1;
+  return aio_buf_try_add(&c->body, at, n) ? 0 : -1;
 }
 
 /* The value of a hex digit, or -1. */
@@ -461,7 +443,7 @@ static int on_message_complete(llhttp_t *p) {
   lua_createtable(L, 0, 10);                  /* sized for what C and the facade put in it */
   lua_pushstring(L, llhttp_method_name((llhttp_method_t)p->method)); lua_setfield(L, -2, "method");
   aio_pushref(L, c->box_ref); lua_setfield(L, -2, "conn");
-  const char *u = c->url.p ? c->url.p : "";
+  const char *u = c->url.data ? c->url.data : "";
   lua_pushlstring(L, u, c->url.len); lua_setfield(L, -2, "target");
   const char *qm = memchr(u, '?', c->url.len);
   size_t plen = qm ? (size_t)(qm - u) : c->url.len;
@@ -471,10 +453,10 @@ static int on_message_complete(llhttp_t *p) {
   if (p->http_major == 1 && p->http_minor == 1) lua_pushliteral(L, "1.1");
   else lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
   lua_setfield(L, -2, "version");
-  lua_pushlstring(L, c->body.p ? c->body.p : "", c->body.len); lua_setfield(L, -2, "body");
+  lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len); lua_setfield(L, -2, "body");
   lua_createtable(L, 0, 8);
   for (size_t i = 0; i < c->hdrs.len;) {       /* "name\0value\0" pairs; repeats joined by ", " */
-    const char *k = c->hdrs.p + i; size_t kl = strlen(k);
+    const char *k = c->hdrs.data + i; size_t kl = strlen(k);
     if (i + kl + 1 >= c->hdrs.len) break;
     const char *v = k + kl + 1; size_t vl = strlen(v);
     i += kl + vl + 2;
@@ -748,8 +730,8 @@ static int l_respond(lua_State *L) {
   scratch.len = 0;
   format_head(L, &scratch, c, p, status, 4, (long long)blen);
   p->started = 1;
-  if (!p->head_only && blen <= 16384) sb_add(&scratch, body, blen), blen = 0;
-  slot_emit(c, p, scratch.p, scratch.len);
+  if (!p->head_only && blen <= 16384) aio_buf_try_add(&scratch, body, blen), blen = 0;
+  slot_emit(c, p, scratch.data, scratch.len);
   if (!p->head_only && blen) slot_emit(c, p, body, blen);
   p->finished = 1;
   conn_flush_slots(c);
@@ -766,7 +748,7 @@ static int l_start(lua_State *L) {
   scratch.len = 0;
   format_head(L, &scratch, c, p, status, 4, -1);
   p->started = 1;
-  slot_emit(c, p, scratch.p, scratch.len);
+  slot_emit(c, p, scratch.data, scratch.len);
   lua_pushboolean(L, 1);
   return 1;
 }

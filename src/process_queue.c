@@ -122,28 +122,25 @@ static int queue_try_put(pqueue *q, aio_buf *m) {
 
 static void queue_poll_cb(uv_poll_t *h, int status, int events);
 
+/* Starts a poll handle *h on fd for `events` if someone waits, or closes it if nobody does. */
+static void queue_match_poll(pqueue *q, uv_loop_t *uv, uv_poll_t **h, int waiting, int fd,
+                             int events) {
+  if (waiting && !*h) {
+    *h = malloc(sizeof **h);
+    uv_poll_init(uv, *h, fd);
+    (*h)->data = q;
+    uv_poll_start(*h, events, queue_poll_cb);
+  } else if (!waiting && *h) {
+    uv_poll_stop(*h);
+    uv_close((uv_handle_t *)*h, aio_free_handle);
+    *h = NULL;
+  }
+}
+
 /* Starts or stops the poll handles to match the parked waiters. */
 static void queue_update_polls(pqueue *q, uv_loop_t *uv) {
-  if (q->ghead && !q->rpoll) {
-    q->rpoll = malloc(sizeof *q->rpoll);
-    uv_poll_init(uv, q->rpoll, q->fd[1]);
-    q->rpoll->data = q;
-    uv_poll_start(q->rpoll, UV_READABLE, queue_poll_cb);
-  } else if (!q->ghead && q->rpoll) {
-    uv_poll_stop(q->rpoll);
-    uv_close((uv_handle_t *)q->rpoll, aio_free_handle);
-    q->rpoll = NULL;
-  }
-  if (q->phead && !q->wpoll) {
-    q->wpoll = malloc(sizeof *q->wpoll);
-    uv_poll_init(uv, q->wpoll, q->fd[0]);
-    q->wpoll->data = q;
-    uv_poll_start(q->wpoll, UV_WRITABLE, queue_poll_cb);
-  } else if (!q->phead && q->wpoll) {
-    uv_poll_stop(q->wpoll);
-    uv_close((uv_handle_t *)q->wpoll, aio_free_handle);
-    q->wpoll = NULL;
-  }
+  queue_match_poll(q, uv, &q->rpoll, q->ghead != NULL, q->fd[1], UV_READABLE);
+  queue_match_poll(q, uv, &q->wpoll, q->phead != NULL, q->fd[0], UV_WRITABLE);
 }
 
 /* The queue is readable or writable: serve parked getters and putters. */
