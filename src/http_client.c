@@ -517,9 +517,6 @@ static int l_stats(lua_State *L) {
   return 2;
 }
 
-/* Close callback of the client's timer and prepare handles. */
-static void close_timer_cb(uv_handle_t *h) { free(h); }
-
 /* client:close() / __gc / __close: aborts what is out (rejecting as cancelled) and frees curl. */
 static int l_close(lua_State *L) {
   http_client **pc = luaL_checkudata(L, 1, CLIENT_MT);
@@ -542,8 +539,8 @@ static int l_close(lua_State *L) {
   for (int i = 0; i < c->nspare; i++) curl_easy_cleanup(c->spare[i]);
   free(c->spare);
   curl_multi_cleanup(c->multi);              /* sends CURL_POLL_REMOVE for the sockets left */
-  if (!uv_is_closing((uv_handle_t *)c->timer)) uv_close((uv_handle_t *)c->timer, close_timer_cb);
-  if (!uv_is_closing((uv_handle_t *)c->alive)) uv_close((uv_handle_t *)c->alive, close_timer_cb);
+  if (!uv_is_closing((uv_handle_t *)c->timer)) uv_close((uv_handle_t *)c->timer, free_handle_cb);
+  if (!uv_is_closing((uv_handle_t *)c->alive)) uv_close((uv_handle_t *)c->alive, free_handle_cb);
   if (c->self_ref != LUA_NOREF) aio_unref(L, c->self_ref);
   free(c);
   return 0;

@@ -71,11 +71,30 @@ pid_t aio_proc_fork(void) {
 }
 
 /* Non-zero if a descriptor made by `creator` as its epoch-th object exists in this process. */
-int aio_proc_fd_valid(pid_t creator, uint32_t epoch) {
+static int fd_valid_here(pid_t creator, uint32_t epoch) {
   if (creator == getpid()) return 1;
   for (int i = 0; i < nlineage; i++)
     if (lineage[i].pid == creator) return epoch <= lineage[i].epoch;
   return 0;
+}
+
+/* Appends a descriptor reference for the codec (process_internal.h). */
+void aio_proc_pack_fdref(aio_buf *b, int fd0, int fd1, pid_t creator, uint32_t epoch) {
+  fdref r = {{fd0, fd1}, (int32_t)creator, epoch};
+  aio_buf_add(b, &r, sizeof r);
+}
+
+/* Reads a descriptor reference; refuses one that does not exist here (process_internal.h). */
+fdref aio_proc_unpack_fdref(lua_State *L, const char *p, size_t n, const char *kind,
+                            const char *what) {
+  fdref r;
+  if (n != sizeof r) luaL_error(L, "aio codec: malformed %s", kind);
+  memcpy(&r, p, sizeof r);
+  if (!fd_valid_here((pid_t)r.creator, r.epoch))
+    luaL_error(L, "%s (made by pid %d) does not exist in this process (pid %d): "
+                  "make %ss before forking the process or the pool that uses them",
+               what, (int)r.creator, (int)getpid(), kind);
+  return r;
 }
 
 /* Blocking helpers for children (which have nothing else to do). */

@@ -23,11 +23,16 @@ pid_t aio_proc_fork(void);
 void aio_proc_check_fork_thread(lua_State *L, const char *what);
 /* The epoch of a new fd-backed object (pipe end, queue) made by this process. */
 uint32_t aio_proc_next_epoch(void);
-/* Non-zero if a descriptor made by `creator` as its epoch-th object exists in this process. */
-int aio_proc_fd_valid(pid_t creator, uint32_t epoch);
 
 /* How a descriptor-backed object crosses the codec: fds, creator pid, epoch. */
 typedef struct fdref { int32_t fd[2]; int32_t creator; uint32_t epoch; } fdref;
+/* Codec pack side: appends the reference (fd1 is -1 for a one-descriptor object). */
+void aio_proc_pack_fdref(aio_buf *b, int fd0, int fd1, pid_t creator, uint32_t epoch);
+/* Codec unpack side: reads a reference and raises unless its descriptors exist in this process
+** (made here, or before this process was forked from their creator). `kind` ("pipe") and
+** `what` ("process.pipe end") word the errors. */
+fdref aio_proc_unpack_fdref(lua_State *L, const char *p, size_t n, const char *kind,
+                            const char *what);
 /* Codec no-ops for objects that cross by value (pipe ends, queues). */
 void aio_share_noop_ref(void *o);
 void aio_share_noop_push(lua_State *L, void *o);

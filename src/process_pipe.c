@@ -72,19 +72,12 @@ static pend *new_end(int fd, pid_t creator, uint32_t epoch) {
 /* Codec: a pipe end crosses as its fd, creator pid and epoch. */
 static void pipe_pack(void *obj, aio_buf *b) {
   pend *e = (pend *)obj;
-  fdref r = {{e->fd, -1}, (int32_t)e->creator, e->epoch};
-  aio_buf_add(b, &r, sizeof r);
+  aio_proc_pack_fdref(b, e->fd, -1, e->creator, e->epoch);
 }
 
 /* Codec: the receiving side of pipe_pack; refuses ends that do not exist here. */
 static void pipe_unpack(lua_State *L, const char *p, size_t n) {
-  fdref r;
-  if (n != sizeof r) luaL_error(L, "aio codec: malformed pipe");
-  memcpy(&r, p, sizeof r);
-  if (!aio_proc_fd_valid((pid_t)r.creator, r.epoch))
-    luaL_error(L, "process.pipe end (made by pid %d) does not exist in this process (pid %d): "
-                  "make pipes before forking the process or the pool that uses them",
-               (int)r.creator, (int)getpid());
+  fdref r = aio_proc_unpack_fdref(L, p, n, "pipe", "process.pipe end");
   pend *e = find_end(r.fd[0], (pid_t)r.creator, r.epoch);
   if (!e) e = new_end(r.fd[0], (pid_t)r.creator, r.epoch);
   if (!e) luaL_error(L, "out of memory");
@@ -245,8 +238,6 @@ static int end_poll(lua_State *L) {
   return 1;
 }
 
-static void end_handle_closed(uv_handle_t *h) { free(h); }
-
 /* end:close(): this process's end is closed (the peer's recv then gets nil, "closed"). */
 static int end_close(lua_State *L) {
   aio_share_box *b = (aio_share_box *)luaL_checkudata(L, 1, PIPE_MT);
@@ -256,7 +247,7 @@ static int end_close(lua_State *L) {
   if (e->h && e->owner == getpid()) {
     e->eof = 1;
     end_serve(e);
-    uv_close((uv_handle_t *)e->h, end_handle_closed);  /* closes the fd too */
+    uv_close((uv_handle_t *)e->h, aio_free_handle);  /* closes the fd too */
     e->h = NULL;
   } else {
     close(e->fd);

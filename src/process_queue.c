@@ -50,19 +50,12 @@ static void queue_push(lua_State *L, pqueue *q) {
 /* Codec: a queue crosses as its fds, creator pid and epoch. */
 static void queue_pack(void *obj, aio_buf *b) {
   pqueue *q = (pqueue *)obj;
-  fdref r = {{q->fd[0], q->fd[1]}, (int32_t)q->creator, q->epoch};
-  aio_buf_add(b, &r, sizeof r);
+  aio_proc_pack_fdref(b, q->fd[0], q->fd[1], q->creator, q->epoch);
 }
 
 /* Codec: the receiving side of queue_pack; refuses queues that do not exist here. */
 static void queue_unpack(lua_State *L, const char *p, size_t n) {
-  fdref r;
-  if (n != sizeof r) luaL_error(L, "aio codec: malformed queue");
-  memcpy(&r, p, sizeof r);
-  if (!aio_proc_fd_valid((pid_t)r.creator, r.epoch))
-    luaL_error(L, "process.queue (made by pid %d) does not exist in this process (pid %d): "
-                  "make queues before forking the process or the pool that uses them",
-               (int)r.creator, (int)getpid());
+  fdref r = aio_proc_unpack_fdref(L, p, n, "queue", "process.queue");
   pqueue *q;
   for (q = queues; q; q = q->next)
     if (q->fd[0] == r.fd[0] && q->creator == (pid_t)r.creator && q->epoch == r.epoch) break;
