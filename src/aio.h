@@ -174,6 +174,10 @@ int aio_future_push_outcome(lua_State *L, int fidx);
 /* Pushes the future or task f (which must still be reachable: pending, or held by someone). */
 void aio_future_push(lua_State *L, aio_future *f);
 
+/* Pushes the registry table stored under key, creating it with __mode = mode ("k", "v",
+** "kv") the first time. */
+void aio_push_weak_table(lua_State *L, const void *key, const char *mode);
+
 /* Keeps the value at idx alive while C code owns it; returns a registry ref. */
 int aio_ref(lua_State *L, int idx);
 void aio_unref(lua_State *L, int ref);

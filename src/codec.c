@@ -13,6 +13,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include "codec.h"
+#include "aio.h"
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE, T_TABLE_MT, T_REF, T_FUNC, T_ENV,
@@ -188,16 +189,7 @@ static const char dump_cache_key = 0;
 /* The sender's bytecode cache (made on first use). */
 static int enc_dumps(lua_State *L, enc *e) {
   if (!e->made_dumps) {
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &dump_cache_key) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      lua_newtable(L);
-      lua_createtable(L, 0, 1);
-      lua_pushliteral(L, "k");
-      lua_setfield(L, -2, "__mode");
-      lua_setmetatable(L, -2);
-      lua_pushvalue(L, -1);
-      lua_rawsetp(L, LUA_REGISTRYINDEX, &dump_cache_key);
-    }
+    aio_push_weak_table(L, &dump_cache_key, "k");
     lua_replace(L, e->dumps);
     e->made_dumps = 1;
   }

@@ -27,18 +27,22 @@ void aio__waiter_remove(aio_future *f, aio_task *t) {
   t->waiting = NULL;
 }
 
-/* Pushes the weak registry table that maps futures' addresses to their userdata. */
+/* Pushes the registry table stored under key, creating it weak (__mode = mode) at first use. */
+void aio_push_weak_table(lua_State *L, const void *key, const char *mode) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, mode);
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+/* Pushes the weak table that maps futures' addresses to their userdata. */
 static void push_future_table(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &FUTURES_KEY) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "v");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &FUTURES_KEY);
-  }
+  aio_push_weak_table(L, &FUTURES_KEY, "v");
 }
 
 /* Pushes a new pending future. */

@@ -72,8 +72,7 @@ end
 -- sent to a worker at a time: 2 hides the round trip of small jobs; 1 keeps a quick job from
 -- waiting behind a slow one.
 function M.pool(opts)
-  if type(opts) == "number" then opts = {size = opts} end
-  opts = opts or {}
+  opts = thread.pool_options(opts)
   return c.pool(opts.size, opts.maxtasksperchild, opts.init, opts.name, opts.prefetch)
 end
 

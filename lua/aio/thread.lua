@@ -58,9 +58,14 @@ end
 -- thread.pool{size=, init=, name=} (or thread.pool(n)) -> pool of `size` workers (default: the
 -- core count), each with its own Lua state in which init() runs once.
 function M.pool(opts)
-  if type(opts) == "number" then opts = {size = opts} end
-  opts = opts or {}
+  opts = M.pool_options(opts)
   return c.pool(opts.size, opts.init, opts.name)
+end
+
+-- The options of a pool constructor: a table, a size, or nil (shared with process pools).
+function M.pool_options(opts)
+  if type(opts) == "number" then return {size = opts} end
+  return opts or {}
 end
 
 -- The worker side of a chunked map: applies fn to each item of a chunk.
