@@ -93,6 +93,24 @@ describe("tasks", function()
     assert.equal("true\n", out)
   end)
 
+  it("a task that keeps yielding with sleep(0) starves neither timers nor I/O", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      local thread = require "aio.thread"
+      local spinner = aio.spawn(function() while true do aio.sleep(0) end end)
+      local t0 = aio.now()
+      aio.sleep(0.05)                                   -- a timer
+      local pool = thread.pool(1)
+      local v = pool:submit(function() return 42 end):await()  -- I/O: a uv_async wake-up
+      print(aio.now() - t0 < 2, v)
+      spinner:cancel()
+      pool:close()
+    ]], {timeout = 10})
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.equal("true\t42\n", out)
+  end)
+
   it("a sleep takes at least its time, measured on the loop clock", async(function()
     local t0 = aio.now()
     aio.sleep(0.05)

@@ -60,7 +60,8 @@ struct aio_loop {
   double epoch;                 /* aio.now() when the loop was made: task ages count from it */
   uv_timer_t heap_timer;        /* armed for the earliest heap entry */
   uv_async_t wakeup;            /* signal-safe wake-up (Ctrl-C) and cross-thread wake-ups */
-  int running;                  /* > 0 while inside uv_run: awaiting on the main thread is an error */
+  int running;                  /* > 0 while inside uv_run or the scheduler: no main-thread await */
+  int polling;                  /* > 0 while inside uv_run itself (uv_stop only makes sense then) */
   int ntasks;                   /* tasks not yet finished */
   int64_t next_task_id;
   int virtual_time;             /* aio.clock.virtual(): sleeps jump instead of waiting */
@@ -75,6 +76,9 @@ struct aio_loop {
 
 /* Returns the loop of L's main state, creating it on first use. */
 aio_loop *aio_loop_get(lua_State *L);
+/* Inside a libuv callback: lets the current uv_run return at once instead of blocking in its
+** poll (something became ready that the loop must handle first). No-op outside uv_run. */
+void aio_loop_wake(aio_loop *loop);
 /* The libuv loop of L. */
 uv_loop_t *aio_uv(lua_State *L);
 /* The loop's clock in nanoseconds (virtual when virtual time is on). */

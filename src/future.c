@@ -117,7 +117,7 @@ static void run_callbacks(lua_State *L, int fidx) {
 void aio__future_finish(lua_State *L, int fidx) {
   fidx = lua_absindex(L, fidx);
   aio_future *f = (aio_future *)lua_touserdata(L, fidx);
-  if (f->topwaiters) uv_stop(aio_uv(L));  /* the main thread waits: do not block in poll */
+  if (f->topwaiters) aio_loop_wake(aio_loop_get(L));  /* the main thread waits: no blocking poll */
   while (f->whead) {
     aio_task *t = f->whead;
     aio__waiter_remove(f, t);

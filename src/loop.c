@@ -142,13 +142,20 @@ static int loop_alive(aio_loop *loop) {
   return loop->ready_head != NULL || loop->heap_len > 0 || uv_loop_alive(&loop->uv);
 }
 
+/* Makes the uv_run in progress return without blocking in its poll phase. Only while polling:
+** a uv_stop outside uv_run would make the *next* uv_run skip its whole iteration (no I/O, no
+** timers), and tasks that keep yielding would starve everything else. */
+void aio_loop_wake(aio_loop *loop) {
+  if (loop->polling) uv_stop(&loop->uv);
+}
+
 /* Polls libuv once (without blocking if tasks are ready); in virtual time, when nothing is
 ** ready, jumps the clock to the next timer instead of waiting for it. */
 static void loop_poll(aio_loop *loop) {
   if (loop->virtual_time && loop->ready_head == NULL) {
-    loop->running++;
+    loop->running++, loop->polling++;
     uv_run(&loop->uv, UV_RUN_NOWAIT);
-    loop->running--;
+    loop->running--, loop->polling--;
     if (loop->ready_head == NULL && loop->heap_len > 0) {
       uint64_t due = loop->heap[0]->due;
       if (due > loop->vnow) loop->vnow = due;
@@ -158,11 +165,12 @@ static void loop_poll(aio_loop *loop) {
   }
   int mode = loop->ready_head ? UV_RUN_NOWAIT : UV_RUN_ONCE;
   /* The heap timer is unreferenced (liveness counts heap_len instead); reference it while
-  ** blocking, or uv_run would not wait for it. */
-  if (mode == UV_RUN_ONCE && loop->heap_len > 0) uv_ref((uv_handle_t *)&loop->heap_timer);
-  loop->running++;
+  ** polling, or uv_run would neither wait for it nor even run it (with no other referenced
+  ** handle, uv_run skips its iteration: tasks that keep yielding would starve the timers). */
+  if (loop->heap_len > 0) uv_ref((uv_handle_t *)&loop->heap_timer);
+  loop->running++, loop->polling++;
   uv_run(&loop->uv, mode);
-  loop->running--;
+  loop->running--, loop->polling--;
   uv_unref((uv_handle_t *)&loop->heap_timer);
 }
 

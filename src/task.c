@@ -49,7 +49,7 @@ static void ready_push(aio_loop *loop, aio_task *t) {
   loop->ready_tail = t;
   /* If this runs inside uv_run (a timer fired before the poll phase), make that poll return
   ** at once: UV_RUN_ONCE would otherwise block until the *next* timer or I/O event. */
-  uv_stop(&loop->uv);
+  aio_loop_wake(loop);
 }
 
 /* Moves the top nvals values of L onto t's coroutine and queues t for resumption. */

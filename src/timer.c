@@ -64,7 +64,7 @@ static void on_heap_timer(uv_timer_t *handle) {
   aio_timers_run(loop);
   /* libuv runs due timers *before* polling, then polls with the next timer's timeout: stop
   ** that poll, or whoever this timer woke (a task, a main-thread await) waits for it. */
-  uv_stop(&loop->uv);
+  aio_loop_wake(loop);
 }
 
 /* Schedules t to fire ns nanoseconds from now. */
