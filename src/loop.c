@@ -152,9 +152,9 @@ void aio_loop_wake(aio_loop *loop) {
 /* Polls libuv once (without blocking if tasks are ready); in virtual time, when nothing is
 ** ready, jumps the clock to the next timer instead of waiting for it. */
 static void loop_poll(aio_loop *loop) {
-  if (loop->virtual_time && loop->ready_head == NULL) {
+  if (loop->virtual_time && loop->ready_head == NULL && loop->heap_len > 0) {
     loop->running++, loop->polling++;
-    uv_run(&loop->uv, UV_RUN_NOWAIT);
+    uv_run(&loop->uv, UV_RUN_NOWAIT);  /* I/O first, then jump (no timers: no jump, just wait) */
     loop->running--, loop->polling--;
     if (loop->ready_head == NULL && loop->heap_len > 0) {
       uint64_t due = loop->heap[0]->due;
