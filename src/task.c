@@ -382,9 +382,14 @@ static void task_step(aio_loop *loop, aio_task *t) {
       ready_push(loop, t);  /* a bare coroutine.yield() in a task: let the others run */
     }
     lua_pop(co, nres);
-  } else if (status == LUA_OK) {
+  } else if (status == LUA_OK && lua_checkstack(L, nres + LUA_MINSTACK)) {
     lua_xmove(co, L, nres);
     task_finish(L, t, tidx, AIO_DONE, nres);
+  } else if (status == LUA_OK) {  /* more results than a stack can hold: fail, don't overflow */
+    lua_settop(co, 0);
+    lua_pushfstring(L, "task returned too many results (%d)", nres);
+    wrap_task_error(L, tidx, co);
+    task_finish(L, t, tidx, AIO_FAILED, 1);
   } else {
     lua_xmove(co, L, 1);
     lua_pushvalue(L, -1);  /* keep the raw error to compare after closing */
