@@ -572,6 +572,25 @@ describe("plain coroutines inside tasks", function()
     assert.is_false(ok)
     assert.matches("aio_spec.lua:%d+: inside", err)
   end)
+
+  it("a failed resume of a running or normal coroutine leaves the task able to await",
+    async(function()
+      -- a task resuming its own coroutine: refused, and the task still sleeps normally
+      local me = coroutine.running()
+      assert.same({false, "cannot resume non-suspended coroutine"}, {coroutine.resume(me)})
+      aio.sleep(0.001)
+      -- a generator trying to resume the task that drives it: same refusal, same outcome
+      local answer
+      local gen = coroutine.wrap(function()
+        answer = {coroutine.resume(me)}
+        aio.sleep(0.001)          -- the await still passes through the task
+        coroutine.yield("after")
+      end)
+      assert.equal("after", gen())
+      assert.same({false, "cannot resume non-suspended coroutine"}, answer)
+      aio.sleep(0.001)
+      assert.is_not_nil(aio.current())
+    end))
 end)
 
 describe("introspection", function()

@@ -11,25 +11,35 @@
 #include <lualib.h>
 #include "scheduler.h"
 
+/* True if co can be resumed (lcorolib's "suspended": yielded, or not started yet). */
+static int co_suspended(lua_State *co) {
+  lua_Debug ar;
+  if (lua_status(co) == LUA_YIELD) return 1;
+  return lua_status(co) == LUA_OK && !lua_getstack(co, 0, &ar) && lua_gettop(co) > 0;
+}
+
 /* Resumes the coroutine at index 1 with the narg values above it, passing awaits through;
 ** returns like lua_resume's caller in lbaselib: pushes results, or returns -1 with the error. */
 static int resume_loop(lua_State *L, int narg) {
   lua_State *co = lua_tothread(L, 1);
   for (;;) {
     int status, nres;
+    /* A running or normal co (ourselves, or one resuming us) only makes lua_resume fail; its
+    ** task pointer is in use (a task's coroutine, a generator) and must stay as it is. */
+    int resumable = co_suspended(co);
     if (!lua_checkstack(co, narg)) {
       lua_pushliteral(L, "too many arguments to resume");
       return -1;
     }
     lua_xmove(L, co, narg);
     aio_task *outer = aio_current_task(L);
-    *(aio_task **)lua_getextraspace(co) = outer;
+    if (resumable) *(aio_task **)lua_getextraspace(co) = outer;
     lua_State *running = aio__running_co;
     int main_loop = aio__main_loop && aio__main_loop->L == aio_loop_get(L)->L;
     if (main_loop) aio__running_co = co;
     status = lua_resume(co, L, narg, &nres);
     if (main_loop) aio__running_co = running;
-    *(aio_task **)lua_getextraspace(co) = NULL;  /* no stale task pointer once it returns */
+    if (resumable) *(aio_task **)lua_getextraspace(co) = NULL;  /* no stale task pointer */
     if (status == LUA_YIELD && nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) {
       if (outer || lua_isyieldable(L)) {  /* pass the await up to whoever drives us */
         *(aio_task **)lua_getextraspace(co) = outer;
