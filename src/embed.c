@@ -59,8 +59,11 @@ void aio_install_searcher(lua_State *L) {
   lua_pop(L, 2);
 }
 
-/* Registers the C modules in package.preload and installs the embedded searcher. */
+/* Registers the C modules in package.preload and installs the embedded searcher; remembers
+** the standard print (registry "aio.std_print": the REPL prints values itself only for it). */
 void aio_openlibs(lua_State *L) {
+  lua_getglobal(L, "print");
+  lua_setfield(L, LUA_REGISTRYINDEX, "aio.std_print");
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);  /* see loop_create: no task here */
   *(void **)lua_getextraspace(lua_tothread(L, -1)) = NULL;
   lua_pop(L, 1);

@@ -565,6 +565,8 @@ int luaopen_aio_repl_c(lua_State *L) {
     {"set_line", l_set_line}, {"hrtime", l_hrtime}, {"isatty", l_isatty},
     {NULL, NULL}};
   luaL_newlib(L, funcs);
+  lua_getfield(L, LUA_REGISTRYINDEX, "aio.std_print");  /* see aio_openlibs */
+  lua_setfield(L, -2, "std_print");
   return 1;
 }
 

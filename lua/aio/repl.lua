@@ -148,6 +148,7 @@ end
 local function install_output()
   local fmethods = getmetatable(stdout).__index
   saved = { print = print, io_write = io.write, fwrite = fmethods.write, fmethods = fmethods }
+  local own_print = print ~= c.std_print   -- a print the user installed is left alone
   local wrapped_print = function(...)
     local n = select("#", ...)
     local parts = {}
@@ -172,7 +173,8 @@ local function install_output()
   saved.exit = os.exit
   saved.wrapped = { print = wrapped_print, io_write = wrapped_iowrite, fwrite = wrapped_fwrite,
                     exit = wrapped_exit }
-  _G.print, io.write, fmethods.write = wrapped_print, wrapped_iowrite, wrapped_fwrite
+  io.write, fmethods.write = wrapped_iowrite, wrapped_fwrite
+  if not own_print then _G.print = wrapped_print end
   os.exit = wrapped_exit
 end
 
@@ -319,10 +321,24 @@ local function run_line(fn)
   return true, r
 end
 
+-- Prints a line's values as lua.c does, with the global print; while print is the standard
+-- one (or the REPL's wrapper of it), the REPL's own printer stands in for it.
+local function print_values(r)
+  local p = print
+  if p == c.std_print or (saved and p == saved.wrapped.print) then
+    return out(show_values(r, 2, r.n) .. "\n")
+  end
+  local ok, e = pcall(p, table.unpack(r, 2, r.n))
+  if not ok then
+    local msg = (type(e) == "string" or type(e) == "number") and tostring(e) or "(null)"
+    err(("error calling 'print' (%s)"):format(msg))
+  end
+end
+
 -- Prints the outcome of a line: its values, or the error (one line for an interruption).
 local function report(ok, r)
   if ok then
-    if r.n > 1 then out(show_values(r, 2, r.n) .. "\n") end
+    if r.n > 1 then print_values(r) end
   elseif is_interruption(r) then
     -- after Ctrl-C the terminal echoed "^C" behind the line's own output
     if interrupted or type(r) == "string" then out("\n") end
