@@ -166,6 +166,16 @@ describe("aio.http client", function()
     client:close()
   end))
 
+  it("reconnects when the server has closed an idle kept-alive connection", async(function()
+    local own = http.serve { idle_timeout = 0.05, handler = function() return 200, "fresh" end }
+    local client = http.client()
+    assert.are.equal("fresh", client:get(own:url("/a")).body)
+    aio.sleep(0.2)                 -- the server closes the idle connection; the client sees EOF
+    for i = 1, 3 do assert.are.equal("fresh", client:get(own:url("/b" .. i)).body) end
+    client:close()
+    own:close()
+  end))
+
   it("aborts the transfer and frees the slot when the awaiting task is cancelled", async(function()
     local client = http.client { max_connections = 1 }
     local slow = aio.spawn(client.get, client, srv:url("/sleep?s=5"))

@@ -50,6 +50,20 @@ describe("process.fork", function()
     assert.equal(-9, h.exitcode)
   end))
 
+  it("keeps the parent's and the child's timers apart", async(function()
+    -- Both loops' timer heaps sit behind a kernel timer: a child that inherited (and re-armed)
+    -- the parent's would make the parent wake at the child's deadline instead of its own.
+    local t0 = aio.now()
+    local nap = aio.spawn(aio.sleep, 0.05)
+    aio.sleep(0)                   -- the parent's timer is armed for t0 + 0.05 before the fork
+    local h = process.fork(function() aio.sleep(0.6) return "child" end)
+    nap:await()
+    local parent_slept = aio.now() - t0
+    assert.is_true(parent_slept >= 0.05 and parent_slept < 0.4, "parent slept " .. parent_slept)
+    assert.equal("child", h:join())
+    assert.is_true(aio.now() - t0 >= 0.55)
+  end))
+
   it("join with a timeout", async(function()
     local h = process.fork(function() aio.sleep(5) end)
     local r, why = h:join(0.05)

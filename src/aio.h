@@ -58,7 +58,15 @@ struct aio_loop {
   aio_task *ready_head, *ready_tail; /* tasks to resume, FIFO */
   aio_timed **heap; int heap_len, heap_cap; uint32_t heap_seq;
   double epoch;                 /* aio.now() when the loop was made: task ages count from it */
-  uv_timer_t heap_timer;        /* armed for the earliest heap entry */
+#ifdef __linux__
+  /* A timerfd armed (in nanoseconds, absolute) for the earliest heap entry, polled by
+  ** heap_timer: libuv's own timers count whole milliseconds, and a 100 ms sleep then ends up
+  ** to 1 ms late, with every sleep due in the same millisecond woken as one burst. */
+  uv_poll_t heap_timer;
+  int heap_fd;
+#else
+  uv_timer_t heap_timer;        /* armed for the earliest heap entry (millisecond precision) */
+#endif
   uv_async_t wakeup;            /* signal-safe wake-up (Ctrl-C) and cross-thread wake-ups */
   int running;                  /* > 0 while inside uv_run or the scheduler: no main-thread await */
   int polling;                  /* > 0 while inside uv_run itself (uv_stop only makes sense then) */
@@ -112,6 +120,14 @@ void aio_timed_start(aio_loop *loop, aio_timed *t, uint64_t ns);
 void aio_timed_stop(aio_loop *loop, aio_timed *t);
 /* Fires every due entry and re-arms the heap timer (used by loop.c, and by virtual time). */
 void aio_timers_run(aio_loop *loop);
+/* Creates the handle behind the heap (unreferenced: liveness counts heap_len). */
+void aio_timers_init(aio_loop *loop);
+/* Disarms the heap's handle (virtual time, or a forked child forgetting its parent's timers). */
+void aio_timers_disarm(aio_loop *loop);
+/* In a forked child, before uv_loop_fork: stops sharing the parent's timer. */
+void aio_timers_after_fork(aio_loop *loop);
+/* After the loop is closed: releases what the heap's handle used besides its memory. */
+void aio_timers_closed(aio_loop *loop);
 /* Nanoseconds until the earliest entry, or -1 if the heap is empty. */
 int64_t aio_timers_next(aio_loop *loop);
 
@@ -211,9 +227,9 @@ int aio_is_cancelled(lua_State *L, int idx);
 
 /* ---- embed.c: the Lua modules compiled into the binary ------------------------------- */
 
-/* Adds the searcher for embedded lua/ modules to package.searchers (before the file ones). */
-void aio_install_searcher(lua_State *L);
-/* Opens the runtime into L: the embedded searcher and package.preload entries of C modules.
+/* Adds a package.preload loader for each embedded lua/ module (found before any file). */
+void aio_preload_embedded(lua_State *L);
+/* Opens the runtime into L: package.preload entries of the embedded Lua and the C modules.
 ** Called by the host at start and by luaopen_aio in the stand-alone C module. */
 void aio_openlibs(lua_State *L);
 

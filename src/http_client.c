@@ -2,14 +2,19 @@
 ** http_client.c — libcurl's multi interface driven by the aio loop (module aio.http_client_c).
 **
 ** One uv_poll_t per socket curl tells us about, one uv_timer_t per client. Rules learnt the
-** hard way (each one is a bug we measured or hit):
+** hard way (each one is a bug we measured or hit, or a cost we measured):
 **   1. curl_multi_socket_action is never called from inside a curl callback: curl's timer
 **      callback only arms our uv timer (a 0 ms timeout fires on the next loop iteration).
 **   2. At most max_connections easy handles are inside curl; the rest wait in OUR FIFO.
 **      curl's own pending queue re-scans every pending handle on every action (5-10x CPU).
 **   3. A request's timeout starts when its handle enters curl, so time spent queued never
 **      counts against it (tornado's HTTP 599 trap).
-**   4. After CURL_POLL_REMOVE the poll is stopped synchronously and freed in its close callback.
+**   4. A connection's poll handle lives as long as its socket (curl opens and closes it through
+**      our callbacks), not as long as one transfer: curl says CURL_POLL_REMOVE after every
+**      request on a kept-alive connection, and a fresh uv_poll_t per request cost an ioctl and
+**      four epoll_ctl calls. uv_poll_start is only called when the events change (every call
+**      is an EPOLL_CTL_DEL + ADD). A handle is stopped synchronously before its socket closes
+**      and freed in its close callback.
 **   5. A CURLMsg is copied before its handle is removed (the docs' WARNING).
 ** Requests complete by resolving/rejecting a future with the loop's main state; the Lua facade
 ** (lua/aio/http.lua) awaits it, and cancelling that future aborts the transfer.
@@ -17,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <curl/curl.h>
 #include "aio.h"
 #include "buf.h"
@@ -43,6 +50,15 @@ struct http_req {
   uint64_t t_queued, t_started;    /* loop clock, ns */
 };
 
+typedef struct {                   /* one per socket curl watches */
+  uv_poll_t poll;
+  curl_socket_t fd;
+  http_client *c;
+  int events;                      /* UV_READABLE|UV_WRITABLE being polled, 0 when stopped */
+  int owned;                       /* opened by on_open_socket: lives until on_close_socket */
+  int idle;                        /* owned, and curl has no transfer on it (kept alive) */
+} sock_ctx;
+
 struct http_client {
   aio_loop *loop;
   CURLM *multi;
@@ -59,13 +75,9 @@ struct http_client {
   CURL **spare; int nspare, cap_spare; /* easy handles kept for reuse (they keep no state) */
   int self_ref;                    /* registry ref to the client userdata while requests are out */
   int closed;
+  sock_ctx **socks; int nsocks;    /* owned sockets' contexts, indexed by descriptor */
 };
 
-typedef struct {                   /* one per socket curl watches */
-  uv_poll_t poll;
-  curl_socket_t fd;
-  http_client *c;
-} sock_ctx;
 
 static int curl_ready = 0;
 
@@ -98,11 +110,50 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *ud) {
   return aio_buf_try_add(&r->rhead, ptr, len) ? len : 0;
 }
 
+/* Close callback of a malloc'd handle: its memory goes only now (libuv's rule). */
+static void free_handle_cb(uv_handle_t *h) { free(h); }
+
+/* The liveness handle's callback: nothing to do, being active is its whole job. */
+static void on_alive(uv_prepare_t *h) { (void)h; }
+
+/* Polls s for events (0 stops it); a no-op when they do not change. */
+static void sock_poll(sock_ctx *s, int events, uv_poll_cb cb) {
+  if (events == s->events) return;
+  if (events) uv_poll_start(&s->poll, events, cb);
+  else uv_poll_stop(&s->poll);
+  s->events = events;
+}
+
+/* Makes the context and (unreferenced) poll handle of socket fd; NULL when out of memory. */
+static sock_ctx *sock_new(http_client *c, curl_socket_t fd) {
+  sock_ctx *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
+  if (uv_poll_init_socket(&c->loop->uv, &s->poll, fd) != 0) { free(s); return NULL; }
+  uv_unref((uv_handle_t *)&s->poll);
+  s->fd = fd; s->c = c; s->poll.data = s;
+  return s;
+}
+
+/* Stops s synchronously (its socket may close right after) and frees it in the close callback. */
+static void sock_free(sock_ctx *s) {
+  uv_poll_stop(&s->poll);
+  uv_close((uv_handle_t *)&s->poll, free_handle_cb);
+}
+
+/* The owned context of fd, or NULL. */
+static sock_ctx *sock_owned(http_client *c, curl_socket_t fd) {
+  return fd >= 0 && fd < c->nsocks ? c->socks[fd] : NULL;
+}
+
 /* Poll callback: tells curl which socket is ready, then collects finished transfers. */
 static void on_poll(uv_poll_t *h, int status, int events) {
   sock_ctx *s = h->data;
   http_client *c = s->c;
   int flags = 0;
+  if (s->idle) {             /* a kept-alive connection spoke (the peer closed it): curl will */
+    sock_poll(s, 0, on_poll);  /* find out when it next tries it; stop the level-triggered poll */
+    return;
+  }
   if (status < 0) flags = CURL_CSELECT_ERR;
   else {
     if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
@@ -116,37 +167,62 @@ static void on_timer(uv_timer_t *t) {
   drive(t->data, CURL_SOCKET_TIMEOUT, 0);
 }
 
-/* Close callback of a malloc'd handle: its memory goes only now (libuv's rule). */
-static void free_handle_cb(uv_handle_t *h) { free(h); }
+/* CURLOPT_OPENSOCKETFUNCTION: makes a connection's socket and its poll handle. */
+static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
+  http_client *c = ud;
+  (void)purpose;
+  curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  if (fd == CURL_SOCKET_BAD) return fd;
+  if (fd >= c->nsocks) {
+    int n = c->nsocks ? c->nsocks : 64;
+    while (n <= fd) n *= 2;
+    sock_ctx **grown = realloc(c->socks, (size_t)n * sizeof *grown);
+    if (!grown) { close(fd); return CURL_SOCKET_BAD; }
+    memset(grown + c->nsocks, 0, (size_t)(n - c->nsocks) * sizeof *grown);
+    c->socks = grown;
+    c->nsocks = n;
+  }
+  sock_ctx *s = sock_new(c, fd);
+  if (!s) { close(fd); return CURL_SOCKET_BAD; }
+  s->owned = 1;
+  c->socks[fd] = s;
+  return fd;
+}
 
-/* The liveness handle's callback: nothing to do, being active is its whole job. */
-static void on_alive(uv_prepare_t *h) { (void)h; }
+/* CURLOPT_CLOSESOCKETFUNCTION: the connection is gone; so are its poll handle and socket. */
+static int on_close_socket(void *ud, curl_socket_t fd) {
+  http_client *c = ud;
+  sock_ctx *s = sock_owned(c, fd);
+  if (s) { c->socks[fd] = NULL; sock_free(s); }
+  return close(fd);
+}
 
-/* CURLMOPT_SOCKETFUNCTION: starts, updates or removes the poll of a socket. */
+/* CURLMOPT_SOCKETFUNCTION: starts, updates or removes the poll of a socket. Sockets curl did
+** not open through on_open_socket (a resolver's) get a context per use, as curl reports them. */
 static int on_socket(CURL *e, curl_socket_t fd, int what, void *cbp, void *sockp) {
   http_client *c = cbp;
-  sock_ctx *s = sockp;
+  sock_ctx *s = sockp ? sockp : sock_owned(c, fd);
   (void)e;
   if (what == CURL_POLL_REMOVE) {
-    if (s) {
-      uv_poll_stop(&s->poll);                 /* synchronously: curl may close fd right now */
-      uv_close((uv_handle_t *)&s->poll, free_handle_cb);
+    if (!s) return 0;
+    if (s->owned) {          /* kept alive: watch for the peer closing it, nothing else */
+      s->idle = 1;
+      sock_poll(s, s->events ? UV_READABLE : 0, on_poll);
+    } else {
+      sock_free(s);
       curl_multi_assign(c->multi, fd, NULL);
     }
     return 0;
   }
   if (!s) {
-    s = malloc(sizeof *s);
-    if (!s) return -1;
-    if (uv_poll_init_socket(&c->loop->uv, &s->poll, fd) != 0) { free(s); return -1; }
-    uv_unref((uv_handle_t *)&s->poll);
-    s->fd = fd; s->c = c; s->poll.data = s;
+    if (!(s = sock_new(c, fd))) return -1;
     curl_multi_assign(c->multi, fd, s);
   }
+  s->idle = 0;
   int ev = 0;
   if (what & CURL_POLL_IN) ev |= UV_READABLE;
   if (what & CURL_POLL_OUT) ev |= UV_WRITABLE;
-  uv_poll_start(&s->poll, ev, on_poll);
+  sock_poll(s, ev, on_poll);
   return 0;
 }
 
@@ -207,6 +283,10 @@ static int req_start(http_client *c, http_req *r) {
   curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
   curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
   curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
   if (r->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
   if (r->connect_timeout_ms > 0) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
   if (r->follow) {
@@ -538,7 +618,8 @@ static int l_close(lua_State *L) {
   }
   for (int i = 0; i < c->nspare; i++) curl_easy_cleanup(c->spare[i]);
   free(c->spare);
-  curl_multi_cleanup(c->multi);              /* sends CURL_POLL_REMOVE for the sockets left */
+  curl_multi_cleanup(c->multi);              /* closes its sockets through on_close_socket */
+  free(c->socks);
   if (!uv_is_closing((uv_handle_t *)c->timer)) uv_close((uv_handle_t *)c->timer, free_handle_cb);
   if (!uv_is_closing((uv_handle_t *)c->alive)) uv_close((uv_handle_t *)c->alive, free_handle_cb);
   if (c->self_ref != LUA_NOREF) aio_unref(L, c->self_ref);

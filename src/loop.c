@@ -74,6 +74,7 @@ void aio_loop_close(aio_loop *loop) {
   }
   uv_walk(&loop->uv, close_walk_cb, NULL);
   while (uv_loop_close(&loop->uv) == UV_EBUSY) uv_run(&loop->uv, UV_RUN_NOWAIT);
+  aio_timers_closed(loop);
   free(loop->heap);
   loop->heap = NULL;
 }
@@ -89,6 +90,9 @@ int aio_loop_exists(lua_State *L) {
 static aio_loop *loop_create(lua_State *L) {
   aio_loop *loop = (aio_loop *)lua_newuserdatauv(L, sizeof *loop, 0);
   memset(loop, 0, sizeof *loop);
+#ifdef __linux__
+  loop->heap_fd = -1;
+#endif
   loop->closing = 1;  /* 'closed' until libuv is initialised, so __gc is safe on failure */
   lua_newtable(L);
   lua_pushcfunction(L, loop_gc);
@@ -104,9 +108,7 @@ static aio_loop *loop_create(lua_State *L) {
   ** coroutine; tasks keep their address there, so it must start out NULL. */
   *(void **)lua_getextraspace(loop->L) = NULL;
   loop->uv.data = loop;
-  uv_timer_init(&loop->uv, &loop->heap_timer);
-  loop->heap_timer.data = loop;
-  uv_unref((uv_handle_t *)&loop->heap_timer);  /* liveness of timers is counted by heap_len */
+  aio_timers_init(loop);  /* unreferenced: liveness of timers is counted by heap_len */
   uv_async_init(&loop->uv, &loop->wakeup, on_wakeup);
   uv_unref((uv_handle_t *)&loop->wakeup);
   loop->next_task_id = 1;

@@ -355,11 +355,12 @@ static void close_inherited(uv_handle_t *h, void *arg) {
 ** child may read them) but nothing of the parent's will run or be waited for. */
 static void reset_loop_in_child(lua_State *L) {
   aio_loop *loop = aio_loop_get(L);
+  aio_timers_after_fork(loop);
   uv_loop_fork(&loop->uv);
   loop->ready_head = loop->ready_tail = NULL;
   for (int i = 0; i < loop->heap_len; i++) loop->heap[i]->heap_idx = -1;
   loop->heap_len = 0;
-  uv_timer_stop(&loop->heap_timer);
+  aio_timers_disarm(loop);
   loop->running = 0;  /* fork may have been called from inside a task */
   loop->ntasks = 0;
   uv_walk(&loop->uv, close_inherited, loop);

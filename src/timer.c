@@ -1,10 +1,17 @@
 /*
 ** timer.c — the loop's timer heap: every sleep and timer of a loop lives in one binary
-** min-heap keyed by (due, seq), behind a single uv_timer_t. A sleeping task costs one heap slot
+** min-heap keyed by (due, seq), behind a single handle (a nanosecond timerfd on Linux, a uv_timer_t
+** elsewhere). A sleeping task costs one heap slot
 ** (a pointer) instead of a libuv handle, and equal deadlines fire in FIFO order thanks to seq.
 */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <fcntl.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+#endif
 #include "aio.h"
 
 /* Orders two entries: earlier deadline first, then insertion order. */
@@ -44,20 +51,58 @@ static void heap_down(aio_loop *loop, int i) {
   heap_place(loop, i, t);
 }
 
-static void on_heap_timer(uv_timer_t *handle);
-
-/* Arms the uv timer for the earliest entry (or stops it when the heap is empty). */
-static void heap_rearm(aio_loop *loop) {
-  if (loop->heap_len == 0 || loop->virtual_time) {
-    uv_timer_stop(&loop->heap_timer);
-    return;
-  }
-  uint64_t now = aio_now_ns(loop), due = loop->heap[0]->due;
-  uint64_t ms = due > now ? (due - now + 999999) / 1000000 : 0;
-  uv_update_time(&loop->uv);
-  uv_timer_start(&loop->heap_timer, on_heap_timer, ms, 0);
+#ifdef __linux__
+/* The heap's timerfd became readable: fire what is due. */
+static void on_heap_timer(uv_poll_t *handle, int status, int events) {
+  aio_loop *loop = (aio_loop *)handle->data;
+  uint64_t expirations;
+  (void)status, (void)events;
+  /* Drain the expiry count; EAGAIN only means a re-arm raced the wake-up, and running the
+  ** heap is harmless then (it fires nothing that is not due). */
+  while (read(loop->heap_fd, &expirations, sizeof expirations) < 0 && errno == EINTR) {}
+  aio_timers_run(loop);
+  aio_loop_wake(loop);  /* whoever this woke (a main-thread await) must not wait for the poll */
 }
 
+/* Arms the timerfd for the absolute monotonic time due (uv_hrtime's clock), in ns. */
+static void heap_arm(aio_loop *loop, uint64_t due) {
+  struct itimerspec its = {{0, 0}, {0, 0}};
+  if (due == 0) due = 1;  /* all-zero would disarm; a time in the past fires at once */
+  its.it_value.tv_sec = (time_t)(due / 1000000000u);
+  its.it_value.tv_nsec = (long)(due % 1000000000u);
+  timerfd_settime(loop->heap_fd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+void aio_timers_disarm(aio_loop *loop) {
+  struct itimerspec off = {{0, 0}, {0, 0}};
+  timerfd_settime(loop->heap_fd, 0, &off, NULL);
+}
+
+void aio_timers_init(aio_loop *loop) {
+  loop->heap_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (loop->heap_fd < 0) abort();  /* only out of file descriptors, before any work started */
+  uv_poll_init(&loop->uv, &loop->heap_timer, loop->heap_fd);
+  loop->heap_timer.data = loop;
+  uv_poll_start(&loop->heap_timer, UV_READABLE, on_heap_timer);
+  uv_unref((uv_handle_t *)&loop->heap_timer);
+}
+
+/* A forked child shares the parent's timerfd: arming it would move the parent's timer. The
+** same descriptor number gets a fresh timerfd, so the poll handle (re-registered by
+** uv_loop_fork) watches the child's own. */
+void aio_timers_after_fork(aio_loop *loop) {
+  int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (fd < 0) abort();
+  dup3(fd, loop->heap_fd, O_CLOEXEC);
+  close(fd);
+}
+
+/* Close callback of the heap's poll handle: the descriptor is ours to close. */
+void aio_timers_closed(aio_loop *loop) {
+  if (loop->heap_fd >= 0) close(loop->heap_fd);
+  loop->heap_fd = -1;
+}
+#else
 /* The single uv timer behind the heap fired. */
 static void on_heap_timer(uv_timer_t *handle) {
   aio_loop *loop = (aio_loop *)handle->data;
@@ -65,6 +110,32 @@ static void on_heap_timer(uv_timer_t *handle) {
   /* libuv runs due timers *before* polling, then polls with the next timer's timeout: stop
   ** that poll, or whoever this timer woke (a task, a main-thread await) waits for it. */
   aio_loop_wake(loop);
+}
+
+/* Arms the uv timer for due (rounded up to whole milliseconds: libuv's resolution). */
+static void heap_arm(aio_loop *loop, uint64_t due) {
+  uint64_t now = uv_hrtime();
+  uint64_t ms = due > now ? (due - now + 999999) / 1000000 : 0;
+  uv_update_time(&loop->uv);
+  uv_timer_start(&loop->heap_timer, on_heap_timer, ms, 0);
+}
+
+void aio_timers_disarm(aio_loop *loop) { uv_timer_stop(&loop->heap_timer); }
+
+void aio_timers_init(aio_loop *loop) {
+  uv_timer_init(&loop->uv, &loop->heap_timer);
+  loop->heap_timer.data = loop;
+  uv_unref((uv_handle_t *)&loop->heap_timer);
+}
+
+void aio_timers_after_fork(aio_loop *loop) { (void)loop; }
+void aio_timers_closed(aio_loop *loop) { (void)loop; }
+#endif
+
+/* Arms the heap's handle for the earliest entry (or disarms it when the heap is empty). */
+static void heap_rearm(aio_loop *loop) {
+  if (loop->heap_len == 0 || loop->virtual_time) aio_timers_disarm(loop);
+  else heap_arm(loop, loop->heap[0]->due);
 }
 
 /* Schedules t to fire ns nanoseconds from now. */
@@ -260,7 +331,7 @@ static int l_clock_virtual(lua_State *L) {
   if (!loop->virtual_time) {
     loop->vnow = uv_hrtime();
     loop->virtual_time = 1;
-    uv_timer_stop(&loop->heap_timer);
+    aio_timers_disarm(loop);
   }
   return 0;
 }
