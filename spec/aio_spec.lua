@@ -37,6 +37,22 @@ describe("tasks", function()
     assert.matches("aio.task %d+ 'sleeper' %(done%)", tostring(t1))
   end))
 
+  it("names each spawn site by its own chunk and line, however many chunks share a line", async(function()
+    -- Sites are cached per call site: chunks of different names (and a chunk reloaded under a
+    -- new name) spawning from the same line number must each get their own "file:line".
+    local sites = {}
+    for _, name in ipairs({"=alpha", "=beta", "=alpha", "=gamma"}) do
+      local chunk = assert(load("local aio = ...\nreturn aio.spawn(function() end)", name))
+      local t = chunk(aio)
+      sites[#sites + 1] = t.site
+      t:await()
+    end
+    assert.same({"alpha:2", "beta:2", "alpha:2", "gamma:2"}, sites)
+    local here = aio.spawn(function() end)
+    assert.matches("aio_spec.lua:%d+$", here.site)
+    here:await()
+  end))
+
   it("result() raises before the task is done, and re-raises its error after", async(function()
     local t = aio.spawn(function() aio.sleep(0.01); error("bad") end)
     assert.has_error(function() t:result() end, "result is not ready yet (await it first)")

@@ -77,6 +77,8 @@ struct aio_loop {
   int closing;
   int task_hook;                /* non-zero when aio.core.set_task_hook installed a hook */
   int callback_errors;          /* errors printed by aio_pcall_report: the exit status is 1 */
+  struct aio_site *sites;       /* spawn-site strings by call site (task.c), made on first spawn */
+  int anchor_ref;               /* registry ref of the live-task table (task.c), 0 until made */
   /* Set by another thread (a thread pool cancelling the job this loop's state runs), followed
   ** by uv_async_send(&wakeup): the await blocking in aio_run_until raises a cancellation. */
   volatile int cancel_request;
@@ -177,8 +179,10 @@ enum { AIO_FUV_RESULT = 1, AIO_FUV_CALLBACKS, AIO_FUV_LABEL, AIO_FUTURE_NUV = AI
 aio_future *aio_future_new(lua_State *L);
 /* Checks that the value at idx is a future or a task (tasks are futures). */
 aio_future *aio_future_check(lua_State *L, int idx);
-/* Returns the future at idx, or NULL. */
+/* Returns the future (or task) at idx, or NULL. */
 aio_future *aio_future_test(lua_State *L, int idx);
+/* Its address is the registry key of the task metatable. */
+extern const char aio__task_mt_key;
 /* Completes f with the nvalues on top of L (popped). No-op if f is no longer pending. */
 void aio_future_resolve(lua_State *L, aio_future *f, int nvalues);
 /* Fails f with the error value on top of L (popped). No-op if f is no longer pending. */

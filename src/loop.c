@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include "aio.h"
+
+static atomic_uint loop_generation;  /* bumped by every aio_loop_close (see aio_loop_get) */
 
 static const char LOOP_KEY = 'L';
 static volatile sig_atomic_t interrupt_pending = 0;
@@ -67,6 +70,7 @@ static void close_walk_cb(uv_handle_t *handle, void *arg) {
 ** own close callbacks, which must not touch Lua (the state may be half closed). */
 void aio_loop_close(aio_loop *loop) {
   loop->closing = 1;
+  atomic_fetch_add(&loop_generation, 1);  /* forget every thread's cached loop */
   if (interrupt_async == &loop->wakeup) {
     interrupt_async = NULL;
     aio__main_loop = NULL;
@@ -75,6 +79,8 @@ void aio_loop_close(aio_loop *loop) {
   uv_walk(&loop->uv, close_walk_cb, NULL);
   while (uv_loop_close(&loop->uv) == UV_EBUSY) uv_run(&loop->uv, UV_RUN_NOWAIT);
   aio_timers_closed(loop);
+  free(loop->sites);
+  loop->sites = NULL;
   free(loop->heap);
   loop->heap = NULL;
 }
@@ -122,16 +128,31 @@ static aio_loop *loop_create(lua_State *L) {
   return loop;
 }
 
+/* The last loop aio_loop_get found on this OS thread, keyed by its state's main thread. Every
+** task switch asks for the loop several times, and the registry lookup cost ~230 instructions.
+** A loop closing bumps the generation, so a state freed (even on another thread) and a new one
+** at the same address never meet a stale entry. */
+static _Thread_local struct { const void *main; aio_loop *loop; unsigned generation; } loop_cache;
+
 /* Returns the loop of L's main state, creating it on first use. */
 aio_loop *aio_loop_get(lua_State *L) {
   aio_loop *loop;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  const void *main = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  unsigned generation = atomic_load_explicit(&loop_generation, memory_order_relaxed);
+  if (main == loop_cache.main && generation == loop_cache.generation) return loop_cache.loop;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &LOOP_KEY) == LUA_TUSERDATA) {
     loop = (aio_loop *)lua_touserdata(L, -1);
     lua_pop(L, 1);
-    return loop;
+  } else {
+    lua_pop(L, 1);
+    loop = loop_create(L);
   }
-  lua_pop(L, 1);
-  return loop_create(L);
+  loop_cache.main = main;
+  loop_cache.loop = loop;
+  loop_cache.generation = generation;
+  return loop;
 }
 
 /* The libuv loop of L. */

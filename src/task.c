@@ -8,15 +8,15 @@
 ** from a task get the same address while they run, so aio_current_task works at any depth.
 */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "scheduler.h"
 #include <lualib.h>
 #include <stddef.h>
 
 const char aio__await_key = 'A';
-static const char TASKS_KEY = 'T';       /* registry: table ref -> live task (the anchor) */
 static const char UNOBSERVED_KEY = 'U';  /* registry: failed task -> true, until observed */
-static const char TMETHODS_KEY = 'M';    /* registry: task methods table */
+const char aio__task_mt_key = 'M';       /* registry: the task metatable (fast identity checks) */
 static const char HOOK_KEY = 'H';        /* registry: the task lifecycle hook (tracing) */
 
 /* The task whose code runs on L (or NULL). */
@@ -24,14 +24,17 @@ aio_task *aio_current_task(lua_State *L) {
   return *(aio_task **)lua_getextraspace(L);
 }
 
-/* Pushes the live-task anchor table. */
+/* Pushes the live-task anchor table. It sits at an integer registry ref (the registry's array
+** part) rather than under a pointer key: this runs twice per task switch. */
 static void push_anchor(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &TASKS_KEY) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &TASKS_KEY);
+  aio_loop *loop = aio_loop_get(L);
+  if (loop->anchor_ref > 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->anchor_ref);
+    return;
   }
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  loop->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* Pushes the task t (it must be unfinished, hence anchored). */
@@ -256,14 +259,42 @@ int aio_report_unobserved(lua_State *L) {
 
 /* ---- spawning and the scheduler --------------------------------------------------------- */
 
+/* A direct-mapped cache of spawn-site strings, per loop: formatting "file:line" on every spawn
+** cost as much as all the rest of spawn. Entries match by content (short source and line), so
+** a chunk that reuses a dead chunk's address never gets the old chunk's site. */
+enum { SITE_SLOTS = 64 };
+struct aio_site { char src[LUA_IDSIZE]; int line; int ref; };
+
+/* Pushes the site string "src:line", from the loop's cache or made (and cached) now. */
+static void push_site_string(lua_State *L, aio_loop *loop, const lua_Debug *ar) {
+  if (!loop->sites) loop->sites = calloc(SITE_SLOTS, sizeof *loop->sites);
+  struct aio_site *e = NULL;
+  if (loop->sites) {
+    uintptr_t h = ((uintptr_t)ar->source >> 4) ^ ((uintptr_t)ar->currentline * 40503u);
+    e = &loop->sites[h % SITE_SLOTS];
+    if (e->ref > 0 && e->line == ar->currentline && strcmp(e->src, ar->short_src) == 0) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref);
+      return;
+    }
+  }
+  lua_pushfstring(L, "%s:%d", ar->short_src, ar->currentline);
+  if (e) {
+    if (e->ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, e->ref);
+    lua_pushvalue(L, -1);
+    e->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    e->line = ar->currentline;
+    memcpy(e->src, ar->short_src, sizeof e->src);
+  }
+}
+
 /* Pushes "file:line" of the user code that called into spawn: the first Lua frame up that is
 ** not one of the runtime's own embedded modules (gather spawning a function is the user's). */
-static void push_spawn_site(lua_State *L) {
+static void push_spawn_site(lua_State *L, aio_loop *loop) {
   lua_Debug ar;
   for (int level = 1; lua_getstack(L, level, &ar); level++) {
     lua_getinfo(L, "Sl", &ar);
     if (ar.currentline > 0 && strncmp(ar.source, "@lua/aio/", 9) != 0) {
-      lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline);
+      push_site_string(L, loop, &ar);
       return;
     }
   }
@@ -301,12 +332,12 @@ aio_task *aio_spawn(lua_State *L, int nargs) {
   t->sleep.heap_idx = -1;
   t->id = loop->next_task_id++;
   t->spawned_at = (float)((double)aio_now_ns(loop) / 1e9 - loop->epoch);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &TMETHODS_KEY);  /* the task metatable */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &aio__task_mt_key);  /* the task metatable */
   lua_setmetatable(L, -2);
   *(aio_task **)lua_getextraspace(co) = t;
   lua_rotate(L, -2, 1);                 /* ... fn args task co */
   lua_setiuservalue(L, -2, AIO_TUV_CO);
-  push_spawn_site(L);
+  push_spawn_site(L, loop);
   lua_setiuservalue(L, -2, AIO_TUV_INFO);
   push_anchor(L);
   lua_pushvalue(L, -2);
@@ -578,7 +609,9 @@ static int l_sleep(lua_State *L) {
 
 /* Checks that the value at idx is a task. */
 static aio_task *check_task(lua_State *L, int idx) {
-  return (aio_task *)luaL_checkudata(L, idx, AIO_TASK_MT);
+  aio_future *f = aio_future_test(L, idx);
+  if (!f || !f->is_task) luaL_typeerror(L, idx, AIO_TASK_MT);
+  return (aio_task *)f;
 }
 
 /* aio.spawn(fn, ...) -> task. */
@@ -772,7 +805,7 @@ void aio__open_task(lua_State *L) {
   lua_pushcfunction(L, l_task_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &TMETHODS_KEY);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &aio__task_mt_key);
   lua_pop(L, 1);
   luaL_newmetatable(L, AIO_ERROR_MT);
   lua_pushcfunction(L, l_error_tostring);

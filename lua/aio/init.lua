@@ -9,7 +9,7 @@ local aio = {}
 for k, v in pairs(core) do aio[k] = v end
 for k, v in pairs(sync) do aio[k] = v end
 
-local future, on_done, spawn = core.future, core.on_done, core.spawn
+local future, on_done, spawn, when_all = core.future, core.on_done, core.spawn, core.when_all
 local error_mt = debug.getregistry()["aio.error"]
 local pack, unpack, select, type = table.pack, table.unpack, select, type
 
@@ -75,25 +75,13 @@ function aio.gather(...)
   local aws = {n = n}
   for i = 1, n do aws[i] = awaitable(list[i], i) end
   local return_exceptions = opts.return_exceptions
-  local all, remaining, failure = future("gather"), n, nil
-  local function child_done(f)
-    remaining = remaining - 1
-    if all:done() then return end
-    if not return_exceptions and failure == nil and f:exception() ~= nil then
-      failure = f:exception()
-      all:set_result()
-    elseif remaining == 0 then
-      all:set_result()
-    end
-  end
-  if n > 0 then
-    for i = 1, n do on_done(aws[i], child_done) end
-    local ok, err = pcall(all.await, all)
-    if not ok then cancel_all(aws, "gather was cancelled"); error(err, 0) end
-  end
-  if failure ~= nil then
+  local all = when_all(aws, n, return_exceptions)
+  local ok, err = pcall(all.await, all)
+  if not ok then cancel_all(aws, "gather was cancelled"); error(err, 0) end
+  local failed = all:result()
+  if failed ~= nil then
     cancel_all(aws, "a sibling failed")
-    error(failure, 0)
+    error(failed:exception(), 0)
   end
   local results = collect(aws, return_exceptions)
   if as_list then return results end
