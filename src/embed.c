@@ -1,7 +1,6 @@
 /*
-** embed.c — finds the Lua modules compiled into the binary and preloads the C modules.
+** embed.c — preloads the Lua modules compiled into the binary and the C modules.
 */
-#include <string.h>
 #include "aio.h"
 #include "embed.h"
 #include <lualib.h>
@@ -17,49 +16,32 @@ static const struct { const char *name; lua_CFunction open; } c_modules[] = {
   {NULL, NULL}
 };
 
-/* Returns the embedded module called name, or NULL. */
-static const aio_embedded *find_embedded(const char *name) {
-  for (const aio_embedded *m = aio_embedded_modules; m->name; m++)
-    if (strcmp(m->name, name) == 0) return m;
-  return NULL;
-}
-
-/* package.searchers entry: a loader for an embedded module, or a message saying why not. */
-static int embedded_searcher(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  const aio_embedded *m = find_embedded(name);
-  if (!m) {
-    lua_pushfstring(L, "no embedded module '%s'", name);
-    return 1;
-  }
+/* package.preload loader of an embedded module (upvalue: its entry): compiles and runs it with
+** require's arguments, as the Lua file searcher's loader would. */
+static int embedded_loader(lua_State *L) {
+  const aio_embedded *m = lua_touserdata(L, lua_upvalueindex(1));
   lua_pushfstring(L, "@%s", m->path);
   if (luaL_loadbufferx(L, m->source, m->len, lua_tostring(L, -1), "t") != LUA_OK)
     return lua_error(L);
+  lua_pushvalue(L, 1);
   lua_pushstring(L, m->path);
-  return 2;
+  lua_call(L, 2, 1);
+  return 1;
 }
 
-/* Inserts the embedded searcher right after the preload searcher. */
-void aio_install_searcher(lua_State *L) {
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_getfield(L, -1, LUA_LOADLIBNAME);
-  if (lua_istable(L, -1)) {
-    lua_getfield(L, -1, "searchers");
-    if (lua_istable(L, -1)) {
-      lua_Integer n = (lua_Integer)luaL_len(L, -1);
-      for (lua_Integer i = n; i >= 2; i--) {  /* shift entries 2..n up by one */
-        lua_geti(L, -1, i);
-        lua_seti(L, -2, i + 1);
-      }
-      lua_pushcfunction(L, embedded_searcher);
-      lua_seti(L, -2, 2);
-    }
-    lua_pop(L, 1);
+/* Puts a loader for every embedded Lua module in package.preload: found before any file, with
+** package.searchers and require's messages left exactly as in lua5.4. */
+void aio_preload_embedded(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  for (const aio_embedded *m = aio_embedded_modules; m->name; m++) {
+    lua_pushlightuserdata(L, (void *)m);
+    lua_pushcclosure(L, embedded_loader, 1);
+    lua_setfield(L, -2, m->name);
   }
-  lua_pop(L, 2);
+  lua_pop(L, 1);
 }
 
-/* Registers the C modules in package.preload and installs the embedded searcher; remembers
+/* Registers the C and the embedded Lua modules in package.preload; remembers
 ** the standard print (registry "aio.std_print": the REPL prints values itself only for it). */
 void aio_openlibs(lua_State *L) {
   lua_getglobal(L, "print");
@@ -73,5 +55,5 @@ void aio_openlibs(lua_State *L) {
     lua_setfield(L, -2, c_modules[i].name);
   }
   lua_pop(L, 1);
-  aio_install_searcher(L);
+  aio_preload_embedded(L);
 }

@@ -7,8 +7,8 @@
 */
 #include "aio.h"
 
-/* Opens the runtime into L (preloads and the embedded searcher), then returns require "aio".
-** The embedded searcher comes before the file searchers, so the nested require finds the
+/* Opens the runtime into L (package.preload entries), then returns require "aio".
+** package.preload comes before the file searchers, so the nested require finds the
 ** embedded lua/aio/init.lua and not this C module again. */
 int luaopen_aio(lua_State *L) {
   aio_openlibs(L);
