@@ -589,6 +589,15 @@ describe("plain coroutines inside tasks", function()
     assert.matches("aio_spec.lua:%d+: inside", err)
   end)
 
+  it("coroutine.resume rejects a non-thread with lua5.4's words", function()
+    for _, bad in ipairs({0, {}, "co"}) do
+      local ok, err = pcall(coroutine.resume, bad)
+      assert.is_false(ok)
+      assert.matches("%(thread expected, got " .. type(bad) .. "%)$", err)
+    end
+    assert.matches("%(thread expected, got no value%)$", select(2, pcall(coroutine.resume)))
+  end)
+
   it("a failed resume of a running or normal coroutine leaves the task able to await",
     async(function()
       -- a task resuming its own coroutine: refused, and the task still sleeps normally

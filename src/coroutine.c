@@ -95,7 +95,7 @@ static int co_resume_finish(lua_State *L, int r) {
 /* coroutine.resume(co, ...), with awaits inside co passing through to the scheduler. */
 static int l_co_resume(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
-  luaL_argexpected(L, co, 1, "coroutine");
+  luaL_argexpected(L, co, 1, "thread");  /* lcorolib's message: "thread expected" */
   return co_resume_finish(L, resume_loop(L, lua_gettop(L) - 1));
 }
 
