@@ -79,6 +79,7 @@ struct aio_loop {
   int callback_errors;          /* errors printed by aio_pcall_report: the exit status is 1 */
   struct aio_site *sites;       /* spawn-site strings by call site (task.c), made on first spawn */
   int anchor_ref;               /* registry ref of the live-task table (task.c), 0 until made */
+  const void *task_mt, *future_mt; /* the metatables of tasks and futures (identity checks) */
   /* Set by another thread (a thread pool cancelling the job this loop's state runs), followed
   ** by uv_async_send(&wakeup): the await blocking in aio_run_until raises a cancellation. */
   volatile int cancel_request;
@@ -181,8 +182,6 @@ aio_future *aio_future_new(lua_State *L);
 aio_future *aio_future_check(lua_State *L, int idx);
 /* Returns the future (or task) at idx, or NULL. */
 aio_future *aio_future_test(lua_State *L, int idx);
-/* Its address is the registry key of the task metatable. */
-extern const char aio__task_mt_key;
 /* Completes f with the nvalues on top of L (popped). No-op if f is no longer pending. */
 void aio_future_resolve(lua_State *L, aio_future *f, int nvalues);
 /* Fails f with the error value on top of L (popped). No-op if f is no longer pending. */

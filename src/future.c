@@ -5,6 +5,7 @@
 ** waiting costs no allocation. Completing a future never resumes anyone: waiters get their
 ** outcome pushed onto their coroutine and go to the ready queue.
 */
+#include <limits.h>
 #include <string.h>
 #include "scheduler.h"
 
@@ -72,20 +73,19 @@ void aio_future_push(lua_State *L, aio_future *f) {
 }
 
 /* Returns the future (or task) at idx, or NULL. */
-aio_future *aio_future_test(lua_State *L, int idx) {
-  /* Called on every future method: the metatables are compared by identity, fetched with
-  ** pointer keys (luaL_testudata looks them up by name: a string hash and compare each). */
+/* The future or task at idx, if it belongs to loop's state, or NULL. */
+static aio_future *future_test_in(lua_State *L, int idx, aio_loop *loop) {
+  /* Called on every future method: the metatable is compared by address with the two the loop
+  ** noted when it made them (luaL_testudata looks each up by name: a string hash each time). */
   void *p = lua_touserdata(L, idx);
   if (!p || lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &aio__task_mt_key);
-  int same = lua_rawequal(L, -1, -2);
-  if (!same) {
-    lua_pop(L, 1);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &FUTURE_MT_KEY);
-    same = lua_rawequal(L, -1, -2);
-  }
-  lua_pop(L, 2);
-  return same ? (aio_future *)p : NULL;
+  const void *mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == loop->task_mt || mt == loop->future_mt ? (aio_future *)p : NULL;
+}
+
+aio_future *aio_future_test(lua_State *L, int idx) {
+  return future_test_in(L, idx, aio_loop_get(L));
 }
 
 /* Checks that the value at idx is a future or a task. */
@@ -95,6 +95,8 @@ aio_future *aio_future_check(lua_State *L, int idx) {
   return f;
 }
 
+static int when_all_child_done(lua_State *L);
+
 /* Runs the done callbacks of the future at fidx. The callbacks slot holds nil, one synchronous
 ** function (the common case: gather, wait, as_completed on a task — no allocation), or a list
 ** whose entries are synchronous functions or {fn} tables for callbacks that run as tasks. */
@@ -102,7 +104,9 @@ static void run_callbacks(lua_State *L, int fidx) {
   int type = lua_getiuservalue(L, fidx, AIO_FUV_CALLBACKS);
   if (type == LUA_TFUNCTION) {
     lua_pushvalue(L, fidx);
-    aio_pcall_report(L, 1, 0);
+    /* gather's own counter raises nothing (but out of memory): no protected call for it */
+    if (lua_tocfunction(L, -2) == when_all_child_done) lua_call(L, 1, 0);
+    else aio_pcall_report(L, 1, 0);
     return;
   }
   if (type != LUA_TTABLE) { lua_pop(L, 1); return; }
@@ -340,6 +344,54 @@ static int add_callback(lua_State *L, int sync) {
   return 0;
 }
 
+/* aio.core.collect(list, n, return_exceptions) -> {n=n, first result of each} of n finished
+** futures or tasks, in order; with return_exceptions a failed one gives its error value,
+** otherwise its error is raised (gather's last step, one C call instead of two per child). */
+static int l_collect(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  int return_exceptions = lua_toboolean(L, 3);
+  lua_settop(L, 3);
+  lua_createtable(L, n > 0 && n < INT_MAX ? (int)n : 0, 1);   /* 4: results */
+  lua_pushinteger(L, n);
+  lua_setfield(L, 4, "n");
+  aio_loop *loop = aio_loop_get(L);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);                                    /* 5 */
+    aio_future *f = future_test_in(L, 5, loop);
+    if (!f) return luaL_typeerror(L, 5, "future or task");
+    if (f->state == AIO_PENDING) return luaL_error(L, "result is not ready yet (await it first)");
+    aio__observe(L, 5);
+    if (f->state != AIO_DONE) {
+      lua_getiuservalue(L, 5, AIO_FUV_RESULT);
+      if (!return_exceptions) return lua_error(L);
+    } else if (f->nresults == 0) {
+      lua_pushnil(L);
+    } else if (lua_getiuservalue(L, 5, AIO_FUV_RESULT) == LUA_TTABLE && f->nresults > 1) {
+      lua_rawgeti(L, -1, 1);                                 /* packed results: the first */
+      lua_remove(L, -2);
+    }
+    lua_rawseti(L, 4, i);
+    lua_settop(L, 4);
+  }
+  return 1;
+}
+
+/* aio.core.all_awaitable(list, n) -> true if list[1..n] are all futures or tasks. */
+static int l_all_awaitable(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  aio_loop *loop = aio_loop_get(L);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    int ok = future_test_in(L, -1, loop) != NULL;
+    lua_pop(L, 1);
+    if (!ok) { lua_pushboolean(L, 0); return 1; }
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* The done callback when_all puts on every child (upvalues: the group's future, children
 ** still pending, return_exceptions): counts down and settles the group's future. */
 static int when_all_child_done(lua_State *L) {
@@ -420,6 +472,7 @@ void aio__open_future(lua_State *L) {
   luaL_newmetatable(L, AIO_FUTURE_MT);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &FUTURE_MT_KEY);
+  aio_loop_get(L)->future_mt = lua_topointer(L, -1);
   luaL_newlib(L, future_methods);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, l_future_tostring);
@@ -431,6 +484,10 @@ void aio__open_future(lua_State *L) {
   lua_setfield(L, -2, "on_done");
   lua_pushcfunction(L, l_when_all);
   lua_setfield(L, -2, "when_all");
+  lua_pushcfunction(L, l_collect);
+  lua_setfield(L, -2, "collect");
+  lua_pushcfunction(L, l_all_awaitable);
+  lua_setfield(L, -2, "all_awaitable");
 }
 
 /* Keeps the value at idx alive while C code owns it; returns a registry ref. */

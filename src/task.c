@@ -16,7 +16,7 @@
 
 const char aio__await_key = 'A';
 static const char UNOBSERVED_KEY = 'U';  /* registry: failed task -> true, until observed */
-const char aio__task_mt_key = 'M';       /* registry: the task metatable (fast identity checks) */
+static const char TASK_MT_KEY = 'M';      /* registry: the task metatable */
 static const char HOOK_KEY = 'H';        /* registry: the task lifecycle hook (tracing) */
 
 /* The task whose code runs on L (or NULL). */
@@ -24,10 +24,9 @@ aio_task *aio_current_task(lua_State *L) {
   return *(aio_task **)lua_getextraspace(L);
 }
 
-/* Pushes the live-task anchor table. It sits at an integer registry ref (the registry's array
-** part) rather than under a pointer key: this runs twice per task switch. */
-static void push_anchor(lua_State *L) {
-  aio_loop *loop = aio_loop_get(L);
+/* Pushes the live-task anchor table of loop. It sits at an integer registry ref (the
+** registry's array part) rather than under a pointer key: this runs twice per task switch. */
+static void push_anchor_of(lua_State *L, aio_loop *loop) {
   if (loop->anchor_ref > 0) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, loop->anchor_ref);
     return;
@@ -37,11 +36,21 @@ static void push_anchor(lua_State *L) {
   loop->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-/* Pushes the task t (it must be unfinished, hence anchored). */
-void aio__task_push(lua_State *L, aio_task *t) {
-  push_anchor(L);
+/* Pushes the live-task anchor table of L's loop. */
+static void push_anchor(lua_State *L) {
+  push_anchor_of(L, aio_loop_get(L));
+}
+
+/* Pushes the task t of loop (unfinished, hence anchored). */
+static void task_push_of(lua_State *L, aio_loop *loop, aio_task *t) {
+  push_anchor_of(L, loop);
   lua_rawgeti(L, -1, t->ref);
   lua_remove(L, -2);
+}
+
+/* Pushes the task t (it must be unfinished, hence anchored). */
+void aio__task_push(lua_State *L, aio_task *t) {
+  task_push_of(L, aio_loop_get(L), t);
 }
 
 /* Appends t to the loop's ready queue. */
@@ -332,14 +341,14 @@ aio_task *aio_spawn(lua_State *L, int nargs) {
   t->sleep.heap_idx = -1;
   t->id = loop->next_task_id++;
   t->spawned_at = (float)((double)aio_now_ns(loop) / 1e9 - loop->epoch);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &aio__task_mt_key);  /* the task metatable */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &TASK_MT_KEY);  /* the task metatable */
   lua_setmetatable(L, -2);
   *(aio_task **)lua_getextraspace(co) = t;
   lua_rotate(L, -2, 1);                 /* ... fn args task co */
   lua_setiuservalue(L, -2, AIO_TUV_CO);
   push_spawn_site(L, loop);
   lua_setiuservalue(L, -2, AIO_TUV_INFO);
-  push_anchor(L);
+  push_anchor_of(L, loop);
   lua_pushvalue(L, -2);
   t->ref = luaL_ref(L, -2);
   lua_pop(L, 1);
@@ -353,8 +362,7 @@ aio_task *aio_spawn(lua_State *L, int nargs) {
 }
 
 /* Ends task t (at tidx) with its outcome: stores it, unanchors, wakes waiters. */
-static void task_finish(lua_State *L, aio_task *t, int tidx, int state, int nres) {
-  aio_loop *loop = aio_loop_get(L);
+static void task_finish(lua_State *L, aio_loop *loop, aio_task *t, int tidx, int state, int nres) {
   t->fut.state = state;
   t->fut.nresults = state == AIO_DONE ? nres : 1;
   /* The outcome replaces the coroutine in the shared slot, which lets it be collected. */
@@ -367,7 +375,7 @@ static void task_finish(lua_State *L, aio_task *t, int tidx, int state, int nres
   }
   lua_setiuservalue(L, tidx, AIO_TUV_RESULT);
   t->co = NULL;
-  push_anchor(L);
+  push_anchor_of(L, loop);
   luaL_unref(L, -1, t->ref);
   lua_pop(L, 1);
   loop->ntasks--;
@@ -383,7 +391,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
   int nres, nargs = t->nargs;
   t->queued = 0;
   t->nargs = 0;
-  aio__task_push(L, t);
+  task_push_of(L, loop, t);
   int tidx = lua_gettop(L);
   if (!t->started) {
     t->started = 1;
@@ -392,7 +400,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
       lua_getiuservalue(L, tidx, AIO_TUV_WAITING);
       aio_push_cancelled(L, lua_tostring(L, -1));
       lua_remove(L, -2);
-      task_finish(L, t, tidx, AIO_CANCELLED, 1);
+      task_finish(L, loop, t, tidx, AIO_CANCELLED, 1);
       lua_settop(L, tidx - 1);
       return;
     }
@@ -415,12 +423,12 @@ static void task_step(aio_loop *loop, aio_task *t) {
     lua_pop(co, nres);
   } else if (status == LUA_OK && lua_checkstack(L, nres + LUA_MINSTACK)) {
     lua_xmove(co, L, nres);
-    task_finish(L, t, tidx, AIO_DONE, nres);
+    task_finish(L, loop, t, tidx, AIO_DONE, nres);
   } else if (status == LUA_OK) {  /* more results than a stack can hold: fail, don't overflow */
     lua_settop(co, 0);
     lua_pushfstring(L, "task returned too many results (%d)", nres);
     wrap_task_error(L, tidx, co);
-    task_finish(L, t, tidx, AIO_FAILED, 1);
+    task_finish(L, loop, t, tidx, AIO_FAILED, 1);
   } else {
     lua_xmove(co, L, 1);
     lua_pushvalue(L, -1);  /* keep the raw error to compare after closing */
@@ -437,7 +445,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
       }
     }
     lua_remove(L, -2);
-    task_finish(L, t, tidx, cancelled ? AIO_CANCELLED : AIO_FAILED, 1);
+    task_finish(L, loop, t, tidx, cancelled ? AIO_CANCELLED : AIO_FAILED, 1);
   }
   lua_settop(L, tidx - 1);
 }
@@ -805,7 +813,8 @@ void aio__open_task(lua_State *L) {
   lua_pushcfunction(L, l_task_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &aio__task_mt_key);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &TASK_MT_KEY);
+  aio_loop_get(L)->task_mt = lua_topointer(L, -1);
   lua_pop(L, 1);
   luaL_newmetatable(L, AIO_ERROR_MT);
   lua_pushcfunction(L, l_error_tostring);

@@ -10,6 +10,7 @@ for k, v in pairs(core) do aio[k] = v end
 for k, v in pairs(sync) do aio[k] = v end
 
 local future, on_done, spawn, when_all = core.future, core.on_done, core.spawn, core.when_all
+local all_awaitable = core.all_awaitable
 local error_mt = debug.getregistry()["aio.error"]
 local pack, unpack, select, type = table.pack, table.unpack, select, type
 
@@ -46,20 +47,6 @@ local function cancel_all(list, msg)
   end
 end
 
--- Collects the first result of each awaitable (errors as values if return_exceptions).
-local function collect(aws, return_exceptions)
-  local results = {n = aws.n}
-  for i = 1, aws.n do
-    local a = aws[i]
-    if return_exceptions and a:exception() ~= nil then
-      results[i] = a:exception()
-    else
-      results[i] = (a:result())
-    end
-  end
-  return results
-end
-
 -- aio.gather(a, b, ...) -> ra, rb, ... | aio.gather(list [, {return_exceptions=true}]) -> {r1, ...}
 -- Results come in input order. Without return_exceptions the first failure (in time) is raised
 -- at once and the other awaitables are cancelled (trio's rule, not asyncio's).
@@ -72,8 +59,11 @@ function aio.gather(...)
     list, opts, as_list = pack(...), {}, false
   end
   local n = list.n or #list
-  local aws = {n = n}
-  for i = 1, n do aws[i] = awaitable(list[i], i) end
+  local aws = list
+  if not all_awaitable(list, n) then
+    aws = {n = n}
+    for i = 1, n do aws[i] = awaitable(list[i], i) end
+  end
   local return_exceptions = opts.return_exceptions
   local all = when_all(aws, n, return_exceptions)
   local ok, err = pcall(all.await, all)
@@ -83,7 +73,7 @@ function aio.gather(...)
     cancel_all(aws, "a sibling failed")
     error(failed:exception(), 0)
   end
-  local results = collect(aws, return_exceptions)
+  local results = core.collect(aws, n, return_exceptions)
   if as_list then return results end
   return unpack(results, 1, n)
 end
