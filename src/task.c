@@ -388,20 +388,20 @@ static void task_finish(lua_State *L, aio_loop *loop, aio_task *t, int tidx, int
 /* Resumes task t once: the only place where a task's coroutine is resumed. */
 static void task_step(aio_loop *loop, aio_task *t) {
   lua_State *L = loop->L, *co = t->co;
-  int nres, nargs = t->nargs;
+  int nres, nargs = t->nargs, base = lua_gettop(L);
   t->queued = 0;
   t->nargs = 0;
-  task_push_of(L, loop, t);
-  int tidx = lua_gettop(L);
   if (!t->started) {
     t->started = 1;
     if (t->cancel_requested) {  /* cancelled before it ever ran: it never runs */
+      task_push_of(L, loop, t);
+      int tidx = lua_gettop(L);
       lua_settop(co, 0);
       lua_getiuservalue(L, tidx, AIO_TUV_WAITING);
       aio_push_cancelled(L, lua_tostring(L, -1));
       lua_remove(L, -2);
       task_finish(L, loop, t, tidx, AIO_CANCELLED, 1);
-      lua_settop(L, tidx - 1);
+      lua_settop(L, base);
       return;
     }
   }
@@ -415,13 +415,17 @@ static void task_step(aio_loop *loop, aio_task *t) {
   int status = lua_resume(co, L, nargs, &nres);
   if (loop == aio__main_loop) aio__running_co = outer;
   t->running = 0;
-  if (status == LUA_YIELD) {
+  if (status == LUA_YIELD) {  /* the common case needs no Lua value of the task: none pushed */
     if (!(nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) && !t->waiting && !t->sleeping
         && !t->queued) {
       ready_push(loop, t);  /* a bare coroutine.yield() in a task: let the others run */
     }
     lua_pop(co, nres);
-  } else if (status == LUA_OK && lua_checkstack(L, nres + LUA_MINSTACK)) {
+    return;
+  }
+  task_push_of(L, loop, t);  /* it ends: its outcome goes into the task (still anchored) */
+  int tidx = lua_gettop(L);
+  if (status == LUA_OK && lua_checkstack(L, nres + LUA_MINSTACK)) {
     lua_xmove(co, L, nres);
     task_finish(L, loop, t, tidx, AIO_DONE, nres);
   } else if (status == LUA_OK) {  /* more results than a stack can hold: fail, don't overflow */
@@ -447,7 +451,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
     lua_remove(L, -2);
     task_finish(L, loop, t, tidx, cancelled ? AIO_CANCELLED : AIO_FAILED, 1);
   }
-  lua_settop(L, tidx - 1);
+  lua_settop(L, base);
 }
 
 /* Resumes the tasks that are ready now; tasks made ready meanwhile wait for the next turn, so
