@@ -80,6 +80,7 @@ struct aio_loop {
   struct aio_site *sites;       /* spawn-site strings by call site (task.c), made on first spawn */
   int anchor_ref;               /* registry ref of the live-task table (task.c), 0 until made */
   const void *task_mt, *future_mt; /* the metatables of tasks and futures (identity checks) */
+  int task_mt_ref;              /* registry ref of the task metatable */
   /* Set by another thread (a thread pool cancelling the job this loop's state runs), followed
   ** by uv_async_send(&wakeup): the await blocking in aio_run_until raises a cancellation. */
   volatile int cancel_request;

@@ -16,7 +16,6 @@
 
 const char aio__await_key = 'A';
 static const char UNOBSERVED_KEY = 'U';  /* registry: failed task -> true, until observed */
-static const char TASK_MT_KEY = 'M';      /* registry: the task metatable */
 static const char HOOK_KEY = 'H';        /* registry: the task lifecycle hook (tracing) */
 
 /* The task whose code runs on L (or NULL). */
@@ -341,7 +340,7 @@ aio_task *aio_spawn(lua_State *L, int nargs) {
   t->sleep.heap_idx = -1;
   t->id = loop->next_task_id++;
   t->spawned_at = (float)((double)aio_now_ns(loop) / 1e9 - loop->epoch);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &TASK_MT_KEY);  /* the task metatable */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, loop->task_mt_ref);  /* the task metatable */
   lua_setmetatable(L, -2);
   *(aio_task **)lua_getextraspace(co) = t;
   lua_rotate(L, -2, 1);                 /* ... fn args task co */
@@ -817,7 +816,7 @@ void aio__open_task(lua_State *L) {
   lua_pushcfunction(L, l_task_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &TASK_MT_KEY);
+  aio_loop_get(L)->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);  /* spawn sets it, often */
   aio_loop_get(L)->task_mt = lua_topointer(L, -1);
   lua_pop(L, 1);
   luaL_newmetatable(L, AIO_ERROR_MT);
