@@ -344,14 +344,21 @@ static int add_callback(lua_State *L, int sync) {
   return 0;
 }
 
+/* Checks gather's (list, n, return_exceptions) arguments, leaving exactly those three. */
+static lua_Integer check_list_args(lua_State *L, int *return_exceptions) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  *return_exceptions = lua_toboolean(L, 3);
+  lua_settop(L, 3);
+  return n;
+}
+
 /* aio.core.collect(list, n, return_exceptions) -> {n=n, first result of each} of n finished
 ** futures or tasks, in order; with return_exceptions a failed one gives its error value,
 ** otherwise its error is raised (gather's last step, one C call instead of two per child). */
 static int l_collect(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_Integer n = luaL_checkinteger(L, 2);
-  int return_exceptions = lua_toboolean(L, 3);
-  lua_settop(L, 3);
+  int return_exceptions;
+  lua_Integer n = check_list_args(L, &return_exceptions);
   lua_createtable(L, n > 0 && n < INT_MAX ? (int)n : 0, 1);   /* 4: results */
   lua_pushinteger(L, n);
   lua_setfield(L, 4, "n");
@@ -414,10 +421,8 @@ static int when_all_child_done(lua_State *L) {
 ** or tasks of list are all done, or, without return_exceptions, with the first that fails as
 ** its result. gather's bookkeeping in C: a Lua callback per child cost ~2,500 instructions. */
 static int l_when_all(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_Integer n = luaL_checkinteger(L, 2);
-  int return_exceptions = lua_toboolean(L, 3);
-  lua_settop(L, 3);
+  int return_exceptions;
+  lua_Integer n = check_list_args(L, &return_exceptions);
   aio_future *all = aio_future_new(L);                 /* 4 */
   if (n <= 0) {
     aio_future_resolve(L, all, 0);
