@@ -79,6 +79,7 @@ struct aio_loop {
   int callback_errors;          /* errors printed by aio_pcall_report: the exit status is 1 */
   struct aio_site *sites;       /* spawn-site strings by call site (task.c), made on first spawn */
   int anchor_ref;               /* registry ref of the live-task table (task.c), 0 until made */
+  int anchor_top, *anchor_free, anchor_nfree, anchor_cap; /* its slots: highest, free ones */
   const void *task_mt, *future_mt; /* the metatables of tasks and futures (identity checks) */
   int task_mt_ref;              /* registry ref of the task metatable */
   /* Set by another thread (a thread pool cancelling the job this loop's state runs), followed

@@ -296,13 +296,9 @@ static int l_future_cancel(lua_State *L) {
   return 1;
 }
 
-/* Adds the function at fnidx to the callbacks of the future at fidx, as a task callback or
-** (sync) an internal one. */
-static void add_callback_at(lua_State *L, int fidx, int fnidx, int sync) {
-  aio_future *f = aio_future_check(L, fidx);
-  luaL_checktype(L, fnidx, LUA_TFUNCTION);
-  fidx = lua_absindex(L, fidx);
-  fnidx = lua_absindex(L, fnidx);
+/* Adds the function at (absolute) fnidx to the callbacks of f, the future at (absolute) fidx,
+** as a task callback or (sync) an internal one. */
+static void add_callback_to(lua_State *L, aio_future *f, int fidx, int fnidx, int sync) {
   aio__observe(L, fidx);
   if (f->state != AIO_PENDING) {  /* already done: run it now (sync) or soon (task) */
     lua_pushvalue(L, fnidx);
@@ -340,7 +336,9 @@ static void add_callback_at(lua_State *L, int fidx, int fnidx, int sync) {
 
 /* Adds fn (at 2) to the callbacks of the future at 1. */
 static int add_callback(lua_State *L, int sync) {
-  add_callback_at(L, 1, 2, sync);
+  aio_future *f = aio_future_check(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  add_callback_to(L, f, 1, 2, sync);
   return 0;
 }
 
@@ -432,9 +430,12 @@ static int l_when_all(lua_State *L) {
   lua_pushinteger(L, n);
   lua_pushboolean(L, return_exceptions);
   lua_pushcclosure(L, when_all_child_done, 3);         /* 5 */
+  aio_loop *loop = aio_loop_get(L);
   for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, 1, i);
-    add_callback_at(L, 6, 5, 1);
+    lua_rawgeti(L, 1, i);                              /* 6 */
+    aio_future *f = future_test_in(L, 6, loop);
+    if (!f) return luaL_typeerror(L, 6, "future or task");
+    add_callback_to(L, f, 6, 5, 1);
     lua_settop(L, 5);
   }
   lua_settop(L, 4);

@@ -81,6 +81,8 @@ void aio_loop_close(aio_loop *loop) {
   aio_timers_closed(loop);
   free(loop->sites);
   loop->sites = NULL;
+  free(loop->anchor_free);
+  loop->anchor_free = NULL;
   free(loop->heap);
   loop->heap = NULL;
 }

@@ -40,6 +40,34 @@ static void push_anchor(lua_State *L) {
   push_anchor_of(L, aio_loop_get(L));
 }
 
+/* Anchors the value on top (popped) in loop's live-task table; returns its slot. Free slots
+** wait in a C stack (luaL_ref keeps its free list inside the table: ~300 instructions a call);
+** slots are reused before the table grows, so it is full whenever it has to grow. */
+static int anchor_add(lua_State *L, aio_loop *loop) {
+  int slot = loop->anchor_nfree > 0 ? loop->anchor_free[--loop->anchor_nfree] : ++loop->anchor_top;
+  push_anchor_of(L, loop);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, slot);
+  lua_pop(L, 1);
+  return slot;
+}
+
+/* Releases an anchor slot of loop. */
+static void anchor_remove(lua_State *L, aio_loop *loop, int slot) {
+  push_anchor_of(L, loop);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, slot);
+  lua_pop(L, 1);
+  if (loop->anchor_nfree == loop->anchor_cap) {
+    int cap = loop->anchor_cap ? loop->anchor_cap * 2 : 256;
+    int *grown = realloc(loop->anchor_free, (size_t)cap * sizeof *grown);
+    if (!grown) return;  /* the slot is simply never reused */
+    loop->anchor_free = grown;
+    loop->anchor_cap = cap;
+  }
+  loop->anchor_free[loop->anchor_nfree++] = slot;
+}
+
 /* Pushes the task t of loop (unfinished, hence anchored). */
 static void task_push_of(lua_State *L, aio_loop *loop, aio_task *t) {
   push_anchor_of(L, loop);
@@ -347,10 +375,8 @@ aio_task *aio_spawn(lua_State *L, int nargs) {
   lua_setiuservalue(L, -2, AIO_TUV_CO);
   push_spawn_site(L, loop);
   lua_setiuservalue(L, -2, AIO_TUV_INFO);
-  push_anchor_of(L, loop);
-  lua_pushvalue(L, -2);
-  t->ref = luaL_ref(L, -2);
-  lua_pop(L, 1);
+  lua_pushvalue(L, -1);
+  t->ref = anchor_add(L, loop);
   lua_insert(L, fidx);                  /* task fn args */
   lua_xmove(L, co, nargs + 1);
   t->nargs = nargs;
@@ -374,9 +400,7 @@ static void task_finish(lua_State *L, aio_loop *loop, aio_task *t, int tidx, int
   }
   lua_setiuservalue(L, tidx, AIO_TUV_RESULT);
   t->co = NULL;
-  push_anchor_of(L, loop);
-  luaL_unref(L, -1, t->ref);
-  lua_pop(L, 1);
+  anchor_remove(L, loop, t->ref);
   loop->ntasks--;
   if (state == AIO_FAILED && !t->fut.observed && !t->fut.whead) unobserved_add(L, tidx);
   if (loop->task_hook) call_task_hook(L, "end", tidx);
