@@ -7,8 +7,10 @@ load from other processes on a shared machine hits every runtime alike):
   b  sleep   100,000 tasks sleeping concurrently: bytes of peak RSS per task
   c  switch  sleep(0) switches per second: 2 tasks ping-ponging, and 1,000 tasks x 100
   d  start   `aioshell -e ''` against lua5.4 -e '', python3 -c '', node -e ''
-Peers: bare Lua 5.4 coroutines under stock lua5.4 (the floor: no loop), CPython asyncio,
-asyncio+uvloop, Node (async functions; sleep(0) = setImmediate, or setTimeout(0)).
+Peers: bare Lua 5.4 coroutines under stock lua5.4 (the floor: no loop), the same with one
+8-slot table beside each coroutine (case a only: the weight of a task object, which any task
+runtime keeps), CPython asyncio, asyncio+uvloop, Node (async functions; sleep(0) =
+setImmediate, or setTimeout(0)).
 
 Figures: "section" = measured inside the process around the work (process CPU time, which other
 processes' load does not inflate; wall where the runtime has a clock); "process" = the whole
@@ -47,9 +49,11 @@ def have_uvloop():
 def runtimes(aioshell):
     """(name, argv prefix, switch-case counts scaled so one run takes ~0.1-0.5 s)."""
     rts = [("aioshell", [aioshell, os.path.join(HERE, "aio_tasks.lua")], 1.0),
-           ("lua5.4 coroutines (floor)", ["lua5.4", os.path.join(PEERS, "bare_coroutines.lua")], 1.0)]
+           ("lua5.4 coroutines (floor)", ["lua5.4", os.path.join(PEERS, "bare_coroutines.lua")], 1.0),
+           ("lua5.4 coroutines + a table each", ["lua5.4", os.path.join(PEERS, "bare_coroutines.lua"),
+                                                 "--object"], None)]  # spawn only
     if not shutil.which("lua5.4"):
-        rts.pop()
+        del rts[1:]
     if os.access(PY, os.X_OK):
         py = [PY, os.path.join(PEERS, "asyncio_tasks.py")]
         rts.append(("asyncio", py, 0.15))

@@ -3,6 +3,11 @@
 -- `lua5.4 bare_coroutines.lua CASE N [M]`; prints key=value figures like aio_tasks.lua.
 -- "sleep(0)" is a coroutine.yield(); a scheduler pass resumes every coroutine once.
 -- Only process CPU time is printed: stock Lua has no wall clock finer than a second.
+-- `--object` first: every coroutine of the spawn case also gets one 8-slot table, about the
+-- weight of the object any task runtime keeps beside each coroutine (aioshell's task userdata
+-- is 224 bytes): the floor of a runtime that has task objects at all.
+local with_object = arg[1] == "--object"
+if with_object then table.remove(arg, 1) end
 local case, n, m = arg[1], tonumber(arg[2]), tonumber(arg[3] or 0)
 local create, resume, yield = coroutine.create, coroutine.resume, coroutine.yield
 
@@ -19,8 +24,12 @@ local function switcher(count) for _ = 1, count do yield() end return true end
 
 if case == "spawn" then
   local c0 = os.clock()
-  local cos, r = {}, {}
-  for i = 1, n do cos[i] = create(work) end
+  local cos, r, objects = {}, {}, {}
+  if with_object then
+    for i = 1, n do cos[i] = create(work); objects[i] = {i, i, i, i, i, i, i, i} end
+  else
+    for i = 1, n do cos[i] = create(work) end
+  end
   for i = 1, n do resume(cos[i], i) end          -- first turn: each runs to its sleep(0)
   for i = 1, n do local _, v = resume(cos[i]); r[i] = v end  -- second turn: each returns
   local cpu = os.clock() - c0
