@@ -164,11 +164,16 @@ if want.crawler then
     { "tornado curl client", function(url, c) return string.format("%s %s/crawl_tornado.py %s %d %d", python, q(peers), q(url), n, c) end },
     { "gevent + urllib", function(url, c) return string.format("%s %s/crawl_gevent.py %s %d %d", python, q(peers), q(url), n, c) end },
     { "node http.Agent", function(url, c) return string.format("node %s/crawl_node.js %s %d %d", q(peers), q(url), n, c) end },
+    -- libcurl's own C tool: the floor of any libcurl client (bounded only: curl caps at 300)
+    { "curl --parallel (C)", function(url, c) return string.format("%s/crawl_curl.sh %s %d %d", q(peers), q(url), n, c) end,
+      bounded_only = true },
   }
   for server in opts.server:gmatch("[^,]+") do
   local wall, cpu, names, failures = {}, {}, {}, {}
   for _, conc in ipairs { 100, 0 } do
-    for _, cl in ipairs(clients) do names[#names + 1] = cl[1] .. (conc == 0 and " unbounded" or " c=100") end
+    for _, cl in ipairs(clients) do
+      if conc > 0 or not cl.bounded_only then names[#names + 1] = cl[1] .. (conc == 0 and " unbounded" or " c=100") end
+    end
   end
   names[#names + 1] = "requests serial"
   local serial_wall = {}
@@ -176,7 +181,7 @@ if want.crawler then
     local url, stop = start_server(server, "/add?")
     local base = url .. "name=bench&delay=" .. d .. "&"
     for _, cl in ipairs(rotate(clients, round - 1)) do
-      for _, conc in ipairs { 100, 0 } do
+      for _, conc in ipairs(cl.bounded_only and { 100 } or { 100, 0 }) do
         local name = cl[1] .. (conc == 0 and " unbounded" or " c=100")
         local r = run_client(cl[2](base, conc))
         if r.error or r.bad > 0 or r.amount ~= n then
