@@ -368,6 +368,13 @@ end)
 describe("gather", function()
   after_each(helper.assert_no_tasks)
 
+  it("is not disturbed by a change to its list while it waits", async(function()
+    local list = { aio.spawn(function() aio.sleep(0.01) return "a" end),
+                   aio.spawn(function() aio.sleep(0.02) return "b" end) }
+    aio.spawn(function() aio.sleep(0.005); list[1] = aio.future(); list[2] = nil end)
+    assert.same({ "a", "b", n = 2 }, aio.gather(list))
+  end))
+
   it("returns results in input order, as values or as a list", async(function()
     local function after(d, v) return aio.spawn(function() aio.sleep(d) return v end) end
     local a, b, c = aio.gather(after(0.03, "a"), after(0.01, "b"), after(0.02, "c"))

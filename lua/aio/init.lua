@@ -59,8 +59,10 @@ function aio.gather(...)
     list, opts, as_list = pack(...), {}, false
   end
   local n = list.n or #list
-  local aws = list
-  if not all_awaitable(list, n) then
+  local aws                 -- a copy: the caller may change its list while gather waits
+  if all_awaitable(list, n) then
+    aws = table.move(list, 1, n, 1, {n = n})
+  else
     aws = {n = n}
     for i = 1, n do aws[i] = awaitable(list[i], i) end
   end
