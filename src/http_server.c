@@ -405,9 +405,10 @@ static int hexdigit(int ch) {
   return -1;
 }
 
-/* Pushes the path with %XX escapes decoded (a malformed escape stays as it is). */
-static void push_path(lua_State *L, const char *p, size_t n) {
-  if (!memchr(p, '%', n)) { lua_pushlstring(L, p, n); return; }
+/* Pushes p[0..n) with %XX escapes decoded (a malformed escape stays as it is) and, with plus,
+** each "+" as a space (query strings). */
+static void push_unescaped(lua_State *L, const char *p, size_t n, int plus) {
+  if (!memchr(p, '%', n) && !(plus && memchr(p, '+', n))) { lua_pushlstring(L, p, n); return; }
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   for (size_t i = 0; i < n; i++) {
@@ -415,9 +416,39 @@ static void push_path(lua_State *L, const char *p, size_t n) {
     if (p[i] == '%' && i + 2 < n && (hi = hexdigit((unsigned char)p[i + 1])) >= 0 && (lo = hexdigit((unsigned char)p[i + 2])) >= 0) {
       luaL_addchar(&b, (char)(hi * 16 + lo));
       i += 2;
-    } else luaL_addchar(&b, p[i]);
+    } else luaL_addchar(&b, plus && p[i] == '+' ? ' ' : p[i]);
   }
   luaL_pushresult(&b);
+}
+
+/* server_c.unescape(s [, plus]) -> s with %XX escapes decoded (and "+" as a space if plus). */
+static int l_unescape(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  push_unescaped(L, s, n, lua_toboolean(L, 2));
+  return 1;
+}
+
+/* server_c.decode_query(s) -> {key = value}: pairs split at "&" or ";", key and value split at
+** the first "=", both unescaped with "+" as a space; a repeated key keeps its last value
+** (tornado's get_argument). In C: it ran on every request that read req.query. */
+static int l_decode_query(lua_State *L) {
+  size_t n;
+  const char *q = luaL_optlstring(L, 1, "", &n), *end = q + n;
+  lua_createtable(L, 0, 4);
+  while (q < end) {
+    const char *stop = q;
+    while (stop < end && *stop != '&' && *stop != ';') stop++;
+    if (stop > q) {
+      const char *eq = memchr(q, '=', (size_t)(stop - q));
+      push_unescaped(L, q, (size_t)((eq ? eq : stop) - q), 1);
+      if (eq) push_unescaped(L, eq + 1, (size_t)(stop - eq - 1), 1);
+      else lua_pushliteral(L, "");
+      lua_rawset(L, -3);
+    }
+    q = stop + 1;
+  }
+  return 1;
 }
 
 /* A request is complete: make its slot, build the req table and spawn the handler task. */
@@ -447,7 +478,7 @@ static int on_message_complete(llhttp_t *p) {
   lua_pushlstring(L, u, c->url.len); lua_setfield(L, -2, "target");
   const char *qm = memchr(u, '?', c->url.len);
   size_t plen = qm ? (size_t)(qm - u) : c->url.len;
-  push_path(L, u, plen); lua_setfield(L, -2, "path");
+  push_unescaped(L, u, plen, 0); lua_setfield(L, -2, "path");
   if (qm) lua_pushlstring(L, qm + 1, c->url.len - plen - 1); else lua_pushliteral(L, "");
   lua_setfield(L, -2, "raw_query");
   if (p->http_major == 1 && p->http_minor == 1) lua_pushliteral(L, "1.1");
@@ -811,7 +842,8 @@ int luaopen_aio_http_server_c(lua_State *L) {
   static const luaL_Reg conn_methods[] = {
     {"respond", l_respond}, {"start", l_start}, {"write", l_write}, {"finish", l_finish},
     {"abort", l_abort}, {"peer", l_peer}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {{"listen", l_listen}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"listen", l_listen}, {"unescape", l_unescape},
+                                   {"decode_query", l_decode_query}, {NULL, NULL}};
   luaL_newmetatable(L, SERVER_MT);
   luaL_newlib(L, srv_methods);
   lua_setfield(L, -2, "__index");

@@ -127,33 +127,17 @@ http.curl_version = CC.version
 -- URL helpers
 ---------------------------------------------------------------------------------------------
 
-local function hexval(h) return string.char(tonumber(h, 16)) end
-
 -- Decodes %XX escapes (and "+" as space when plus is true).
-function http.unescape(s, plus)
-  if plus and find(s, "+", 1, true) then s = gsub(s, "+", " ") end
-  if find(s, "%", 1, true) then s = gsub(s, "%%(%x%x)", hexval) end
-  return s
-end
+http.unescape = SC.unescape
 
 -- Encodes everything but unreserved characters (RFC 3986).
 function http.escape(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
 end
 
--- Decodes a query string into a table; a repeated key keeps its last value (tornado's
--- get_argument).
-function http.decode_query(q)
-  local t = {}
-  if not q or q == "" then return t end
-  for pair in q:gmatch("[^&;]+") do
-    local k, v = pair:match("^([^=]*)=(.*)$")
-    if not k then k, v = pair, "" end
-    k, v = http.unescape(k, true), http.unescape(v, true)
-    t[k] = v
-  end
-  return t
-end
+-- Decodes a query string into a table: pairs split at "&" or ";", "+" as space, %XX decoded; a
+-- repeated key keeps its last value (tornado's get_argument).
+http.decode_query = SC.decode_query
 
 -- Encodes a table as a query string (keys sorted, so the output is stable).
 function http.encode_query(t)
