@@ -16,6 +16,8 @@
 **      is an EPOLL_CTL_DEL + ADD). A handle is stopped synchronously before its socket closes
 **      and freed in its close callback.
 **   5. A CURLMsg is copied before its handle is removed (the docs' WARNING).
+**   6. An idempotent request that fails on a kept-alive connection the server just closed,
+**      before any byte of a response, is retried once on a new connection.
 ** Requests complete by resolving/rejecting a future with the loop's main state; the Lua facade
 ** (lua/aio/http.lua) awaits it, and cancelling that future aborts the transfer.
 */
@@ -48,6 +50,7 @@ struct http_req {
   int follow, has_body;
   int plain;                       /* a GET with no option beyond the client's: its easy handle
                                       goes back to the spares without curl_easy_reset */
+  int retried;                     /* already retried once on a new connection */
   aio_buf rbody, rhead;              /* response body and raw header lines (of the last response) */
   uint64_t t_queued, t_started;    /* loop clock, ns */
 };
@@ -261,17 +264,22 @@ static void easy_configure(http_client *c, CURL *e) {
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
 }
 
+/* Gives r's easy handle back to the spares (or frees it). */
+static void easy_release(http_client *c, http_req *r) {
+  if (!r->easy) return;
+  if (c->nspare < c->cap_spare) {
+    if (!r->plain) { curl_easy_reset(r->easy); easy_configure(c, r->easy); }
+    c->spare[c->nspare++] = r->easy;
+  } else {
+    curl_easy_cleanup(r->easy);
+  }
+  r->easy = NULL;
+}
+
 /* Frees a request's memory (its future ref included) and gives its easy handle back. */
 static void req_free(lua_State *L, http_req *r) {
   http_client *c = r->c;
-  if (r->easy) {
-    if (c->nspare < c->cap_spare) {
-      if (!r->plain) { curl_easy_reset(r->easy); easy_configure(c, r->easy); }
-      c->spare[c->nspare++] = r->easy;
-    } else {
-      curl_easy_cleanup(r->easy);
-    }
-  }
+  easy_release(c, r);
   if (r->fut) r->fut->on_cancel = NULL;
   if (r->fut_ref != LUA_NOREF) aio_unref(L, r->fut_ref);
   curl_slist_free_all(r->headers);
@@ -404,6 +412,30 @@ static void push_headers(lua_State *L, const char *p, size_t len) {
   }
 }
 
+/* Is r, which failed with rc on easy handle e, worth one more try on a new connection? Yes when
+** it went out on a kept-alive connection the server closed meanwhile (its idle close crossing
+** our reuse: the race every keep-alive client meets), nothing of a response came back, and its
+** method is idempotent (RFC 9110, 9.2.2), as browsers, urllib3 and Go's client do. */
+static int retry_on_new_connection(http_req *r, CURL *e, CURLcode rc) {
+  static const char *const idempotent[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", NULL};
+  long connects = -1;
+  if (r->retried || r->rhead.len > 0 || r->rbody.len > 0) return 0;
+  if (rc != CURLE_SEND_ERROR && rc != CURLE_RECV_ERROR && rc != CURLE_GOT_NOTHING) return 0;
+  if (curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects) != CURLE_OK || connects != 0) return 0;
+  for (int i = 0; idempotent[i]; i++)
+    if (strcmp(r->method, idempotent[i]) == 0) return 1;
+  return 0;
+}
+
+/* Puts r back at the head of the FIFO (it was already in flight: it goes first). */
+static void requeue_first(http_client *c, http_req *r) {
+  r->state = REQ_QUEUED;
+  r->prev = NULL; r->next = c->qhead;
+  if (c->qhead) c->qhead->prev = r; else c->qtail = r;
+  c->qhead = r;
+  c->nqueued++;
+}
+
 /* Completes every finished transfer: builds the response (or error) and settles its future.
 ** Returns how many queued requests took the freed slots. */
 static int check_done(http_client *c) {
@@ -421,6 +453,12 @@ static int check_done(http_client *c) {
     c->nactive--;
     r->state = REQ_DONE;
     finished++;
+    if (rc != CURLE_OK && retry_on_new_connection(r, e, rc)) {
+      easy_release(c, r);
+      r->retried = 1;
+      requeue_first(c, r);                  /* pump, below, starts it again */
+      continue;
+    }
     int top = lua_gettop(L);
     if (rc == CURLE_OK) {
       long status = 0; char *eff = NULL;
