@@ -368,6 +368,30 @@ end)
 describe("gather", function()
   after_each(helper.assert_no_tasks)
 
+  it("is built on when_all, collect and all_awaitable, which work on their own", async(function()
+    local ok1 = aio.spawn(function() aio.sleep(0.01) return 1, "extra" end)
+    local bad = aio.spawn(function() aio.sleep(0.005) error("boom", 0) end)
+    local ok2 = aio.spawn(function() aio.sleep(0.02) return 2 end)
+    local list = { ok1, bad, ok2 }
+    assert.is_true(aio.all_awaitable(list, 3))
+    assert.is_false(aio.all_awaitable({ ok1, function() end }, 2))
+    local first_failure = aio.when_all(list, 3, false):await()
+    assert.are.equal(bad, first_failure)                  -- settled at the failure, in time
+    assert.is_false(ok2:done())
+    aio.when_all(list, 3, true):await()                   -- all done
+    assert.is_true(ok2:done())
+    local r = aio.collect(list, 3, true)                  -- first results; the error as a value
+    assert.are.equal(1, r[1])
+    assert.are.equal("boom", r[2].message)
+    assert.are.equal(2, r[3])
+    assert.are.equal(3, r.n)
+    local ok, err = pcall(aio.collect, list, 3, false)
+    assert.is_false(ok)
+    assert.are.equal("boom", err.message)
+    assert.same({ n = 0 }, aio.collect({}, 0, false))
+    assert.is_true(aio.when_all({}, 0, false):done())
+  end))
+
   it("is not disturbed by a change to its list while it waits", async(function()
     local list = { aio.spawn(function() aio.sleep(0.01) return "a" end),
                    aio.spawn(function() aio.sleep(0.02) return "b" end) }

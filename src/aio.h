@@ -81,7 +81,7 @@ struct aio_loop {
   int anchor_ref;               /* registry ref of the live-task table (task.c), 0 until made */
   int anchor_top, *anchor_free, anchor_nfree, anchor_cap; /* its slots: highest, free ones */
   const void *task_mt, *future_mt; /* the metatables of tasks and futures (identity checks) */
-  int task_mt_ref;              /* registry ref of the task metatable */
+  int task_mt_ref, future_mt_ref;  /* and their registry refs (set on every new one) */
   /* Set by another thread (a thread pool cancelling the job this loop's state runs), followed
   ** by uv_async_send(&wakeup): the await blocking in aio_run_until raises a cancellation. */
   volatile int cancel_request;
@@ -184,6 +184,8 @@ aio_future *aio_future_new(lua_State *L);
 aio_future *aio_future_check(lua_State *L, int idx);
 /* Returns the future (or task) at idx, or NULL. */
 aio_future *aio_future_test(lua_State *L, int idx);
+/* Notes the metatable on top of L (left there) for fast use: its registry ref and address. */
+void aio_note_metatable(lua_State *L, int *ref, const void **addr);
 /* Completes f with the nvalues on top of L (popped). No-op if f is no longer pending. */
 void aio_future_resolve(lua_State *L, aio_future *f, int nvalues);
 /* Fails f with the error value on top of L (popped). No-op if f is no longer pending. */

@@ -10,7 +10,6 @@
 #include "scheduler.h"
 
 static const char FUTURES_KEY = 'F';  /* weak table: light userdata -> future userdata */
-static const char FUTURE_MT_KEY = 'f'; /* registry: the future metatable */
 
 /* Appends t to f's waiter list. */
 void aio__waiter_add(aio_future *f, aio_task *t) {
@@ -51,7 +50,7 @@ static void push_future_table(lua_State *L) {
 aio_future *aio_future_new(lua_State *L) {
   aio_future *f = (aio_future *)lua_newuserdatauv(L, sizeof *f, AIO_FUTURE_NUV);
   memset(f, 0, sizeof *f);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &FUTURE_MT_KEY);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, aio_loop_get(L)->future_mt_ref);
   lua_setmetatable(L, -2);
   push_future_table(L);
   lua_pushvalue(L, -2);
@@ -72,7 +71,6 @@ void aio_future_push(lua_State *L, aio_future *f) {
   lua_remove(L, -2);
 }
 
-/* Returns the future (or task) at idx, or NULL. */
 /* The future or task at idx, if it belongs to loop's state, or NULL. */
 static aio_future *future_test_in(lua_State *L, int idx, aio_loop *loop) {
   /* Called on every future method: the metatable is compared by address with the two the loop
@@ -84,8 +82,16 @@ static aio_future *future_test_in(lua_State *L, int idx, aio_loop *loop) {
   return mt == loop->task_mt || mt == loop->future_mt ? (aio_future *)p : NULL;
 }
 
+/* Returns the future (or task) at idx, or NULL. */
 aio_future *aio_future_test(lua_State *L, int idx) {
   return future_test_in(L, idx, aio_loop_get(L));
+}
+
+/* Notes the metatable on top of L (left there) for fast use: its registry ref and address. */
+void aio_note_metatable(lua_State *L, int *ref, const void **addr) {
+  lua_pushvalue(L, -1);
+  *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  *addr = lua_topointer(L, -1);
 }
 
 /* Checks that the value at idx is a future or a task. */
@@ -475,10 +481,9 @@ const luaL_Reg *aio__future_methods = future_methods;
 
 /* Creates the future metatable and puts future/on_done into the module table at -1. */
 void aio__open_future(lua_State *L) {
+  aio_loop *loop = aio_loop_get(L);
   luaL_newmetatable(L, AIO_FUTURE_MT);
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &FUTURE_MT_KEY);
-  aio_loop_get(L)->future_mt = lua_topointer(L, -1);
+  aio_note_metatable(L, &loop->future_mt_ref, &loop->future_mt);
   luaL_newlib(L, future_methods);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, l_future_tostring);

@@ -84,7 +84,6 @@ struct http_client {
   sock_ctx **socks; int nsocks;    /* owned sockets' contexts, indexed by descriptor */
 };
 
-
 static int curl_ready = 0;
 
 static int pump(http_client *c);

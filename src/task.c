@@ -839,9 +839,8 @@ void aio__open_task(lua_State *L) {
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, l_task_tostring);
   lua_setfield(L, -2, "__tostring");
-  lua_pushvalue(L, -1);
-  aio_loop_get(L)->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);  /* spawn sets it, often */
-  aio_loop_get(L)->task_mt = lua_topointer(L, -1);
+  aio_loop *loop = aio_loop_get(L);
+  aio_note_metatable(L, &loop->task_mt_ref, &loop->task_mt);
   lua_pop(L, 1);
   luaL_newmetatable(L, AIO_ERROR_MT);
   lua_pushcfunction(L, l_error_tostring);

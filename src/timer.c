@@ -1,8 +1,8 @@
 /*
 ** timer.c — the loop's timer heap: every sleep and timer of a loop lives in one binary
-** min-heap keyed by (due, seq), behind a single handle (a nanosecond timerfd on Linux, a uv_timer_t
-** elsewhere). A sleeping task costs one heap slot
-** (a pointer) instead of a libuv handle, and equal deadlines fire in FIFO order thanks to seq.
+** min-heap keyed by (due, seq), behind a single handle (a nanosecond timerfd on Linux, a
+** uv_timer_t elsewhere). A sleeping task costs one heap slot (a pointer) instead of a libuv
+** handle, and equal deadlines fire in FIFO order thanks to seq.
 */
 #include <errno.h>
 #include <stdlib.h>
@@ -97,7 +97,7 @@ void aio_timers_after_fork(aio_loop *loop) {
   close(fd);
 }
 
-/* Close callback of the heap's poll handle: the descriptor is ours to close. */
+/* After the loop is closed (the poll handle with it): the descriptor is ours to close. */
 void aio_timers_closed(aio_loop *loop) {
   if (loop->heap_fd >= 0) close(loop->heap_fd);
   loop->heap_fd = -1;

@@ -10,7 +10,7 @@ for k, v in pairs(core) do aio[k] = v end
 for k, v in pairs(sync) do aio[k] = v end
 
 local future, on_done, spawn, when_all = core.future, core.on_done, core.spawn, core.when_all
-local all_awaitable = core.all_awaitable
+local all_awaitable, collect = core.all_awaitable, core.collect
 local error_mt = debug.getregistry()["aio.error"]
 local pack, unpack, select, type = table.pack, table.unpack, select, type
 
@@ -75,7 +75,7 @@ function aio.gather(...)
     cancel_all(aws, "a sibling failed")
     error(failed:exception(), 0)
   end
-  local results = core.collect(aws, n, return_exceptions)
+  local results = collect(aws, n, return_exceptions)
   if as_list then return results end
   return unpack(results, 1, n)
 end
