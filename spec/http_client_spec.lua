@@ -231,6 +231,93 @@ for _ in range(2):
     assert.are.equal("reset", err.kind)
   end))
 
+  it("sends a request that gets a slot before the caller yields; a queued one waits", function()
+    -- A raw server in another process says when a request line reaches it. The caller reads
+    -- that report with a blocking read, so the loop never runs in between: the request must
+    -- connect and go out from inside client:start itself (it used to wait for the next loop
+    -- turn, in a batch with every other request of the turn). The second request is over
+    -- max_connections and must not go out until the first one's slot is free.
+    local py = [[
+import socket, sys
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(8)
+print(ls.getsockname()[1], flush=True)
+ls.settimeout(3)
+def request(s):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk: return None
+        data += chunk
+    return data.split(b" ")[1].decode()
+try:
+    s, _ = ls.accept(); s.settimeout(3)
+    print("got", request(s), flush=True)
+    ls.settimeout(0.3)
+    try:
+        ls.accept(); print("second connection", flush=True)
+    except socket.timeout:
+        print("no second connection", flush=True)
+    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+    print("then", request(s), flush=True)
+    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+    s.recv(1)
+except socket.timeout:
+    print("timeout", flush=True)
+]]
+    local srv_proc = io.popen("python3 -c " .. helper.quote(py), "r")
+    local port = srv_proc:read("n")
+    srv_proc:read("l")
+    local client = http.client { max_connections = 1 }
+    local first = client:start { url = "http://127.0.0.1:" .. port .. "/1" }
+    local second = client:start { url = "http://127.0.0.1:" .. port .. "/2" }
+    local got = srv_proc:read("l")          -- blocking: no loop turn has run since start
+    local other = srv_proc:read("l")
+    local ok, r1, r2 = pcall(function() return first:await(), second:await() end)
+    local later = srv_proc:read("l")
+    client:close()
+    srv_proc:close()
+    assert.are.equal("got /1", got)
+    assert.are.equal("no second connection", other)
+    assert.is_true(ok, tostring(r1))
+    assert.are.equal("first", r1.body)
+    assert.are.equal("then /2", later)
+    assert.are.equal("second", r2.body)
+  end)
+
+  it("survives closing a client while a connection is still being made", function()
+    -- A listener whose backlog is full answers no SYN, so the client's connect stays pending.
+    -- curl closes such a socket itself (no close callback) when its transfer is removed; the
+    -- poll watching it used to be restarted on the closed descriptor, and libuv aborted.
+    local out, err, status = helper.run_lua([[
+      local aio = require "aio"
+      local http = require "aio.http"
+      local p = io.popen("python3 -c '\n" ..
+        "import socket, time\n" ..
+        "s = socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(0)\n" ..
+        "fill = []\n" ..
+        "for i in range(3):\n" ..
+        "    c = socket.socket(); c.setblocking(False)\n" ..
+        "    try: c.connect(s.getsockname())\n" ..
+        "    except BlockingIOError: pass\n" ..
+        "    fill.append(c)\n" ..
+        "time.sleep(0.2); print(s.getsockname()[1], flush=True); time.sleep(1)'")
+      local port = p:read("n")
+      local client = http.client { max_connections = 1 }
+      local f = client:start { url = "http://127.0.0.1:" .. port .. "/" }
+      aio.sleep(0.05)
+      client:close()
+      local ok, e = pcall(f.await, f)
+      aio.sleep(0.01)              -- a loop turn that polls, before any new descriptor opens
+      print(ok, aio.is_cancelled(e))
+      -- the client that follows reuses descriptor numbers; it must work as usual
+      local srv = http.serve { handler = function() return 200, "after" end }
+      print(http.get(srv:url("/")).body)
+      srv:close()
+    ]], { timeout = 20 })
+    assert.are.equal(0, status, err)
+    assert.are.equal("false\ttrue\nafter\n", out)
+  end)
+
   it("aborts the transfer and frees the slot when the awaiting task is cancelled", async(function()
     local client = http.client { max_connections = 1 }
     local slow = aio.spawn(client.get, client, srv:url("/sleep?s=5"))
