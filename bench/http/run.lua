@@ -3,9 +3,14 @@
 --   build/aioshell bench/http/run.lua [--rounds 5] [--parts crawler,server,client]
 --                                     [--n 1000] [--delay 100] [--duration 5] [--requests 20000]
 --                                     [--server tornado|aioshell|aiohttp|node] [--quick]
+--                                     [--placement free,pinned]
 --
 -- (1) crawler: n URLs x delay ms at 100 concurrent and unbounded, every client against the same
---     server (the seeds' tornado server by default), plus requests serial on a few URLs;
+--     server (the seeds' tornado server by default), plus requests serial on a few URLs; each
+--     placement in turn: `free` (the kernel places server and client) and `pinned` (server on
+--     CPU 1, client on CPU 0, with taskset; needs 2 CPUs). Free placement often runs both on
+--     one core while the other idles: a loopback send wakes the server with the "sync" hint,
+--     which pulls it onto the sender's core, where it waits for the client to block;
 -- (2) server: wrk -t2 -c100 at delay 0 against aioshell, tornado, aiohttp.web (+uvloop), node;
 -- (3) client: `requests` keep-alive GETs at 100 concurrent against one aioshell hello server.
 -- HTTP figures swing about ±30 % on 2 shared cores, so every part runs `rounds` interleaved
@@ -25,7 +30,7 @@ local python = os.getenv("PYTHON") or "/usr/bin/python3"
 local peers = here .. "/peers"
 
 local opts = { rounds = 5, parts = "crawler,server,client", n = 1000, delay = 100, duration = 5,
-               requests = 20000, server = "tornado,aioshell", serial_n = 20 }
+               requests = 20000, server = "tornado,aioshell", serial_n = 20, placement = "free,pinned" }
 do
   local argv, i = { ... }, 1
   while i <= #argv do
@@ -39,6 +44,7 @@ do
     elseif a == "--requests" then opts.requests = tonumber(v); i = i + 1
     elseif a == "--server" then opts.server = v; i = i + 1
     elseif a == "--serial-n" then opts.serial_n = tonumber(v); i = i + 1
+    elseif a == "--placement" then opts.placement = v; i = i + 1
     else io.stderr:write("usage: see the header of bench/http/run.lua\n"); os.exit(2) end
     i = i + 1
   end
@@ -72,13 +78,13 @@ local SERVERS = {
 
 local next_port = 20000 + math.random(0, 9999)
 
--- Starts server `name` (run from the temporary directory, where metric files may land);
--- returns its base URL and a stop function.
-local function start_server(name, path)
+-- Starts server `name` (run from the temporary directory, where metric files may land), its
+-- command line after `prefix` (a taskset, or nothing); returns its base URL and a stop function.
+local function start_server(name, path, prefix)
   next_port = next_port + 1
   local port = next_port
   local pidfile = tmp .. "/server.pid"
-  os.execute(string.format("cd %s && %s > %s/server-%s.log 2>&1 & echo $! > %s", q(tmp), SERVERS[name](port),
+  os.execute(string.format("cd %s && %s%s > %s/server-%s.log 2>&1 & echo $! > %s", q(tmp), prefix or "", SERVERS[name](port),
     q(tmp), name:gsub("%W", "_"), q(pidfile)))
   local pid = tonumber(sh("cat " .. q(pidfile)))
   local url = string.format("http://127.0.0.1:%d%s", port, path)
@@ -168,6 +174,15 @@ if want.crawler then
     { "curl --parallel (C)", function(url, c) return string.format("%s/crawl_curl.sh %s %d %d", q(peers), q(url), n, c) end,
       bounded_only = true },
   }
+  local placements = {}
+  for pl in opts.placement:gmatch("[^,]+") do
+    if pl == "free" then placements[#placements + 1] = { name = "free placement", server = "", client = "" }
+    elseif pl ~= "pinned" then error("--placement: free or pinned, not " .. pl)
+    elseif tonumber((sh("nproc"):match("%d+"))) >= 2 then
+      placements[#placements + 1] = { name = "pinned: server CPU 1, client CPU 0", server = "taskset -c 1 ", client = "taskset -c 0 " }
+    else io.stderr:write("  (one CPU: no pinned placement)\n") end
+  end
+  for _, placement in ipairs(placements) do
   for server in opts.server:gmatch("[^,]+") do
   local wall, cpu, names, failures = {}, {}, {}, {}
   for _, conc in ipairs { 100, 0 } do
@@ -178,12 +193,12 @@ if want.crawler then
   names[#names + 1] = "requests serial"
   local serial_wall = {}
   for round = 1, opts.rounds do
-    local url, stop = start_server(server, "/add?")
+    local url, stop = start_server(server, "/add?", placement.server)
     local base = url .. "name=bench&delay=" .. d .. "&"
     for _, cl in ipairs(rotate(clients, round - 1)) do
       for _, conc in ipairs(cl.bounded_only and { 100 } or { 100, 0 }) do
         local name = cl[1] .. (conc == 0 and " unbounded" or " c=100")
-        local r = run_client(cl[2](base, conc))
+        local r = run_client(placement.client .. cl[2](base, conc))
         if r.error or r.bad > 0 or r.amount ~= n then
           failures[#failures + 1] = string.format("round %d %s: %s", round, name, r.error or
             string.format("%d bad statuses, %d bytes for %d", r.bad, r.amount, n))
@@ -193,17 +208,17 @@ if want.crawler then
         end
       end
     end
-    local r = run_client(string.format("%s %s/crawl_requests.py %s %d", python, q(peers), q(base), opts.serial_n))
+    local r = run_client(placement.client .. string.format("%s %s/crawl_requests.py %s %d", python, q(peers), q(base), opts.serial_n))
     if r.seconds then table.insert(serial_wall, r.seconds / opts.serial_n * n) end
     stop()
-    io.stderr:write(string.format("  crawler (%s server) round %d/%d done\n", server, round, opts.rounds))
+    io.stderr:write(string.format("  crawler (%s server, %s) round %d/%d done\n", server, placement.name, round, opts.rounds))
   end
   wall["requests serial"] = serial_wall
   local function reportc(suffix, ref)
     local sel = {}
     for _, nm in ipairs(names) do if nm:find(suffix, 1, true) or (suffix == " c=100" and nm == "requests serial") then sel[#sel + 1] = nm end end
-    report(string.format("(1) crawler, %d x %d ms, %s, server: %s — wall seconds of the crawl (process CPU incl. start-up)",
-      n, d, suffix == " c=100" and "100 concurrent" or "unbounded", server), sel, wall, "%.3f", true, ref,
+    report(string.format("(1) crawler, %d x %d ms, %s, server: %s, %s — wall seconds of the crawl (process CPU incl. start-up)",
+      n, d, suffix == " c=100" and "100 concurrent" or "unbounded", server, placement.name), sel, wall, "%.3f", true, ref,
       { header = "cpu s", fn = function(nm)
         if nm == "requests serial" then return string.format("(%d requests, scaled to %d)", opts.serial_n, n) end
         return cpu[nm] and string.format("%.2f", median(cpu[nm])) or "" end })
@@ -211,6 +226,7 @@ if want.crawler then
   reportc(" c=100", "aioshell c=100")
   reportc(" unbounded", "aioshell unbounded")
   for _, f in ipairs(failures) do print("  FAILED: " .. f) end
+  end
   end
 end
 
