@@ -284,7 +284,7 @@ except socket.timeout:
     assert.are.equal("second", r2.body)
   end)
 
-  it("survives closing a client while a connection is still being made", function()
+  it("survives closing a client (or a connect timeout) while a connection is being made", function()
     -- A listener whose backlog is full answers no SYN, so the client's connect stays pending.
     -- curl closes such a socket itself (no close callback) when its transfer is removed; the
     -- poll watching it used to be restarted on the closed descriptor, and libuv aborted.
@@ -309,13 +309,17 @@ except socket.timeout:
       local ok, e = pcall(f.await, f)
       aio.sleep(0.01)              -- a loop turn that polls, before any new descriptor opens
       print(ok, aio.is_cancelled(e))
+      -- the same socket fate when curl gives up on the connect itself
+      local ok2, e2 = pcall(http.get, "http://127.0.0.1:" .. port .. "/", { connect_timeout = 0.05 })
+      aio.sleep(0.01)
+      print(ok2, e2.kind)
       -- the client that follows reuses descriptor numbers; it must work as usual
       local srv = http.serve { handler = function() return 200, "after" end }
       print(http.get(srv:url("/")).body)
       srv:close()
     ]], { timeout = 20 })
     assert.are.equal(0, status, err)
-    assert.are.equal("false\ttrue\nafter\n", out)
+    assert.are.equal("false\ttrue\nfalse\ttimeout\nafter\n", out)
   end)
 
   it("aborts the transfer and frees the slot when the awaiting task is cancelled", async(function()
