@@ -18,6 +18,11 @@
 **   5. A CURLMsg is copied before its handle is removed (the docs' WARNING).
 **   6. An idempotent request that fails on a kept-alive connection the server just closed,
 **      before any byte of a response, is retried once on a new connection.
+**   7. A request that gets a slot goes out from the call that made it (kick_now), and curl is
+**      told at once about sockets it just opened (drive_fresh): waiting for the loop batched
+**      a whole turn's requests into one burst that came back as a burst.
+**   8. curl closes a socket whose connect is still pending without our close callback; its
+**      context goes when curl reports it removed, or when curl reuses the descriptor number.
 ** Requests complete by resolving/rejecting a future with the loop's main state; the Lua facade
 ** (lua/aio/http.lua) awaits it, and cancelling that future aborts the transfer.
 */
