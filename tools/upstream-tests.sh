@@ -24,7 +24,7 @@ files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
   files=(coroutine.lua main.lua locals.lua errors.lua calls.lua gc.lua db.lua events.lua
          nextvar.lua closure.lua goto.lua vararg.lua strings.lua math.lua sort.lua tpack.lua
-         utf8.lua literals.lua attrib.lua bitwise.lua files.lua cstack.lua)
+         utf8.lua literals.lua attrib.lua bitwise.lua files.lua cstack.lua constructs.lua)
 fi
 cd "$dir" || exit 2
 log=$(mktemp -d)
