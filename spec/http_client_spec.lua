@@ -284,6 +284,32 @@ except socket.timeout:
     assert.are.equal("second", r2.body)
   end)
 
+  it("fails every queued request when each one is refused at once (no hang)", function()
+    -- Each refusal is seen inside the same curl call that made the connection, so every
+    -- completion starts the next request synchronously; after drive's bounded loop the rest
+    -- must still be collected on the next loop turn (they used to wait for an event forever).
+    local out, err, status = helper.run_lua([[
+      local aio = require "aio"
+      local http = require "aio.http"
+      local srv = http.serve { handler = function() return 200, "x" end }
+      local url = srv:url("/")
+      srv:close()
+      aio.sleep(0.05)
+      local client = http.client { max_connections = 1 }
+      local fs = {}
+      for i = 1, 40 do fs[i] = client:start { url = url .. i } end
+      local kinds = {}
+      for i = 1, 40 do
+        local ok, e = pcall(fs[i].await, fs[i])
+        kinds[#kinds + 1] = ok and "ok" or e.kind
+      end
+      client:close()
+      print(#kinds, table.concat(kinds, " "):gsub("refused", ""):match("^%s*$") and "all refused")
+    ]], { timeout = 20 })
+    assert.are.equal(0, status, err)
+    assert.are.equal("40\tall refused\n", out)
+  end)
+
   it("survives closing a client (or a connect timeout) while a connection is being made", function()
     -- A listener whose backlog is full answers no SYN, so the client's connect stays pending.
     -- curl closes such a socket itself (no close callback) when its transfer is removed; the

@@ -525,6 +525,14 @@ static int check_done(http_client *c) {
   return started;
 }
 
+/* Makes the next loop turn collect transfers that finished in curl's last call when nothing
+** collected them after it (running counts the transfers curl still runs): drive's bounded
+** loop, or kick_now. Without it a chain of requests failing at once (a refused port, seen
+** immediately by drive_fresh) stopped after the bound and hung, waiting for an event. */
+static void collect_later(http_client *c, int running) {
+  if (running < c->nactive) uv_timer_start(c->timer, on_timer, 0, 0);
+}
+
 /* Lets curl look at the sockets it opened during its last call at once, instead of after the
 ** loop reports them writable. curl (7.88) opens every new connection of a call, then waits for
 ** writability before it sends on any of them; a loopback connect is complete when connect()
@@ -557,6 +565,7 @@ static void drive(http_client *c, curl_socket_t fd, int flags) {
     drive_fresh(c, &running);
   }
   c->driving--;
+  collect_later(c, running);
 }
 
 /* Kicks curl from l_request, so a request that got a slot connects and goes out now, while the
@@ -570,7 +579,7 @@ static void kick_now(http_client *c) {
   curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
   drive_fresh(c, &running);
   c->driving--;
-  if (running < c->nactive) uv_timer_start(c->timer, on_timer, 0, 0);
+  collect_later(c, running);
 }
 
 /* Future cancel hook: a queued request leaves the FIFO, an active one is aborted. */
