@@ -62,7 +62,6 @@ aio_future *aio_future_new(lua_State *L) {
 /* Pushes the future or task f. */
 void aio_future_push(lua_State *L, aio_future *f) {
   if (f->is_task) {
-    extern void aio__task_push(lua_State *L, aio_task *t);
     aio__task_push(L, (aio_task *)f);
     return;
   }

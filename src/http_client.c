@@ -464,12 +464,19 @@ static int retry_on_new_connection(http_req *r, CURL *e, CURLcode rc) {
   return 0;
 }
 
-/* Puts r back at the head of the FIFO (it was already in flight: it goes first). */
-static void requeue_first(http_client *c, http_req *r) {
+/* Puts r in the FIFO of requests waiting for a slot: at its tail, or at its head (a request
+** that was already in flight goes first). */
+static void enqueue(http_client *c, http_req *r, int at_head) {
   r->state = REQ_QUEUED;
-  r->prev = NULL; r->next = c->qhead;
-  if (c->qhead) c->qhead->prev = r; else c->qtail = r;
-  c->qhead = r;
+  if (at_head) {
+    r->prev = NULL; r->next = c->qhead;
+    if (c->qhead) c->qhead->prev = r; else c->qtail = r;
+    c->qhead = r;
+  } else {
+    r->prev = c->qtail; r->next = NULL;
+    if (c->qtail) c->qtail->next = r; else c->qhead = r;
+    c->qtail = r;
+  }
   c->nqueued++;
 }
 
@@ -493,7 +500,7 @@ static int check_done(http_client *c) {
     if (rc != CURLE_OK && retry_on_new_connection(r, e, rc)) {
       easy_release(c, r);
       r->retried = 1;
-      requeue_first(c, r);                  /* pump, below, starts it again */
+      enqueue(c, r, 1);                     /* pump, below, starts it again */
       continue;
     }
     int top = lua_gettop(L);
@@ -717,10 +724,7 @@ static int l_request(lua_State *L) {
     c->self_ref = aio_ref(L, 1);
     uv_prepare_start(c->alive, on_alive);
   }
-  r->prev = c->qtail; r->next = NULL;        /* always through the FIFO: fairness */
-  if (c->qtail) c->qtail->next = r; else c->qhead = r;
-  c->qtail = r;
-  c->nqueued++;
+  enqueue(c, r, 0);                          /* always through the FIFO: fairness */
   if (pump(c) > 0) kick_now(c);
   return 1;
 }

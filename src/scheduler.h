@@ -12,6 +12,8 @@ void aio__waiter_remove(aio_future *f, aio_task *t);
 void aio__future_finish(lua_State *L, int fidx);
 /* Moves the top nvals values of L onto t's coroutine and queues t for resumption. */
 void aio__task_wake(lua_State *L, aio_task *t, int nvals);
+/* Pushes the task t (it must be unfinished, hence anchored). */
+void aio__task_push(lua_State *L, aio_task *t);
 /* Marks the future at fidx observed (and forgets it as an unobserved failure). */
 void aio__observe(lua_State *L, int fidx);
 /* Raises the outcome of the finished future at fidx or returns its results (for await). */
