@@ -116,6 +116,47 @@ else
 end
 local sep = base:find("?", 1, true) and "&" or "?"
 
+---------------------------------------------------------------------------------------------
+-- Open descriptors: each connection is a socket, two with the in-process server (its end of
+-- the connection too), plus a margin for stdio, the loop, curl and the listening socket. An
+-- unbounded run of 1000 needs about 2000, above a shell's usual soft limit of 1024: raise the
+-- soft limit (up to the hard one) before running, and fail a mode that still cannot fit.
+---------------------------------------------------------------------------------------------
+
+local FD_MARGIN = 64
+
+-- Connections a mode holds open at once, and the descriptors that takes.
+local function fds_needed(mode)
+  local n = mode == "serial" and opts.serial_n or opts.n
+  local conns = mode == "serial" and 1 or mode == "gather" and n or math.min(opts.concurrency, n)
+  return conns * (server and 2 or 1) + FD_MARGIN, conns
+end
+
+-- The soft nofile limit after raising it for the selected modes (nil if unknown).
+local fd_limit, fd_hard
+do
+  local ok, sys = pcall(require, "aio.sys")
+  if ok and sys.rlimit then
+    fd_limit, fd_hard = sys.rlimit("nofile")
+    local need = 0
+    for _, m in ipairs(modes) do need = math.max(need, (fds_needed(m))) end
+    if need > fd_limit then
+      local soft = sys.rlimit("nofile", math.min(need, fd_hard))
+      if soft then fd_limit = soft end
+    end
+  end
+end
+
+-- Why a mode cannot run within the descriptor limit, or nil when it can.
+local function fd_shortage(mode)
+  local need, conns = fds_needed(mode)
+  if not fd_limit or need <= fd_limit then return nil end
+  return string.format("needs about %d open files (%d connections%s + %d), but the limit is %d " ..
+    "(hard limit %s): raise it with ulimit -n %d, or lower --n/--concurrency", need, conns,
+    server and " x 2 with the in-process server" or "", FD_MARGIN, fd_limit,
+    fd_hard == math.huge and "unlimited" or tostring(fd_hard), need)
+end
+
 local letters = {}
 for c = string.byte("a"), string.byte("z") do letters[#letters + 1] = string.char(c) end
 
@@ -300,6 +341,10 @@ local function run_mode(mode)
   local n = mode == "serial" and opts.serial_n or opts.n
   local urls = generate_urls(mode, n)
   local spans, statuses = {}, {}
+  local shortage = fd_shortage(mode)
+  if shortage then
+    return { mode = mode, n = n, size = 0, spans = {}, statuses = {}, error = shortage, skipped = true }
+  end
   local tick, clear = progress(mode, n)
   local t0
   local function record(res)
@@ -364,11 +409,14 @@ local widths = { 8, 8, 6, 8, 6, 8, 8, 5, 0 }
 local lines = {}
 for _, r in ipairs(rows) do
   local label = r.mode == "serial" and r.n < opts.n and string.format("%d*", r.n) or tostring(r.n)
-  local speedup = per_request * r.n / r.seconds
+  local ran = r.seconds ~= nil        -- false for a mode refused up front
   lines[#lines + 1] = {
-    r.mode, label, tostring(r.size), string.format("%.3f", r.seconds), string.format("%.2f", r.cpu),
-    string.format("%.0f", r.n / r.seconds), string.format("%.1fx", speedup), r.ok and "ok" or "FAIL",
-    SEED[r.mode] or "-",
+    r.mode, label, tostring(r.size),
+    ran and string.format("%.3f", r.seconds) or "-", ran and string.format("%.2f", r.cpu) or "-",
+    -- a failed mode's rate and speed-up would be the speed of its failure: none shown
+    r.ok and string.format("%.0f", r.n / r.seconds) or "-",
+    r.ok and string.format("%.1fx", per_request * r.n / r.seconds) or "-",
+    r.ok and "ok" or "FAIL", SEED[r.mode] or "-",
   }
 end
 for _, l in ipairs(lines) do
@@ -382,7 +430,7 @@ print(string.rep("-", total - 2))
 for _, l in ipairs(lines) do print(fmt_row(l, widths)) end
 if not opts.quiet then
   for _, r in ipairs(rows) do
-    if r.mode == "serial" and r.n < opts.n then
+    if r.mode == "serial" and r.ok and r.n < opts.n then
       print(string.format("* serial ran %d requests (--serial-n); at that pace %d would take %.1f s.",
         r.n, opts.n, r.seconds / r.n * opts.n))
     end

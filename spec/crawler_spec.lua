@@ -11,12 +11,19 @@ local function crawler(args, opts)
   return helper.run(argv, opts)
 end
 
--- Parses the crawler's table into {mode = {requests=, bytes=, seconds=, check=}}.
+local MODES = { serial = true, gevent = true, tornado = true, callback = true, aiohttp = true, gather = true }
+
+-- Parses the crawler's table into {mode = {requests=, bytes=, seconds=, cpu=, rate=, speedup=,
+-- check=, seed=}} (the text of each column; seconds and bytes as numbers when they are).
 local function table_rows(out)
   local rows = {}
   for line in out:gmatch("[^\n]+") do
-    local mode, req, bytes, secs, check = line:match("^(%a+)%s+(%d+%*?)%s+(%d+)%s+([%d.]+)%s+[%d.]+%s+%d+%s+[%d.]+x%s+(%a+)")
-    if mode then rows[mode] = { requests = req, bytes = tonumber(bytes), seconds = tonumber(secs), check = check } end
+    local f = {}
+    for w in line:gmatch("%S+") do f[#f + 1] = w end
+    if MODES[f[1]] and #f >= 9 and f[2]:match("^%d+%*?$") then
+      rows[f[1]] = { requests = f[2], bytes = tonumber(f[3]), seconds = tonumber(f[4]) or f[4], cpu = f[5],
+        rate = f[6], speedup = f[7], check = f[8], seed = line:match("^" .. ("%S+%s+"):rep(8) .. "(.-)$") }
+    end
   end
   return rows
 end
@@ -64,7 +71,33 @@ describe("scripts/crawler.lua", function()
     local rows = table_rows(out)
     assert.are.equal("FAIL", rows.tornado.check)
     assert.are.equal("FAIL", rows.aiohttp.check)
+    -- the rate and speed-up of a failed mode would be those of its failure: "-"
+    assert.are.equal("-", rows.tornado.rate)
+    assert.are.equal("-", rows.tornado.speedup)
+    assert.are.equal("-", rows.aiohttp.speedup)
     assert.matches("10 x HTTP 404", err)
+  end)
+
+  it("raises its soft open-file limit to what an unbounded run needs", function()
+    -- 100 connections, each two descriptors with the in-process server: > 200
+    local out, err, status = helper.exec({ "bash", "-c", 'ulimit -Sn 200 && exec "$0" "$@"', helper.aioshell,
+      root .. "/scripts/crawler.lua", "--mode", "gather", "--n", "100", "--delay", "50", "--no-svg" }, { timeout = 60 })
+    assert.are.equal(0, status, err)
+    assert.are.equal("ok", table_rows(out).gather.check)
+  end)
+
+  it("refuses a mode that cannot fit under the hard open-file limit, saying what it needs", function()
+    local out, err, status = helper.exec({ "bash", "-c", 'ulimit -n 200 && exec "$0" "$@"', helper.aioshell,
+      root .. "/scripts/crawler.lua", "--mode", "gather,aiohttp", "--n", "100", "--delay", "20", "--concurrency", "20",
+      "--no-svg" }, { timeout = 60 })
+    assert.are.equal(1, status, err)
+    local rows = table_rows(out)
+    assert.are.equal("FAIL", rows.gather.check)
+    assert.are.equal("-", rows.gather.seconds)
+    assert.are.equal("ok", rows.aiohttp.check)     -- 20 connections fit
+    assert.matches("mode gather FAILED: needs about 264 open files %(100 connections x 2 with the in%-process " ..
+      "server %+ 64%), but the limit is 200 %(hard limit 200%)", err)
+    assert.not_matches("traceback", err)
   end)
 
   it("rejects unknown modes and bad numbers", function()
