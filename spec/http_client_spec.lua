@@ -139,6 +139,26 @@ describe("aio.http client", function()
     client:close()
   end))
 
+  it("gives each response its start on aio.now()'s clock: started .. started + time is the transfer", async(function()
+    -- one connection, three requests: each starts after the one before it ended, and
+    -- all lie within [before, after] on the loop clock
+    local client = http.client { max_connections = 1 }
+    local before = aio.now()
+    local tasks = {}
+    for i = 1, 3 do tasks[i] = aio.spawn(client.get, client, srv:url("/sleep?s=0.03&i=" .. i)) end
+    local results = aio.gather(tasks)
+    local after = aio.now()
+    for i, r in ipairs(results) do
+      assert.is_number(r.started)
+      assert.is_true(r.started >= before and r.started + r.time <= after + 1e-6, "request " .. i)
+      if i > 1 then
+        local prev = results[i - 1]
+        assert.is_true(r.started >= prev.started + prev.time - 1e-6, "request " .. i .. " overlaps its predecessor")
+      end
+    end
+    client:close()
+  end))
+
   it("keeps at most max_connections in flight and starts queued requests in FIFO order", async(function()
     local client = http.client { max_connections = 2 }
     local tasks = {}
