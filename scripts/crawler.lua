@@ -311,17 +311,20 @@ function strategies.aiohttp(urls, record, c)
   return size
 end
 
--- Unbounded: a task per URL, all at once, gather.
+-- Unbounded: a task per URL, all at once, gather. Each task records its response as it
+-- completes (so the progress bar moves); the sizes are summed from gather's list.
 function strategies.gather(urls, record)
   local client = http.client { max_connections = #urls }
+  local function fetch(url)
+    local res = client:get(url)
+    record(res)
+    return res
+  end
   local tasks = {}
-  for i, url in ipairs(urls) do tasks[i] = aio.spawn(client.get, client, url) end
+  for i, url in ipairs(urls) do tasks[i] = aio.spawn(fetch, url) end
   local results = aio.gather(tasks)
   local size = 0
-  for _, res in ipairs(results) do
-    record(res)
-    size = size + #res.body
-  end
+  for _, res in ipairs(results) do size = size + #res.body end
   client:close()
   return size
 end
@@ -346,20 +349,24 @@ local function run_mode(mode)
     return { mode = mode, n = n, size = 0, spans = {}, statuses = {}, error = shortage, skipped = true }
   end
   local tick, clear = progress(mode, n)
-  local t0
+  local t0, l0
+  -- The request's own transfer, from the client's start time on the loop clock (res.started)
+  -- to its end: not when the consumer got round to the response.
   local function record(res)
-    local stop = clock() - t0
-    spans[#spans + 1] = { start = math.max(0, stop - res.time), stop = stop, label = tostring(#spans + 1) }
+    spans[#spans + 1] = { start = res.started - l0, stop = res.started + res.time - l0 }
     statuses[res.status] = (statuses[res.status] or 0) + 1
     tick()
   end
   collectgarbage()
   local c0 = cputime()
-  t0 = clock()
+  t0, l0 = clock(), aio.now()
   local ok, size = pcall(strategies[mode], urls, record, opts.concurrency)
   local elapsed = clock() - t0
   local cpu = cputime() - c0
   clear()
+  -- One row per request in start order, as the call graphs draw them.
+  table.sort(spans, function(a, b) return a.start < b.start end)
+  for i, sp in ipairs(spans) do sp.label = tostring(i) end
   local row = { mode = mode, n = n, seconds = elapsed, cpu = cpu, spans = spans, statuses = statuses }
   if not ok then
     row.error = tostring(size)

@@ -78,6 +78,26 @@ describe("scripts/crawler.lua", function()
     assert.matches("10 x HTTP 404", err)
   end)
 
+  it("draws each request's own transfer: never more in flight than the bound", function()
+    -- spans come from the client's start time and duration (res.started, res.time); taking the
+    -- end as the moment the consumer handled a response overlapped them (peaks of 17-20 here)
+    local dir = helper.tmpdir()
+    local out, err, status = crawler({ "--mode", "serial,gevent,tornado,callback,aiohttp", "--n", "200",
+      "--serial-n", "10", "--concurrency", "10", "--delay", "20", "--plot", "--svg", dir }, { timeout = 60 })
+    assert.are.equal(0, status, err)
+    local peaks, mode = {}, nil
+    for line in out:gmatch("[^\n]+") do
+      mode = line:match("^(%a+): %d+ requests") or mode
+      local peak = line:match("peak (%d+) at once")
+      if peak and mode then peaks[mode] = tonumber(peak) end
+    end
+    assert.are.equal(1, peaks.serial, out)
+    for _, m in ipairs { "gevent", "tornado", "callback", "aiohttp" } do
+      assert.are.equal(10, peaks[m], m .. "\n" .. out)
+      assert.matches("peak 10 at once", helper.readfile(dir .. "/" .. m .. ".svg"))
+    end
+  end)
+
   it("raises its soft open-file limit to what an unbounded run needs", function()
     -- 100 connections, each two descriptors with the in-process server: > 200
     local out, err, status = helper.exec({ "bash", "-c", 'ulimit -Sn 200 && exec "$0" "$@"', helper.aioshell,
