@@ -437,6 +437,28 @@ except socket.timeout:
     client:close()
   end)
 
+  it("traces requests started with client:start{} too, done or failed", async(function()
+    local trace = require "aio.trace"
+    local path = helper.tmpfile("", ".json")
+    trace.start(path)
+    local client = http.client()
+    local ok_url, bad_url = srv:url("/sleep?s=0.02&i=start"), "http://127.0.0.1:1/refused"
+    local f1, f2 = client:start { url = ok_url }, client:start { url = bad_url }
+    assert.are.equal(200, f1:await().status)
+    assert.is_false(pcall(f2.await, f2))
+    trace.stop()
+    client:close()
+    local spans = {}
+    for _, e in ipairs(require("cjson").decode(helper.readfile(path)).traceEvents) do
+      if e.ph == "b" and e.cat == "http" then spans[e.name] = e end
+    end
+    assert.is_table(spans["GET " .. ok_url], "no span for client:start{}")
+    assert.are.equal(200, spans["GET " .. ok_url].args.status)
+    assert.is_table(spans["GET " .. bad_url], "no span for a failed client:start{}")
+    assert.matches("refused", spans["GET " .. bad_url].args.error)
+    helper.cleanup()
+  end))
+
   it("records requests and tasks as trace-event spans with aio.trace", async(function()
     local trace = require "aio.trace"
     local path = helper.tmpfile("", ".json")
