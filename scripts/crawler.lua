@@ -38,8 +38,9 @@ local SEED = {
   gather = "-",
 }
 
-local function usage()
-  io.write([[
+-- Prints the usage text on out (stdout by default).
+local function usage(out)
+  (out or io.stdout):write([[
 usage: aioshell scripts/crawler.lua [options]
   --url URL          an external metric server's /add URL (default: one started in-process)
   --n N              requests per mode (default 1000)
@@ -57,47 +58,66 @@ usage: aioshell scripts/crawler.lua [options]
 ]])
 end
 
+-- A mistake on the command line: the message and the usage on stderr, exit status 2.
+local function usage_error(fmt, ...)
+  io.stderr:write("crawler: ", string.format(fmt, ...), "\n")
+  usage(io.stderr)
+  os.exit(2)
+end
+
+-- The integer value of flag name, at least min; anything else is a usage error.
+local function int_flag(name, v, min)
+  local n = math.tointeger(tonumber(v))
+  if not n or n < min then usage_error("%s needs an integer >= %d, not '%s'", name, min, v) end
+  return n
+end
+
 local opts = { n = 1000, delay = 100, concurrency = 100, svg = "crawler-callgraphs" }
 do
   local argv = { ... }
   local i = 1
-  local function val(a)
+  -- The value of option a: after '=' or the next word (which must not be another option).
+  local function val(a, name)
     local v = a:match("^%-%-[%w-]+=(.*)$")
-    if v then return v end
-    i = i + 1
-    if argv[i] == nil then error("missing value for " .. a, 0) end
-    return argv[i]
+    if not v then
+      i = i + 1
+      v = argv[i]
+      if v == nil or v:match("^%-%-") then usage_error("missing value for %s", name) end
+    end
+    if v == "" then usage_error("empty value for %s", name) end
+    return v
   end
   while i <= #argv do
     local a = argv[i]
     local name = a:match("^(%-%-[%w-]+)")
-    if name == "--url" then opts.url = val(a)
-    elseif name == "--n" then opts.n = math.tointeger(tonumber(val(a)))
-    elseif name == "--serial-n" then opts.serial_n = math.tointeger(tonumber(val(a)))
-    elseif name == "--delay" then opts.delay = math.tointeger(tonumber(val(a)))
-    elseif name == "--concurrency" then opts.concurrency = math.tointeger(tonumber(val(a)))
-    elseif name == "--mode" or name == "--modes" then opts.mode = val(a)
-    elseif name == "--svg" then opts.svg = val(a)
-    elseif name == "--no-svg" then opts.svg = nil
-    elseif name == "--plot" then opts.plot = true
-    elseif name == "--metrics" then opts.metrics = val(a)
-    elseif name == "--quiet" then opts.quiet = true
+    if name == "--url" then opts.url = val(a, name)
+    elseif name == "--n" then opts.n = int_flag(name, val(a, name), 1)
+    elseif name == "--serial-n" then opts.serial_n = int_flag(name, val(a, name), 1)
+    elseif name == "--delay" then opts.delay = int_flag(name, val(a, name), 0)
+    elseif name == "--concurrency" then opts.concurrency = int_flag(name, val(a, name), 1)
+    elseif name == "--mode" or name == "--modes" then opts.mode = val(a, name)
+    elseif name == "--svg" then opts.svg = val(a, name)
+    elseif a == "--no-svg" then opts.svg = nil
+    elseif a == "--plot" then opts.plot = true
+    elseif name == "--metrics" then opts.metrics = val(a, name)
+    elseif a == "--quiet" then opts.quiet = true
     elseif a == "-h" or a == "--help" then usage(); return
-    else io.stderr:write("crawler: unknown argument " .. a .. "\n"); usage(); os.exit(2) end
+    else usage_error("unknown argument %s", a) end
     i = i + 1
   end
-  assert(opts.n and opts.n > 0, "--n must be a positive integer")
-  assert(opts.delay and opts.delay >= 0, "--delay must be a non-negative integer")
-  assert(opts.concurrency and opts.concurrency > 0, "--concurrency must be a positive integer")
+  if opts.url and not opts.url:match("^https?://[^/]") then
+    usage_error("--url needs an http:// or https:// URL, not '%s'", opts.url)
+  end
   opts.serial_n = opts.serial_n or math.min(opts.n, 100)
 end
 
 local modes = {}
 if opts.mode then
   for m in opts.mode:gmatch("[^,%s]+") do
-    if not DESCRIPTION[m] then io.stderr:write("crawler: unknown mode " .. m .. "\n"); os.exit(2) end
+    if not DESCRIPTION[m] then usage_error("unknown mode %s", m) end
     modes[#modes + 1] = m
   end
+  if #modes == 0 then usage_error("--mode needs at least one of %s", table.concat(MODES, ",")) end
 else
   modes = MODES
 end

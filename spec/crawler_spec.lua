@@ -120,12 +120,31 @@ describe("scripts/crawler.lua", function()
     assert.not_matches("traceback", err)
   end)
 
-  it("rejects unknown modes and bad numbers", function()
-    local _, err, status = crawler({ "--mode", "threads" })
-    assert.are.equal(2, status)
-    assert.matches("unknown mode threads", err)
-    _, err, status = crawler({ "--n", "zero" })
-    assert.are_not.equal(0, status)
+  it("rejects bad flags with a message, the usage and exit status 2 (no traceback)", function()
+    local cases = {
+      { { "--mode", "threads" }, "unknown mode threads" },
+      { { "--mode", "," }, "--mode needs at least one of serial," },
+      { { "--n", "zero" }, "--n needs an integer >= 1, not 'zero'" },
+      { { "--n", "2.5" }, "--n needs an integer >= 1, not '2.5'" },
+      { { "--serial-n", "0" }, "--serial-n needs an integer >= 1, not '0'" },
+      { { "--serial-n", "-3" }, "--serial-n needs an integer >= 1, not '-3'" },
+      { { "--serial-n", "abc" }, "--serial-n needs an integer >= 1, not 'abc'" },
+      { { "--delay", "-1" }, "--delay needs an integer >= 0, not '-1'" },
+      { { "--concurrency", "0" }, "--concurrency needs an integer >= 1, not '0'" },
+      { { "--url", "--n", "5" }, "missing value for --url" },
+      { { "--url", "localhost:8080/add" }, "--url needs an http:// or https:// URL" },
+      { { "--n" }, "missing value for --n" },
+      { { "--bogus" }, "unknown argument --bogus" },
+    }
+    for _, c in ipairs(cases) do
+      local out, err, status = crawler(c[1])
+      local what = table.concat(c[1], " ")
+      assert.are.equal(2, status, what)
+      assert.are.equal("", out, what)
+      assert.matches("crawler: " .. c[2]:gsub("%p", "%%%0"), err, 1, false, what)
+      assert.matches("usage: aioshell scripts/crawler.lua", err, 1, true)
+      assert.not_matches("traceback", err, 1, true)
+    end
   end)
 end)
 
