@@ -28,15 +28,36 @@ local DESCRIPTION = {
   gather = "unbounded: one task per URL, gather (max_connections=n)",
 }
 
--- The seeds' published figures (their machines): seconds and the n they ran.
+-- The seeds' published figures (their machines), per notebook: seconds for n requests of
+-- 100 ms each at 100 concurrent, by mode (notebook 1's grequests pool is our gevent mode, its
+-- tornado callbacks our callback mode). `invalid` marks a figure that measured something else.
 local SEED = {
-  serial = "101.6 s (n=1000) / 55.2 s (n=500)",
-  gevent = "1.15 s (n=1000)",
-  tornado = "1.11 s (n=1000)",
-  callback = "1.07 s (n=500)",
-  aiohttp = "0.24 s (n=1000, invalid: HTTP 400s) / 1.78 s (n=500)",
-  gather = "-",
+  { n = 500, serial = 55.2, gevent = 4.12, callback = 1.07, aiohttp = 1.78 },
+  { n = 1000, serial = 101.6, gevent = 1.15, tornado = 1.11, aiohttp = 0.24,
+    invalid = { aiohttp = "HTTP 400s" } },
 }
+local SEED_DELAY, SEED_CONCURRENCY = 100, 100
+
+-- The seed's figure for a mode as text: one notebook's, or every notebook's that has one.
+local function seed_text(mode, nb)
+  local parts = {}
+  for k, seed in ipairs(SEED) do
+    if seed[mode] and (not nb or nb == k) then
+      local bad = seed.invalid and seed.invalid[mode]
+      parts[#parts + 1] = string.format("%g s (nb%d, n=%d%s)", seed[mode], k, seed.n,
+        bad and (", invalid: " .. bad) or "")
+    end
+  end
+  return #parts > 0 and table.concat(parts, " / ") or "-"
+end
+
+-- The physical floor of a mode, in seconds: n requests one after another (serial), one wave
+-- (gather, unbounded), or ceil(n / c) waves (the bounded modes), each wave delay_ms long.
+local function floor_seconds(mode, n, delay_ms, c)
+  if mode == "serial" then return n * delay_ms / 1000 end
+  if mode == "gather" then return delay_ms / 1000 end
+  return math.ceil(n / c) * delay_ms / 1000
+end
 
 -- Prints the usage text on out (stdout by default).
 local function usage(out)
@@ -55,6 +76,8 @@ usage: aioshell scripts/crawler.lua [options]
   --metrics FILE     after the run, ask the server to flush its metric_data.json to FILE
                      (in-process server only; default: none)
   --quiet            only the table
+  --notebook N       compare with notebook N's figures (1: n=500, 2: n=1000) and print one
+                     RESULT line per mode for scripts/notebooks.lua (default: both, no RESULT)
 ]])
 end
 
@@ -101,6 +124,9 @@ do
     elseif a == "--plot" then opts.plot = true
     elseif name == "--metrics" then opts.metrics = val(a, name)
     elseif a == "--quiet" then opts.quiet = true
+    elseif name == "--notebook" then
+      opts.notebook = int_flag(name, val(a, name), 1)
+      if not SEED[opts.notebook] then usage_error("--notebook is 1 or 2, not %d", opts.notebook) end
     elseif a == "-h" or a == "--help" then usage(); return
     else usage_error("unknown argument %s", a) end
     i = i + 1
@@ -443,7 +469,7 @@ for _, r in ipairs(rows) do
     -- a failed mode's rate and speed-up would be the speed of its failure: none shown
     r.ok and string.format("%.0f", r.n / r.seconds) or "-",
     r.ok and string.format("%.1fx", per_request * r.n / r.seconds) or "-",
-    r.ok and "ok" or "FAIL", SEED[r.mode] or "-",
+    r.ok and "ok" or "FAIL", seed_text(r.mode, opts.notebook),
   }
 end
 for _, l in ipairs(lines) do
@@ -464,6 +490,38 @@ if not opts.quiet then
   end
   print(string.format("speed-up = serial time per request x requests / seconds; floor for %d x %d ms at %d concurrent: %.2f s.",
     opts.n, opts.delay, opts.concurrency, math.ceil(opts.n / opts.concurrency) * opts.delay / 1000))
+end
+
+-- With --notebook N: one RESULT line per mode (aio.experiment's protocol, read by
+-- scripts/notebooks.lua) comparing the time with that notebook's figure scaled to this run's
+-- floor; reproduced when at most 25 % slower than the scaled figure.
+if opts.notebook then
+  local experiment = require "aio.experiment"
+  local seed = SEED[opts.notebook]
+  local e = experiment.new { name = "crawler", args = {} }
+  e.full = opts.n == seed.n
+  for _, r in ipairs(rows) do
+    local fig, bad = seed[r.mode], seed.invalid and seed.invalid[r.mode]
+    local ours = floor_seconds(r.mode, r.n, opts.delay, opts.concurrency)
+    local expected, reproduced, note
+    if not r.ok then
+      reproduced, note = false, "FAILED: " .. (r.error or "?")
+    elseif not fig then
+      note = string.format("notebook %d has no figure for this mode", opts.notebook)
+    elseif bad then
+      note = "the seed's figure is not comparable (" .. bad .. ")"
+    elseif ours == 0 then
+      note = "delay 0: no floor to scale the seed's figure to"
+    else
+      expected = fig * ours / floor_seconds(r.mode, seed.n, SEED_DELAY, SEED_CONCURRENCY)
+      reproduced = r.seconds <= expected * 1.25
+      note = string.format("the seed's %g s scaled to this run: %.3f s (at most 25 %% slower " ..
+        "reproduces it); every status 200", fig, expected)
+    end
+    e:result { key = r.mode, label = string.format("%s, %d requests", r.mode, r.n), measured = r.seconds,
+      unit = "s", reference = seed_text(r.mode, opts.notebook), expected = expected, reproduced = reproduced,
+      note = note }
+  end
 end
 
 local failed = false

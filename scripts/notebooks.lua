@@ -20,7 +20,7 @@ local script_dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 ---------------------------------------------------------------------------------------------
 -- The manifest: every notebook cell group, the script that replays it, and its sizes.
 -- `figures` says how the script is told where to put pictures ("--figures" for scripts that
--- speak aio.experiment, "--svg" for the crawler).
+-- speak aio.experiment, "--svg" for the crawler, whose --notebook N prints the RESULT lines).
 ---------------------------------------------------------------------------------------------
 
 local NOTEBOOKS = {
@@ -32,32 +32,19 @@ local NOTEBOOKS = {
   "Extra experiments (--script)",
 }
 
--- Reads the crawler's table (mode, requests, bytes, seconds, cpu, req/s, speed-up, check,
--- seed's figure) into result rows, for a script that prints no RESULT lines.
-local function parse_crawler(lines)
-  local rows = {}
-  for _, line in ipairs(lines) do
-    local mode, n, secs, check, seed = line:match("^(%a+)%s+(%d+%*?)%s+%d+%s+([%d.]+)%s+[%d.]+%s+%d+%s+[%d.]+x%s+(%S+)%s+(.-)%s*$")
-    if mode then
-      rows[#rows + 1] = { key = mode, label = string.format("%s, %s requests", mode, n), measured = tonumber(secs),
-        unit = "s", reference = seed, reproduced = check == "ok",
-        note = check == "ok" and "every status 200, sizes add up" or ("check: " .. check) }
-    end
-  end
-  return rows
-end
-
 local EXPERIMENTS = {
   -- notebook 1
-  { id = "crawler_500", notebook = 1, script = "crawler.lua", figures = "--svg", parse = parse_crawler,
+  { id = "crawler_500", notebook = 1, script = "crawler.lua", figures = "--svg",
     cells = "serial requests, grequests pool, tornado curl client, asyncio+aiohttp (500 × 100 ms)",
-    quick = { "--n", "100", "--serial-n", "10", "--quiet" }, full = { "--n", "500" },
+    quick = { "--n", "100", "--serial-n", "10", "--quiet", "--notebook", "1" },
+    full = { "--n", "500", "--notebook", "1" },
     reference = "serial 55.2 s · grequests 4.12 s · tornado 1.07 s · asyncio+aiohttp 1.78 s" },
   -- notebook 2
-  { id = "crawler_1000", notebook = 2, script = "crawler.lua", figures = "--svg", parse = parse_crawler,
+  { id = "crawler_1000", notebook = 2, script = "crawler.lua", figures = "--svg",
     cells = "gevent, tornado, aiohttp crawlers (1000 × 100 ms) and their call-graph shapes",
-    quick = { "--n", "200", "--serial-n", "5", "--mode", "serial,gevent,tornado,aiohttp", "--quiet" },
-    full = { "--n", "1000" },
+    quick = { "--n", "200", "--serial-n", "5", "--mode", "serial,gevent,tornado,aiohttp", "--quiet",
+      "--notebook", "2" },
+    full = { "--n", "1000", "--notebook", "2" },
     reference = "serial 101.6 s · gevent 1.15 s · tornado 1.11 s · aiohttp 0.24 s (invalid: HTTP 400s)" },
   -- notebook 3 (the workers engineer's scripts)
   { id = "sites", notebook = 3, script = "nb3_sites.lua", figures = "--figures",
@@ -271,7 +258,6 @@ local function run(ex)
     end
   end
   while lines[#lines] == "" do lines[#lines] = nil end
-  if #rec.results == 0 and ex.parse then rec.results = ex.parse(lines) end
   -- Pictures the script wrote without announcing them (e.g. the crawler's call graphs).
   local announced = {}
   for _, f in ipairs(rec.figures) do announced[f.path:match("[^/]+$")] = true end

@@ -120,6 +120,45 @@ describe("scripts/crawler.lua", function()
     assert.not_matches("traceback", err)
   end)
 
+  it("--notebook N compares each mode with that notebook's figure in RESULT lines", function()
+    local out, err, status = crawler({ "--n", "40", "--serial-n", "4", "--delay", "20", "--concurrency", "20",
+      "--no-svg", "--quiet", "--notebook", "1" }, { timeout = 60 })
+    assert.are.equal(0, status, err)
+    local results = {}
+    for json in out:gmatch("RESULT (%b{})") do
+      local r = require("cjson").decode(json)
+      results[r.key] = r
+    end
+    -- notebook 1: grequests (our gevent) took 4.12 s for 500 requests; scaled to 2 waves of 20 ms
+    assert.are.equal("4.12 s (nb1, n=500)", results.gevent.reference)
+    assert.is_true(math.abs(results.gevent.expected - 4.12 * 0.04 / 0.5) < 1e-9)
+    assert.are.equal(results.gevent.measured <= results.gevent.expected * 1.25, results.gevent.reproduced)
+    assert.are.equal("55.2 s (nb1, n=500)", results.serial.reference)
+    assert.are.equal("1.07 s (nb1, n=500)", results.callback.reference)
+    assert.is_nil(results.tornado.reproduced)           -- notebook 1 has no figure for it
+    assert.matches("no figure", results.tornado.note)
+    -- notebook 2's aiohttp figure measured HTTP 400s: never "reproduced"
+    out = crawler({ "--n", "20", "--delay", "10", "--mode", "aiohttp", "--no-svg", "--quiet", "--notebook", "2" },
+      { timeout = 60 })
+    local r = require("cjson").decode(out:match("RESULT (%b{})"))
+    assert.is_nil(r.reproduced)
+    assert.matches("not comparable", r.note)
+    assert.matches("invalid: HTTP 400s", r.reference)
+    local _, e2, s2 = crawler({ "--notebook", "3" })
+    assert.are.equal(2, s2)
+    assert.matches("--notebook is 1 or 2", e2, 1, true)
+  end)
+
+  it("notebooks.lua shows notebook 1's own figures for crawler_500 (grequests 4.12 s)", function()
+    local dir = helper.tmpdir()
+    local out, err, status = helper.run({ root .. "/scripts/notebooks.lua", "--only", "crawler_500", "--out", dir },
+      { timeout = 90 })
+    assert.are.equal(0, status, out .. err)
+    local md = helper.readfile(dir .. "/report.md")
+    assert.matches("| gevent, 100 requests |  | [%d.]+ s — the seed's 4.12 s scaled", md)
+    assert.not_matches("101.6", md, 1, true)           -- notebook 2's figures stay in notebook 2
+  end)
+
   it("rejects bad flags with a message, the usage and exit status 2 (no traceback)", function()
     local cases = {
       { { "--mode", "threads" }, "unknown mode threads" },
