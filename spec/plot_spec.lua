@@ -81,6 +81,22 @@ describe("terminal output", function()
     }, "\n"), text)
   end)
 
+  it("the busy row counts requests in flight: a serial run is one all along, nothing is blank", function()
+    local serial = {}
+    for i = 1, 10 do serial[i] = { start = (i - 1) * 0.1, stop = i * 0.1, label = tostring(i) } end
+    local busy = plot.timeline_text { spans = serial, width = 40 }:match("busy  (.-)  peak")
+    assert.equal(string.rep("█", 40), busy)   -- not alternating where one ends and the next starts
+    for _, k in ipairs(plot.concurrency(serial, 0, 1, 40)) do assert.is_true(math.abs(k - 1) < 1e-9) end
+    -- a gap is blank, and an empty timeline is blank all along (not drawn at mid-height)
+    busy = plot.timeline_text { spans = { { start = 0, stop = 1 }, { start = 2, stop = 3 } }, width = 30 }
+      :match("busy  (.-)  peak")
+    assert.equal(string.rep("█", 10) .. string.rep(" ", 10) .. string.rep("█", 10), busy)
+    busy = plot.timeline_text { spans = {}, width = 20 }:match("busy  (.-)  peak")
+    assert.equal(string.rep(" ", 20), busy)
+    -- half a slot covered counts a half
+    assert.same({ 0.5, 0 }, plot.concurrency({ { start = 0, stop = 0.5 } }, 0, 2, 2))
+  end)
+
   it("timeline_text samples when there are more spans than rows", function()
     local spans = {}
     for i = 1, 100 do spans[i] = { start = i * 0.01, stop = i * 0.01 + 0.1, label = "r" .. i } end

@@ -147,21 +147,43 @@ function plot.bar_text(bars, opts)
   return concat(lines, "\n")
 end
 
--- Concurrency over time: for each of `width` slots of [t0, t1], how many spans are active.
+-- In flight over time: for each of `width` equal slots of [t0, t1], the time-weighted average
+-- number of spans active during the slot (a span covering half of a slot adds 0.5). Spans that
+-- follow each other read as 1 all along, not 2 in the slots where one ends and the next starts.
 local function concurrency(spans, t0, t1, width)
   local out = {}
-  for c = 1, width do
-    local a = t0 + (c - 1) * (t1 - t0) / width
-    local b = t0 + c * (t1 - t0) / width
-    local k = 0
-    for _, s in ipairs(spans) do
-      if s.start < b and s.stop > a then k = k + 1 end
+  for c = 1, width do out[c] = 0 end
+  local dt = (t1 - t0) / width
+  if dt <= 0 then return out end
+  for _, s in ipairs(spans) do
+    local a, b = max(s.start, t0), min(s.stop or s.start, t1)
+    if b > a then
+      for c = min(floor((a - t0) / dt) + 1, width), min(floor((b - t0) / dt) + 1, width) do
+        local overlap = min(b, t0 + c * dt) - max(a, t0 + (c - 1) * dt)
+        if overlap > 0 then out[c] = out[c] + overlap / dt end
+      end
     end
-    out[c] = k
   end
   return out
 end
 plot.concurrency = concurrency
+
+-- The highest value of a concurrency profile (0 for none).
+local function profile_max(conc)
+  local hi = 0
+  for _, k in ipairs(conc) do hi = max(hi, k) end
+  return hi
+end
+
+-- A concurrency profile as one row of blocks scaled to its highest slot; a slot with nothing
+-- in flight is blank, one with anything at all at least the lowest block.
+local function busy_row(conc)
+  local hi, out = profile_max(conc), {}
+  for c, k in ipairs(conc) do
+    out[c] = k <= 0 and " " or BLOCKS[min(max(ceil(k / hi * #BLOCKS - 1e-9), 1), #BLOCKS)]
+  end
+  return concat(out)
+end
 
 -- The most spans active at the same instant (exact sweep; a span ending when another starts
 -- does not overlap it).
@@ -235,7 +257,7 @@ function plot.timeline_text(opts)
   lines[#lines + 1] = string.rep(" ", labw + 2) .. left ..
     string.rep(" ", max(width - #left - #right, 1)) .. right
   lines[#lines + 1] = "busy" .. string.rep(" ", labw - 4) .. "  " ..
-    plot.sparkline(conc, { min = 0 }) .. format("  peak %d at once", peak_concurrency(spans))
+    busy_row(conc) .. format("  peak %d at once", peak_concurrency(spans))
   return concat(lines, "\n")
 end
 
@@ -524,11 +546,12 @@ function plot.timeline_svg(opts)
         y + lane_h / 2 + 4, xml(tostring(s.label):sub(1, 24)))
     end
   end
-  -- Concurrency strip: how many spans are active, as a filled profile.
+  -- Concurrency strip: the average number of spans in flight per slot, as a filled profile
+  -- scaled to the highest slot (flat on the baseline where nothing is in flight).
   local cols = 120
   local conc = concurrency(spans, t0, t1, cols)
-  local peak = 1
-  for _, k in ipairs(conc) do peak = max(peak, k) end  -- scale of the strip (sampled)
+  local peak = profile_max(conc)
+  if peak <= 0 then peak = 1 end
   local sy = T + plot_h + 24
   local pts = { format("%.1f,%.1f", px(t0), sy + strip) }
   for c, k in ipairs(conc) do
