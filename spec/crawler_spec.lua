@@ -229,6 +229,46 @@ describe("scripts/server.lua and scripts/callgraph.lua", function()
     assert.matches("<svg", helper.readfile(dir .. "/cg/demo.svg"))
   end)
 
+  it("callgraph.lua: bad data exits 1 with a message, a bad flag 2 with the usage, never a traceback", function()
+    local function json(text) return helper.tmpfile(text, ".json") end
+    local good = json('{"a":[{"start":1,"end":2}],"empty":[]}')
+    local cases = {
+      { { json('{"a":[]}') }, 1, "no records in" },
+      { { json('{"a":[1,2]}') }, 1, "a record 1: not an object" },
+      { { json('{"a":{"x":1}}') }, 1, "a: not a list of records" },
+      { { json('{"a":[{"start":"x"}]}') }, 1, "a record 1: start is not a number" },
+      { { json('{"a":[{"start":1}]}') }, 1, "a record 1: needs end or dt" },
+      { { json('[1,2]') }, 1, "is not a metric_data.json object" },
+      { { json('not json') }, 1, "is not a metric_data.json object" },
+      { { "/nonexistent/m.json" }, 1, "No such file or directory" },
+      { { good, "--name", "nosuch" }, 1, "no name 'nosuch' in ", "(it has: a, empty)" },
+      { { good, "--width", "2.5" }, 2, "--width needs an integer from 10 to 1000, not '2.5'" },
+      { { good, "--width", "0" }, 2, "--width needs an integer" },
+      { { good, "--width", "-5" }, 2, "--width needs an integer from 10 to 1000, not '-5'" },
+      { { good, "--svg" }, 2, "missing value for --svg" },
+      { { good, "--bogus" }, 2, "unknown option --bogus" },
+      { { good, "--svg", "/proc/nope/dir" }, 1, "mkdir /proc/nope: No such file or directory" },
+    }
+    for _, c in ipairs(cases) do
+      local argv = { root .. "/scripts/callgraph.lua" }
+      for _, a in ipairs(c[1]) do argv[#argv + 1] = a end
+      local out, err, status = helper.run(argv)
+      local what = table.concat(c[1], " ")
+      assert.are.equal(c[2], status, what .. "\n" .. out .. err)
+      assert.matches(c[3], err, 1, true, what)
+      assert.matches("^callgraph: ", err, 1, false, what)
+      if c[4] then assert.matches(c[4], err, 1, true, what) end
+      assert.not_matches("traceback", err, 1, true)
+      assert.not_matches("nan", out, 1, true)
+      if c[2] == 2 then assert.matches("usage:", err, 1, true) end
+    end
+    -- a name without records is skipped with a note; the others are drawn
+    local out, err, status = helper.run({ root .. "/scripts/callgraph.lua", good, "--no-svg", "--width", "20" })
+    assert.are.equal(0, status, err)
+    assert.matches("empty: no records, skipped", err, 1, true)
+    assert.matches("a: 1 requests over 1.000 s, mean 1000.0 ms, peak 1 concurrent", out, 1, true)
+  end)
+
   it("serves on the command line with --port and answers the seed's URLs", function()
     local portfile, pidfile = helper.tmpfile(""), helper.tmpfile("")
     os.execute(string.format("%s %s --port 0 > %s 2>&1 & echo $! > %s", helper.quote(helper.aioshell),
