@@ -200,6 +200,11 @@ describe("scripts/server.lua and scripts/callgraph.lua", function()
       local base = "http://127.0.0.1:" .. s:port() .. "/add"
       local bad = http.get(base .. "?name=x&delay=abc")
       print("bad", bad.status, bad.body)
+      -- beyond 2^31 - 1 ms the timer would overflow and answer at once: rejected as well
+      for _, d in ipairs { "99999999999999999999", "2147483648", "-2147483648", "1.5" } do
+        local r = http.get(base .. "?name=x&delay=" .. d)
+        print("big", d, r.status, r.body)
+      end
       local tasks = {}
       for i = 1, 6 do tasks[i] = aio.spawn(http.get, base .. "?name=demo&delay=30&" .. i) end
       for _, r in ipairs(aio.gather(tasks)) do io.write(r.body) end
@@ -211,6 +216,9 @@ describe("scripts/server.lua and scripts/callgraph.lua", function()
     local out, err, status = helper.run_lua(code, { timeout = 20 })
     assert.are.equal(0, status, err)
     assert.matches("bad\t400\tInvalid value for delay", out)
+    for _, d in ipairs { "99999999999999999999", "2147483648", "%-2147483648", "1%.5" } do
+      assert.matches("big\t" .. d .. "\t400\tInvalid value for delay", out)
+    end
     assert.matches("\n%.%.%.%.%.%.\n", out)
     assert.matches("flush\t200", out)
     local data = require("cjson").decode(helper.readfile(dir .. "/metric_data.json"))
@@ -267,6 +275,28 @@ describe("scripts/server.lua and scripts/callgraph.lua", function()
     assert.are.equal(0, status, err)
     assert.matches("empty: no records, skipped", err, 1, true)
     assert.matches("a: 1 requests over 1.000 s, mean 1000.0 ms, peak 1 concurrent", out, 1, true)
+  end)
+
+  it("server.lua rejects a bad port or flag with the usage and exit status 2", function()
+    for _, c in ipairs {
+      { { "--port=abc" }, "--port needs an integer from 0 to 65535, not 'abc'" },
+      { { "--port", "70000" }, "--port needs an integer from 0 to 65535, not '70000'" },
+      { { "--port", "-1" }, "--port needs an integer from 0 to 65535, not '-1'" },
+      { { "--port", "19322.5" }, "--port needs an integer from 0 to 65535, not '19322.5'" },
+      { { "--port" }, "missing value for --port" },
+      { { "--host", "--port", "0" }, "missing value for --host" },
+      { { "--bogus" }, "unknown argument --bogus" },
+    } do
+      local argv = { root .. "/scripts/server.lua" }
+      for _, a in ipairs(c[1]) do argv[#argv + 1] = a end
+      local out, err, status = helper.run(argv, { timeout = 5 })
+      local what = table.concat(c[1], " ")
+      assert.are.equal(2, status, what)
+      assert.are.equal("", out, what)
+      assert.matches("server: " .. c[2], err, 1, true)
+      assert.matches("usage:", err, 1, true)
+      assert.not_matches("traceback", err, 1, true)
+    end
   end)
 
   it("serves on the command line with --port and answers the seed's URLs", function()
