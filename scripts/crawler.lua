@@ -10,6 +10,8 @@
 -- and drawn as a call graph (one SVG per mode in --svg DIR, a text rendering with --plot).
 local aio = require "aio"
 local http = require "aio.http"
+local plot = require "aio.plot"
+local sys = require "aio.sys"
 
 local script_dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 
@@ -148,6 +150,21 @@ else
   modes = MODES
 end
 
+-- Outputs are checked before the run, not after it: a directory that cannot be made, a
+-- metrics file that cannot be written (exit 1), --metrics without the in-process server (2).
+if opts.metrics and opts.url then
+  usage_error("--metrics needs the in-process server: an external server (--url) writes its own file")
+end
+if opts.svg then
+  local ok, err = sys.mkdir(opts.svg, true)
+  if not ok then io.stderr:write("crawler: --svg: ", err, "\n"); os.exit(1) end
+end
+if opts.metrics then
+  local f, err = io.open(opts.metrics, "a")
+  if not f then io.stderr:write("crawler: --metrics: ", err, "\n"); os.exit(1) end
+  f:close()
+end
+
 ---------------------------------------------------------------------------------------------
 -- The server (in-process unless --url) and the URLs
 ---------------------------------------------------------------------------------------------
@@ -179,24 +196,20 @@ local function fds_needed(mode)
 end
 
 -- The soft nofile limit after raising it for the selected modes (nil if unknown).
-local fd_limit, fd_hard
+local fd_limit, fd_hard = sys.rlimit("nofile")
 do
-  local ok, sys = pcall(require, "aio.sys")
-  if ok and sys.rlimit then
-    fd_limit, fd_hard = sys.rlimit("nofile")
-    local need = 0
-    for _, m in ipairs(modes) do need = math.max(need, (fds_needed(m))) end
-    if need > fd_limit then
-      local soft = sys.rlimit("nofile", math.min(need, fd_hard))
-      if soft then fd_limit = soft end
-    end
+  local need = 0
+  for _, m in ipairs(modes) do need = math.max(need, (fds_needed(m))) end
+  if need > fd_limit then
+    local soft = sys.rlimit("nofile", math.min(need, fd_hard))
+    if soft then fd_limit = soft end
   end
 end
 
 -- Why a mode cannot run within the descriptor limit, or nil when it can.
 local function fd_shortage(mode)
   local need, conns = fds_needed(mode)
-  if not fd_limit or need <= fd_limit then return nil end
+  if need <= fd_limit then return nil end
   return string.format("needs about %d open files (%d connections%s + %d), but the limit is %d " ..
     "(hard limit %s): raise it with ulimit -n %d, or lower --n/--concurrency", need, conns,
     server and " x 2 with the in-process server" or "", FD_MARGIN, fd_limit,
@@ -229,11 +242,7 @@ end
 -- Progress bar (stderr, only on a terminal, only for runs that take a while)
 ---------------------------------------------------------------------------------------------
 
-local isatty = false
-do
-  local ok, sys = pcall(require, "aio.sys")
-  if ok and sys.isatty then isatty = sys.isatty(2) end
-end
+local isatty = sys.isatty(2)
 
 local function progress(label, total)
   if not isatty or opts.quiet then return function() end, function() end end
@@ -379,12 +388,7 @@ end
 -- Running and checking
 ---------------------------------------------------------------------------------------------
 
-local clock, cputime = aio.now, os.clock
-do
-  local ok, sys = pcall(require, "aio.sys")
-  if ok and sys.clock then clock = sys.clock end
-  if ok and sys.process_time then cputime = sys.process_time end
-end
+local clock, cputime = sys.clock, sys.process_time
 
 local function run_mode(mode)
   local n = mode == "serial" and opts.serial_n or opts.n
@@ -536,18 +540,21 @@ end
 -- Call graphs
 ---------------------------------------------------------------------------------------------
 
-local have_plot, plot = pcall(require, "aio.plot")
-if have_plot and (opts.svg or opts.plot) then
+if opts.svg or opts.plot then
   local written = {}
   for _, r in ipairs(rows) do
     if #r.spans > 0 then
       local title = string.format("%s: %d requests x %d ms (%s) — %.3f s", r.mode, r.n, opts.delay,
         DESCRIPTION[r.mode], r.seconds)
       if opts.svg then
-        os.execute(string.format("mkdir -p '%s'", opts.svg))
         local path = string.format("%s/%s.svg", opts.svg, r.mode)
-        local ok = plot.save(path, plot.timeline_svg { title = title, spans = r.spans, unit = "s" })
-        if ok then written[#written + 1] = path end
+        local ok, err = plot.save(path, plot.timeline_svg { title = title, spans = r.spans, unit = "s" })
+        if ok then
+          written[#written + 1] = path
+        else
+          failed = true
+          io.stderr:write("crawler: cannot write the call graph: ", err, "\n")
+        end
       end
       if opts.plot then
         print()
@@ -562,8 +569,13 @@ end
 
 if server then
   if opts.metrics then
-    http.get(base .. sep .. "flush=1")
-    if not opts.quiet then print("server metrics: " .. opts.metrics) end
+    local res = http.get(base .. sep .. "flush=1")
+    if res.status ~= 200 then
+      failed = true
+      io.stderr:write("crawler: the server did not write ", opts.metrics, ": ", res.body)
+    elseif not opts.quiet then
+      print("server metrics: " .. opts.metrics)
+    end
   end
   server:close()
 end

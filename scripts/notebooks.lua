@@ -213,7 +213,10 @@ end
 
 local interp = experiment.interpreter()
 local figdir = opts.out .. "/fig"
-assert(os.execute("mkdir -p " .. q(figdir)), "cannot create " .. figdir)
+do
+  local ok, err = sys.mkdir(figdir, true)
+  if not ok then io.stderr:write("notebooks: ", err, "\n") os.exit(1) end
+end
 
 -- Runs one experiment as a child; returns its record for the report.
 local function run(ex)
@@ -225,7 +228,7 @@ local function run(ex)
   end
   local args = opts.full and (ex.full or { "--full" }) or (ex.quick or {})
   local sub = figdir .. "/" .. ex.id
-  os.execute("mkdir -p " .. q(sub))
+  sys.mkdir(sub, true)
   local argv = { q(interp), q(path) }
   for _, a in ipairs(args) do argv[#argv + 1] = q(a) end
   if ex.figures then

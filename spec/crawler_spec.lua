@@ -159,6 +159,28 @@ describe("scripts/crawler.lua", function()
     assert.not_matches("101.6", md, 1, true)           -- notebook 2's figures stay in notebook 2
   end)
 
+  it("checks its outputs before running: --metrics with --url, a --svg dir or metrics file it cannot make", function()
+    local _, err, status = crawler({ "--metrics", "/tmp/m.json", "--url", "http://127.0.0.1:1/add" })
+    assert.are.equal(2, status)
+    assert.matches("--metrics needs the in-process server", err, 1, true)
+    _, err, status = crawler({ "--svg", "/proc/nope", "--n", "5" })
+    assert.are.equal(1, status)
+    assert.matches("crawler: --svg: mkdir /proc/nope: No such file or directory", err, 1, true)
+    _, err, status = crawler({ "--metrics", "/proc/nope/m.json", "--n", "5" })
+    assert.are.equal(1, status)
+    assert.matches("crawler: --metrics: /proc/nope/m.json: No such file or directory", err, 1, true)
+  end)
+
+  it("makes its --svg directory without a shell: quotes in the name are just characters", function()
+    local dir = helper.tmpdir()
+    local odd = "it's a dir; touch pwned"
+    local _, err, status = crawler({ "--n", "4", "--serial-n", "2", "--delay", "5", "--mode", "serial,gather",
+      "--svg", odd, "--quiet" }, { cwd = dir, timeout = 30 })
+    assert.are.equal(0, status, err)
+    assert.matches("<svg", helper.readfile(dir .. "/" .. odd .. "/gather.svg"))
+    assert.is_nil(helper.readfile(dir .. "/pwned"))
+  end)
+
   it("rejects bad flags with a message, the usage and exit status 2 (no traceback)", function()
     local cases = {
       { { "--mode", "threads" }, "unknown mode threads" },
