@@ -454,12 +454,41 @@ for _, mode in ipairs(modes) do
   rows[#rows + 1] = run_mode(mode)
 end
 
--- The serial mode's time per request is the yardstick for the speed-ups.
-local per_request
+-- The yardstick for the speed-ups: the serial mode's measured time per request; without a
+-- passing serial run, the nominal delay (said so in the footer); with neither, none.
+local per_request, yardstick
 for _, r in ipairs(rows) do
   if r.mode == "serial" and r.ok then per_request = r.seconds / r.n end
 end
-if not per_request then per_request = opts.delay / 1000 end
+if per_request then
+  yardstick = string.format("the serial run's %.1f ms per request", per_request * 1000)
+elseif opts.delay > 0 then
+  per_request = opts.delay / 1000
+  yardstick = string.format("the nominal %d ms per request (no serial run: client and server costs not included)",
+    opts.delay)
+end
+
+-- The floor of each kind of mode that ran, as phrases: serial n x delay, the bounded modes
+-- ceil(n / c) waves, gather one wave.
+local function floors(list)
+  local bounded, out = {}, {}
+  for _, r in ipairs(list) do
+    if r.mode ~= "serial" and r.mode ~= "gather" then bounded[#bounded + 1] = r.mode end
+  end
+  for _, r in ipairs(list) do
+    local f = floor_seconds(r.mode, r.n, opts.delay, opts.concurrency)
+    if r.mode == "serial" then
+      out[#out + 1] = string.format("serial %d x %d ms = %.2f s", r.n, opts.delay, f)
+    elseif r.mode == "gather" then
+      out[#out + 1] = string.format("gather one wave of %d ms = %.2f s", opts.delay, f)
+    elseif r.mode == bounded[1] then
+      local waves = math.ceil(r.n / opts.concurrency)
+      out[#out + 1] = string.format("%s %d wave%s of %d ms at %d concurrent = %.2f s", table.concat(bounded, ","),
+        waves, waves == 1 and "" or "s", opts.delay, opts.concurrency, f)
+    end
+  end
+  return out
+end
 
 local header = { "mode", "requests", "bytes", "seconds", "cpu s", "req/s", "speed-up", "check", "seed's figure" }
 local widths = { 8, 8, 6, 8, 6, 8, 8, 5, 0 }
@@ -472,7 +501,7 @@ for _, r in ipairs(rows) do
     ran and string.format("%.3f", r.seconds) or "-", ran and string.format("%.2f", r.cpu) or "-",
     -- a failed mode's rate and speed-up would be the speed of its failure: none shown
     r.ok and string.format("%.0f", r.n / r.seconds) or "-",
-    r.ok and string.format("%.1fx", per_request * r.n / r.seconds) or "-",
+    r.ok and per_request and string.format("%.1fx", per_request * r.n / r.seconds) or "-",
     r.ok and "ok" or "FAIL", seed_text(r.mode, opts.notebook),
   }
 end
@@ -492,8 +521,9 @@ if not opts.quiet then
         r.n, opts.n, r.seconds / r.n * opts.n))
     end
   end
-  print(string.format("speed-up = serial time per request x requests / seconds; floor for %d x %d ms at %d concurrent: %.2f s.",
-    opts.n, opts.delay, opts.concurrency, math.ceil(opts.n / opts.concurrency) * opts.delay / 1000))
+  print(yardstick and ("speed-up = requests x " .. yardstick .. " / seconds.")
+    or "speed-up: none (no serial run to compare with, and no delay).")
+  print("floor (the delays alone): " .. table.concat(floors(rows), "; ") .. ".")
 end
 
 -- With --notebook N: one RESULT line per mode (aio.experiment's protocol, read by

@@ -181,6 +181,25 @@ describe("scripts/crawler.lua", function()
     assert.is_nil(helper.readfile(dir .. "/pwned"))
   end)
 
+  it("says what its speed-up and floor are measured against, and gives none it cannot", function()
+    -- gather is one wave, whatever n and the bound are (not ceil(n / c) waves)
+    local out, err, status = crawler({ "--mode", "gather", "--n", "250", "--delay", "20", "--no-svg" }, { timeout = 30 })
+    assert.are.equal(0, status, err)
+    assert.matches("floor (the delays alone): gather one wave of 20 ms = 0.02 s.", out, 1, true)
+    assert.matches("the nominal 20 ms per request (no serial run", out, 1, true)
+    -- no serial run and no delay: no speed-up at all (was 0.0x)
+    out, err, status = crawler({ "--mode", "gevent", "--n", "10", "--delay", "0", "--no-svg" }, { timeout = 30 })
+    assert.are.equal(0, status, err)
+    assert.are.equal("-", table_rows(out).gevent.speedup)
+    assert.matches("speed-up: none (no serial run to compare with, and no delay).", out, 1, true)
+    -- with a serial run, its measured pace; floors per kind of mode
+    out, err, status = crawler({ "--mode", "serial,aiohttp", "--n", "20", "--serial-n", "2", "--delay", "10",
+      "--concurrency", "10", "--no-svg" }, { timeout = 30 })
+    assert.are.equal(0, status, err)
+    assert.matches("speed%-up = requests x the serial run.s [%d.]+ ms per request / seconds%.", out)
+    assert.matches("serial 2 x 10 ms = 0.02 s; aiohttp 2 waves of 10 ms at 10 concurrent = 0.02 s.", out, 1, true)
+  end)
+
   it("rejects bad flags with a message, the usage and exit status 2 (no traceback)", function()
     local cases = {
       { { "--mode", "threads" }, "unknown mode threads" },
