@@ -244,21 +244,27 @@ end
 
 local isatty = sys.isatty(2)
 
+local PROGRESS_AFTER = 1.0   -- seconds a mode runs before its bar appears
+
+-- A progress bar for one mode: tick() per response, clear() at the end. Drawn on stderr when
+-- it is a terminal, and only once the mode has run PROGRESS_AFTER seconds (short modes
+-- would only flicker).
 local function progress(label, total)
   if not isatty or opts.quiet then return function() end, function() end end
-  local done, last = 0, -1
+  local done, last, shown, t0 = 0, -1, false, sys.clock()
   local function draw()
     local width = 30
     local filled = math.floor(width * done / total)
     io.stderr:write(string.format("\r  %-8s [%s%s] %d/%d", label, string.rep("#", filled),
       string.rep(".", width - filled), done, total))
+    shown = true
   end
   return function()
     done = done + 1
     local pct = math.floor(100 * done / total)
-    if pct ~= last then last = pct; draw() end
+    if pct ~= last and (shown or sys.clock() - t0 >= PROGRESS_AFTER) then last = pct; draw() end
   end, function()
-    io.stderr:write("\r" .. string.rep(" ", 60) .. "\r")
+    if shown then io.stderr:write("\r" .. string.rep(" ", 60) .. "\r") end
   end
 end
 

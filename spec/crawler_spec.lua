@@ -200,6 +200,22 @@ describe("scripts/crawler.lua", function()
     assert.matches("serial 2 x 10 ms = 0.02 s; aiohttp 2 waves of 10 ms at 10 concurrent = 0.02 s.", out, 1, true)
   end)
 
+  it("shows a progress bar on a terminal only for a mode that runs a while", function()
+    -- script(1) gives the crawler a terminal; both streams come back on it
+    local function on_tty(args)
+      local words = { helper.quote(helper.aioshell), helper.quote(root .. "/scripts/crawler.lua") }
+      for _, a in ipairs(args) do words[#words + 1] = helper.quote(a) end
+      local out, err, status = helper.exec({ "script", "-qec", table.concat(words, " "), "/dev/null" }, { timeout = 30 })
+      assert.are.equal(0, status, out .. err)
+      return out
+    end
+    local quick = on_tty { "--mode", "gather", "--n", "50", "--delay", "10", "--no-svg" }
+    assert.matches("gather", quick, 1, true)
+    assert.not_matches("gather   [", quick, 1, true)          -- over before the bar would help
+    local slow = on_tty { "--mode", "serial", "--n", "12", "--serial-n", "12", "--delay", "100", "--no-svg" }
+    assert.matches("serial   [##############################] 12/12", slow, 1, true)
+  end)
+
   it("rejects bad flags with a message, the usage and exit status 2 (no traceback)", function()
     local cases = {
       { { "--mode", "threads" }, "unknown mode threads" },
