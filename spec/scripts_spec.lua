@@ -65,6 +65,16 @@ describe("scripts/", function()
     end
   end)
 
+  it("nb5_network_request.lua prints each way's results under its heading, before its time", function()
+    local out, err, status = helper.run({ helper.root .. "/scripts/nb5_network_request.lua", "--virtual-time" },
+      { timeout = 30 })
+    assert.equal(0, status, err)
+    for _, way in ipairs { "blocking", "futures", "coroutines" } do
+      local section = out:match("%-%- " .. way .. "\n(.-)\n" .. way .. ": ")
+      assert.equal("Result is: 4\nResult is: 9\nResult is: 16", section, way .. "\n" .. out)
+    end
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name
