@@ -112,3 +112,38 @@ os.exit(1)
     assert.truthy(#data > 20000, "a blank page would compress to a few KB: " .. #data)
   end)
 end)
+
+describe("scripts/notebooks.lua options", function()
+  teardown(helper.cleanup)
+
+  it("rejects what would run nothing or crash: message, usage, exit status 2", function()
+    for _, c in ipairs {
+      { { "--only", "kettle,bogus" }, "--only: no experiment 'bogus' (see --list)" },
+      { { "--only", "," }, "--only needs at least one experiment id" },
+      { { "--notebook", "9" }, "--notebook is a number from 1 to 6, not '9'" },
+      { { "--notebook", "6" }, "nothing to run: no experiment of notebook 6" },
+      { { "--timeout", "0" }, "--timeout needs a number of seconds > 0, not '0'" },
+      { { "--timeout", "abc" }, "--timeout needs a number of seconds > 0, not 'abc'" },
+      { { "--out" }, "missing value for --out" },
+      { { "--bogus" }, "unknown argument --bogus" },
+    } do
+      local argv = { NOTEBOOKS }
+      for _, a in ipairs(c[1]) do argv[#argv + 1] = a end
+      local out, err, status = helper.run(argv, { cwd = helper.tmpdir() })
+      local what = table.concat(c[1], " ")
+      assert.equal(2, status, what .. "\n" .. out .. err)
+      assert.equal("", out, what)
+      assert.truthy(err:find("notebooks: " .. c[2], 1, true), what .. ": " .. err)
+      assert.truthy(err:find("usage:", 1, true), what)
+      assert.falsy(err:find("traceback", 1, true), what)
+    end
+  end)
+
+  it("takes a fractional --timeout (it was formatted with %d and crashed)", function()
+    local dir = helper.tmpdir()
+    local out, err, status = helper.run({ NOTEBOOKS, "--only", "generators", "--timeout", "30.5", "--out", dir },
+      { timeout = 60 })
+    assert.equal(0, status, out .. err)
+    assert.truthy(out:find("1 passed, 0 failed", 1, true), out)
+  end)
+end)
