@@ -441,11 +441,13 @@ local function run_mode(mode)
   return row
 end
 
+-- One table line: the first column left-aligned, the middle ones right-aligned, the last as it
+-- is (padding it would only leave blanks at the end of the line).
 local function fmt_row(cols, widths)
   local out = {}
   for i, c in ipairs(cols) do
     local w = widths[i]
-    out[i] = (i == 1 or i == #cols) and string.format("%-" .. w .. "s", c) or string.format("%" .. w .. "s", c)
+    out[i] = i == #cols and c or string.format((i == 1 and "%-" or "%") .. w .. "s", c)
   end
   return table.concat(out, "  ")
 end

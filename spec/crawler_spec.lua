@@ -49,6 +49,7 @@ describe("scripts/crawler.lua", function()
       assert.matches("<svg", svg)
     end
     assert.are.equal("5*", rows.serial.requests)
+    for line in out:gmatch("[^\n]+") do assert.not_matches(" $", line) end   -- no trailing blanks
   end)
 
   it("fails loudly when responses are not what they should be", function()
