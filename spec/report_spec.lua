@@ -82,7 +82,7 @@ print('RESULT {"key":"x","label":"a failing result","measured":1.5,"unit":"s","r
 os.exit(1)
 ]], ".lua")
     local dir = helper.tmpdir()
-    local o, _, s = helper.run({ NOTEBOOKS, "--out", dir, "--only", "none", "--script", bad }, { timeout = 60 })
+    local o, _, s = helper.run({ NOTEBOOKS, "--out", dir, "--notebook", "6", "--script", bad }, { timeout = 60 })
     assert.equal(1, s, o)
     assert.truthy(o:find("0 passed, 1 failed", 1, true), o)
     local md = helper.readfile(dir .. "/report.md")
