@@ -13,12 +13,6 @@ local cjson = require "cjson"
 
 local USAGE = "usage: aioshell scripts/callgraph.lua [metric_data.json] [--svg DIR | --no-svg] [--width N] [--name NAME]\n"
 
--- A mistake on the command line: the message and the usage on stderr, exit status 2.
-local function usage_error(fmt, ...)
-  io.stderr:write("callgraph: ", string.format(fmt, ...), "\n", USAGE)
-  os.exit(2)
-end
-
 -- Bad or unreadable data: the message on stderr, exit status 1.
 local function fail(fmt, ...)
   io.stderr:write("callgraph: ", string.format(fmt, ...), "\n")
@@ -26,33 +20,18 @@ local function fail(fmt, ...)
 end
 
 local file, svg_dir, width, only = nil, "callgraphs", 72, nil
-do
-  local argv = { ... }
-  local i = 1
-  -- The value of flag a: the next word, which must be there and not be another flag.
-  local function val(a)
-    i = i + 1
-    local v = argv[i]
-    if v == nil or v:match("^%-%-") then usage_error("missing value for %s", a) end
-    return v
-  end
-  while i <= #argv do
-    local a = argv[i]
-    if a == "--svg" then svg_dir = val(a)
-    elseif a == "--no-svg" then svg_dir = nil
-    elseif a == "--width" then
-      local v = val(a)
-      width = math.tointeger(tonumber(v))
-      if not width or width < 10 or width > 1000 then usage_error("--width needs an integer from 10 to 1000, not '%s'", v) end
-    elseif a == "--name" then only = val(a)
-    elseif a == "-h" or a == "--help" then io.write(USAGE) return
-    elseif a:match("^%-") and a ~= "-" then usage_error("unknown option %s", a)
-    elseif file then usage_error("one metric file at a time (%s and %s)", file, a)
-    else file = a end
-    i = i + 1
-  end
-  file = file or "metric_data.json"
+local cl = require("aio.flags").new("callgraph", USAGE, { ... })
+for a, name in cl:each() do
+  if name == "--svg" then svg_dir = cl:value(a, name)
+  elseif a == "--no-svg" then svg_dir = nil
+  elseif name == "--width" then width = cl:int(name, cl:value(a, name), 10, 1000)
+  elseif name == "--name" then only = cl:value(a, name)
+  elseif a == "-h" or a == "--help" then io.write(USAGE) return
+  elseif a:match("^%-") and a ~= "-" then cl:error("unknown option %s", a)
+  elseif file then cl:error("one metric file at a time (%s and %s)", file, a)
+  else file = a end
 end
+file = file or "metric_data.json"
 
 local f, err = io.open(file, "r")
 if not f then fail("%s", err) end

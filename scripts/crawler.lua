@@ -61,9 +61,7 @@ local function floor_seconds(mode, n, delay_ms, c)
   return math.ceil(n / c) * delay_ms / 1000
 end
 
--- Prints the usage text on out (stdout by default).
-local function usage(out)
-  (out or io.stdout):write([[
+local USAGE = [[
 usage: aioshell scripts/crawler.lua [options]
   --url URL          an external metric server's /add URL (default: one started in-process)
   --n N              requests per mode (default 1000)
@@ -80,72 +78,38 @@ usage: aioshell scripts/crawler.lua [options]
   --quiet            only the table
   --notebook N       compare with notebook N's figures (1: n=500, 2: n=1000) and print one
                      RESULT line per mode for scripts/notebooks.lua (default: both, no RESULT)
-]])
-end
-
--- A mistake on the command line: the message and the usage on stderr, exit status 2.
-local function usage_error(fmt, ...)
-  io.stderr:write("crawler: ", string.format(fmt, ...), "\n")
-  usage(io.stderr)
-  os.exit(2)
-end
-
--- The integer value of flag name, at least min; anything else is a usage error.
-local function int_flag(name, v, min)
-  local n = math.tointeger(tonumber(v))
-  if not n or n < min then usage_error("%s needs an integer >= %d, not '%s'", name, min, v) end
-  return n
-end
+]]
 
 local opts = { n = 1000, delay = 100, concurrency = 100, svg = "crawler-callgraphs" }
-do
-  local argv = { ... }
-  local i = 1
-  -- The value of option a: after '=' or the next word (which must not be another option).
-  local function val(a, name)
-    local v = a:match("^%-%-[%w-]+=(.*)$")
-    if not v then
-      i = i + 1
-      v = argv[i]
-      if v == nil or v:match("^%-%-") then usage_error("missing value for %s", name) end
-    end
-    if v == "" then usage_error("empty value for %s", name) end
-    return v
-  end
-  while i <= #argv do
-    local a = argv[i]
-    local name = a:match("^(%-%-[%w-]+)")
-    if name == "--url" then opts.url = val(a, name)
-    elseif name == "--n" then opts.n = int_flag(name, val(a, name), 1)
-    elseif name == "--serial-n" then opts.serial_n = int_flag(name, val(a, name), 1)
-    elseif name == "--delay" then opts.delay = int_flag(name, val(a, name), 0)
-    elseif name == "--concurrency" then opts.concurrency = int_flag(name, val(a, name), 1)
-    elseif name == "--mode" or name == "--modes" then opts.mode = val(a, name)
-    elseif name == "--svg" then opts.svg = val(a, name)
-    elseif a == "--no-svg" then opts.svg = nil
-    elseif a == "--plot" then opts.plot = true
-    elseif name == "--metrics" then opts.metrics = val(a, name)
-    elseif a == "--quiet" then opts.quiet = true
-    elseif name == "--notebook" then
-      opts.notebook = int_flag(name, val(a, name), 1)
-      if not SEED[opts.notebook] then usage_error("--notebook is 1 or 2, not %d", opts.notebook) end
-    elseif a == "-h" or a == "--help" then usage(); return
-    else usage_error("unknown argument %s", a) end
-    i = i + 1
-  end
-  if opts.url and not opts.url:match("^https?://[^/]") then
-    usage_error("--url needs an http:// or https:// URL, not '%s'", opts.url)
-  end
-  opts.serial_n = opts.serial_n or math.min(opts.n, 100)
+local cl = require("aio.flags").new("crawler", USAGE, { ... })
+for a, name in cl:each() do
+  if name == "--url" then opts.url = cl:value(a, name)
+  elseif name == "--n" then opts.n = cl:int(name, cl:value(a, name), 1)
+  elseif name == "--serial-n" then opts.serial_n = cl:int(name, cl:value(a, name), 1)
+  elseif name == "--delay" then opts.delay = cl:int(name, cl:value(a, name), 0)
+  elseif name == "--concurrency" then opts.concurrency = cl:int(name, cl:value(a, name), 1)
+  elseif name == "--mode" or name == "--modes" then opts.mode = cl:value(a, name)
+  elseif name == "--svg" then opts.svg = cl:value(a, name)
+  elseif a == "--no-svg" then opts.svg = nil
+  elseif a == "--plot" then opts.plot = true
+  elseif name == "--metrics" then opts.metrics = cl:value(a, name)
+  elseif a == "--quiet" then opts.quiet = true
+  elseif name == "--notebook" then opts.notebook = cl:int(name, cl:value(a, name), 1, #SEED)
+  elseif a == "-h" or a == "--help" then io.write(USAGE) return
+  else cl:error("unknown argument %s", a) end
 end
+if opts.url and not opts.url:match("^https?://[^/]") then
+  cl:error("--url needs an http:// or https:// URL, not '%s'", opts.url)
+end
+opts.serial_n = opts.serial_n or math.min(opts.n, 100)
 
 local modes = {}
 if opts.mode then
   for m in opts.mode:gmatch("[^,%s]+") do
-    if not DESCRIPTION[m] then usage_error("unknown mode %s", m) end
+    if not DESCRIPTION[m] then cl:error("unknown mode %s", m) end
     modes[#modes + 1] = m
   end
-  if #modes == 0 then usage_error("--mode needs at least one of %s", table.concat(MODES, ",")) end
+  if #modes == 0 then cl:error("--mode needs at least one of %s", table.concat(MODES, ",")) end
 else
   modes = MODES
 end
@@ -153,7 +117,7 @@ end
 -- Outputs are checked before the run, not after it: a directory that cannot be made, a
 -- metrics file that cannot be written (exit 1), --metrics without the in-process server (2).
 if opts.metrics and opts.url then
-  usage_error("--metrics needs the in-process server: an external server (--url) writes its own file")
+  cl:error("--metrics needs the in-process server: an external server (--url) writes its own file")
 end
 if opts.svg then
   local ok, err = sys.mkdir(opts.svg, true)

@@ -117,49 +117,24 @@ local EXPERIMENTS = {
 local USAGE = "usage: aioshell scripts/notebooks.lua [--full] [--out DIR] [--only id,id] [--notebook N]" ..
   " [--list] [--timeout S] [--script FILE ...]\n"
 
--- A mistake on the command line: the message and the usage on stderr, exit status 2.
-local function usage_error(fmt, ...)
-  io.stderr:write("notebooks: ", string.format(fmt, ...), "\n", USAGE)
-  os.exit(2)
-end
-
 local opts = { out = "report", timeout = 300 }
-do
-  local i = 1
-  while i <= #arg do
-    local a = arg[i]
-    local function val()
-      i = i + 1
-      if arg[i] == nil or arg[i]:match("^%-%-") then usage_error("missing value for %s", a) end
-      return arg[i]
-    end
-    if a == "--full" then opts.full = true
-    elseif a == "--quick" then opts.full = false
-    elseif a == "--out" then opts.out = val()
-    elseif a == "--only" then opts.only = val()
-    elseif a == "--notebook" then
-      local v = val()
-      opts.notebook = math.tointeger(tonumber(v))
-      if not opts.notebook or not NOTEBOOKS[opts.notebook] then
-        usage_error("--notebook is a number from 1 to %d, not '%s'", #NOTEBOOKS, v)
-      end
-    elseif a == "--timeout" then
-      local v = val()
-      opts.timeout = tonumber(v)
-      if not opts.timeout or opts.timeout <= 0 or opts.timeout ~= opts.timeout or opts.timeout == math.huge then
-        usage_error("--timeout needs a number of seconds > 0, not '%s'", v)
-      end
-    elseif a == "--list" then opts.list = true
-    elseif a == "--script" then
-      opts.scripts = opts.scripts or {}
-      opts.scripts[#opts.scripts + 1] = val()
-    elseif a == "-h" or a == "--help" then
-      io.write(USAGE)
-      os.exit(0)
-    else
-      usage_error("unknown argument %s", a)
-    end
-    i = i + 1
+local cl = require("aio.flags").new("notebooks", USAGE, arg)
+for a, name in cl:each() do
+  if a == "--full" then opts.full = true
+  elseif a == "--quick" then opts.full = false
+  elseif name == "--out" then opts.out = cl:value(a, name)
+  elseif name == "--only" then opts.only = cl:value(a, name)
+  elseif name == "--notebook" then opts.notebook = cl:int(name, cl:value(a, name), 1, #NOTEBOOKS)
+  elseif name == "--timeout" then opts.timeout = cl:positive(name, cl:value(a, name))
+  elseif a == "--list" then opts.list = true
+  elseif name == "--script" then
+    opts.scripts = opts.scripts or {}
+    opts.scripts[#opts.scripts + 1] = cl:value(a, name)
+  elseif a == "-h" or a == "--help" then
+    io.write(USAGE)
+    os.exit(0)
+  else
+    cl:error("unknown argument %s", a)
   end
 end
 
@@ -178,10 +153,10 @@ do
     local known = {}
     for _, ex in ipairs(EXPERIMENTS) do known[ex.id], known[ex.script] = true, true end
     for id in opts.only:gmatch("[^,%s]+") do
-      if not known[id] then usage_error("--only: no experiment '%s' (see --list)", id) end
+      if not known[id] then cl:error("--only: no experiment '%s' (see --list)", id) end
       only[id] = true
     end
-    if next(only) == nil then usage_error("--only needs at least one experiment id") end
+    if next(only) == nil then cl:error("--only needs at least one experiment id") end
   end
   for _, ex in ipairs(EXPERIMENTS) do
     if (not only or only[ex.id] or only[ex.script] or ex.path) and (not opts.notebook or opts.notebook == ex.notebook) then
@@ -191,7 +166,7 @@ do
 end
 
 if #selected == 0 then
-  usage_error("nothing to run: no experiment of notebook %d%s", opts.notebook or 0,
+  cl:error("nothing to run: no experiment of notebook %d%s", opts.notebook or 0,
     opts.only and (" among --only " .. opts.only) or "")
 end
 

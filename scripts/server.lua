@@ -80,40 +80,14 @@ if select(1, ...) == "--module" then return M end
 -- Command line.
 local USAGE = "usage: aioshell scripts/server.lua [--port 8080] [--host 127.0.0.1] [--metrics FILE]\n"
 
--- A mistake on the command line: the message and the usage on stderr, exit status 2.
-local function usage_error(fmt, ...)
-  io.stderr:write("server: ", string.format(fmt, ...), "\n", USAGE)
-  os.exit(2)
-end
-
 local opts = { port = 8080 }
-local argv = { ... }
-local i = 1
-while i <= #argv do
-  local a = argv[i]
-  local name, v = a:match("^(%-%-[%w-]+)=(.*)$")
-  name = name or a
-  if name == "--port" or name == "--host" or name == "--metrics" then
-    if not v then
-      i = i + 1
-      v = argv[i]
-      if v == nil or v:match("^%-%-") then usage_error("missing value for %s", name) end
-    end
-    if v == "" then usage_error("empty value for %s", name) end
-    if name == "--port" then
-      opts.port = math.tointeger(tonumber(v))
-      if not opts.port or opts.port < 0 or opts.port > 65535 then
-        usage_error("--port needs an integer from 0 to 65535, not '%s'", v)
-      end
-    elseif name == "--host" then opts.host = v
-    else opts.metrics = v end
-  elseif a == "-h" or a == "--help" then
-    io.write(USAGE)
-    return
-  else
-    usage_error("unknown argument %s", a)
-  end
-  i = i + 1
+local cl = require("aio.flags").new("server", USAGE, { ... })
+for a, name in cl:each() do
+  if name == "--port" then opts.port = cl:int(name, cl:value(a, name), 0, 65535)
+  elseif name == "--host" then opts.host = cl:value(a, name)
+  elseif name == "--metrics" then opts.metrics = cl:value(a, name)
+  elseif a == "-h" or a == "--help" then io.write(USAGE) return
+  else cl:error("unknown argument %s", a) end
 end
 local ok, server = pcall(M.start, opts)
 if not ok then

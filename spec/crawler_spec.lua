@@ -147,7 +147,7 @@ describe("scripts/crawler.lua", function()
     assert.matches("invalid: HTTP 400s", r.reference)
     local _, e2, s2 = crawler({ "--notebook", "3" })
     assert.are.equal(2, s2)
-    assert.matches("--notebook is 1 or 2", e2, 1, true)
+    assert.matches("--notebook needs an integer from 1 to 2, not '3'", e2, 1, true)
   end)
 
   it("notebooks.lua shows notebook 1's own figures for crawler_500 (grequests 4.12 s)", function()

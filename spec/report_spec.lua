@@ -120,10 +120,10 @@ describe("scripts/notebooks.lua options", function()
     for _, c in ipairs {
       { { "--only", "kettle,bogus" }, "--only: no experiment 'bogus' (see --list)" },
       { { "--only", "," }, "--only needs at least one experiment id" },
-      { { "--notebook", "9" }, "--notebook is a number from 1 to 6, not '9'" },
+      { { "--notebook", "9" }, "--notebook needs an integer from 1 to 6, not '9'" },
       { { "--notebook", "6" }, "nothing to run: no experiment of notebook 6" },
-      { { "--timeout", "0" }, "--timeout needs a number of seconds > 0, not '0'" },
-      { { "--timeout", "abc" }, "--timeout needs a number of seconds > 0, not 'abc'" },
+      { { "--timeout", "0" }, "--timeout needs a number > 0, not '0'" },
+      { { "--timeout", "abc" }, "--timeout needs a number > 0, not 'abc'" },
       { { "--out" }, "missing value for --out" },
       { { "--bogus" }, "unknown argument --bogus" },
     } do
