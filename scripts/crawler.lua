@@ -10,6 +10,8 @@
 -- and drawn as a call graph (one SVG per mode in --svg DIR, a text rendering with --plot).
 local aio = require "aio"
 local http = require "aio.http"
+local plot = require "aio.plot"
+local sys = require "aio.sys"
 
 local script_dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 
@@ -28,18 +30,38 @@ local DESCRIPTION = {
   gather = "unbounded: one task per URL, gather (max_connections=n)",
 }
 
--- The seeds' published figures (their machines): seconds and the n they ran.
+-- The seeds' published figures (their machines), per notebook: seconds for n requests of
+-- 100 ms each at 100 concurrent, by mode (notebook 1's grequests pool is our gevent mode, its
+-- tornado callbacks our callback mode). `invalid` marks a figure that measured something else.
 local SEED = {
-  serial = "101.6 s (n=1000) / 55.2 s (n=500)",
-  gevent = "1.15 s (n=1000)",
-  tornado = "1.11 s (n=1000)",
-  callback = "1.07 s (n=500)",
-  aiohttp = "0.24 s (n=1000, invalid: HTTP 400s) / 1.78 s (n=500)",
-  gather = "-",
+  { n = 500, serial = 55.2, gevent = 4.12, callback = 1.07, aiohttp = 1.78 },
+  { n = 1000, serial = 101.6, gevent = 1.15, tornado = 1.11, aiohttp = 0.24,
+    invalid = { aiohttp = "HTTP 400s" } },
 }
+local SEED_DELAY, SEED_CONCURRENCY = 100, 100
 
-local function usage()
-  io.write([[
+-- The seed's figure for a mode as text: one notebook's, or every notebook's that has one.
+local function seed_text(mode, nb)
+  local parts = {}
+  for k, seed in ipairs(SEED) do
+    if seed[mode] and (not nb or nb == k) then
+      local bad = seed.invalid and seed.invalid[mode]
+      parts[#parts + 1] = string.format("%g s (nb%d, n=%d%s)", seed[mode], k, seed.n,
+        bad and (", invalid: " .. bad) or "")
+    end
+  end
+  return #parts > 0 and table.concat(parts, " / ") or "-"
+end
+
+-- The physical floor of a mode, in seconds: n requests one after another (serial), one wave
+-- (gather, unbounded), or ceil(n / c) waves (the bounded modes), each wave delay_ms long.
+local function floor_seconds(mode, n, delay_ms, c)
+  if mode == "serial" then return n * delay_ms / 1000 end
+  if mode == "gather" then return delay_ms / 1000 end
+  return math.ceil(n / c) * delay_ms / 1000
+end
+
+local USAGE = [[
 usage: aioshell scripts/crawler.lua [options]
   --url URL          an external metric server's /add URL (default: one started in-process)
   --n N              requests per mode (default 1000)
@@ -54,52 +76,57 @@ usage: aioshell scripts/crawler.lua [options]
   --metrics FILE     after the run, ask the server to flush its metric_data.json to FILE
                      (in-process server only; default: none)
   --quiet            only the table
-]])
-end
+  --notebook N       compare with notebook N's figures (1: n=500, 2: n=1000) and print one
+                     RESULT line per mode for scripts/notebooks.lua (default: both, no RESULT)
+]]
 
 local opts = { n = 1000, delay = 100, concurrency = 100, svg = "crawler-callgraphs" }
-do
-  local argv = { ... }
-  local i = 1
-  local function val(a)
-    local v = a:match("^%-%-[%w-]+=(.*)$")
-    if v then return v end
-    i = i + 1
-    if argv[i] == nil then error("missing value for " .. a, 0) end
-    return argv[i]
-  end
-  while i <= #argv do
-    local a = argv[i]
-    local name = a:match("^(%-%-[%w-]+)")
-    if name == "--url" then opts.url = val(a)
-    elseif name == "--n" then opts.n = math.tointeger(tonumber(val(a)))
-    elseif name == "--serial-n" then opts.serial_n = math.tointeger(tonumber(val(a)))
-    elseif name == "--delay" then opts.delay = math.tointeger(tonumber(val(a)))
-    elseif name == "--concurrency" then opts.concurrency = math.tointeger(tonumber(val(a)))
-    elseif name == "--mode" or name == "--modes" then opts.mode = val(a)
-    elseif name == "--svg" then opts.svg = val(a)
-    elseif name == "--no-svg" then opts.svg = nil
-    elseif name == "--plot" then opts.plot = true
-    elseif name == "--metrics" then opts.metrics = val(a)
-    elseif name == "--quiet" then opts.quiet = true
-    elseif a == "-h" or a == "--help" then usage(); return
-    else io.stderr:write("crawler: unknown argument " .. a .. "\n"); usage(); os.exit(2) end
-    i = i + 1
-  end
-  assert(opts.n and opts.n > 0, "--n must be a positive integer")
-  assert(opts.delay and opts.delay >= 0, "--delay must be a non-negative integer")
-  assert(opts.concurrency and opts.concurrency > 0, "--concurrency must be a positive integer")
-  opts.serial_n = opts.serial_n or math.min(opts.n, 100)
+local cl = require("aio.flags").new("crawler", USAGE, { ... })
+for a, name in cl:each() do
+  if name == "--url" then opts.url = cl:value(a, name)
+  elseif name == "--n" then opts.n = cl:int(name, cl:value(a, name), 1)
+  elseif name == "--serial-n" then opts.serial_n = cl:int(name, cl:value(a, name), 1)
+  elseif name == "--delay" then opts.delay = cl:int(name, cl:value(a, name), 0)
+  elseif name == "--concurrency" then opts.concurrency = cl:int(name, cl:value(a, name), 1)
+  elseif name == "--mode" or name == "--modes" then opts.mode = cl:value(a, name)
+  elseif name == "--svg" then opts.svg = cl:value(a, name)
+  elseif a == "--no-svg" then opts.svg = nil
+  elseif a == "--plot" then opts.plot = true
+  elseif name == "--metrics" then opts.metrics = cl:value(a, name)
+  elseif a == "--quiet" then opts.quiet = true
+  elseif name == "--notebook" then opts.notebook = cl:int(name, cl:value(a, name), 1, #SEED)
+  elseif a == "-h" or a == "--help" then io.write(USAGE) return
+  else cl:error("unknown argument %s", a) end
 end
+if opts.url and not opts.url:match("^https?://[^/]") then
+  cl:error("--url needs an http:// or https:// URL, not '%s'", opts.url)
+end
+opts.serial_n = opts.serial_n or math.min(opts.n, 100)
 
 local modes = {}
 if opts.mode then
   for m in opts.mode:gmatch("[^,%s]+") do
-    if not DESCRIPTION[m] then io.stderr:write("crawler: unknown mode " .. m .. "\n"); os.exit(2) end
+    if not DESCRIPTION[m] then cl:error("unknown mode %s", m) end
     modes[#modes + 1] = m
   end
+  if #modes == 0 then cl:error("--mode needs at least one of %s", table.concat(MODES, ",")) end
 else
   modes = MODES
+end
+
+-- Outputs are checked before the run, not after it: a directory that cannot be made, a
+-- metrics file that cannot be written (exit 1), --metrics without the in-process server (2).
+if opts.metrics and opts.url then
+  cl:error("--metrics needs the in-process server: an external server (--url) writes its own file")
+end
+if opts.svg then
+  local ok, err = sys.mkdir(opts.svg, true)
+  if not ok then io.stderr:write("crawler: --svg: ", err, "\n"); os.exit(1) end
+end
+if opts.metrics then
+  local f, err = io.open(opts.metrics, "a")
+  if not f then io.stderr:write("crawler: --metrics: ", err, "\n"); os.exit(1) end
+  f:close()
 end
 
 ---------------------------------------------------------------------------------------------
@@ -115,6 +142,43 @@ else
   base = string.format("http://127.0.0.1:%d/add", server:port())
 end
 local sep = base:find("?", 1, true) and "&" or "?"
+
+---------------------------------------------------------------------------------------------
+-- Open descriptors: each connection is a socket, two with the in-process server (its end of
+-- the connection too), plus a margin for stdio, the loop, curl and the listening socket. An
+-- unbounded run of 1000 needs about 2000, above a shell's usual soft limit of 1024: raise the
+-- soft limit (up to the hard one) before running, and fail a mode that still cannot fit.
+---------------------------------------------------------------------------------------------
+
+local FD_MARGIN = 64
+
+-- Connections a mode holds open at once, and the descriptors that takes.
+local function fds_needed(mode)
+  local n = mode == "serial" and opts.serial_n or opts.n
+  local conns = mode == "serial" and 1 or mode == "gather" and n or math.min(opts.concurrency, n)
+  return conns * (server and 2 or 1) + FD_MARGIN, conns
+end
+
+-- The soft nofile limit after raising it for the selected modes (nil if unknown).
+local fd_limit, fd_hard = sys.rlimit("nofile")
+do
+  local need = 0
+  for _, m in ipairs(modes) do need = math.max(need, (fds_needed(m))) end
+  if need > fd_limit then
+    local soft = sys.rlimit("nofile", math.min(need, fd_hard))
+    if soft then fd_limit = soft end
+  end
+end
+
+-- Why a mode cannot run within the descriptor limit, or nil when it can.
+local function fd_shortage(mode)
+  local need, conns = fds_needed(mode)
+  if need <= fd_limit then return nil end
+  return string.format("needs about %d open files (%d connections%s + %d), but the limit is %d " ..
+    "(hard limit %s): raise it with ulimit -n %d, or lower --n/--concurrency", need, conns,
+    server and " x 2 with the in-process server" or "", FD_MARGIN, fd_limit,
+    fd_hard == math.huge and "unlimited" or tostring(fd_hard), need)
+end
 
 local letters = {}
 for c = string.byte("a"), string.byte("z") do letters[#letters + 1] = string.char(c) end
@@ -142,27 +206,29 @@ end
 -- Progress bar (stderr, only on a terminal, only for runs that take a while)
 ---------------------------------------------------------------------------------------------
 
-local isatty = false
-do
-  local ok, sys = pcall(require, "aio.sys")
-  if ok and sys.isatty then isatty = sys.isatty(2) end
-end
+local isatty = sys.isatty(2)
 
+local PROGRESS_AFTER = 1.0   -- seconds a mode runs before its bar appears
+
+-- A progress bar for one mode: tick() per response, clear() at the end. Drawn on stderr when
+-- it is a terminal, and only once the mode has run PROGRESS_AFTER seconds (short modes
+-- would only flicker).
 local function progress(label, total)
   if not isatty or opts.quiet then return function() end, function() end end
-  local done, last = 0, -1
+  local done, last, shown, t0 = 0, -1, false, sys.clock()
   local function draw()
     local width = 30
     local filled = math.floor(width * done / total)
     io.stderr:write(string.format("\r  %-8s [%s%s] %d/%d", label, string.rep("#", filled),
       string.rep(".", width - filled), done, total))
+    shown = true
   end
   return function()
     done = done + 1
     local pct = math.floor(100 * done / total)
-    if pct ~= last then last = pct; draw() end
+    if pct ~= last and (shown or sys.clock() - t0 >= PROGRESS_AFTER) then last = pct; draw() end
   end, function()
-    io.stderr:write("\r" .. string.rep(" ", 60) .. "\r")
+    if shown then io.stderr:write("\r" .. string.rep(" ", 60) .. "\r") end
   end
 end
 
@@ -270,17 +336,20 @@ function strategies.aiohttp(urls, record, c)
   return size
 end
 
--- Unbounded: a task per URL, all at once, gather.
+-- Unbounded: a task per URL, all at once, gather. Each task records its response as it
+-- completes (so the progress bar moves); the sizes are summed from gather's list.
 function strategies.gather(urls, record)
   local client = http.client { max_connections = #urls }
+  local function fetch(url)
+    local res = client:get(url)
+    record(res)
+    return res
+  end
   local tasks = {}
-  for i, url in ipairs(urls) do tasks[i] = aio.spawn(client.get, client, url) end
+  for i, url in ipairs(urls) do tasks[i] = aio.spawn(fetch, url) end
   local results = aio.gather(tasks)
   local size = 0
-  for _, res in ipairs(results) do
-    record(res)
-    size = size + #res.body
-  end
+  for _, res in ipairs(results) do size = size + #res.body end
   client:close()
   return size
 end
@@ -289,32 +358,35 @@ end
 -- Running and checking
 ---------------------------------------------------------------------------------------------
 
-local clock, cputime = aio.now, os.clock
-do
-  local ok, sys = pcall(require, "aio.sys")
-  if ok and sys.clock then clock = sys.clock end
-  if ok and sys.process_time then cputime = sys.process_time end
-end
+local clock, cputime = sys.clock, sys.process_time
 
 local function run_mode(mode)
   local n = mode == "serial" and opts.serial_n or opts.n
   local urls = generate_urls(mode, n)
   local spans, statuses = {}, {}
+  local shortage = fd_shortage(mode)
+  if shortage then
+    return { mode = mode, n = n, size = 0, spans = {}, statuses = {}, error = shortage, skipped = true }
+  end
   local tick, clear = progress(mode, n)
-  local t0
+  local t0, l0
+  -- The request's own transfer, from the client's start time on the loop clock (res.started)
+  -- to its end: not when the consumer got round to the response.
   local function record(res)
-    local stop = clock() - t0
-    spans[#spans + 1] = { start = math.max(0, stop - res.time), stop = stop, label = tostring(#spans + 1) }
+    spans[#spans + 1] = { start = res.started - l0, stop = res.started + res.time - l0 }
     statuses[res.status] = (statuses[res.status] or 0) + 1
     tick()
   end
   collectgarbage()
   local c0 = cputime()
-  t0 = clock()
+  t0, l0 = clock(), aio.now()
   local ok, size = pcall(strategies[mode], urls, record, opts.concurrency)
   local elapsed = clock() - t0
   local cpu = cputime() - c0
   clear()
+  -- One row per request in start order, as the call graphs draw them.
+  table.sort(spans, function(a, b) return a.start < b.start end)
+  for i, sp in ipairs(spans) do sp.label = tostring(i) end
   local row = { mode = mode, n = n, seconds = elapsed, cpu = cpu, spans = spans, statuses = statuses }
   if not ok then
     row.error = tostring(size)
@@ -333,11 +405,13 @@ local function run_mode(mode)
   return row
 end
 
+-- One table line: the first column left-aligned, the middle ones right-aligned, the last as it
+-- is (padding it would only leave blanks at the end of the line).
 local function fmt_row(cols, widths)
   local out = {}
   for i, c in ipairs(cols) do
     local w = widths[i]
-    out[i] = (i == 1 or i == #cols) and string.format("%-" .. w .. "s", c) or string.format("%" .. w .. "s", c)
+    out[i] = i == #cols and c or string.format((i == 1 and "%-" or "%") .. w .. "s", c)
   end
   return table.concat(out, "  ")
 end
@@ -352,23 +426,55 @@ for _, mode in ipairs(modes) do
   rows[#rows + 1] = run_mode(mode)
 end
 
--- The serial mode's time per request is the yardstick for the speed-ups.
-local per_request
+-- The yardstick for the speed-ups: the serial mode's measured time per request; without a
+-- passing serial run, the nominal delay (said so in the footer); with neither, none.
+local per_request, yardstick
 for _, r in ipairs(rows) do
   if r.mode == "serial" and r.ok then per_request = r.seconds / r.n end
 end
-if not per_request then per_request = opts.delay / 1000 end
+if per_request then
+  yardstick = string.format("the serial run's %.1f ms per request", per_request * 1000)
+elseif opts.delay > 0 then
+  per_request = opts.delay / 1000
+  yardstick = string.format("the nominal %d ms per request (no serial run: client and server costs not included)",
+    opts.delay)
+end
+
+-- The floor of each kind of mode that ran, as phrases: serial n x delay, the bounded modes
+-- ceil(n / c) waves, gather one wave.
+local function floors(list)
+  local bounded, out = {}, {}
+  for _, r in ipairs(list) do
+    if r.mode ~= "serial" and r.mode ~= "gather" then bounded[#bounded + 1] = r.mode end
+  end
+  for _, r in ipairs(list) do
+    local f = floor_seconds(r.mode, r.n, opts.delay, opts.concurrency)
+    if r.mode == "serial" then
+      out[#out + 1] = string.format("serial %d x %d ms = %.2f s", r.n, opts.delay, f)
+    elseif r.mode == "gather" then
+      out[#out + 1] = string.format("gather one wave of %d ms = %.2f s", opts.delay, f)
+    elseif r.mode == bounded[1] then
+      local waves = math.ceil(r.n / opts.concurrency)
+      out[#out + 1] = string.format("%s %d wave%s of %d ms at %d concurrent = %.2f s", table.concat(bounded, ","),
+        waves, waves == 1 and "" or "s", opts.delay, opts.concurrency, f)
+    end
+  end
+  return out
+end
 
 local header = { "mode", "requests", "bytes", "seconds", "cpu s", "req/s", "speed-up", "check", "seed's figure" }
 local widths = { 8, 8, 6, 8, 6, 8, 8, 5, 0 }
 local lines = {}
 for _, r in ipairs(rows) do
   local label = r.mode == "serial" and r.n < opts.n and string.format("%d*", r.n) or tostring(r.n)
-  local speedup = per_request * r.n / r.seconds
+  local ran = r.seconds ~= nil        -- false for a mode refused up front
   lines[#lines + 1] = {
-    r.mode, label, tostring(r.size), string.format("%.3f", r.seconds), string.format("%.2f", r.cpu),
-    string.format("%.0f", r.n / r.seconds), string.format("%.1fx", speedup), r.ok and "ok" or "FAIL",
-    SEED[r.mode] or "-",
+    r.mode, label, tostring(r.size),
+    ran and string.format("%.3f", r.seconds) or "-", ran and string.format("%.2f", r.cpu) or "-",
+    -- a failed mode's rate and speed-up would be the speed of its failure: none shown
+    r.ok and string.format("%.0f", r.n / r.seconds) or "-",
+    r.ok and per_request and string.format("%.1fx", per_request * r.n / r.seconds) or "-",
+    r.ok and "ok" or "FAIL", seed_text(r.mode, opts.notebook),
   }
 end
 for _, l in ipairs(lines) do
@@ -382,13 +488,46 @@ print(string.rep("-", total - 2))
 for _, l in ipairs(lines) do print(fmt_row(l, widths)) end
 if not opts.quiet then
   for _, r in ipairs(rows) do
-    if r.mode == "serial" and r.n < opts.n then
+    if r.mode == "serial" and r.ok and r.n < opts.n then
       print(string.format("* serial ran %d requests (--serial-n); at that pace %d would take %.1f s.",
         r.n, opts.n, r.seconds / r.n * opts.n))
     end
   end
-  print(string.format("speed-up = serial time per request x requests / seconds; floor for %d x %d ms at %d concurrent: %.2f s.",
-    opts.n, opts.delay, opts.concurrency, math.ceil(opts.n / opts.concurrency) * opts.delay / 1000))
+  print(yardstick and ("speed-up = requests x " .. yardstick .. " / seconds.")
+    or "speed-up: none (no serial run to compare with, and no delay).")
+  print("floor (the delays alone): " .. table.concat(floors(rows), "; ") .. ".")
+end
+
+-- With --notebook N: one RESULT line per mode (aio.experiment's protocol, read by
+-- scripts/notebooks.lua) comparing the time with that notebook's figure scaled to this run's
+-- floor; reproduced when at most 25 % slower than the scaled figure.
+if opts.notebook then
+  local experiment = require "aio.experiment"
+  local seed = SEED[opts.notebook]
+  local e = experiment.new { name = "crawler", args = {} }
+  e.full = opts.n == seed.n
+  for _, r in ipairs(rows) do
+    local fig, bad = seed[r.mode], seed.invalid and seed.invalid[r.mode]
+    local ours = floor_seconds(r.mode, r.n, opts.delay, opts.concurrency)
+    local expected, reproduced, note
+    if not r.ok then
+      reproduced, note = false, "FAILED: " .. (r.error or "?")
+    elseif not fig then
+      note = string.format("notebook %d has no figure for this mode", opts.notebook)
+    elseif bad then
+      note = "the seed's figure is not comparable (" .. bad .. ")"
+    elseif ours == 0 then
+      note = "delay 0: no floor to scale the seed's figure to"
+    else
+      expected = fig * ours / floor_seconds(r.mode, seed.n, SEED_DELAY, SEED_CONCURRENCY)
+      reproduced = r.seconds <= expected * 1.25
+      note = string.format("the seed's %g s scaled to this run: %.3f s (at most 25 %% slower " ..
+        "reproduces it); every status 200", fig, expected)
+    end
+    e:result { key = r.mode, label = string.format("%s, %d requests", r.mode, r.n), measured = r.seconds,
+      unit = "s", reference = seed_text(r.mode, opts.notebook), expected = expected, reproduced = reproduced,
+      note = note }
+  end
 end
 
 local failed = false
@@ -403,18 +542,21 @@ end
 -- Call graphs
 ---------------------------------------------------------------------------------------------
 
-local have_plot, plot = pcall(require, "aio.plot")
-if have_plot and (opts.svg or opts.plot) then
+if opts.svg or opts.plot then
   local written = {}
   for _, r in ipairs(rows) do
     if #r.spans > 0 then
       local title = string.format("%s: %d requests x %d ms (%s) — %.3f s", r.mode, r.n, opts.delay,
         DESCRIPTION[r.mode], r.seconds)
       if opts.svg then
-        os.execute(string.format("mkdir -p '%s'", opts.svg))
         local path = string.format("%s/%s.svg", opts.svg, r.mode)
-        local ok = plot.save(path, plot.timeline_svg { title = title, spans = r.spans, unit = "s" })
-        if ok then written[#written + 1] = path end
+        local ok, err = plot.save(path, plot.timeline_svg { title = title, spans = r.spans, unit = "s" })
+        if ok then
+          written[#written + 1] = path
+        else
+          failed = true
+          io.stderr:write("crawler: cannot write the call graph: ", err, "\n")
+        end
       end
       if opts.plot then
         print()
@@ -429,8 +571,13 @@ end
 
 if server then
   if opts.metrics then
-    http.get(base .. sep .. "flush=1")
-    if not opts.quiet then print("server metrics: " .. opts.metrics) end
+    local res = http.get(base .. sep .. "flush=1")
+    if res.status ~= 200 then
+      failed = true
+      io.stderr:write("crawler: the server did not write ", opts.metrics, ": ", res.body)
+    elseif not opts.quiet then
+      print("server metrics: " .. opts.metrics)
+    end
   end
   server:close()
 end

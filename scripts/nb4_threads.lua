@@ -33,7 +33,7 @@ end
 -- ---- copy_op: two threads copy files taken from a queue ----------------------------------
 local dir = os.tmpname()
 os.remove(dir)
-os.execute("mkdir -p " .. dir)
+assert(require("aio.sys").mkdir(dir, true))
 local size = e:size(1, 8) * 1024 * 1024
 for _, n in ipairs { "v1.avi", "v2.avi" } do
   local f = assert(io.open(dir .. "/" .. n, "wb"))

@@ -79,8 +79,8 @@ e:check(t_to_thread < 2 * D, "aio.to_thread overlaps the same way (%.2f s)", t_t
 
 e:result { key = "run_in_executor", label = "run_in_executor(wait_and_return)", measured = t_one,
   unit = "s", reference = "Hello, asyncio executor", reproduced = msg == "Hello, asyncio executor" }
-e:result { key = "sequential", label = "fetch_urls, sequential awaits", measured = t_seq / D, unit = "pages",
+e:result { key = "sequential", label = "fetch_urls, sequential awaits", measured = t_seq / D, unit = "page-times",
   expected = 3, reference = "3 requests one after another", reproduced = t_seq >= 3 * D * 0.95 }
-e:result { key = "gathered", label = "fetch_urls with gather", measured = t_gather / D, unit = "pages",
+e:result { key = "gathered", label = "fetch_urls with gather", measured = t_gather / D, unit = "page-times",
   expected = 1, reference = "gather of run_in_executor", reproduced = t_gather < 2 * D }
 e:finish()

@@ -71,18 +71,25 @@ end
 
 say("-- futures")
 local t_futures = e:time(function()
-  local futs = {}
+  -- The done-callbacks run as tasks after their futures complete: wait for the callbacks (each
+  -- resolves `printed` once it has printed), not just the futures, so that the results come
+  -- before the timing line, as in the notebook.
+  local printed = {}
   for _, n in ipairs({ 2, 3, 4 }) do
     local fut = network_request_future(n)
+    local done = aio.future()
     fut:add_done_callback(function(f)
       local response = f:result()
       if response.success then say("Result is: %d", response.result) end
+      done:set_result(true)
     end)
-    futs[#futs + 1] = fut
+    printed[#printed + 1] = done
   end
-  aio.gather(futs)
+  aio.gather(printed)
 end)
 say("futures: %.2f s", t_futures)
+local futures_in_order = table.concat(lines, "\n", #lines - 3) == "Result is: 4\nResult is: 9\nResult is: 16\nfutures: " ..
+  string.format("%.2f s", t_futures)
 
 -- Coroutines: straight-line code that awaits; three tasks run concurrently.
 say("-- coroutines")
@@ -119,6 +126,7 @@ e:check(experiment.close_to(t_blocking, 3 * D), "blocking takes 3 x %.2f s (meas
 e:check(experiment.close_to(t_callbacks, D), "callbacks take 1 x %.2f s (measured %.2f s)", D, t_callbacks)
 e:check(after_first, "'After submission' is printed before any callback result")
 e:check(experiment.close_to(t_futures, D), "futures take 1 x %.2f s (measured %.2f s)", D, t_futures)
+e:check(futures_in_order, "futures: the three results are printed before the timing line")
 e:check(experiment.close_to(t_coroutines, D), "coroutines take 1 x %.2f s (measured %.2f s)", D, t_coroutines)
 e:check(experiment.close_to(t_sync, 2 * D), "synchronous wait_and_print takes 2 x %.2f s", D)
 e:check(lines[mark + 1] == "After submission" and lines[mark + 2] == "First call async",

@@ -20,7 +20,7 @@ local script_dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 ---------------------------------------------------------------------------------------------
 -- The manifest: every notebook cell group, the script that replays it, and its sizes.
 -- `figures` says how the script is told where to put pictures ("--figures" for scripts that
--- speak aio.experiment, "--svg" for the crawler).
+-- speak aio.experiment, "--svg" for the crawler, whose --notebook N prints the RESULT lines).
 ---------------------------------------------------------------------------------------------
 
 local NOTEBOOKS = {
@@ -32,32 +32,19 @@ local NOTEBOOKS = {
   "Extra experiments (--script)",
 }
 
--- Reads the crawler's table (mode, requests, bytes, seconds, cpu, req/s, speed-up, check,
--- seed's figure) into result rows, for a script that prints no RESULT lines.
-local function parse_crawler(lines)
-  local rows = {}
-  for _, line in ipairs(lines) do
-    local mode, n, secs, check, seed = line:match("^(%a+)%s+(%d+%*?)%s+%d+%s+([%d.]+)%s+[%d.]+%s+%d+%s+[%d.]+x%s+(%S+)%s+(.-)%s*$")
-    if mode then
-      rows[#rows + 1] = { key = mode, label = string.format("%s, %s requests", mode, n), measured = tonumber(secs),
-        unit = "s", reference = seed, reproduced = check == "ok",
-        note = check == "ok" and "every status 200, sizes add up" or ("check: " .. check) }
-    end
-  end
-  return rows
-end
-
 local EXPERIMENTS = {
   -- notebook 1
-  { id = "crawler_500", notebook = 1, script = "crawler.lua", figures = "--svg", parse = parse_crawler,
+  { id = "crawler_500", notebook = 1, script = "crawler.lua", figures = "--svg",
     cells = "serial requests, grequests pool, tornado curl client, asyncio+aiohttp (500 × 100 ms)",
-    quick = { "--n", "100", "--serial-n", "10", "--quiet" }, full = { "--n", "500" },
+    quick = { "--n", "100", "--serial-n", "10", "--quiet", "--notebook", "1" },
+    full = { "--n", "500", "--notebook", "1" },
     reference = "serial 55.2 s · grequests 4.12 s · tornado 1.07 s · asyncio+aiohttp 1.78 s" },
   -- notebook 2
-  { id = "crawler_1000", notebook = 2, script = "crawler.lua", figures = "--svg", parse = parse_crawler,
+  { id = "crawler_1000", notebook = 2, script = "crawler.lua", figures = "--svg",
     cells = "gevent, tornado, aiohttp crawlers (1000 × 100 ms) and their call-graph shapes",
-    quick = { "--n", "200", "--serial-n", "5", "--mode", "serial,gevent,tornado,aiohttp", "--quiet" },
-    full = { "--n", "1000" },
+    quick = { "--n", "200", "--serial-n", "5", "--mode", "serial,gevent,tornado,aiohttp", "--quiet",
+      "--notebook", "2" },
+    full = { "--n", "1000", "--notebook", "2" },
     reference = "serial 101.6 s · gevent 1.15 s · tornado 1.11 s · aiohttp 0.24 s (invalid: HTTP 400s)" },
   -- notebook 3 (the workers engineer's scripts)
   { id = "sites", notebook = 3, script = "nb3_sites.lua", figures = "--figures",
@@ -127,35 +114,27 @@ local EXPERIMENTS = {
 -- Command line
 ---------------------------------------------------------------------------------------------
 
+local USAGE = "usage: aioshell scripts/notebooks.lua [--full] [--out DIR] [--only id,id] [--notebook N]" ..
+  " [--list] [--timeout S] [--script FILE ...]\n"
+
 local opts = { out = "report", timeout = 300 }
-do
-  local i = 1
-  while i <= #arg do
-    local a = arg[i]
-    local function val()
-      i = i + 1
-      if arg[i] == nil then io.stderr:write("notebooks: missing value for ", a, "\n") os.exit(2) end
-      return arg[i]
-    end
-    if a == "--full" then opts.full = true
-    elseif a == "--quick" then opts.full = false
-    elseif a == "--out" then opts.out = val()
-    elseif a == "--only" then opts.only = val()
-    elseif a == "--notebook" then opts.notebook = tonumber(val())
-    elseif a == "--timeout" then opts.timeout = tonumber(val())
-    elseif a == "--list" then opts.list = true
-    elseif a == "--script" then
-      opts.scripts = opts.scripts or {}
-      opts.scripts[#opts.scripts + 1] = val()
-    elseif a == "-h" or a == "--help" then
-      print("usage: aioshell scripts/notebooks.lua [--full] [--out DIR] [--only id,id] [--notebook N]"
-        .. " [--list] [--timeout S] [--script FILE ...]")
-      os.exit(0)
-    else
-      io.stderr:write("notebooks: unknown argument ", a, "\n")
-      os.exit(2)
-    end
-    i = i + 1
+local cl = require("aio.flags").new("notebooks", USAGE, arg)
+for a, name in cl:each() do
+  if a == "--full" then opts.full = true
+  elseif a == "--quick" then opts.full = false
+  elseif name == "--out" then opts.out = cl:value(a, name)
+  elseif name == "--only" then opts.only = cl:value(a, name)
+  elseif name == "--notebook" then opts.notebook = cl:int(name, cl:value(a, name), 1, #NOTEBOOKS)
+  elseif name == "--timeout" then opts.timeout = cl:positive(name, cl:value(a, name))
+  elseif a == "--list" then opts.list = true
+  elseif name == "--script" then
+    opts.scripts = opts.scripts or {}
+    opts.scripts[#opts.scripts + 1] = cl:value(a, name)
+  elseif a == "-h" or a == "--help" then
+    io.write(USAGE)
+    os.exit(0)
+  else
+    cl:error("unknown argument %s", a)
   end
 end
 
@@ -171,13 +150,24 @@ do
   local only
   if opts.only then
     only = {}
-    for id in opts.only:gmatch("[^,%s]+") do only[id] = true end
+    local known = {}
+    for _, ex in ipairs(EXPERIMENTS) do known[ex.id], known[ex.script] = true, true end
+    for id in opts.only:gmatch("[^,%s]+") do
+      if not known[id] then cl:error("--only: no experiment '%s' (see --list)", id) end
+      only[id] = true
+    end
+    if next(only) == nil then cl:error("--only needs at least one experiment id") end
   end
   for _, ex in ipairs(EXPERIMENTS) do
     if (not only or only[ex.id] or only[ex.script] or ex.path) and (not opts.notebook or opts.notebook == ex.notebook) then
       selected[#selected + 1] = ex
     end
   end
+end
+
+if #selected == 0 then
+  cl:error("nothing to run: no experiment of notebook %d%s", opts.notebook or 0,
+    opts.only and (" among --only " .. opts.only) or "")
 end
 
 if opts.list then
@@ -226,7 +216,10 @@ end
 
 local interp = experiment.interpreter()
 local figdir = opts.out .. "/fig"
-assert(os.execute("mkdir -p " .. q(figdir)), "cannot create " .. figdir)
+do
+  local ok, err = sys.mkdir(figdir, true)
+  if not ok then io.stderr:write("notebooks: ", err, "\n") os.exit(1) end
+end
 
 -- Runs one experiment as a child; returns its record for the report.
 local function run(ex)
@@ -238,7 +231,7 @@ local function run(ex)
   end
   local args = opts.full and (ex.full or { "--full" }) or (ex.quick or {})
   local sub = figdir .. "/" .. ex.id
-  os.execute("mkdir -p " .. q(sub))
+  sys.mkdir(sub, true)
   local argv = { q(interp), q(path) }
   for _, a in ipairs(args) do argv[#argv + 1] = q(a) end
   if ex.figures then
@@ -246,7 +239,7 @@ local function run(ex)
     argv[#argv + 1] = q(sub)
   end
   local outfile, errfile = os.tmpname(), os.tmpname()
-  local cmd = string.format("timeout -k 5 %d %s > %s 2> %s < /dev/null", opts.timeout,
+  local cmd = string.format("timeout -k 5 %s %s > %s 2> %s < /dev/null", q(opts.timeout),
     table.concat(argv, " "), q(outfile), q(errfile))
   local t0 = sys.clock()
   local ok, how, code = os.execute(cmd)
@@ -271,7 +264,6 @@ local function run(ex)
     end
   end
   while lines[#lines] == "" do lines[#lines] = nil end
-  if #rec.results == 0 and ex.parse then rec.results = ex.parse(lines) end
   -- Pictures the script wrote without announcing them (e.g. the crawler's call graphs).
   local announced = {}
   for _, f in ipairs(rec.figures) do announced[f.path:match("[^/]+$")] = true end

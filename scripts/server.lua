@@ -5,7 +5,8 @@
 -- GET /add?name=N&delay=MS  waits MS milliseconds (default 1024), answers "." and records
 --                           {start, end, dt} (epoch seconds) under N;
 -- GET /add?flush=1          writes every record to metric_data.json (lua-cjson);
--- a delay that is not an integer answers 400 "Invalid value for delay", as the seed does.
+-- a delay that is not an integer answers 400 "Invalid value for delay", as the seed does, and
+-- so does one beyond 2^31 - 1 ms (~24.8 days) either way, which the seed would accept.
 --
 -- Loaded with `loadfile(path)("--module")` it returns {start = fn(opts) → server, metrics}
 -- instead of serving (scripts/crawler.lua embeds it that way).
@@ -25,10 +26,17 @@ local function wall()
   return aio.now() + epoch_offset
 end
 
--- Python's int() accepts surrounding blanks and a sign; so do we.
+-- The longest delay answered, in ms (2^31 - 1, about 24.8 days): Python's int() takes any
+-- size, but a value past this would overflow the timer and answer at once.
+local MAX_DELAY = 2 ^ 31 - 1
+
+-- Python's int() accepts surrounding blanks and a sign; so do we. Returns nil for anything
+-- that is not an integer of at most MAX_DELAY in absolute value.
 local function parse_delay(s)
   local d = s:match("^%s*([-+]?%d+)%s*$")
-  return d and tonumber(d)
+  d = d and math.tointeger(tonumber(d))
+  if not d or math.abs(d) > MAX_DELAY then return nil end
+  return d
 end
 
 -- Starts the metric server: opts.host, opts.port, opts.metrics (file name), opts.quiet.
@@ -44,7 +52,8 @@ function M.start(opts)
       if req.path ~= "/add" then return 404, "Not Found\n" end
       local q = req.query
       if q.flush and q.flush ~= "" then
-        local f = assert(io.open(metric_file, "w"))
+        local f, err = io.open(metric_file, "w")
+        if not f then return 500, "cannot write the metrics: " .. err .. "\n" end
         -- lua-cjson writes 14 significant digits: epoch seconds keep 0.1 ms resolution
         f:write(require("cjson").encode(metrics))
         f:close()
@@ -69,23 +78,22 @@ end
 if select(1, ...) == "--module" then return M end
 
 -- Command line.
+local USAGE = "usage: aioshell scripts/server.lua [--port 8080] [--host 127.0.0.1] [--metrics FILE]\n"
+
 local opts = { port = 8080 }
-local argv = { ... }
-local i = 1
-while i <= #argv do
-  local a = argv[i]
-  local v = argv[i + 1]
-  if a == "--port" then opts.port = assert(tonumber(v), "--port needs a number"); i = i + 1
-  elseif a == "--host" then opts.host = v; i = i + 1
-  elseif a == "--metrics" then opts.metrics = v; i = i + 1
-  elseif a:match("^%-%-port=") then opts.port = tonumber(a:match("=(.*)"))
-  elseif a:match("^%-%-host=") then opts.host = a:match("=(.*)")
-  elseif a == "-h" or a == "--help" then
-    print("usage: aioshell scripts/server.lua [--port 8080] [--host 127.0.0.1] [--metrics FILE]")
-    return
-  else error("unknown argument: " .. a) end
-  i = i + 1
+local cl = require("aio.flags").new("server", USAGE, { ... })
+for a, name in cl:each() do
+  if name == "--port" then opts.port = cl:int(name, cl:value(a, name), 0, 65535)
+  elseif name == "--host" then opts.host = cl:value(a, name)
+  elseif name == "--metrics" then opts.metrics = cl:value(a, name)
+  elseif a == "-h" or a == "--help" then io.write(USAGE) return
+  else cl:error("unknown argument %s", a) end
 end
-local server = M.start(opts)
+local ok, server = pcall(M.start, opts)
+if not ok then
+  io.stderr:write("server: cannot listen on ", opts.host or "127.0.0.1", ":", opts.port, ": ",
+    (tostring(server):gsub("^[^:]*:%d+: ", "")), "\n")
+  os.exit(1)
+end
 print(string.format("Listening on port: %d", server:port()))
 io.stdout:flush()

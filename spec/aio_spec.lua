@@ -707,6 +707,33 @@ describe("tracing", function()
     assert.is_true(named)
   end)
 
+  it("--trace FILE is written when the script ends with os.exit", function()
+    local path = helper.tmpfile("", ".json")
+    local _, err, status = helper.run({"--trace", path, "-e", [[
+      local aio = require "aio"
+      aio.spawn(function() aio.sleep(0.01) end):await()
+      os.exit(3)
+    ]]})
+    assert.equal(3, status, err)
+    local trace = require("cjson").decode(helper.readfile(path))
+    local begins = 0
+    for _, e in ipairs(trace.traceEvents) do if e.ph == "b" then begins = begins + 1 end end
+    assert.equal(1, begins)
+  end)
+
+  it("--trace with a file that cannot be created fails at once with one line", function()
+    local out, err, status = helper.run({"--trace", "/proc/nope/t.json", "-e", "print('ran')"})
+    assert.equal(1, status)
+    assert.equal("", out)                       -- the script did not run
+    assert.matches("aio.trace: cannot create the trace file /proc/nope/t.json: No such file or directory", err)
+    assert.not_matches("traceback", err)
+    local aio_trace = require "aio.trace"
+    local ok, msg = pcall(aio_trace.start, "/proc/nope/t.json")
+    assert.is_false(ok)
+    assert.matches("cannot create the trace file", msg)
+    assert.is_false(aio_trace.active)
+  end)
+
   it("the task hook sees spawn and end of every task", async(function()
     local seen = {}
     aio.set_task_hook(function(event, task) seen[#seen + 1] = event .. ":" .. task.id end)

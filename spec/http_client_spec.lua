@@ -139,6 +139,26 @@ describe("aio.http client", function()
     client:close()
   end))
 
+  it("gives each response its start on aio.now()'s clock: started .. started + time is the transfer", async(function()
+    -- one connection, three requests: each starts after the one before it ended, and
+    -- all lie within [before, after] on the loop clock
+    local client = http.client { max_connections = 1 }
+    local before = aio.now()
+    local tasks = {}
+    for i = 1, 3 do tasks[i] = aio.spawn(client.get, client, srv:url("/sleep?s=0.03&i=" .. i)) end
+    local results = aio.gather(tasks)
+    local after = aio.now()
+    for i, r in ipairs(results) do
+      assert.is_number(r.started)
+      assert.is_true(r.started >= before and r.started + r.time <= after + 1e-6, "request " .. i)
+      if i > 1 then
+        local prev = results[i - 1]
+        assert.is_true(r.started >= prev.started + prev.time - 1e-6, "request " .. i .. " overlaps its predecessor")
+      end
+    end
+    client:close()
+  end))
+
   it("keeps at most max_connections in flight and starts queued requests in FIFO order", async(function()
     local client = http.client { max_connections = 2 }
     local tasks = {}
@@ -416,6 +436,28 @@ except socket.timeout:
     assert.are.equal(10, done:await())
     client:close()
   end)
+
+  it("traces requests started with client:start{} too, done or failed", async(function()
+    local trace = require "aio.trace"
+    local path = helper.tmpfile("", ".json")
+    trace.start(path)
+    local client = http.client()
+    local ok_url, bad_url = srv:url("/sleep?s=0.02&i=start"), "http://127.0.0.1:1/refused"
+    local f1, f2 = client:start { url = ok_url }, client:start { url = bad_url }
+    assert.are.equal(200, f1:await().status)
+    assert.is_false(pcall(f2.await, f2))
+    trace.stop()
+    client:close()
+    local spans = {}
+    for _, e in ipairs(require("cjson").decode(helper.readfile(path)).traceEvents) do
+      if e.ph == "b" and e.cat == "http" then spans[e.name] = e end
+    end
+    assert.is_table(spans["GET " .. ok_url], "no span for client:start{}")
+    assert.are.equal(200, spans["GET " .. ok_url].args.status)
+    assert.is_table(spans["GET " .. bad_url], "no span for a failed client:start{}")
+    assert.matches("refused", spans["GET " .. bad_url].args.error)
+    helper.cleanup()
+  end))
 
   it("records requests and tasks as trace-event spans with aio.trace", async(function()
     local trace = require "aio.trace"

@@ -81,6 +81,22 @@ describe("terminal output", function()
     }, "\n"), text)
   end)
 
+  it("the busy row counts requests in flight: a serial run is one all along, nothing is blank", function()
+    local serial = {}
+    for i = 1, 10 do serial[i] = { start = (i - 1) * 0.1, stop = i * 0.1, label = tostring(i) } end
+    local busy = plot.timeline_text { spans = serial, width = 40 }:match("busy  (.-)  peak")
+    assert.equal(string.rep("█", 40), busy)   -- not alternating where one ends and the next starts
+    for _, k in ipairs(plot.concurrency(serial, 0, 1, 40)) do assert.is_true(math.abs(k - 1) < 1e-9) end
+    -- a gap is blank, and an empty timeline is blank all along (not drawn at mid-height)
+    busy = plot.timeline_text { spans = { { start = 0, stop = 1 }, { start = 2, stop = 3 } }, width = 30 }
+      :match("busy  (.-)  peak")
+    assert.equal(string.rep("█", 10) .. string.rep(" ", 10) .. string.rep("█", 10), busy)
+    busy = plot.timeline_text { spans = {}, width = 20 }:match("busy  (.-)  peak")
+    assert.equal(string.rep(" ", 20), busy)
+    -- half a slot covered counts a half
+    assert.same({ 0.5, 0 }, plot.concurrency({ { start = 0, stop = 0.5 } }, 0, 2, 2))
+  end)
+
   it("timeline_text samples when there are more spans than rows", function()
     local spans = {}
     for i = 1, 100 do spans[i] = { start = i * 0.01, stop = i * 0.01 + 0.1, label = "r" .. i } end
@@ -155,6 +171,38 @@ describe("SVG output", function()
     assert.truthy(svg:find(">first<", 1, true))
     assert.truthy(svg:find(">third<", 1, true))
     assert.falsy(svg:find(">second<", 1, true))  -- one label per lane
+  end)
+
+  it("fits a long title into the picture: smaller, then wrapped, never past the edges", function()
+    local long = "gevent: 1000 requests x 100 ms (semaphore(c) + spawn all + as_completed (gevent.iwait), " ..
+      "new connection each) — 1.143 s"
+    local longer = string.rep("a fairly long title with words ", 8) .. "and_one_word_far_too_long_for_any_line_" ..
+      string.rep("x", 120)
+    for _, t in ipairs { "short", long, longer } do
+      for _, svg in ipairs { plot.timeline_svg { title = t, spans = { { start = 0, stop = 1 } } },
+                             plot.series_svg { title = t, series = { { values = { 1, 2 } } } },
+                             plot.bar_svg { title = t, bars = { { label = "x", value = 1 } } } } do
+        parse_svg(svg)
+        local W = tonumber(svg:match('width="(%d+)"'))
+        local words = {}
+        for size, text in svg:gmatch('<text x="%d+" y="%d+" font%-size="(%d+)" font%-weight="bold" ' ..
+          'text%-anchor="middle">(.-)</text>') do
+          size = tonumber(size)
+          assert.is_true(size >= 10 and size <= 14)
+          -- centred: half of it on each side of the middle, at about 0.62 em a character
+          assert.is_true(utf8.len(text) * size * 0.62 <= W - 16, t .. ": line too wide: " .. text)
+          words[#words + 1] = text
+        end
+        local joined = table.concat(words, " "):gsub("&#39;", "'")
+        assert.equal(t:gsub("%s+", ""), (joined:gsub("%s+", "")))   -- nothing lost
+      end
+    end
+    assert.equal(1, #plot.fit_title("short", 720).lines)
+    assert.equal(14, plot.fit_title("short", 720).size)
+    local ninety = string.rep("abcdefghi ", 9)
+    assert.equal(1, #plot.fit_title(ninety, 720).lines)           -- shrinks to fit one line
+    assert.is_true(plot.fit_title(ninety, 720).size < 14)
+    assert.is_true(#plot.fit_title(longer, 720).lines > 1)         -- wraps
   end)
 
   it("an empty chart is still a valid picture", function()

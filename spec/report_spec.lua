@@ -82,7 +82,7 @@ print('RESULT {"key":"x","label":"a failing result","measured":1.5,"unit":"s","r
 os.exit(1)
 ]], ".lua")
     local dir = helper.tmpdir()
-    local o, _, s = helper.run({ NOTEBOOKS, "--out", dir, "--only", "none", "--script", bad }, { timeout = 60 })
+    local o, _, s = helper.run({ NOTEBOOKS, "--out", dir, "--notebook", "6", "--script", bad }, { timeout = 60 })
     assert.equal(1, s, o)
     assert.truthy(o:find("0 passed, 1 failed", 1, true), o)
     local md = helper.readfile(dir .. "/report.md")
@@ -110,5 +110,40 @@ os.exit(1)
     local data = assert(helper.readfile(png))
     assert.equal("\137PNG", data:sub(1, 4))
     assert.truthy(#data > 20000, "a blank page would compress to a few KB: " .. #data)
+  end)
+end)
+
+describe("scripts/notebooks.lua options", function()
+  teardown(helper.cleanup)
+
+  it("rejects what would run nothing or crash: message, usage, exit status 2", function()
+    for _, c in ipairs {
+      { { "--only", "kettle,bogus" }, "--only: no experiment 'bogus' (see --list)" },
+      { { "--only", "," }, "--only needs at least one experiment id" },
+      { { "--notebook", "9" }, "--notebook needs an integer from 1 to 6, not '9'" },
+      { { "--notebook", "6" }, "nothing to run: no experiment of notebook 6" },
+      { { "--timeout", "0" }, "--timeout needs a number > 0, not '0'" },
+      { { "--timeout", "abc" }, "--timeout needs a number > 0, not 'abc'" },
+      { { "--out" }, "missing value for --out" },
+      { { "--bogus" }, "unknown argument --bogus" },
+    } do
+      local argv = { NOTEBOOKS }
+      for _, a in ipairs(c[1]) do argv[#argv + 1] = a end
+      local out, err, status = helper.run(argv, { cwd = helper.tmpdir() })
+      local what = table.concat(c[1], " ")
+      assert.equal(2, status, what .. "\n" .. out .. err)
+      assert.equal("", out, what)
+      assert.truthy(err:find("notebooks: " .. c[2], 1, true), what .. ": " .. err)
+      assert.truthy(err:find("usage:", 1, true), what)
+      assert.falsy(err:find("traceback", 1, true), what)
+    end
+  end)
+
+  it("takes a fractional --timeout (it was formatted with %d and crashed)", function()
+    local dir = helper.tmpdir()
+    local out, err, status = helper.run({ NOTEBOOKS, "--only", "generators", "--timeout", "30.5", "--out", dir },
+      { timeout = 60 })
+    assert.equal(0, status, out .. err)
+    assert.truthy(out:find("1 passed, 0 failed", 1, true), out)
   end)
 end)

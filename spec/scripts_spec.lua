@@ -65,6 +65,28 @@ describe("scripts/", function()
     end
   end)
 
+  it("nb5_network_request.lua prints each way's results under its heading, before its time", function()
+    local out, err, status = helper.run({ helper.root .. "/scripts/nb5_network_request.lua", "--virtual-time" },
+      { timeout = 30 })
+    assert.equal(0, status, err)
+    for _, way in ipairs { "blocking", "futures", "coroutines" } do
+      local section = out:match("%-%- " .. way .. "\n(.-)\n" .. way .. ": ")
+      assert.equal("Result is: 4\nResult is: 9\nResult is: 16", section, way .. "\n" .. out)
+    end
+  end)
+
+  it("nb5_executor.lua reports its fetch times in page-times (one page's delay), not 'pages'", function()
+    local out, err, status = helper.run({ helper.root .. "/scripts/nb5_executor.lua" }, { timeout = 60 })
+    assert.equal(0, status, err)
+    local units = {}
+    for json in out:gmatch("RESULT (%b{})") do
+      local r = require("cjson").decode(json)
+      units[r.key] = r.unit
+    end
+    assert.equal("page-times", units.sequential)
+    assert.equal("page-times", units.gathered)
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name

@@ -115,4 +115,51 @@ describe("aio.sys", function()
     assert.equal("1.5 KiB", sys.human_bytes(1536))
     assert.equal("12 B", sys.human_bytes(12))
   end)
+  it("rlimit reads and sets the soft nofile limit, and refuses one above the hard limit", function()
+    local helper = require "spec.helper"
+    -- in a child, so this process keeps its limits; ulimit -S leaves the hard limit as it is
+    local code = [[
+      local sys = require "aio.sys"
+      local soft, hard = sys.rlimit("nofile")
+      print(soft, hard)
+      print(sys.rlimit("nofile", 300))
+      if hard ~= math.huge then print(sys.rlimit("nofile", hard + 1)) else print("nil", "unlimited") end
+      print(pcall(sys.rlimit, "bogus"))
+      print(pcall(sys.rlimit, "nofile", -1))
+    ]]
+    local out, err, status = helper.exec({ "bash", "-c", 'ulimit -Sn 256 && exec "$0" "$@"', helper.aioshell,
+      "-e", code })
+    assert.equal(0, status, err)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    local soft, hard = lines[1]:match("^(%S+)\t(%S+)$")
+    assert.equal("256", soft)
+    assert.equal("300\t" .. hard, lines[2])
+    if hard ~= "inf" then
+      assert.equal(string.format("nil\trlimit nofile: %d is above the hard limit %s\t22", tonumber(hard) + 1, hard),
+        lines[3])
+    end
+    assert.matches("^false\t.*invalid option 'bogus'", lines[4])
+    assert.matches("^false\t.*non%-negative integer", lines[5])
+  end)
+
+  it("mkdir creates a directory, with parents like mkdir -p, and reports failures", function()
+    local helper = require "spec.helper"
+    local dir = helper.tmpdir()
+    local odd = dir .. "/it's a \"dir\"; $(touch x)"
+    assert.is_true(sys.mkdir(odd .. "/a//b/", true))
+    local f = io.open(odd .. "/a/b/file", "w")
+    assert.is_truthy(f)
+    f:close()
+    assert.is_true(sys.mkdir(odd .. "/a", true))         -- exists: fine with parents
+    local ok, msg, code = sys.mkdir(odd .. "/a")         -- exists: an error without
+    assert.is_nil(ok)
+    assert.equal("mkdir " .. odd .. "/a: File exists", msg)
+    assert.equal(17, code)
+    ok, msg = sys.mkdir(odd .. "/a/b/file/sub", true)    -- a file in the way
+    assert.is_nil(ok)
+    assert.equal("mkdir " .. odd .. "/a/b/file: Not a directory", msg)
+    assert.is_nil(io.open(dir .. "/x"))                  -- no shell ran
+    helper.cleanup()
+  end)
 end)

@@ -508,7 +508,7 @@ static int check_done(http_client *c) {
       long status = 0; char *eff = NULL;
       curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
       curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &eff);
-      lua_createtable(L, 0, 7);
+      lua_createtable(L, 0, 8);
       lua_pushinteger(L, status); lua_setfield(L, -2, "status");
       lua_pushboolean(L, status > 0 && status < 400); lua_setfield(L, -2, "ok");
       lua_pushlstring(L, r->rbody.data ? r->rbody.data : "", r->rbody.len); lua_setfield(L, -2, "body");
@@ -516,6 +516,7 @@ static int check_done(http_client *c) {
       lua_pushstring(L, eff ? eff : r->url); lua_setfield(L, -2, "url");
       lua_pushnumber(L, (double)(aio_now_ns(c->loop) - r->t_started) / 1e9); lua_setfield(L, -2, "time");
       lua_pushnumber(L, (double)(r->t_started - r->t_queued) / 1e9); lua_setfield(L, -2, "queued");
+      lua_pushnumber(L, (double)r->t_started / 1e9); lua_setfield(L, -2, "started"); /* aio.now()'s clock */
       aio_future_resolve(L, r->fut, 1);
     } else {
       push_error(L, error_kind(rc), r->url, curl_easy_strerror(rc), (int)rc);

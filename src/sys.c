@@ -9,11 +9,14 @@
 ** be read) returns fail, "what: strerror", errno.
 */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "aio.h"
 
@@ -276,6 +279,116 @@ static int sys_tty_size(lua_State *L) {
   return 2;
 }
 
+/* The resource names sys.rlimit knows, and their RLIMIT_ constants. */
+static const char *const rlimit_names[] = {
+  "nofile", "nproc", "core", "stack", "as", "data", "fsize", "cpu", NULL
+};
+static const int rlimit_ids[] = {
+  RLIMIT_NOFILE, RLIMIT_NPROC, RLIMIT_CORE, RLIMIT_STACK, RLIMIT_AS, RLIMIT_DATA, RLIMIT_FSIZE,
+  RLIMIT_CPU
+};
+
+/* Pushes one limit: an integer, or math.huge for RLIM_INFINITY. */
+static void push_rlim(lua_State *L, rlim_t v) {
+  if (v == RLIM_INFINITY) lua_pushnumber(L, HUGE_VAL);
+  else lua_pushinteger(L, (lua_Integer)v);
+}
+
+/* sys.rlimit(name [, soft]) -> soft, hard. With soft (an integer >= 0, or math.huge for
+** unlimited) it first sets the soft limit, keeping the hard one; a soft limit above the hard
+** one, or one the kernel refuses, returns fail, "rlimit NAME: message", errno. */
+static int sys_rlimit(lua_State *L) {
+  int which = rlimit_ids[luaL_checkoption(L, 1, NULL, rlimit_names)];
+  const char *name = lua_tostring(L, 1);
+  struct rlimit rl;
+  if (getrlimit(which, &rl) != 0) return luaL_fileresult(L, 0, "getrlimit");
+  if (!lua_isnoneornil(L, 2)) {
+    rlim_t soft;
+    if (lua_isinteger(L, 2)) {
+      lua_Integer v = lua_tointeger(L, 2);
+      luaL_argcheck(L, v >= 0, 2, "limit must be a non-negative integer or math.huge");
+      soft = (rlim_t)v;
+    } else {
+      luaL_argcheck(L, lua_type(L, 2) == LUA_TNUMBER && lua_tonumber(L, 2) == HUGE_VAL, 2,
+                    "limit must be a non-negative integer or math.huge");
+      soft = RLIM_INFINITY;
+    }
+    if (rl.rlim_max != RLIM_INFINITY && (soft == RLIM_INFINITY || soft > rl.rlim_max)) {
+      luaL_pushfail(L);
+      if (soft == RLIM_INFINITY)
+        lua_pushfstring(L, "rlimit %s: unlimited is above the hard limit %I", name,
+                        (lua_Integer)rl.rlim_max);
+      else
+        lua_pushfstring(L, "rlimit %s: %I is above the hard limit %I", name, (lua_Integer)soft,
+                        (lua_Integer)rl.rlim_max);
+      lua_pushinteger(L, EINVAL);
+      return 3;
+    }
+    rl.rlim_cur = soft;
+    if (setrlimit(which, &rl) != 0) {
+      int en = errno;
+      luaL_pushfail(L);
+      lua_pushfstring(L, "rlimit %s: %s", name, strerror(en));
+      lua_pushinteger(L, en);
+      return 3;
+    }
+    if (getrlimit(which, &rl) != 0) return luaL_fileresult(L, 0, "getrlimit");
+  }
+  push_rlim(L, rl.rlim_cur);
+  push_rlim(L, rl.rlim_max);
+  return 2;
+}
+
+/* Whether path names an existing directory. */
+static int is_dir(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Creates one directory; an existing directory counts as success when exist_ok. Returns 0 or
+** an errno value. */
+static int make_dir(const char *path, int exist_ok) {
+  int en;
+  if (mkdir(path, 0777) == 0) return 0;
+  en = errno;
+  if (en == EEXIST && exist_ok) return is_dir(path) ? 0 : ENOTDIR;
+  return en;
+}
+
+/* sys.mkdir(path [, parents]) -> true, or fail, "mkdir PATH: message", errno. With parents,
+** creates the missing parent directories too and accepts an existing directory (mkdir -p);
+** no shell is involved, so any path is safe. */
+static int sys_mkdir(lua_State *L) {
+  size_t len;
+  const char *path = luaL_checklstring(L, 1, &len);
+  int parents = lua_toboolean(L, 2);
+  int err = 0;
+  luaL_Buffer b;
+  luaL_argcheck(L, len > 0 && strlen(path) == len, 1, "not a path");
+  if (parents) {
+    char *p = luaL_buffinitsize(L, &b, len + 1);
+    size_t i;
+    memcpy(p, path, len + 1);
+    for (i = 1; i < len && err == 0; i++) {  /* each prefix ending before a '/' */
+      if (p[i] != '/' || p[i - 1] == '/') continue;
+      p[i] = '\0';
+      err = make_dir(p, 1);
+      if (err == 0) p[i] = '/';             /* on failure p stays the prefix, for the message */
+    }
+    if (err == 0) err = make_dir(p, 1);
+  } else {
+    err = make_dir(path, 0);
+  }
+  if (err != 0) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "mkdir %s: %s", parents ? luaL_buffaddr(&b) : path, strerror(err));
+    lua_pushinteger(L, err);
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static const luaL_Reg sys_funcs[] = {
   {"cpu_times", sys_cpu_times},
   {"memory", sys_memory},
@@ -291,6 +404,8 @@ static const luaL_Reg sys_funcs[] = {
   {"pid", sys_pid},
   {"isatty", sys_isatty},
   {"tty_size", sys_tty_size},
+  {"rlimit", sys_rlimit},
+  {"mkdir", sys_mkdir},
   {NULL, NULL}
 };
 

@@ -54,23 +54,25 @@ function Client:start(t)
       headers = h
     end
   end
-  return self._c:request(t.method or (body and "POST" or "GET"), t.url, headers, body, t)
+  local fut = self._c:request(t.method or (body and "POST" or "GET"), t.url, headers, body, t)
+  local tr = tracer()
+  if tr then  -- a span from now to completion (aio.on_done: synchronous, no extra task)
+    local t0 = aio.now()
+    aio.on_done(fut, function(f)
+      local ok, res = pcall(f.result, f)
+      tr.complete((t.method or "GET") .. " " .. t.url, "http", t0, aio.now(),
+        { status = ok and res.status or nil, error = (not ok) and tostring(res) or nil,
+          queued = ok and res.queued or nil })
+    end)
+  end
+  return fut
 end
 
--- Performs a request and returns the response {status, ok, headers, body, url, time, queued}.
--- Failures (refused, dns, timeout, reset, ...) raise {kind=, url=, message=}.
+-- Performs a request and returns the response {status, ok, headers, body, url, time, queued,
+-- started}. Failures (refused, dns, timeout, reset, ...) raise {kind=, url=, message=}.
 function Client:request(t)
   if type(t) == "string" then t = { url = t } end
-  local tr = tracer()
-  local t0 = tr and aio.now()
-  local fut = self:start(t)
-  if not tr then return fut:await() end
-  local ok, res = pcall(fut.await, fut)
-  tr.complete((t.method or "GET") .. " " .. t.url, "http", t0, aio.now(),
-    { status = ok and res.status or nil, error = (not ok) and tostring(res) or nil,
-      queued = ok and res.queued or nil })
-  if not ok then error(res, 0) end
-  return res
+  return self:start(t):await()
 end
 
 -- client:get(url [, opts]) → response.

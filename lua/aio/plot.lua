@@ -147,21 +147,43 @@ function plot.bar_text(bars, opts)
   return concat(lines, "\n")
 end
 
--- Concurrency over time: for each of `width` slots of [t0, t1], how many spans are active.
+-- In flight over time: for each of `width` equal slots of [t0, t1], the time-weighted average
+-- number of spans active during the slot (a span covering half of a slot adds 0.5). Spans that
+-- follow each other read as 1 all along, not 2 in the slots where one ends and the next starts.
 local function concurrency(spans, t0, t1, width)
   local out = {}
-  for c = 1, width do
-    local a = t0 + (c - 1) * (t1 - t0) / width
-    local b = t0 + c * (t1 - t0) / width
-    local k = 0
-    for _, s in ipairs(spans) do
-      if s.start < b and s.stop > a then k = k + 1 end
+  for c = 1, width do out[c] = 0 end
+  local dt = (t1 - t0) / width
+  if dt <= 0 then return out end
+  for _, s in ipairs(spans) do
+    local a, b = max(s.start, t0), min(s.stop or s.start, t1)
+    if b > a then
+      for c = min(floor((a - t0) / dt) + 1, width), min(floor((b - t0) / dt) + 1, width) do
+        local overlap = min(b, t0 + c * dt) - max(a, t0 + (c - 1) * dt)
+        if overlap > 0 then out[c] = out[c] + overlap / dt end
+      end
     end
-    out[c] = k
   end
   return out
 end
 plot.concurrency = concurrency
+
+-- The highest value of a concurrency profile (0 for none).
+local function profile_max(conc)
+  local hi = 0
+  for _, k in ipairs(conc) do hi = max(hi, k) end
+  return hi
+end
+
+-- A concurrency profile as one row of blocks scaled to its highest slot; a slot with nothing
+-- in flight is blank, one with anything at all at least the lowest block.
+local function busy_row(conc)
+  local hi, out = profile_max(conc), {}
+  for c, k in ipairs(conc) do
+    out[c] = k <= 0 and " " or BLOCKS[min(max(ceil(k / hi * #BLOCKS - 1e-9), 1), #BLOCKS)]
+  end
+  return concat(out)
+end
 
 -- The most spans active at the same instant (exact sweep; a span ending when another starts
 -- does not overlap it).
@@ -235,7 +257,7 @@ function plot.timeline_text(opts)
   lines[#lines + 1] = string.rep(" ", labw + 2) .. left ..
     string.rep(" ", max(width - #left - #right, 1)) .. right
   lines[#lines + 1] = "busy" .. string.rep(" ", labw - 4) .. "  " ..
-    plot.sparkline(conc, { min = 0 }) .. format("  peak %d at once", peak_concurrency(spans))
+    busy_row(conc) .. format("  peak %d at once", peak_concurrency(spans))
   return concat(lines, "\n")
 end
 
@@ -288,15 +310,60 @@ end
 -- SVG
 ---------------------------------------------------------------------------------------------
 
--- Opens an SVG document with a white background and a title.
-local function svg_open(buf, w, h, title)
+local TITLE_SIZE, TITLE_MIN = 14, 10  -- px: a title shrinks down to TITLE_MIN, then wraps
+local CHAR_EM = 0.62                     -- width of an average bold sans-serif character, in em
+
+-- Characters in s (UTF-8 aware; bytes for invalid UTF-8).
+local function nchars(s) return utf8.len(s) or #s end
+
+-- Splits a word into pieces of at most n characters.
+local function split_word(word, n)
+  local pieces = {}
+  while nchars(word) > n do
+    local cut = utf8.offset(word, n + 1) or (n + 1)
+    pieces[#pieces + 1] = word:sub(1, cut - 1)
+    word = word:sub(cut)
+  end
+  pieces[#pieces + 1] = word
+  return pieces
+end
+
+-- Fits a title into a w px wide picture: one line at TITLE_SIZE if it fits, else at the
+-- largest size down to TITLE_MIN that fits, else wrapped at word boundaries at TITLE_MIN
+-- (words longer than a line are cut). Returns {lines=, size=, extra=} where extra is the
+-- height the lines after the first take (callers move their plot down by it).
+local function fit_title(title, w)
+  if not title then return { lines = {}, size = TITLE_SIZE, extra = 0 } end
+  local avail = w - 16
+  for size = TITLE_SIZE, TITLE_MIN, -1 do
+    if nchars(title) * size * CHAR_EM <= avail then return { lines = { title }, size = size, extra = 0 } end
+  end
+  local per_line = max(floor(avail / (TITLE_MIN * CHAR_EM)), 4)
+  local lines, cur = {}, nil
+  for word in title:gmatch("%S+") do
+    for _, piece in ipairs(split_word(word, per_line)) do
+      if cur and nchars(cur) + 1 + nchars(piece) <= per_line then
+        cur = cur .. " " .. piece
+      else
+        lines[#lines + 1] = cur
+        cur = piece
+      end
+    end
+  end
+  lines[#lines + 1] = cur
+  return { lines = lines, size = TITLE_MIN, extra = (#lines - 1) * (TITLE_MIN + 4) }
+end
+plot.fit_title = fit_title
+
+-- Opens an SVG document with a white background and a title laid out by fit_title (tl).
+local function svg_open(buf, w, h, title, tl)
   buf[#buf + 1] = format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" ' ..
     'viewBox="0 0 %d %d" font-family="sans-serif" font-size="11">', w, h, w, h)
   if title then buf[#buf + 1] = "<title>" .. xml(title) .. "</title>" end
   buf[#buf + 1] = format('<rect width="%d" height="%d" fill="#ffffff"/>', w, h)
-  if title then
-    buf[#buf + 1] = format('<text x="%d" y="18" font-size="14" font-weight="bold" ' ..
-      'text-anchor="middle">%s</text>', floor(w / 2), xml(title))
+  for i, line in ipairs(tl.lines) do
+    buf[#buf + 1] = format('<text x="%d" y="%d" font-size="%d" font-weight="bold" ' ..
+      'text-anchor="middle">%s</text>', floor(w / 2), 18 + (i - 1) * (tl.size + 4), tl.size, xml(line))
   end
 end
 
@@ -331,7 +398,9 @@ end
 -- line chart; `values` are plotted at x = 1, 2, ...
 function plot.series_svg(opts)
   local W, H = opts.width or 640, opts.height or 320
-  local L, R, T, B = 56, 16, 30, 42
+  local tl = fit_title(opts.title, W)
+  local L, R, T, B = 56, 16, 30 + tl.extra, 42
+  H = H + tl.extra
   local series = opts.series or {}
   local xs, ys = {}, {}
   local norm = {}
@@ -353,7 +422,7 @@ function plot.series_svg(opts)
   local function px(x) return L + (x - xlo) / (xhi - xlo) * (W - L - R) end
   local function py(y) return H - B - (y - ylo) / (yhi - ylo) * (H - T - B) end
   local buf = {}
-  svg_open(buf, W, H, opts.title)
+  svg_open(buf, W, H, opts.title, tl)
   svg_axis(buf, ylo, yhi, L, T, W - R, H - B, true, opts.yunit)
   svg_axis(buf, xlo, xhi, L, T, W - R, H - B, false, opts.xunit)
   buf[#buf + 1] = format('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333"/>', L, H - B,
@@ -406,13 +475,14 @@ function plot.bar_svg(opts)
   local bars = opts.bars or {}
   local W = opts.width or 640
   local row = 22
-  local L, R, T, B = opts.label_width or 200, 70, 30, 24
+  local tl = fit_title(opts.title, W)
+  local L, R, T, B = opts.label_width or 200, 70, 30 + tl.extra, 24
   local H = T + B + row * max(#bars, 1)
   local hi = 0
   for _, b in ipairs(bars) do hi = max(hi, b.value or 0) end
   if hi <= 0 then hi = 1 end
   local buf = {}
-  svg_open(buf, W, H, opts.title)
+  svg_open(buf, W, H, opts.title, tl)
   for i, b in ipairs(bars) do
     local y = T + (i - 1) * row
     local w = (b.value or 0) / hi * (W - L - R)
@@ -449,13 +519,14 @@ function plot.timeline_svg(opts)
   local lane_h = opts.lane_height or min(18, max(600 / max(nlanes, 1), 0.5))
   local show_labels = lane_h >= 10
   local L = show_labels and (opts.label_width or 140) or 40
-  local R, T = 20, 30
+  local tl = fit_title(opts.title, W)
+  local R, T = 20, 30 + tl.extra
   local plot_h = lane_h * max(nlanes, 1)
   local strip = 40
   local H = opts.height or floor(T + plot_h + 24 + strip + 20)
   local function px(t) return L + (t - t0) / (t1 - t0) * (W - L - R) end
   local buf = {}
-  svg_open(buf, W, H, opts.title)
+  svg_open(buf, W, H, opts.title, tl)
   svg_axis(buf, 0, t1 - t0, L, T, W - R, T + plot_h, false, opts.unit or "s")
   local labeled = {}
   for i, s in ipairs(spans) do
@@ -475,11 +546,12 @@ function plot.timeline_svg(opts)
         y + lane_h / 2 + 4, xml(tostring(s.label):sub(1, 24)))
     end
   end
-  -- Concurrency strip: how many spans are active, as a filled profile.
+  -- Concurrency strip: the average number of spans in flight per slot, as a filled profile
+  -- scaled to the highest slot (flat on the baseline where nothing is in flight).
   local cols = 120
   local conc = concurrency(spans, t0, t1, cols)
-  local peak = 1
-  for _, k in ipairs(conc) do peak = max(peak, k) end  -- scale of the strip (sampled)
+  local peak = profile_max(conc)
+  if peak <= 0 then peak = 1 end
   local sy = T + plot_h + 24
   local pts = { format("%.1f,%.1f", px(t0), sy + strip) }
   for c, k in ipairs(conc) do

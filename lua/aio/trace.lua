@@ -3,7 +3,7 @@
 --   local trace = require "aio.trace"
 --   trace.start("run.json")   -- or: aioshell --trace run.json script.lua
 --   ...                       -- tasks spawned from Lua and HTTP requests are recorded
---   trace.stop()              -- writes the file (also done at exit if still active)
+--   trace.stop()              -- writes the file (also done at exit if still active, os.exit included)
 --
 -- Without touching a script: AIO_TRACE=run.json aioshell -l aio.trace script.lua (loading the
 -- module with AIO_TRACE set starts the trace; it is written at exit).
@@ -46,11 +46,24 @@ function trace.span(name, fn, ...)
   return table.unpack(r, 2, r.n)
 end
 
+-- Creates (truncates) file p now, so a path that cannot be written fails at the start rather
+-- than silently at exit; returns true or fail, message.
+local function creatable(p)
+  local f, err = io.open(p, "w")
+  if not f then return nil, "aio.trace: cannot create the trace file " .. err end
+  f:close()
+  return true
+end
+
 -- Starts recording to file p: every task (spawned from Lua or C: server handlers, callbacks,
--- combinators) becomes a span, through the core's task lifecycle hook.
+-- combinators) becomes a span, through the core's task lifecycle hook. Raises when p cannot
+-- be created.
 function trace.start(p)
+  assert(p, "trace.start: file name required")
+  local ok, err = creatable(p)
+  if not ok then error(err, 2) end
   if trace.active then trace.stop() end
-  path, events, next_id = assert(p, "trace.start: file name required"), {}, 0
+  path, events, next_id = p, {}, 0
   t0 = aio.now()
   trace.active = true
   events[1] = { name = "process_name", ph = "M", pid = pid, tid = 1, args = { name = "aioshell" } }
@@ -95,12 +108,35 @@ function trace.stop()
   return n
 end
 
--- Writes the file at exit if the script forgot to stop (lua_close runs this finalizer).
-setmetatable(trace, { __gc = function() if trace.active then pcall(trace.stop) end end })
+-- Writes the file at exit if the script forgot to stop; a failure is reported on stderr.
+local function stop_at_exit()
+  if not trace.active then return end
+  local ok, err = pcall(trace.stop)
+  if not ok then io.stderr:write("aio.trace: the trace was not written: ", tostring(err), "\n") end
+end
 
+-- lua_close runs this finalizer at a normal end (or an error, or os.exit(code, true)).
+setmetatable(trace, { __gc = stop_at_exit })
+
+-- A plain os.exit(code) ends the process without closing the state, so no finalizer runs:
+-- write the trace first.
+do
+  local exit = os.exit
+  os.exit = function(...)  -- luacheck: ignore 122
+    stop_at_exit()
+    return exit(...)
+  end
+end
+
+-- AIO_TRACE (aioshell --trace FILE) starts the trace; a file that cannot be created stops the
+-- program with a one-line message (an error object with __tostring: no traceback).
 do
   local auto = os.getenv("AIO_TRACE")
-  if auto and auto ~= "" then trace.start(auto) end
+  if auto and auto ~= "" then
+    local ok, err = creatable(auto)
+    if not ok then error(setmetatable({}, { __tostring = function() return err end })) end
+    trace.start(auto)
+  end
 end
 
 return trace

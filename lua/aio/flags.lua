@@ -1,0 +1,69 @@
+-- aio.flags — the command lines of the scripts in scripts/: one place for how an option takes
+-- its value, how numbers are checked and how a mistake is reported (the message and the usage
+-- on stderr, exit status 2, no traceback).
+--
+--   local cl = require("aio.flags").new("crawler", USAGE, { ... })
+--   for a, name in cl:each() do
+--     if name == "--n" then opts.n = cl:int(name, cl:value(a, name), 1)
+--     elseif a == "--quiet" then opts.quiet = true
+--     else cl:error("unknown argument %s", a) end
+--   end
+local flags = {}
+
+local P = {}
+P.__index = P
+
+-- A parser of argv (a list of words) for program prog, whose usage text is usage.
+function flags.new(prog, usage, argv)
+  return setmetatable({ prog = prog, usage = usage, argv = argv, i = 0 }, P)
+end
+
+-- Reports a mistake on the command line: "prog: message" and the usage on stderr; exits 2.
+function P:error(fmt, ...)
+  io.stderr:write(self.prog, ": ", string.format(fmt, ...), "\n", self.usage)
+  os.exit(2)
+end
+
+-- Iterates over the words: each word, and its option name (the part before '=' of --x=v).
+function P:each()
+  return function()
+    self.i = self.i + 1
+    local a = self.argv[self.i]
+    if a == nil then return nil end
+    return a, a:match("^(%-%-[%w-]+)=") or a
+  end
+end
+
+-- The value of the option word a (named name): after '=', or the next word, which must be there
+-- and must not be another option (so `--url --n 5` is a missing URL, not the URL "--n").
+function P:value(a, name)
+  local v = a:match("^%-%-[%w-]+=(.*)$")
+  if not v then
+    self.i = self.i + 1
+    v = self.argv[self.i]
+    if v == nil or v:match("^%-%-") then self:error("missing value for %s", name) end
+  end
+  if v == "" then self:error("empty value for %s", name) end
+  return v
+end
+
+-- v as an integer of at least lo (and at most hi, when given), or a mistake naming the option.
+function P:int(name, v, lo, hi)
+  local n = math.tointeger(tonumber(v))
+  if not n or n < lo or (hi and n > hi) then
+    self:error("%s needs an integer %s, not '%s'", name,
+      hi and string.format("from %d to %d", lo, hi) or string.format(">= %d", lo), v)
+  end
+  return n
+end
+
+-- v as a finite number > 0 (fractions allowed), or a mistake naming the option.
+function P:positive(name, v)
+  local n = tonumber(v)
+  if not n or n <= 0 or n ~= n or n == math.huge then
+    self:error("%s needs a number > 0, not '%s'", name, v)
+  end
+  return n
+end
+
+return flags

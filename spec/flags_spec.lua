@@ -1,0 +1,47 @@
+-- spec/flags_spec.lua — aio.flags, the scripts' command lines: values after '=' or in the next
+-- word, integers with bounds, and mistakes reported as message + usage, exit status 2.
+local helper = require "spec.helper"
+
+-- Runs a small program parsing its arguments with aio.flags; prints what it got.
+local PROGRAM = [[
+local cl = require("aio.flags").new("prog", "usage: prog [--n N] [--name S] [--t S]\n", { ... })
+local got = {}
+for a, name in cl:each() do
+  if name == "--n" then got[#got + 1] = "n=" .. cl:int(name, cl:value(a, name), 1, 10)
+  elseif name == "--name" then got[#got + 1] = "name=" .. cl:value(a, name)
+  elseif name == "--t" then got[#got + 1] = "t=" .. cl:positive(name, cl:value(a, name))
+  else cl:error("unknown argument %s", a) end
+end
+print(table.concat(got, " "))
+]]
+
+local function run(...)
+  return helper.run_lua(PROGRAM, { args = { ... } })
+end
+
+describe("aio.flags", function()
+  after_each(helper.cleanup)
+
+  it("takes a value after '=' or as the next word", function()
+    local out, err, status = run("--n=3", "--name", "x y", "--t", "0.5")
+    assert.equal(0, status, err)
+    assert.equal("n=3 name=x y t=0.5\n", out)
+  end)
+
+  it("reports mistakes with the usage on stderr and exit status 2", function()
+    for _, c in ipairs {
+      { { "--n", "11" }, "prog: --n needs an integer from 1 to 10, not '11'" },
+      { { "--n", "2.5" }, "prog: --n needs an integer from 1 to 10, not '2.5'" },
+      { { "--name", "--n", "3" }, "prog: missing value for --name" },
+      { { "--name=" }, "prog: empty value for --name" },
+      { { "--t", "0" }, "prog: --t needs a number > 0, not '0'" },
+      { { "--t", "inf" }, "prog: --t needs a number > 0, not 'inf'" },
+      { { "--x" }, "prog: unknown argument --x" },
+    } do
+      local out, err, status = run(table.unpack(c[1]))
+      assert.equal(2, status, table.concat(c[1], " "))
+      assert.equal("", out)
+      assert.equal(c[2] .. "\nusage: prog [--n N] [--name S] [--t S]\n", err)
+    end
+  end)
+end)
