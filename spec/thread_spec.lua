@@ -338,6 +338,36 @@ describe("channels", function()
     assert.equal(1275, f:await())
   end))
 
+  -- The loop side checked "full"/"empty", let go of the lock, then parked: a worker that
+  -- drained (or filled) the channel in between and then blocked was never answered. Many short
+  -- hand-overs both ways make that window likely; a hang is caught by the time limit.
+  it("never loses a wake-up between the loop checking the channel and parking", async(function()
+    for _ = 1, 1000 do
+      local ch = thread.channel(1)
+      local f = pool:submit(function(ch)
+        local sum = 0
+        while true do
+          local v = ch:recv()
+          if v == nil then return sum end
+          sum = sum + v
+        end
+      end, ch)
+      for i = 1, 5 do assert.is_true(ch:send(i)) end
+      ch:close()
+      assert.equal(15, aio.wait_for(f, 5))
+      local back = thread.channel(1)
+      local g = pool:submit(function(ch) for i = 1, 5 do ch:send(i) end ch:close() end, back)
+      local sum = 0
+      while true do
+        local v = aio.wait_for(function() return back:recv() end, 5)
+        if v == nil then break end
+        sum = sum + v
+      end
+      g:await()
+      assert.equal(15, sum)
+    end
+  end))
+
   it("times out on the loop without losing later messages", async(function()
     local ch = thread.channel(1)
     local t0 = aio.now()

@@ -634,6 +634,11 @@ static int chan_park(lua_State *L, chan *c, int is_send, aio_buf *b) {
   c->wtail = w;
   c->loop_waiting = 1;
   pthread_mutex_unlock(&c->mu);
+  /* The caller saw the channel full (or empty) before taking the lock again: a worker may have
+  ** changed it in between, while no waiter was parked to be notified, and then blocked itself
+  ** (both sides waiting forever, 1 run in 20 of the back-pressure spec). Serving now settles
+  ** this waiter at once if the channel already allows it. */
+  chan_serve(L, c);
   return aio_await(L, lua_gettop(L));
 }
 
