@@ -225,6 +225,22 @@ while True:
     client:close()
   end))
 
+  it("keeps FIFO order for a request started from a synchronous done callback", async(function()
+    -- aio.core.on_done runs its callback while the client collects finished transfers, before
+    -- the freed slot is handed to the queue: the new request must go after those waiting.
+    local client = http.client { max_connections = 1 }
+    local d
+    local a = client:start { url = srv:url("/?i=1") }
+    local b = client:start { url = srv:url("/?i=2") }
+    local c = client:start { url = srv:url("/?i=3") }
+    require("aio.core").on_done(a, function() d = client:start { url = srv:url("/?i=4") } end)
+    b:await(); c:await()
+    while not d do aio.sleep(0) end
+    d:await()
+    assert.are.same({ "/#1", "/#2", "/#3", "/#4" }, log)
+    client:close()
+  end))
+
   it("reuses one keep-alive connection for sequential requests", async(function()
     local client = http.client()
     for i = 1, 25 do assert.are.equal(200, client:get(srv:url("/?i=" .. i)).status) end

@@ -604,8 +604,9 @@ static int pump(http_client *c, http_req *from) {
     if (!req_start(c, r)) {
       r->state = REQ_DONE;
       push_error(L, "internal", r->url, "cannot start transfer", -1);
-      aio_future_reject(L, r->fut);
+      aio_future_reject(L, r->fut);          /* its callbacks may change the queue: */
       req_free(L, r);
+      next = c->qhead;                       /* start over (the blocked ones are passed again) */
     } else started++;
   }
   return started;
@@ -837,7 +838,8 @@ static http_client *check_client(lua_State *L, int idx) {
 /* Raises "<who>: bad option '<k>' (<expected> expected, got <value>)" about the value at idx
 ** (a number is shown, anything else by its type). */
 static int opt_error(lua_State *L, int idx, const char *who, const char *k, const char *expected) {
-  const char *got = lua_type(L, idx) == LUA_TNUMBER ? luaL_tolstring(L, idx, NULL) : luaL_typename(L, idx);
+  const char *got = lua_type(L, idx) == LUA_TNUMBER ? luaL_tolstring(L, idx, NULL)
+                                                     : luaL_typename(L, idx);
   return luaL_error(L, "%s: bad option '%s' (%s expected, got %s)", who, k, expected, got);
 }
 
@@ -948,9 +950,16 @@ static int is_token(const char *s, size_t len) {
 }
 
 /* Does s[0..len) hold a CR, LF or NUL? Each would end a request line or header early (request
-** smuggling) or cut it short. *high is set when it holds a byte >= 0x80. */
+** smuggling) or cut it short. *high is set when it holds a byte >= 0x80. Every URL goes through
+** here, so 8 bytes at a time are let through when none is a control byte or >= 0x80. */
 static int has_crlf_nul(const char *s, size_t len, int *high) {
-  for (size_t i = 0; i < len; i++) {
+  const uint64_t ones = 0x0101010101010101u, tops = 0x8080808080808080u;
+  size_t i = 0;
+  for (uint64_t w; i + 8 <= len; i += 8) {
+    memcpy(&w, s + i, 8);
+    if (((w - ones * 0x20) | w) & tops) break; /* a byte < 0x20 or >= 0x80: look at each */
+  }
+  for (; i < len; i++) {
     unsigned char ch = (unsigned char)s[i];
     if (ch - 0x20u < 0x60u) continue;        /* printable ASCII: the common case */
     if (ch == '\r' || ch == '\n' || ch == 0) return 1;
@@ -990,7 +999,8 @@ static int check_headers(lua_State *L, int idx, int *expect) {
   int high = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {                 /* ..., name, value */
-    if (lua_type(L, -2) != LUA_TSTRING) opt_error(L, lua_absindex(L, -2), WHO_REQUEST, "headers", "string names");
+    if (lua_type(L, -2) != LUA_TSTRING)
+      opt_error(L, lua_absindex(L, -2), WHO_REQUEST, "headers", "string names");
     const char *k = lua_tolstring(L, -2, &klen);
     if (!is_token(k, klen))
       luaL_error(L, WHO_REQUEST ": bad header name '%s' (an HTTP token expected)", k);
@@ -1001,7 +1011,7 @@ static int check_headers(lua_State *L, int idx, int *expect) {
     if (has_crlf_nul(v, vlen, &high))
       luaL_error(L, WHO_REQUEST ": bad header '%s' (its value contains CR, LF or NUL)", k);
     if (klen == 6 && strncasecmp(k, "expect", 6) == 0) *expect = 1;
-    luaL_checkstack(L, 2, "too many headers");
+    luaL_checkstack(L, 3, "too many headers");
     lua_pushvalue(L, -2);                    /* the traversal's key: name and value stay below */
     n++;
   }
@@ -1061,8 +1071,13 @@ static int req_add_header(http_req *r, const char *k, size_t klen, const char *v
   size_t n = klen + vlen + 3;
   if (n > sizeof small && !(line = malloc(n))) return 0;
   memcpy(line, k, klen);
-  if (is_blank(v, vlen)) memcpy(line + klen, ";", 2);
-  else { memcpy(line + klen, ": ", 2); memcpy(line + klen + 2, v, vlen); line[klen + 2 + vlen] = 0; }
+  if (is_blank(v, vlen)) {
+    memcpy(line + klen, ";", 2);
+  } else {
+    memcpy(line + klen, ": ", 2);
+    memcpy(line + klen + 2, v, vlen);
+    line[klen + 2 + vlen] = 0;
+  }
   struct curl_slist *grown = curl_slist_append(r->headers, line);
   if (line != small) free(line);
   if (grown) r->headers = grown;
@@ -1142,7 +1157,10 @@ static int l_request(lua_State *L) {
   f->on_cancel_ud = r;
   r->t_queued = aio_now_ns(c->loop);
   enqueue(c, r, 0);                          /* always through the FIFO: fairness */
-  if (pump(c, r) > 0) kick_now(c);           /* those before r wait for their host, if any */
+  /* Outside drive, the requests before r are all waiting for a slot (pump ran after every slot
+  ** freed), so only r can start: with max_per_host, no scan of the queue on every request.
+  ** Inside drive (a done callback), freed slots may not have been handed out yet. */
+  if (pump(c, c->driving ? c->qhead : r) > 0) kick_now(c);
   return 1;
 }
 
