@@ -58,8 +58,9 @@ describe("aio.http client", function()
   -- Starts a raw HTTP/1.1 server in another process that logs each request line to a file.
   -- Mode "once" answers the first request of each connection and closes the connection
   -- without a reply at the second (a server's idle close crossing the client's reuse); the
-  -- first `hold` connections are answered only once all of them are open. Mode "garbage"
-  -- answers anything with bytes that are not HTTP. Returns its base URL, a function giving
+  -- first `hold` connections are answered only once all of them are open. Mode "last" is
+  -- "once", but the server is gone (connections refused) when it closes the connection. Mode
+  -- "garbage" answers anything with bytes that are not HTTP. Returns its base URL, a function giving
   -- the log's lines, and a function that stops it.
   local function raw_server(mode, hold)
     local py = [[
@@ -83,6 +84,7 @@ def serve(s, first):
         buf, n = buf[length:], n + 1
         log.write(head.split(b"\r\n")[0].decode() + "\n")
         if mode == "garbage": s.sendall(b"garbage, not http\r\n\r\n"); s.close(); return
+        if n >= 2 and mode == "last": ls.close(); s.close(); os._exit(0)
         if n >= 2: s.close(); return
         if first and barrier: barrier.wait(5)
         s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
@@ -511,6 +513,22 @@ except socket.timeout:
     stop()
     assert.are.equal("first", warm)
     assert.is_false(ok, "the POST was answered: it went out twice")
+    assert.are.equal("reset", err.kind)
+    assert.are.equal(1, occurrences(lines(), "POST /pay HTTP/1.1"))
+  end))
+
+  it("reports a POST whose connection died as 'reset', even when reconnecting is refused", async(function()
+    -- curl's own retry makes its new connection before the client can refuse the second send;
+    -- with the server gone, that connect failed and the POST, which had gone out, was reported
+    -- as "refused" (which says it never reached the server).
+    local base, lines, stop = raw_server("last")
+    local client = http.client()
+    local warm = client:get(base .. "/warm").body
+    local ok, err = pcall(client.post, client, base .. "/pay", "amount=100")
+    client:close()
+    stop()
+    assert.are.equal("first", warm)
+    assert.is_false(ok)
     assert.are.equal("reset", err.kind)
     assert.are.equal(1, occurrences(lines(), "POST /pay HTTP/1.1"))
   end))

@@ -612,7 +612,8 @@ static int pump(http_client *c, http_req *from) {
   return started;
 }
 
-/* Maps the curl result of request r (on easy handle e) to one of our error kinds. */
+/* Maps the curl result of request r (on easy handle e) to one of our error kinds (push_failure
+** has the last word). */
 static const char *error_kind(http_req *r, CURL *e, CURLcode rc) {
   char *eff = NULL;
   switch (rc) {
@@ -621,7 +622,6 @@ static const char *error_kind(http_req *r, CURL *e, CURLcode rc) {
     case CURLE_OPERATION_TIMEDOUT: return "timeout";
     case CURLE_RECV_ERROR: case CURLE_SEND_ERROR: case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE: return "reset";
-    case CURLE_ABORTED_BY_CALLBACK: return r->resend_refused ? "reset" : "curl";
     case CURLE_TOO_MANY_REDIRECTS: return "redirects";
     case CURLE_URL_MALFORMAT: return "url";
     case CURLE_UNSUPPORTED_PROTOCOL:         /* the URL's (or a redirect's) scheme, or the reply */
@@ -633,12 +633,31 @@ static const char *error_kind(http_req *r, CURL *e, CURLcode rc) {
   }
 }
 
-/* The message of a failed request: curl's, but ours where on_prereq refused to send it again. */
-static const char *error_message(http_req *r, CURLcode rc) {
-  if (rc == CURLE_ABORTED_BY_CALLBACK && r->resend_refused)
-    return r->idempotent ? "connection died before a response, twice"
-                         : "connection died before a response (not sent again: not idempotent)";
-  return curl_easy_strerror(rc);
+/* Did r fail to connect after it had gone out in the same hop? That is curl's own retry after
+** the connection died before a response: curl makes the new connection before on_prereq sees
+** the attempt, and when that connect fails, the request still went out once. */
+static int died_then_connect_failed(http_req *r, CURL *e, CURLcode rc) {
+  long hop = 0;
+  if (r->sends == 0 || (rc != CURLE_COULDNT_CONNECT && rc != CURLE_COULDNT_RESOLVE_HOST)) return 0;
+  if (r->follow) curl_easy_getinfo(e, CURLINFO_REDIRECT_COUNT, &hop);
+  return hop == r->hop;
+}
+
+/* Pushes the error of request r, failed with rc on easy handle e. A request that went out and
+** got no reply is kind "reset" however its last attempt ended (on_prereq refused to send it
+** again, or the new connection failed): the caller must hear that it may have reached the
+** server, never "refused", which says it did not. */
+static void push_failure(lua_State *L, http_req *r, CURL *e, CURLcode rc) {
+  const char *kind = error_kind(r, e, rc), *msg = curl_easy_strerror(rc);
+  if (r->resend_refused) {
+    kind = "reset";
+    msg = r->idempotent ? "connection died before a response, twice"
+                        : "connection died before a response (not sent again: not idempotent)";
+  } else if (died_then_connect_failed(r, e, rc)) {
+    kind = "reset";
+    msg = lua_pushfstring(L, "connection died before a response, then: %s", msg);
+  }
+  push_error(L, kind, r->url, msg, (int)rc);
 }
 
 /* Pushes the header table of the raw header block: lower-case names, repeats joined by ", ". */
@@ -738,7 +757,7 @@ static int check_done(http_client *c) {
       lua_pushnumber(L, (double)(r->t_started - r->t_queued) / 1e9); lua_setfield(L, -2, "queued");
       aio_future_resolve(L, r->fut, 1);
     } else {
-      push_error(L, error_kind(r, e, rc), r->url, error_message(r, rc), (int)rc);
+      push_failure(L, r, e, rc);
       aio_future_reject(L, r->fut);
     }
     lua_settop(L, top);
