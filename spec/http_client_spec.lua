@@ -501,36 +501,37 @@ except socket.timeout:
     client:close()
   end)
 
-  it("never sends a POST twice, even when curl itself would retry it on a new connection", async(function()
-    -- The server closes a kept-alive connection at its second request without a reply: curl
-    -- (7.88) then retries on a new connection by itself, for any method ("Connection died,
-    -- retrying a fresh connect"), and the POST reached the server twice.
-    local base, lines, stop = raw_server("once")
+  -- Warms a kept-alive connection to a raw_server of mode, then POSTs on it (the server closes
+  -- it without a reply). Returns pcall's results and how many times the POST reached the server.
+  local function post_on_dying_connection(mode)
+    local base, lines, stop = raw_server(mode)
     local client = http.client()
     local warm = client:get(base .. "/warm").body
     local ok, err = pcall(client.post, client, base .. "/pay", "amount=100")
     client:close()
     stop()
     assert.are.equal("first", warm)
+    return ok, err, occurrences(lines(), "POST /pay HTTP/1.1")
+  end
+
+  it("never sends a POST twice, even when curl itself would retry it on a new connection", async(function()
+    -- curl (7.88) retries a request whose reused connection closed without a reply on a new
+    -- connection by itself, for any method ("Connection died, retrying a fresh connect"): the
+    -- POST reached the server twice.
+    local ok, err, sent = post_on_dying_connection("once")
     assert.is_false(ok, "the POST was answered: it went out twice")
     assert.are.equal("reset", err.kind)
-    assert.are.equal(1, occurrences(lines(), "POST /pay HTTP/1.1"))
+    assert.are.equal(1, sent)
   end))
 
   it("reports a POST whose connection died as 'reset', even when reconnecting is refused", async(function()
     -- curl's own retry makes its new connection before the client can refuse the second send;
     -- with the server gone, that connect failed and the POST, which had gone out, was reported
     -- as "refused" (which says it never reached the server).
-    local base, lines, stop = raw_server("last")
-    local client = http.client()
-    local warm = client:get(base .. "/warm").body
-    local ok, err = pcall(client.post, client, base .. "/pay", "amount=100")
-    client:close()
-    stop()
-    assert.are.equal("first", warm)
+    local ok, err, sent = post_on_dying_connection("last")
     assert.is_false(ok)
     assert.are.equal("reset", err.kind)
-    assert.are.equal(1, occurrences(lines(), "POST /pay HTTP/1.1"))
+    assert.are.equal(1, sent)
   end))
 
   it("sends an idempotent request at most twice, curl's own retries included", async(function()
