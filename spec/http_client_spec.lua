@@ -18,6 +18,7 @@ describe("aio.http client", function()
   before_each(function()
     log, peers = {}, {}
     srv = http.serve {
+      max_body = 4 * 1024 * 1024,
       handler = function(req, res)
         log[#log + 1] = req.path .. (req.query.i and ("#" .. req.query.i) or "")
         peers[req.conn:peer() or "?"] = true
@@ -32,6 +33,9 @@ describe("aio.http client", function()
             { ["Set-Thing"] = "a" }
         end
         if p == "/echo" then return 200, req.method .. ":" .. req.body end
+        if p == "/moved" then return tonumber(req.query.code), "moved", { Location = "/echo" } end
+        if p == "/header" then return 200, tostring(req.headers[req.query.name]) end
+        if p == "/gzip" then return 200, "not gzip", { ["Content-Encoding"] = "gzip" } end
         if p == "/cut" then res:write("partial"); aio.sleep(0.01); req.conn:abort(); return end
         return 200, "ok"
       end,
@@ -43,6 +47,70 @@ describe("aio.http client", function()
   end)
 
   local function count(t) local n = 0; for _ in pairs(t) do n = n + 1 end; return n end
+
+  -- The lines of s, as a list.
+  local function lines_of(s)
+    local t = {}
+    for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
+    return t
+  end
+
+  -- Starts a raw HTTP/1.1 server in another process that logs each request line to a file.
+  -- Mode "once" answers the first request of each connection and closes the connection
+  -- without a reply at the second (a server's idle close crossing the client's reuse); the
+  -- first `hold` connections are answered only once all of them are open. Mode "last" is
+  -- "once", but the server is gone (connections refused) when it closes the connection. Mode
+  -- "garbage" answers anything with bytes that are not HTTP. Returns its base URL, a function giving
+  -- the log's lines, and a function that stops it.
+  local function raw_server(mode, hold)
+    local py = [[
+import os, socket, sys, threading
+mode, hold, log = sys.argv[1], int(sys.argv[2]), open(sys.argv[3], "a", buffering=1)
+barrier = threading.Barrier(hold) if hold > 1 else None
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(16); ls.settimeout(30)
+print(ls.getsockname()[1], os.getpid(), flush=True)
+def serve(s, first):
+    buf, n = b"", 0
+    while True:
+        while b"\r\n\r\n" not in buf:
+            d = s.recv(65536)
+            if not d: s.close(); return
+            buf += d
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line.lower().startswith(b"content-length:"): length = int(line.split(b":")[1])
+        while len(buf) < length: buf += s.recv(65536)
+        buf, n = buf[length:], n + 1
+        log.write(head.split(b"\r\n")[0].decode() + "\n")
+        if mode == "garbage": s.sendall(b"garbage, not http\r\n\r\n"); s.close(); return
+        if n >= 2 and mode == "last": ls.close(); s.close(); os._exit(0)
+        if n >= 2: s.close(); return
+        if first and barrier: barrier.wait(5)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+k = 0
+while True:
+    c, _ = ls.accept(); k += 1
+    threading.Thread(target=serve, args=(c, k <= hold), daemon=True).start()
+]]
+    local logfile = helper.tmpfile("", ".log")
+    local proc = io.popen("python3 -c " .. helper.quote(py) .. " " .. mode .. " " .. (hold or 1)
+      .. " " .. helper.quote(logfile), "r")
+    local port, pid = proc:read("n", "n")
+    local function lines() return lines_of(helper.readfile(logfile) or "") end
+    local function stop()
+      os.execute("kill " .. pid .. " 2>/dev/null")
+      proc:close()
+    end
+    return "http://127.0.0.1:" .. port, lines, stop
+  end
+
+  -- Counts the entries of list equal to v.
+  local function occurrences(list, v)
+    local n = 0
+    for _, x in ipairs(list) do if x == v then n = n + 1 end end
+    return n
+  end
 
   it("gets from the top level (blocking by running the loop)", function()
     local res = http.get(srv:url("/"))
@@ -176,6 +244,22 @@ describe("aio.http client", function()
     end
     assert.are.same({ 1, 2, 3, 4, 5, 6, 7, 8 }, order)
     assert.are.equal(2, count(peers))           -- two connections, each reused
+    client:close()
+  end))
+
+  it("keeps FIFO order for a request started from a synchronous done callback", async(function()
+    -- aio.core.on_done runs its callback while the client collects finished transfers, before
+    -- the freed slot is handed to the queue: the new request must go after those waiting.
+    local client = http.client { max_connections = 1 }
+    local d
+    local a = client:start { url = srv:url("/?i=1") }
+    local b = client:start { url = srv:url("/?i=2") }
+    local c = client:start { url = srv:url("/?i=3") }
+    require("aio.core").on_done(a, function() d = client:start { url = srv:url("/?i=4") } end)
+    b:await(); c:await()
+    while not d do aio.sleep(0) end
+    d:await()
+    assert.are.same({ "/#1", "/#2", "/#3", "/#4" }, log)
     client:close()
   end))
 
@@ -458,6 +542,263 @@ except socket.timeout:
     assert.matches("refused", spans["GET " .. bad_url].args.error)
     helper.cleanup()
   end))
+
+  -- Warms a kept-alive connection to a raw_server of mode, then POSTs on it (the server closes
+  -- it without a reply). Returns pcall's results and how many times the POST reached the server.
+  local function post_on_dying_connection(mode)
+    local base, lines, stop = raw_server(mode)
+    local client = http.client()
+    local warm = client:get(base .. "/warm").body
+    local ok, err = pcall(client.post, client, base .. "/pay", "amount=100")
+    client:close()
+    stop()
+    assert.are.equal("first", warm)
+    return ok, err, occurrences(lines(), "POST /pay HTTP/1.1")
+  end
+
+  it("never sends a POST twice, even when curl itself would retry it on a new connection", async(function()
+    -- curl (7.88) retries a request whose reused connection closed without a reply on a new
+    -- connection by itself, for any method ("Connection died, retrying a fresh connect"): the
+    -- POST reached the server twice.
+    local ok, err, sent = post_on_dying_connection("once")
+    assert.is_false(ok, "the POST was answered: it went out twice")
+    assert.are.equal("reset", err.kind)
+    assert.are.equal(1, sent)
+  end))
+
+  it("reports a POST whose connection died as 'reset', even when reconnecting is refused", async(function()
+    -- curl's own retry makes its new connection before the client can refuse the second send;
+    -- with the server gone, that connect failed and the POST, which had gone out, was reported
+    -- as "refused" (which says it never reached the server).
+    local ok, err, sent = post_on_dying_connection("last")
+    assert.is_false(ok)
+    assert.are.equal("reset", err.kind)
+    assert.are.equal(1, sent)
+  end))
+
+  it("sends an idempotent request at most twice, curl's own retries included", async(function()
+    -- Two kept-alive connections, both closed by the server at their next request: curl
+    -- retried on the second one, then again on a third connection (a GET sent three times).
+    local base, lines, stop = raw_server("once", 2)
+    local client = http.client { max_connections = 2 }
+    local a, b = client:start { url = base .. "/a" }, client:start { url = base .. "/b" }
+    local warm = { a:await().body, b:await().body }
+    local ok, err = pcall(client.get, client, base .. "/x")
+    client:close()
+    stop()
+    assert.are.same({ "first", "first" }, warm)
+    assert.is_false(ok, "the GET was answered: it went out a third time")
+    assert.are.equal("reset", err.kind)
+    assert.are.equal(2, occurrences(lines(), "GET /x HTTP/1.1"))
+  end))
+
+  it("turns a POST into a GET on 301, 302 and 303 when following redirects", async(function()
+    for _, code in ipairs { 301, 302, 303 } do
+      local r = http.post(srv:url("/moved?code=" .. code), "form=data", { follow = true })
+      assert.are.equal("GET:", r.body, "after " .. code)
+    end
+    -- 307 keeps the method and the body
+    assert.are.equal("POST:form=data", http.post(srv:url("/moved?code=307"), "form=data", { follow = true }).body)
+  end))
+
+  it("sends the method asked for, GET with a body included", async(function()
+    assert.are.equal("GET:q", http.request { method = "GET", url = srv:url("/echo"), body = "q" }.body)
+    assert.are.equal("GET:{\"a\":1}", http.request { method = "GET", url = srv:url("/echo"), json = { a = 1 } }.body)
+    assert.are.equal("POST:", http.request { method = "POST", url = srv:url("/echo") }.body)
+    assert.are.equal("PATCH:p", http.request { method = "PATCH", url = srv:url("/echo"), body = "p" }.body)
+  end))
+
+  it("raises an argument error naming the bad option, and leaks nothing for it", function()
+    -- l_request copied method, URL and body before the checks that raise: 10 KB per bad call.
+    local out, err, status = helper.run_lua([[
+      local http = require "aio.http"
+      local c = http.client {}
+      local function rss() return tonumber(io.open("/proc/self/statm"):read("a"):match("%d+ (%d+)")) * 4 end
+      local body = string.rep("x", 10000)
+      local bad = {
+        { headers = { ["X-Flag"] = true } }, { timeout = "soon" }, { max_redirects = 1.5 },
+        { headers = { ["X Bad"] = "v" } }, { method = "GET\r\nX: y" }, { connect_timeout = -1 },
+      }
+      for i = 1, 300 do for _, t in ipairs(bad) do t.url = "http://127.0.0.1:9/"; t.body = body; pcall(c.start, c, t) end end
+      collectgarbage(); collectgarbage()
+      local r0 = rss()
+      for i = 1, 3000 do for _, t in ipairs(bad) do pcall(c.start, c, t) end end
+      collectgarbage(); collectgarbage()
+      print(rss() - r0 < 20000 and "no leak" or ("grew " .. (rss() - r0) .. " KB"))
+      local function message(ok, e) return (tostring(e):gsub("^.-: http", "http")) end
+      for _, t in ipairs(bad) do print(message(pcall(c.start, c, t))) end
+      print(message(pcall(http.client, { max_connections = 0 })))
+      print(message(pcall(http.client, { timeout = 0 / 0 })))
+      c:close()
+    ]], { timeout = 60 })
+    assert.are.equal(0, status, err)
+    assert.are.same({
+      "no leak",
+      "http request: bad header 'X-Flag' (a string value expected, got boolean)",
+      "http request: bad option 'timeout' (a number of seconds >= 0 expected, got string)",
+      "http request: bad option 'max_redirects' (an integer >= 0 expected, got 1.5)",
+      "http request: bad header name 'X Bad' (an HTTP token expected)",
+      "http request: bad option 'method' (not an HTTP token)",
+      "http request: bad option 'connect_timeout' (a number of seconds >= 0 expected, got -1)",
+      "http.client: bad option 'max_connections' (an integer >= 1 expected, got 0)",
+    }, { table.unpack(lines_of(out), 1, 8) })
+    assert.matches("http.client: bad option 'timeout' %(a number of seconds >= 0 expected, got %-?nan%)", out)
+  end)
+
+  it("refuses CR, LF and NUL in the URL and header values, and methods or names that are not tokens", async(function()
+    local function fails(t, what)
+      t.url = t.url or srv:url("/echo")
+      local ok, e = pcall(http.request, t)
+      assert.is_false(ok, what .. " went out")
+      assert.is_string(e, what)
+      assert.matches("http request: bad ", e, 1, true)
+    end
+    fails({ headers = { ["X-Name"] = "bob\r\nX-Admin: true" } }, "CRLF in a header value")
+    fails({ headers = { ["X-Name"] = "a\0b" } }, "NUL in a header value")
+    fails({ headers = { ["X-Na me"] = "a" } }, "a space in a header name")
+    fails({ method = "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nDELETE" }, "CRLF in the method")
+    fails({ method = "PU\0T" }, "NUL in the method")
+    fails({ url = srv:url("/echo\0/../admin") }, "NUL in the URL")
+    fails({ url = srv:url("/echo\r\nX-Admin: true") }, "CRLF in the URL")
+    assert.are.equal(0, #log, "a refused request reached the server")
+    -- an empty value is sent empty (curl drops "Name:"; "Name;" sends it)
+    assert.are.equal("", http.request { url = srv:url("/header?name=x-empty"), headers = { ["X-Empty"] = "" } }.body)
+    assert.are.equal("7", http.request { url = srv:url("/header?name=x-n"), headers = { ["X-N"] = 7 } }.body)
+  end))
+
+  it("fetches only http and https URLs", async(function()
+    local ok, err = pcall(http.get, "file:///etc/passwd")
+    assert.is_false(ok, "a file:// URL was read")
+    assert.are.equal("url", err.kind)
+    ok, err = pcall(http.get, "dict://127.0.0.1:" .. srv:port() .. "/x")
+    assert.is_false(ok)
+    assert.are.equal("url", err.kind)
+    local own = http.serve { handler = function() return 302, "", { Location = "file:///etc/passwd" } end }
+    ok, err = pcall(http.get, own:url("/"), { follow = true })
+    own:close()
+    assert.is_false(ok)
+    assert.are.equal("url", err.kind)
+  end))
+
+  it("reports a reply that is not HTTP, or a bad encoding, as kind 'protocol'", async(function()
+    local base, _, stop = raw_server("garbage")
+    local ok, err = pcall(http.get, base .. "/")
+    stop()
+    assert.is_false(ok)
+    assert.are.equal("protocol", err.kind)
+    ok, err = pcall(http.get, srv:url("/gzip"))
+    assert.is_false(ok)
+    assert.are.equal("protocol", err.kind)
+  end))
+
+  it("rounds a timeout up to whole milliseconds; 0 and math.huge mean none, a negative one raises", async(function()
+    local ok, err = pcall(http.get, srv:url("/sleep?s=1"), { timeout = 0.0005 })
+    assert.is_false(ok, "a 0.5 ms timeout meant no timeout")
+    assert.are.equal("timeout", err.kind)
+    local client = http.client { timeout = 0.05 }
+    assert.are.equal("slept", client:get(srv:url("/sleep?s=0.1"), { timeout = 0 }).body)
+    assert.are.equal("slept", client:get(srv:url("/sleep?s=0.1"), { timeout = math.huge }).body)
+    ok, err = pcall(client.get, client, srv:url("/sleep?s=0.1"))
+    assert.are.equal("timeout", err.kind)
+    client:close()
+    for _, bad in ipairs { -1, 0 / 0, -math.huge, "soon" } do
+      ok, err = pcall(http.get, srv:url("/"), { timeout = bad })
+      assert.is_false(ok)
+      assert.matches("bad option 'timeout'", err, 1, true)
+      ok, err = pcall(http.client, { connect_timeout = bad })
+      assert.is_false(ok)
+      assert.matches("bad option 'connect_timeout'", err, 1, true)
+    end
+  end))
+
+  it("sends no Expect: 100-continue with a large body", async(function()
+    -- curl (7.88) asks for it before a body over 1 MiB, then waits a second for a server that
+    -- ignores it, as most do
+    local big = string.rep("x", 2 * 1024 * 1024)
+    assert.are.equal("nil", http.post(srv:url("/header?name=expect"), big).body)
+    assert.are.equal("nil", http.request { method = "PUT", url = srv:url("/header?name=expect"), body = big }.body)
+    -- unless the caller asks for it
+    assert.are.equal("100-continue", http.request { method = "PUT", url = srv:url("/header?name=expect"),
+      body = big, headers = { Expect = "100-continue" } }.body)
+  end))
+
+  it("replaces a closed default client; a closed client still has a tostring", async(function()
+    assert.are.equal(200, http.get(srv:url("/")).status)
+    do local c <close> = http.default_client() end
+    assert.are.equal(200, http.get(srv:url("/")).status)
+    local c = http.client()
+    c:close()
+    assert.are.equal("aio.http.client (closed)", tostring(c))
+  end))
+
+  it("converts a non-ASCII host name to punycode", async(function()
+    local ok, err = pcall(http.get, "http://bücher.invalid/", { timeout = 5 })
+    assert.is_false(ok)
+    assert.are.equal("dns", err.kind)       -- the name went to the resolver, not rejected
+    assert.are.equal("http://xn--bcher-kva.invalid/", err.url)
+    assert.are.equal("C", os.setlocale(nil, "ctype"))   -- the process locale is untouched
+  end))
+
+  describe("with max_per_host", function()
+    it("does not count the wait for a host's slot against the timeout", async(function()
+      local client = http.client { max_connections = 10, max_per_host = 1, timeout = 0.4 }
+      local fs = {}
+      for i = 1, 3 do fs[i] = client:start { url = srv:url("/sleep?s=0.2&i=" .. i) } end
+      assert.are.same({ 1, 2 }, { client:stats() })          -- the other two wait in our queue
+      for i = 1, 3 do
+        local ok, r = pcall(fs[i].await, fs[i])
+        assert.is_true(ok, "request " .. i .. ": " .. tostring(r))
+        assert.are.equal("slept", r.body)
+      end
+      assert.are.same({ "/sleep#1", "/sleep#2", "/sleep#3" }, log)
+      client:close()
+    end))
+
+    it("lets a request to an idle host start while a busy host's requests wait", async(function()
+      local gate = aio.future()
+      local inside, most = 0, 0
+      local busy = http.serve { handler = function()
+        inside = inside + 1
+        most = math.max(most, inside)
+        gate:await()
+        inside = inside - 1
+        return 200, "busy"
+      end }
+      local watchdog = aio.spawn(function() aio.sleep(5); if not gate:done() then gate:set_result(true) end end)
+      local client = http.client { max_connections = 2, max_per_host = 1 }
+      local order = {}
+      local function note(name) return function() order[#order + 1] = name end end
+      local a1 = client:start { url = busy:url("/1") }
+      local a2 = client:start { url = busy:url("/2") }
+      local b = client:start { url = srv:url("/") }             -- another host: another port
+      a1:add_done_callback(note("a1")); a2:add_done_callback(note("a2")); b:add_done_callback(note("b"))
+      local ok = pcall(b.await, b)
+      if not gate:done() then gate:set_result(true) end
+      a1:await(); a2:await()
+      watchdog:cancel()
+      client:close()
+      busy:close()
+      assert.is_true(ok)
+      assert.are.same({ "b", "a1", "a2" }, order)
+      assert.are.equal(1, most, "curl was given two requests for one host")
+    end))
+
+    it("frees a host's slot when a request is cancelled, queued or active", async(function()
+      local client = http.client { max_connections = 4, max_per_host = 1 }
+      local f1 = client:start { url = srv:url("/sleep?s=5&i=1") }
+      local f2 = client:start { url = srv:url("/sleep?s=5&i=2") }
+      local f3 = client:start { url = srv:url("/sleep?s=0.01&i=3") }
+      assert.are.same({ 1, 2 }, { client:stats() })
+      f2:cancel()                                              -- queued
+      assert.are.same({ 1, 1 }, { client:stats() })
+      f1:cancel()                                              -- active: f3 takes the slot
+      assert.are.same({ 1, 0 }, { client:stats() })
+      assert.are.equal("slept", f3:await().body)
+      assert.are.same({ 0, 0 }, { client:stats() })
+      assert.are.equal("ok", client:get(srv:url("/")).body)
+      client:close()
+    end))
+  end)
 
   it("records requests and tasks as trace-event spans with aio.trace", async(function()
     local trace = require "aio.trace"

@@ -19,7 +19,12 @@
 #include <stdlib.h>
 
 #pragma GCC visibility push(hidden)
+/* curl 8 made curl_url_get's handle const (an API- and ABI-compatible change): the header's
+** declaration is renamed out of the way, so the definition below fits every version. */
+#define curl_url_get curl_url_get_as_declared
 #include <curl/curl.h>
+#undef curl_url_get
+CURLUcode curl_url_get(CURLU *u, CURLUPart what, char **part, unsigned int flags);
 
 #define LIBCURL_SONAME "libcurl.so.4"
 
@@ -101,7 +106,9 @@ LAZY(CURLMcode, curl_multi_wait, (CURLM *m, struct curl_waitfd *fds, unsigned n,
 /* ---- URL API ----------------------------------------------------------------------- */
 LAZY(CURLU *, curl_url, (void), ())
 LAZY_VOID(curl_url_cleanup, (CURLU *u), (u))
-/* (curl_url_get and curl_url_dup are left out: their constness changed across curl versions.) */
+LAZY(CURLUcode, curl_url_get, (CURLU *u, CURLUPart what, char **part, unsigned int flags),
+     (u, what, part, flags))
+/* (curl_url_dup is left out: its constness changed across curl versions.) */
 LAZY(CURLUcode, curl_url_set, (CURLU *u, CURLUPart what, const char *part, unsigned int flags),
      (u, what, part, flags))
 LAZY(const char *, curl_url_strerror, (CURLUcode c), (c))

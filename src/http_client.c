@@ -5,8 +5,9 @@
 ** hard way (each one is a bug we measured or hit, or a cost we measured):
 **   1. curl_multi_socket_action is never called from inside a curl callback: curl's timer
 **      callback only arms our uv timer (a 0 ms timeout fires on the next loop iteration).
-**   2. At most max_connections easy handles are inside curl; the rest wait in OUR FIFO.
-**      curl's own pending queue re-scans every pending handle on every action (5-10x CPU).
+**   2. At most max_connections easy handles are inside curl, and at most max_per_host per host;
+**      the rest wait in OUR FIFO. curl's own pending queue re-scans every pending handle on
+**      every action (5-10x CPU), and time spent in it counts against the timeout (rule 3).
 **   3. A request's timeout starts when its handle enters curl, so time spent queued never
 **      counts against it (tornado's HTTP 599 trap).
 **   4. A connection's poll handle lives as long as its socket (curl opens and closes it through
@@ -17,7 +18,9 @@
 **      and freed in its close callback.
 **   5. A CURLMsg is copied before its handle is removed (the docs' WARNING).
 **   6. An idempotent request that fails on a kept-alive connection the server just closed,
-**      before any byte of a response, is retried once on a new connection.
+**      before any byte of a response, is retried once on a new connection. curl (7.88) retries
+**      some of those itself, for any method: on_prereq sees every send attempt and refuses a
+**      second one of a request that is not idempotent, a third of any.
 **   7. A request that gets a slot goes out from the call that made it (kick_now), and curl is
 **      told at once about sockets it just opened (drive_fresh): waiting for the loop batched
 **      a whole turn's requests into one burst that came back as a burst.
@@ -29,6 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <limits.h>
+#include <locale.h>
+#include <math.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -41,8 +47,16 @@
 
 typedef struct http_client http_client;
 typedef struct http_req http_req;
+typedef struct http_host http_host;
 
 enum { REQ_QUEUED = 0, REQ_ACTIVE, REQ_DONE };
+
+/* How a method is given to curl. GET and HEAD without a body are curl's own (HEAD: NOBODY). A
+** POST is made by its body (POSTFIELDS) alone, never by CURLOPT_CUSTOMREQUEST: curl then turns
+** it into a GET on a 301, 302 or 303, as browsers do, where a custom "POST" went out again with
+** an empty body. Any other method, and GET with a body, is a CUSTOMREQUEST, which curl (7.88)
+** keeps on every redirect, dropping the body on 301, 302 and 303 (docs/http.md). */
+enum { VERB_GET = 0, VERB_HEAD, VERB_POST, VERB_OTHER };
 
 struct http_req {
   http_req *prev, *next;           /* FIFO (queued) or active list */
@@ -52,13 +66,27 @@ struct http_req {
   int state;
   char *method, *url, *body; size_t body_len;
   struct curl_slist *headers;
-  long timeout_ms, connect_timeout_ms, max_redirs;
+  http_host *host;                 /* with max_per_host: the host it counts against, else NULL */
+  long timeout_ms, connect_timeout_ms, max_redirs;   /* 0: no timeout */
   int follow, has_body;
+  int verb;                        /* VERB_*: how its method is given to curl */
   int plain;                       /* a GET with no option beyond the client's: its easy handle
                                       goes back to the spares without curl_easy_reset */
+  int idempotent;                  /* its method may go out twice (RFC 9110, 9.2.2) */
   int retried;                     /* already retried once on a new connection */
+  int sends;                       /* send attempts of the current hop, counted by on_prereq */
+  long hop;                        /* redirects followed before that hop (follow only) */
+  int resend_refused;              /* on_prereq refused a send: the request fails as "reset" */
   aio_buf rbody, rhead;              /* response body and raw header lines (of the last response) */
   uint64_t t_queued, t_started;    /* loop clock, ns */
+};
+
+struct http_host {                 /* a scheme://host:port with requests out (max_per_host) */
+  http_host *next;                 /* chain of its bucket in the client's table */
+  int active;                      /* its requests inside curl */
+  int nreq;                        /* its requests queued or inside curl: freed at 0 */
+  size_t len;
+  char key[];                      /* "scheme://host:port", the host lower-cased */
 };
 
 typedef struct {                   /* one per socket curl watches */
@@ -83,6 +111,8 @@ struct http_client {
   http_req *active;                /* requests inside curl */
   int nactive, nqueued;
   int max_connections;
+  int max_per_host;                /* 0: no limit per host */
+  http_host **hosts; size_t nhosts, nbuckets; /* hosts with requests out (max_per_host only) */
   long timeout_ms, connect_timeout_ms;
   CURL **spare; int nspare, cap_spare; /* easy handles kept for reuse, configured (easy_configure)
                                       and carrying no option of an earlier request */
@@ -95,7 +125,7 @@ struct http_client {
 
 static int curl_ready = 0;
 
-static int pump(http_client *c);
+static int pump(http_client *c, http_req *from);
 static int check_done(http_client *c);
 static void drive(http_client *c, curl_socket_t fd, int flags);
 
@@ -122,6 +152,23 @@ static size_t on_header(char *ptr, size_t size, size_t n, void *ud) {
   size_t len = size * n;
   if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) r->rhead.len = 0; /* a new response (redirect) */
   return aio_buf_try_add(&r->rhead, ptr, len) ? len : 0;
+}
+
+/* CURLOPT_PREREQFUNCTION, called before each send attempt: counts the attempts of the current
+** hop, so that curl's own retry of a request whose reused connection died ("Connection died,
+** retrying a fresh connect", any method) never sends a request that is not idempotent twice,
+** nor any request three times (our own retry included). */
+static int on_prereq(void *ud, char *ip, char *local_ip, int port, int local_port) {
+  http_req *r = ud;
+  (void)ip; (void)local_ip; (void)port; (void)local_port;
+  if (r->follow) {                         /* a redirect starts a new hop */
+    long hop = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_REDIRECT_COUNT, &hop);
+    if (hop != r->hop) { r->hop = hop; r->sends = 0; }
+  }
+  if (++r->sends <= (r->idempotent ? 2 : 1)) return CURL_PREREQFUNC_OK;
+  r->resend_refused = 1;
+  return CURL_PREREQFUNC_ABORT;
 }
 
 /* Close callback of a malloc'd handle: its memory goes only now (libuv's rule). */
@@ -278,12 +325,168 @@ static int on_curl_timer(CURLM *m, long timeout_ms, void *ud) {
   return 0;
 }
 
+/* ---- hosts (max_per_host) ------------------------------------------------------------ */
+
+/* FNV-1a of a host key. */
+static size_t host_hash(const char *k, size_t len) {
+  size_t h = 2166136261u;
+  for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)k[i]) * 16777619u;
+  return h;
+}
+
+/* Doubles the host table (a no-op when memory is short: the chains just grow longer). */
+static void hosts_grow(http_client *c) {
+  size_t n = c->nbuckets ? c->nbuckets * 2 : 16;
+  http_host **grown = calloc(n, sizeof *grown);
+  if (!grown) return;
+  for (size_t i = 0; i < c->nbuckets; i++) {
+    for (http_host *h = c->hosts[i], *next; h; h = next) {
+      next = h->next;
+      size_t b = host_hash(h->key, h->len) & (n - 1);
+      h->next = grown[b];
+      grown[b] = h;
+    }
+  }
+  free(c->hosts);
+  c->hosts = grown;
+  c->nbuckets = n;
+}
+
+/* The host of key (made when new), with one more request counted; NULL when out of memory. */
+static http_host *host_hold(http_client *c, const char *key, size_t len) {
+  if (c->nhosts >= c->nbuckets) hosts_grow(c);
+  if (!c->hosts) return NULL;
+  size_t b = host_hash(key, len) & (c->nbuckets - 1);
+  http_host *h = c->hosts[b];
+  while (h && (h->len != len || memcmp(h->key, key, len) != 0)) h = h->next;
+  if (!h) {
+    if (!(h = calloc(1, sizeof *h + len + 1))) return NULL;
+    memcpy(h->key, key, len);
+    h->len = len;
+    h->next = c->hosts[b];
+    c->hosts[b] = h;
+    c->nhosts++;
+  }
+  h->nreq++;
+  return h;
+}
+
+/* Counts one request less against h; frees it with its last one. */
+static void host_release(http_client *c, http_host *h) {
+  if (--h->nreq > 0) return;
+  http_host **p = &c->hosts[host_hash(h->key, h->len) & (c->nbuckets - 1)];
+  while (*p != h) p = &(*p)->next;
+  *p = h->next;
+  c->nhosts--;
+  free(h);
+}
+
+/* ---- URLs ------------------------------------------------------------------------------- */
+
+/* How curl itself parses a URL it is given (7.88's url.c), so our reading of its parts agrees. */
+#define URL_PARSE_FLAGS (CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME)
+
+/* Is a part of u (a host name) plain ASCII? A part curl cannot give counts as ASCII. */
+static int url_part_ascii(CURLU *u, CURLUPart what) {
+  char *part = NULL;
+  int ascii = 1;
+  if (curl_url_get(u, what, &part, 0) != CURLUE_OK) return 1;
+  for (const char *p = part; *p; p++) if ((unsigned char)*p >= 0x80) ascii = 0;
+  curl_free(part);
+  return ascii;
+}
+
+/* Gives u's host name in punycode when it is not ASCII, returning the new URL (malloc'd), or
+** NULL when there is nothing to convert or the conversion fails (curl then reports the URL).
+** curl converts with libidn2, which reads the host in the locale's encoding; aioshell keeps
+** the C locale (as lua.c does), so the conversion runs under a C.UTF-8 locale for this thread
+** only (uselocale), and the process locale is never touched. */
+static char *url_punycode(CURLU *u) {
+  char *puny = NULL, *out = NULL;
+  if (url_part_ascii(u, CURLUPART_HOST)) return NULL;
+  locale_t utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+  if (utf8 == (locale_t)0) return NULL;
+  locale_t old = uselocale(utf8);
+  CURLUcode rc = curl_url_get(u, CURLUPART_URL, &puny, CURLU_PUNYCODE);
+  uselocale(old);
+  freelocale(utf8);
+  if (rc != CURLUE_OK) return NULL;
+  if ((out = strdup(puny)) != NULL) curl_url_set(u, CURLUPART_URL, out, URL_PARSE_FLAGS);
+  curl_free(puny);
+  return out;
+}
+
+/* Writes "scheme://host:port" of u (the host lower-cased) into a new buffer; NULL when curl
+** cannot give those parts (the request then counts against no host: curl will fail it). */
+static char *url_host_key(CURLU *u, size_t *len) {
+  char *scheme = NULL, *host = NULL, *port = NULL, *key = NULL;
+  if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+    size_t n = strlen(scheme) + strlen(host) + (port ? strlen(port) : 0) + 5;
+    if ((key = malloc(n)) != NULL) {
+      *len = (size_t)snprintf(key, n, "%s://%s:%s", scheme, host, port ? port : "");
+      for (char *k = key; *k; k++) if (*k >= 'A' && *k <= 'Z') *k = (char)(*k + 32);
+    }
+  }
+  curl_free(scheme); curl_free(host); curl_free(port);
+  return key;
+}
+
+/* Reads r's URL with curl's URL API when something needs its parts: a host name that is not
+** ASCII goes to curl in punycode (non_ascii: the URL has such bytes somewhere), and with
+** max_per_host r counts against its host. Only then: a plain request never parses its URL
+** here. A URL curl cannot parse is left to curl, which fails it with kind "url". Returns 0
+** when out of memory. */
+static int url_prepare(http_client *c, http_req *r, int non_ascii) {
+  CURLU *u = curl_url();
+  if (!u) return 0;
+  int ok = 1;
+  if (curl_url_set(u, CURLUPART_URL, r->url, URL_PARSE_FLAGS) == CURLUE_OK) {
+    char *puny = non_ascii ? url_punycode(u) : NULL;
+    if (puny) { free(r->url); r->url = puny; }
+    size_t len = 0;
+    char *key = c->max_per_host > 0 ? url_host_key(u, &len) : NULL;
+    if (key) ok = (r->host = host_hold(c, key, len)) != NULL;
+    free(key);
+  }
+  curl_url_cleanup(u);
+  return ok;
+}
+
+/* Is the scheme of url one we allow (http, https)? Asked only of a failed request: curl says
+** "unsupported protocol" both for a URL of another scheme and for a reply that is not HTTP. */
+static int url_is_http(const char *url) {
+  CURLU *u = curl_url();
+  char *scheme = NULL;
+  int yes = 0;
+  if (u && curl_url_set(u, CURLUPART_URL, url, URL_PARSE_FLAGS) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK)
+    yes = strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0;
+  curl_free(scheme);
+  curl_url_cleanup(u);
+  return yes;
+}
+
 /* ---- request life cycle -------------------------------------------------------------- */
 
 static void list_remove(http_req **head, http_req **tail, http_req *r) {
   if (r->prev) r->prev->next = r->next; else *head = r->next;
   if (r->next) r->next->prev = r->prev; else if (tail) *tail = r->prev;
   r->prev = r->next = NULL;
+}
+
+/* Takes queued request r out of the FIFO. */
+static void queue_remove(http_client *c, http_req *r) {
+  list_remove(&c->qhead, &c->qtail, r);
+  c->nqueued--;
+}
+
+/* Takes r, whose easy handle curl no longer holds, out of the active list and its host's slots. */
+static void active_remove(http_client *c, http_req *r) {
+  list_remove(&c->active, NULL, r);
+  c->nactive--;
+  if (r->host) r->host->active--;
 }
 
 /* Sets the options every request of client c shares on easy handle e (once per handle: with
@@ -299,6 +502,9 @@ static void easy_configure(http_client *c, CURL *e) {
   curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
+  curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");       /* never file://, ftp:// ... */
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 }
 
 /* Gives r's easy handle back to the spares (or frees it). */
@@ -320,6 +526,7 @@ static void req_free(lua_State *L, http_req *r) {
   if (r->fut) r->fut->on_cancel = NULL;
   if (r->fut_ref != LUA_NOREF) aio_unref(L, r->fut_ref);
   curl_slist_free_all(r->headers);
+  if (r->host) host_release(c, r->host);
   free(r->method); free(r->url); free(r->body);
   aio_buf_free(&r->rbody); aio_buf_free(&r->rhead);
   free(r);
@@ -342,12 +549,11 @@ static int req_start(http_client *c, http_req *r) {
   else if ((e = curl_easy_init()) != NULL) easy_configure(c, e);
   else return 0;
   r->easy = e;
-  r->plain = r->timeout_ms <= 0 && r->connect_timeout_ms <= 0 && !r->follow && !r->headers
-             && !r->has_body && strcmp(r->method, "GET") == 0;
   curl_easy_setopt(e, CURLOPT_URL, r->url);
   curl_easy_setopt(e, CURLOPT_PRIVATE, r);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+  curl_easy_setopt(e, CURLOPT_PREREQDATA, r);
   if (r->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
   if (r->connect_timeout_ms > 0) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
   if (r->follow) {
@@ -355,14 +561,9 @@ static int req_start(http_client *c, http_req *r) {
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirs);
   }
   if (r->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
-  if (strcmp(r->method, "GET") == 0) {
-    /* the default */
-  } else if (strcmp(r->method, "HEAD") == 0) {
-    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-  } else {
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
-  }
-  if (r->has_body) {
+  if (r->verb == VERB_HEAD) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  else if (r->verb == VERB_OTHER) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+  if (r->has_body) {           /* for a POST that alone makes the method (see VERB_POST) */
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body ? r->body : "");
   }
@@ -373,6 +574,7 @@ static int req_start(http_client *c, http_req *r) {
   if (c->active) c->active->prev = r;
   c->active = r;
   c->nactive++;
+  if (r->host) r->host->active++;
   return 1;
 }
 
@@ -386,26 +588,34 @@ static void push_error(lua_State *L, const char *kind, const char *url, const ch
   luaL_setmetatable(L, HTTP_ERROR_MT);
 }
 
-/* Moves queued requests into curl while slots are free. */
-static int pump(http_client *c) {
+/* Moves queued requests into curl while slots are free, in FIFO order from `from` on (those
+** before it are known to be waiting for their host). A request whose host has max_per_host
+** requests inside curl stays queued and the next one may go: a busy host never holds up an
+** idle one. Passing over such requests costs a pointer step each, only with max_per_host,
+** only while a slot is free. Returns how many started. */
+static int pump(http_client *c, http_req *from) {
   lua_State *L = c->loop->L;
   int started = 0;
-  while (c->qhead && c->nactive < c->max_connections) {
-    http_req *r = c->qhead;
-    list_remove(&c->qhead, &c->qtail, r);
-    c->nqueued--;
+  http_req *r = from, *next;
+  for (; r && c->nactive < c->max_connections; r = next) {
+    next = r->next;
+    if (r->host && r->host->active >= c->max_per_host) continue;
+    queue_remove(c, r);
     if (!req_start(c, r)) {
       r->state = REQ_DONE;
       push_error(L, "internal", r->url, "cannot start transfer", -1);
-      aio_future_reject(L, r->fut);
+      aio_future_reject(L, r->fut);          /* its callbacks may change the queue: */
       req_free(L, r);
+      next = c->qhead;                       /* start over (the blocked ones are passed again) */
     } else started++;
   }
   return started;
 }
 
-/* Maps a curl result to one of our error kinds. */
-static const char *error_kind(CURLcode rc) {
+/* Maps the curl result of request r (on easy handle e) to one of our error kinds (push_failure
+** has the last word). */
+static const char *error_kind(http_req *r, CURL *e, CURLcode rc) {
+  char *eff = NULL;
   switch (rc) {
     case CURLE_COULDNT_CONNECT: return "refused";
     case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: return "dns";
@@ -413,9 +623,41 @@ static const char *error_kind(CURLcode rc) {
     case CURLE_RECV_ERROR: case CURLE_SEND_ERROR: case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE: return "reset";
     case CURLE_TOO_MANY_REDIRECTS: return "redirects";
-    case CURLE_URL_MALFORMAT: case CURLE_UNSUPPORTED_PROTOCOL: return "url";
+    case CURLE_URL_MALFORMAT: return "url";
+    case CURLE_UNSUPPORTED_PROTOCOL:         /* the URL's (or a redirect's) scheme, or the reply */
+      curl_easy_getinfo(e, CURLINFO_EFFECTIVE_URL, &eff);
+      return url_is_http(eff ? eff : r->url) ? "protocol" : "url";
+    case CURLE_WEIRD_SERVER_REPLY: case CURLE_BAD_CONTENT_ENCODING: case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM: case CURLE_HTTP3: return "protocol";
     default: return "curl";
   }
+}
+
+/* Did r fail to connect after it had gone out in the same hop? That is curl's own retry after
+** the connection died before a response: curl makes the new connection before on_prereq sees
+** the attempt, and when that connect fails, the request still went out once. */
+static int died_then_connect_failed(http_req *r, CURL *e, CURLcode rc) {
+  long hop = 0;
+  if (r->sends == 0 || (rc != CURLE_COULDNT_CONNECT && rc != CURLE_COULDNT_RESOLVE_HOST)) return 0;
+  if (r->follow) curl_easy_getinfo(e, CURLINFO_REDIRECT_COUNT, &hop);
+  return hop == r->hop;
+}
+
+/* Pushes the error of request r, failed with rc on easy handle e. A request that went out and
+** got no reply is kind "reset" however its last attempt ended (on_prereq refused to send it
+** again, or the new connection failed): the caller must hear that it may have reached the
+** server, never "refused", which says it did not. */
+static void push_failure(lua_State *L, http_req *r, CURL *e, CURLcode rc) {
+  const char *kind = error_kind(r, e, rc), *msg = curl_easy_strerror(rc);
+  if (r->resend_refused) {
+    kind = "reset";
+    msg = r->idempotent ? "connection died before a response, twice"
+                        : "connection died before a response (not sent again: not idempotent)";
+  } else if (died_then_connect_failed(r, e, rc)) {
+    kind = "reset";
+    msg = lua_pushfstring(L, "connection died before a response, then: %s", msg);
+  }
+  push_error(L, kind, r->url, msg, (int)rc);
 }
 
 /* Pushes the header table of the raw header block: lower-case names, repeats joined by ", ". */
@@ -454,14 +696,12 @@ static void push_headers(lua_State *L, const char *p, size_t len) {
 ** our reuse: the race every keep-alive client meets), nothing of a response came back, and its
 ** method is idempotent (RFC 9110, 9.2.2), as browsers, urllib3 and Go's client do. */
 static int retry_on_new_connection(http_req *r, CURL *e, CURLcode rc) {
-  static const char *const idempotent[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", NULL};
   long connects = -1;
-  if (r->retried || r->rhead.len > 0 || r->rbody.len > 0) return 0;
+  /* once only, and not after curl's own retry (sends) or from a redirect's target (hop) */
+  if (!r->idempotent || r->retried || r->sends > 1 || r->hop > 0) return 0;
+  if (r->rhead.len > 0 || r->rbody.len > 0) return 0;
   if (rc != CURLE_SEND_ERROR && rc != CURLE_RECV_ERROR && rc != CURLE_GOT_NOTHING) return 0;
-  if (curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects) != CURLE_OK || connects != 0) return 0;
-  for (int i = 0; idempotent[i]; i++)
-    if (strcmp(r->method, idempotent[i]) == 0) return 1;
-  return 0;
+  return curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects == 0;
 }
 
 /* Puts r in the FIFO of requests waiting for a slot: at its tail, or at its head (a request
@@ -493,8 +733,7 @@ static int check_done(http_client *c) {
     http_req *r = NULL;
     curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
     curl_multi_remove_handle(c->multi, e);
-    list_remove(&c->active, NULL, r);
-    c->nactive--;
+    active_remove(c, r);
     r->state = REQ_DONE;
     finished++;
     if (rc != CURLE_OK && retry_on_new_connection(r, e, rc)) {
@@ -519,7 +758,7 @@ static int check_done(http_client *c) {
       lua_pushnumber(L, (double)r->t_started / 1e9); lua_setfield(L, -2, "started"); /* aio.now()'s clock */
       aio_future_resolve(L, r->fut, 1);
     } else {
-      push_error(L, error_kind(rc), r->url, curl_easy_strerror(rc), (int)rc);
+      push_failure(L, r, e, rc);
       aio_future_reject(L, r->fut);
     }
     lua_settop(L, top);
@@ -527,7 +766,7 @@ static int check_done(http_client *c) {
   }
   int started = 0;
   if (finished) {
-    started = pump(c);
+    started = pump(c, c->qhead);
     client_maybe_unref(L, c);
   }
   return started;
@@ -596,17 +835,15 @@ static void on_req_cancel(lua_State *L, aio_future *f, void *ud) {
   http_client *c = r->c;
   (void)f;
   if (r->state == REQ_QUEUED) {
-    list_remove(&c->qhead, &c->qtail, r);
-    c->nqueued--;
+    queue_remove(c, r);
   } else if (r->state == REQ_ACTIVE) {
     curl_multi_remove_handle(c->multi, r->easy);
-    list_remove(&c->active, NULL, r);
-    c->nactive--;
+    active_remove(c, r);
   } else return;
   r->state = REQ_DONE;
   r->fut = NULL;                             /* it is being cancelled: do not touch it again */
   req_free(L, r);
-  pump(c);
+  pump(c, c->qhead);
   client_maybe_unref(L, c);
 }
 
@@ -618,17 +855,54 @@ static http_client *check_client(lua_State *L, int idx) {
   return *pc;
 }
 
-/* Reads the optional field k (seconds) of the table at idx as milliseconds; def when absent. */
-static long opt_ms(lua_State *L, int idx, const char *k, long def) {
-  long v = def;
-  if (lua_getfield(L, idx, k) != LUA_TNIL) v = (long)(luaL_checknumber(L, -1) * 1000.0);
-  lua_pop(L, 1);
-  return v;
+/* Raises "<who>: bad option '<k>' (<expected> expected, got <value>)" about the value at idx
+** (a number is shown, anything else by its type). */
+static int opt_error(lua_State *L, int idx, const char *who, const char *k, const char *expected) {
+  const char *got = lua_type(L, idx) == LUA_TNUMBER ? luaL_tolstring(L, idx, NULL)
+                                                     : luaL_typename(L, idx);
+  return luaL_error(L, "%s: bad option '%s' (%s expected, got %s)", who, k, expected, got);
 }
 
-/* client_c.new{max_connections=, max_per_host=, timeout=, connect_timeout=} → client */
+/* Reads the optional field k of the table at idx, a duration in seconds, as milliseconds rounded
+** up (0.0005 s is 1 ms, not "no timeout"): def when absent; 0, no timeout, for 0, math.huge or
+** anything too long to count in a long. A negative number, NaN or a non-number raises; inf and
+** NaN are never converted to an integer (undefined behaviour). */
+static long opt_ms(lua_State *L, int idx, const char *who, const char *k, long def) {
+  if (lua_getfield(L, idx, k) != LUA_TNIL) {
+    int isnum;
+    double s = (double)lua_tonumberx(L, -1, &isnum);
+    if (!isnum || !(s >= 0)) opt_error(L, -1, who, k, "a number of seconds >= 0");
+    double ms = ceil(s * 1000.0);
+    def = ms < (double)LONG_MAX ? (long)ms : 0;
+  }
+  lua_pop(L, 1);
+  return def;
+}
+
+/* Reads the optional integer field k (min .. INT_MAX) of the table at idx; def when absent. */
+static int opt_int(lua_State *L, int idx, const char *who, const char *k, int min, int def) {
+  if (lua_getfield(L, idx, k) != LUA_TNIL) {
+    int isint;
+    lua_Integer v = lua_tointegerx(L, -1, &isint);
+    if (!isint || v < min || v > INT_MAX) {
+      int at = lua_absindex(L, -1);
+      opt_error(L, at, who, k, lua_pushfstring(L, "an integer >= %d", min));
+    }
+    def = (int)v;
+  }
+  lua_pop(L, 1);
+  return def;
+}
+
+/* client_c.new{max_connections=, max_per_host=, timeout=, connect_timeout=} → client. Every
+** option is read (and may raise) before anything is allocated. */
 static int l_new(lua_State *L) {
+  static const char who[] = "http.client";
   luaL_checktype(L, 1, LUA_TTABLE);
+  int max_connections = opt_int(L, 1, who, "max_connections", 1, 100);
+  int max_per_host = opt_int(L, 1, who, "max_per_host", 0, 0);
+  long timeout_ms = opt_ms(L, 1, who, "timeout", 0);
+  long connect_timeout_ms = opt_ms(L, 1, who, "connect_timeout", 0);
   if (!curl_ready) {                         /* lazily: aioshell -e '' must start fast */
     curl_global_init(CURL_GLOBAL_DEFAULT);
     signal(SIGPIPE, SIG_IGN);
@@ -641,15 +915,10 @@ static int l_new(lua_State *L) {
   if (!c) return luaL_error(L, "out of memory");
   c->loop = aio_loop_get(L);
   c->self_ref = LUA_NOREF;
-  lua_getfield(L, 1, "max_connections");
-  c->max_connections = (int)luaL_optinteger(L, -1, 100);
-  lua_pop(L, 1);
-  if (c->max_connections < 1) c->max_connections = 1;
-  lua_getfield(L, 1, "max_per_host");
-  long per_host = (long)luaL_optinteger(L, -1, 0);
-  lua_pop(L, 1);
-  c->timeout_ms = opt_ms(L, 1, "timeout", 0);
-  c->connect_timeout_ms = opt_ms(L, 1, "connect_timeout", 0);
+  c->max_connections = max_connections;
+  c->max_per_host = max_per_host;
+  c->timeout_ms = timeout_ms;
+  c->connect_timeout_ms = connect_timeout_ms;
   c->cap_spare = c->max_connections;
   c->spare = calloc((size_t)c->cap_spare, sizeof(CURL *));
   c->timer = malloc(sizeof *c->timer);
@@ -672,61 +941,246 @@ static int l_new(lua_State *L) {
   curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
   curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)c->max_connections);
   curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)c->max_connections);
-  if (per_host > 0) curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, per_host);
-  *pc = c;
+  *pc = c;                                   /* max_per_host is ours (pump), not curl's */
   return 1;
 }
 
+#define WHO_REQUEST "http request"
+
+typedef struct {                   /* l_request's arguments once checked */
+  const char *method, *url, *body; /* strings on the Lua stack (body NULL: none) */
+  size_t mlen, ulen, blen;
+  int verb;                        /* VERB_* */
+  int non_ascii;                   /* the URL has bytes >= 0x80 (a host name to convert?) */
+  int expect;                      /* the caller gives an Expect header */
+  int follow;
+  long timeout_ms, connect_timeout_ms, max_redirs;
+  int hbase, nheaders;             /* header names and values at stack slots hbase+1 .. +2n */
+} req_args;
+
+/* Is s[0..len) an HTTP token (RFC 9110, 5.6.2), as a method or a header name must be? */
+static int is_token(const char *s, size_t len) {
+  if (len == 0) return 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if ((unsigned)(ch | 0x20) - 'a' < 26u || (unsigned)ch - '0' < 10u) continue;
+    if (ch == 0 || !strchr("!#$%&'*+-.^_`|~", ch)) return 0;
+  }
+  return 1;
+}
+
+/* Does s[0..len) hold a CR, LF or NUL? Each would end a request line or header early (request
+** smuggling) or cut it short. *high is set when it holds a byte >= 0x80. Every URL goes through
+** here, so 8 bytes at a time are let through when none is a control byte or >= 0x80. */
+static int has_crlf_nul(const char *s, size_t len, int *high) {
+  const uint64_t ones = 0x0101010101010101u, tops = 0x8080808080808080u;
+  size_t i = 0;
+  for (uint64_t w; i + 8 <= len; i += 8) {
+    memcpy(&w, s + i, 8);
+    if (((w - ones * 0x20) | w) & tops) break; /* a byte < 0x20 or >= 0x80: look at each */
+  }
+  for (; i < len; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch - 0x20u < 0x60u) continue;        /* printable ASCII: the common case */
+    if (ch == '\r' || ch == '\n' || ch == 0) return 1;
+    if (ch >= 0x80) *high = 1;
+  }
+  return 0;
+}
+
+/* How method (asked with a body or not) is given to curl: VERB_*. */
+static int verb_of(const char *m, size_t len, int has_body) {
+  if (len == 4 && memcmp(m, "POST", 4) == 0) return VERB_POST;
+  if (len == 3 && memcmp(m, "GET", 3) == 0) return has_body ? VERB_OTHER : VERB_GET;
+  if (len == 4 && memcmp(m, "HEAD", 4) == 0) return VERB_HEAD;
+  return VERB_OTHER;
+}
+
+/* Is method idempotent (RFC 9110, 9.2.2), so that it may go out twice? */
+static int is_idempotent(const char *m) {
+  static const char *const idempotent[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", NULL};
+  for (int i = 0; idempotent[i]; i++)
+    if (strcmp(m, idempotent[i]) == 0) return 1;
+  return 0;
+}
+
+/* Returns the string argument idx (k names it in the error raised for anything else). */
+static const char *check_string(lua_State *L, int idx, const char *k, size_t *len) {
+  if (lua_type(L, idx) != LUA_TSTRING) opt_error(L, idx, WHO_REQUEST, k, "a string");
+  return lua_tolstring(L, idx, len);
+}
+
+/* Checks the headers table at idx, {name = value}: a token, and a string or number without CR,
+** LF or NUL. Leaves each name and value string on the stack for req_headers (a number becomes a
+** string there, in the stack's copy). Returns how many; *expect is set for an Expect header. */
+static int check_headers(lua_State *L, int idx, int *expect) {
+  int n = 0;
+  size_t klen, vlen;
+  int high = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {                 /* ..., name, value */
+    if (lua_type(L, -2) != LUA_TSTRING)
+      opt_error(L, lua_absindex(L, -2), WHO_REQUEST, "headers", "string names");
+    const char *k = lua_tolstring(L, -2, &klen);
+    if (!is_token(k, klen))
+      luaL_error(L, WHO_REQUEST ": bad header name '%s' (an HTTP token expected)", k);
+    if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+      luaL_error(L, WHO_REQUEST ": bad header '%s' (a string value expected, got %s)", k,
+                 luaL_typename(L, -1));
+    const char *v = lua_tolstring(L, -1, &vlen);
+    if (has_crlf_nul(v, vlen, &high))
+      luaL_error(L, WHO_REQUEST ": bad header '%s' (its value contains CR, LF or NUL)", k);
+    if (klen == 6 && strncasecmp(k, "expect", 6) == 0) *expect = 1;
+    luaL_checkstack(L, 3, "too many headers");
+    lua_pushvalue(L, -2);                    /* the traversal's key: name and value stay below */
+    n++;
+  }
+  return n;
+}
+
+/* Checks l_request's arguments (method, url, headers, body, opts at 2..6) into a. Everything
+** that can raise is here, before anything is allocated: a raise after the allocations leaked
+** them (all of them, body copy included, on every bad call). */
+static void check_request(lua_State *L, http_client *c, req_args *a) {
+  a->method = check_string(L, 2, "method", &a->mlen);
+  if (!is_token(a->method, a->mlen))
+    luaL_error(L, WHO_REQUEST ": bad option 'method' (not an HTTP token)");
+  a->url = check_string(L, 3, "url", &a->ulen);
+  a->non_ascii = 0;
+  if (has_crlf_nul(a->url, a->ulen, &a->non_ascii))
+    luaL_error(L, WHO_REQUEST ": bad option 'url' (contains CR, LF or NUL)");
+  a->body = NULL;
+  a->blen = 0;
+  if (!lua_isnoneornil(L, 5)) {
+    if (lua_type(L, 5) != LUA_TSTRING && lua_type(L, 5) != LUA_TNUMBER)
+      opt_error(L, 5, WHO_REQUEST, "body", "a string");
+    a->body = lua_tolstring(L, 5, &a->blen);
+  }
+  a->verb = verb_of(a->method, a->mlen, a->body != NULL);
+  if (a->body && a->verb == VERB_HEAD)
+    luaL_error(L, WHO_REQUEST ": bad option 'body' (a HEAD request has no body)");
+  a->timeout_ms = c->timeout_ms;
+  a->connect_timeout_ms = c->connect_timeout_ms;
+  a->max_redirs = 10;
+  a->follow = 0;
+  if (lua_type(L, 6) == LUA_TTABLE) {
+    a->timeout_ms = opt_ms(L, 6, WHO_REQUEST, "timeout", a->timeout_ms);
+    a->connect_timeout_ms = opt_ms(L, 6, WHO_REQUEST, "connect_timeout", a->connect_timeout_ms);
+    lua_getfield(L, 6, "follow");
+    a->follow = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    a->max_redirs = opt_int(L, 6, WHO_REQUEST, "max_redirects", 0, 10);
+  }
+  a->expect = 0;
+  a->hbase = lua_gettop(L);
+  a->nheaders = 0;
+  if (lua_type(L, 4) == LUA_TTABLE) a->nheaders = check_headers(L, 4, &a->expect);
+  else if (!lua_isnoneornil(L, 4)) opt_error(L, 4, WHO_REQUEST, "headers", "a table");
+}
+
+/* Is s[0..len) empty or blank (curl drops a header whose value is)? */
+static int is_blank(const char *s, size_t len) {
+  for (size_t i = 0; i < len; i++) if (s[i] != ' ' && s[i] != '\t') return 0;
+  return 1;
+}
+
+/* Appends "name: value" to r's header list, or "name;" for an empty value (curl reads "name:"
+** as "do not send that header" and "name;" as "send it empty"). Returns 0 when out of memory. */
+static int req_add_header(http_req *r, const char *k, size_t klen, const char *v, size_t vlen) {
+  char small[256], *line = small;
+  size_t n = klen + vlen + 3;
+  if (n > sizeof small && !(line = malloc(n))) return 0;
+  memcpy(line, k, klen);
+  if (is_blank(v, vlen)) {
+    memcpy(line + klen, ";", 2);
+  } else {
+    memcpy(line + klen, ": ", 2);
+    memcpy(line + klen + 2, v, vlen);
+    line[klen + 2 + vlen] = 0;
+  }
+  struct curl_slist *grown = curl_slist_append(r->headers, line);
+  if (line != small) free(line);
+  if (grown) r->headers = grown;
+  return grown != NULL;
+}
+
+/* Builds r's header list from the strings check_headers left on the stack. A request with a
+** body also gets an empty "Expect:" (unless the caller gives one), as most clients send none:
+** curl (7.88) asks for "100-continue" before a body over 1 MiB and waits a second for a server
+** that ignores it. Returns 0 when out of memory. */
+static int req_headers(lua_State *L, http_req *r, const req_args *a) {
+  for (int i = 0; i < a->nheaders; i++) {
+    size_t klen, vlen;
+    const char *k = lua_tolstring(L, a->hbase + 2 * i + 1, &klen);
+    const char *v = lua_tolstring(L, a->hbase + 2 * i + 2, &vlen);
+    if (!req_add_header(r, k, klen, v, vlen)) return 0;
+  }
+  if (a->blen > 0 && !a->expect) {
+    struct curl_slist *grown = curl_slist_append(r->headers, "Expect:");
+    if (!grown) return 0;
+    r->headers = grown;
+  }
+  return 1;
+}
+
+/* Makes the request of the checked arguments a: C memory only, nothing here raises (the header
+** strings are Lua strings already). NULL when out of memory. */
+static http_req *req_new(lua_State *L, http_client *c, const req_args *a) {
+  http_req *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  r->c = c;
+  r->fut_ref = LUA_NOREF;
+  r->method = dupstr(a->method, a->mlen);
+  r->url = dupstr(a->url, a->ulen);
+  r->has_body = a->body != NULL || a->verb == VERB_POST;     /* a POST always has one, maybe "" */
+  if (a->body) r->body = dupstr(a->body, a->blen);
+  r->body_len = a->blen;
+  r->verb = a->verb;
+  r->timeout_ms = a->timeout_ms;
+  r->connect_timeout_ms = a->connect_timeout_ms;
+  r->follow = a->follow;
+  r->max_redirs = a->max_redirs;
+  if (!r->method || !r->url || (a->body && !r->body) || !req_headers(L, r, a) ||
+      ((a->non_ascii || c->max_per_host > 0) && !url_prepare(c, r, a->non_ascii))) {
+    req_free(L, r);
+    return NULL;
+  }
+  r->idempotent = is_idempotent(r->method);
+  r->plain = r->verb == VERB_GET && r->timeout_ms <= 0 && r->connect_timeout_ms <= 0 &&
+             !r->follow && !r->headers;
+  return r;
+}
+
 /* client:request(method, url, headers|nil, body|nil, opts|nil) → future resolving to a response.
-** opts: timeout, connect_timeout (seconds), follow (bool), max_redirects. */
+** opts: timeout, connect_timeout (seconds), follow (bool), max_redirects. The steps, in this
+** order: 1. every check that raises on misuse; 2. the Lua objects (a raise here is out of
+** memory, and they are collected); 3. the C memory, which nothing raises past. */
 static int l_request(lua_State *L) {
   http_client *c = check_client(L, 1);
-  size_t mlen, ulen, blen = 0;
-  const char *method = luaL_checklstring(L, 2, &mlen);
-  const char *url = luaL_checklstring(L, 3, &ulen);
-  const char *body = luaL_optlstring(L, 5, NULL, &blen);
-  http_req *r = calloc(1, sizeof *r);
-  if (!r) return luaL_error(L, "out of memory");
-  r->c = c; r->fut_ref = LUA_NOREF;
-  r->method = dupstr(method, mlen);
-  r->url = dupstr(url, ulen);
-  if (body) { r->body = dupstr(body, blen); r->body_len = blen; r->has_body = 1; }
-  r->timeout_ms = c->timeout_ms;
-  r->connect_timeout_ms = c->connect_timeout_ms;
-  r->max_redirs = 10;
-  if (lua_type(L, 6) == LUA_TTABLE) {
-    r->timeout_ms = opt_ms(L, 6, "timeout", r->timeout_ms);
-    r->connect_timeout_ms = opt_ms(L, 6, "connect_timeout", r->connect_timeout_ms);
-    lua_getfield(L, 6, "follow"); r->follow = lua_toboolean(L, -1); lua_pop(L, 1);
-    lua_getfield(L, 6, "max_redirects");
-    r->max_redirs = (long)luaL_optinteger(L, -1, 10);
-    lua_pop(L, 1);
-  }
-  if (lua_type(L, 4) == LUA_TTABLE) {        /* headers {name=value} → "name: value" lines */
-    lua_pushnil(L);
-    while (lua_next(L, 4)) {
-      lua_pushvalue(L, -2);
-      lua_pushliteral(L, ": ");
-      lua_pushvalue(L, -3);
-      lua_concat(L, 3);
-      struct curl_slist *n = curl_slist_append(r->headers, lua_tostring(L, -1));
-      if (n) r->headers = n;
-      lua_pop(L, 2);
-    }
-  }
-  if (!r->method || !r->url || (body && !r->body)) { req_free(L, r); return luaL_error(L, "out of memory"); }
+  req_args a;
+  check_request(L, c, &a);
   aio_future *f = aio_future_new(L);
-  r->fut = f;
-  r->fut_ref = aio_ref(L, -1);
-  f->on_cancel = on_req_cancel;
-  f->on_cancel_ud = r;
-  r->t_queued = aio_now_ns(c->loop);
+  int fut_ref = aio_ref(L, -1);
   if (c->self_ref == LUA_NOREF) {
     c->self_ref = aio_ref(L, 1);
     uv_prepare_start(c->alive, on_alive);
   }
+  http_req *r = req_new(L, c, &a);
+  if (!r) {
+    aio_unref(L, fut_ref);
+    client_maybe_unref(L, c);
+    return luaL_error(L, "out of memory");
+  }
+  r->fut = f;
+  r->fut_ref = fut_ref;
+  f->on_cancel = on_req_cancel;
+  f->on_cancel_ud = r;
+  r->t_queued = aio_now_ns(c->loop);
   enqueue(c, r, 0);                          /* always through the FIFO: fairness */
-  if (pump(c) > 0) kick_now(c);
+  /* Outside drive, the requests before r are all waiting for a slot (pump ran after every slot
+  ** freed), so only r can start: with max_per_host, no scan of the queue on every request.
+  ** Inside drive (a done callback), freed slots may not have been handed out yet. */
+  if (pump(c, c->driving ? c->qhead : r) > 0) kick_now(c);
   return 1;
 }
 
@@ -753,8 +1207,8 @@ static int l_close(lua_State *L) {
       aio_future_cancel(L, f, "http client closed");
       r->fut = NULL;
     }
-    if (r->state == REQ_QUEUED) { list_remove(&c->qhead, &c->qtail, r); c->nqueued--; }
-    else { curl_multi_remove_handle(c->multi, r->easy); list_remove(&c->active, NULL, r); c->nactive--; }
+    if (r->state == REQ_QUEUED) queue_remove(c, r);
+    else { curl_multi_remove_handle(c->multi, r->easy); active_remove(c, r); }
     req_free(L, r);
   }
   for (int i = 0; i < c->nspare; i++) curl_easy_cleanup(c->spare[i]);
@@ -762,6 +1216,7 @@ static int l_close(lua_State *L) {
   curl_multi_cleanup(c->multi);              /* closes its sockets through on_close_socket */
   free(c->socks);
   free(c->fresh);
+  free(c->hosts);                            /* empty: every request released its host */
   if (!uv_is_closing((uv_handle_t *)c->timer)) uv_close((uv_handle_t *)c->timer, free_handle_cb);
   if (!uv_is_closing((uv_handle_t *)c->alive)) uv_close((uv_handle_t *)c->alive, free_handle_cb);
   if (c->self_ref != LUA_NOREF) aio_unref(L, c->self_ref);

@@ -34,6 +34,7 @@ function http.client(opts)
 end
 
 function Client:__tostring()
+  if self.closed then return "aio.http.client (closed)" end
   local active, queued = self._c:stats()
   return string.format("aio.http.client (%d active, %d queued)", active, queued)
 end
@@ -54,13 +55,14 @@ function Client:start(t)
       headers = h
     end
   end
-  local fut = self._c:request(t.method or (body and "POST" or "GET"), t.url, headers, body, t)
+  local method = t.method or (body and "POST" or "GET")
+  local fut = self._c:request(method, t.url, headers, body, t)
   local tr = tracer()
   if tr then  -- a span from now to completion (aio.on_done: synchronous, no extra task)
     local t0 = aio.now()
     aio.on_done(fut, function(f)
       local ok, res = pcall(f.result, f)
-      tr.complete((t.method or "GET") .. " " .. t.url, "http", t0, aio.now(),
+      tr.complete(method .. " " .. t.url, "http", t0, aio.now(),
         { status = ok and res.status or nil, error = (not ok) and tostring(res) or nil,
           queued = ok and res.queued or nil })
     end)
@@ -95,13 +97,17 @@ end
 function Client:stats() return self._c:stats() end
 
 -- client:close(): aborts what is out (awaiters get a cancellation) and frees curl.
-function Client:close() self._c:close() end
+function Client:close()
+  self.closed = true
+  self._c:close()
+end
 Client.__close = Client.close
 
 local default_client
--- The default session (max_connections=100), created on first use.
+-- The default session (max_connections=100), created on first use, and again after it is closed
+-- (`local c <close> = http.default_client()` must not break http.get for the rest of the program).
 function http.default_client()
-  if not default_client then default_client = http.client() end
+  if not default_client or default_client.closed then default_client = http.client() end
   return default_client
 end
 
