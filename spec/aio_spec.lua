@@ -490,6 +490,60 @@ describe("as_completed, wait, wait_for, timeout", function()
     assert.is_true(cleaned)
   end))
 
+  -- Runs fn(aw) under virtual time (restored after). A releaser wakes aw in the same loop turn
+  -- as wait_for's deadline: it starts sleeping first, so its timer fires first.
+  local function at_the_deadline(hand_over, take)
+    aio.clock.virtual()
+    finally(aio.clock.real)
+    aio.spawn(function() aio.sleep(0.05); hand_over() end)
+    aio.sleep(0)
+    return aio.wait_for(take, 0.05)
+  end
+
+  it("wait_for returns the results of an awaitable that finished as the deadline passed: no permit lost", async(function()
+    local sem = aio.semaphore(1)
+    sem:acquire()
+    local got = at_the_deadline(function() sem:release() end,
+                                function() sem:acquire(); return "permit" end)
+    assert.equal("permit", got)
+    sem:release()                      -- the permit is ours to give back (bounded: no error)
+    assert.is_true(sem:try_acquire())
+  end))
+
+  it("wait_for returns the results of an awaitable that finished as the deadline passed: no item lost", async(function()
+    local q = aio.queue()
+    local got = at_the_deadline(function() q:put_nowait("precious") end, function() return q:get() end)
+    assert.equal("precious", got)
+  end))
+
+  it("a timeout whose cancelled child fails otherwise raises the child's error", async(function()
+    local ok, err = pcall(aio.timeout, 0.01, function()
+      pcall(aio.sleep, 10)
+      error("cleanup failed")
+    end)
+    assert.is_false(ok)
+    assert.is_false(aio.is_timeout(err))
+    assert.matches("cleanup failed", err.message)
+  end))
+
+  it("cancelling the caller of wait_for while the timed-out child cleans up raises the cancellation", async(function()
+    local outer = aio.spawn(function()
+      aio.timeout(0.01, function()
+        pcall(aio.sleep, 10)           -- the timeout's cancellation
+        pcall(aio.sleep, 0.2)          -- a cleanup that awaits
+      end)
+    end)
+    aio.sleep(0.05)                    -- the deadline passed: outer awaits the child's cleanup
+    outer:cancel("stop")
+    local ok, err = pcall(outer.await, outer)
+    assert.is_false(ok)
+    assert.is_true(aio.is_cancelled(err))
+    assert.is_false(aio.is_timeout(err))
+    assert.equal("stop", err.message)
+    assert.is_true(outer:cancelled())
+    aio.sleep(0.2)                     -- the child's cleanup ends
+  end))
+
   it("timeout(s, fn, ...) passes arguments and results", async(function()
     assert.equal(7, aio.timeout(1, function(x) return x + 1 end, 6))
     local ok, err = pcall(aio.timeout, 0.01, aio.sleep, 1)

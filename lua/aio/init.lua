@@ -154,6 +154,23 @@ function aio.wait(list, opts)
   return done, pending
 end
 
+-- wait_for's deadline passed: cancels aw and awaits its end (its cleanup, as asyncio does).
+-- The cancellation may come too late: when the deadline and aw's wake-up (a permit or an item
+-- handed over) fall in the same loop turn, aw still finishes normally, and then its results
+-- are returned, or what it took would be lost (asyncio 3.12's rule). Only a cancelled aw gives
+-- the timeout error; another failure of aw is raised as it is, and so is a cancellation of
+-- the caller during that await (it is not aw's outcome).
+local function finish_timed_out(aw, seconds)
+  aw:cancel("timeout")
+  local res = pack(pcall(aw.await, aw))
+  if res[1] then return unpack(res, 2, res.n) end
+  local err = res[2]
+  if aw:done() and rawequal(aw:exception(), err) and aio.is_cancelled(err) then
+    error(timeout_error(seconds), 0)
+  end
+  error(err, 0)
+end
+
 -- aio.wait_for(awaitable_or_fn, seconds) -> its results; on timeout the awaitable is cancelled
 -- and a timeout error is raised (aio.is_timeout). Cancelling the caller cancels it too.
 function aio.wait_for(aw, seconds, quiet)
@@ -162,11 +179,7 @@ function aio.wait_for(aw, seconds, quiet)
   local ok, finished = pcall(wait_until_done_or, aw, seconds)
   if not ok then aw:cancel("wait_for was cancelled"); error(finished, 0) end
   if quiet then return finished end
-  if not finished then
-    aw:cancel("timeout")
-    pcall(aw.await, aw)  -- let its cleanup finish before we report (asyncio does the same)
-    error(timeout_error(seconds), 2)
-  end
+  if not finished then return finish_timed_out(aw, seconds) end
   return aw:await()
 end
 
