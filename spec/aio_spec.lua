@@ -164,6 +164,41 @@ describe("errors", function()
     assert.equal(42, err.value.code)
   end))
 
+  it("keep a number error value a number; its message is the number as text", async(function()
+    for _, v in ipairs({42, 1.5}) do
+      local t = aio.spawn(function() error(v) end)
+      local _, err = pcall(t.await, t)
+      assert.equal("number", math.type(err.value) and "number")
+      assert.equal(v, err.value)
+      assert.equal(tostring(v), err.message)
+      assert.equal(v, t:exception().value)
+    end
+  end))
+
+  it("an error object whose __tostring raises fails its task, and the loop goes on", async(function()
+    local bad = setmetatable({}, {__tostring = function() error("__tostring exploded") end})
+    local t = aio.spawn(function() error(bad) end)
+    local other = aio.spawn(function() aio.sleep(0.01) return "other ok" end)
+    local ok, err = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.equal(bad, err.value)
+    assert.equal("(error object is a table value)", err.message)
+    assert.equal("failed", t.state)
+    assert.equal("other ok", other:await())
+  end))
+
+  it("an error object whose __tostring raises is reported at exit and the loop still drains", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      local bad = setmetatable({}, {__tostring = function() error("__tostring exploded") end})
+      aio.spawn(function() error(bad) end)
+      aio.spawn(function() aio.sleep(0.01) print("second task ran") end)
+    ]])
+    assert.equal("second task ran\n", out)
+    assert.equal(1, status)
+    assert.matches("nobody observed its error .-\n%(error object is a table value%)\nstack traceback:", err)
+  end)
+
   it("an unobserved failure is reported at exit with exit status 1", function()
     local out, err, status = child([[
       local aio = require "aio"

@@ -129,14 +129,36 @@ int aio_is_cancelled(lua_State *L, int idx) {
   return 0;
 }
 
-/* Message handler: adds a traceback to string errors (and to objects with __tostring). */
-static int msghandler(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+/* Calls the __tostring of the value at 1 (run protected by push_error_message). */
+static int call_tostring(lua_State *L) {
+  luaL_callmeta(L, 1, "__tostring");
+  return 1;
+}
+
+/* Pushes the text of the error value at idx and returns it, never raising: a string or a
+** number as text (converting a copy: the value itself stays a number), else what its
+** __tostring returns, called protected (one that raises or returns no string must not break
+** the scheduler), else "(error object is a X value)". */
+static const char *push_error_message(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  int type = lua_type(L, idx);
+  if (type == LUA_TSTRING || type == LUA_TNUMBER) {
+    lua_pushvalue(L, idx);
+    return lua_tostring(L, -1);
   }
-  luaL_traceback(L, L, msg, 1);
+  if (luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushcfunction(L, call_tostring);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) return lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
+}
+
+/* Message handler: the error as text (push_error_message) with a traceback. */
+static int msghandler(lua_State *L) {
+  luaL_traceback(L, L, push_error_message(L, 1), 1);
   return 1;
 }
 
@@ -179,21 +201,16 @@ static void push_task_site(lua_State *L, int tidx) {
 ** carrying the message, the original value, the task's name, spawn site and traceback. */
 static void wrap_task_error(lua_State *L, int tidx, lua_State *co) {
   int eidx = lua_gettop(L);
-  if (luaL_testudata(L, eidx, AIO_ERROR_MT) || aio_is_cancelled(L, eidx)) return;
-  if (lua_istable(L, eidx) && lua_getmetatable(L, eidx)) {
+  if (lua_getmetatable(L, eidx)) {
     luaL_getmetatable(L, AIO_ERROR_MT);
     int ours = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
-    if (ours) return;  /* already wrapped (propagated from another task) */
+    if (ours) return;  /* already an aio.error: a cancellation, or propagated from another task */
   }
   lua_createtable(L, 0, 6);
   int obj = lua_gettop(L);
-  const char *msg = lua_tostring(L, eidx);
-  if (!msg) {
-    if (luaL_callmeta(L, eidx, "__tostring") && lua_isstring(L, -1)) msg = lua_tostring(L, -1);
-    else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, eidx));
-  }
-  lua_pushstring(L, msg);
+  const char *msg = push_error_message(L, eidx);
+  lua_pushvalue(L, -1);
   lua_setfield(L, obj, "message");
   luaL_traceback(L, co, msg, 0);
   lua_setfield(L, obj, "traceback");
