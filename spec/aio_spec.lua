@@ -310,6 +310,57 @@ describe("top level", function()
 end)
 
 describe("Ctrl-C", function()
+  -- Runs script in a child aioshell, sends it SIGINT after each delay in `at` (seconds), kills
+  -- it (status 137) if it is still there 5 s later; returns stdout + stderr and the status.
+  local function interrupt(script, at)
+    local kills = {}
+    for i, d in ipairs(at) do kills[i] = ("sleep %s; kill -INT $pid 2>/dev/null;"):format(d) end
+    local p = io.popen(("sh -c '%s %s 2>&1 & pid=$!; %s (sleep 5; kill -KILL $pid 2>/dev/null) "
+      .. ">/dev/null 2>&1 & wait $pid; echo status=$?'")
+      :format(helper.aioshell, helper.tmpfile(script, ".lua"), table.concat(kills, " ")))
+    local out = p:read("a")
+    p:close()
+    return out
+  end
+
+  it("stops a busy task during the drain: it gets 'interrupted!', the others are cancelled, status 130", function()
+    local out = interrupt([[
+      local aio = require "aio"
+      aio.spawn(function()
+        local ok, err = pcall(aio.sleep, 30)
+        print("cleanup", aio.is_cancelled(err)) io.stdout:flush()
+      end)
+      aio.spawn(function() while true do end end)
+      print("ready") io.stdout:flush()
+    ]], {0.4})
+    assert.matches("^ready\n", out)
+    assert.matches("cleanup\ttrue\n", out)
+    assert.matches("interrupted!", out)
+    assert.matches("status=130\n$", out)
+  end)
+
+  it("a busy task alone in the drain: it is reported interrupted and the status is 130", function()
+    local out = interrupt([[
+      local aio = require "aio"
+      aio.spawn(function() while true do end end):set_name("spinner")
+    ]], {0.4})
+    assert.matches("task spinner failed and nobody observed its error .-\ninterrupted!\n", out)
+    assert.matches("status=130\n$", out)
+  end)
+
+  it("a second Ctrl-C during the drain kills the process", function()
+    local out = interrupt([[
+      local aio = require "aio"
+      aio.spawn(function()
+        print(pcall(function() while true do end end)) io.stdout:flush()
+        while true do end               -- caught the interruption, and busy again
+      end)
+      print("ready") io.stdout:flush()
+    ]], {0.4, 0.4})
+    assert.matches("ready\nfalse\t.-interrupted!\n", out)
+    assert.matches("status=130\n$", out)    -- killed by SIGINT, not by the KILL 5 s later
+  end)
+
   it("stops a busy loop inside a task with 'interrupted!', like lua5.4 in the main chunk", function()
     local script = helper.tmpfile([[
       local aio = require "aio"

@@ -108,14 +108,13 @@ int aio_loop_drain(lua_State *L);
 int aio_loop_exists(lua_State *L);
 /* Closes every handle and frees the loop (called from the state's __gc). */
 void aio_loop_close(aio_loop *loop);
-/* Async-signal-safe: asks the loop to raise "interrupted!" in the awaiting code. */
-void aio_signal_interrupt(void);
+/* Async-signal-safe, for a SIGINT handler (lua.c's laction): the Lua code running now raises
+** "interrupted!" — on L (the main thread; may be NULL) or in the task or generator the main
+** loop is resuming, so Ctrl-C stops a busy loop inside a task as lua.c stops one in the main
+** chunk — or, if none runs, the await blocked in the loop raises it. One Ctrl-C, one error. */
+void aio_signal_interrupt(lua_State *L);
 /* Non-zero (and cleared) when an interrupt is pending. */
 int aio_take_interrupt(void);
-/* Async-signal-safe: the coroutine the main thread's loop is running right now (a task, or a
-** generator inside one), or NULL. A SIGINT handler sets its "interrupted!" hook there too, so
-** Ctrl-C stops a busy loop inside a task as lua.c stops one in the main chunk. */
-lua_State *aio_running_coroutine(void);
 
 /* ---- timer.c: the timer heap ---------------------------------------------------------- */
 

@@ -43,25 +43,13 @@ static void setsignal(int sig, void (*handler)(int)) {
   sigaction(sig, &sa, NULL);
 }
 
-/* Debug hook set by the SIGINT handler: removes itself and raises the error, unless the
-** loop got there first (an await blocked in uv_run raised "interrupted!" and took the flag):
-** one Ctrl-C is one error, never two. */
-static void interrupt_hook(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  if (aio_take_interrupt()) luaL_error(L, "interrupted!");
-}
-
-/* SIGINT while Lua code runs. A signal handler must not touch the state, so it only arms a
-** hook that raises at the next instruction, and tells the loop (async-signal-safe) so that an
-** await blocked in uv_run wakes up too. A second Ctrl-C kills the process (SIG_DFL). */
+/* SIGINT while Lua code runs. A signal handler must not touch the state: it arms a hook
+** that raises "interrupted!" at the next instruction (also in a busy task) and tells the loop,
+** so that an await blocked in uv_run wakes up too (aio_signal_interrupt). A second Ctrl-C
+** kills the process (SIG_DFL). */
 static void on_sigint(int sig) {
-  int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
   setsignal(sig, SIG_DFL);
-  lua_State *co = aio_running_coroutine();  /* a busy task runs on its own coroutine */
-  lua_sethook(globalL, interrupt_hook, mask, 1);
-  if (co) lua_sethook(co, interrupt_hook, mask, 1);
-  aio_signal_interrupt();
+  aio_signal_interrupt(globalL);
 }
 
 /* ---- messages --------------------------------------------------------------------- */
