@@ -89,7 +89,8 @@ function aio.as_completed(list, opts)
   for i = 1, n do
     on_done(awaitable(list[i], i), function(f)
       finished[#finished + 1] = f
-      if waiter then local w = waiter; waiter = nil; w:set_result() end
+      -- The waiter is cancelled if the iterating task was (its await is over): skip it.
+      if waiter then local w = waiter; waiter = nil; if not w:done() then w:set_result() end end
     end)
   end
   return function()
