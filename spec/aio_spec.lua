@@ -657,6 +657,67 @@ describe("as_completed, wait, wait_for, timeout", function()
   end))
 end)
 
+describe("durations", function()
+  after_each(helper.assert_no_tasks)
+
+  it("math.huge and very large ones never end: a sleep waits until cancelled, a timeout never fires", async(function()
+    for _, s in ipairs({math.huge, 1e10, 1e300}) do
+      local t = aio.spawn(function() aio.sleep(s) end)
+      aio.sleep(0.01)
+      assert.equal("sleeping", t.state)
+      assert.equal("sleep (forever)", t.waiting_on)
+      t:cancel()
+      assert.is_false(pcall(t.await, t))
+    end
+    local function soon() aio.sleep(0.01) return "ok" end
+    assert.equal("ok", aio.wait_for(soon, math.huge))
+    assert.equal("ok", aio.timeout(1e10, soon))
+    for t in aio.as_completed({soon}, {timeout = math.huge}) do assert.equal("ok", t:result()) end
+    local _, pending = aio.wait({soon}, {timeout = math.huge})
+    assert.is_nil(next(pending))
+    local h = aio.call_later(math.huge, error)
+    assert.is_false(h:active())
+  end))
+
+  it("a sleep that can never end at top level raises instead of hanging", function()
+    local _, err, status = child([[
+      local aio = require "aio"
+      aio.sleep(math.huge)
+    ]])
+    assert.equal(1, status)
+    assert.matches("await would block forever", err)
+  end)
+
+  it("negative ones count as 0", async(function()
+    aio.sleep(-1)
+    local ran = false
+    aio.call_later(-1, function() ran = true end)
+    aio.sleep(0.01)
+    assert.is_true(ran)
+    local ok, err = pcall(aio.wait_for, function() aio.sleep(1) end, -1)
+    assert.is_true(aio.is_timeout(err))
+  end))
+
+  it("NaN raises, naming the function, before anything is spawned", async(function()
+    local nan = 0 / 0
+    local calls = {
+      sleep = function() aio.sleep(nan) end,
+      call_later = function() aio.call_later(nan, print) end,
+      every = function() aio.every(nan, print) end,
+      wait_for = function() aio.wait_for(function() end, nan) end,
+      timeout = function() aio.timeout(nan, function() end) end,
+      wait = function() aio.wait({function() end}, {timeout = nan}) end,
+      as_completed = function() aio.as_completed({function() end}, {timeout = nan}) end,
+    }
+    for name, call in pairs(calls) do
+      local ok, err = pcall(call)
+      assert.is_false(ok)
+      assert.matches("bad argument #%d to '" .. name .. "' %(%a+ is NaN%)", err)
+    end
+    assert.equal(1, aio.ntasks())       -- this test's own task: nothing else was spawned
+  end))
+end)
+
 describe("group", function()
   after_each(helper.assert_no_tasks)
 

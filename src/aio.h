@@ -118,6 +118,15 @@ int aio_take_interrupt(void);
 
 /* ---- timer.c: the timer heap ---------------------------------------------------------- */
 
+/* Durations of AIO_FOREVER_S seconds (about 32 years) or more, math.huge included, never end:
+** aio_duration_ns gives AIO_NEVER for them, and nothing is scheduled. */
+#define AIO_FOREVER_S 1e9
+#define AIO_NEVER UINT64_MAX
+/* Seconds s (argument arg, for the error) to nanoseconds: NaN raises, negative counts as 0,
+** AIO_FOREVER_S or more is AIO_NEVER. */
+uint64_t aio_duration_ns(lua_State *L, int arg, lua_Number s);
+/* Pushes a future completed after ns nanoseconds (AIO_NEVER: a future nothing completes). */
+void aio__push_sleep_future(lua_State *L, uint64_t ns);
 /* Schedules t to fire `ns` nanoseconds from now. */
 void aio_timed_start(aio_loop *loop, aio_timed *t, uint64_t ns);
 /* Removes t from the heap if it is there. */

@@ -632,7 +632,7 @@ static void on_sleep_done(aio_loop *loop, aio_timed *timed) {
 }
 
 /* aio.sleep(seconds): suspends the task (or, at top level, runs the loop) that long;
-** sleep(0) just lets every other ready task run once. */
+** sleep(0) or negative just lets every other ready task run once; math.huge sleeps forever. */
 static int l_sleep(lua_State *L) {
   lua_Number s = luaL_optnumber(L, 1, 0);
   aio_loop *loop = aio_loop_get(L);
@@ -644,16 +644,17 @@ static int l_sleep(lua_State *L) {
       t->nargs = -1;  /* resume with (true); nothing can be pushed on a running coroutine */
       ready_push(loop, t);
     } else {
+      uint64_t ns = aio_duration_ns(L, 1, s);
       t->sleep.fire = on_sleep_done;
       t->sleep.heap_idx = -1;  /* the union held other links until now */
       t->sleeping = 1;
-      aio_timed_start(loop, &t->sleep, (uint64_t)(s * 1e9));
+      if (ns == AIO_NEVER) t->sleep.due = AIO_NEVER;  /* in no heap: only a cancel wakes it */
+      else aio_timed_start(loop, &t->sleep, ns);
     }
     return task_suspend(L);
   }
   /* Outside tasks: a one-shot timer future (timer.c) awaited like any other. */
-  extern void aio__push_sleep_future(lua_State *L, lua_Number seconds);
-  aio__push_sleep_future(L, s);
+  aio__push_sleep_future(L, aio_duration_ns(L, 1, s));
   return aio_await(L, -1);
 }
 
@@ -735,7 +736,9 @@ static int l_task_traceback(lua_State *L) {
 
 /* Pushes what task t waits on, as text (nil if it waits on nothing). */
 static void push_waiting_on(lua_State *L, aio_task *t, int tidx) {
-  if (t->sleeping) {
+  if (t->sleeping && t->sleep.heap_idx < 0) {
+    lua_pushliteral(L, "sleep (forever)");
+  } else if (t->sleeping) {
     double left = (double)(t->sleep.due - aio_now_ns(aio_loop_get(L))) / 1e9;
     lua_pushfstring(L, "sleep (%f s left)", left > 0 ? left : 0.0);
   } else if (t->waiting) {

@@ -34,6 +34,20 @@ local function timeout_error(seconds)
 end
 aio.timeout_error = timeout_error
 
+-- Checks a timeout (seconds, or nil for none) before anything is spawned: not a number or
+-- NaN raises (naming `what`, argument `arg` of `fname`). The rest of the rule for durations
+-- (negative counts as 0, math.huge never ends) is the timer's: aio_duration_ns in timer.c.
+local function check_timeout(seconds, what, arg, fname)
+  if seconds == nil then return nil end
+  local s = tonumber(seconds)
+  if s == nil then
+    error(("bad argument #%d to '%s' (%s: number expected, got %s)"):format(arg, fname, what, type(seconds)), 3)
+  elseif s ~= s then
+    error(("bad argument #%d to '%s' (%s is NaN)"):format(arg, fname, what), 3)
+  end
+  return s
+end
+
 -- aio.is_timeout(err) -> true if err is a timeout error.
 function aio.is_timeout(err)
   return getmetatable(err) == error_mt and err.timeout == true
@@ -83,8 +97,9 @@ end
 -- aio.as_completed(list [, {timeout=}]) -> iterator over the original awaitables in the order
 -- they finish. Raises a timeout error if the next one does not finish in time.
 function aio.as_completed(list, opts)
+  local timeout = check_timeout(opts and opts.timeout, "timeout", 2, "as_completed")
   local n = list.n or #list
-  local deadline = opts and opts.timeout and core.now() + opts.timeout
+  local deadline = timeout and core.now() + timeout
   local finished, head, waiter = {}, 1, nil
   for i = 1, n do
     on_done(awaitable(list[i], i), function(f)
@@ -100,7 +115,7 @@ function aio.as_completed(list, opts)
       if deadline then
         local left = deadline - core.now()
         if left <= 0 or not aio.wait_for(waiter, left, true) then
-          error(timeout_error(opts.timeout), 2)
+          error(timeout_error(timeout), 2)
         end
       else
         waiter:await()
@@ -131,6 +146,7 @@ function aio.wait(list, opts)
   local when = opts.return_when or "all_completed"
   assert(when == "all_completed" or when == "first_completed" or when == "first_exception",
     "return_when must be all_completed, first_completed or first_exception")
+  local timeout = check_timeout(opts.timeout, "timeout", 2, "wait")
   local n = list.n or #list
   local aws = {}
   for i = 1, n do aws[i] = awaitable(list[i], i) end
@@ -146,7 +162,7 @@ function aio.wait(list, opts)
     end)
   end
   if n > 0 and not signal:done() then
-    if opts.timeout then wait_until_done_or(signal, opts.timeout) else signal:await() end
+    if timeout then wait_until_done_or(signal, timeout) else signal:await() end
   end
   local done, pending = {}, {}
   for i = 1, n do
@@ -175,6 +191,7 @@ end
 -- aio.wait_for(awaitable_or_fn, seconds) -> its results; on timeout the awaitable is cancelled
 -- and a timeout error is raised (aio.is_timeout). Cancelling the caller cancels it too.
 function aio.wait_for(aw, seconds, quiet)
+  seconds = check_timeout(seconds, "seconds", 2, "wait_for")
   aw = awaitable(aw, 1)
   if seconds == nil then return aw:await() end
   local ok, finished = pcall(wait_until_done_or, aw, seconds)
@@ -187,6 +204,7 @@ end
 -- aio.timeout(seconds, fn, ...) -> fn's results, or raises a timeout error if fn takes longer
 -- (fn then gets a cancellation error at its current await, so its cleanup runs).
 function aio.timeout(seconds, fn, ...)
+  check_timeout(seconds, "seconds", 1, "timeout")
   return aio.wait_for(spawn(fn, ...), seconds)
 end
 
