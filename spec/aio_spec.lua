@@ -449,6 +449,24 @@ describe("cancellation", function()
     assert.equal("value", got)       -- the value was not lost
     assert.is_true(aio.is_cancelled(second))
   end))
+
+  it("two cancels before the first is delivered give one cancellation; a later one another", async(function()
+    local log = {}
+    local t = aio.spawn(function()
+      for i = 1, 3 do
+        local ok, err = pcall(aio.sleep, i == 1 and 10 or 0.01)
+        log[i] = ok and "slept" or err.message
+      end
+    end)
+    aio.sleep(0)
+    assert.is_true(t:cancel("one"))
+    assert.is_true(t:cancel("two"))   -- merged into "one": the cleanup sleep is not cut
+    aio.sleep(0.02)
+    assert.same({"one", "slept"}, log)
+    t:cancel("three")                  -- after it caught the first: delivered again
+    t:await()
+    assert.same({"one", "slept", "three"}, log)
+  end))
 end)
 
 describe("gather", function()
@@ -738,6 +756,25 @@ describe("group", function()
     assert.is_false(ok)
     assert.matches("child failed", err.message)
     assert.is_true(sibling:cancelled())
+  end))
+
+  it("never cancels a child twice: a cancelled sibling's awaiting cleanup is not cut", async(function()
+    local cleanup
+    local outer = aio.spawn(function()
+      aio.group(function(g)
+        g:spawn(function() aio.sleep(0.01); error("child failed") end)
+        g:spawn(function()
+          pcall(aio.sleep, 10)                       -- "a sibling failed"
+          local ok, err = pcall(aio.sleep, 0.05)     -- a cleanup that awaits
+          cleanup = ok and "completed" or err.message
+        end)
+      end)
+    end)
+    aio.sleep(0.02)
+    outer:cancel()                                   -- while the sibling cleans up
+    local ok, err = pcall(outer.await, outer)
+    assert.is_false(ok)
+    assert.equal("completed", cleanup)
   end))
 
   it("g:cancel() stops the group early without an error", async(function()

@@ -176,6 +176,7 @@ struct aio_task {
   int nargs;                     /* values pushed on co for its next resume */
   int ref;                       /* anchor in the live-task table while unfinished */
   unsigned queued : 1, started : 1, sleeping : 1, cancel_requested : 1, running : 1;
+  unsigned cancel_delivering : 1; /* woken with a cancellation error it has not yet received */
 };
 
 /* Uservalue slots of a task userdata. */

@@ -430,6 +430,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
   lua_State *L = loop->L, *co = t->co;
   int nres, nargs = t->nargs, base = lua_gettop(L);
   t->queued = 0;
+  t->cancel_delivering = 0;  /* a cancellation it was woken with is received now */
   t->nargs = 0;
   if (!t->started) {
     t->started = 1;
@@ -521,9 +522,12 @@ static void push_pending_cancel(lua_State *L, aio_task *t) {
   t->cancel_requested = 0;
 }
 
-/* Requests cancellation of t; returns 0 if it already finished. */
+/* Requests cancellation of t; returns 0 if it already finished. A request made while an
+** earlier one is still on its way (not yet raised in the task) merges into it: one delivery.
+** One made after the task received the first (and, say, caught it) is delivered again. */
 int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
   if (t->fut.state != AIO_PENDING) return 0;
+  if (t->cancel_delivering || t->cancel_requested) return 1;
   aio_loop *loop = aio_loop_get(L);
   if (t->waiting || t->sleeping) {
     if (t->sleeping) {
@@ -543,6 +547,7 @@ int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
     lua_pushboolean(L, 0);
     aio_push_cancelled(L, msg);
     aio__task_wake(L, t, 2);
+    t->cancel_delivering = 1;
     return 1;
   }
   /* Running, queued with a value to deliver, or not started: raise at its next await. */

@@ -223,6 +223,7 @@ aio.call_soon = spawn
 -- cancelled and awaited before the error propagates.
 function aio.group(body, ...)
   local children, live, failure, idle = {}, 0, nil, nil
+  local cancelled = {}  -- the children the group cancelled: a cleanup must not be cut twice
   local g = {}
   local function child_done(t)
     live = live - 1
@@ -230,7 +231,8 @@ function aio.group(body, ...)
       failure = t:exception()
       g:cancel("a sibling failed")
     end
-    if live == 0 and idle then local w = idle; idle = nil; w:set_result() end
+    -- (idle is cancelled when the caller was: its loop below makes a new one)
+    if live == 0 and idle then local w = idle; idle = nil; if not w:done() then w:set_result() end end
   end
   function g.spawn(_, fn, ...)
     local t = spawn(fn, ...)
@@ -241,7 +243,11 @@ function aio.group(body, ...)
   end
   function g.cancel(_, msg)
     for i = 1, #children do
-      if not children[i]:done() then children[i]:cancel(msg or "group cancelled") end
+      local c = children[i]
+      if not c:done() and not cancelled[c] then
+        cancelled[c] = true
+        c:cancel(msg or "group cancelled")
+      end
     end
   end
   function g.tasks() return children end
