@@ -280,4 +280,28 @@ describe("queue", function()
     for i = 1, 3 do lq:put_nowait(i) end
     assert.same({3, 2, 1}, {lq:get_nowait(), lq:get_nowait(), lq:get_nowait()})
   end)
+
+  it("a priority queue gives every item in priority order, equal ones in insertion order", function()
+    local pq, expected = aio.priority_queue(), {}
+    for i = 1, 300 do
+      local p = (i * 7919) % 37
+      pq:put_nowait({p, i}, p)
+      expected[i] = {p, i}
+    end
+    table.sort(expected, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+    for i = 1, 300 do assert.same(expected[i], pq:get_nowait()) end
+    assert.is_true(pq:empty())
+  end)
+
+  it("a priority queue put whose priority cannot be compared raises and changes nothing", function()
+    local pq = aio.priority_queue()
+    pq:put_nowait("a", 1)
+    pq:put_nowait("b", 2)
+    assert.has_error(function() pq:put_nowait({}, {}) end)
+    assert.has_error(function() pq:put_nowait("s", "x") end)
+    assert.equal(2, pq:size())
+    assert.equal(2, pq.unfinished)
+    assert.same({"a", "b"}, {pq:get_nowait(), pq:get_nowait()})
+    assert.is_true(pq:empty())
+  end)
 end)

@@ -248,15 +248,15 @@ local heap = {
   new = function() return {n = 0, seq = 0} end,
   push = function(s, item, priority)
     if priority == nil then priority = item end
-    s.seq = s.seq + 1
-    s.n = s.n + 1
-    local i, e = s.n, {priority, s.seq, item}
-    while i > 1 do
-      local p = i // 2
-      if not before(e, s[p]) then break end
-      s[i] = s[p]; i = p
-    end
+    local e = {priority, s.seq + 1, item}
+    -- Find the place first: a priority that cannot be compared raises here, and the heap is
+    -- left as it was. Then move the parents down and count the item.
+    local i = s.n + 1
+    while i > 1 and before(e, s[i // 2]) do i = i // 2 end
+    local j = s.n + 1
+    while j > i do s[j] = s[j // 2]; j = j // 2 end
     s[i] = e
+    s.n, s.seq = s.n + 1, s.seq + 1
   end,
   pop = function(s)
     local top, last = s[1], s[s.n]
