@@ -337,6 +337,19 @@ static int drain(lua_State *L) {
   return status;
 }
 
+/* Pushes the exit status and returns 1 (pmain's result). */
+static int exit_status(lua_State *L, int status) {
+  lua_pushinteger(L, status);
+  return 1;
+}
+
+/* After an error in LUA_INIT, -e, -l or the script: the loop does not run (lua.c stops there),
+** but the task failures nobody observed so far are reported too, after that error. */
+static int failed(lua_State *L) {
+  aio_report_unobserved(L);
+  return exit_status(L, EXIT_FAILURE);
+}
+
 /* The whole interpreter, in protected mode. Pushes the exit status. */
 static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
@@ -345,20 +358,17 @@ static int pmain(lua_State *L) {
   int args = collectargs(argv, &script);
   int optlim = script > 0 ? script : argc; /* first argv that is not an option */
   luaL_checkversion(L);
-  lua_pushinteger(L, EXIT_FAILURE); /* the result unless we get to the end */
   if (args == HAS_ERROR) {
     print_usage(argv[script]);
-    return 1;
+    return exit_status(L, EXIT_FAILURE);
   }
   if (args & HAS_HELP) {
     print_help();
-    lua_pushinteger(L, EXIT_SUCCESS);
-    return 1;
+    return exit_status(L, EXIT_SUCCESS);
   }
   if (args & HAS_VERSION) {
     print_full_version();
-    lua_pushinteger(L, EXIT_SUCCESS);
-    return 1;
+    return exit_status(L, EXIT_SUCCESS);
   }
   if (args & HAS_V) print_version();
   if (args & HAS_NOENV) { /* tells package not to read LUA_PATH and LUA_CPATH */
@@ -370,12 +380,13 @@ static int pmain(lua_State *L) {
   createargtable(L, argv, argc, script);
   lua_gc(L, LUA_GCRESTART);
   lua_gc(L, LUA_GCGEN, 0, 0); /* generational mode, as lua.c */
-  lua_settop(L, 0);
-  lua_pushinteger(L, EXIT_FAILURE);
-  if (!(args & HAS_NOENV) && handle_luainit(L) != LUA_OK) return 1;
-  if (trace_file && start_trace(L) != LUA_OK) return 1;
-  if (!runargs(L, argv, optlim)) return 1;
-  if (script > 0 && handle_script(L, argv + script) != LUA_OK) return 1;
+  /* Chunks run with exactly lua.c's stack below them (pmain's two arguments), so that a stack
+  ** overflow happens at the same depth and its traceback reads the same. */
+  lua_settop(L, 2);
+  if (!(args & HAS_NOENV) && handle_luainit(L) != LUA_OK) return failed(L);
+  if (trace_file && start_trace(L) != LUA_OK) return failed(L);
+  if (!runargs(L, argv, optlim)) return failed(L);
+  if (script > 0 && handle_script(L, argv + script) != LUA_OK) return failed(L);
   if (args & HAS_I) {
     lua_settop(L, 0);
     aio_repl(L);
@@ -384,12 +395,13 @@ static int pmain(lua_State *L) {
       print_version();
       lua_settop(L, 0);
       aio_repl(L);
-    } else {
-      dofile(L, NULL); /* like lua.c, an error here does not change the exit status */
+    } else if (dofile(L, NULL) != LUA_OK) {
+      /* Like lua.c, an error in piped stdin does not change the exit status, and the loop
+      ** does not run after it; unobserved task failures are still reported (status 1). */
+      return exit_status(L, aio_report_unobserved(L) > 0 ? EXIT_FAILURE : EXIT_SUCCESS);
     }
   }
-  lua_pushinteger(L, drain(L));
-  return 1;
+  return exit_status(L, drain(L));
 }
 
 int main(int argc, char **argv) {
