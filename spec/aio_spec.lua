@@ -450,6 +450,23 @@ describe("cancellation", function()
     assert.is_true(aio.is_cancelled(second))
   end))
 
+  it("a bare coroutine.yield() in a task is a cancellation point, like sleep(0)", async(function()
+    local n = 0
+    local t = aio.spawn(function() while n < 1000 do n = n + 1; coroutine.yield() end end)
+    aio.sleep(0)
+    t:cancel("stop")                   -- t is queued after a bare yield
+    local ok, err = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.equal("stop", err.message)
+    assert.is_true(n < 5)
+    local self = aio.spawn(function()  -- cancelled while running, then a bare yield
+      aio.current():cancel("self")
+      local caught = select(2, pcall(function() coroutine.yield() end))
+      return caught.message
+    end)
+    assert.equal("self", self:await())
+  end))
+
   it("two cancels before the first is delivered give one cancellation; a later one another", async(function()
     local log = {}
     local t = aio.spawn(function()

@@ -425,6 +425,8 @@ static void task_finish(lua_State *L, aio_loop *loop, aio_task *t, int tidx, int
   t->ref = LUA_NOREF;
 }
 
+static void arm_cancel_hook(aio_task *t);
+
 /* Resumes task t once: the only place where a task's coroutine is resumed. */
 static void task_step(aio_loop *loop, aio_task *t) {
   lua_State *L = loop->L, *co = t->co;
@@ -460,6 +462,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
     if (!(nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) && !t->waiting && !t->sleeping
         && !t->queued) {
       ready_push(loop, t);  /* a bare coroutine.yield() in a task: let the others run */
+      if (t->cancel_requested) arm_cancel_hook(t);
     }
     lua_pop(co, nres);
     return;
@@ -522,6 +525,26 @@ static void push_pending_cancel(lua_State *L, aio_task *t) {
   t->cancel_requested = 0;
 }
 
+/* Count hook armed on a task that made a bare coroutine.yield() with a cancellation pending:
+** raises it at the task's first instruction after the yield. Lua's own yield has no
+** continuation of ours to raise it from, and a check in the switch path would cost every
+** task; this costs nothing unless it is used. */
+static void cancel_hook(lua_State *co, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(co, NULL, 0, 0);
+  aio_task *t = aio_current_task(co);
+  if (t && t->cancel_requested) {
+    push_pending_cancel(co, t);
+    lua_error(co);
+  }
+}
+
+/* Makes t's bare coroutine.yield() a cancellation point (cancel_hook), unless t's coroutine
+** has a hook already (a profiler's, a pending Ctrl-C): then it waits for t's next await. */
+static void arm_cancel_hook(aio_task *t) {
+  if (lua_gethook(t->co) == NULL) lua_sethook(t->co, cancel_hook, LUA_MASKCOUNT, 1);
+}
+
 /* Requests cancellation of t; returns 0 if it already finished. A request made while an
 ** earlier one is still on its way (not yet raised in the task) merges into it: one delivery.
 ** One made after the task received the first (and, say, caught it) is delivered again. */
@@ -556,6 +579,9 @@ int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
   lua_pushstring(L, msg ? msg : "cancelled");
   lua_setiuservalue(L, -2, AIO_TUV_WAITING);
   lua_pop(L, 1);
+  /* Queued after a bare yield (nothing to hand it: every wake passes at least one value,
+  ** sleep(0) passes -1): raise as it resumes. */
+  if (t->queued && t->started && t->nargs == 0) arm_cancel_hook(t);
   return 1;
 }
 
