@@ -921,6 +921,28 @@ describe("plain coroutines inside tasks", function()
       aio.sleep(0.001)
       assert.is_not_nil(aio.current())
     end))
+
+  it("a generator whose await passes through, or a task's coroutine, is 'normal' to everyone else",
+    async(function()
+      local gen
+      local a = aio.spawn(function()
+        gen = coroutine.create(function() aio.sleep(0.02) return "finished" end)
+        return coroutine.resume(gen)
+      end)
+      aio.sleep(0.005)                         -- gen waits in its sleep, through a's resume
+      assert.equal("normal", coroutine.status(gen))
+      assert.same({false, "cannot resume non-suspended coroutine"}, {coroutine.resume(gen, "stolen")})
+      assert.has_error(function() coroutine.close(gen) end, "cannot close a normal coroutine")
+      assert.same({true, "finished"}, {a:await()})
+      assert.equal("dead", coroutine.status(gen))
+      local co
+      local b = aio.spawn(function() co = coroutine.running() aio.sleep(0.01) return "b" end)
+      aio.sleep(0)
+      assert.equal("normal", coroutine.status(co))
+      assert.is_false(coroutine.resume(co))
+      assert.equal("b", b:await())
+      assert.equal("dead", coroutine.status(co))
+    end))
 end)
 
 describe("introspection", function()
