@@ -468,21 +468,22 @@ describe("cancellation", function()
   end))
 
   it("two cancels before the first is delivered give one cancellation; a later one another", async(function()
-    local log = {}
+    local log, cleanup = {}, aio.future()
     local t = aio.spawn(function()
-      for i = 1, 3 do
-        local ok, err = pcall(aio.sleep, i == 1 and 10 or 0.01)
-        log[i] = ok and "slept" or err.message
-      end
+      log[1] = select(2, pcall(aio.sleep, 10)).message
+      local ok, err = pcall(cleanup.await, cleanup)        -- a cleanup that awaits
+      log[2] = ok and "cleaned up" or err.message
+      log[3] = select(2, pcall(aio.sleep, 10)).message
     end)
     aio.sleep(0)
     assert.is_true(t:cancel("one"))
-    assert.is_true(t:cancel("two"))   -- merged into "one": the cleanup sleep is not cut
-    aio.sleep(0.02)
-    assert.same({"one", "slept"}, log)
+    assert.is_true(t:cancel("two"))   -- merged into "one": the cleanup is not cut
+    aio.sleep(0)                       -- t receives "one" and awaits its cleanup
+    cleanup:set_result()
+    aio.sleep(0)                       -- t is asleep again
     t:cancel("three")                  -- after it caught the first: delivered again
     t:await()
-    assert.same({"one", "slept", "three"}, log)
+    assert.same({"one", "cleaned up", "three"}, log)
   end))
 end)
 
@@ -667,13 +668,16 @@ describe("as_completed, wait, wait_for, timeout", function()
   end))
 
   it("cancelling the caller of wait_for while the timed-out child cleans up raises the cancellation", async(function()
+    local cleaning, hold = aio.future(), aio.future()
     local outer = aio.spawn(function()
       aio.timeout(0.01, function()
         pcall(aio.sleep, 10)           -- the timeout's cancellation
-        pcall(aio.sleep, 0.2)          -- a cleanup that awaits
+        cleaning:set_result()
+        hold:await()                   -- a cleanup that awaits
       end)
     end)
-    aio.sleep(0.05)                    -- the deadline passed: outer awaits the child's cleanup
+    cleaning:await()                   -- the deadline passed: outer awaits the child's cleanup
+    aio.sleep(0)
     outer:cancel("stop")
     local ok, err = pcall(outer.await, outer)
     assert.is_false(ok)
@@ -681,7 +685,8 @@ describe("as_completed, wait, wait_for, timeout", function()
     assert.is_false(aio.is_timeout(err))
     assert.equal("stop", err.message)
     assert.is_true(outer:cancelled())
-    aio.sleep(0.2)                     -- the child's cleanup ends
+    hold:set_result()                  -- the child's cleanup ends
+    aio.sleep(0)
   end))
 
   it("timeout(s, fn, ...) passes arguments and results", async(function()
