@@ -267,29 +267,49 @@ static void unobserved_add(lua_State *L, int tidx) {
   lua_pop(L, 1);
 }
 
+/* An unobserved failure to report: its task's id and its index in the list being sorted. */
+struct unobserved { int64_t id; int index; };
+
+/* qsort's comparison: by task id (spawn order). */
+static int by_task_id(const void *a, const void *b) {
+  int64_t x = ((const struct unobserved *)a)->id, y = ((const struct unobserved *)b)->id;
+  return (x > y) - (x < y);
+}
+
+/* Reorders list[1..n] (tasks) by id: qsort on their ids (a report can hold thousands of
+** failures; the insertion sort it replaces took quadratic time). Out of memory: left as is. */
+static void sort_by_id(lua_State *L, int list, int n) {
+  struct unobserved *e = n > 1 ? malloc((size_t)n * sizeof *e) : NULL;
+  if (!e) return;
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, list, i + 1);
+    e[i].id = ((aio_task *)lua_touserdata(L, -1))->id;
+    e[i].index = i + 1;
+    lua_pop(L, 1);
+  }
+  qsort(e, (size_t)n, sizeof *e, by_task_id);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, list, e[i].index);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_replace(L, list);
+  free(e);
+}
+
 /* Prints every failed task whose error nobody observed, in spawn order; returns the count. */
 int aio_report_unobserved(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) != LUA_TTABLE) { lua_pop(L, 1); return 0; }
   int tab = lua_gettop(L);
-  lua_newtable(L);  /* sort by id */
+  lua_newtable(L);
   int list = tab + 1, n = 0;
   lua_pushnil(L);
   while (lua_next(L, tab)) {
     lua_pop(L, 1);
-    aio_task *t = (aio_task *)lua_touserdata(L, -1);
     lua_pushvalue(L, -1);
     lua_rawseti(L, list, ++n);
-    (void)t;
   }
-  for (int i = 1; i < n; i++)  /* insertion sort by id: the list is short */
-    for (int j = i; j > 0; j--) {
-      lua_rawgeti(L, list, j);
-      lua_rawgeti(L, list, j + 1);
-      aio_task *a = (aio_task *)lua_touserdata(L, -2), *b = (aio_task *)lua_touserdata(L, -1);
-      if (a->id <= b->id) { lua_pop(L, 2); break; }
-      lua_rawseti(L, list, j);
-      lua_rawseti(L, list, j + 1);
-    }
+  sort_by_id(L, list, n);
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, list, i);
     int tidx = lua_gettop(L);
