@@ -469,6 +469,15 @@ describe("cancellation", function()
     assert.is_true(aio.is_cancelled(second))
   end))
 
+  it("uncancel() withdraws a cancellation not yet raised in the task", async(function()
+    local me = aio.current()
+    me:cancel("mine")
+    assert.is_false(me:uncancel("someone else's"))
+    assert.is_true(me:uncancel("mine"))
+    assert.is_false(me:uncancel())
+    aio.sleep(0)                       -- nothing is raised
+  end))
+
   it("a bare coroutine.yield() in a task is a cancellation point, like sleep(0)", async(function()
     local n = 0
     local t = aio.spawn(function() while n < 1000 do n = n + 1; coroutine.yield() end end)
@@ -633,6 +642,15 @@ describe("as_completed, wait, wait_for, timeout", function()
     done = aio.wait({a, b})
     assert.is_true(done[a] and done[b])
     pcall(c.result, c)
+  end))
+
+  it("wait's first_exception does not count a merely cancelled task as an exception", async(function()
+    local k = aio.spawn(function() aio.sleep(1) end)
+    local k2 = aio.spawn(function() aio.sleep(0.05) end)
+    aio.spawn(function() aio.sleep(0.01) k:cancel() end)
+    local done, pending = aio.wait({k, k2}, {return_when = "first_exception"})
+    assert.is_true(done[k] and done[k2])   -- it waited for everything (no real failure)
+    assert.is_nil(next(pending))
   end))
 
   it("wait_for returns the value in time, else cancels and raises a timeout", async(function()
@@ -818,6 +836,38 @@ describe("group", function()
     assert.equal("completed", cleanup)
   end))
 
+  it("a failing child cancels the body too (running in a task) and its error is raised", async(function()
+    local t0, body_saw = aio.now(), nil
+    local ok, err = pcall(aio.group, function(g)
+      g:spawn(function() aio.sleep(0.01) error("fast failure") end)
+      local slept, e = pcall(aio.sleep, 5)
+      body_saw = not slept and e.message
+      aio.sleep(0)                     -- the body may await again: no second cancellation
+    end)
+    assert.is_false(ok)
+    assert.matches("fast failure", err.message)
+    assert.equal("a child of the group failed", body_saw)
+    assert.is_true(aio.now() - t0 < 4)
+  end))
+
+  it("a cancellation the body never received is withdrawn when the group ends", async(function()
+    local f, gate = aio.future(), aio.future()
+    local ok, err = pcall(aio.group, function(g)
+      g:spawn(function() gate:await() error("child failed") end)
+      aio.spawn(function() gate:set_result() f:set_result(1) end)
+      return f:await()                 -- woken with a value as the child fails: no await after
+    end)
+    assert.is_false(ok)
+    assert.matches("child failed", err.message)
+    aio.sleep(0)                       -- no cancellation left pending for this task
+  end))
+
+  it("g:spawn after the group has returned raises 'group is closed'", async(function()
+    local saved
+    aio.group(function(g) saved = g end)
+    assert.has_error(function() saved:spawn(function() end) end, "group is closed")
+  end))
+
   it("g:cancel() stops the group early without an error", async(function()
     local t0 = aio.now()
     aio.group(function(g)
@@ -841,6 +891,14 @@ describe("futures and callbacks", function()
     assert.has_error(function() f:set_result(1) end, "future is already done")
     assert.matches("answer", tostring(f))
   end))
+
+  it("set_error(nil) is misuse and raises; the future stays pending", function()
+    local f = aio.future()
+    assert.has_error(function() f:set_error(nil) end,
+      "bad argument #1 to 'set_error' (error value expected, got nil)")
+    assert.has_error(function() f:set_error() end)
+    assert.is_false(f:done())
+  end)
 
   it("set_error raises in the waiters", async(function()
     local f = aio.future()

@@ -248,11 +248,12 @@ static int l_future_set_result(lua_State *L) {
   return 0;
 }
 
-/* fut:set_error(err): fails the future; raises if it is already done. */
+/* fut:set_error(err): fails the future; raises if it is already done, or if err is nil (a
+** failure without an error value would look like a success to exception() and wait). */
 static int l_future_set_error(lua_State *L) {
   aio_future *f = (aio_future *)luaL_checkudata(L, 1, AIO_FUTURE_MT);
+  luaL_argexpected(L, !lua_isnoneornil(L, 2), 2, "error value");
   if (f->state != AIO_PENDING) return luaL_error(L, "future is already done");
-  luaL_checkany(L, 2);
   lua_settop(L, 2);
   aio_future_reject(L, f);
   return 0;

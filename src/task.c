@@ -740,6 +740,27 @@ static int l_task_cancel(lua_State *L) {
   return 1;
 }
 
+/* task:uncancel([msg]) -> true if it withdrew a cancellation requested but not yet raised in
+** the task (only one requested with message msg, if given): asyncio's Task.uncancel, for code
+** that cancels a task on its own behalf (aio.group cancelling its body). One already on its
+** way to an await (the task was woken with it) cannot be withdrawn. */
+static int l_task_uncancel(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  const char *msg = luaL_optstring(L, 2, NULL);
+  int withdraw = t->cancel_requested && t->fut.state == AIO_PENDING;
+  if (withdraw && msg) {
+    lua_getiuservalue(L, 1, AIO_TUV_WAITING);  /* the pending message (the task waits on nothing) */
+    withdraw = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), msg) == 0;
+  }
+  if (withdraw) {
+    t->cancel_requested = 0;
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, AIO_TUV_WAITING);
+  }
+  lua_pushboolean(L, withdraw);
+  return 1;
+}
+
 /* task:set_name(name). */
 static int l_task_set_name(lua_State *L) {
   check_task(L, 1);
@@ -891,7 +912,8 @@ static int l_ntasks(lua_State *L) {
 void aio__open_task(lua_State *L) {
   extern const luaL_Reg *aio__future_methods;
   static const luaL_Reg task_methods[] = {
-    {"cancel", l_task_cancel}, {"set_name", l_task_set_name}, {"traceback", l_task_traceback},
+    {"cancel", l_task_cancel}, {"uncancel", l_task_uncancel}, {"set_name", l_task_set_name},
+    {"traceback", l_task_traceback},
     {NULL, NULL}};
   static const luaL_Reg funcs[] = {
     {"spawn", l_spawn}, {"current", l_current}, {"sleep", l_sleep}, {"tasks", l_tasks},

@@ -156,7 +156,7 @@ function aio.wait(list, opts)
       remaining = remaining - 1
       if signal:done() then return end
       if remaining == 0 or when == "first_completed"
-         or (when == "first_exception" and f:exception() ~= nil) then
+         or (when == "first_exception" and not f:cancelled() and f:exception() ~= nil) then
         signal:set_result()
       end
     end)
@@ -218,23 +218,35 @@ end
 aio.call_soon = spawn
 
 -- aio.group(function(g) g:spawn(fn, ...) end) -> the body's results once every child ended.
--- The first failing child cancels its siblings and its error is raised; g:cancel() stops the
--- group early without an error; if the body fails or the caller is cancelled, children are
--- cancelled and awaited before the error propagates.
+-- The first failing child cancels its siblings and the body (asyncio's TaskGroup, when the
+-- body runs in a task) and its error is raised; g:cancel() stops the group early without an
+-- error; if the body fails or the caller is cancelled, children are cancelled and awaited
+-- before the error propagates. Once the group has returned, g:spawn raises.
+local CHILD_FAILED = "a child of the group failed"
 function aio.group(body, ...)
   local children, live, failure, idle = {}, 0, nil, nil
   local cancelled = {}  -- the children the group cancelled: a cleanup must not be cut twice
+  local parent, in_body, closed = core.current(), true, false
+  local body_cancelled = false  -- the group cancelled the body's task (not yet received)
   local g = {}
+  -- Is e the cancellation the group sent the body's task? (Received once.)
+  local function ours(e)
+    if not (body_cancelled and aio.is_cancelled(e) and e.message == CHILD_FAILED) then return false end
+    body_cancelled = false
+    return true
+  end
   local function child_done(t)
     live = live - 1
     if failure == nil and t:exception() ~= nil and not t:cancelled() then
       failure = t:exception()
       g:cancel("a sibling failed")
+      if in_body and parent then body_cancelled = parent:cancel(CHILD_FAILED) end
     end
     -- (idle is cancelled when the caller was: its loop below makes a new one)
     if live == 0 and idle then local w = idle; idle = nil; if not w:done() then w:set_result() end end
   end
   function g.spawn(_, fn, ...)
+    if closed then error("group is closed", 2) end
     local t = spawn(fn, ...)
     children[#children + 1] = t
     live = live + 1
@@ -252,16 +264,22 @@ function aio.group(body, ...)
   end
   function g.tasks() return children end
   local results = pack(pcall(body, g, ...))
+  in_body = false
   local err = not results[1] and results[2] or nil
+  if err ~= nil and ours(err) then err = nil end
   if err ~= nil then g:cancel("the group's body failed") end
   while live > 0 do
     idle = future("group")
     local ok, e = pcall(idle.await, idle)
-    if not ok then
+    if not ok and not ours(e) then
       err = err or e
       g:cancel("the group was cancelled")
     end
   end
+  closed = true
+  -- The body's task may not have received the group's cancellation (it was queued with a
+  -- value, then returned without awaiting): withdraw it, or its next await would raise it.
+  if body_cancelled then parent:uncancel(CHILD_FAILED) end
   if err ~= nil then error(err, 0) end
   if failure ~= nil then error(failure, 0) end
   return unpack(results, 2, results.n)
