@@ -234,6 +234,20 @@ describe("errors", function()
     assert.equal(40000, count)
   end)
 
+  it("an error raised by a __close handler as the task fails is reported with a real traceback", function()
+    local _, err, status = child([[
+      local aio = require "aio"
+      local function body()
+        local _ <close> = setmetatable({}, {__close = function() error("close err") end})
+        error("body err")
+      end
+      aio.spawn(body)
+    ]])
+    assert.equal(1, status)
+    assert.matches("%.lua:3: close err\nstack traceback:\n\t%(raised by a __close handler as the task "
+      .. "unwound from: [^\n]*%.lua:4: body err%)\n\t%[C%]: in function 'error'\n\t[^\n]*%.lua:4: in function", err)
+  end)
+
   it("an observed failure is not reported and the exit status is 0", function()
     local out, err, status = child([[
       local aio = require "aio"

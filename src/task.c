@@ -198,14 +198,15 @@ static void push_task_site(lua_State *L, int tidx) {
 }
 
 /* Turns the error on top of L (raised by task tidx's coroutine co) into an aio.error object
-** carrying the message, the original value, the task's name, spawn site and traceback. */
-static void wrap_task_error(lua_State *L, int tidx, lua_State *co) {
+** carrying the message, the original value, the task's name, spawn site and traceback.
+** Returns 0 if it was one already. */
+static int wrap_task_error(lua_State *L, int tidx, lua_State *co) {
   int eidx = lua_gettop(L);
   if (lua_getmetatable(L, eidx)) {
     luaL_getmetatable(L, AIO_ERROR_MT);
     int ours = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
-    if (ours) return;  /* already an aio.error: a cancellation, or propagated from another task */
+    if (ours) return 0;  /* already an aio.error: a cancellation, or from another task */
   }
   lua_createtable(L, 0, 6);
   int obj = lua_gettop(L);
@@ -223,6 +224,26 @@ static void wrap_task_error(lua_State *L, int tidx, lua_State *co) {
   lua_setfield(L, obj, "site");
   luaL_setmetatable(L, AIO_ERROR_MT);
   lua_replace(L, eidx);
+  return 1;
+}
+
+/* The aio.error on top was raised by a __close handler while the task unwound from the error
+** `first` (an aio.error, at fidx), outside the coroutine (lua_resetthread): its own traceback
+** is empty. Gives it one made of the first error's message and, if that error was raised in
+** this task (`here`), its stack: the frames whose variables were being closed. */
+static void close_error_traceback(lua_State *L, int fidx, int here) {
+  int e = lua_gettop(L);
+  fidx = lua_absindex(L, fidx);
+  lua_getfield(L, e, "message");
+  lua_getfield(L, fidx, "message");
+  lua_getfield(L, fidx, "traceback");
+  const char *tb = here ? lua_tostring(L, -1) : NULL;
+  const char *frames = tb ? strstr(tb, "\nstack traceback:") : NULL;
+  lua_pushfstring(L, "%s\nstack traceback:\n\t(raised by a __close handler as the task unwound "
+                  "from: %s)%s", lua_tostring(L, e + 1), lua_tostring(L, e + 2),
+                  frames ? frames + sizeof "\nstack traceback:" - 1 : "");
+  lua_setfield(L, e, "traceback");
+  lua_settop(L, e);
 }
 
 /* __tostring of aio.error: "message (in task NAME)". */
@@ -501,13 +522,13 @@ static void task_step(aio_loop *loop, aio_task *t) {
     lua_xmove(co, L, 1);
     lua_pushvalue(L, -1);  /* keep the raw error to compare after closing */
     int cancelled = aio_is_cancelled(L, -1);
-    if (!cancelled) wrap_task_error(L, tidx, co);  /* needs the stack not yet unwound */
+    int here = !cancelled && wrap_task_error(L, tidx, co);  /* needs the stack not yet unwound */
     if (lua_resetthread(co) != LUA_OK) {  /* closes <close> variables; same error unless one failed */
       lua_xmove(co, L, 1);
       if (!lua_rawequal(L, -1, -3)) {  /* a __close handler raised a new error */
-        lua_replace(L, -2);
         cancelled = aio_is_cancelled(L, -1);
-        if (!cancelled) wrap_task_error(L, tidx, co);
+        if (!cancelled && wrap_task_error(L, tidx, co)) close_error_traceback(L, -2, here);
+        lua_replace(L, -2);
       } else {
         lua_pop(L, 1);
       }
