@@ -933,6 +933,17 @@ describe("futures and callbacks", function()
     assert.same({"f", "t"}, log)
   end))
 
+  it("a done callback's task shows where add_done_callback was called as its site", async(function()
+    local f, sites = aio.future(), {}
+    local line = debug.getinfo(1, "l").currentline
+    f:add_done_callback(function() sites[1] = aio.current().site end)
+    f:set_result()
+    f:add_done_callback(function() sites[2] = aio.current().site end)   -- already done
+    aio.sleep(0.01)
+    assert.same({"aio_spec.lua:" .. (line + 1), "aio_spec.lua:" .. (line + 3)},
+      {sites[1]:match("aio_spec%.lua:%d+$"), sites[2]:match("aio_spec%.lua:%d+$")})
+  end))
+
   it("call_soon and call_later run in order; cancel stops a timer", async(function()
     local log = {}
     aio.call_later(0.02, function() log[#log + 1] = "later" end)

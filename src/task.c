@@ -359,8 +359,15 @@ int aio_report_unobserved(lua_State *L) {
 enum { SITE_SLOTS = 64 };
 struct aio_site { char src[LUA_IDSIZE]; int line; int ref; };
 
+/* Inlined even where the compiler would not (it has two callers): spawn's hot path. */
+#ifdef __GNUC__
+#define HOT_INLINE inline __attribute__((always_inline))
+#else
+#define HOT_INLINE inline
+#endif
+
 /* Pushes the site string "src:line", from the loop's cache or made (and cached) now. */
-static void push_site_string(lua_State *L, aio_loop *loop, const lua_Debug *ar) {
+static HOT_INLINE void push_site_string(lua_State *L, aio_loop *loop, const lua_Debug *ar) {
   if (!loop->sites) loop->sites = calloc(SITE_SLOTS, sizeof *loop->sites);
   struct aio_site *e = NULL;
   if (loop->sites) {
@@ -383,7 +390,7 @@ static void push_site_string(lua_State *L, aio_loop *loop, const lua_Debug *ar) 
 
 /* Pushes "file:line" of the user code that called into spawn: the first Lua frame up that is
 ** not one of the runtime's own embedded modules (gather spawning a function is the user's). */
-static void push_spawn_site(lua_State *L, aio_loop *loop) {
+static HOT_INLINE void push_spawn_site(lua_State *L, aio_loop *loop) {
   lua_Debug ar;
   for (int level = 1; lua_getstack(L, level, &ar); level++) {
     lua_getinfo(L, "Sl", &ar);
@@ -411,6 +418,11 @@ static int l_set_task_hook(lua_State *L) {
   aio_loop_get(L)->task_hook = !lua_isnil(L, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &HOOK_KEY);
   return 0;
+}
+
+/* Pushes "file:line" of the user code running now (see push_spawn_site). */
+void aio__push_site(lua_State *L) {
+  push_spawn_site(L, aio_loop_get(L));
 }
 
 /* Spawns a task running the function below its nargs arguments (popped); pushes the task. */
@@ -441,6 +453,16 @@ aio_task *aio_spawn(lua_State *L, int nargs) {
   loop->ntasks++;
   ready_push(loop, t);
   if (loop->task_hook) call_task_hook(L, "spawn", lua_gettop(L));
+  return t;
+}
+
+/* aio_spawn for a task whose spawn site was noted earlier: the string at (absolute) index
+** site, below the function (done callbacks: where add_done_callback was called). A spawn hook
+** sees the site of the code running now; the task keeps the one given. */
+aio_task *aio__spawn_at(lua_State *L, int nargs, int site) {
+  aio_task *t = aio_spawn(L, nargs);
+  lua_pushvalue(L, site);
+  lua_setiuservalue(L, -2, AIO_TUV_INFO);
   return t;
 }
 
