@@ -317,6 +317,21 @@ describe("top level", function()
     assert.matches("await would block forever", err)
   end)
 
+  it("awaiting inside a __gc finalizer at top level raises a clear error instead of running the loop", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      local ran = false
+      aio.spawn(function() ran = true end)
+      setmetatable({}, {__gc = function() print(pcall(aio.sleep, 5)) end})
+      collectgarbage()
+      print("task ran inside the finalizer:", ran)
+    ]])
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.matches("^false\tcannot await here: inside a __gc finalizer", out)
+    assert.matches("task ran inside the finalizer:\tfalse\n$", out)
+  end)
+
   it("awaiting inside a done callback (loop running) raises a clear error", async(function()
     local f, seen = aio.future(), nil
     aio.on_done(f, function() seen = select(2, pcall(aio.sleep, 0.01)) end)

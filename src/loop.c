@@ -220,27 +220,50 @@ static int take_drain_interrupt(void) {
   return 1;
 }
 
+/* The top-level awaiter of f gives up (it raises next): a private future nobody else waits on
+** (a top-level sleep's timer, a request) is cancelled, or it would keep the loop alive after
+** the error. */
+static void abandon(lua_State *L, aio_future *f, const char *msg) {
+  if (f && f->state == AIO_PENDING && !f->is_task && !f->whead && f->topwaiters == 0)
+    aio_future_cancel(L, f, msg);
+}
+
+/* True if L runs a __gc finalizer now: Lua names a finalizer's frame "__gc", a metamethod.
+** (Finalizers run wherever a collection step happens: running the loop there re-enters it.) */
+static int in_finalizer(lua_State *L) {
+  lua_Debug ar;
+  for (int level = 0; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "n", &ar);
+    if (ar.namewhat && strcmp(ar.namewhat, "metamethod") == 0 && ar.name && strcmp(ar.name, "__gc") == 0)
+      return 1;
+  }
+  return 0;
+}
+
 /* Runs the loop until future f is done (or, with f NULL, until nothing is left to run). */
 void aio_run_until(lua_State *L, aio_future *f) {
   aio_loop *loop = aio_loop_get(L);
-  if (loop->running)
+  if (loop->running) {
+    abandon(L, f, "cancelled");
     luaL_error(L, "cannot await here: the event loop is already running (this code runs in a "
                   "plain callback); spawn a task with aio.spawn and await inside it");
+  }
+  if (in_finalizer(L)) {
+    abandon(L, f, "cancelled");
+    luaL_error(L, "cannot await here: inside a __gc finalizer (running the loop there would "
+                  "run other code in the middle of a collection); spawn a task with aio.spawn");
+  }
   if (f) f->topwaiters++;  /* counted so cancelling a task does not cancel a future we need */
   for (;;) {
     if (aio_take_interrupt() | take_drain_interrupt()) {  /* both: one Ctrl-C, one error */
       if (f) f->topwaiters--;
-      /* The awaiter goes away: a private future nobody else waits on (a top-level sleep's
-      ** timer, a request) is cancelled, or it would keep the loop alive after the error. */
-      if (f && f->state == AIO_PENDING && !f->is_task && !f->whead && f->topwaiters == 0)
-        aio_future_cancel(L, f, "interrupted");
+      abandon(L, f, "interrupted");
       luaL_error(L, "interrupted!");
     }
     if (loop->cancel_request) {  /* another thread cancelled the job awaiting here */
       loop->cancel_request = 0;
       if (f) f->topwaiters--;
-      if (f && f->state == AIO_PENDING && !f->is_task && !f->whead && f->topwaiters == 0)
-        aio_future_cancel(L, f, "cancelled");
+      abandon(L, f, "cancelled");
       aio_push_cancelled(L, "job cancelled");
       lua_error(L);
     }
