@@ -164,6 +164,41 @@ describe("errors", function()
     assert.equal(42, err.value.code)
   end))
 
+  it("keep a number error value a number; its message is the number as text", async(function()
+    for _, v in ipairs({42, 1.5}) do
+      local t = aio.spawn(function() error(v) end)
+      local _, err = pcall(t.await, t)
+      assert.equal("number", math.type(err.value) and "number")
+      assert.equal(v, err.value)
+      assert.equal(tostring(v), err.message)
+      assert.equal(v, t:exception().value)
+    end
+  end))
+
+  it("an error object whose __tostring raises fails its task, and the loop goes on", async(function()
+    local bad = setmetatable({}, {__tostring = function() error("__tostring exploded") end})
+    local t = aio.spawn(function() error(bad) end)
+    local other = aio.spawn(function() aio.sleep(0.01) return "other ok" end)
+    local ok, err = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.equal(bad, err.value)
+    assert.equal("(error object is a table value)", err.message)
+    assert.equal("failed", t.state)
+    assert.equal("other ok", other:await())
+  end))
+
+  it("an error object whose __tostring raises is reported at exit and the loop still drains", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      local bad = setmetatable({}, {__tostring = function() error("__tostring exploded") end})
+      aio.spawn(function() error(bad) end)
+      aio.spawn(function() aio.sleep(0.01) print("second task ran") end)
+    ]])
+    assert.equal("second task ran\n", out)
+    assert.equal(1, status)
+    assert.matches("nobody observed its error .-\n%(error object is a table value%)\nstack traceback:", err)
+  end)
+
   it("an unobserved failure is reported at exit with exit status 1", function()
     local out, err, status = child([[
       local aio = require "aio"
@@ -178,6 +213,39 @@ describe("errors", function()
     assert.matches("lost error", err)
     assert.matches("helper_fn", err)       -- the task's own traceback
     assert.matches("spawned at .-%.lua:3", err)
+  end)
+
+  it("many unobserved failures are reported in spawn order, in n log n time", function()
+    -- 40,000 failures: about 1 s of CPU time; the quadratic sort this replaced needed 28 s.
+    -- The budget is CPU time (ulimit -t), which the load of other processes does not use up.
+    local script = helper.tmpfile([[
+      local aio = require "aio"
+      for i = 1, 40000 do aio.spawn(function() error("f" .. i) end) end
+    ]], ".lua")
+    local _, err, status = helper.exec({"sh", "-c", 'ulimit -t 15; exec "$0" "$1"', helper.aioshell, script},
+      {timeout = 120})
+    assert.equal(1, status)
+    local last, count = 0, 0
+    for id in err:gmatch("task Task%-(%d+) failed and nobody observed its error") do
+      id = tonumber(id)
+      assert.is_true(id > last)
+      last, count = id, count + 1
+    end
+    assert.equal(40000, count)
+  end)
+
+  it("an error raised by a __close handler as the task fails is reported with a real traceback", function()
+    local _, err, status = child([[
+      local aio = require "aio"
+      local function body()
+        local _ <close> = setmetatable({}, {__close = function() error("close err") end})
+        error("body err")
+      end
+      aio.spawn(body)
+    ]])
+    assert.equal(1, status)
+    assert.matches("%.lua:3: close err\nstack traceback:\n\t%(raised by a __close handler as the task "
+      .. "unwound from: [^\n]*%.lua:4: body err%)\n\t%[C%]: in function 'error'\n\t[^\n]*%.lua:4: in function", err)
   end)
 
   it("an observed failure is not reported and the exit status is 0", function()
@@ -249,6 +317,21 @@ describe("top level", function()
     assert.matches("await would block forever", err)
   end)
 
+  it("awaiting inside a __gc finalizer at top level raises a clear error instead of running the loop", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      local ran = false
+      aio.spawn(function() ran = true end)
+      setmetatable({}, {__gc = function() print(pcall(aio.sleep, 5)) end})
+      collectgarbage()
+      print("task ran inside the finalizer:", ran)
+    ]])
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.matches("^false\tcannot await here: inside a __gc finalizer", out)
+    assert.matches("task ran inside the finalizer:\tfalse\n$", out)
+  end)
+
   it("awaiting inside a done callback (loop running) raises a clear error", async(function()
     local f, seen = aio.future(), nil
     aio.on_done(f, function() seen = select(2, pcall(aio.sleep, 0.01)) end)
@@ -275,6 +358,57 @@ describe("top level", function()
 end)
 
 describe("Ctrl-C", function()
+  -- Runs script in a child aioshell, sends it SIGINT after each delay in `at` (seconds), kills
+  -- it (status 137) if it is still there 5 s later; returns stdout + stderr and the status.
+  local function interrupt(script, at)
+    local kills = {}
+    for i, d in ipairs(at) do kills[i] = ("sleep %s; kill -INT $pid 2>/dev/null;"):format(d) end
+    local p = io.popen(("sh -c '%s %s 2>&1 & pid=$!; %s (sleep 5; kill -KILL $pid 2>/dev/null) "
+      .. ">/dev/null 2>&1 & wait $pid; echo status=$?'")
+      :format(helper.aioshell, helper.tmpfile(script, ".lua"), table.concat(kills, " ")))
+    local out = p:read("a")
+    p:close()
+    return out
+  end
+
+  it("stops a busy task during the drain: it gets 'interrupted!', the others are cancelled, status 130", function()
+    local out = interrupt([[
+      local aio = require "aio"
+      aio.spawn(function()
+        local ok, err = pcall(aio.sleep, 30)
+        print("cleanup", aio.is_cancelled(err)) io.stdout:flush()
+      end)
+      aio.spawn(function() while true do end end)
+      print("ready") io.stdout:flush()
+    ]], {0.4})
+    assert.matches("^ready\n", out)
+    assert.matches("cleanup\ttrue\n", out)
+    assert.matches("interrupted!", out)
+    assert.matches("status=130\n$", out)
+  end)
+
+  it("a busy task alone in the drain: it is reported interrupted and the status is 130", function()
+    local out = interrupt([[
+      local aio = require "aio"
+      aio.spawn(function() while true do end end):set_name("spinner")
+    ]], {0.4})
+    assert.matches("task spinner failed and nobody observed its error .-\ninterrupted!\n", out)
+    assert.matches("status=130\n$", out)
+  end)
+
+  it("a second Ctrl-C during the drain kills the process", function()
+    local out = interrupt([[
+      local aio = require "aio"
+      aio.spawn(function()
+        print(pcall(function() while true do end end)) io.stdout:flush()
+        while true do end               -- caught the interruption, and busy again
+      end)
+      print("ready") io.stdout:flush()
+    ]], {0.4, 0.4})
+    assert.matches("ready\nfalse\t.-interrupted!\n", out)
+    assert.matches("status=130\n$", out)    -- killed by SIGINT, not by the KILL 5 s later
+  end)
+
   it("stops a busy loop inside a task with 'interrupted!', like lua5.4 in the main chunk", function()
     local script = helper.tmpfile([[
       local aio = require "aio"
@@ -362,6 +496,51 @@ describe("cancellation", function()
     pcall(t.await, t)
     assert.equal("value", got)       -- the value was not lost
     assert.is_true(aio.is_cancelled(second))
+  end))
+
+  it("uncancel() withdraws a cancellation not yet raised in the task", async(function()
+    local me = aio.current()
+    me:cancel("mine")
+    assert.is_false(me:uncancel("someone else's"))
+    assert.is_true(me:uncancel("mine"))
+    assert.is_false(me:uncancel())
+    aio.sleep(0)                       -- nothing is raised
+  end))
+
+  it("a bare coroutine.yield() in a task is a cancellation point, like sleep(0)", async(function()
+    local n = 0
+    local t = aio.spawn(function() while n < 1000 do n = n + 1; coroutine.yield() end end)
+    aio.sleep(0)
+    t:cancel("stop")                   -- t is queued after a bare yield
+    local ok, err = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.equal("stop", err.message)
+    assert.is_true(n < 5)
+    local self = aio.spawn(function()  -- cancelled while running, then a bare yield
+      aio.current():cancel("self")
+      local caught = select(2, pcall(function() coroutine.yield() end))
+      return caught.message
+    end)
+    assert.equal("self", self:await())
+  end))
+
+  it("two cancels before the first is delivered give one cancellation; a later one another", async(function()
+    local log, cleanup = {}, aio.future()
+    local t = aio.spawn(function()
+      log[1] = select(2, pcall(aio.sleep, 10)).message
+      local ok, err = pcall(cleanup.await, cleanup)        -- a cleanup that awaits
+      log[2] = ok and "cleaned up" or err.message
+      log[3] = select(2, pcall(aio.sleep, 10)).message
+    end)
+    aio.sleep(0)
+    assert.is_true(t:cancel("one"))
+    assert.is_true(t:cancel("two"))   -- merged into "one": the cleanup is not cut
+    aio.sleep(0)                       -- t receives "one" and awaits its cleanup
+    cleanup:set_result()
+    aio.sleep(0)                       -- t is asleep again
+    t:cancel("three")                  -- after it caught the first: delivered again
+    t:await()
+    assert.same({"one", "cleaned up", "three"}, log)
   end))
 end)
 
@@ -460,6 +639,25 @@ describe("as_completed, wait, wait_for, timeout", function()
     pcall(slow.await, slow)
   end))
 
+  it("cancelling a task inside an as_completed iteration breaks nothing", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      local a = aio.spawn(function() aio.sleep(0.05) return "a" end)
+      local b = aio.spawn(function() aio.sleep(0.10) return "b" end)
+      local consumer = aio.spawn(function() for t in aio.as_completed({a, b}) do end end)
+      local timed = aio.spawn(function()
+        return pcall(aio.timeout, 0.02, function() for t in aio.as_completed({b}, {timeout = 1}) do end end)
+      end)
+      aio.sleep(0.02)
+      consumer:cancel()
+      local _, e = timed:await()
+      print(a:await(), b:await(), consumer:cancelled(), aio.is_timeout(e))
+    ]])
+    assert.equal("", err)
+    assert.equal("a\tb\ttrue\ttrue\n", out)
+    assert.equal(0, status)
+  end)
+
   it("wait supports first_completed, first_exception, all_completed and timeout", async(function()
     local a = aio.spawn(function() aio.sleep(0.01) return "a" end)
     local b = aio.spawn(function() aio.sleep(0.2) return "b" end)
@@ -473,6 +671,15 @@ describe("as_completed, wait, wait_for, timeout", function()
     done = aio.wait({a, b})
     assert.is_true(done[a] and done[b])
     pcall(c.result, c)
+  end))
+
+  it("wait's first_exception does not count a merely cancelled task as an exception", async(function()
+    local k = aio.spawn(function() aio.sleep(1) end)
+    local k2 = aio.spawn(function() aio.sleep(0.05) end)
+    aio.spawn(function() aio.sleep(0.01) k:cancel() end)
+    local done, pending = aio.wait({k, k2}, {return_when = "first_exception"})
+    assert.is_true(done[k] and done[k2])   -- it waited for everything (no real failure)
+    assert.is_nil(next(pending))
   end))
 
   it("wait_for returns the value in time, else cancels and raises a timeout", async(function()
@@ -490,11 +697,130 @@ describe("as_completed, wait, wait_for, timeout", function()
     assert.is_true(cleaned)
   end))
 
+  -- Runs fn(aw) under virtual time (restored after). A releaser wakes aw in the same loop turn
+  -- as wait_for's deadline: it starts sleeping first, so its timer fires first.
+  local function at_the_deadline(hand_over, take)
+    aio.clock.virtual()
+    finally(aio.clock.real)
+    aio.spawn(function() aio.sleep(0.05); hand_over() end)
+    aio.sleep(0)
+    return aio.wait_for(take, 0.05)
+  end
+
+  it("wait_for returns the results of an awaitable that finished as the deadline passed: no permit lost", async(function()
+    local sem = aio.semaphore(1)
+    sem:acquire()
+    local got = at_the_deadline(function() sem:release() end,
+                                function() sem:acquire(); return "permit" end)
+    assert.equal("permit", got)
+    sem:release()                      -- the permit is ours to give back (bounded: no error)
+    assert.is_true(sem:try_acquire())
+  end))
+
+  it("wait_for returns the results of an awaitable that finished as the deadline passed: no item lost", async(function()
+    local q = aio.queue()
+    local got = at_the_deadline(function() q:put_nowait("precious") end, function() return q:get() end)
+    assert.equal("precious", got)
+  end))
+
+  it("a timeout whose cancelled child fails otherwise raises the child's error", async(function()
+    local ok, err = pcall(aio.timeout, 0.01, function()
+      pcall(aio.sleep, 10)
+      error("cleanup failed")
+    end)
+    assert.is_false(ok)
+    assert.is_false(aio.is_timeout(err))
+    assert.matches("cleanup failed", err.message)
+  end))
+
+  it("cancelling the caller of wait_for while the timed-out child cleans up raises the cancellation", async(function()
+    local cleaning, hold = aio.future(), aio.future()
+    local outer = aio.spawn(function()
+      aio.timeout(0.01, function()
+        pcall(aio.sleep, 10)           -- the timeout's cancellation
+        cleaning:set_result()
+        hold:await()                   -- a cleanup that awaits
+      end)
+    end)
+    cleaning:await()                   -- the deadline passed: outer awaits the child's cleanup
+    aio.sleep(0)
+    outer:cancel("stop")
+    local ok, err = pcall(outer.await, outer)
+    assert.is_false(ok)
+    assert.is_true(aio.is_cancelled(err))
+    assert.is_false(aio.is_timeout(err))
+    assert.equal("stop", err.message)
+    assert.is_true(outer:cancelled())
+    hold:set_result()                  -- the child's cleanup ends
+    aio.sleep(0)
+  end))
+
   it("timeout(s, fn, ...) passes arguments and results", async(function()
     assert.equal(7, aio.timeout(1, function(x) return x + 1 end, 6))
     local ok, err = pcall(aio.timeout, 0.01, aio.sleep, 1)
     assert.is_false(ok)
     assert.is_true(aio.is_timeout(err))
+  end))
+end)
+
+describe("durations", function()
+  after_each(helper.assert_no_tasks)
+
+  it("math.huge and very large ones never end: a sleep waits until cancelled, a timeout never fires", async(function()
+    for _, s in ipairs({math.huge, 1e10, 1e300}) do
+      local t = aio.spawn(function() aio.sleep(s) end)
+      aio.sleep(0.01)
+      assert.equal("sleeping", t.state)
+      assert.equal("sleep (forever)", t.waiting_on)
+      t:cancel()
+      assert.is_false(pcall(t.await, t))
+    end
+    local function soon() aio.sleep(0.01) return "ok" end
+    assert.equal("ok", aio.wait_for(soon, math.huge))
+    assert.equal("ok", aio.timeout(1e10, soon))
+    for t in aio.as_completed({soon}, {timeout = math.huge}) do assert.equal("ok", t:result()) end
+    local _, pending = aio.wait({soon}, {timeout = math.huge})
+    assert.is_nil(next(pending))
+    local h = aio.call_later(math.huge, error)
+    assert.is_false(h:active())
+  end))
+
+  it("a sleep that can never end at top level raises instead of hanging", function()
+    local _, err, status = child([[
+      local aio = require "aio"
+      aio.sleep(math.huge)
+    ]])
+    assert.equal(1, status)
+    assert.matches("await would block forever", err)
+  end)
+
+  it("negative ones count as 0", async(function()
+    aio.sleep(-1)
+    local ran = false
+    aio.call_later(-1, function() ran = true end)
+    aio.sleep(0.01)
+    assert.is_true(ran)
+    local ok, err = pcall(aio.wait_for, function() aio.sleep(1) end, -1)
+    assert.is_true(aio.is_timeout(err))
+  end))
+
+  it("NaN raises, naming the function, before anything is spawned", async(function()
+    local nan = 0 / 0
+    local calls = {
+      sleep = function() aio.sleep(nan) end,
+      call_later = function() aio.call_later(nan, print) end,
+      every = function() aio.every(nan, print) end,
+      wait_for = function() aio.wait_for(function() end, nan) end,
+      timeout = function() aio.timeout(nan, function() end) end,
+      wait = function() aio.wait({function() end}, {timeout = nan}) end,
+      as_completed = function() aio.as_completed({function() end}, {timeout = nan}) end,
+    }
+    for name, call in pairs(calls) do
+      local ok, err = pcall(call)
+      assert.is_false(ok)
+      assert.matches("bad argument #%d to '" .. name .. "' %(%a+ is NaN%)", err)
+    end
+    assert.equal(1, aio.ntasks())       -- this test's own task: nothing else was spawned
   end))
 end)
 
@@ -518,6 +844,57 @@ describe("group", function()
     assert.is_false(ok)
     assert.matches("child failed", err.message)
     assert.is_true(sibling:cancelled())
+  end))
+
+  it("never cancels a child twice: a cancelled sibling's awaiting cleanup is not cut", async(function()
+    local cleanup
+    local outer = aio.spawn(function()
+      aio.group(function(g)
+        g:spawn(function() aio.sleep(0.01); error("child failed") end)
+        g:spawn(function()
+          pcall(aio.sleep, 10)                       -- "a sibling failed"
+          local ok, err = pcall(aio.sleep, 0.05)     -- a cleanup that awaits
+          cleanup = ok and "completed" or err.message
+        end)
+      end)
+    end)
+    aio.sleep(0.02)
+    outer:cancel()                                   -- while the sibling cleans up
+    local ok, err = pcall(outer.await, outer)
+    assert.is_false(ok)
+    assert.equal("completed", cleanup)
+  end))
+
+  it("a failing child cancels the body too (running in a task) and its error is raised", async(function()
+    local t0, body_saw = aio.now(), nil
+    local ok, err = pcall(aio.group, function(g)
+      g:spawn(function() aio.sleep(0.01) error("fast failure") end)
+      local slept, e = pcall(aio.sleep, 5)
+      body_saw = not slept and e.message
+      aio.sleep(0)                     -- the body may await again: no second cancellation
+    end)
+    assert.is_false(ok)
+    assert.matches("fast failure", err.message)
+    assert.equal("a child of the group failed", body_saw)
+    assert.is_true(aio.now() - t0 < 4)
+  end))
+
+  it("a cancellation the body never received is withdrawn when the group ends", async(function()
+    local f, gate = aio.future(), aio.future()
+    local ok, err = pcall(aio.group, function(g)
+      g:spawn(function() gate:await() error("child failed") end)
+      aio.spawn(function() gate:set_result() f:set_result(1) end)
+      return f:await()                 -- woken with a value as the child fails: no await after
+    end)
+    assert.is_false(ok)
+    assert.matches("child failed", err.message)
+    aio.sleep(0)                       -- no cancellation left pending for this task
+  end))
+
+  it("g:spawn after the group has returned raises 'group is closed'", async(function()
+    local saved
+    aio.group(function(g) saved = g end)
+    assert.has_error(function() saved:spawn(function() end) end, "group is closed")
   end))
 
   it("g:cancel() stops the group early without an error", async(function()
@@ -544,6 +921,14 @@ describe("futures and callbacks", function()
     assert.matches("answer", tostring(f))
   end))
 
+  it("set_error(nil) is misuse and raises; the future stays pending", function()
+    local f = aio.future()
+    assert.has_error(function() f:set_error(nil) end,
+      "bad argument #1 to 'set_error' (error value expected, got nil)")
+    assert.has_error(function() f:set_error() end)
+    assert.is_false(f:done())
+  end)
+
   it("set_error raises in the waiters", async(function()
     local f = aio.future()
     aio.call_soon(function() f:set_error("nope") end)
@@ -561,6 +946,17 @@ describe("futures and callbacks", function()
     aio.sleep(0.01)
     table.sort(log)
     assert.same({"f", "t"}, log)
+  end))
+
+  it("a done callback's task shows where add_done_callback was called as its site", async(function()
+    local f, sites = aio.future(), {}
+    local line = debug.getinfo(1, "l").currentline
+    f:add_done_callback(function() sites[1] = aio.current().site end)
+    f:set_result()
+    f:add_done_callback(function() sites[2] = aio.current().site end)   -- already done
+    aio.sleep(0.01)
+    assert.same({"aio_spec.lua:" .. (line + 1), "aio_spec.lua:" .. (line + 3)},
+      {sites[1]:match("aio_spec%.lua:%d+$"), sites[2]:match("aio_spec%.lua:%d+$")})
   end))
 
   it("call_soon and call_later run in order; cancel stops a timer", async(function()
@@ -646,6 +1042,28 @@ describe("plain coroutines inside tasks", function()
       assert.same({false, "cannot resume non-suspended coroutine"}, answer)
       aio.sleep(0.001)
       assert.is_not_nil(aio.current())
+    end))
+
+  it("a generator whose await passes through, or a task's coroutine, is 'normal' to everyone else",
+    async(function()
+      local gen
+      local a = aio.spawn(function()
+        gen = coroutine.create(function() aio.sleep(0.02) return "finished" end)
+        return coroutine.resume(gen)
+      end)
+      aio.sleep(0.005)                         -- gen waits in its sleep, through a's resume
+      assert.equal("normal", coroutine.status(gen))
+      assert.same({false, "cannot resume non-suspended coroutine"}, {coroutine.resume(gen, "stolen")})
+      assert.has_error(function() coroutine.close(gen) end, "cannot close a normal coroutine")
+      assert.same({true, "finished"}, {a:await()})
+      assert.equal("dead", coroutine.status(gen))
+      local co
+      local b = aio.spawn(function() co = coroutine.running() aio.sleep(0.01) return "b" end)
+      aio.sleep(0)
+      assert.equal("normal", coroutine.status(co))
+      assert.is_false(coroutine.resume(co))
+      assert.equal("b", b:await())
+      assert.equal("dead", coroutine.status(co))
     end))
 end)
 

@@ -280,4 +280,50 @@ describe("queue", function()
     for i = 1, 3 do lq:put_nowait(i) end
     assert.same({3, 2, 1}, {lq:get_nowait(), lq:get_nowait(), lq:get_nowait()})
   end)
+
+  it("timed-out gets and event waits leave no waiter behind (the lists stay small)", async(function()
+    local q, ev = aio.queue(), aio.event()
+    for _ = 1, 300 do
+      pcall(aio.wait_for, function() return q:get() end, 0)
+      pcall(aio.wait_for, function() return ev:wait() end, 0)
+    end
+    assert.is_true(q.getters.tail - q.getters.head + 1 <= 2)
+    assert.is_true(ev.waiters.tail - ev.waiters.head + 1 <= 2)
+  end))
+
+  it("cancelled getters are dropped without changing the order of the others", async(function()
+    local q, got = aio.queue(), {}
+    local ts = {}
+    for i = 1, 9 do ts[i] = start(function() local item = q:get(); got[#got + 1] = i .. ":" .. item end) end
+    for _, i in ipairs({1, 2, 4, 5, 7, 8}) do ts[i]:cancel() end  -- the dead become the majority
+    aio.sleep(0)
+    assert.equal(3, q.getters.tail - q.getters.head + 1)
+    for _, item in ipairs({"a", "b", "c"}) do q:put_nowait(item) end
+    for _, t in ipairs(ts) do settle(t) end
+    assert.same({"3:a", "6:b", "9:c"}, got)
+  end))
+
+  it("a priority queue gives every item in priority order, equal ones in insertion order", function()
+    local pq, expected = aio.priority_queue(), {}
+    for i = 1, 300 do
+      local p = (i * 7919) % 37
+      pq:put_nowait({p, i}, p)
+      expected[i] = {p, i}
+    end
+    table.sort(expected, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+    for i = 1, 300 do assert.same(expected[i], pq:get_nowait()) end
+    assert.is_true(pq:empty())
+  end)
+
+  it("a priority queue put whose priority cannot be compared raises and changes nothing", function()
+    local pq = aio.priority_queue()
+    pq:put_nowait("a", 1)
+    pq:put_nowait("b", 2)
+    assert.has_error(function() pq:put_nowait({}, {}) end)
+    assert.has_error(function() pq:put_nowait("s", "x") end)
+    assert.equal(2, pq:size())
+    assert.equal(2, pq.unfinished)
+    assert.same({"a", "b"}, {pq:get_nowait(), pq:get_nowait()})
+    assert.is_true(pq:empty())
+  end)
 end)

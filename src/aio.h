@@ -108,17 +108,25 @@ int aio_loop_drain(lua_State *L);
 int aio_loop_exists(lua_State *L);
 /* Closes every handle and frees the loop (called from the state's __gc). */
 void aio_loop_close(aio_loop *loop);
-/* Async-signal-safe: asks the loop to raise "interrupted!" in the awaiting code. */
-void aio_signal_interrupt(void);
+/* Async-signal-safe, for a SIGINT handler (lua.c's laction): the Lua code running now raises
+** "interrupted!" — on L (the main thread; may be NULL) or in the task or generator the main
+** loop is resuming, so Ctrl-C stops a busy loop inside a task as lua.c stops one in the main
+** chunk — or, if none runs, the await blocked in the loop raises it. One Ctrl-C, one error. */
+void aio_signal_interrupt(lua_State *L);
 /* Non-zero (and cleared) when an interrupt is pending. */
 int aio_take_interrupt(void);
-/* Async-signal-safe: the coroutine the main thread's loop is running right now (a task, or a
-** generator inside one), or NULL. A SIGINT handler sets its "interrupted!" hook there too, so
-** Ctrl-C stops a busy loop inside a task as lua.c stops one in the main chunk. */
-lua_State *aio_running_coroutine(void);
 
 /* ---- timer.c: the timer heap ---------------------------------------------------------- */
 
+/* Durations of AIO_FOREVER_S seconds (about 32 years) or more, math.huge included, never end:
+** aio_duration_ns gives AIO_NEVER for them, and nothing is scheduled. */
+#define AIO_FOREVER_S 1e9
+#define AIO_NEVER UINT64_MAX
+/* Seconds s (argument arg, for the error) to nanoseconds: NaN raises, negative counts as 0,
+** AIO_FOREVER_S or more is AIO_NEVER. */
+uint64_t aio_duration_ns(lua_State *L, int arg, lua_Number s);
+/* Pushes a future completed after ns nanoseconds (AIO_NEVER: a future nothing completes). */
+void aio__push_sleep_future(lua_State *L, uint64_t ns);
 /* Schedules t to fire `ns` nanoseconds from now. */
 void aio_timed_start(aio_loop *loop, aio_timed *t, uint64_t ns);
 /* Removes t from the heap if it is there. */
@@ -168,6 +176,7 @@ struct aio_task {
   int nargs;                     /* values pushed on co for its next resume */
   int ref;                       /* anchor in the live-task table while unfinished */
   unsigned queued : 1, started : 1, sleeping : 1, cancel_requested : 1, running : 1;
+  unsigned cancel_delivering : 1; /* woken with a cancellation error it has not yet received */
 };
 
 /* Uservalue slots of a task userdata. */

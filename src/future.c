@@ -104,7 +104,8 @@ static int when_all_child_done(lua_State *L);
 
 /* Runs the done callbacks of the future at fidx. The callbacks slot holds nil, one synchronous
 ** function (the common case: gather, wait, as_completed on a task — no allocation), or a list
-** whose entries are synchronous functions or {fn} tables for callbacks that run as tasks. */
+** whose entries are synchronous functions or {fn, site} tables for callbacks that run as tasks
+** (site: where add_done_callback was called, the task's spawn site). */
 static void run_callbacks(lua_State *L, int fidx) {
   int type = lua_getiuservalue(L, fidx, AIO_FUV_CALLBACKS);
   if (type == LUA_TFUNCTION) {
@@ -119,11 +120,12 @@ static void run_callbacks(lua_State *L, int fidx) {
   lua_Integer n = luaL_len(L, cbs);
   for (lua_Integer i = 1; i <= n; i++) {
     if (lua_rawgeti(L, cbs, i) == LUA_TTABLE) {  /* runs as a task */
-      lua_rawgeti(L, -1, 1);
-      lua_remove(L, -2);
+      int entry = lua_gettop(L);
+      lua_rawgeti(L, entry, 2);
+      lua_rawgeti(L, entry, 1);
       lua_pushvalue(L, fidx);
-      aio_spawn(L, 1);
-      lua_pop(L, 1);
+      aio__spawn_at(L, 1, entry + 1);
+      lua_settop(L, entry - 1);
     } else {
       lua_pushvalue(L, fidx);
       aio_pcall_report(L, 1, 0);
@@ -248,11 +250,12 @@ static int l_future_set_result(lua_State *L) {
   return 0;
 }
 
-/* fut:set_error(err): fails the future; raises if it is already done. */
+/* fut:set_error(err): fails the future; raises if it is already done, or if err is nil (a
+** failure without an error value would look like a success to exception() and wait). */
 static int l_future_set_error(lua_State *L) {
   aio_future *f = (aio_future *)luaL_checkudata(L, 1, AIO_FUTURE_MT);
+  luaL_argexpected(L, !lua_isnoneornil(L, 2), 2, "error value");
   if (f->state != AIO_PENDING) return luaL_error(L, "future is already done");
-  luaL_checkany(L, 2);
   lua_settop(L, 2);
   aio_future_reject(L, f);
   return 0;
@@ -331,9 +334,11 @@ static void add_callback_to(lua_State *L, aio_future *f, int fidx, int fnidx, in
   if (sync) {
     lua_pushvalue(L, fnidx);
   } else {
-    lua_createtable(L, 1, 0);
+    lua_createtable(L, 2, 0);
     lua_pushvalue(L, fnidx);
     lua_rawseti(L, -2, 1);
+    aio__push_site(L);
+    lua_rawseti(L, -2, 2);
   }
   lua_rawseti(L, -2, luaL_len(L, -2) + 1);
   lua_pop(L, type == LUA_TTABLE ? 1 : 2);

@@ -17,7 +17,8 @@
 static atomic_uint loop_generation;  /* bumped by every aio_loop_close (see aio_loop_get) */
 
 static const char LOOP_KEY = 'L';
-static volatile sig_atomic_t interrupt_pending = 0;
+static volatile sig_atomic_t interrupt_pending = 0;  /* a Ctrl-C not yet turned into an error */
+static volatile sig_atomic_t drain_interrupted = 0;  /* a Ctrl-C during the drain: stop it */
 static uv_async_t *volatile interrupt_async = NULL;  /* the main loop's wake-up, for signals */
 
 /* The wake-up async fired: nothing to do here; aio_run_until checks the interrupt flag. */
@@ -25,27 +26,39 @@ static void on_wakeup(uv_async_t *handle) {
   (void)handle;
 }
 
-/* Async-signal-safe: asks the loop to raise "interrupted!" in the awaiting code. */
-void aio_signal_interrupt(void) {
-  interrupt_pending = 1;
-  uv_async_t *a = interrupt_async;
-  if (a) uv_async_send(a);
-}
-
-/* The coroutine being resumed by the main loop (see aio_running_coroutine). */
+/* The coroutine being resumed by the main loop (read by aio_signal_interrupt), and that loop. */
 lua_State *volatile aio__running_co = NULL;
 aio_loop *aio__main_loop = NULL;
-
-/* Async-signal-safe: the coroutine the main loop runs right now, or NULL. */
-lua_State *aio_running_coroutine(void) {
-  return aio__running_co;
-}
 
 /* Non-zero (and cleared) when an interrupt is pending. */
 int aio_take_interrupt(void) {
   if (!interrupt_pending) return 0;
   interrupt_pending = 0;
   return 1;
+}
+
+/* Debug hook armed by aio_signal_interrupt: removes itself and raises "interrupted!", unless
+** the loop got there first (an await blocked in uv_run raised it and took the flag): one
+** Ctrl-C is one error, never two. */
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  if (aio_take_interrupt()) luaL_error(L, "interrupted!");
+}
+
+/* Async-signal-safe, for SIGINT handlers (lua.c's laction): makes the Lua code running now
+** raise "interrupted!" at its next instruction, through a hook, and wakes the loop so that an
+** await blocked in uv_run raises it instead. The hook goes on the coroutine the main loop is
+** resuming (a busy task), and on L (may be NULL) unless L is inside the loop: Lua code there
+** is a done callback called from C that an error must not unwind. */
+void aio_signal_interrupt(lua_State *L) {
+  int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
+  interrupt_pending = 1;
+  lua_State *co = aio__running_co;
+  if (co) lua_sethook(co, interrupt_hook, mask, 1);
+  if (L && !(aio__main_loop && aio__main_loop->running)) lua_sethook(L, interrupt_hook, mask, 1);
+  uv_async_t *a = interrupt_async;
+  if (a) uv_async_send(a);
 }
 
 /* The loop's clock in nanoseconds (virtual when virtual time is on). */
@@ -199,27 +212,58 @@ static void loop_poll(aio_loop *loop) {
   uv_unref((uv_handle_t *)&loop->heap_timer);
 }
 
+/* Non-zero (and cleared) when Ctrl-C came during the drain (the busy task's hook may have
+** taken interrupt_pending: the drain must stop all the same). */
+static int take_drain_interrupt(void) {
+  if (!drain_interrupted) return 0;
+  drain_interrupted = 0;
+  return 1;
+}
+
+/* The top-level awaiter of f gives up (it raises next): a private future nobody else waits on
+** (a top-level sleep's timer, a request) is cancelled, or it would keep the loop alive after
+** the error. */
+static void abandon(lua_State *L, aio_future *f, const char *msg) {
+  if (f && f->state == AIO_PENDING && !f->is_task && !f->whead && f->topwaiters == 0)
+    aio_future_cancel(L, f, msg);
+}
+
+/* True if L runs a __gc finalizer now: Lua names a finalizer's frame "__gc", a metamethod.
+** (Finalizers run wherever a collection step happens: running the loop there re-enters it.) */
+static int in_finalizer(lua_State *L) {
+  lua_Debug ar;
+  for (int level = 0; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "n", &ar);
+    if (ar.namewhat && strcmp(ar.namewhat, "metamethod") == 0 && ar.name && strcmp(ar.name, "__gc") == 0)
+      return 1;
+  }
+  return 0;
+}
+
 /* Runs the loop until future f is done (or, with f NULL, until nothing is left to run). */
 void aio_run_until(lua_State *L, aio_future *f) {
   aio_loop *loop = aio_loop_get(L);
-  if (loop->running)
+  if (loop->running) {
+    abandon(L, f, "cancelled");
     luaL_error(L, "cannot await here: the event loop is already running (this code runs in a "
                   "plain callback); spawn a task with aio.spawn and await inside it");
+  }
+  if (in_finalizer(L)) {
+    abandon(L, f, "cancelled");
+    luaL_error(L, "cannot await here: inside a __gc finalizer (running the loop there would "
+                  "run other code in the middle of a collection); spawn a task with aio.spawn");
+  }
   if (f) f->topwaiters++;  /* counted so cancelling a task does not cancel a future we need */
   for (;;) {
-    if (aio_take_interrupt()) {
+    if (aio_take_interrupt() | take_drain_interrupt()) {  /* both: one Ctrl-C, one error */
       if (f) f->topwaiters--;
-      /* The awaiter goes away: a private future nobody else waits on (a top-level sleep's
-      ** timer, a request) is cancelled, or it would keep the loop alive after the error. */
-      if (f && f->state == AIO_PENDING && !f->is_task && !f->whead && f->topwaiters == 0)
-        aio_future_cancel(L, f, "interrupted");
+      abandon(L, f, "interrupted");
       luaL_error(L, "interrupted!");
     }
     if (loop->cancel_request) {  /* another thread cancelled the job awaiting here */
       loop->cancel_request = 0;
       if (f) f->topwaiters--;
-      if (f && f->state == AIO_PENDING && !f->is_task && !f->whead && f->topwaiters == 0)
-        aio_future_cancel(L, f, "cancelled");
+      abandon(L, f, "cancelled");
       aio_push_cancelled(L, "job cancelled");
       lua_error(L);
     }
@@ -236,20 +280,19 @@ void aio_run_until(lua_State *L, aio_future *f) {
   f->topwaiters--;
 }
 
-/* SIGINT while draining: ask the loop to stop (the tasks are then cancelled). */
+/* SIGINT while draining: the busy task, if any, gets "interrupted!"; the loop stops and the
+** tasks are then cancelled. A second Ctrl-C ends the process at once (SIG_DFL, as lua.c). */
 static void on_drain_sigint(int sig) {
-  (void)sig;
-  aio_signal_interrupt();
+  signal(sig, SIG_DFL);
+  drain_interrupted = 1;
+  aio_signal_interrupt(NULL);
 }
 
 /* Protected body of aio_loop_drain: run until idle; on Ctrl-C cancel every task and finish. */
 static int drain_protected(lua_State *L) {
   aio_loop *loop = aio_loop_get(L);
   int interrupted = lua_toboolean(L, 1);
-  if (interrupted) {
-    aio_cancel_all(L, "interrupted");
-    signal(SIGINT, SIG_DFL);  /* a second Ctrl-C ends the process at once */
-  }
+  if (interrupted) aio_cancel_all(L, "interrupted");
   aio_run_until(L, NULL);
   if (loop->ntasks > 0) {  /* tasks waiting for something that can never happen */
     aio_cancel_all(L, "the program ended while the task was still waiting");
@@ -267,16 +310,22 @@ int aio_loop_drain(lua_State *L) {
   for (int interrupted = 0; interrupted < 2; interrupted++) {
     lua_pushcfunction(L, drain_protected);
     lua_pushboolean(L, interrupted);
-    if (lua_pcall(L, 1, 0, 0) == LUA_OK) break;
-    const char *msg = lua_tostring(L, -1);
-    if (!msg || strcmp(msg, "interrupted!") != 0) {
-      fprintf(stderr, "aioshell: %s\n", msg ? msg : "(error object is not a string)");
-      fflush(stderr);
-      status = 1;
+    if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
+      /* A Ctrl-C that stopped the last busy task, so that the loop ran dry before seeing it,
+      ** still counts. */
+      if (!take_drain_interrupt()) break;
+      aio_take_interrupt();
+    } else {
+      const char *msg = lua_tostring(L, -1);
+      if (!msg || strcmp(msg, "interrupted!") != 0) {
+        fprintf(stderr, "aioshell: %s\n", msg ? msg : "(error object is not a string)");
+        fflush(stderr);
+        status = 1;
+        lua_pop(L, 1);
+        break;
+      }
       lua_pop(L, 1);
-      break;
     }
-    lua_pop(L, 1);
     status = 130;
   }
   signal(SIGINT, old);

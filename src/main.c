@@ -43,25 +43,13 @@ static void setsignal(int sig, void (*handler)(int)) {
   sigaction(sig, &sa, NULL);
 }
 
-/* Debug hook set by the SIGINT handler: removes itself and raises the error, unless the
-** loop got there first (an await blocked in uv_run raised "interrupted!" and took the flag):
-** one Ctrl-C is one error, never two. */
-static void interrupt_hook(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  lua_sethook(L, NULL, 0, 0);
-  if (aio_take_interrupt()) luaL_error(L, "interrupted!");
-}
-
-/* SIGINT while Lua code runs. A signal handler must not touch the state, so it only arms a
-** hook that raises at the next instruction, and tells the loop (async-signal-safe) so that an
-** await blocked in uv_run wakes up too. A second Ctrl-C kills the process (SIG_DFL). */
+/* SIGINT while Lua code runs. A signal handler must not touch the state: it arms a hook
+** that raises "interrupted!" at the next instruction (also in a busy task) and tells the loop,
+** so that an await blocked in uv_run wakes up too (aio_signal_interrupt). A second Ctrl-C
+** kills the process (SIG_DFL). */
 static void on_sigint(int sig) {
-  int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
   setsignal(sig, SIG_DFL);
-  lua_State *co = aio_running_coroutine();  /* a busy task runs on its own coroutine */
-  lua_sethook(globalL, interrupt_hook, mask, 1);
-  if (co) lua_sethook(co, interrupt_hook, mask, 1);
-  aio_signal_interrupt();
+  aio_signal_interrupt(globalL);
 }
 
 /* ---- messages --------------------------------------------------------------------- */
@@ -349,6 +337,19 @@ static int drain(lua_State *L) {
   return status;
 }
 
+/* Pushes the exit status and returns 1 (pmain's result). */
+static int exit_status(lua_State *L, int status) {
+  lua_pushinteger(L, status);
+  return 1;
+}
+
+/* After an error in LUA_INIT, -e, -l or the script: the loop does not run (lua.c stops there),
+** but the task failures nobody observed so far are reported too, after that error. */
+static int failed(lua_State *L) {
+  aio_report_unobserved(L);
+  return exit_status(L, EXIT_FAILURE);
+}
+
 /* The whole interpreter, in protected mode. Pushes the exit status. */
 static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
@@ -357,20 +358,17 @@ static int pmain(lua_State *L) {
   int args = collectargs(argv, &script);
   int optlim = script > 0 ? script : argc; /* first argv that is not an option */
   luaL_checkversion(L);
-  lua_pushinteger(L, EXIT_FAILURE); /* the result unless we get to the end */
   if (args == HAS_ERROR) {
     print_usage(argv[script]);
-    return 1;
+    return exit_status(L, EXIT_FAILURE);
   }
   if (args & HAS_HELP) {
     print_help();
-    lua_pushinteger(L, EXIT_SUCCESS);
-    return 1;
+    return exit_status(L, EXIT_SUCCESS);
   }
   if (args & HAS_VERSION) {
     print_full_version();
-    lua_pushinteger(L, EXIT_SUCCESS);
-    return 1;
+    return exit_status(L, EXIT_SUCCESS);
   }
   if (args & HAS_V) print_version();
   if (args & HAS_NOENV) { /* tells package not to read LUA_PATH and LUA_CPATH */
@@ -382,12 +380,13 @@ static int pmain(lua_State *L) {
   createargtable(L, argv, argc, script);
   lua_gc(L, LUA_GCRESTART);
   lua_gc(L, LUA_GCGEN, 0, 0); /* generational mode, as lua.c */
-  lua_settop(L, 0);
-  lua_pushinteger(L, EXIT_FAILURE);
-  if (!(args & HAS_NOENV) && handle_luainit(L) != LUA_OK) return 1;
-  if (trace_file && start_trace(L) != LUA_OK) return 1;
-  if (!runargs(L, argv, optlim)) return 1;
-  if (script > 0 && handle_script(L, argv + script) != LUA_OK) return 1;
+  /* Chunks run with exactly lua.c's stack below them (pmain's two arguments), so that a stack
+  ** overflow happens at the same depth and its traceback reads the same. */
+  lua_settop(L, 2);
+  if (!(args & HAS_NOENV) && handle_luainit(L) != LUA_OK) return failed(L);
+  if (trace_file && start_trace(L) != LUA_OK) return failed(L);
+  if (!runargs(L, argv, optlim)) return failed(L);
+  if (script > 0 && handle_script(L, argv + script) != LUA_OK) return failed(L);
   if (args & HAS_I) {
     lua_settop(L, 0);
     aio_repl(L);
@@ -396,12 +395,13 @@ static int pmain(lua_State *L) {
       print_version();
       lua_settop(L, 0);
       aio_repl(L);
-    } else {
-      dofile(L, NULL); /* like lua.c, an error here does not change the exit status */
+    } else if (dofile(L, NULL) != LUA_OK) {
+      /* Like lua.c, an error in piped stdin does not change the exit status, and the loop
+      ** does not run after it; unobserved task failures are still reported (status 1). */
+      return exit_status(L, aio_report_unobserved(L) > 0 ? EXIT_FAILURE : EXIT_SUCCESS);
     }
   }
-  lua_pushinteger(L, drain(L));
-  return 1;
+  return exit_status(L, drain(L));
 }
 
 int main(int argc, char **argv) {

@@ -18,6 +18,11 @@ void aio__task_push(lua_State *L, aio_task *t);
 void aio__observe(lua_State *L, int fidx);
 /* Raises the outcome of the finished future at fidx or returns its results (for await). */
 int aio__return_outcome(lua_State *L, int fidx);
+/* Pushes "file:line" of the user code running now (the first frame outside aio's modules). */
+void aio__push_site(lua_State *L);
+/* aio_spawn, but with the spawn site given: the string at (absolute) index site, below the
+** function (a done callback's task shows where add_done_callback was called). */
+aio_task *aio__spawn_at(lua_State *L, int nargs, int site);
 /* Set while the main loop resumes a coroutine (read by signal handlers). */
 extern lua_State *volatile aio__running_co;
 extern aio_loop *aio__main_loop;

@@ -129,14 +129,36 @@ int aio_is_cancelled(lua_State *L, int idx) {
   return 0;
 }
 
-/* Message handler: adds a traceback to string errors (and to objects with __tostring). */
-static int msghandler(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+/* Calls the __tostring of the value at 1 (run protected by push_error_message). */
+static int call_tostring(lua_State *L) {
+  luaL_callmeta(L, 1, "__tostring");
+  return 1;
+}
+
+/* Pushes the text of the error value at idx and returns it, never raising: a string or a
+** number as text (converting a copy: the value itself stays a number), else what its
+** __tostring returns, called protected (one that raises or returns no string must not break
+** the scheduler), else "(error object is a X value)". */
+static const char *push_error_message(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  int type = lua_type(L, idx);
+  if (type == LUA_TSTRING || type == LUA_TNUMBER) {
+    lua_pushvalue(L, idx);
+    return lua_tostring(L, -1);
   }
-  luaL_traceback(L, L, msg, 1);
+  if (luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushcfunction(L, call_tostring);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) return lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
+}
+
+/* Message handler: the error as text (push_error_message) with a traceback. */
+static int msghandler(lua_State *L) {
+  luaL_traceback(L, L, push_error_message(L, 1), 1);
   return 1;
 }
 
@@ -176,24 +198,20 @@ static void push_task_site(lua_State *L, int tidx) {
 }
 
 /* Turns the error on top of L (raised by task tidx's coroutine co) into an aio.error object
-** carrying the message, the original value, the task's name, spawn site and traceback. */
-static void wrap_task_error(lua_State *L, int tidx, lua_State *co) {
+** carrying the message, the original value, the task's name, spawn site and traceback.
+** Returns 0 if it was one already. */
+static int wrap_task_error(lua_State *L, int tidx, lua_State *co) {
   int eidx = lua_gettop(L);
-  if (luaL_testudata(L, eidx, AIO_ERROR_MT) || aio_is_cancelled(L, eidx)) return;
-  if (lua_istable(L, eidx) && lua_getmetatable(L, eidx)) {
+  if (lua_getmetatable(L, eidx)) {
     luaL_getmetatable(L, AIO_ERROR_MT);
     int ours = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
-    if (ours) return;  /* already wrapped (propagated from another task) */
+    if (ours) return 0;  /* already an aio.error: a cancellation, or from another task */
   }
   lua_createtable(L, 0, 6);
   int obj = lua_gettop(L);
-  const char *msg = lua_tostring(L, eidx);
-  if (!msg) {
-    if (luaL_callmeta(L, eidx, "__tostring") && lua_isstring(L, -1)) msg = lua_tostring(L, -1);
-    else msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, eidx));
-  }
-  lua_pushstring(L, msg);
+  const char *msg = push_error_message(L, eidx);
+  lua_pushvalue(L, -1);
   lua_setfield(L, obj, "message");
   luaL_traceback(L, co, msg, 0);
   lua_setfield(L, obj, "traceback");
@@ -206,6 +224,26 @@ static void wrap_task_error(lua_State *L, int tidx, lua_State *co) {
   lua_setfield(L, obj, "site");
   luaL_setmetatable(L, AIO_ERROR_MT);
   lua_replace(L, eidx);
+  return 1;
+}
+
+/* The aio.error on top was raised by a __close handler while the task unwound from the error
+** `first` (an aio.error, at fidx), outside the coroutine (lua_resetthread): its own traceback
+** is empty. Gives it one made of the first error's message and, if that error was raised in
+** this task (`here`), its stack: the frames whose variables were being closed. */
+static void close_error_traceback(lua_State *L, int fidx, int here) {
+  int e = lua_gettop(L);
+  fidx = lua_absindex(L, fidx);
+  lua_getfield(L, e, "message");
+  lua_getfield(L, fidx, "message");
+  lua_getfield(L, fidx, "traceback");
+  const char *tb = here ? lua_tostring(L, -1) : NULL;
+  const char *frames = tb ? strstr(tb, "\nstack traceback:") : NULL;
+  lua_pushfstring(L, "%s\nstack traceback:\n\t(raised by a __close handler as the task unwound "
+                  "from: %s)%s", lua_tostring(L, e + 1), lua_tostring(L, e + 2),
+                  frames ? frames + sizeof "\nstack traceback:" - 1 : "");
+  lua_setfield(L, e, "traceback");
+  lua_settop(L, e);
 }
 
 /* __tostring of aio.error: "message (in task NAME)". */
@@ -250,29 +288,49 @@ static void unobserved_add(lua_State *L, int tidx) {
   lua_pop(L, 1);
 }
 
+/* An unobserved failure to report: its task's id and its index in the list being sorted. */
+struct unobserved { int64_t id; int index; };
+
+/* qsort's comparison: by task id (spawn order). */
+static int by_task_id(const void *a, const void *b) {
+  int64_t x = ((const struct unobserved *)a)->id, y = ((const struct unobserved *)b)->id;
+  return (x > y) - (x < y);
+}
+
+/* Reorders list[1..n] (tasks) by id: qsort on their ids (a report can hold thousands of
+** failures; the insertion sort it replaces took quadratic time). Out of memory: left as is. */
+static void sort_by_id(lua_State *L, int list, int n) {
+  struct unobserved *e = n > 1 ? malloc((size_t)n * sizeof *e) : NULL;
+  if (!e) return;
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, list, i + 1);
+    e[i].id = ((aio_task *)lua_touserdata(L, -1))->id;
+    e[i].index = i + 1;
+    lua_pop(L, 1);
+  }
+  qsort(e, (size_t)n, sizeof *e, by_task_id);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, list, e[i].index);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_replace(L, list);
+  free(e);
+}
+
 /* Prints every failed task whose error nobody observed, in spawn order; returns the count. */
 int aio_report_unobserved(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) != LUA_TTABLE) { lua_pop(L, 1); return 0; }
   int tab = lua_gettop(L);
-  lua_newtable(L);  /* sort by id */
+  lua_newtable(L);
   int list = tab + 1, n = 0;
   lua_pushnil(L);
   while (lua_next(L, tab)) {
     lua_pop(L, 1);
-    aio_task *t = (aio_task *)lua_touserdata(L, -1);
     lua_pushvalue(L, -1);
     lua_rawseti(L, list, ++n);
-    (void)t;
   }
-  for (int i = 1; i < n; i++)  /* insertion sort by id: the list is short */
-    for (int j = i; j > 0; j--) {
-      lua_rawgeti(L, list, j);
-      lua_rawgeti(L, list, j + 1);
-      aio_task *a = (aio_task *)lua_touserdata(L, -2), *b = (aio_task *)lua_touserdata(L, -1);
-      if (a->id <= b->id) { lua_pop(L, 2); break; }
-      lua_rawseti(L, list, j);
-      lua_rawseti(L, list, j + 1);
-    }
+  sort_by_id(L, list, n);
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, list, i);
     int tidx = lua_gettop(L);
@@ -301,8 +359,15 @@ int aio_report_unobserved(lua_State *L) {
 enum { SITE_SLOTS = 64 };
 struct aio_site { char src[LUA_IDSIZE]; int line; int ref; };
 
+/* Inlined even where the compiler would not (it has two callers): spawn's hot path. */
+#ifdef __GNUC__
+#define HOT_INLINE inline __attribute__((always_inline))
+#else
+#define HOT_INLINE inline
+#endif
+
 /* Pushes the site string "src:line", from the loop's cache or made (and cached) now. */
-static void push_site_string(lua_State *L, aio_loop *loop, const lua_Debug *ar) {
+static HOT_INLINE void push_site_string(lua_State *L, aio_loop *loop, const lua_Debug *ar) {
   if (!loop->sites) loop->sites = calloc(SITE_SLOTS, sizeof *loop->sites);
   struct aio_site *e = NULL;
   if (loop->sites) {
@@ -325,7 +390,7 @@ static void push_site_string(lua_State *L, aio_loop *loop, const lua_Debug *ar) 
 
 /* Pushes "file:line" of the user code that called into spawn: the first Lua frame up that is
 ** not one of the runtime's own embedded modules (gather spawning a function is the user's). */
-static void push_spawn_site(lua_State *L, aio_loop *loop) {
+static HOT_INLINE void push_spawn_site(lua_State *L, aio_loop *loop) {
   lua_Debug ar;
   for (int level = 1; lua_getstack(L, level, &ar); level++) {
     lua_getinfo(L, "Sl", &ar);
@@ -353,6 +418,11 @@ static int l_set_task_hook(lua_State *L) {
   aio_loop_get(L)->task_hook = !lua_isnil(L, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &HOOK_KEY);
   return 0;
+}
+
+/* Pushes "file:line" of the user code running now (see push_spawn_site). */
+void aio__push_site(lua_State *L) {
+  push_spawn_site(L, aio_loop_get(L));
 }
 
 /* Spawns a task running the function below its nargs arguments (popped); pushes the task. */
@@ -386,6 +456,16 @@ aio_task *aio_spawn(lua_State *L, int nargs) {
   return t;
 }
 
+/* aio_spawn for a task whose spawn site was noted earlier: the string at (absolute) index
+** site, below the function (done callbacks: where add_done_callback was called). A spawn hook
+** sees the site of the code running now; the task keeps the one given. */
+aio_task *aio__spawn_at(lua_State *L, int nargs, int site) {
+  aio_task *t = aio_spawn(L, nargs);
+  lua_pushvalue(L, site);
+  lua_setiuservalue(L, -2, AIO_TUV_INFO);
+  return t;
+}
+
 /* Ends task t (at tidx) with its outcome: stores it, unanchors, wakes waiters. */
 static void task_finish(lua_State *L, aio_loop *loop, aio_task *t, int tidx, int state, int nres) {
   t->fut.state = state;
@@ -408,11 +488,14 @@ static void task_finish(lua_State *L, aio_loop *loop, aio_task *t, int tidx, int
   t->ref = LUA_NOREF;
 }
 
+static void arm_cancel_hook(aio_task *t);
+
 /* Resumes task t once: the only place where a task's coroutine is resumed. */
 static void task_step(aio_loop *loop, aio_task *t) {
   lua_State *L = loop->L, *co = t->co;
   int nres, nargs = t->nargs, base = lua_gettop(L);
   t->queued = 0;
+  t->cancel_delivering = 0;  /* a cancellation it was woken with is received now */
   t->nargs = 0;
   if (!t->started) {
     t->started = 1;
@@ -442,6 +525,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
     if (!(nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) && !t->waiting && !t->sleeping
         && !t->queued) {
       ready_push(loop, t);  /* a bare coroutine.yield() in a task: let the others run */
+      if (t->cancel_requested) arm_cancel_hook(t);
     }
     lua_pop(co, nres);
     return;
@@ -460,13 +544,13 @@ static void task_step(aio_loop *loop, aio_task *t) {
     lua_xmove(co, L, 1);
     lua_pushvalue(L, -1);  /* keep the raw error to compare after closing */
     int cancelled = aio_is_cancelled(L, -1);
-    if (!cancelled) wrap_task_error(L, tidx, co);  /* needs the stack not yet unwound */
+    int here = !cancelled && wrap_task_error(L, tidx, co);  /* needs the stack not yet unwound */
     if (lua_resetthread(co) != LUA_OK) {  /* closes <close> variables; same error unless one failed */
       lua_xmove(co, L, 1);
       if (!lua_rawequal(L, -1, -3)) {  /* a __close handler raised a new error */
-        lua_replace(L, -2);
         cancelled = aio_is_cancelled(L, -1);
-        if (!cancelled) wrap_task_error(L, tidx, co);
+        if (!cancelled && wrap_task_error(L, tidx, co)) close_error_traceback(L, -2, here);
+        lua_replace(L, -2);
       } else {
         lua_pop(L, 1);
       }
@@ -504,9 +588,32 @@ static void push_pending_cancel(lua_State *L, aio_task *t) {
   t->cancel_requested = 0;
 }
 
-/* Requests cancellation of t; returns 0 if it already finished. */
+/* Count hook armed on a task that made a bare coroutine.yield() with a cancellation pending:
+** raises it at the task's first instruction after the yield. Lua's own yield has no
+** continuation of ours to raise it from, and a check in the switch path would cost every
+** task; this costs nothing unless it is used. */
+static void cancel_hook(lua_State *co, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(co, NULL, 0, 0);
+  aio_task *t = aio_current_task(co);
+  if (t && t->cancel_requested) {
+    push_pending_cancel(co, t);
+    lua_error(co);
+  }
+}
+
+/* Makes t's bare coroutine.yield() a cancellation point (cancel_hook), unless t's coroutine
+** has a hook already (a profiler's, a pending Ctrl-C): then it waits for t's next await. */
+static void arm_cancel_hook(aio_task *t) {
+  if (lua_gethook(t->co) == NULL) lua_sethook(t->co, cancel_hook, LUA_MASKCOUNT, 1);
+}
+
+/* Requests cancellation of t; returns 0 if it already finished. A request made while an
+** earlier one is still on its way (not yet raised in the task) merges into it: one delivery.
+** One made after the task received the first (and, say, caught it) is delivered again. */
 int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
   if (t->fut.state != AIO_PENDING) return 0;
+  if (t->cancel_delivering || t->cancel_requested) return 1;
   aio_loop *loop = aio_loop_get(L);
   if (t->waiting || t->sleeping) {
     if (t->sleeping) {
@@ -526,6 +633,7 @@ int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
     lua_pushboolean(L, 0);
     aio_push_cancelled(L, msg);
     aio__task_wake(L, t, 2);
+    t->cancel_delivering = 1;
     return 1;
   }
   /* Running, queued with a value to deliver, or not started: raise at its next await. */
@@ -534,6 +642,9 @@ int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
   lua_pushstring(L, msg ? msg : "cancelled");
   lua_setiuservalue(L, -2, AIO_TUV_WAITING);
   lua_pop(L, 1);
+  /* Queued after a bare yield (nothing to hand it: every wake passes at least one value,
+  ** sleep(0) passes -1): raise as it resumes. */
+  if (t->queued && t->started && t->nargs == 0) arm_cancel_hook(t);
   return 1;
 }
 
@@ -615,7 +726,7 @@ static void on_sleep_done(aio_loop *loop, aio_timed *timed) {
 }
 
 /* aio.sleep(seconds): suspends the task (or, at top level, runs the loop) that long;
-** sleep(0) just lets every other ready task run once. */
+** sleep(0) or negative just lets every other ready task run once; math.huge sleeps forever. */
 static int l_sleep(lua_State *L) {
   lua_Number s = luaL_optnumber(L, 1, 0);
   aio_loop *loop = aio_loop_get(L);
@@ -627,16 +738,17 @@ static int l_sleep(lua_State *L) {
       t->nargs = -1;  /* resume with (true); nothing can be pushed on a running coroutine */
       ready_push(loop, t);
     } else {
+      uint64_t ns = aio_duration_ns(L, 1, s);
       t->sleep.fire = on_sleep_done;
       t->sleep.heap_idx = -1;  /* the union held other links until now */
       t->sleeping = 1;
-      aio_timed_start(loop, &t->sleep, (uint64_t)(s * 1e9));
+      if (ns == AIO_NEVER) t->sleep.due = AIO_NEVER;  /* in no heap: only a cancel wakes it */
+      else aio_timed_start(loop, &t->sleep, ns);
     }
     return task_suspend(L);
   }
   /* Outside tasks: a one-shot timer future (timer.c) awaited like any other. */
-  extern void aio__push_sleep_future(lua_State *L, lua_Number seconds);
-  aio__push_sleep_future(L, s);
+  aio__push_sleep_future(L, aio_duration_ns(L, 1, s));
   return aio_await(L, -1);
 }
 
@@ -668,6 +780,27 @@ static int l_current(lua_State *L) {
 static int l_task_cancel(lua_State *L) {
   aio_task *t = check_task(L, 1);
   lua_pushboolean(L, aio_task_cancel(L, t, luaL_optstring(L, 2, NULL)));
+  return 1;
+}
+
+/* task:uncancel([msg]) -> true if it withdrew a cancellation requested but not yet raised in
+** the task (only one requested with message msg, if given): asyncio's Task.uncancel, for code
+** that cancels a task on its own behalf (aio.group cancelling its body). One already on its
+** way to an await (the task was woken with it) cannot be withdrawn. */
+static int l_task_uncancel(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  const char *msg = luaL_optstring(L, 2, NULL);
+  int withdraw = t->cancel_requested && t->fut.state == AIO_PENDING;
+  if (withdraw && msg) {
+    lua_getiuservalue(L, 1, AIO_TUV_WAITING);  /* the pending message (the task waits on nothing) */
+    withdraw = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), msg) == 0;
+  }
+  if (withdraw) {
+    t->cancel_requested = 0;
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, AIO_TUV_WAITING);
+  }
+  lua_pushboolean(L, withdraw);
   return 1;
 }
 
@@ -718,7 +851,9 @@ static int l_task_traceback(lua_State *L) {
 
 /* Pushes what task t waits on, as text (nil if it waits on nothing). */
 static void push_waiting_on(lua_State *L, aio_task *t, int tidx) {
-  if (t->sleeping) {
+  if (t->sleeping && t->sleep.heap_idx < 0) {
+    lua_pushliteral(L, "sleep (forever)");
+  } else if (t->sleeping) {
     double left = (double)(t->sleep.due - aio_now_ns(aio_loop_get(L))) / 1e9;
     lua_pushfstring(L, "sleep (%f s left)", left > 0 ? left : 0.0);
   } else if (t->waiting) {
@@ -820,7 +955,8 @@ static int l_ntasks(lua_State *L) {
 void aio__open_task(lua_State *L) {
   extern const luaL_Reg *aio__future_methods;
   static const luaL_Reg task_methods[] = {
-    {"cancel", l_task_cancel}, {"set_name", l_task_set_name}, {"traceback", l_task_traceback},
+    {"cancel", l_task_cancel}, {"uncancel", l_task_uncancel}, {"set_name", l_task_set_name},
+    {"traceback", l_task_traceback},
     {NULL, NULL}};
   static const luaL_Reg funcs[] = {
     {"spawn", l_spawn}, {"current", l_current}, {"sleep", l_sleep}, {"tasks", l_tasks},

@@ -148,7 +148,8 @@ void aio_timed_start(aio_loop *loop, aio_timed *t, uint64_t ns) {
     loop->heap = h;
     loop->heap_cap = cap;
   }
-  t->due = aio_now_ns(loop) + ns;
+  uint64_t now = aio_now_ns(loop);
+  t->due = now + ns >= now ? now + ns : UINT64_MAX;  /* a virtual clock advanced far: saturate */
   t->seq = loop->heap_seq++;
   heap_place(loop, loop->heap_len++, t);
   heap_up(loop, t->heap_idx);
@@ -235,7 +236,8 @@ static void timer_fire(aio_loop *loop, aio_timed *timed) {
   lua_settop(L, tidx - 1);
 }
 
-/* Pushes a new timer object of the given kind holding value at vidx, scheduled in ns. */
+/* Pushes a new timer object of the given kind holding value at vidx, scheduled in ns
+** (AIO_NEVER: never scheduled, and not anchored). */
 static aio_timer *timer_new(lua_State *L, int kind, int vidx, uint64_t ns, uint64_t interval) {
   vidx = lua_absindex(L, vidx);
   aio_timer *tm = (aio_timer *)lua_newuserdatauv(L, sizeof *tm, 2);
@@ -248,6 +250,7 @@ static aio_timer *timer_new(lua_State *L, int kind, int vidx, uint64_t ns, uint6
   luaL_setmetatable(L, AIO_TIMER_MT);
   lua_pushvalue(L, vidx);
   lua_setiuservalue(L, -2, 1);
+  if (ns == AIO_NEVER) return tm;
   lua_pushvalue(L, -1);
   tm->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   aio_timed_start(aio_loop_get(L), &tm->timed, ns);
@@ -262,17 +265,30 @@ static void sleep_future_cancelled(lua_State *L, aio_future *f, void *ud) {
   timer_release(L, tm);
 }
 
-/* Converts seconds (checked non-negative) to nanoseconds. */
-static uint64_t seconds_to_ns(lua_State *L, int idx) {
-  lua_Number s = luaL_checknumber(L, idx);
-  luaL_argcheck(L, s >= 0 && s < 1e9, idx, "seconds out of range");
+/* The one rule for durations (sleep, timers, and through timer_future the combinators'
+** timeouts): s seconds (argument arg) in nanoseconds. NaN raises; a negative duration counts
+** as 0 (asyncio's rule, and sleep's of old); AIO_FOREVER_S or more (math.huge) is AIO_NEVER,
+** a deadline that never comes. Converting those unclamped to an integer was undefined and made
+** them fire at once. */
+uint64_t aio_duration_ns(lua_State *L, int arg, lua_Number s) {
+  if (s != s) luaL_argerror(L, arg, "seconds is NaN");
+  if (s <= 0) return 0;
+  if (s >= AIO_FOREVER_S) return AIO_NEVER;
   return (uint64_t)(s * 1e9 + 0.5);
 }
 
-/* Pushes a future that a timer completes after `seconds` (sleeps outside tasks). */
-void aio__push_sleep_future(lua_State *L, lua_Number seconds) {
+/* Converts seconds at idx (checked: 0 up to AIO_FOREVER_S) to nanoseconds (clock.advance). */
+static uint64_t seconds_to_ns(lua_State *L, int idx) {
+  lua_Number s = luaL_checknumber(L, idx);
+  luaL_argcheck(L, s >= 0 && s < AIO_FOREVER_S, idx, "seconds out of range");
+  return (uint64_t)(s * 1e9 + 0.5);
+}
+
+/* Pushes a future that a timer completes after ns nanoseconds (sleeps outside tasks);
+** with AIO_NEVER, one that nothing completes (cancelling it still works). */
+void aio__push_sleep_future(lua_State *L, uint64_t ns) {
   aio_future *f = aio_future_new(L);
-  uint64_t ns = seconds > 0 ? (uint64_t)(seconds * 1e9 + 0.5) : 0;
+  if (ns == AIO_NEVER) return;
   aio_timer *tm = timer_new(L, TIMER_FUTURE, -1, ns, 0);
   f->on_cancel = sleep_future_cancelled;
   f->on_cancel_ud = tm;
@@ -281,7 +297,7 @@ void aio__push_sleep_future(lua_State *L, lua_Number seconds) {
 
 /* Shared by call_later and every: (seconds, fn, ...) -> handle. */
 static int schedule_call(lua_State *L, int repeat) {
-  uint64_t ns = seconds_to_ns(L, 1);
+  uint64_t ns = aio_duration_ns(L, 1, luaL_checknumber(L, 1));
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (repeat) luaL_argcheck(L, ns > 0, 1, "interval must be positive");
   int n = lua_gettop(L) - 2;
@@ -291,8 +307,7 @@ static int schedule_call(lua_State *L, int repeat) {
     lua_rawseti(L, -2, i);
   }
   lua_pushvalue(L, 2);
-  aio_timer *tm = timer_new(L, TIMER_CALL, -1, ns, repeat ? ns : 0);
-  (void)tm;
+  timer_new(L, TIMER_CALL, -1, ns, repeat ? ns : 0);
   lua_pushvalue(L, -3);
   lua_setiuservalue(L, -2, 2);
   return 1;
@@ -376,7 +391,7 @@ static int l_now(lua_State *L) {
 
 /* aio.core.timer_future(seconds) -> a future completed after that long (cancel stops it). */
 static int l_timer_future(lua_State *L) {
-  aio__push_sleep_future(L, luaL_checknumber(L, 1));
+  aio__push_sleep_future(L, aio_duration_ns(L, 1, luaL_checknumber(L, 1)));
   return 1;
 }
 

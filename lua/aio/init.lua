@@ -34,6 +34,20 @@ local function timeout_error(seconds)
 end
 aio.timeout_error = timeout_error
 
+-- Checks a timeout (seconds, or nil for none) before anything is spawned: not a number or
+-- NaN raises (naming `what`, argument `arg` of `fname`). The rest of the rule for durations
+-- (negative counts as 0, math.huge never ends) is the timer's: aio_duration_ns in timer.c.
+local function check_timeout(seconds, what, arg, fname)
+  if seconds == nil then return nil end
+  local s = tonumber(seconds)
+  if s == nil then
+    error(("bad argument #%d to '%s' (%s: number expected, got %s)"):format(arg, fname, what, type(seconds)), 3)
+  elseif s ~= s then
+    error(("bad argument #%d to '%s' (%s is NaN)"):format(arg, fname, what), 3)
+  end
+  return s
+end
+
 -- aio.is_timeout(err) -> true if err is a timeout error.
 function aio.is_timeout(err)
   return getmetatable(err) == error_mt and err.timeout == true
@@ -83,13 +97,15 @@ end
 -- aio.as_completed(list [, {timeout=}]) -> iterator over the original awaitables in the order
 -- they finish. Raises a timeout error if the next one does not finish in time.
 function aio.as_completed(list, opts)
+  local timeout = check_timeout(opts and opts.timeout, "timeout", 2, "as_completed")
   local n = list.n or #list
-  local deadline = opts and opts.timeout and core.now() + opts.timeout
+  local deadline = timeout and core.now() + timeout
   local finished, head, waiter = {}, 1, nil
   for i = 1, n do
     on_done(awaitable(list[i], i), function(f)
       finished[#finished + 1] = f
-      if waiter then local w = waiter; waiter = nil; w:set_result() end
+      -- The waiter is cancelled if the iterating task was (its await is over): skip it.
+      if waiter then local w = waiter; waiter = nil; if not w:done() then w:set_result() end end
     end)
   end
   return function()
@@ -99,7 +115,7 @@ function aio.as_completed(list, opts)
       if deadline then
         local left = deadline - core.now()
         if left <= 0 or not aio.wait_for(waiter, left, true) then
-          error(timeout_error(opts.timeout), 2)
+          error(timeout_error(timeout), 2)
         end
       else
         waiter:await()
@@ -130,6 +146,7 @@ function aio.wait(list, opts)
   local when = opts.return_when or "all_completed"
   assert(when == "all_completed" or when == "first_completed" or when == "first_exception",
     "return_when must be all_completed, first_completed or first_exception")
+  local timeout = check_timeout(opts.timeout, "timeout", 2, "wait")
   local n = list.n or #list
   local aws = {}
   for i = 1, n do aws[i] = awaitable(list[i], i) end
@@ -139,13 +156,13 @@ function aio.wait(list, opts)
       remaining = remaining - 1
       if signal:done() then return end
       if remaining == 0 or when == "first_completed"
-         or (when == "first_exception" and f:exception() ~= nil) then
+         or (when == "first_exception" and not f:cancelled() and f:exception() ~= nil) then
         signal:set_result()
       end
     end)
   end
   if n > 0 and not signal:done() then
-    if opts.timeout then wait_until_done_or(signal, opts.timeout) else signal:await() end
+    if timeout then wait_until_done_or(signal, timeout) else signal:await() end
   end
   local done, pending = {}, {}
   for i = 1, n do
@@ -154,25 +171,40 @@ function aio.wait(list, opts)
   return done, pending
 end
 
+-- wait_for's deadline passed: cancels aw and awaits its end (its cleanup, as asyncio does).
+-- The cancellation may come too late: when the deadline and aw's wake-up (a permit or an item
+-- handed over) fall in the same loop turn, aw still finishes normally, and then its results
+-- are returned, or what it took would be lost (asyncio 3.12's rule). Only a cancelled aw gives
+-- the timeout error; another failure of aw is raised as it is, and so is a cancellation of
+-- the caller during that await (it is not aw's outcome).
+local function finish_timed_out(aw, seconds)
+  aw:cancel("timeout")
+  local res = pack(pcall(aw.await, aw))
+  if res[1] then return unpack(res, 2, res.n) end
+  local err = res[2]
+  if aw:done() and rawequal(aw:exception(), err) and aio.is_cancelled(err) then
+    error(timeout_error(seconds), 0)
+  end
+  error(err, 0)
+end
+
 -- aio.wait_for(awaitable_or_fn, seconds) -> its results; on timeout the awaitable is cancelled
 -- and a timeout error is raised (aio.is_timeout). Cancelling the caller cancels it too.
 function aio.wait_for(aw, seconds, quiet)
+  seconds = check_timeout(seconds, "seconds", 2, "wait_for")
   aw = awaitable(aw, 1)
   if seconds == nil then return aw:await() end
   local ok, finished = pcall(wait_until_done_or, aw, seconds)
   if not ok then aw:cancel("wait_for was cancelled"); error(finished, 0) end
   if quiet then return finished end
-  if not finished then
-    aw:cancel("timeout")
-    pcall(aw.await, aw)  -- let its cleanup finish before we report (asyncio does the same)
-    error(timeout_error(seconds), 2)
-  end
+  if not finished then return finish_timed_out(aw, seconds) end
   return aw:await()
 end
 
 -- aio.timeout(seconds, fn, ...) -> fn's results, or raises a timeout error if fn takes longer
 -- (fn then gets a cancellation error at its current await, so its cleanup runs).
 function aio.timeout(seconds, fn, ...)
+  check_timeout(seconds, "seconds", 1, "timeout")
   return aio.wait_for(spawn(fn, ...), seconds)
 end
 
@@ -186,21 +218,35 @@ end
 aio.call_soon = spawn
 
 -- aio.group(function(g) g:spawn(fn, ...) end) -> the body's results once every child ended.
--- The first failing child cancels its siblings and its error is raised; g:cancel() stops the
--- group early without an error; if the body fails or the caller is cancelled, children are
--- cancelled and awaited before the error propagates.
+-- The first failing child cancels its siblings and the body (asyncio's TaskGroup, when the
+-- body runs in a task) and its error is raised; g:cancel() stops the group early without an
+-- error; if the body fails or the caller is cancelled, children are cancelled and awaited
+-- before the error propagates. Once the group has returned, g:spawn raises.
+local CHILD_FAILED = "a child of the group failed"
 function aio.group(body, ...)
   local children, live, failure, idle = {}, 0, nil, nil
+  local cancelled = {}  -- the children the group cancelled: a cleanup must not be cut twice
+  local parent, in_body, closed = core.current(), true, false
+  local body_cancelled = false  -- the group cancelled the body's task (not yet received)
   local g = {}
+  -- Is e the cancellation the group sent the body's task? (Received once.)
+  local function ours(e)
+    if not (body_cancelled and aio.is_cancelled(e) and e.message == CHILD_FAILED) then return false end
+    body_cancelled = false
+    return true
+  end
   local function child_done(t)
     live = live - 1
     if failure == nil and t:exception() ~= nil and not t:cancelled() then
       failure = t:exception()
       g:cancel("a sibling failed")
+      if in_body and parent then body_cancelled = parent:cancel(CHILD_FAILED) end
     end
-    if live == 0 and idle then local w = idle; idle = nil; w:set_result() end
+    -- (idle is cancelled when the caller was: its loop below makes a new one)
+    if live == 0 and idle then local w = idle; idle = nil; if not w:done() then w:set_result() end end
   end
   function g.spawn(_, fn, ...)
+    if closed then error("group is closed", 2) end
     local t = spawn(fn, ...)
     children[#children + 1] = t
     live = live + 1
@@ -209,21 +255,31 @@ function aio.group(body, ...)
   end
   function g.cancel(_, msg)
     for i = 1, #children do
-      if not children[i]:done() then children[i]:cancel(msg or "group cancelled") end
+      local c = children[i]
+      if not c:done() and not cancelled[c] then
+        cancelled[c] = true
+        c:cancel(msg or "group cancelled")
+      end
     end
   end
   function g.tasks() return children end
   local results = pack(pcall(body, g, ...))
+  in_body = false
   local err = not results[1] and results[2] or nil
+  if err ~= nil and ours(err) then err = nil end
   if err ~= nil then g:cancel("the group's body failed") end
   while live > 0 do
     idle = future("group")
     local ok, e = pcall(idle.await, idle)
-    if not ok then
+    if not ok and not ours(e) then
       err = err or e
       g:cancel("the group was cancelled")
     end
   end
+  closed = true
+  -- The body's task may not have received the group's cancellation (it was queued with a
+  -- value, then returned without awaiting): withdraw it, or its next await would raise it.
+  if body_cancelled then parent:uncancel(CHILD_FAILED) end
   if err ~= nil then error(err, 0) end
   if failure ~= nil then error(failure, 0) end
   return unpack(results, 2, results.n)

@@ -1107,7 +1107,10 @@ local function list_future(obs)
   local fut = aio.future()
   local list = {}
   local s = obs:subscribe(function(v) list[#list + 1] = v end,
-    function(e) if not fut:done() then fut:set_error(e) end end,
+    function(e)  -- (a future cannot fail with nil: name it as lua.c does)
+      if e == nil then e = "(error object is a nil value)" end
+      if not fut:done() then fut:set_error(e) end
+    end,
     function() if not fut:done() then fut:set_result(list) end end)
   return fut, s
 end

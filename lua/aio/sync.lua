@@ -2,7 +2,8 @@
 --
 -- Every waiter waits on a future of its own, kept in a FIFO list. A release or put hands the
 -- permit / wake-up to the first waiter still pending; a waiter that was cancelled leaves a
--- cancelled future behind, which is skipped. Because a woken task always returns normally from
+-- cancelled future behind, which is skipped (and removed with the others once they are the
+-- majority: Waiters:forget). Because a woken task always returns normally from
 -- its await (a cancellation that arrives later is delivered at its *next* await), a permit, an
 -- item or a wake-up is never lost to a cancelled waiter: the asyncio Semaphore/Queue bugs.
 local core = require "aio.core"
@@ -14,7 +15,7 @@ local sync = {}
 local Waiters = {}
 Waiters.__index = Waiters
 
-local function waiters() return setmetatable({head = 1, tail = 0}, Waiters) end
+local function waiters() return setmetatable({head = 1, tail = 0, dead = 0}, Waiters) end
 
 function Waiters:push(label)
   local f = future(label)
@@ -30,8 +31,26 @@ function Waiters:wake_one(...)
     self[self.head] = nil
     self.head = self.head + 1
     if not f:done() then f:set_result(...); return true end
+    if self.dead > 0 then self.dead = self.dead - 1 end
   end
   return false
+end
+
+-- Forgets the waiter f, whose await raised (cancelled, timed out): cancels it so a wake skips
+-- it, and once such dead entries are the majority removes them all, keeping the order of the
+-- live ones, so that timed-out waiters on an idle queue or event do not pile up (amortised
+-- O(1) per waiter).
+function Waiters:forget(f)
+  f:cancel()
+  self.dead = self.dead + 1
+  if self.dead * 2 <= self.tail - self.head + 1 then return end
+  local j = 0
+  for i = self.head, self.tail do
+    local w = self[i]
+    self[i] = nil
+    if not w:done() then j = j + 1; self[j] = w end
+  end
+  self.head, self.tail, self.dead = 1, j, 0
 end
 
 function Waiters:wake_all(...)
@@ -45,11 +64,12 @@ function Waiters:empty()
   return true
 end
 
--- Awaits f; if that raises, cancels f so a later wake_one skips it, and re-raises.
-local function await_waiter(f)
+-- Pushes a waiter on the list ws and awaits it; if that raises, forgets it and re-raises.
+local function await_waiter(ws, label)
+  local f = ws:push(label)
   local ok, err = pcall(f.await, f)
   if not ok then
-    f:cancel()
+    ws:forget(f)
     error(err, 0)
   end
   return err
@@ -75,7 +95,7 @@ function Semaphore:acquire()
     self.value = self.value - 1
     return self
   end
-  await_waiter(self.waiters:push("semaphore"))  -- the permit is handed over by release
+  await_waiter(self.waiters, "semaphore")  -- the permit is handed over by release
   return self
 end
 
@@ -156,7 +176,7 @@ function Event:is_set() return self.flag end
 -- ev:wait() -> true once the event is set.
 function Event:wait()
   if self.flag then return true end
-  await_waiter(self.waiters:push("event"))
+  await_waiter(self.waiters, "event")
   return true
 end
 
@@ -186,7 +206,7 @@ function Condition:wait()
   self.lock:release()
   local ok, err = pcall(f.await, f)
   local notified = ok
-  if not ok then f:cancel() end
+  if not ok then self.waiters:forget(f) end
   while true do  -- the lock must be held again whatever happened
     local ok2, err2 = pcall(self.lock.acquire, self.lock)
     if ok2 then break end
@@ -248,15 +268,15 @@ local heap = {
   new = function() return {n = 0, seq = 0} end,
   push = function(s, item, priority)
     if priority == nil then priority = item end
-    s.seq = s.seq + 1
-    s.n = s.n + 1
-    local i, e = s.n, {priority, s.seq, item}
-    while i > 1 do
-      local p = i // 2
-      if not before(e, s[p]) then break end
-      s[i] = s[p]; i = p
-    end
+    local e = {priority, s.seq + 1, item}
+    -- Find the place first: a priority that cannot be compared raises here, and the heap is
+    -- left as it was. Then move the parents down and count the item.
+    local i = s.n + 1
+    while i > 1 and before(e, s[i // 2]) do i = i // 2 end
+    local j = s.n + 1
+    while j > i do s[j] = s[j // 2]; j = j // 2 end
     s[i] = e
+    s.n, s.seq = s.n + 1, s.seq + 1
   end,
   pop = function(s)
     local top, last = s[1], s[s.n]
@@ -310,7 +330,7 @@ end
 -- q:put(item [, priority]): waits while the queue is full.
 function Queue:put(item, priority)
   while self:full() and not self.closed do
-    await_waiter(self.putters:push("queue put"))
+    await_waiter(self.putters, "queue put")
   end
   self:put_nowait(item, priority)
   if not self:full() then self.putters:wake_one() end  -- pass the turn on
@@ -331,7 +351,7 @@ end
 function Queue:get()
   while self:empty() do
     if self.closed then error(closed_error, 2) end
-    await_waiter(self.getters:push("queue get"))
+    await_waiter(self.getters, "queue get")
   end
   local item = self:get_nowait()
   if not self:empty() then self.getters:wake_one() end  -- more items: wake the next getter
