@@ -89,12 +89,19 @@ static void srv_maybe_done(srv *s);
 /* Appends a string literal to an aio_buf (0 when out of memory). */
 #define SB_LIT(b, s) aio_buf_try_add((b), (s), sizeof(s) - 1)
 
-/* Frees a slot; its handler task (if any) is released, and cancelled when cancel is set. */
-static void slot_free(lua_State *L, slot *p, int cancel) {
+/* Lets go of a slot's handler task (if any), cancelling it first when cancel is set. */
+static void slot_release(lua_State *L, slot *p, int cancel) {
   if (p->task_ref != LUA_NOREF && L) {
     if (cancel && !p->finished) aio_task_cancel(L, p->task, "http client disconnected");
     aio_unref(L, p->task_ref);
   }
+  p->task_ref = LUA_NOREF;
+  p->task = NULL;
+}
+
+/* Frees a slot, releasing its task as slot_release does. */
+static void slot_free(lua_State *L, slot *p, int cancel) {
+  slot_release(L, p, cancel);
   aio_buf_free(&p->out);
   free(p);
 }
@@ -110,7 +117,9 @@ static void on_written(uv_write_t *w, int status) {
   if (c->writes == 0 && c->close_after && !c->closing) conn_close(c);
 }
 
-/* Sends bytes in order: try_write when nothing is queued, the rest through a uv_write copy. */
+/* Sends bytes in order: try_write when nothing is queued, the rest through a uv_write copy.
+** A failed write (the peer reset) closes the connection: conn_close frees nothing, so the
+** caller may go on with its conn and slot, but must stop once c->closing is set. */
 static void conn_send(conn *c, const char *p, size_t n) {
   if (c->closing || n == 0) return;
   if (c->writes == 0) {
@@ -118,7 +127,7 @@ static void conn_send(conn *c, const char *p, size_t n) {
     int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (w == (int)n) return;
     if (w > 0) { p += w; n -= (size_t)w; }
-    else if (w != UV_EAGAIN && w != UV_ENOSYS) { c->close_after = 1; conn_close(c); return; }
+    else if (w != UV_EAGAIN && w != UV_ENOSYS) { conn_close(c); return; }
   }
   wreq *r = malloc(sizeof *r + n);
   if (!r) { conn_close(c); return; }
@@ -144,7 +153,8 @@ static void on_conn_closed(uv_handle_t *h) {
   srv_maybe_done(s);
 }
 
-/* Closes the socket now; the Lua box goes dead so late handler writes are no-ops. */
+/* Closes the socket now; the Lua box goes dead so late handler writes are no-ops. Frees no
+** memory (the slots go in on_conn_closed): a caller deep in a write may still hold c and a slot. */
 static void conn_close(conn *c) {
   if (c->closing) return;
   c->closing = 1;
@@ -153,8 +163,7 @@ static void conn_close(conn *c) {
   if (c->s->loop->closing || uv_is_closing((uv_handle_t *)&c->tcp)) return;
   lua_State *L = c->s->loop->L;
   /* Handlers still working for this client are cancelled: nobody will read their answer. */
-  while (c->shead) { slot *n = c->shead->next; slot_free(L, c->shead, 1); c->shead = n; }
-  c->stail = NULL; c->nslots = 0;
+  for (slot *p = c->shead; p; p = p->next) slot_release(L, p, 1);
   if (c->box_ref != LUA_NOREF) { aio_unref(L, c->box_ref); c->box_ref = LUA_NOREF; }
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
@@ -206,7 +215,7 @@ static void slot_emit(conn *c, slot *p, const char *d, size_t n) {
 
 /* Pops finished head slots, sending what later slots had buffered; closes after a close slot. */
 static void conn_flush_slots(conn *c) {
-  while (c->shead && c->shead->finished) {
+  while (!c->closing && c->shead && c->shead->finished) {
     slot *p = c->shead;
     c->shead = p->next;
     if (!c->shead) c->stail = NULL;
@@ -225,7 +234,7 @@ static void conn_flush_slots(conn *c) {
       aio_buf_free(&c->shead->out);
     }
   }
-  if (!c->shead) conn_idle(c);
+  if (!c->shead && !c->closing) conn_idle(c);
 }
 
 /* Adds a slot for the next response; its flags come from the request just parsed. */
@@ -456,6 +465,7 @@ static int on_message_complete(llhttp_t *p) {
   conn *c = p->data;
   srv *s = c->s;
   lua_State *L = s->loop->L;
+  if (c->closing) return -1;                  /* a write failed meanwhile (a 100 Continue) */
   int keep = llhttp_should_keep_alive(p);
   slot *sl = slot_new(c);
   if (!sl) return -1;
@@ -543,7 +553,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   }
   if (nread == 0 || c->input_dead) return;
   llhttp_errno_t e = llhttp_execute(&c->parser, b->base, (size_t)nread);
-  if (e == HPE_OK) return;
+  if (e == HPE_OK || c->closing) return;
   if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) { c->input_dead = 1; return; }
   conn_reject(c, c->err_status ? c->err_status : 400);
 }
