@@ -115,6 +115,7 @@ describe("aio.http server", function()
         if p == "/fail" then error("boom in handler") end
         if p == "/sleep" then aio.sleep(tonumber(req.query.s)); return 200, "slept" end
         if p == "/json" then return res:json({ a = 1 }) end
+        if p == "/hdr" then res:header(req.query.k or "X-Test", req.query.v); return 200, "ok" end
         if p == "/code" then return tonumber(req.query.c), "ignored body" end
         if p == "/hang" then
           local ok, err = pcall(aio.sleep, 5)
@@ -201,6 +202,26 @@ describe("aio.http server", function()
     assert.matches("stack traceback", seen.log)
     assert.matches("GET /fail", seen.log)
     assert.are.equal(200, http.get(srv:url("/hello")).status)   -- and keeps serving
+  end))
+
+  it("refuses header names that are not tokens and values with CR, LF or NUL (response splitting)", async(function()
+    local r = http.get(srv:url("/hdr?v=a%0d%0aSet-Cookie:%20evil=1"))
+    assert.are.equal(500, r.status)
+    assert.is_nil(r.headers["set-cookie"])
+    assert.matches('http_server_spec.lua:%d+: http: CR, LF or NUL in the value of header "X%-Test"', seen.log)
+    for _, bad in ipairs { "a%0ab", "a%0db", "a%00b" } do
+      seen.log = nil
+      assert.are.equal(500, http.get(srv:url("/hdr?v=" .. bad)).status)
+      assert.matches("CR, LF or NUL", seen.log)
+    end
+    for _, bad in ipairs { "X-A:%20b%0d%0aX-Evil", "X%20A", "X:A", "", "X%C3%A9" } do
+      seen.log = nil
+      assert.are.equal(500, http.get(srv:url("/hdr?v=1&k=" .. bad)).status)
+      assert.matches("invalid header name", seen.log)
+    end
+    r = http.get(srv:url("/hdr?v=a%09b%20c&k=X-Ok!%23$%25%26'*%2B-.%5E_%60|~9"))   -- every token character
+    assert.are.equal(200, r.status)
+    assert.are.equal("a\tb c", r.headers["x-ok!#$%&'*+-.^_`|~9"])
   end))
 
   it("echoes request bodies and methods, large ones included", async(function()

@@ -282,6 +282,48 @@ static const char *http_date(void) {
   return buf;
 }
 
+/* Non-zero if s[0..n) is an HTTP token (RFC 9110 5.6.2), what a header name must be. */
+static int is_token(const char *s, size_t n) {
+  static const char extra[] = "!#$%&'*+-.^_`|~";
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    int alnum = (ch >= '0' && ch <= '9') || ((ch | 32) >= 'a' && (ch | 32) <= 'z');
+    if (!alnum && !(ch && strchr(extra, ch))) return 0;
+  }
+  return n > 0;
+}
+
+/* Raises "http: <what> <s as %q>" (s may hold CR, LF or NUL: they are shown escaped). */
+static int header_error(lua_State *L, const char *what, const char *s, size_t n) {
+  lua_getglobal(L, "string");
+  lua_getfield(L, -1, "format");
+  lua_pushliteral(L, "%q");
+  lua_pushlstring(L, s, n > 60 ? 60 : n);
+  lua_call(L, 2, 1);
+  return luaL_error(L, "http: %s %s", what, lua_tostring(L, -1));
+}
+
+/* Checks the response header at kidx (name) and vidx (value), pushes the value as a string and
+** returns it. Raises when the name is not a token or the value holds CR, LF or NUL: either
+** would let a handler's data split the response (header injection). */
+static const char *check_header(lua_State *L, int kidx, int vidx, size_t *kl, size_t *vl) {
+  if (lua_type(L, kidx) != LUA_TSTRING) luaL_error(L, "http: header name must be a string, got %s", luaL_typename(L, kidx));
+  const char *k = lua_tolstring(L, kidx, kl);
+  if (!is_token(k, *kl)) header_error(L, "invalid header name", k, *kl);
+  const char *v = luaL_tolstring(L, vidx, vl);
+  for (size_t i = 0; i < *vl; i++)
+    if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') header_error(L, "CR, LF or NUL in the value of header", k, *kl);
+  return v;
+}
+
+/* server_c.check_header(name, value) -> value as a string; raises as check_header does. */
+static int l_check_header(lua_State *L) {
+  size_t kl, vl;
+  luaL_checkany(L, 2);
+  check_header(L, 1, 2, &kl, &vl);
+  return 1;
+}
+
 /* Appends the status line and headers (user headers from the table at hidx, may be 0) to b.
 ** body_len < 0 means chunked (or close-delimited for HTTP/1.0). Raw C buffer on purpose: a
 ** luaL_Buffer may push a box mid-way, which would break the lua_next walk of the headers. */
@@ -294,17 +336,14 @@ static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, 
     lua_pushnil(L);
     while (lua_next(L, hidx)) {
       size_t kl, vl;
-      if (lua_type(L, -2) == LUA_TSTRING) {
-        const char *k = lua_tolstring(L, -2, &kl);
-        if ((kl == 14 && strncasecmp(k, "content-length", 14) == 0) ||
-            (kl == 17 && strncasecmp(k, "transfer-encoding", 17) == 0) ||
-            (kl == 10 && strncasecmp(k, "connection", 10) == 0)) { lua_pop(L, 1); continue; }
-        if (kl == 12 && strncasecmp(k, "content-type", 12) == 0) has_ct = 1;
-        const char *v = luaL_tolstring(L, -1, &vl);
-        aio_buf_try_add(b, k, kl); SB_LIT(b, ": "); aio_buf_try_add(b, v, vl); SB_LIT(b, "\r\n");
-        lua_pop(L, 1);
-      }
-      lua_pop(L, 1);
+      const char *v = check_header(L, -2, -1, &kl, &vl);
+      const char *k = lua_tostring(L, -3);
+      if ((kl == 14 && strncasecmp(k, "content-length", 14) == 0) ||
+          (kl == 17 && strncasecmp(k, "transfer-encoding", 17) == 0) ||
+          (kl == 10 && strncasecmp(k, "connection", 10) == 0)) { lua_pop(L, 2); continue; }
+      if (kl == 12 && strncasecmp(k, "content-type", 12) == 0) has_ct = 1;
+      aio_buf_try_add(b, k, kl); SB_LIT(b, ": "); aio_buf_try_add(b, v, vl); SB_LIT(b, "\r\n");
+      lua_pop(L, 2);
     }
   }
   int bodyless = status < 200 || status == 204 || status == 304;  /* no body, no length */
@@ -853,7 +892,8 @@ int luaopen_aio_http_server_c(lua_State *L) {
     {"respond", l_respond}, {"start", l_start}, {"write", l_write}, {"finish", l_finish},
     {"abort", l_abort}, {"peer", l_peer}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"listen", l_listen}, {"unescape", l_unescape},
-                                   {"decode_query", l_decode_query}, {NULL, NULL}};
+                                   {"decode_query", l_decode_query}, {"check_header", l_check_header},
+                                   {NULL, NULL}};
   luaL_newmetatable(L, SERVER_MT);
   luaL_newlib(L, srv_methods);
   lua_setfield(L, -2, "__index");

@@ -173,11 +173,15 @@ Res.__name = "aio.http.response"
 -- res:status(n) sets the status (before anything is sent).
 function Res:status(n) self._status = n; return self end
 
--- res:header(k, v) adds a response header (before anything is sent).
+-- res:header(k, v) adds a response header (before anything is sent). Raises when k is not an
+-- HTTP token or tostring(v) holds CR, LF or NUL (header injection).
 function Res:header(k, v)
+  local ok, val = pcall(SC.check_header, k, v == nil and "" or v)
+  if not ok then error(val, 2) end
+  if v == nil then val = nil end           -- res:header(k, nil) removes k
   local h = self._headers
   if not h then h = {}; self._headers = h end
-  h[k] = v
+  h[k] = val
   return self
 end
 
