@@ -80,6 +80,9 @@ local srv = http.serve{ max_body = 1000, header_timeout = 0.3, idle_timeout = 0.
       if req.path == "/busybig" then return 200, string.rep("x", 100000) end
       if req.path == "/busystream" then res:write("abc"); res:write("def"); res:finish(); return end
     end
+    if req.path == "/errafterfinish" then   -- a complete answer, then an error
+      res:write(string.rep("c", tonumber(req.query.n))); res:finish(); error("late error")
+    end
     return 200, req.method .. " " .. req.path .. " " .. #req.body .. ";"
   end }
 print(srv:port())
@@ -115,6 +118,12 @@ describe("aio.http server", function()
         if p == "/fail" then error("boom in handler") end
         if p == "/sleep" then aio.sleep(tonumber(req.query.s)); return 200, "slept" end
         if p == "/json" then return res:json({ a = 1 }) end
+        if p == "/float" then return 200.5, "x" end
+        if p == "/resfloat" then res:status(200.5); return "x" end
+        if p == "/badtostring" then
+          return 200, "x", { ["X-A"] = setmetatable({}, { __tostring = function() error("bad tostring") end }) }
+        end
+        if p == "/errafterfinish" then res:write("all"); res:finish(" there"); error("late error") end
         if p == "/hdr" then res:header(req.query.k or "X-Test", req.query.v); return 200, "ok" end
         if p == "/code" then return tonumber(req.query.c), "ignored body" end
         if p == "/hang" then
@@ -222,6 +231,30 @@ describe("aio.http server", function()
     r = http.get(srv:url("/hdr?v=a%09b%20c&k=X-Ok!%23$%25%26'*%2B-.%5E_%60|~9"))   -- every token character
     assert.are.equal(200, r.status)
     assert.are.equal("a\tb c", r.headers["x-ok!#$%&'*+-.^_`|~9"])
+  end))
+
+  it("answers 500 when sending the answer fails (bad status, bad header value) and keeps serving", async(function()
+    local client = http.client { max_connections = 1 }
+    for _, case in ipairs { { "/float", "status must be an integer from 200 to 599, got 200.5" },
+                            { "/resfloat", "status must be an integer from 200 to 599, got 200.5" },
+                            { "/badtostring", "bad tostring" } } do
+      seen.log = nil
+      local r = client:get(srv:url(case[1]), { timeout = 2 })
+      assert.are.equal(500, r.status)
+      assert.matches(case[2], seen.log, 1, true)
+      assert.matches("stack traceback", seen.log)
+      assert.are.equal(200, client:get(srv:url("/hello"), { timeout = 2 }).status)  -- same connection
+    end
+    client:close()
+    assert.is_true(aio.wait_for(aio.spawn(function() srv:close(); return true end), 2))
+  end))
+
+  it("only logs an error raised after the response was finished", async(function()
+    local r = http.get(srv:url("/errafterfinish"))
+    assert.are.equal(200, r.status)
+    assert.are.equal("all there", r.body)
+    assert.matches("late error", seen.log)
+    assert.are.equal(1, srv:connections())   -- the connection was kept
   end))
 
   it("echoes request bodies and methods, large ones included", async(function()
@@ -443,6 +476,29 @@ print(s.recv(100).split(b"\r\n")[0].decode())
 ]]
     local out = helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 15 })
     assert.are.equal("HTTP/1.1 200 OK\n", out)
+  end)
+
+  it("keeps the answers, its own and pipelined ones, of a handler that fails after finishing", function()
+    local out = raw(port, "GET /slow?s=0.2 HTTP/1.1\r\nHost: x\r\n\r\n" ..
+                          "GET /errafterfinish?n=100 HTTP/1.1\r\nHost: x\r\n\r\n" ..
+                          "GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3)
+    assert.are.same({ 200, 200, 200 }, statuses(out))
+    assert.matches("GET /slow 0;.*\r\n\r\n64\r\n" .. string.rep("c", 100) .. "\r\n0\r\n\r\n.*GET /last 0;<EOF>$", out)
+    -- a large finished answer the client reads late is not cut short
+    local py = [[
+import re, socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /errafterfinish?n=3000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+time.sleep(0.5)
+s.settimeout(3)
+data = b""
+while True:
+    b = s.recv(1 << 20)
+    if not b: break
+    data += b
+print(max(len(run) for run in re.findall(b"c+", data)), data.endswith(b"\r\n0\r\n\r\n"))
+]]
+    assert.are.equal("3000000 True\n", helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 10 }))
   end)
 
   it("answers HTTP/1.0 and closes unless asked to keep alive", function()

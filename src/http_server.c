@@ -799,11 +799,18 @@ static conn *check_conn(lua_State *L, slot **sp) {
   return *sp ? b->c : NULL;
 }
 
+/* The final status at idx (an integer 200..599; raises otherwise). */
+static int check_status(lua_State *L, int idx) {
+  lua_Integer n = luaL_checkinteger(L, idx);
+  luaL_argcheck(L, n >= 200 && n <= 599, idx, "status must be from 200 to 599");
+  return (int)n;
+}
+
 /* conn:respond(seq, status, headers|nil, body) → true, or false if the client has gone. */
 static int l_respond(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
-  int status = (int)luaL_checkinteger(L, 3);
+  int status = check_status(L, 3);
   size_t blen = 0;
   const char *body = luaL_optlstring(L, 5, "", &blen);
   if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
@@ -823,7 +830,7 @@ static int l_respond(lua_State *L) {
 static int l_start(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
-  int status = (int)luaL_checkinteger(L, 3);
+  int status = check_status(L, 3);
   if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
   scratch.len = 0;
   format_head(L, &scratch, c, p, status, 4, -1);

@@ -170,8 +170,17 @@ local Res = {}
 Res.__index = Res
 Res.__name = "aio.http.response"
 
+-- The status n as an integer; raises (at the caller's caller) unless it is a final status 200..599.
+local function check_status(n)
+  local i = math.type(n) and math.tointeger(n)
+  if not i or i < 200 or i > 599 then
+    error(string.format("http: status must be an integer from 200 to 599, got %s", tostring(n)), 3)
+  end
+  return i
+end
+
 -- res:status(n) sets the status (before anything is sent).
-function Res:status(n) self._status = n; return self end
+function Res:status(n) self._status = check_status(n); return self end
 
 -- res:header(k, v) adds a response header (before anything is sent). Raises when k is not an
 -- HTTP token or tostring(v) holds CR, LF or NUL (header injection).
@@ -185,12 +194,14 @@ function Res:header(k, v)
   return self
 end
 
--- res:write(chunk) streams a chunk (the head goes first, with chunked encoding).
+-- res:write(chunk) streams a chunk (the head goes first, with chunked encoding). The flags
+-- _started and _finished are set only once the C side has taken the head or the end: a call
+-- that raises has sent nothing, so dispatch knows whether a 500 can still go out.
 function Res:write(chunk)
   if self._finished then error("http: response already finished", 2) end
   if not self._started then
-    self._started = true
     self._conn:start(self._seq, self._status, self._headers)
+    self._started = true
   end
   self._conn:write(self._seq, tostring(chunk))
   return self
@@ -199,19 +210,19 @@ end
 -- res:finish([body]) ends the response (as one Content-Length response if nothing was streamed).
 function Res:finish(body)
   if self._finished then return self end
-  self._finished = true
   if self._started then
-    if body then self._conn:write(self._seq, tostring(body)) end
+    if body ~= nil then self._conn:write(self._seq, tostring(body)) end
     self._conn:finish(self._seq)
   else
-    self._conn:respond(self._seq, self._status, self._headers, body and tostring(body) or "")
+    self._conn:respond(self._seq, self._status, self._headers, body ~= nil and tostring(body) or "")
   end
+  self._finished = true
   return self
 end
 
 -- res:json(v [, status]) answers with a JSON body.
 function Res:json(v, status)
-  if status then self._status = status end
+  if status then self._status = check_status(status) end
   self:header("Content-Type", "application/json")
   return self:finish(require("cjson").encode(v))
 end
@@ -245,35 +256,41 @@ function http.serve(opts)
   local traceback = debug.traceback
   local host = opts.host or "127.0.0.1"
 
+  -- Logs through opts.log; a log function that fails must not leave a request unanswered.
+  local function report(msg)
+    if not pcall(log, msg) then io.stderr:write(msg, "\n") end
+  end
+
+  -- Runs the handler and sends what it returned, both under dispatch's xpcall.
+  local function run(req, res)
+    local s, b, h = handler(req, res)
+    if res._finished then return end
+    if res._started then return res:finish(b) end
+    if type(s) == "number" then
+      res._status = check_status(s)
+      res._headers = h or res._headers
+      return res:finish(b == nil and "" or b)
+    end
+    return res:finish(s == nil and "" or s)
+  end
+
+  -- The task of one request: any error on the way to the answer (the handler's, a bad status,
+  -- a header that cannot be sent) is logged with its traceback and becomes a 500 while nothing
+  -- was sent; after the head it ends the connection; after the end it is only logged.
   local function dispatch(conn, seq, req)
     setmetatable(req, Req)              -- C gave target, path (decoded), raw_query, conn
     local res = setmetatable({ _conn = conn, _seq = seq, _status = 200 }, Res)
     local tr = tracer()
     local t0 = tr and aio.now()
-    local ok, s, b, h = xpcall(handler, traceback, req, res)
+    local ok, err = xpcall(run, traceback, req, res)
     if not ok then
-      if aio.is_cancelled(s) then
-        conn:abort()
-      else
-        log(string.format("aioshell http: handler error on %s %s: %s", req.method, req.target, tostring(s)))
-        if res._started then conn:abort()
-        elseif not res._finished then
-          res._finished = true
-          conn:respond(seq, 500, nil, "Internal Server Error\n")
-        end
+      local cancelled = aio.is_cancelled(err)
+      if not cancelled then
+        report(string.format("aioshell http: handler error on %s %s: %s", req.method, req.target, tostring(err)))
       end
-    elseif not res._finished then
-      res._finished = true
-      if res._started then
-        if b ~= nil then conn:write(seq, tostring(b)) end
-        conn:finish(seq)
-      elseif type(s) == "number" then
-        conn:respond(seq, s, h or res._headers, b ~= nil and tostring(b) or "")
-      elseif s ~= nil then
-        conn:respond(seq, res._status, res._headers, tostring(s))
-      else
-        conn:respond(seq, res._status, res._headers, "")
-      end
+      if res._finished then                -- the answer is complete: it stands
+      elseif res._started or cancelled then conn:abort()
+      else conn:respond(seq, 500, nil, "Internal Server Error\n") end
     end
     if tr then tr.complete(req.method .. " " .. req.target, "http.server", t0, aio.now()) end
   end
