@@ -80,6 +80,7 @@ local srv = http.serve{ max_body = 1000, header_timeout = 0.3, idle_timeout = 0.
       if req.path == "/busybig" then return 200, string.rep("x", 100000) end
       if req.path == "/busystream" then res:write("abc"); res:write("def"); res:finish(); return end
     end
+    if req.path == "/code" then return tonumber(req.query.c), "body" end
     if req.path == "/errafterfinish" then   -- a complete answer, then an error
       res:write(string.rep("c", tonumber(req.query.n))); res:finish(); error("late error")
     end
@@ -279,6 +280,17 @@ describe("aio.http server", function()
     assert.are.equal(200, http.get(srv:url("/hello")).status)   -- the connection is still in sync
   end))
 
+  it("accepts only integer statuses from 200 to 599 (others answer 500)", async(function()
+    for _, code in ipairs { "0", "99", "100", "101", "199", "600", "1000", "-5", "200.5" } do
+      seen.log = nil
+      assert.are.equal(500, http.get(srv:url("/code?c=" .. code)).status)
+      assert.matches("status must be an integer from 200 to 599, got " .. code, seen.log, 1, true)
+    end
+    local r = http.get(srv:url("/code?c=205"))
+    assert.are.same({ 205, "", "0" }, { r.status, r.body, r.headers["content-length"] })
+    assert.are.equal(200, http.get(srv:url("/hello")).status)
+  end))
+
   it("answers HEAD without a body", async(function()
     local r = http.request { method = "HEAD", url = srv:url("/hello?name=x") }
     assert.are.equal(200, r.status)
@@ -476,6 +488,31 @@ print(s.recv(100).split(b"\r\n")[0].decode())
 ]]
     local out = helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 15 })
     assert.are.equal("HTTP/1.1 200 OK\n", out)
+  end)
+
+  it("sends the registered reason phrases, none for unregistered codes, and no body with 205", function()
+    local codes = { 203, 205, 226, 308, 402, 416, 418, 421, 422, 425, 426, 428, 429, 431, 451, 505, 506, 508, 511, 299 }
+    local out = ""
+    for first = 1, #codes, 7 do                 -- max_pipeline is 8
+      local payload = {}
+      for i = first, math.min(first + 6, #codes) do
+        local last = i == #codes or i == first + 6
+        payload[#payload + 1] = "GET /code?c=" .. codes[i] .. " HTTP/1.1\r\nHost: x\r\n" .. (last and "Connection: close\r\n" or "") .. "\r\n"
+      end
+      out = out .. raw(port, table.concat(payload), 3)
+    end
+    local lines = {}
+    for l in out:gmatch("(HTTP/1%.1 [^\r]*)\r\n") do lines[#lines + 1] = l end
+    assert.are.same({ "HTTP/1.1 203 Non-Authoritative Information", "HTTP/1.1 205 Reset Content",
+      "HTTP/1.1 226 IM Used", "HTTP/1.1 308 Permanent Redirect", "HTTP/1.1 402 Payment Required",
+      "HTTP/1.1 416 Range Not Satisfiable", "HTTP/1.1 418 I'm a teapot", "HTTP/1.1 421 Misdirected Request",
+      "HTTP/1.1 422 Unprocessable Content", "HTTP/1.1 425 Too Early", "HTTP/1.1 426 Upgrade Required",
+      "HTTP/1.1 428 Precondition Required", "HTTP/1.1 429 Too Many Requests",
+      "HTTP/1.1 431 Request Header Fields Too Large", "HTTP/1.1 451 Unavailable For Legal Reasons",
+      "HTTP/1.1 505 HTTP Version Not Supported", "HTTP/1.1 506 Variant Also Negotiates",
+      "HTTP/1.1 508 Loop Detected", "HTTP/1.1 511 Network Authentication Required", "HTTP/1.1 299 " }, lines)
+    -- 205: Content-Length: 0 and not a byte of body; the next answer follows at once
+    assert.matches("HTTP/1%.1 205 Reset Content\r\nDate: [^\r]+\r\nContent%-Length: 0\r\n\r\nHTTP/1%.1 226", out)
   end)
 
   it("keeps the answers, its own and pipelined ones, of a handler that fails after finishing", function()

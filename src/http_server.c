@@ -249,22 +249,33 @@ static slot *slot_new(conn *c) {
   return p;
 }
 
-/* The reason phrase of a status code. */
+/* The reason phrase of a status code: every final code IANA registers (RFC 9110 names, 418
+** as commonly sent), "" for others (the phrase may be empty; the space before it stays). */
 static const char *reason(int status) {
   switch (status) {
-    case 100: return "Continue"; case 101: return "Switching Protocols";
     case 200: return "OK"; case 201: return "Created"; case 202: return "Accepted";
-    case 204: return "No Content"; case 206: return "Partial Content";
-    case 301: return "Moved Permanently"; case 302: return "Found"; case 303: return "See Other";
-    case 304: return "Not Modified"; case 307: return "Temporary Redirect"; case 308: return "Permanent Redirect";
-    case 400: return "Bad Request"; case 401: return "Unauthorized"; case 403: return "Forbidden";
-    case 404: return "Not Found"; case 405: return "Method Not Allowed"; case 408: return "Request Timeout";
-    case 409: return "Conflict"; case 410: return "Gone"; case 411: return "Length Required";
-    case 413: return "Payload Too Large"; case 414: return "URI Too Long"; case 415: return "Unsupported Media Type";
+    case 203: return "Non-Authoritative Information"; case 204: return "No Content";
+    case 205: return "Reset Content"; case 206: return "Partial Content"; case 207: return "Multi-Status";
+    case 208: return "Already Reported"; case 226: return "IM Used";
+    case 300: return "Multiple Choices"; case 301: return "Moved Permanently"; case 302: return "Found";
+    case 303: return "See Other"; case 304: return "Not Modified"; case 305: return "Use Proxy";
+    case 307: return "Temporary Redirect"; case 308: return "Permanent Redirect";
+    case 400: return "Bad Request"; case 401: return "Unauthorized"; case 402: return "Payment Required";
+    case 403: return "Forbidden"; case 404: return "Not Found"; case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable"; case 407: return "Proxy Authentication Required";
+    case 408: return "Request Timeout"; case 409: return "Conflict"; case 410: return "Gone";
+    case 411: return "Length Required"; case 412: return "Precondition Failed"; case 413: return "Content Too Large";
+    case 414: return "URI Too Long"; case 415: return "Unsupported Media Type"; case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed"; case 418: return "I'm a teapot"; case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Content"; case 423: return "Locked"; case 424: return "Failed Dependency";
+    case 425: return "Too Early"; case 426: return "Upgrade Required"; case 428: return "Precondition Required";
     case 429: return "Too Many Requests"; case 431: return "Request Header Fields Too Large";
+    case 451: return "Unavailable For Legal Reasons";
     case 500: return "Internal Server Error"; case 501: return "Not Implemented"; case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable"; case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 503: return "Service Unavailable"; case 504: return "Gateway Timeout"; case 505: return "HTTP Version Not Supported";
+    case 506: return "Variant Also Negotiates"; case 507: return "Insufficient Storage"; case 508: return "Loop Detected";
+    case 510: return "Not Extended"; case 511: return "Network Authentication Required";
+    default: return "";
   }
 }
 
@@ -346,11 +357,12 @@ static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, 
       lua_pop(L, 2);
     }
   }
-  int bodyless = status < 200 || status == 204 || status == 304;  /* no body, no length */
-  if (bodyless) p->head_only = 1;
-  if (!has_ct && !bodyless) SB_LIT(b, "Content-Type: text/plain; charset=utf-8\r\n");
+  int bodyless = status == 204 || status == 304;  /* no body, no length */
+  if (status == 205) body_len = 0;                /* RFC 9110 15.3.6: no content, say so */
+  if (bodyless || status == 205) p->head_only = 1;
+  if (!has_ct && !bodyless && status != 205) SB_LIT(b, "Content-Type: text/plain; charset=utf-8\r\n");
   if (bodyless) {
-    /* nothing: RFC 9110 forbids Content-Length on 1xx and 204 */
+    /* nothing: RFC 9110 forbids Content-Length on 204 (and it would not describe a 304) */
   } else if (body_len >= 0) {
     n = snprintf(line, sizeof line, "Content-Length: %lld\r\n", body_len);
     aio_buf_try_add(b, line, (size_t)n);
