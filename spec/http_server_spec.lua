@@ -515,6 +515,33 @@ print(s.recv(100).split(b"\r\n")[0].decode())
     assert.matches("HTTP/1%.1 205 Reset Content\r\nDate: [^\r]+\r\nContent%-Length: 0\r\n\r\nHTTP/1%.1 226", out)
   end)
 
+  it("ignores Upgrade (h2c, websocket) and goes on serving the connection", function()
+    local out = raw(port, "GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n" ..
+      "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n" ..
+      "POST /upbody HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\nabc" ..
+      "GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3)
+    assert.are.same({ 200, 200, 200 }, statuses(out))
+    assert.matches("GET /up 0;.*POST /upbody 3;.*GET /next 0;<EOF>$", out)
+    local _, closes = out:gsub("Connection: close", "")
+    assert.are.equal(1, closes)
+    local py = [[
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1]))); s.settimeout(3)
+s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+first = s.recv(4096)
+time.sleep(0.2)
+s.sendall(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+print(first.split(b"\r\n")[0].decode(), s.recv(4096).split(b"\r\n\r\n")[1].decode())
+]]
+    assert.are.equal("HTTP/1.1 200 OK GET /again 0;\n", helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 10 }))
+  end)
+
+  it("answers CONNECT with Connection: close and closes", function()
+    local out = raw(port, "CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n", 3)
+    assert.are.same({ 200 }, statuses(out))
+    assert.matches("Connection: close\r\n\r\nCONNECT h:443 0;<EOF>$", out)
+  end)
+
   it("keeps the answers, its own and pipelined ones, of a handler that fails after finishing", function()
     local out = raw(port, "GET /slow?s=0.2 HTTP/1.1\r\nHost: x\r\n\r\n" ..
                           "GET /errafterfinish?n=100 HTTP/1.1\r\nHost: x\r\n\r\n" ..

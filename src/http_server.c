@@ -526,6 +526,7 @@ static int on_message_complete(llhttp_t *p) {
   ** Connection: close, and the rest of its input is dropped: a flood costs at most that many
   ** tasks. (Real pipelining clients send a few and retry on close.) */
   sl->close = !keep || s->closing || c->close_when_idle || c->nslots >= s->max_pipeline;
+  if (p->method == HTTP_CONNECT) sl->close = 1; /* answered, never tunnelled: the rest is not HTTP */
   c->in_msg = 0;
   c->deadline = 0;                            /* the handler runs: no deadline */
   int top = lua_gettop(L);
@@ -604,8 +605,15 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   }
   if (nread == 0 || c->input_dead) return;
   llhttp_errno_t e = llhttp_execute(&c->parser, b->base, (size_t)nread);
+  /* An Upgrade (h2c, websocket) is ignored, as RFC 9110 7.8 allows: the request is answered
+  ** as plain HTTP/1.1 and parsing goes on after it. (A CONNECT's slot closes: HPE_PAUSED.) */
+  while (e == HPE_PAUSED_UPGRADE && !c->closing) {
+    const char *at = llhttp_get_error_pos(&c->parser);
+    llhttp_resume_after_upgrade(&c->parser);
+    e = llhttp_execute(&c->parser, at, (size_t)(b->base + nread - at));
+  }
   if (e == HPE_OK || c->closing) return;
-  if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) { c->input_dead = 1; return; }
+  if (e == HPE_PAUSED) { c->input_dead = 1; return; }
   conn_reject(c, c->err_status ? c->err_status : 400);
 }
 
