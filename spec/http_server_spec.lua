@@ -70,6 +70,7 @@ end
 local ECHO_SERVER = [[
 local aio = require "aio"
 local http = require "aio.http"
+local bp = { written = 0, state = "none", mb = 0 }   -- what the backpressure handlers did
 local srv = http.serve{ max_body = 1000, header_timeout = 0.3, idle_timeout = 0.5, max_pipeline = 8,
   handler = function(req, res)
     if req.path == "/slow" then aio.sleep(tonumber(req.query.s or "0.1")) end
@@ -81,6 +82,19 @@ local srv = http.serve{ max_body = 1000, header_timeout = 0.3, idle_timeout = 0.
       if req.path == "/busystream" then res:write("abc"); res:write("def"); res:finish(); return end
     end
     if req.path == "/code" then return tonumber(req.query.c), "body" end
+    if req.path == "/bp" then                -- streams n chunks of 64 KB, noting its progress
+      bp.written, bp.state = 0, "writing"
+      local chunk = string.rep("b", 65536)
+      local ok, err = pcall(function()
+        for i = 1, tonumber(req.query.n) do res:write(chunk); bp.written = i end
+        res:finish()
+      end)
+      bp.state = ok and "finished" or (aio.is_cancelled(err) and "cancelled" or tostring(err))
+      if not ok then error(err, 0) end
+      return
+    end
+    if req.path == "/bpstate" then return 200, bp.written .. " " .. bp.state .. " " .. bp.mb end
+    if req.path == "/mb" then bp.mb = bp.mb + 1; return 200, string.rep("m", 8000000) end
     if req.path == "/errafterfinish" then   -- a complete answer, then an error
       res:write(string.rep("c", tonumber(req.query.n))); res:finish(); error("late error")
     end
@@ -563,6 +577,87 @@ while True:
 print(max(len(run) for run in re.findall(b"c+", data)), data.endswith(b"\r\n0\r\n\r\n"))
 ]]
     assert.are.equal("3000000 True\n", helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 10 }))
+  end)
+
+  -- Python helpers for the backpressure specs: a socket with a small receive buffer (so the
+  -- kernel holds little of what the server sends) and the server's /bpstate.
+  local BP_PY = [[
+import socket, sys, time
+port = int(sys.argv[1])
+def small():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.connect(("127.0.0.1", port)); return s
+def state():
+    s = socket.create_connection(("127.0.0.1", port)); s.settimeout(3)
+    s.sendall(b"GET /bpstate HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    d = b""
+    while True:
+        b = s.recv(4096)
+        if not b: return d.split(b"\r\n\r\n")[1].decode()
+        d += b
+def settled():                         # /bpstate once the /bp handler has stopped writing
+    for i in range(100):
+        st = state().split()
+        if st[1] != "writing": return st
+        time.sleep(0.05)
+    return st
+def read_all(s, until):
+    s.settimeout(5); d = bytearray()
+    while not d.endswith(until):
+        b = s.recv(1 << 20)
+        if not b: break
+        d += b
+    return d
+]]
+
+  it("makes res:write wait while the client does not read (write_buffer), then sends it all", function()
+    local py = BP_PY .. [[
+s = small()
+s.sendall(b"GET /bp?n=400 HTTP/1.1\r\nHost: x\r\n\r\n")
+time.sleep(0.25)                       # not reading (idle_timeout is 0.5 s)
+during = int(state().split()[0])
+d = read_all(s, b"\r\n0\r\n\r\n")
+print(during < 400, d.count(b"b") == 400 * 65536, state())
+]]
+    assert.are.equal("True True 400 finished 0\n", helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 20 }))
+  end)
+
+  it("stops reading pipelined requests while their answers pile up unread", function()
+    local py = BP_PY .. [[
+before = int(state().split()[2])
+s = small()
+for i in range(3):                     # 6 requests for 8 MB each (max_pipeline is 8)
+    s.sendall(b"GET /mb HTTP/1.1\r\nHost: x\r\n\r\n" * 2); time.sleep(0.05)
+time.sleep(0.1)
+during = int(state().split()[2]) - before
+s.sendall(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+d = read_all(s, b"GET /last 0;")
+print(during < 6, d.count(b"HTTP/1.1 200"), int(state().split()[2]) - before)
+]]
+    assert.are.equal("True 7 6\n", helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 20 }))
+  end)
+
+  it("wakes a writer waiting for its client when the client goes away", function()
+    local py = BP_PY .. [[
+import struct
+s = small()
+s.sendall(b"GET /bp?n=400 HTTP/1.1\r\nHost: x\r\n\r\n")
+time.sleep(0.15)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); s.close()
+st = settled()
+print(int(st[0]) < 400, st[1])
+]]
+    assert.are.equal("True cancelled\n", helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 20 }))
+  end)
+
+  it("closes a connection whose client stops reading for idle_timeout (its writer is cancelled)", function()
+    local py = BP_PY .. [[
+s = small()
+s.sendall(b"GET /bp?n=400 HTTP/1.1\r\nHost: x\r\n\r\n")
+st = settled()                         # never reads; idle_timeout is 0.5 s
+print(int(st[0]) < 400, st[1])
+]]
+    assert.are.equal("True cancelled\n", helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 20 }))
   end)
 
   it("answers HTTP/1.0 and closes unless asked to keep alive", function()

@@ -57,7 +57,11 @@ struct conn {
   uint32_t next_seq;
   uint64_t deadline;               /* ms (uv_now); 0 = none */
   int writes;                      /* uv_write requests in flight */
+  uint64_t write_progress;         /* ms: when queued output last moved (a stalled peer is closed) */
+  size_t last_queue;               /* libuv's write queue size at the last sweep */
+  aio_future *drained; int drained_ref; /* resolved for writers waiting on output (see conn_pace) */
   unsigned in_msg : 1, input_dead : 1, close_after : 1, closing : 1, shutting : 1, close_when_idle : 1;
+  unsigned reading : 1;            /* uv_read_start is in effect */
 };
 
 struct srv {
@@ -69,6 +73,7 @@ struct srv {
   size_t max_body, max_header;
   int max_pipeline;                /* requests in flight per connection before we stop reading */
   uint64_t header_timeout, idle_timeout; /* ms */
+  size_t high_water, low_water;    /* unsent output per connection: stop / resume (write_buffer) */
   int closing;
   aio_future *closed_fut; int closed_ref;
   int port;
@@ -84,6 +89,9 @@ static int settings_ready = 0;
 
 static void conn_close(conn *c);
 static void conn_flush_slots(conn *c);
+static void conn_pace(conn *c);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
 static void srv_maybe_done(srv *s);
 
 /* Appends a string literal to an aio_buf (0 when out of memory). */
@@ -108,13 +116,18 @@ static void slot_free(lua_State *L, slot *p, int cancel) {
 
 /* ---- writing ---------------------------------------------------------------------------- */
 
-/* A queued write finished: free its copy; close if that was the last byte before a close. */
+/* A queued write finished: free its copy; close if that was the last byte before a close or
+** the peer is gone; otherwise the output moved, which may let writers and reading resume. */
 static void on_written(uv_write_t *w, int status) {
   conn *c = w->handle->data;
-  (void)status;
   free(w);
   c->writes--;
-  if (c->writes == 0 && c->close_after && !c->closing) conn_close(c);
+  if (c->closing) return;
+  if (status < 0 || (c->writes == 0 && c->close_after)) { conn_close(c); return; }
+  c->write_progress = uv_now(&c->s->loop->uv);
+  if (c->writes == 0 && !c->shead && !c->in_msg && c->deadline)   /* idle from the last byte out */
+    c->deadline = c->write_progress + c->s->idle_timeout;
+  conn_pace(c);
 }
 
 /* Sends bytes in order: try_write when nothing is queued, the rest through a uv_write copy.
@@ -134,7 +147,40 @@ static void conn_send(conn *c, const char *p, size_t n) {
   memcpy(r->data, p, n);
   uv_buf_t b = uv_buf_init(r->data, (unsigned)n);
   if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) { free(r); conn_close(c); return; }
-  c->writes++;
+  if (c->writes++ == 0) c->write_progress = uv_now(&c->s->loop->uv);
+}
+
+/* Bytes of output not yet taken by the kernel: libuv's write queue and what later slots buffer
+** (the head's writer waits on the first, a later slot's on its own buffer, reading on both). */
+static size_t conn_queued(conn *c) {
+  size_t n = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+  for (slot *p = c->shead ? c->shead->next : NULL; p; p = p->next) n += p->out.len;
+  return n;
+}
+
+/* Wakes the writers waiting in conn:drain (each checks again whether it may go on). */
+static void conn_wake_writers(conn *c) {
+  if (!c->drained) return;
+  lua_State *L = c->s->loop->L;
+  aio_future_resolve(L, c->drained, 0);
+  aio_unref(L, c->drained_ref);
+  c->drained = NULL;
+}
+
+/* Backpressure: stops reading while the output not yet taken by the kernel is over the
+** high-water mark, and reads again (and wakes waiting writers) once it is under the low-water
+** mark. So a client that does not read its answers cannot make us parse and answer more
+** requests, nor a handler's res:write grow our memory: the write waits (conn:drain). */
+static void conn_pace(conn *c) {
+  if (c->closing) return;
+  size_t q = conn_queued(c);
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= c->s->low_water) conn_wake_writers(c);
+  if (c->reading && q > c->s->high_water) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+  } else if (!c->reading && q <= c->s->low_water && uv_is_readable((uv_stream_t *)&c->tcp)) {
+    c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0;
+  }
 }
 
 /* ---- connection life cycle -------------------------------------------------------------- */
@@ -164,6 +210,7 @@ static void conn_close(conn *c) {
   lua_State *L = c->s->loop->L;
   /* Handlers still working for this client are cancelled: nobody will read their answer. */
   for (slot *p = c->shead; p; p = p->next) slot_release(L, p, 1);
+  conn_wake_writers(c);                      /* they see a closed connection and go on */
   if (c->box_ref != LUA_NOREF) { aio_unref(L, c->box_ref); c->box_ref = LUA_NOREF; }
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
@@ -210,7 +257,8 @@ static slot *slot_find(conn *c, uint32_t seq) {
 /* Emits bytes for slot p: to the socket if p is the head, else into p's buffer. */
 static void slot_emit(conn *c, slot *p, const char *d, size_t n) {
   if (p == c->shead) conn_send(c, d, n);
-  else aio_buf_try_add(&p->out, d, n);
+  else if (!aio_buf_try_add(&p->out, d, n)) conn_close(c);
+  conn_pace(c);
 }
 
 /* Pops finished head slots, sending what later slots had buffered; closes after a close slot. */
@@ -233,6 +281,7 @@ static void conn_flush_slots(conn *c) {
       conn_send(c, c->shead->out.data, c->shead->out.len);
       aio_buf_free(&c->shead->out);
     }
+    conn_wake_writers(c);                    /* a new head: its writer waits on other bytes */
   }
   if (!c->shead && !c->closing) conn_idle(c);
 }
@@ -641,16 +690,22 @@ static void on_connection(uv_stream_t *ls, int status) {
   c->box_ref = aio_ref(L, -1);
   lua_pop(L, 1);
   c->deadline = uv_now(&s->loop->uv) + s->header_timeout;
-  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0;
 }
 
-/* Sweep timer: closes connections past their deadline (slowloris, idle keep-alive). */
+/* Sweep timer: closes connections past their deadline (slowloris, idle keep-alive), and those
+** whose queued output has not moved for idle_timeout (a peer that stopped reading). */
 static void on_sweep(uv_timer_t *t) {
   srv *s = t->data;
   uint64_t now = uv_now(&s->loop->uv);
   for (conn *c = s->conns, *n; c; c = n) {
     n = c->next;
-    if (c->deadline && now >= c->deadline && !c->closing) conn_close(c);
+    if (c->closing) continue;
+    size_t queue = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    if (queue < c->last_queue) c->write_progress = now;   /* part of a write went out */
+    c->last_queue = queue;
+    if (c->writes > 0 ? now >= c->write_progress + s->idle_timeout : c->deadline && now >= c->deadline)
+      conn_close(c);
   }
 }
 
@@ -704,7 +759,7 @@ static srv *check_srv(lua_State *L) {
 
 /* server_c.listen(host, port, dispatch, opts) → server.
 ** opts: max_body, max_header (bytes), header_timeout, idle_timeout (seconds), backlog,
-** max_pipeline (requests in flight per connection). */
+** max_pipeline (requests in flight per connection), write_buffer (bytes: backpressure). */
 static int l_listen(lua_State *L) {
   const char *host = luaL_optstring(L, 1, "127.0.0.1");
   int port = (int)luaL_optinteger(L, 2, 0);
@@ -731,6 +786,7 @@ static int l_listen(lua_State *L) {
   s->loop = aio_loop_get(L);
   s->max_body = 1 << 20; s->max_header = 8192; s->max_pipeline = 256;
   s->header_timeout = 10000; s->idle_timeout = 30000;
+  s->high_water = 65536;
   int backlog = 4096;                          /* the kernel clamps it to somaxconn */
   if (lua_type(L, 4) == LUA_TTABLE) {
     if (lua_getfield(L, 4, "max_body") != LUA_TNIL) s->max_body = (size_t)luaL_checkinteger(L, -1);
@@ -739,9 +795,11 @@ static int l_listen(lua_State *L) {
     if (lua_getfield(L, 4, "idle_timeout") != LUA_TNIL) s->idle_timeout = (uint64_t)(luaL_checknumber(L, -1) * 1000);
     if (lua_getfield(L, 4, "backlog") != LUA_TNIL) backlog = (int)luaL_checkinteger(L, -1);
     if (lua_getfield(L, 4, "max_pipeline") != LUA_TNIL) s->max_pipeline = (int)luaL_checkinteger(L, -1);
-    lua_pop(L, 6);
+    if (lua_getfield(L, 4, "write_buffer") != LUA_TNIL) s->high_water = (size_t)luaL_checkinteger(L, -1);
+    lua_pop(L, 7);
     if (s->max_pipeline < 1) s->max_pipeline = 1;
   }
+  s->low_water = s->high_water / 4;
   struct sockaddr_storage addr;
   int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
   if (rc != 0) rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
@@ -892,6 +950,23 @@ static int l_finish(lua_State *L) {
   return 1;
 }
 
+/* conn:drain(seq) → a future to await before writing more, or nothing. The slot's output is
+** over the high-water mark: the head's in libuv's write queue, a later slot's in its buffer. */
+static int l_drain(lua_State *L) {
+  slot *p;
+  conn *c = check_conn(L, &p);
+  if (!c) return 0;
+  size_t n = p == c->shead ? uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) : p->out.len;
+  if (n <= c->s->high_water) return 0;
+  if (c->drained && c->drained->state != AIO_PENDING) conn_wake_writers(c);  /* its waiter was cancelled */
+  if (c->drained) aio_pushref(L, c->drained_ref);
+  else {
+    c->drained = aio_future_new(L);
+    c->drained_ref = aio_ref(L, -1);
+  }
+  return 1;
+}
+
 /* conn:abort() — drops the connection (a handler failed after it had started streaming). */
 static int l_abort(lua_State *L) {
   conn_box *b = luaL_checkudata(L, 1, CONN_MT);
@@ -917,7 +992,7 @@ int luaopen_aio_http_server_c(lua_State *L) {
     {"port", l_port}, {"close", l_srv_close}, {"connections", l_nconns}, {NULL, NULL}};
   static const luaL_Reg conn_methods[] = {
     {"respond", l_respond}, {"start", l_start}, {"write", l_write}, {"finish", l_finish},
-    {"abort", l_abort}, {"peer", l_peer}, {NULL, NULL}};
+    {"drain", l_drain}, {"abort", l_abort}, {"peer", l_peer}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"listen", l_listen}, {"unescape", l_unescape},
                                    {"decode_query", l_decode_query}, {"check_header", l_check_header},
                                    {NULL, NULL}};

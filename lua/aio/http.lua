@@ -203,7 +203,13 @@ function Res:write(chunk)
     self._conn:start(self._seq, self._status, self._headers)
     self._started = true
   end
-  self._conn:write(self._seq, tostring(chunk))
+  local conn, seq = self._conn, self._seq
+  conn:write(seq, tostring(chunk))
+  local drained = conn:drain(seq)            -- over write_buffer: wait for the client to read
+  while drained do
+    drained:await()
+    drained = conn:drain(seq)
+  end
   return self
 end
 
