@@ -433,6 +433,17 @@ describe("aio.http server with raw clients", function()
     assert.matches("<EOF>$", out)
   end)
 
+  it("answers a rejected request pipelined behind a slow handler after that handler's answer", function()
+    -- the slow handler outlives header_timeout (0.3 s): the rejected head's deadline must not
+    -- close the connection under it
+    local out = raw(port, "GET /slow?s=0.5 HTTP/1.1\r\nHost: x\r\n\r\nxyz\r\n\r\n", 3)
+    assert.are.same({ 200, 400 }, statuses(out))
+    assert.matches("GET /slow 0;HTTP/1%.1 400 Bad Request\r\n.*Connection: close\r\n.*<EOF>$", out)
+    out = raw(port, "GET /slow?s=0.5 HTTP/1.1\r\nHost: x\r\n\r\nPOST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 3)
+    assert.are.same({ 200, 413 }, statuses(out))
+    assert.matches("<EOF>$", out)
+  end)
+
   it("answers 413 from Content-Length alone, before reading the body", function()
     local out = raw(port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 2)
     assert.are.same({ 413 }, statuses(out))

@@ -631,6 +631,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
 static void conn_reject(conn *c, int status) {
   c->input_dead = 1;
   c->in_msg = 0;
+  c->deadline = 0;                 /* the head's deadline is over: earlier handlers may still run */
   slot *p = slot_new(c);
   if (!p) { conn_close(c); return; }
   p->close = 1;
