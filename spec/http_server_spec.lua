@@ -352,6 +352,23 @@ describe("aio.http server", function()
     assert.are.equal("refused", err.kind)
   end))
 
+  it("closes from inside one of its own handlers without waiting for that request", async(function()
+    local inner, returned
+    inner = http.serve { handler = function()
+      inner:close()
+      returned = true
+      return 200, "bye"
+    end }
+    local url = inner:url("/shutdown")
+    local r = http.get(url, { timeout = 2, client = http.client() })
+    assert.is_true(returned)
+    assert.are.same({ 200, "bye", "close" }, { r.status, r.body, r.headers.connection })
+    local ok, err = pcall(http.get, url, { client = http.client() })
+    assert.is_false(ok)
+    assert.are.equal("refused", err.kind)
+    inner:close()                              -- from outside: waits for the rest, if any
+  end))
+
   it("cancels a handler whose client has gone", async(function()
     local ok, err = pcall(http.get, srv:url("/hang"), { timeout = 0.1 })
     assert.is_false(ok)

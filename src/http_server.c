@@ -845,20 +845,33 @@ static int l_port(lua_State *L) {
   return 1;
 }
 
-/* server:close() → a future that resolves once every connection has ended. */
+/* Non-zero if the running task is the handler of one of s's unanswered requests. */
+static int srv_own_handler(lua_State *L, srv *s) {
+  aio_task *t = aio_current_task(L);
+  if (!t) return 0;
+  for (conn *c = s->conns; c; c = c->next)
+    for (slot *p = c->shead; p; p = p->next)
+      if (p->task == t && !p->finished) return 1;
+  return 0;
+}
+
+/* server:close() → a future that resolves once every connection has ended, and whether the
+** caller is one of the server's own handlers (whose request that future would wait for). */
 static int l_srv_close(lua_State *L) {
   srv_box *b = luaL_checkudata(L, 1, SERVER_MT);
   srv *s = b->s;
   if (!s) { aio_future *f = aio_future_new(L); aio_future_resolve(L, f, 0); return 1; }  /* already closed */
+  int own = srv_own_handler(L, s);
   aio_future *f = s->closed_fut;
   if (!f) {
     f = aio_future_new(L);
     s->closed_fut = f;
     s->closed_ref = aio_ref(L, -1);
   } else aio_pushref(L, s->closed_ref);
+  lua_pushboolean(L, own);
   srv_begin_close(s);
   srv_maybe_done(s);
-  return 1;
+  return 2;
 }
 
 /* server:connections() → number of open connections. */

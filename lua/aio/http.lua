@@ -246,8 +246,13 @@ function Server:url(path) return string.format("http://%s:%d%s", self.host, self
 -- server:connections() → open connections.
 function Server:connections() return self._s:connections() end
 
--- server:close(): stop accepting, let in-flight requests finish, then return.
-function Server:close() return self._s:close():await() end
+-- server:close(): stop accepting, let in-flight requests finish, then return. Called from one
+-- of the server's own handlers it returns at once (waiting would wait for its own request);
+-- the graceful close goes on in the background.
+function Server:close()
+  local done, own = self._s:close()
+  if not own then done:await() end
+end
 
 function Server:__tostring() return string.format("aio.http.server %s:%d", self.host, self._s:port()) end
 
