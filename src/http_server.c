@@ -646,11 +646,25 @@ static void conn_reject(conn *c, int status) {
   conn_flush_slots(c);
 }
 
+/* The client shut its sending side (EOF) with answers owed or on their way. It may wait for
+** them (shutdown(SHUT_WR), `nc -N`, some HTTP/1.0 clients), so they are finished and sent, then
+** the connection closes; a partial request is dropped. (A client that closed altogether is
+** found out when the answer is written: a reset.) */
+static void conn_half_closed(conn *c) {
+  c->input_dead = 1;
+  c->in_msg = 0;
+  c->deadline = 0;
+  c->reading = 0;                             /* libuv stopped reading at EOF */
+  if (c->stail) c->stail->close = 1;          /* conn_flush_slots ends the connection after it */
+  else if (!c->shutting) conn_finish(c, 0);   /* (a shutdown closes in on_shutdown) */
+}
+
 /* Bytes from a client: feed llhttp; a parse error or a limit answers and ends the connection. */
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   conn *c = st->data;
-  if (nread < 0) {                            /* EOF or error: the client is gone. HTTP */
-    conn_close(c);                            /* clients do not half-close, so neither do we */
+  if (nread < 0) {                            /* EOF with work in flight: see conn_half_closed */
+    if (nread == UV_EOF && (c->shead || c->writes > 0)) conn_half_closed(c);
+    else conn_close(c);                       /* an error (reset), or nothing owed: close now */
     return;
   }
   if (nread == 0 || c->input_dead) return;
