@@ -51,7 +51,9 @@ struct conn {
   conn *prev, *next;
   conn_box *box; int box_ref;
   aio_buf url, hdrs, body;            /* the request being parsed; hdrs = "name\0value\0"... */
-  size_t head_bytes;
+  size_t head_bytes;               /* the head so far, with per-line overhead (max_header) */
+  size_t value_at;                 /* where the header value being parsed starts in hdrs */
+  size_t trailers_at;              /* where chunked trailer fields start in hdrs (SIZE_MAX: none) */
   int err_status;                  /* 431/413 found by a callback, else 0 (→ 400) */
   slot *shead, *stail; int nslots;
   uint32_t next_seq;
@@ -62,6 +64,7 @@ struct conn {
   aio_future *drained; int drained_ref; /* resolved for writers waiting on output (see conn_pace) */
   unsigned in_msg : 1, input_dead : 1, close_after : 1, closing : 1, shutting : 1, close_when_idle : 1;
   unsigned reading : 1;            /* uv_read_start is in effect */
+  unsigned version_seen : 1;       /* the request line's version has begun (on_version) */
 };
 
 struct srv {
@@ -427,10 +430,23 @@ static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, 
 
 /* ---- llhttp callbacks ------------------------------------------------------------------ */
 
+/* Counts n more bytes of the head (and trailers); 431 once over max_header. */
 static int too_big(conn *c, size_t n) {
   c->head_bytes += n;
   if (c->head_bytes > c->s->max_header) { c->err_status = 431; return 1; }
   return 0;
+}
+
+/* Steps through hdrs' "name\0value\0" pairs from *i up to end; 0 when there are no more. */
+static int hdr_next(const conn *c, size_t *i, size_t end, const char **k, size_t *kl, const char **v, size_t *vl) {
+  if (*i >= end) return 0;
+  *k = c->hdrs.data + *i;
+  *kl = strnlen(*k, end - *i);
+  if (*i + *kl + 1 >= end) return 0;
+  *v = *k + *kl + 1;
+  *vl = strnlen(*v, end - *i - *kl - 1);
+  *i += *kl + *vl + 2;
+  return 1;
 }
 
 /* A request starts: reset the per-request buffers and arm the header deadline. */
@@ -439,8 +455,27 @@ static int on_message_begin(llhttp_t *p) {
   c->in_msg = 1;
   c->url.len = c->hdrs.len = c->body.len = 0;
   c->head_bytes = 0;
+  c->trailers_at = SIZE_MAX;
+  c->version_seen = 0;
   c->deadline = uv_now(&c->s->loop->uv) + c->s->header_timeout;
   return 0;
+}
+
+/* A piece of the method (counted against max_header). */
+static int on_method(llhttp_t *p, const char *at, size_t n) {
+  (void)at;
+  return too_big(p->data, n) ? -1 : 0;
+}
+
+/* A piece of the version ("1.1"). Only HTTP/1.x is spoken here: a major digit other than 1
+** gets 505 (llhttp itself knows 0.9 and 2.0, and would make 3.0 a 400). */
+static int on_version(llhttp_t *p, const char *at, size_t n) {
+  conn *c = p->data;
+  if (n == 0) return 0;
+  if (!c->version_seen && at[0] >= '0' && at[0] <= '9' && at[0] != '1') { c->err_status = 505; return -1; }
+  if (!c->version_seen && too_big(c, 4)) return -1;   /* the request line's two spaces and CRLF */
+  c->version_seen = 1;
+  return too_big(c, n) ? -1 : 0;
 }
 
 /* A piece of the request target (counted against max_header). */
@@ -463,6 +498,17 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
   return 0;
 }
 
+/* A header name is complete. No whitespace may stand before the colon (RFC 9112 5.1: 400);
+** the line's ": " and CRLF count against max_header, so empty lines cannot flood us. */
+static int on_header_field_complete(llhttp_t *p) {
+  conn *c = p->data;
+  char last = c->hdrs.len ? c->hdrs.data[c->hdrs.len - 1] : ':';
+  if (last == ' ' || last == '\t') { c->err_status = 400; return -1; }
+  if (too_big(c, 4) || !aio_buf_try_add(&c->hdrs, "", 1)) return -1;  /* the NUL ends the name */
+  c->value_at = c->hdrs.len;
+  return 0;
+}
+
 /* A piece of a header value (counted against max_header). */
 static int on_header_value(llhttp_t *p, const char *at, size_t n) {
   conn *c = p->data;
@@ -470,31 +516,38 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n) {
   return aio_buf_try_add(&c->hdrs, at, n) ? 0 : -1;
 }
 
-/* A header name or value is complete. */
-static int on_part_complete(llhttp_t *p) {
+/* A header value is complete: trailing whitespace goes (llhttp drops only the leading). */
+static int on_header_value_complete(llhttp_t *p) {
   conn *c = p->data;
-  return aio_buf_try_add(&c->hdrs, "", 1) ? 0 : -1;   /* the NUL that ends a name or a value */
+  while (c->hdrs.len > c->value_at && (c->hdrs.data[c->hdrs.len - 1] == ' ' || c->hdrs.data[c->hdrs.len - 1] == '\t'))
+    c->hdrs.len--;
+  return aio_buf_try_add(&c->hdrs, "", 1) ? 0 : -1;   /* the NUL that ends the value */
 }
 
-/* The head is complete: 413 early from Content-Length; the body gets the idle deadline. */
+/* The head is complete: exactly one Host in HTTP/1.1, at most one in 1.0 (RFC 9112 3.2: 400);
+** 413 early from Content-Length; the body gets the idle deadline. */
 static int on_headers_complete(llhttp_t *p) {
   conn *c = p->data;
+  const char *k, *v; size_t kl, vl, i = 0;
+  int hosts = 0, expect = 0;
+  while (hdr_next(c, &i, c->hdrs.len, &k, &kl, &v, &vl)) {
+    if (kl == 4 && memcmp(k, "host", 4) == 0) hosts++;
+    else if (kl == 6 && memcmp(k, "expect", 6) == 0 && vl == 12 && strncasecmp(v, "100-continue", 12) == 0) expect = 1;
+  }
+  if (hosts > 1 || (hosts == 0 && p->http_minor >= 1)) { c->err_status = 400; return -1; }
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->s->max_body) { c->err_status = 413; return -1; }
   c->deadline = uv_now(&c->s->loop->uv) + c->s->idle_timeout;
   /* "Expect: 100-continue": the client waits (curl: 1 s) for a go-ahead before the body. Sent
   ** only when no earlier response is pending, so it cannot overtake one. */
-  if (!c->shead && p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED))) {
-    for (size_t i = 0; i + 7 < c->hdrs.len;) {
-      const char *k = c->hdrs.data + i; size_t kl = strnlen(k, c->hdrs.len - i);
-      if (i + kl + 1 >= c->hdrs.len) break;
-      const char *v = k + kl + 1; size_t vl = strnlen(v, c->hdrs.len - i - kl - 1);
-      if (kl == 6 && memcmp(k, "expect", 6) == 0 && vl == 12 && strncasecmp(v, "100-continue", 12) == 0) {
-        conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        break;
-      }
-      i += kl + vl + 2;
-    }
-  }
+  if (expect && !c->shead && p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)))
+    conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+  return 0;
+}
+
+/* A chunk's size line: after the last (size 0) come the trailer fields, kept apart. */
+static int on_chunk_header(llhttp_t *p) {
+  conn *c = p->data;
+  if (p->content_length == 0) c->trailers_at = c->hdrs.len;
   return 0;
 }
 
@@ -560,6 +613,31 @@ static int l_decode_query(lua_State *L) {
   return 1;
 }
 
+/* Where the path of target u starts: after the scheme and authority of an absolute-form target
+** ("http://host:80/p?q", RFC 9112 3.2.2, which a server must accept), else 0. */
+static size_t path_start(const char *u, size_t n) {
+  size_t i = 0;
+  while (i < n && (((u[i] | 32) >= 'a' && (u[i] | 32) <= 'z') || (i > 0 && strchr("0123456789+-.", u[i]))))
+    i++;
+  if (i == 0 || n - i < 3 || memcmp(u + i, "://", 3) != 0) return 0;
+  for (i += 3; i < n && u[i] != '/' && u[i] != '?'; i++) {}
+  return i;
+}
+
+/* Pushes a table of the header pairs in hdrs[from, to): repeats joined by ", ". */
+static void push_headers(lua_State *L, conn *c, size_t from, size_t to) {
+  const char *k, *v; size_t kl, vl, i = from;
+  lua_createtable(L, 0, 8);
+  while (hdr_next(c, &i, to, &k, &kl, &v, &vl)) {
+    lua_pushlstring(L, k, kl);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {
+      lua_pushliteral(L, ", "); lua_pushlstring(L, v, vl); lua_concat(L, 3);
+    } else { lua_pop(L, 1); lua_pushlstring(L, v, vl); }
+    lua_rawset(L, -3);
+  }
+}
+
 /* A request is complete: make its slot, build the req table and spawn the handler task. */
 static int on_message_complete(llhttp_t *p) {
   conn *c = p->data;
@@ -570,6 +648,7 @@ static int on_message_complete(llhttp_t *p) {
   slot *sl = slot_new(c);
   if (!sl) return -1;
   sl->http10 = (p->http_major == 1 && p->http_minor == 0);
+  if (sl->http10 && (p->flags & F_TRANSFER_ENCODING)) keep = 0;  /* RFC 9112 6.1: faulty framing */
   sl->head_only = (p->method == HTTP_HEAD);
   /* A client pipelining more than max_pipeline requests gets them answered, the last with
   ** Connection: close, and the rest of its input is dropped: a flood costs at most that many
@@ -587,29 +666,25 @@ static int on_message_complete(llhttp_t *p) {
   aio_pushref(L, c->box_ref); lua_setfield(L, -2, "conn");
   const char *u = c->url.data ? c->url.data : "";
   lua_pushlstring(L, u, c->url.len); lua_setfield(L, -2, "target");
-  const char *qm = memchr(u, '?', c->url.len);
-  size_t plen = qm ? (size_t)(qm - u) : c->url.len;
-  push_unescaped(L, u, plen, 0); lua_setfield(L, -2, "path");
-  if (qm) lua_pushlstring(L, qm + 1, c->url.len - plen - 1); else lua_pushliteral(L, "");
+  size_t from = path_start(u, c->url.len);
+  const char *qm = memchr(u + from, '?', c->url.len - from);
+  size_t plen = (qm ? (size_t)(qm - u) : c->url.len) - from;
+  if (plen == 0 && from > 0) lua_pushliteral(L, "/");   /* "http://host" or "http://host?q" */
+  else push_unescaped(L, u + from, plen, 0);
+  lua_setfield(L, -2, "path");
+  if (qm) lua_pushlstring(L, qm + 1, c->url.len - (size_t)(qm + 1 - u)); else lua_pushliteral(L, "");
   lua_setfield(L, -2, "raw_query");
   if (p->http_major == 1 && p->http_minor == 1) lua_pushliteral(L, "1.1");
   else lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
   lua_setfield(L, -2, "version");
   lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len); lua_setfield(L, -2, "body");
-  lua_createtable(L, 0, 8);
-  for (size_t i = 0; i < c->hdrs.len;) {       /* "name\0value\0" pairs; repeats joined by ", " */
-    const char *k = c->hdrs.data + i; size_t kl = strlen(k);
-    if (i + kl + 1 >= c->hdrs.len) break;
-    const char *v = k + kl + 1; size_t vl = strlen(v);
-    i += kl + vl + 2;
-    lua_pushlstring(L, k, kl);
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) {
-      lua_pushliteral(L, ", "); lua_pushlstring(L, v, vl); lua_concat(L, 3);
-    } else { lua_pop(L, 1); lua_pushlstring(L, v, vl); }
-    lua_rawset(L, -3);
-  }
+  size_t trailers = c->trailers_at < c->hdrs.len ? c->trailers_at : c->hdrs.len;
+  push_headers(L, c, 0, trailers);
   lua_setfield(L, -2, "headers");
+  if (trailers < c->hdrs.len) {
+    push_headers(L, c, trailers, c->hdrs.len);
+    lua_setfield(L, -2, "trailers");
+  }
   sl->task = aio_spawn(L, 3);
   sl->task_ref = aio_ref(L, -1);
   lua_settop(L, top);
@@ -785,8 +860,11 @@ static int l_listen(lua_State *L) {
     settings.on_url = on_url;
     settings.on_header_field = on_header_field;
     settings.on_header_value = on_header_value;
-    settings.on_header_field_complete = on_part_complete;
-    settings.on_header_value_complete = on_part_complete;
+    settings.on_method = on_method;
+    settings.on_version = on_version;
+    settings.on_header_field_complete = on_header_field_complete;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_chunk_header = on_chunk_header;
     settings.on_headers_complete = on_headers_complete;
     settings.on_body = on_body;
     settings.on_message_complete = on_message_complete;
