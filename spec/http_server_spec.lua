@@ -786,6 +786,28 @@ print(int(st[0]) < 400, st[1])
     assert.are.equal("True cancelled\n", helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 20 }))
   end)
 
+  it("sends a 100 Continue owed behind a pending answer once that answer is out, in order", function()
+    local py = [[
+import re, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1]))); s.settimeout(3)
+s.sendall(b"GET /slow?s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n"
+          b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+d = b""
+while b"100 Continue\r\n\r\n" not in d:
+    b = s.recv(65536)
+    if not b: break
+    d += b
+s.sendall(b"hello")
+while True:
+    b = s.recv(65536)
+    if not b: break
+    d += b
+print(" ".join(m.decode() for m in re.findall(rb"HTTP/1\.1 \d+ [A-Za-z]+|[A-Z]+ /\w+ \d+;", d)))
+]]
+    local out = helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 10 })
+    assert.are.equal("HTTP/1.1 200 OK GET /slow 0; HTTP/1.1 100 Continue HTTP/1.1 200 OK POST /e 5;\n", out)
+  end)
+
   it("answers HTTP/1.0 and closes unless asked to keep alive", function()
     local out = raw(port, "GET /ten HTTP/1.0\r\n\r\n", 2)
     assert.are.same({ 200 }, statuses(out))

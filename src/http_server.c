@@ -65,6 +65,7 @@ struct conn {
   unsigned in_msg : 1, input_dead : 1, close_after : 1, closing : 1, shutting : 1, close_when_idle : 1;
   unsigned reading : 1;            /* uv_read_start is in effect */
   unsigned version_seen : 1;       /* the request line's version has begun (on_version) */
+  unsigned want_continue : 1;      /* a 100 Continue is owed once earlier answers are out */
 };
 
 struct srv {
@@ -286,7 +287,12 @@ static void conn_flush_slots(conn *c) {
     }
     conn_wake_writers(c);                    /* a new head: its writer waits on other bytes */
   }
-  if (!c->shead && !c->closing) conn_idle(c);
+  if (c->shead || c->closing) return;
+  if (c->want_continue && c->in_msg && !c->input_dead) {   /* the request's turn has come */
+    c->want_continue = 0;
+    conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+  }
+  conn_idle(c);
 }
 
 /* Adds a slot for the next response; its flags come from the request just parsed. */
@@ -456,7 +462,7 @@ static int on_message_begin(llhttp_t *p) {
   c->url.len = c->hdrs.len = c->body.len = 0;
   c->head_bytes = 0;
   c->trailers_at = SIZE_MAX;
-  c->version_seen = 0;
+  c->version_seen = c->want_continue = 0;
   c->deadline = uv_now(&c->s->loop->uv) + c->s->header_timeout;
   return 0;
 }
@@ -537,10 +543,13 @@ static int on_headers_complete(llhttp_t *p) {
   if (hosts > 1 || (hosts == 0 && p->http_minor >= 1)) { c->err_status = 400; return -1; }
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->s->max_body) { c->err_status = 413; return -1; }
   c->deadline = uv_now(&c->s->loop->uv) + c->s->idle_timeout;
-  /* "Expect: 100-continue": the client waits (curl: 1 s) for a go-ahead before the body. Sent
-  ** only when no earlier response is pending, so it cannot overtake one. */
-  if (expect && !c->shead && p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)))
-    conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+  /* "Expect: 100-continue": the client waits (curl: 1 s) for a go-ahead before the body. An
+  ** interim answer must not overtake earlier answers: with some pending it is owed, and sent by
+  ** conn_flush_slots when the last of them is out. */
+  if (expect && p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED))) {
+    if (c->shead) c->want_continue = 1;
+    else conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+  }
   return 0;
 }
 
@@ -656,6 +665,7 @@ static int on_message_complete(llhttp_t *p) {
   sl->close = !keep || s->closing || c->close_when_idle || c->nslots >= s->max_pipeline;
   if (p->method == HTTP_CONNECT) sl->close = 1; /* answered, never tunnelled: the rest is not HTTP */
   c->in_msg = 0;
+  c->want_continue = 0;                       /* the body came without it */
   c->deadline = 0;                            /* the handler runs: no deadline */
   int top = lua_gettop(L);
   aio_pushref(L, s->handler_ref);
