@@ -155,6 +155,10 @@ describe("aio.http server", function()
           return 200, "x", { ["X-A"] = setmetatable({}, { __tostring = function() error("bad tostring") end }) }
         end
         if p == "/errafterfinish" then res:write("all"); res:finish(" there"); error("late error") end
+        if p == "/own" then                   -- framing headers of the handler's own
+          return 200, "x", { ["X-A"] = "1", ["Content-Length"] = "999", Connection = req.query.conn, Date = "custom" }
+        end
+        if p == "/headlen" then res:header("Content-Length", "1234"); return res:finish() end
         if p == "/hdr" then res:header(req.query.k or "X-Test", req.query.v); return 200, "ok" end
         if p == "/code" then return tonumber(req.query.c), "ignored body" end
         if p == "/hang" then
@@ -319,6 +323,25 @@ describe("aio.http server", function()
     local r = http.get(srv:url("/code?c=205"))
     assert.are.same({ 205, "", "0" }, { r.status, r.body, r.headers["content-length"] })
     assert.are.equal(200, http.get(srv:url("/hello")).status)
+  end))
+
+  it("keeps a handler's Date, honours its Connection: close, keeps its Content-Length on HEAD", async(function()
+    local client = http.client { max_connections = 1 }
+    local r = client:get(srv:url("/own?conn=keep-alive"))
+    assert.are.same({ "custom", "1", "1", "x" }, { r.headers.date, r.headers["content-length"], r.headers["x-a"], r.body })
+    assert.is_nil(r.headers.connection)
+    assert.are.equal(1, srv:connections())
+    r = client:get(srv:url("/own?conn=Upgrade,%20CLOSE"))
+    assert.are.equal("close", r.headers.connection)
+    for _ = 1, 100 do
+      if srv:connections() == 0 then break end
+      aio.sleep(0.01)
+    end
+    assert.are.equal(0, srv:connections())
+    client:close()
+    r = http.request { method = "HEAD", url = srv:url("/headlen") }
+    assert.are.same({ 200, "1234", "" }, { r.status, r.headers["content-length"], r.body })
+    assert.are.equal("0", http.get(srv:url("/headlen")).headers["content-length"])   -- GET: ours
   end))
 
   it("answers HEAD without a body", async(function()

@@ -393,13 +393,30 @@ static int l_check_header(lua_State *L) {
   return 1;
 }
 
+/* Non-zero if header name k (kl bytes) is lit, ignoring case. */
+#define NAME_IS(k, kl, lit) ((kl) == sizeof(lit) - 1 && strncasecmp((k), (lit), sizeof(lit) - 1) == 0)
+
+/* Non-zero if the comma-separated list v (vl bytes) holds the token "close" (any case). */
+static int says_close(const char *v, size_t vl) {
+  for (size_t i = 0; i < vl;) {
+    while (i < vl && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    size_t start = i;
+    while (i < vl && v[i] != ',' && v[i] != ' ' && v[i] != '\t') i++;
+    if (i - start == 5 && strncasecmp(v + start, "close", 5) == 0) return 1;
+  }
+  return 0;
+}
+
 /* Appends the status line and headers (user headers from the table at hidx, may be 0) to b.
-** body_len < 0 means chunked (or close-delimited for HTTP/1.0). Raw C buffer on purpose: a
-** luaL_Buffer may push a box mid-way, which would break the lua_next walk of the headers. */
+** body_len < 0 means chunked (or close-delimited for HTTP/1.0). The framing headers are ours,
+** with three exceptions: a user Date replaces ours, a user "Connection: close" closes the
+** connection after this answer, and a HEAD answer keeps a user Content-Length (the length of
+** the body a GET would get). Raw C buffer on purpose: a luaL_Buffer may push a box mid-way,
+** which would break the lua_next walk of the headers. */
 static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, int hidx, long long body_len) {
   char line[160];
-  int has_ct = 0;
-  int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, reason(status), http_date());
+  int has_ct = 0, has_date = 0, has_length = 0, is_head = p->head_only;  /* (format_head sets it) */
+  int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, reason(status));
   aio_buf_try_add(b, line, (size_t)n);
   if (hidx && lua_type(L, hidx) == LUA_TTABLE) {
     lua_pushnil(L);
@@ -407,20 +424,23 @@ static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, 
       size_t kl, vl;
       const char *v = check_header(L, -2, -1, &kl, &vl);
       const char *k = lua_tostring(L, -3);
-      if ((kl == 14 && strncasecmp(k, "content-length", 14) == 0) ||
-          (kl == 17 && strncasecmp(k, "transfer-encoding", 17) == 0) ||
-          (kl == 10 && strncasecmp(k, "connection", 10) == 0)) { lua_pop(L, 2); continue; }
-      if (kl == 12 && strncasecmp(k, "content-type", 12) == 0) has_ct = 1;
-      aio_buf_try_add(b, k, kl); SB_LIT(b, ": "); aio_buf_try_add(b, v, vl); SB_LIT(b, "\r\n");
+      int keep = 1;
+      if (NAME_IS(k, kl, "connection")) { if (says_close(v, vl)) p->close = 1; keep = 0; }
+      else if (NAME_IS(k, kl, "transfer-encoding")) keep = 0;
+      else if (NAME_IS(k, kl, "content-length")) keep = has_length = is_head;
+      else if (NAME_IS(k, kl, "content-type")) has_ct = 1;
+      else if (NAME_IS(k, kl, "date")) has_date = 1;
+      if (keep) { aio_buf_try_add(b, k, kl); SB_LIT(b, ": "); aio_buf_try_add(b, v, vl); SB_LIT(b, "\r\n"); }
       lua_pop(L, 2);
     }
   }
+  if (!has_date) { SB_LIT(b, "Date: "); aio_buf_try_add(b, http_date(), strlen(http_date())); SB_LIT(b, "\r\n"); }
   int bodyless = status == 204 || status == 304;  /* no body, no length */
   if (status == 205) body_len = 0;                /* RFC 9110 15.3.6: no content, say so */
   if (bodyless || status == 205) p->head_only = 1;
   if (!has_ct && !bodyless && status != 205) SB_LIT(b, "Content-Type: text/plain; charset=utf-8\r\n");
-  if (bodyless) {
-    /* nothing: RFC 9110 forbids Content-Length on 204 (and it would not describe a 304) */
+  if (bodyless || has_length) {
+    /* RFC 9110 forbids Content-Length on 204 (ours would not describe a 304); a HEAD's own stays */
   } else if (body_len >= 0) {
     n = snprintf(line, sizeof line, "Content-Length: %lld\r\n", body_len);
     aio_buf_try_add(b, line, (size_t)n);
