@@ -391,6 +391,16 @@ describe("aio.http server", function()
     assert.are.equal("refused", err.kind)
   end))
 
+  it("listens on a host name (localhost) and on IPv6, with URLs that work", async(function()
+    for _, case in ipairs { { "localhost", "^http://localhost:%d+/x$" }, { "::1", "^http://%[::1%]:%d+/x$" } } do
+      local s6 = http.serve { host = case[1], handler = function() return "hi" end }
+      assert.matches(case[2], s6:url("/x"))
+      assert.are.equal("aio.http.server " .. s6:url(""):sub(8), tostring(s6))
+      assert.are.equal("hi", http.get(s6:url("/x"), { timeout = 2 }).body)
+      s6:close()
+    end
+  end))
+
   it("closes from inside one of its own handlers without waiting for that request", async(function()
     local inner, returned
     inner = http.serve { handler = function()

@@ -877,6 +877,25 @@ static srv *check_srv(lua_State *L) {
   return b->s;
 }
 
+/* The address to bind for host: an IPv4 or IPv6 literal, else the first address the name
+** resolves to ("localhost"), looked up synchronously: listen is a start-up call. */
+static int resolve_host(aio_loop *loop, const char *host, int port, struct sockaddr_storage *addr) {
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)addr) == 0) return 0;
+  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)addr) == 0) return 0;
+  struct addrinfo hints = {0};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_ADDRCONFIG;
+  uv_getaddrinfo_t req;
+  int rc = uv_getaddrinfo(&loop->uv, &req, NULL, host, NULL, &hints);
+  if (rc != 0) return rc;
+  memcpy(addr, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
+  uv_freeaddrinfo(req.addrinfo);
+  if (addr->ss_family == AF_INET6) ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)port);
+  else ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)port);
+  return 0;
+}
+
 /* server_c.listen(host, port, dispatch, opts) → server.
 ** opts: max_body, max_header (bytes), header_timeout, idle_timeout (seconds), backlog,
 ** max_pipeline (requests in flight per connection), write_buffer (bytes: backpressure). */
@@ -924,9 +943,14 @@ static int l_listen(lua_State *L) {
   }
   s->low_water = s->high_water / 4;
   struct sockaddr_storage addr;
-  int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
-  if (rc != 0) rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
-  if (rc != 0) { free(s); return luaL_error(L, "http.serve: bad host '%s'", host); }
+  int rc = resolve_host(s->loop, host, port, &addr);
+  if (rc != 0) {
+    free(s);
+    lua_pushnil(L);
+    lua_pushfstring(L, "http.serve %s:%d: %s", host, port, uv_strerror(rc));
+    lua_pushinteger(L, rc);
+    return 3;
+  }
   s->listener = malloc(sizeof *s->listener);
   s->sweep = malloc(sizeof *s->sweep);
   if (!s->listener || !s->sweep) { free(s->listener); free(s->sweep); free(s); return luaL_error(L, "out of memory"); }

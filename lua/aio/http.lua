@@ -240,8 +240,13 @@ Server.__name = "aio.http.server"
 -- server:port() → the bound port.
 function Server:port() return self._s:port() end
 
+-- "host:port" for a URL: an IPv6 literal goes in brackets ("[::1]:8080").
+local function authority(host, port)
+  return string.format(host:find(":", 1, true) and "[%s]:%d" or "%s:%d", host, port)
+end
+
 -- server:url([path]) → "http://host:port/path".
-function Server:url(path) return string.format("http://%s:%d%s", self.host, self._s:port(), path or "/") end
+function Server:url(path) return "http://" .. authority(self.host, self._s:port()) .. (path or "/") end
 
 -- server:connections() → open connections.
 function Server:connections() return self._s:connections() end
@@ -254,7 +259,7 @@ function Server:close()
   if not own then done:await() end
 end
 
-function Server:__tostring() return string.format("aio.http.server %s:%d", self.host, self._s:port()) end
+function Server:__tostring() return "aio.http.server " .. authority(self.host, self._s:port()) end
 
 -- http.serve{host="127.0.0.1", port=0, handler=fn(req, res), max_body=, max_header=,
 --            header_timeout=, idle_timeout=, log=} → server.
