@@ -10,12 +10,18 @@
 ** straight to the socket; bytes for later slots wait in the slot's buffer, so responses leave in
 ** request order whatever order the handlers finish in.
 **
-** Limits: llhttp has no header limit, so we count url + names + values ourselves (431 over
-** max_header); bodies over max_body get 413; anything llhttp rejects (bad syntax, CL+TE
-** smuggling, bad chunk sizes) gets 400. Each such answer says `Connection: close`, the input
-** is ignored from then on, and the socket is shut down once the answer is written.
+** Limits: llhttp has no header limit, so we count the head ourselves (431 over max_header);
+** bodies over max_body get 413; a major version other than 1 gets 505; anything llhttp rejects
+** (bad syntax, CL+TE smuggling, bad chunk sizes) and what RFC 9112 adds (no Host or two, space
+** before a colon) gets 400. Each such answer says `Connection: close`, the input is ignored
+** from then on, and the socket is shut down once the answer is written.
+** Backpressure (conn_pace): output not yet taken by the kernel over the high-water mark stops
+** reading, and makes the facade's res:write await conn:drain.
 ** Timeouts: one sweep timer per server checks each connection's deadline (header timeout while
-** a request head is arriving, idle timeout between requests and while a body trickles in).
+** a request head is arriving, idle timeout between requests and while a body trickles in) and
+** closes one whose queued output has not moved for the idle timeout.
+** Peers: a reset or a failed write closes at once and cancels the handlers; an EOF lets the
+** requests in flight finish and be answered first (conn_half_closed).
 */
 #include <stdlib.h>
 #include <string.h>

@@ -262,9 +262,10 @@ end
 function Server:__tostring() return "aio.http.server " .. authority(self.host, self._s:port()) end
 
 -- http.serve{host="127.0.0.1", port=0, handler=fn(req, res), max_body=, max_header=,
---            header_timeout=, idle_timeout=, log=} → server.
+--            header_timeout=, idle_timeout=, max_pipeline=, write_buffer=, log=} → server.
 -- The handler runs as a task per request; it answers with res:finish(...) or by returning
 -- status, body [, headers] (or just a body string). An error answers 500 and logs a traceback.
+-- (docs/http.md has the rules: statuses, headers, backpressure, close, clients that go away.)
 function http.serve(opts)
   if type(opts) == "function" then opts = { handler = opts } end
   local handler = assert(opts.handler or opts[1], "http.serve: handler required")
