@@ -401,6 +401,18 @@ describe("aio.http server", function()
     end
   end))
 
+  it("checks its options (misuse raises)", function()
+    local function serve(opts)
+      opts.handler = function() end
+      local ok, err = pcall(http.serve, opts)
+      assert.is_false(ok)
+      return err
+    end
+    assert.matches("http.serve: write_buffer must be a number >= 1", serve { write_buffer = 0 })
+    assert.matches("http.serve: max_body must be a number >= 0", serve { max_body = "big" })
+    assert.matches("http.serve: max_pipeline must be a number >= 1", serve { max_pipeline = -1 })
+  end)
+
   it("closes from inside one of its own handlers without waiting for that request", async(function()
     local inner, returned
     inner = http.serve { handler = function()

@@ -81,7 +81,7 @@ struct srv {
   int handler_ref, self_ref;
   conn *conns; int nconns;
   size_t max_body, max_header;
-  int max_pipeline;                /* requests in flight per connection before we stop reading */
+  int max_pipeline;                /* requests in flight per connection (the last says close) */
   uint64_t header_timeout, idle_timeout; /* ms */
   size_t high_water, low_water;    /* unsent output per connection: stop / resume (write_buffer) */
   int closing;
@@ -368,14 +368,18 @@ static int is_token(const char *s, size_t n) {
   return n > 0;
 }
 
-/* Raises "http: <what> <s as %q>" (s may hold CR, LF or NUL: they are shown escaped). */
+/* Raises "http: <what> "<s>"" with s's control characters shown as \ddd (s may hold CR, LF
+** or NUL: they must not reach a log line raw). */
 static int header_error(lua_State *L, const char *what, const char *s, size_t n) {
-  lua_getglobal(L, "string");
-  lua_getfield(L, -1, "format");
-  lua_pushliteral(L, "%q");
-  lua_pushlstring(L, s, n > 60 ? 60 : n);
-  lua_call(L, 2, 1);
-  return luaL_error(L, "http: %s %s", what, lua_tostring(L, -1));
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < n && i < 60; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch >= 32 && ch < 127 && ch != '"' && ch != '\\') luaL_addchar(&b, (char)ch);
+    else { char esc[8]; snprintf(esc, sizeof esc, "\\%d", ch); luaL_addstring(&b, esc); }
+  }
+  luaL_pushresult(&b);
+  return luaL_error(L, "http: %s \"%s\"", what, lua_tostring(L, -1));
 }
 
 /* Checks the response header at kidx (name) and vidx (value), pushes the value as a string and
@@ -902,6 +906,17 @@ static int resolve_host(aio_loop *loop, const char *host, int port, struct socka
   return 0;
 }
 
+/* opts (argument 4, may be absent) [name]: a number >= min, dflt when absent; raises otherwise. */
+static lua_Number opt_number(lua_State *L, const char *name, lua_Number dflt, int min) {
+  if (lua_type(L, 4) != LUA_TTABLE) return dflt;
+  int t = lua_getfield(L, 4, name);
+  lua_Number n = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (t == LUA_TNIL) return dflt;
+  if (t != LUA_TNUMBER || !(n >= min)) luaL_error(L, "http.serve: %s must be a number >= %d", name, min);
+  return n;
+}
+
 /* server_c.listen(host, port, dispatch, opts) → server.
 ** opts: max_body, max_header (bytes), header_timeout, idle_timeout (seconds), backlog,
 ** max_pipeline (requests in flight per connection), write_buffer (bytes: backpressure). */
@@ -926,27 +941,23 @@ static int l_listen(lua_State *L) {
     signal(SIGPIPE, SIG_IGN);
     settings_ready = 1;
   }
+  /* Options first: one that raises must find nothing allocated yet. */
+  size_t max_body = (size_t)opt_number(L, "max_body", 1 << 20, 0);
+  size_t max_header = (size_t)opt_number(L, "max_header", 8192, 1);
+  uint64_t header_timeout = (uint64_t)(opt_number(L, "header_timeout", 10, 0) * 1000);
+  uint64_t idle_timeout = (uint64_t)(opt_number(L, "idle_timeout", 30, 0) * 1000);
+  int backlog = (int)opt_number(L, "backlog", 4096, 1);   /* the kernel clamps it to somaxconn */
+  int max_pipeline = (int)opt_number(L, "max_pipeline", 256, 1);
+  size_t write_buffer = (size_t)opt_number(L, "write_buffer", 65536, 1);
   srv_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->s = NULL;
   luaL_setmetatable(L, SERVER_MT);
   srv *s = calloc(1, sizeof *s);
   if (!s) return luaL_error(L, "out of memory");
   s->loop = aio_loop_get(L);
-  s->max_body = 1 << 20; s->max_header = 8192; s->max_pipeline = 256;
-  s->header_timeout = 10000; s->idle_timeout = 30000;
-  s->high_water = 65536;
-  int backlog = 4096;                          /* the kernel clamps it to somaxconn */
-  if (lua_type(L, 4) == LUA_TTABLE) {
-    if (lua_getfield(L, 4, "max_body") != LUA_TNIL) s->max_body = (size_t)luaL_checkinteger(L, -1);
-    if (lua_getfield(L, 4, "max_header") != LUA_TNIL) s->max_header = (size_t)luaL_checkinteger(L, -1);
-    if (lua_getfield(L, 4, "header_timeout") != LUA_TNIL) s->header_timeout = (uint64_t)(luaL_checknumber(L, -1) * 1000);
-    if (lua_getfield(L, 4, "idle_timeout") != LUA_TNIL) s->idle_timeout = (uint64_t)(luaL_checknumber(L, -1) * 1000);
-    if (lua_getfield(L, 4, "backlog") != LUA_TNIL) backlog = (int)luaL_checkinteger(L, -1);
-    if (lua_getfield(L, 4, "max_pipeline") != LUA_TNIL) s->max_pipeline = (int)luaL_checkinteger(L, -1);
-    if (lua_getfield(L, 4, "write_buffer") != LUA_TNIL) s->high_water = (size_t)luaL_checkinteger(L, -1);
-    lua_pop(L, 7);
-    if (s->max_pipeline < 1) s->max_pipeline = 1;
-  }
+  s->max_body = max_body; s->max_header = max_header; s->max_pipeline = max_pipeline;
+  s->header_timeout = header_timeout; s->idle_timeout = idle_timeout;
+  s->high_water = write_buffer;
   s->low_water = s->high_water / 4;
   struct sockaddr_storage addr;
   int rc = resolve_host(s->loop, host, port, &addr);
