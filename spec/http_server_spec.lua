@@ -783,6 +783,23 @@ print(int(st[0]) < 400, st[1])
     assert.are.equal("True cancelled\n", helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 20 }))
   end)
 
+  it("keeps a slow but steady reader of a large answer (only a stalled one is closed)", function()
+    -- 8 MB read 64 KB at a time with pauses: well over idle_timeout (0.5 s) in all, while each
+    -- of the server's queued pieces moves in far less
+    local py = BP_PY .. [[
+s = small()
+s.sendall(b"GET /mb HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+s.settimeout(5); n = 0; t0 = time.time()
+while True:
+    b = s.recv(65536)
+    if not b: break
+    n += len(b)
+    time.sleep(0.008)
+print(n > 8000000, time.time() - t0 > 0.5)
+]]
+    assert.are.equal("True True\n", helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 20 }))
+  end)
+
   it("answers a client that shut down its sending side (half-close) before closing", function()
     local py = [[
 import socket, sys

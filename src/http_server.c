@@ -65,13 +65,13 @@ struct conn {
   uint32_t next_seq;
   uint64_t deadline;               /* ms (uv_now); 0 = none */
   int writes;                      /* uv_write requests in flight */
-  uint64_t write_progress;         /* ms: when queued output last moved (a stalled peer is closed) */
-  size_t last_queue;               /* libuv's write queue size at the last sweep */
+  uint32_t stalled;                /* sweeps with queued output that did not move (see on_sweep) */
   aio_future *drained; int drained_ref; /* resolved for writers waiting on output (see conn_pace) */
   unsigned in_msg : 1, input_dead : 1, close_after : 1, closing : 1, shutting : 1, close_when_idle : 1;
   unsigned reading : 1;            /* uv_read_start is in effect */
   unsigned version_seen : 1;       /* the request line's version has begun (on_version) */
   unsigned want_continue : 1;      /* a 100 Continue is owed once earlier answers are out */
+  unsigned progressed : 1;         /* a queued write finished since the last sweep */
 };
 
 struct srv {
@@ -83,6 +83,7 @@ struct srv {
   size_t max_body, max_header;
   int max_pipeline;                /* requests in flight per connection (the last says close) */
   uint64_t header_timeout, idle_timeout; /* ms */
+  uint64_t tick;                   /* ms between sweeps */
   size_t high_water, low_water;    /* unsent output per connection: stop / resume (write_buffer) */
   int closing;
   aio_future *closed_fut; int closed_ref;
@@ -134,30 +135,37 @@ static void on_written(uv_write_t *w, int status) {
   c->writes--;
   if (c->closing) return;
   if (status < 0 || (c->writes == 0 && c->close_after)) { conn_close(c); return; }
-  c->write_progress = uv_now(&c->s->loop->uv);
+  c->progressed = 1;
   if (c->writes == 0 && !c->shead && !c->in_msg && c->deadline)   /* idle from the last byte out */
-    c->deadline = c->write_progress + c->s->idle_timeout;
+    c->deadline = uv_now(&c->s->loop->uv) + c->s->idle_timeout;
   conn_pace(c);
 }
 
-/* Sends bytes in order: try_write when nothing is queued, the rest through a uv_write copy.
+/* Bytes per queued write. libuv reports a write only once all of it is out (its queue size too),
+** so pieces this big let on_written see a slow reader's progress, not just a stalled one. */
+#define WRITE_PIECE 65536
+
+/* Sends bytes in order: try_write when nothing is queued, the rest through uv_write copies.
 ** A failed write (the peer reset) closes the connection: conn_close frees nothing, so the
 ** caller may go on with its conn and slot, but must stop once c->closing is set. */
 static void conn_send(conn *c, const char *p, size_t n) {
   if (c->closing || n == 0) return;
   if (c->writes == 0) {
-    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)(n < (1u << 30) ? n : (1u << 30)));
     int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (w == (int)n) return;
     if (w > 0) { p += w; n -= (size_t)w; }
     else if (w != UV_EAGAIN && w != UV_ENOSYS) { conn_close(c); return; }
   }
-  wreq *r = malloc(sizeof *r + n);
-  if (!r) { conn_close(c); return; }
-  memcpy(r->data, p, n);
-  uv_buf_t b = uv_buf_init(r->data, (unsigned)n);
-  if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) { free(r); conn_close(c); return; }
-  if (c->writes++ == 0) c->write_progress = uv_now(&c->s->loop->uv);
+  while (n > 0) {
+    size_t k = n < WRITE_PIECE ? n : WRITE_PIECE;
+    wreq *r = malloc(sizeof *r + k);
+    if (!r) { conn_close(c); return; }
+    memcpy(r->data, p, k);
+    uv_buf_t b = uv_buf_init(r->data, (unsigned)k);
+    if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) { free(r); conn_close(c); return; }
+    if (c->writes++ == 0) c->stalled = 0;
+    p += k; n -= k;
+  }
 }
 
 /* Bytes of output not yet taken by the kernel: libuv's write queue and what later slots buffer
@@ -824,18 +832,20 @@ static void on_connection(uv_stream_t *ls, int status) {
 }
 
 /* Sweep timer: closes connections past their deadline (slowloris, idle keep-alive), and those
-** whose queued output has not moved for idle_timeout (a peer that stopped reading). */
+** whose queued output has not moved for idle_timeout (a peer that stopped reading). The
+** latter counts sweeps, not clock time: libuv runs timers before I/O, so after the loop was
+** held up (handlers building large answers) a clock would blame the peer for our delay. */
 static void on_sweep(uv_timer_t *t) {
   srv *s = t->data;
   uint64_t now = uv_now(&s->loop->uv);
   for (conn *c = s->conns, *n; c; c = n) {
     n = c->next;
     if (c->closing) continue;
-    size_t queue = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-    if (queue < c->last_queue) c->write_progress = now;   /* part of a write went out */
-    c->last_queue = queue;
-    if (c->writes > 0 ? now >= c->write_progress + s->idle_timeout : c->deadline && now >= c->deadline)
-      conn_close(c);
+    if (c->writes > 0) {
+      c->stalled = c->progressed ? 0 : c->stalled + 1;
+      c->progressed = 0;
+      if ((uint64_t)c->stalled * s->tick >= s->idle_timeout) conn_close(c);
+    } else if (c->deadline && now >= c->deadline) conn_close(c);
   }
 }
 
@@ -991,6 +1001,7 @@ static int l_listen(lua_State *L) {
   uint64_t tick = (s->header_timeout < s->idle_timeout ? s->header_timeout : s->idle_timeout) / 4;
   if (tick < 10) tick = 10;
   if (tick > 1000) tick = 1000;
+  s->tick = tick;
   uv_timer_start(s->sweep, on_sweep, tick, tick);
   uv_unref((uv_handle_t *)s->sweep);          /* the listener keeps the loop alive, not this */
   lua_pushvalue(L, 3);
