@@ -10,12 +10,18 @@
 ** straight to the socket; bytes for later slots wait in the slot's buffer, so responses leave in
 ** request order whatever order the handlers finish in.
 **
-** Limits: llhttp has no header limit, so we count url + names + values ourselves (431 over
-** max_header); bodies over max_body get 413; anything llhttp rejects (bad syntax, CL+TE
-** smuggling, bad chunk sizes) gets 400. Each such answer says `Connection: close`, the input
-** is ignored from then on, and the socket is shut down once the answer is written.
+** Limits: llhttp has no header limit, so we count the head ourselves (431 over max_header);
+** bodies over max_body get 413; a major version other than 1 gets 505; anything llhttp rejects
+** (bad syntax, CL+TE smuggling, bad chunk sizes) and what RFC 9112 adds (no Host or two, space
+** before a colon) gets 400. Each such answer says `Connection: close`, the input is ignored
+** from then on, and the socket is shut down once the answer is written.
+** Backpressure (conn_pace): output not yet taken by the kernel over the high-water mark stops
+** reading, and makes the facade's res:write await conn:drain.
 ** Timeouts: one sweep timer per server checks each connection's deadline (header timeout while
-** a request head is arriving, idle timeout between requests and while a body trickles in).
+** a request head is arriving, idle timeout between requests and while a body trickles in) and
+** closes one whose queued output has not moved for the idle timeout.
+** Peers: a reset or a failed write closes at once and cancels the handlers; an EOF lets the
+** requests in flight finish and be answered first (conn_half_closed).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -51,13 +57,21 @@ struct conn {
   conn *prev, *next;
   conn_box *box; int box_ref;
   aio_buf url, hdrs, body;            /* the request being parsed; hdrs = "name\0value\0"... */
-  size_t head_bytes;
+  size_t head_bytes;               /* the head so far, with per-line overhead (max_header) */
+  size_t value_at;                 /* where the header value being parsed starts in hdrs */
+  size_t trailers_at;              /* where chunked trailer fields start in hdrs (SIZE_MAX: none) */
   int err_status;                  /* 431/413 found by a callback, else 0 (→ 400) */
   slot *shead, *stail; int nslots;
   uint32_t next_seq;
   uint64_t deadline;               /* ms (uv_now); 0 = none */
   int writes;                      /* uv_write requests in flight */
+  uint32_t stalled;                /* sweeps with queued output that did not move (see on_sweep) */
+  aio_future *drained; int drained_ref; /* resolved for writers waiting on output (see conn_pace) */
   unsigned in_msg : 1, input_dead : 1, close_after : 1, closing : 1, shutting : 1, close_when_idle : 1;
+  unsigned reading : 1;            /* uv_read_start is in effect */
+  unsigned version_seen : 1;       /* the request line's version has begun (on_version) */
+  unsigned want_continue : 1;      /* a 100 Continue is owed once earlier answers are out */
+  unsigned progressed : 1;         /* a queued write finished since the last sweep */
 };
 
 struct srv {
@@ -67,8 +81,10 @@ struct srv {
   int handler_ref, self_ref;
   conn *conns; int nconns;
   size_t max_body, max_header;
-  int max_pipeline;                /* requests in flight per connection before we stop reading */
+  int max_pipeline;                /* requests in flight per connection (the last says close) */
   uint64_t header_timeout, idle_timeout; /* ms */
+  uint64_t tick;                   /* ms between sweeps */
+  size_t high_water, low_water;    /* unsent output per connection: stop / resume (write_buffer) */
   int closing;
   aio_future *closed_fut; int closed_ref;
   int port;
@@ -84,48 +100,105 @@ static int settings_ready = 0;
 
 static void conn_close(conn *c);
 static void conn_flush_slots(conn *c);
+static void conn_pace(conn *c);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
 static void srv_maybe_done(srv *s);
 
 /* Appends a string literal to an aio_buf (0 when out of memory). */
 #define SB_LIT(b, s) aio_buf_try_add((b), (s), sizeof(s) - 1)
 
-/* Frees a slot; its handler task (if any) is released, and cancelled when cancel is set. */
-static void slot_free(lua_State *L, slot *p, int cancel) {
+/* Lets go of a slot's handler task (if any), cancelling it first when cancel is set. */
+static void slot_release(lua_State *L, slot *p, int cancel) {
   if (p->task_ref != LUA_NOREF && L) {
     if (cancel && !p->finished) aio_task_cancel(L, p->task, "http client disconnected");
     aio_unref(L, p->task_ref);
   }
+  p->task_ref = LUA_NOREF;
+  p->task = NULL;
+}
+
+/* Frees a slot, releasing its task as slot_release does. */
+static void slot_free(lua_State *L, slot *p, int cancel) {
+  slot_release(L, p, cancel);
   aio_buf_free(&p->out);
   free(p);
 }
 
 /* ---- writing ---------------------------------------------------------------------------- */
 
-/* A queued write finished: free its copy; close if that was the last byte before a close. */
+/* A queued write finished: free its copy; close if that was the last byte before a close or
+** the peer is gone; otherwise the output moved, which may let writers and reading resume. */
 static void on_written(uv_write_t *w, int status) {
   conn *c = w->handle->data;
-  (void)status;
   free(w);
   c->writes--;
-  if (c->writes == 0 && c->close_after && !c->closing) conn_close(c);
+  if (c->closing) return;
+  if (status < 0 || (c->writes == 0 && c->close_after)) { conn_close(c); return; }
+  c->progressed = 1;
+  if (c->writes == 0 && !c->shead && !c->in_msg && c->deadline)   /* idle from the last byte out */
+    c->deadline = uv_now(&c->s->loop->uv) + c->s->idle_timeout;
+  conn_pace(c);
 }
 
-/* Sends bytes in order: try_write when nothing is queued, the rest through a uv_write copy. */
+/* Bytes per queued write. libuv reports a write only once all of it is out (its queue size too),
+** so pieces this big let on_written see a slow reader's progress, not just a stalled one. */
+#define WRITE_PIECE 65536
+
+/* Sends bytes in order: try_write when nothing is queued, the rest through uv_write copies.
+** A failed write (the peer reset) closes the connection: conn_close frees nothing, so the
+** caller may go on with its conn and slot, but must stop once c->closing is set. */
 static void conn_send(conn *c, const char *p, size_t n) {
   if (c->closing || n == 0) return;
   if (c->writes == 0) {
-    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)(n < (1u << 30) ? n : (1u << 30)));
     int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (w == (int)n) return;
     if (w > 0) { p += w; n -= (size_t)w; }
-    else if (w != UV_EAGAIN && w != UV_ENOSYS) { c->close_after = 1; conn_close(c); return; }
+    else if (w != UV_EAGAIN && w != UV_ENOSYS) { conn_close(c); return; }
   }
-  wreq *r = malloc(sizeof *r + n);
-  if (!r) { conn_close(c); return; }
-  memcpy(r->data, p, n);
-  uv_buf_t b = uv_buf_init(r->data, (unsigned)n);
-  if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) { free(r); conn_close(c); return; }
-  c->writes++;
+  while (n > 0) {
+    size_t k = n < WRITE_PIECE ? n : WRITE_PIECE;
+    wreq *r = malloc(sizeof *r + k);
+    if (!r) { conn_close(c); return; }
+    memcpy(r->data, p, k);
+    uv_buf_t b = uv_buf_init(r->data, (unsigned)k);
+    if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) { free(r); conn_close(c); return; }
+    if (c->writes++ == 0) c->stalled = 0;
+    p += k; n -= k;
+  }
+}
+
+/* Bytes of output not yet taken by the kernel: libuv's write queue and what later slots buffer
+** (the head's writer waits on the first, a later slot's on its own buffer, reading on both). */
+static size_t conn_queued(conn *c) {
+  size_t n = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+  for (slot *p = c->shead ? c->shead->next : NULL; p; p = p->next) n += p->out.len;
+  return n;
+}
+
+/* Wakes the writers waiting in conn:drain (each checks again whether it may go on). */
+static void conn_wake_writers(conn *c) {
+  if (!c->drained) return;
+  lua_State *L = c->s->loop->L;
+  aio_future_resolve(L, c->drained, 0);
+  aio_unref(L, c->drained_ref);
+  c->drained = NULL;
+}
+
+/* Backpressure: stops reading while the output not yet taken by the kernel is over the
+** high-water mark, and reads again (and wakes waiting writers) once it is under the low-water
+** mark. So a client that does not read its answers cannot make us parse and answer more
+** requests, nor a handler's res:write grow our memory: the write waits (conn:drain). */
+static void conn_pace(conn *c) {
+  if (c->closing) return;
+  size_t q = conn_queued(c);
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= c->s->low_water) conn_wake_writers(c);
+  if (c->reading && q > c->s->high_water) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+  } else if (!c->reading && q <= c->s->low_water && uv_is_readable((uv_stream_t *)&c->tcp)) {
+    c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0;
+  }
 }
 
 /* ---- connection life cycle -------------------------------------------------------------- */
@@ -144,7 +217,8 @@ static void on_conn_closed(uv_handle_t *h) {
   srv_maybe_done(s);
 }
 
-/* Closes the socket now; the Lua box goes dead so late handler writes are no-ops. */
+/* Closes the socket now; the Lua box goes dead so late handler writes are no-ops. Frees no
+** memory (the slots go in on_conn_closed): a caller deep in a write may still hold c and a slot. */
 static void conn_close(conn *c) {
   if (c->closing) return;
   c->closing = 1;
@@ -153,8 +227,8 @@ static void conn_close(conn *c) {
   if (c->s->loop->closing || uv_is_closing((uv_handle_t *)&c->tcp)) return;
   lua_State *L = c->s->loop->L;
   /* Handlers still working for this client are cancelled: nobody will read their answer. */
-  while (c->shead) { slot *n = c->shead->next; slot_free(L, c->shead, 1); c->shead = n; }
-  c->stail = NULL; c->nslots = 0;
+  for (slot *p = c->shead; p; p = p->next) slot_release(L, p, 1);
+  conn_wake_writers(c);                      /* they see a closed connection and go on */
   if (c->box_ref != LUA_NOREF) { aio_unref(L, c->box_ref); c->box_ref = LUA_NOREF; }
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
@@ -201,12 +275,13 @@ static slot *slot_find(conn *c, uint32_t seq) {
 /* Emits bytes for slot p: to the socket if p is the head, else into p's buffer. */
 static void slot_emit(conn *c, slot *p, const char *d, size_t n) {
   if (p == c->shead) conn_send(c, d, n);
-  else aio_buf_try_add(&p->out, d, n);
+  else if (!aio_buf_try_add(&p->out, d, n)) conn_close(c);
+  conn_pace(c);
 }
 
 /* Pops finished head slots, sending what later slots had buffered; closes after a close slot. */
 static void conn_flush_slots(conn *c) {
-  while (c->shead && c->shead->finished) {
+  while (!c->closing && c->shead && c->shead->finished) {
     slot *p = c->shead;
     c->shead = p->next;
     if (!c->shead) c->stail = NULL;
@@ -224,8 +299,14 @@ static void conn_flush_slots(conn *c) {
       conn_send(c, c->shead->out.data, c->shead->out.len);
       aio_buf_free(&c->shead->out);
     }
+    conn_wake_writers(c);                    /* a new head: its writer waits on other bytes */
   }
-  if (!c->shead) conn_idle(c);
+  if (c->shead || c->closing) return;
+  if (c->want_continue && c->in_msg && !c->input_dead) {   /* the request's turn has come */
+    c->want_continue = 0;
+    conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+  }
+  conn_idle(c);
 }
 
 /* Adds a slot for the next response; its flags come from the request just parsed. */
@@ -240,22 +321,33 @@ static slot *slot_new(conn *c) {
   return p;
 }
 
-/* The reason phrase of a status code. */
+/* The reason phrase of a status code: every final code IANA registers (RFC 9110 names, 418
+** as commonly sent), "" for others (the phrase may be empty; the space before it stays). */
 static const char *reason(int status) {
   switch (status) {
-    case 100: return "Continue"; case 101: return "Switching Protocols";
     case 200: return "OK"; case 201: return "Created"; case 202: return "Accepted";
-    case 204: return "No Content"; case 206: return "Partial Content";
-    case 301: return "Moved Permanently"; case 302: return "Found"; case 303: return "See Other";
-    case 304: return "Not Modified"; case 307: return "Temporary Redirect"; case 308: return "Permanent Redirect";
-    case 400: return "Bad Request"; case 401: return "Unauthorized"; case 403: return "Forbidden";
-    case 404: return "Not Found"; case 405: return "Method Not Allowed"; case 408: return "Request Timeout";
-    case 409: return "Conflict"; case 410: return "Gone"; case 411: return "Length Required";
-    case 413: return "Payload Too Large"; case 414: return "URI Too Long"; case 415: return "Unsupported Media Type";
+    case 203: return "Non-Authoritative Information"; case 204: return "No Content";
+    case 205: return "Reset Content"; case 206: return "Partial Content"; case 207: return "Multi-Status";
+    case 208: return "Already Reported"; case 226: return "IM Used";
+    case 300: return "Multiple Choices"; case 301: return "Moved Permanently"; case 302: return "Found";
+    case 303: return "See Other"; case 304: return "Not Modified"; case 305: return "Use Proxy";
+    case 307: return "Temporary Redirect"; case 308: return "Permanent Redirect";
+    case 400: return "Bad Request"; case 401: return "Unauthorized"; case 402: return "Payment Required";
+    case 403: return "Forbidden"; case 404: return "Not Found"; case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable"; case 407: return "Proxy Authentication Required";
+    case 408: return "Request Timeout"; case 409: return "Conflict"; case 410: return "Gone";
+    case 411: return "Length Required"; case 412: return "Precondition Failed"; case 413: return "Content Too Large";
+    case 414: return "URI Too Long"; case 415: return "Unsupported Media Type"; case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed"; case 418: return "I'm a teapot"; case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Content"; case 423: return "Locked"; case 424: return "Failed Dependency";
+    case 425: return "Too Early"; case 426: return "Upgrade Required"; case 428: return "Precondition Required";
     case 429: return "Too Many Requests"; case 431: return "Request Header Fields Too Large";
+    case 451: return "Unavailable For Legal Reasons";
     case 500: return "Internal Server Error"; case 501: return "Not Implemented"; case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable"; case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 503: return "Service Unavailable"; case 504: return "Gateway Timeout"; case 505: return "HTTP Version Not Supported";
+    case 506: return "Variant Also Negotiates"; case 507: return "Insufficient Storage"; case 508: return "Loop Detected";
+    case 510: return "Not Extended"; case 511: return "Network Authentication Required";
+    default: return "";
   }
 }
 
@@ -273,36 +365,100 @@ static const char *http_date(void) {
   return buf;
 }
 
+/* Non-zero if s[0..n) is an HTTP token (RFC 9110 5.6.2), what a header name must be. */
+static int is_token(const char *s, size_t n) {
+  static const char extra[] = "!#$%&'*+-.^_`|~";
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    int alnum = (ch >= '0' && ch <= '9') || ((ch | 32) >= 'a' && (ch | 32) <= 'z');
+    if (!alnum && !(ch && strchr(extra, ch))) return 0;
+  }
+  return n > 0;
+}
+
+/* Raises "http: <what> "<s>"" with s's control characters shown as \ddd (s may hold CR, LF
+** or NUL: they must not reach a log line raw). */
+static int header_error(lua_State *L, const char *what, const char *s, size_t n) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < n && i < 60; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch >= 32 && ch < 127 && ch != '"' && ch != '\\') luaL_addchar(&b, (char)ch);
+    else { char esc[8]; snprintf(esc, sizeof esc, "\\%d", ch); luaL_addstring(&b, esc); }
+  }
+  luaL_pushresult(&b);
+  return luaL_error(L, "http: %s \"%s\"", what, lua_tostring(L, -1));
+}
+
+/* Checks the response header at kidx (name) and vidx (value), pushes the value as a string and
+** returns it. Raises when the name is not a token or the value holds CR, LF or NUL: either
+** would let a handler's data split the response (header injection). */
+static const char *check_header(lua_State *L, int kidx, int vidx, size_t *kl, size_t *vl) {
+  if (lua_type(L, kidx) != LUA_TSTRING) luaL_error(L, "http: header name must be a string, got %s", luaL_typename(L, kidx));
+  const char *k = lua_tolstring(L, kidx, kl);
+  if (!is_token(k, *kl)) header_error(L, "invalid header name", k, *kl);
+  const char *v = luaL_tolstring(L, vidx, vl);
+  for (size_t i = 0; i < *vl; i++)
+    if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') header_error(L, "CR, LF or NUL in the value of header", k, *kl);
+  return v;
+}
+
+/* server_c.check_header(name, value) -> value as a string; raises as check_header does. */
+static int l_check_header(lua_State *L) {
+  size_t kl, vl;
+  luaL_checkany(L, 2);
+  check_header(L, 1, 2, &kl, &vl);
+  return 1;
+}
+
+/* Non-zero if header name k (kl bytes) is lit, ignoring case. */
+#define NAME_IS(k, kl, lit) ((kl) == sizeof(lit) - 1 && strncasecmp((k), (lit), sizeof(lit) - 1) == 0)
+
+/* Non-zero if the comma-separated list v (vl bytes) holds the token "close" (any case). */
+static int says_close(const char *v, size_t vl) {
+  for (size_t i = 0; i < vl;) {
+    while (i < vl && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    size_t start = i;
+    while (i < vl && v[i] != ',' && v[i] != ' ' && v[i] != '\t') i++;
+    if (i - start == 5 && strncasecmp(v + start, "close", 5) == 0) return 1;
+  }
+  return 0;
+}
+
 /* Appends the status line and headers (user headers from the table at hidx, may be 0) to b.
-** body_len < 0 means chunked (or close-delimited for HTTP/1.0). Raw C buffer on purpose: a
-** luaL_Buffer may push a box mid-way, which would break the lua_next walk of the headers. */
+** body_len < 0 means chunked (or close-delimited for HTTP/1.0). The framing headers are ours,
+** with three exceptions: a user Date replaces ours, a user "Connection: close" closes the
+** connection after this answer, and a HEAD answer keeps a user Content-Length (the length of
+** the body a GET would get). Raw C buffer on purpose: a luaL_Buffer may push a box mid-way,
+** which would break the lua_next walk of the headers. */
 static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, int hidx, long long body_len) {
   char line[160];
-  int has_ct = 0;
-  int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, reason(status), http_date());
+  int has_ct = 0, has_date = 0, has_length = 0, is_head = p->head_only;  /* (format_head sets it) */
+  int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, reason(status));
   aio_buf_try_add(b, line, (size_t)n);
   if (hidx && lua_type(L, hidx) == LUA_TTABLE) {
     lua_pushnil(L);
     while (lua_next(L, hidx)) {
       size_t kl, vl;
-      if (lua_type(L, -2) == LUA_TSTRING) {
-        const char *k = lua_tolstring(L, -2, &kl);
-        if ((kl == 14 && strncasecmp(k, "content-length", 14) == 0) ||
-            (kl == 17 && strncasecmp(k, "transfer-encoding", 17) == 0) ||
-            (kl == 10 && strncasecmp(k, "connection", 10) == 0)) { lua_pop(L, 1); continue; }
-        if (kl == 12 && strncasecmp(k, "content-type", 12) == 0) has_ct = 1;
-        const char *v = luaL_tolstring(L, -1, &vl);
-        aio_buf_try_add(b, k, kl); SB_LIT(b, ": "); aio_buf_try_add(b, v, vl); SB_LIT(b, "\r\n");
-        lua_pop(L, 1);
-      }
-      lua_pop(L, 1);
+      const char *v = check_header(L, -2, -1, &kl, &vl);
+      const char *k = lua_tostring(L, -3);
+      int keep = 1;
+      if (NAME_IS(k, kl, "connection")) { if (says_close(v, vl)) p->close = 1; keep = 0; }
+      else if (NAME_IS(k, kl, "transfer-encoding")) keep = 0;
+      else if (NAME_IS(k, kl, "content-length")) keep = has_length = is_head;
+      else if (NAME_IS(k, kl, "content-type")) has_ct = 1;
+      else if (NAME_IS(k, kl, "date")) has_date = 1;
+      if (keep) { aio_buf_try_add(b, k, kl); SB_LIT(b, ": "); aio_buf_try_add(b, v, vl); SB_LIT(b, "\r\n"); }
+      lua_pop(L, 2);
     }
   }
-  int bodyless = status < 200 || status == 204 || status == 304;  /* no body, no length */
-  if (bodyless) p->head_only = 1;
-  if (!has_ct && !bodyless) SB_LIT(b, "Content-Type: text/plain; charset=utf-8\r\n");
-  if (bodyless) {
-    /* nothing: RFC 9110 forbids Content-Length on 1xx and 204 */
+  if (!has_date) { SB_LIT(b, "Date: "); aio_buf_try_add(b, http_date(), strlen(http_date())); SB_LIT(b, "\r\n"); }
+  int bodyless = status == 204 || status == 304;  /* no body, no length */
+  if (status == 205) body_len = 0;                /* RFC 9110 15.3.6: no content, say so */
+  if (bodyless || status == 205) p->head_only = 1;
+  if (!has_ct && !bodyless && status != 205) SB_LIT(b, "Content-Type: text/plain; charset=utf-8\r\n");
+  if (bodyless || has_length) {
+    /* RFC 9110 forbids Content-Length on 204 (ours would not describe a 304); a HEAD's own stays */
   } else if (body_len >= 0) {
     n = snprintf(line, sizeof line, "Content-Length: %lld\r\n", body_len);
     aio_buf_try_add(b, line, (size_t)n);
@@ -318,10 +474,23 @@ static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, 
 
 /* ---- llhttp callbacks ------------------------------------------------------------------ */
 
+/* Counts n more bytes of the head (and trailers); 431 once over max_header. */
 static int too_big(conn *c, size_t n) {
   c->head_bytes += n;
   if (c->head_bytes > c->s->max_header) { c->err_status = 431; return 1; }
   return 0;
+}
+
+/* Steps through hdrs' "name\0value\0" pairs from *i up to end; 0 when there are no more. */
+static int hdr_next(const conn *c, size_t *i, size_t end, const char **k, size_t *kl, const char **v, size_t *vl) {
+  if (*i >= end) return 0;
+  *k = c->hdrs.data + *i;
+  *kl = strnlen(*k, end - *i);
+  if (*i + *kl + 1 >= end) return 0;
+  *v = *k + *kl + 1;
+  *vl = strnlen(*v, end - *i - *kl - 1);
+  *i += *kl + *vl + 2;
+  return 1;
 }
 
 /* A request starts: reset the per-request buffers and arm the header deadline. */
@@ -330,8 +499,27 @@ static int on_message_begin(llhttp_t *p) {
   c->in_msg = 1;
   c->url.len = c->hdrs.len = c->body.len = 0;
   c->head_bytes = 0;
+  c->trailers_at = SIZE_MAX;
+  c->version_seen = c->want_continue = 0;
   c->deadline = uv_now(&c->s->loop->uv) + c->s->header_timeout;
   return 0;
+}
+
+/* A piece of the method (counted against max_header). */
+static int on_method(llhttp_t *p, const char *at, size_t n) {
+  (void)at;
+  return too_big(p->data, n) ? -1 : 0;
+}
+
+/* A piece of the version ("1.1"). Only HTTP/1.x is spoken here: a major digit other than 1
+** gets 505 (llhttp itself knows 0.9 and 2.0, and would make 3.0 a 400). */
+static int on_version(llhttp_t *p, const char *at, size_t n) {
+  conn *c = p->data;
+  if (n == 0) return 0;
+  if (!c->version_seen && at[0] >= '0' && at[0] <= '9' && at[0] != '1') { c->err_status = 505; return -1; }
+  if (!c->version_seen && too_big(c, 4)) return -1;   /* the request line's two spaces and CRLF */
+  c->version_seen = 1;
+  return too_big(c, n) ? -1 : 0;
 }
 
 /* A piece of the request target (counted against max_header). */
@@ -354,6 +542,17 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
   return 0;
 }
 
+/* A header name is complete. No whitespace may stand before the colon (RFC 9112 5.1: 400);
+** the line's ": " and CRLF count against max_header, so empty lines cannot flood us. */
+static int on_header_field_complete(llhttp_t *p) {
+  conn *c = p->data;
+  char last = c->hdrs.len ? c->hdrs.data[c->hdrs.len - 1] : ':';
+  if (last == ' ' || last == '\t') { c->err_status = 400; return -1; }
+  if (too_big(c, 4) || !aio_buf_try_add(&c->hdrs, "", 1)) return -1;  /* the NUL ends the name */
+  c->value_at = c->hdrs.len;
+  return 0;
+}
+
 /* A piece of a header value (counted against max_header). */
 static int on_header_value(llhttp_t *p, const char *at, size_t n) {
   conn *c = p->data;
@@ -361,31 +560,41 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n) {
   return aio_buf_try_add(&c->hdrs, at, n) ? 0 : -1;
 }
 
-/* A header name or value is complete. */
-static int on_part_complete(llhttp_t *p) {
+/* A header value is complete: trailing whitespace goes (llhttp drops only the leading). */
+static int on_header_value_complete(llhttp_t *p) {
   conn *c = p->data;
-  return aio_buf_try_add(&c->hdrs, "", 1) ? 0 : -1;   /* the NUL that ends a name or a value */
+  while (c->hdrs.len > c->value_at && (c->hdrs.data[c->hdrs.len - 1] == ' ' || c->hdrs.data[c->hdrs.len - 1] == '\t'))
+    c->hdrs.len--;
+  return aio_buf_try_add(&c->hdrs, "", 1) ? 0 : -1;   /* the NUL that ends the value */
 }
 
-/* The head is complete: 413 early from Content-Length; the body gets the idle deadline. */
+/* The head is complete: exactly one Host in HTTP/1.1, at most one in 1.0 (RFC 9112 3.2: 400);
+** 413 early from Content-Length; the body gets the idle deadline. */
 static int on_headers_complete(llhttp_t *p) {
   conn *c = p->data;
+  const char *k, *v; size_t kl, vl, i = 0;
+  int hosts = 0, expect = 0;
+  while (hdr_next(c, &i, c->hdrs.len, &k, &kl, &v, &vl)) {
+    if (kl == 4 && memcmp(k, "host", 4) == 0) hosts++;
+    else if (kl == 6 && memcmp(k, "expect", 6) == 0 && vl == 12 && strncasecmp(v, "100-continue", 12) == 0) expect = 1;
+  }
+  if (hosts > 1 || (hosts == 0 && p->http_minor >= 1)) { c->err_status = 400; return -1; }
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->s->max_body) { c->err_status = 413; return -1; }
   c->deadline = uv_now(&c->s->loop->uv) + c->s->idle_timeout;
-  /* "Expect: 100-continue": the client waits (curl: 1 s) for a go-ahead before the body. Sent
-  ** only when no earlier response is pending, so it cannot overtake one. */
-  if (!c->shead && p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED))) {
-    for (size_t i = 0; i + 7 < c->hdrs.len;) {
-      const char *k = c->hdrs.data + i; size_t kl = strnlen(k, c->hdrs.len - i);
-      if (i + kl + 1 >= c->hdrs.len) break;
-      const char *v = k + kl + 1; size_t vl = strnlen(v, c->hdrs.len - i - kl - 1);
-      if (kl == 6 && memcmp(k, "expect", 6) == 0 && vl == 12 && strncasecmp(v, "100-continue", 12) == 0) {
-        conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-        break;
-      }
-      i += kl + vl + 2;
-    }
+  /* "Expect: 100-continue": the client waits (curl: 1 s) for a go-ahead before the body. An
+  ** interim answer must not overtake earlier answers: with some pending it is owed, and sent by
+  ** conn_flush_slots when the last of them is out. */
+  if (expect && p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED))) {
+    if (c->shead) c->want_continue = 1;
+    else conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
   }
+  return 0;
+}
+
+/* A chunk's size line: after the last (size 0) come the trailer fields, kept apart. */
+static int on_chunk_header(llhttp_t *p) {
+  conn *c = p->data;
+  if (p->content_length == 0) c->trailers_at = c->hdrs.len;
   return 0;
 }
 
@@ -451,21 +660,50 @@ static int l_decode_query(lua_State *L) {
   return 1;
 }
 
+/* Where the path of target u starts: after the scheme and authority of an absolute-form target
+** ("http://host:80/p?q", RFC 9112 3.2.2, which a server must accept), else 0. */
+static size_t path_start(const char *u, size_t n) {
+  size_t i = 0;
+  while (i < n && (((u[i] | 32) >= 'a' && (u[i] | 32) <= 'z') || (i > 0 && strchr("0123456789+-.", u[i]))))
+    i++;
+  if (i == 0 || n - i < 3 || memcmp(u + i, "://", 3) != 0) return 0;
+  for (i += 3; i < n && u[i] != '/' && u[i] != '?'; i++) {}
+  return i;
+}
+
+/* Pushes a table of the header pairs in hdrs[from, to): repeats joined by ", ". */
+static void push_headers(lua_State *L, conn *c, size_t from, size_t to) {
+  const char *k, *v; size_t kl, vl, i = from;
+  lua_createtable(L, 0, 8);
+  while (hdr_next(c, &i, to, &k, &kl, &v, &vl)) {
+    lua_pushlstring(L, k, kl);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {
+      lua_pushliteral(L, ", "); lua_pushlstring(L, v, vl); lua_concat(L, 3);
+    } else { lua_pop(L, 1); lua_pushlstring(L, v, vl); }
+    lua_rawset(L, -3);
+  }
+}
+
 /* A request is complete: make its slot, build the req table and spawn the handler task. */
 static int on_message_complete(llhttp_t *p) {
   conn *c = p->data;
   srv *s = c->s;
   lua_State *L = s->loop->L;
+  if (c->closing) return -1;                  /* a write failed meanwhile (a 100 Continue) */
   int keep = llhttp_should_keep_alive(p);
   slot *sl = slot_new(c);
   if (!sl) return -1;
   sl->http10 = (p->http_major == 1 && p->http_minor == 0);
+  if (sl->http10 && (p->flags & F_TRANSFER_ENCODING)) keep = 0;  /* RFC 9112 6.1: faulty framing */
   sl->head_only = (p->method == HTTP_HEAD);
   /* A client pipelining more than max_pipeline requests gets them answered, the last with
   ** Connection: close, and the rest of its input is dropped: a flood costs at most that many
   ** tasks. (Real pipelining clients send a few and retry on close.) */
   sl->close = !keep || s->closing || c->close_when_idle || c->nslots >= s->max_pipeline;
+  if (p->method == HTTP_CONNECT) sl->close = 1; /* answered, never tunnelled: the rest is not HTTP */
   c->in_msg = 0;
+  c->want_continue = 0;                       /* the body came without it */
   c->deadline = 0;                            /* the handler runs: no deadline */
   int top = lua_gettop(L);
   aio_pushref(L, s->handler_ref);
@@ -476,29 +714,25 @@ static int on_message_complete(llhttp_t *p) {
   aio_pushref(L, c->box_ref); lua_setfield(L, -2, "conn");
   const char *u = c->url.data ? c->url.data : "";
   lua_pushlstring(L, u, c->url.len); lua_setfield(L, -2, "target");
-  const char *qm = memchr(u, '?', c->url.len);
-  size_t plen = qm ? (size_t)(qm - u) : c->url.len;
-  push_unescaped(L, u, plen, 0); lua_setfield(L, -2, "path");
-  if (qm) lua_pushlstring(L, qm + 1, c->url.len - plen - 1); else lua_pushliteral(L, "");
+  size_t from = path_start(u, c->url.len);
+  const char *qm = memchr(u + from, '?', c->url.len - from);
+  size_t plen = (qm ? (size_t)(qm - u) : c->url.len) - from;
+  if (plen == 0 && from > 0) lua_pushliteral(L, "/");   /* "http://host" or "http://host?q" */
+  else push_unescaped(L, u + from, plen, 0);
+  lua_setfield(L, -2, "path");
+  if (qm) lua_pushlstring(L, qm + 1, c->url.len - (size_t)(qm + 1 - u)); else lua_pushliteral(L, "");
   lua_setfield(L, -2, "raw_query");
   if (p->http_major == 1 && p->http_minor == 1) lua_pushliteral(L, "1.1");
   else lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
   lua_setfield(L, -2, "version");
   lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len); lua_setfield(L, -2, "body");
-  lua_createtable(L, 0, 8);
-  for (size_t i = 0; i < c->hdrs.len;) {       /* "name\0value\0" pairs; repeats joined by ", " */
-    const char *k = c->hdrs.data + i; size_t kl = strlen(k);
-    if (i + kl + 1 >= c->hdrs.len) break;
-    const char *v = k + kl + 1; size_t vl = strlen(v);
-    i += kl + vl + 2;
-    lua_pushlstring(L, k, kl);
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) {
-      lua_pushliteral(L, ", "); lua_pushlstring(L, v, vl); lua_concat(L, 3);
-    } else { lua_pop(L, 1); lua_pushlstring(L, v, vl); }
-    lua_rawset(L, -3);
-  }
+  size_t trailers = c->trailers_at < c->hdrs.len ? c->trailers_at : c->hdrs.len;
+  push_headers(L, c, 0, trailers);
   lua_setfield(L, -2, "headers");
+  if (trailers < c->hdrs.len) {
+    push_headers(L, c, trailers, c->hdrs.len);
+    lua_setfield(L, -2, "trailers");
+  }
   sl->task = aio_spawn(L, 3);
   sl->task_ref = aio_ref(L, -1);
   lua_settop(L, top);
@@ -520,6 +754,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
 static void conn_reject(conn *c, int status) {
   c->input_dead = 1;
   c->in_msg = 0;
+  c->deadline = 0;                 /* the head's deadline is over: earlier handlers may still run */
   slot *p = slot_new(c);
   if (!p) { conn_close(c); return; }
   p->close = 1;
@@ -534,17 +769,38 @@ static void conn_reject(conn *c, int status) {
   conn_flush_slots(c);
 }
 
+/* The client shut its sending side (EOF) with answers owed or on their way. It may wait for
+** them (shutdown(SHUT_WR), `nc -N`, some HTTP/1.0 clients), so they are finished and sent, then
+** the connection closes; a partial request is dropped. (A client that closed altogether is
+** found out when the answer is written: a reset.) */
+static void conn_half_closed(conn *c) {
+  c->input_dead = 1;
+  c->in_msg = 0;
+  c->deadline = 0;
+  c->reading = 0;                             /* libuv stopped reading at EOF */
+  if (c->stail) c->stail->close = 1;          /* conn_flush_slots ends the connection after it */
+  else if (!c->shutting) conn_finish(c, 0);   /* (a shutdown closes in on_shutdown) */
+}
+
 /* Bytes from a client: feed llhttp; a parse error or a limit answers and ends the connection. */
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
   conn *c = st->data;
-  if (nread < 0) {                            /* EOF or error: the client is gone. HTTP */
-    conn_close(c);                            /* clients do not half-close, so neither do we */
+  if (nread < 0) {                            /* EOF with work in flight: see conn_half_closed */
+    if (nread == UV_EOF && (c->shead || c->writes > 0)) conn_half_closed(c);
+    else conn_close(c);                       /* an error (reset), or nothing owed: close now */
     return;
   }
   if (nread == 0 || c->input_dead) return;
   llhttp_errno_t e = llhttp_execute(&c->parser, b->base, (size_t)nread);
-  if (e == HPE_OK) return;
-  if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) { c->input_dead = 1; return; }
+  /* An Upgrade (h2c, websocket) is ignored, as RFC 9110 7.8 allows: the request is answered
+  ** as plain HTTP/1.1 and parsing goes on after it. (A CONNECT's slot closes: HPE_PAUSED.) */
+  while (e == HPE_PAUSED_UPGRADE && !c->closing) {
+    const char *at = llhttp_get_error_pos(&c->parser);
+    llhttp_resume_after_upgrade(&c->parser);
+    e = llhttp_execute(&c->parser, at, (size_t)(b->base + nread - at));
+  }
+  if (e == HPE_OK || c->closing) return;
+  if (e == HPE_PAUSED) { c->input_dead = 1; return; }
   conn_reject(c, c->err_status ? c->err_status : 400);
 }
 
@@ -572,16 +828,24 @@ static void on_connection(uv_stream_t *ls, int status) {
   c->box_ref = aio_ref(L, -1);
   lua_pop(L, 1);
   c->deadline = uv_now(&s->loop->uv) + s->header_timeout;
-  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0;
 }
 
-/* Sweep timer: closes connections past their deadline (slowloris, idle keep-alive). */
+/* Sweep timer: closes connections past their deadline (slowloris, idle keep-alive), and those
+** whose queued output has not moved for idle_timeout (a peer that stopped reading). The
+** latter counts sweeps, not clock time: libuv runs timers before I/O, so after the loop was
+** held up (handlers building large answers) a clock would blame the peer for our delay. */
 static void on_sweep(uv_timer_t *t) {
   srv *s = t->data;
   uint64_t now = uv_now(&s->loop->uv);
   for (conn *c = s->conns, *n; c; c = n) {
     n = c->next;
-    if (c->deadline && now >= c->deadline && !c->closing) conn_close(c);
+    if (c->closing) continue;
+    if (c->writes > 0) {
+      c->stalled = c->progressed ? 0 : c->stalled + 1;
+      c->progressed = 0;
+      if ((uint64_t)c->stalled * s->tick >= s->idle_timeout) conn_close(c);
+    } else if (c->deadline && now >= c->deadline) conn_close(c);
   }
 }
 
@@ -633,9 +897,39 @@ static srv *check_srv(lua_State *L) {
   return b->s;
 }
 
+/* The address to bind for host: an IPv4 or IPv6 literal, else the first address the name
+** resolves to ("localhost"), looked up synchronously: listen is a start-up call. */
+static int resolve_host(aio_loop *loop, const char *host, int port, struct sockaddr_storage *addr) {
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)addr) == 0) return 0;
+  if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)addr) == 0) return 0;
+  struct addrinfo hints = {0};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_ADDRCONFIG;
+  uv_getaddrinfo_t req;
+  int rc = uv_getaddrinfo(&loop->uv, &req, NULL, host, NULL, &hints);
+  if (rc != 0) return rc;
+  memcpy(addr, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
+  uv_freeaddrinfo(req.addrinfo);
+  if (addr->ss_family == AF_INET6) ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)port);
+  else ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)port);
+  return 0;
+}
+
+/* opts (argument 4, may be absent) [name]: a number >= min, dflt when absent; raises otherwise. */
+static lua_Number opt_number(lua_State *L, const char *name, lua_Number dflt, int min) {
+  if (lua_type(L, 4) != LUA_TTABLE) return dflt;
+  int t = lua_getfield(L, 4, name);
+  lua_Number n = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (t == LUA_TNIL) return dflt;
+  if (t != LUA_TNUMBER || !(n >= min)) luaL_error(L, "http.serve: %s must be a number >= %d", name, min);
+  return n;
+}
+
 /* server_c.listen(host, port, dispatch, opts) → server.
 ** opts: max_body, max_header (bytes), header_timeout, idle_timeout (seconds), backlog,
-** max_pipeline (requests in flight per connection). */
+** max_pipeline (requests in flight per connection), write_buffer (bytes: backpressure). */
 static int l_listen(lua_State *L) {
   const char *host = luaL_optstring(L, 1, "127.0.0.1");
   int port = (int)luaL_optinteger(L, 2, 0);
@@ -646,37 +940,44 @@ static int l_listen(lua_State *L) {
     settings.on_url = on_url;
     settings.on_header_field = on_header_field;
     settings.on_header_value = on_header_value;
-    settings.on_header_field_complete = on_part_complete;
-    settings.on_header_value_complete = on_part_complete;
+    settings.on_method = on_method;
+    settings.on_version = on_version;
+    settings.on_header_field_complete = on_header_field_complete;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_chunk_header = on_chunk_header;
     settings.on_headers_complete = on_headers_complete;
     settings.on_body = on_body;
     settings.on_message_complete = on_message_complete;
     signal(SIGPIPE, SIG_IGN);
     settings_ready = 1;
   }
+  /* Options first: one that raises must find nothing allocated yet. */
+  size_t max_body = (size_t)opt_number(L, "max_body", 1 << 20, 0);
+  size_t max_header = (size_t)opt_number(L, "max_header", 8192, 1);
+  uint64_t header_timeout = (uint64_t)(opt_number(L, "header_timeout", 10, 0) * 1000);
+  uint64_t idle_timeout = (uint64_t)(opt_number(L, "idle_timeout", 30, 0) * 1000);
+  int backlog = (int)opt_number(L, "backlog", 4096, 1);   /* the kernel clamps it to somaxconn */
+  int max_pipeline = (int)opt_number(L, "max_pipeline", 256, 1);
+  size_t write_buffer = (size_t)opt_number(L, "write_buffer", 65536, 1);
   srv_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->s = NULL;
   luaL_setmetatable(L, SERVER_MT);
   srv *s = calloc(1, sizeof *s);
   if (!s) return luaL_error(L, "out of memory");
   s->loop = aio_loop_get(L);
-  s->max_body = 1 << 20; s->max_header = 8192; s->max_pipeline = 256;
-  s->header_timeout = 10000; s->idle_timeout = 30000;
-  int backlog = 4096;                          /* the kernel clamps it to somaxconn */
-  if (lua_type(L, 4) == LUA_TTABLE) {
-    if (lua_getfield(L, 4, "max_body") != LUA_TNIL) s->max_body = (size_t)luaL_checkinteger(L, -1);
-    if (lua_getfield(L, 4, "max_header") != LUA_TNIL) s->max_header = (size_t)luaL_checkinteger(L, -1);
-    if (lua_getfield(L, 4, "header_timeout") != LUA_TNIL) s->header_timeout = (uint64_t)(luaL_checknumber(L, -1) * 1000);
-    if (lua_getfield(L, 4, "idle_timeout") != LUA_TNIL) s->idle_timeout = (uint64_t)(luaL_checknumber(L, -1) * 1000);
-    if (lua_getfield(L, 4, "backlog") != LUA_TNIL) backlog = (int)luaL_checkinteger(L, -1);
-    if (lua_getfield(L, 4, "max_pipeline") != LUA_TNIL) s->max_pipeline = (int)luaL_checkinteger(L, -1);
-    lua_pop(L, 6);
-    if (s->max_pipeline < 1) s->max_pipeline = 1;
-  }
+  s->max_body = max_body; s->max_header = max_header; s->max_pipeline = max_pipeline;
+  s->header_timeout = header_timeout; s->idle_timeout = idle_timeout;
+  s->high_water = write_buffer;
+  s->low_water = s->high_water / 4;
   struct sockaddr_storage addr;
-  int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
-  if (rc != 0) rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
-  if (rc != 0) { free(s); return luaL_error(L, "http.serve: bad host '%s'", host); }
+  int rc = resolve_host(s->loop, host, port, &addr);
+  if (rc != 0) {
+    free(s);
+    lua_pushnil(L);
+    lua_pushfstring(L, "http.serve %s:%d: %s", host, port, uv_strerror(rc));
+    lua_pushinteger(L, rc);
+    return 3;
+  }
   s->listener = malloc(sizeof *s->listener);
   s->sweep = malloc(sizeof *s->sweep);
   if (!s->listener || !s->sweep) { free(s->listener); free(s->sweep); free(s); return luaL_error(L, "out of memory"); }
@@ -700,6 +1001,7 @@ static int l_listen(lua_State *L) {
   uint64_t tick = (s->header_timeout < s->idle_timeout ? s->header_timeout : s->idle_timeout) / 4;
   if (tick < 10) tick = 10;
   if (tick > 1000) tick = 1000;
+  s->tick = tick;
   uv_timer_start(s->sweep, on_sweep, tick, tick);
   uv_unref((uv_handle_t *)s->sweep);          /* the listener keeps the loop alive, not this */
   lua_pushvalue(L, 3);
@@ -717,20 +1019,33 @@ static int l_port(lua_State *L) {
   return 1;
 }
 
-/* server:close() → a future that resolves once every connection has ended. */
+/* Non-zero if the running task is the handler of one of s's unanswered requests. */
+static int srv_own_handler(lua_State *L, srv *s) {
+  aio_task *t = aio_current_task(L);
+  if (!t) return 0;
+  for (conn *c = s->conns; c; c = c->next)
+    for (slot *p = c->shead; p; p = p->next)
+      if (p->task == t && !p->finished) return 1;
+  return 0;
+}
+
+/* server:close() → a future that resolves once every connection has ended, and whether the
+** caller is one of the server's own handlers (whose request that future would wait for). */
 static int l_srv_close(lua_State *L) {
   srv_box *b = luaL_checkudata(L, 1, SERVER_MT);
   srv *s = b->s;
   if (!s) { aio_future *f = aio_future_new(L); aio_future_resolve(L, f, 0); return 1; }  /* already closed */
+  int own = srv_own_handler(L, s);
   aio_future *f = s->closed_fut;
   if (!f) {
     f = aio_future_new(L);
     s->closed_fut = f;
     s->closed_ref = aio_ref(L, -1);
   } else aio_pushref(L, s->closed_ref);
+  lua_pushboolean(L, own);
   srv_begin_close(s);
   srv_maybe_done(s);
-  return 1;
+  return 2;
 }
 
 /* server:connections() → number of open connections. */
@@ -750,11 +1065,18 @@ static conn *check_conn(lua_State *L, slot **sp) {
   return *sp ? b->c : NULL;
 }
 
+/* The final status at idx (an integer 200..599; raises otherwise). */
+static int check_status(lua_State *L, int idx) {
+  lua_Integer n = luaL_checkinteger(L, idx);
+  luaL_argcheck(L, n >= 200 && n <= 599, idx, "status must be from 200 to 599");
+  return (int)n;
+}
+
 /* conn:respond(seq, status, headers|nil, body) → true, or false if the client has gone. */
 static int l_respond(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
-  int status = (int)luaL_checkinteger(L, 3);
+  int status = check_status(L, 3);
   size_t blen = 0;
   const char *body = luaL_optlstring(L, 5, "", &blen);
   if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
@@ -774,7 +1096,7 @@ static int l_respond(lua_State *L) {
 static int l_start(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
-  int status = (int)luaL_checkinteger(L, 3);
+  int status = check_status(L, 3);
   if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
   scratch.len = 0;
   format_head(L, &scratch, c, p, status, 4, -1);
@@ -816,6 +1138,23 @@ static int l_finish(lua_State *L) {
   return 1;
 }
 
+/* conn:drain(seq) → a future to await before writing more, or nothing. The slot's output is
+** over the high-water mark: the head's in libuv's write queue, a later slot's in its buffer. */
+static int l_drain(lua_State *L) {
+  slot *p;
+  conn *c = check_conn(L, &p);
+  if (!c) return 0;
+  size_t n = p == c->shead ? uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) : p->out.len;
+  if (n <= c->s->high_water) return 0;
+  if (c->drained && c->drained->state != AIO_PENDING) conn_wake_writers(c);  /* its waiter was cancelled */
+  if (c->drained) aio_pushref(L, c->drained_ref);
+  else {
+    c->drained = aio_future_new(L);
+    c->drained_ref = aio_ref(L, -1);
+  }
+  return 1;
+}
+
 /* conn:abort() — drops the connection (a handler failed after it had started streaming). */
 static int l_abort(lua_State *L) {
   conn_box *b = luaL_checkudata(L, 1, CONN_MT);
@@ -841,9 +1180,10 @@ int luaopen_aio_http_server_c(lua_State *L) {
     {"port", l_port}, {"close", l_srv_close}, {"connections", l_nconns}, {NULL, NULL}};
   static const luaL_Reg conn_methods[] = {
     {"respond", l_respond}, {"start", l_start}, {"write", l_write}, {"finish", l_finish},
-    {"abort", l_abort}, {"peer", l_peer}, {NULL, NULL}};
+    {"drain", l_drain}, {"abort", l_abort}, {"peer", l_peer}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"listen", l_listen}, {"unescape", l_unescape},
-                                   {"decode_query", l_decode_query}, {NULL, NULL}};
+                                   {"decode_query", l_decode_query}, {"check_header", l_check_header},
+                                   {NULL, NULL}};
   luaL_newmetatable(L, SERVER_MT);
   luaL_newlib(L, srv_methods);
   lua_setfield(L, -2, "__index");

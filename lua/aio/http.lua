@@ -178,44 +178,65 @@ local Res = {}
 Res.__index = Res
 Res.__name = "aio.http.response"
 
--- res:status(n) sets the status (before anything is sent).
-function Res:status(n) self._status = n; return self end
+-- The status n as an integer; raises (at the caller's caller) unless it is a final status 200..599.
+local function check_status(n)
+  local i = math.type(n) and math.tointeger(n)
+  if not i or i < 200 or i > 599 then
+    error(string.format("http: status must be an integer from 200 to 599, got %s", tostring(n)), 3)
+  end
+  return i
+end
 
--- res:header(k, v) adds a response header (before anything is sent).
+-- res:status(n) sets the status (before anything is sent).
+function Res:status(n) self._status = check_status(n); return self end
+
+-- res:header(k, v) adds a response header (before anything is sent). Raises when k is not an
+-- HTTP token or tostring(v) holds CR, LF or NUL (header injection).
 function Res:header(k, v)
+  local ok, val = pcall(SC.check_header, k, v == nil and "" or v)
+  if not ok then error(val, 2) end
+  if v == nil then val = nil end           -- res:header(k, nil) removes k
   local h = self._headers
   if not h then h = {}; self._headers = h end
-  h[k] = v
+  h[k] = val
   return self
 end
 
--- res:write(chunk) streams a chunk (the head goes first, with chunked encoding).
+-- res:write(chunk) streams a chunk (the head goes first, with chunked encoding). The flags
+-- _started and _finished are set only once the C side has taken the head or the end: a call
+-- that raises has sent nothing, so dispatch knows whether a 500 can still go out.
 function Res:write(chunk)
   if self._finished then error("http: response already finished", 2) end
   if not self._started then
-    self._started = true
     self._conn:start(self._seq, self._status, self._headers)
+    self._started = true
   end
-  self._conn:write(self._seq, tostring(chunk))
+  local conn, seq = self._conn, self._seq
+  conn:write(seq, tostring(chunk))
+  local drained = conn:drain(seq)            -- over write_buffer: wait for the client to read
+  while drained do
+    drained:await()
+    drained = conn:drain(seq)
+  end
   return self
 end
 
 -- res:finish([body]) ends the response (as one Content-Length response if nothing was streamed).
 function Res:finish(body)
   if self._finished then return self end
-  self._finished = true
   if self._started then
-    if body then self._conn:write(self._seq, tostring(body)) end
+    if body ~= nil then self._conn:write(self._seq, tostring(body)) end
     self._conn:finish(self._seq)
   else
-    self._conn:respond(self._seq, self._status, self._headers, body and tostring(body) or "")
+    self._conn:respond(self._seq, self._status, self._headers, body ~= nil and tostring(body) or "")
   end
+  self._finished = true
   return self
 end
 
 -- res:json(v [, status]) answers with a JSON body.
 function Res:json(v, status)
-  if status then self._status = status end
+  if status then self._status = check_status(status) end
   self:header("Content-Type", "application/json")
   return self:finish(require("cjson").encode(v))
 end
@@ -227,21 +248,32 @@ Server.__name = "aio.http.server"
 -- server:port() → the bound port.
 function Server:port() return self._s:port() end
 
+-- "host:port" for a URL: an IPv6 literal goes in brackets ("[::1]:8080").
+local function authority(host, port)
+  return string.format(host:find(":", 1, true) and "[%s]:%d" or "%s:%d", host, port)
+end
+
 -- server:url([path]) → "http://host:port/path".
-function Server:url(path) return string.format("http://%s:%d%s", self.host, self._s:port(), path or "/") end
+function Server:url(path) return "http://" .. authority(self.host, self._s:port()) .. (path or "/") end
 
 -- server:connections() → open connections.
 function Server:connections() return self._s:connections() end
 
--- server:close(): stop accepting, let in-flight requests finish, then return.
-function Server:close() return self._s:close():await() end
+-- server:close(): stop accepting, let in-flight requests finish, then return. Called from one
+-- of the server's own handlers it returns at once (waiting would wait for its own request);
+-- the graceful close goes on in the background.
+function Server:close()
+  local done, own = self._s:close()
+  if not own then done:await() end
+end
 
-function Server:__tostring() return string.format("aio.http.server %s:%d", self.host, self._s:port()) end
+function Server:__tostring() return "aio.http.server " .. authority(self.host, self._s:port()) end
 
 -- http.serve{host="127.0.0.1", port=0, handler=fn(req, res), max_body=, max_header=,
---            header_timeout=, idle_timeout=, log=} → server.
+--            header_timeout=, idle_timeout=, max_pipeline=, write_buffer=, log=} → server.
 -- The handler runs as a task per request; it answers with res:finish(...) or by returning
 -- status, body [, headers] (or just a body string). An error answers 500 and logs a traceback.
+-- (docs/http.md has the rules: statuses, headers, backpressure, close, clients that go away.)
 function http.serve(opts)
   if type(opts) == "function" then opts = { handler = opts } end
   local handler = assert(opts.handler or opts[1], "http.serve: handler required")
@@ -249,35 +281,41 @@ function http.serve(opts)
   local traceback = debug.traceback
   local host = opts.host or "127.0.0.1"
 
+  -- Logs through opts.log; a log function that fails must not leave a request unanswered.
+  local function report(msg)
+    if not pcall(log, msg) then io.stderr:write(msg, "\n") end
+  end
+
+  -- Runs the handler and sends what it returned, both under dispatch's xpcall.
+  local function run(req, res)
+    local s, b, h = handler(req, res)
+    if res._finished then return end
+    if res._started then return res:finish(b) end
+    if type(s) == "number" then
+      res._status = check_status(s)
+      res._headers = h or res._headers
+      return res:finish(b == nil and "" or b)
+    end
+    return res:finish(s == nil and "" or s)
+  end
+
+  -- The task of one request: any error on the way to the answer (the handler's, a bad status,
+  -- a header that cannot be sent) is logged with its traceback and becomes a 500 while nothing
+  -- was sent; after the head it ends the connection; after the end it is only logged.
   local function dispatch(conn, seq, req)
     setmetatable(req, Req)              -- C gave target, path (decoded), raw_query, conn
     local res = setmetatable({ _conn = conn, _seq = seq, _status = 200 }, Res)
     local tr = tracer()
     local t0 = tr and aio.now()
-    local ok, s, b, h = xpcall(handler, traceback, req, res)
+    local ok, err = xpcall(run, traceback, req, res)
     if not ok then
-      if aio.is_cancelled(s) then
-        conn:abort()
-      else
-        log(string.format("aioshell http: handler error on %s %s: %s", req.method, req.target, tostring(s)))
-        if res._started then conn:abort()
-        elseif not res._finished then
-          res._finished = true
-          conn:respond(seq, 500, nil, "Internal Server Error\n")
-        end
+      local cancelled = aio.is_cancelled(err)
+      if not cancelled then
+        report(string.format("aioshell http: handler error on %s %s: %s", req.method, req.target, tostring(err)))
       end
-    elseif not res._finished then
-      res._finished = true
-      if res._started then
-        if b ~= nil then conn:write(seq, tostring(b)) end
-        conn:finish(seq)
-      elseif type(s) == "number" then
-        conn:respond(seq, s, h or res._headers, b ~= nil and tostring(b) or "")
-      elseif s ~= nil then
-        conn:respond(seq, res._status, res._headers, tostring(s))
-      else
-        conn:respond(seq, res._status, res._headers, "")
-      end
+      if res._finished then                -- the answer is complete: it stands
+      elseif res._started or cancelled then conn:abort()
+      else conn:respond(seq, 500, nil, "Internal Server Error\n") end
     end
     if tr then tr.complete(req.method .. " " .. req.target, "http.server", t0, aio.now()) end
   end
