@@ -323,16 +323,19 @@ describe("channels", function()
     for i = 1, 100 do assert.equal(i, got[i]) end
   end))
 
+  -- A worker's job: sums what it receives until the channel is closed.
+  local function sum_received(ch)
+    local sum = 0
+    while true do
+      local v = ch:recv()
+      if v == nil then return sum end
+      sum = sum + v
+    end
+  end
+
   it("carries values from the loop to workers with back-pressure", async(function()
     local ch = thread.channel(2)
-    local f = pool:submit(function(ch)
-      local sum = 0
-      while true do
-        local v = ch:recv()
-        if v == nil then return sum end
-        sum = sum + v
-      end
-    end, ch)
+    local f = pool:submit(sum_received, ch)
     for i = 1, 50 do ch:send(i) end
     ch:close()
     assert.equal(1275, f:await())
@@ -344,14 +347,7 @@ describe("channels", function()
   it("never loses a wake-up between the loop checking the channel and parking", async(function()
     for _ = 1, 1000 do
       local ch = thread.channel(1)
-      local f = pool:submit(function(ch)
-        local sum = 0
-        while true do
-          local v = ch:recv()
-          if v == nil then return sum end
-          sum = sum + v
-        end
-      end, ch)
+      local f = pool:submit(sum_received, ch)
       for i = 1, 5 do assert.is_true(ch:send(i)) end
       ch:close()
       assert.equal(15, aio.wait_for(f, 5))
