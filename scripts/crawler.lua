@@ -443,20 +443,25 @@ end
 -- The floor of each kind of mode that ran, as phrases: serial n x delay, the bounded modes
 -- ceil(n / c) waves, gather one wave.
 local function floors(list)
-  local bounded, out = {}, {}
+  local bounded, seen = {}, {}
   for _, r in ipairs(list) do
-    if r.mode ~= "serial" and r.mode ~= "gather" then bounded[#bounded + 1] = r.mode end
+    if r.mode ~= "serial" and r.mode ~= "gather" and not seen[r.mode] then bounded[#bounded + 1] = r.mode end
+    seen[r.mode] = true
   end
+  local out, said = {}, {}  -- a mode asked for twice (--mode gevent,gevent) is described once
   for _, r in ipairs(list) do
-    local f = floor_seconds(r.mode, r.n, opts.delay, opts.concurrency)
-    if r.mode == "serial" then
-      out[#out + 1] = string.format("serial %d x %d ms = %.2f s", r.n, opts.delay, f)
-    elseif r.mode == "gather" then
-      out[#out + 1] = string.format("gather one wave of %d ms = %.2f s", opts.delay, f)
-    elseif r.mode == bounded[1] then
-      local waves = math.ceil(r.n / opts.concurrency)
-      out[#out + 1] = string.format("%s %d wave%s of %d ms at %d concurrent = %.2f s", table.concat(bounded, ","),
-        waves, waves == 1 and "" or "s", opts.delay, opts.concurrency, f)
+    if not said[r.mode] then
+      said[r.mode] = true
+      local f = floor_seconds(r.mode, r.n, opts.delay, opts.concurrency)
+      if r.mode == "serial" then
+        out[#out + 1] = string.format("serial %d x %d ms = %.2f s", r.n, opts.delay, f)
+      elseif r.mode == "gather" then
+        out[#out + 1] = string.format("gather one wave of %d ms = %.2f s", opts.delay, f)
+      elseif r.mode == bounded[1] then
+        local waves = math.ceil(r.n / opts.concurrency)
+        out[#out + 1] = string.format("%s %d wave%s of %d ms at %d concurrent = %.2f s",
+          table.concat(bounded, ","), waves, waves == 1 and "" or "s", opts.delay, opts.concurrency, f)
+      end
     end
   end
   return out

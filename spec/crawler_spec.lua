@@ -199,6 +199,12 @@ describe("scripts/crawler.lua", function()
     assert.are.equal(0, status, err)
     assert.matches("speed%-up = requests x the serial run.s [%d.]+ ms per request / seconds%.", out)
     assert.matches("serial 2 x 10 ms = 0.02 s; aiohttp 2 waves of 10 ms at 10 concurrent = 0.02 s.", out, 1, true)
+    -- a mode asked for twice is measured twice and described once
+    out, err, status = crawler({ "--mode", "tornado,gather,tornado", "--n", "20", "--delay", "10",
+      "--concurrency", "10", "--no-svg" }, { timeout = 30 })
+    assert.are.equal(0, status, err)
+    assert.matches("floor (the delays alone): tornado 2 waves of 10 ms at 10 concurrent = 0.02 s; "
+      .. "gather one wave of 10 ms = 0.01 s.\n", out, 1, true)
   end)
 
   it("shows a progress bar on a terminal only for a mode that runs a while", function()
