@@ -379,6 +379,27 @@ describe("channels", function()
     assert.equal(0, #ch)
   end))
 
+  -- Parked loop-side waiters were served as one FIFO: a sender parked on a full channel ahead
+  -- of a receiver blocked that receiver, and so itself, for ever.
+  it("a parked sender does not block a later receiver on the loop", async(function()
+    local ch = thread.channel(1)
+    ch:send(1)
+    local sender = aio.spawn(function() return ch:send(2) end)
+    aio.sleep(0)
+    assert.equal(1, aio.wait_for(function() return ch:recv() end, 1))
+    assert.is_true(aio.wait_for(sender, 1))
+    assert.equal(2, aio.wait_for(function() return ch:recv() end, 1))
+  end))
+
+  it("send with timeout 0 on the loop polls a full channel", async(function()
+    local ch = thread.channel(1)
+    assert.is_true(ch:send(1, 0))
+    local ok, why = aio.wait_for(function() return ch:send(2, 0) end, 1)
+    assert.is_nil(ok)
+    assert.equal("timeout", why)
+    assert.equal(1, #ch)
+  end))
+
   it("recv with timeout 0 polls; a cancelled recv loses nothing", async(function()
     local ch = thread.channel()
     local v, why = ch:recv(0)

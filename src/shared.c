@@ -538,17 +538,27 @@ static void waiter_on_cancel(lua_State *L, aio_future *f, void *ud) {
   free_waiter(L, w);
 }
 
-/* Serves the loop's parked futures in FIFO order as far as the channel allows. */
+/* The oldest parked loop-side waiter of one kind (mu held). Receivers and senders each keep
+** FIFO order among themselves but must not queue behind each other: a sender parked on a full
+** channel ahead of a receiver would otherwise block the very receiver that makes room. */
+static lwaiter *first_waiter(chan *c, int is_send) {
+  lwaiter *w = c->whead;
+  while (w && w->is_send != is_send) w = w->next;
+  return w;
+}
+
+/* Serves the loop's parked futures (receivers first, each kind in FIFO order) as far as the
+** channel allows. */
 static void chan_serve(lua_State *L, chan *c) {
   for (;;) {
     pthread_mutex_lock(&c->mu);
-    lwaiter *w = c->whead;
+    lwaiter *w = first_waiter(c, 0);
     msg *m = NULL;
     int ok = 0;
-    if (w && !w->is_send && (c->count > 0 || c->closed)) {
+    if (w && (c->count > 0 || c->closed)) {
       m = chan_take(c);
       ok = 1;
-    } else if (w && w->is_send && (c->closed || c->cap == 0 || c->count < c->cap)) {
+    } else if ((w = first_waiter(c, 1)) && (c->closed || c->cap == 0 || c->count < c->cap)) {
       ok = 1;
       if (!c->closed) {
         msg *nm = calloc(1, sizeof *nm);
@@ -667,7 +677,8 @@ static void free_msg(msg *m) {
 }
 
 /* ch:send(value [, timeout]) -> true | nil, "timeout". A worker blocks while the channel is
-** full; the loop's state awaits instead (timeouts there are the facade's business). */
+** full; the loop's state awaits instead (timeouts there are the facade's business; timeout 0
+** polls without waiting, as recv's does). */
 static int chan_send(lua_State *L) {
   chan *c = (chan *)check_box(L, 1, CHANNEL_MT);
   double timeout = luaL_optnumber(L, 3, -1);
@@ -680,8 +691,8 @@ static int chan_send(lua_State *L) {
   int inworker = aio_worker_of(L) != NULL;
   struct timespec dl = deadline_in(timeout < 0 ? 0 : timeout);
   pthread_mutex_lock(&c->mu);
-  if (!inworker && !c->closed &&
-      ((c->whead && c->whead->is_send) || (c->cap && c->count >= c->cap))) {
+  if (!inworker && timeout != 0 && !c->closed &&
+      (first_waiter(c, 1) || (c->cap && c->count >= c->cap))) {
     pthread_mutex_unlock(&c->mu);
     free(m);
     return chan_park(L, c, 1, &b);
@@ -723,7 +734,7 @@ static int chan_recv(lua_State *L) {
   int inworker = aio_worker_of(L) != NULL;
   struct timespec dl = deadline_in(timeout < 0 ? 0 : timeout);
   pthread_mutex_lock(&c->mu);
-  if (!inworker && timeout != 0 && (c->whead || (c->count == 0 && !c->closed))) {
+  if (!inworker && timeout != 0 && (first_waiter(c, 0) || (c->count == 0 && !c->closed))) {
     pthread_mutex_unlock(&c->mu);
     return chan_park(L, c, 0, NULL);
   }
