@@ -292,6 +292,21 @@ describe("shared state", function()
     assert.equal(2.5, c:add(1))
   end)
 
+  -- update runs fn with the cell locked: fn touching the cell relocked a plain mutex from the
+  -- same thread and hung it for good (no cancel reaches a thread blocked in the lock).
+  it("using a cell inside its own update raises instead of hanging", async(function()
+    local p = thread.pool{size = 1}
+    local f = p:submit(function(c)
+      local ok, err = pcall(c.update, c, function(v) return c:get() + v end)
+      return ok, err, c:get()
+    end, thread.shared(1))
+    local ok, err, v = aio.wait_for(f, 2)
+    assert.is_false(ok)
+    assert.matches("deadlock: this cell is locked by its own update function", err)
+    assert.equal(1, v)
+    p:close()
+  end))
+
   it("mutex reports a self-deadlock and supports timeouts", async(function()
     local m = thread.mutex()
     m:lock()

@@ -134,12 +134,28 @@ static cellval cell_copy(cell *c) {
   return v;
 }
 
+/* Locks the cell (pending: a prepared value, dropped if this raises). The cell's own update
+** function using the cell would relock it from the same thread: an error-checking mutex turns
+** that hang into an error. */
+static void cell_lock(lua_State *L, cell *c, cellval *pending) {
+  if (pthread_mutex_lock(&c->mu) != EDEADLK) return;
+  if (pending) {
+    aio_codec_discard(pending->enc.data, pending->enc.len);
+    aio_buf_free(&pending->enc);
+  }
+  luaL_error(L, "deadlock: this cell is locked by its own update function (use the value passed to it)");
+}
+
 /* thread.shared(value) -> cell */
 static int l_shared(lua_State *L) {
   cellval v = to_cellval(L, 1);
   cell *c = calloc(1, sizeof *c);
   if (!c) return luaL_error(L, "out of memory");
-  pthread_mutex_init(&c->mu, NULL);
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
+  pthread_mutex_init(&c->mu, &a);
+  pthread_mutexattr_destroy(&a);
   c->refs = 1;
   c->type = v.type; c->i = v.i; c->n = v.n; c->enc = v.enc;
   cell_push(L, c);
@@ -149,7 +165,7 @@ static int l_shared(lua_State *L) {
 /* cell:get() -> a copy of the value */
 static int cell_get(lua_State *L) {
   cell *c = (cell *)check_box(L, 1, SHARED_MT);
-  pthread_mutex_lock(&c->mu);
+  cell_lock(L, c, NULL);
   cellval v = cell_copy(c);
   pthread_mutex_unlock(&c->mu);
   push_cellval(L, &v);
@@ -160,7 +176,7 @@ static int cell_get(lua_State *L) {
 static int cell_set(lua_State *L) {
   cell *c = (cell *)check_box(L, 1, SHARED_MT);
   cellval v = to_cellval(L, 2);
-  pthread_mutex_lock(&c->mu);
+  cell_lock(L, c, &v);
   aio_buf old = c->enc;
   c->type = v.type; c->i = v.i; c->n = v.n; c->enc = v.enc;
   pthread_mutex_unlock(&c->mu);
@@ -176,7 +192,7 @@ static int cell_add(lua_State *L) {
   int isint = lua_isinteger(L, 2);
   lua_Integer di = isint ? lua_tointeger(L, 2) : 0;
   lua_Number dn = lua_tonumber(L, 2);
-  pthread_mutex_lock(&c->mu);
+  cell_lock(L, c, NULL);
   if (c->type == C_INT && isint) {
     c->i = (lua_Integer)((lua_Unsigned)c->i + (lua_Unsigned)di);
     lua_pushinteger(L, c->i);
@@ -225,7 +241,7 @@ static int cell_cas(lua_State *L) {
   if (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA || t == LUA_TTHREAD)
     return luaL_argerror(L, 2, "cas compares scalars (nil, boolean, number, string)");
   cellval v = to_cellval(L, 3);
-  pthread_mutex_lock(&c->mu);
+  cell_lock(L, c, &v);
   int eq = cell_equals(L, c, 2);
   aio_buf old = {0};
   if (eq) {
@@ -257,7 +273,7 @@ static int cell_update(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   cellval out, in;
   memset(&out, 0, sizeof out);
-  pthread_mutex_lock(&c->mu);
+  cell_lock(L, c, NULL);
   in = cell_copy(c);
   lua_pushcfunction(L, update_p);
   lua_pushlightuserdata(L, &out);
