@@ -307,6 +307,25 @@ describe("shared state", function()
     p:close()
   end))
 
+  -- A worker thread outlives its jobs: a lock left by a job that errored or was cancelled (no
+  -- <close>) stayed held by the worker for good; others waited for ever and the worker's own
+  -- next job saw a "deadlock".
+  it("a mutex a job leaves locked is released when the job ends", async(function()
+    local p = thread.pool{size = 1}
+    local m = thread.mutex()
+    local spinning = thread.shared(false)
+    local f = p:submit(function(m, s) m:lock(); s:set(true); while true do end end, m, spinning)
+    aio.wait_for(function() while not spinning:get() do aio.sleep(0.001) end end, 2)
+    f:cancel()
+    assert.is_true(aio.wait_for(p:submit(function(m) local g = m:lock(1); g:unlock(); return g ~= nil end, m), 2))
+    assert.has_error(function() p:run(function(m) m:lock(); error("boom") end, m) end)
+    p:run(function(m) m:lock() end, m)
+    local got = m:lock(1)
+    assert.equal(m, got)
+    m:unlock()
+    p:close()
+  end))
+
   it("mutex reports a self-deadlock and supports timeouts", async(function()
     local m = thread.mutex()
     m:lock()

@@ -336,7 +336,13 @@ static int open_cell_mt(lua_State *L) {
 typedef struct mutex {
   int refs;
   pthread_mutex_t mu;  /* error-checking: relocking by the holder reports a deadlock */
+  struct mutex *held_next;  /* in the holder thread's `held` list (touched by the holder only) */
 } mutex;
+
+/* The mutexes this OS thread holds, each with a reference. A worker thread outlives its jobs:
+** a lock a job leaves behind (an error or a cancellation without `<close>`) would otherwise be
+** held by nobody, for good, and the worker's next job relocking it would see a "deadlock". */
+static _Thread_local mutex *held;
 
 static int open_mutex_mt(lua_State *L);
 static void mutex_retain(void *o) { retain_count(&((mutex *)o)->refs); }
@@ -350,6 +356,36 @@ static void mutex_release(void *o) {
 static void mutex_push(lua_State *L, void *o) { push_box(L, o, MUTEX_MT, open_mutex_mt); }
 static const aio_share_class mutex_class = {MUTEX_MT, 0, mutex_retain, mutex_release,
                                           mutex_push, NULL, NULL};
+
+/* Records that this thread now holds m. */
+static void held_add(mutex *m) {
+  mutex_retain(m);
+  m->held_next = held;
+  held = m;
+}
+
+/* Forgets m from this thread's list (after unlocking it). */
+static void held_remove(mutex *m) {
+  for (mutex **pp = &held; *pp; pp = &(*pp)->held_next)
+    if (*pp == m) {
+      *pp = m->held_next;
+      mutex_release(m);
+      return;
+    }
+}
+
+/* Unlocks every mutex this thread still holds; returns how many (thread.h). */
+int aio_shared_release_held(void) {
+  int n = 0;
+  while (held) {
+    mutex *m = held;
+    held = m->held_next;
+    pthread_mutex_unlock(&m->mu);
+    mutex_release(m);
+    n++;
+  }
+  return n;
+}
 
 /* thread.mutex() -> mutex */
 static int l_mutex(lua_State *L) {
@@ -392,6 +428,7 @@ static int mutex_lock(lua_State *L) {
     return 2;
   }
   if (rc != 0) return luaL_error(L, "mutex lock: %s", strerror(rc));
+  held_add(m);
   lua_settop(L, 1);
   return 1;
 }
@@ -400,7 +437,7 @@ static int mutex_lock(lua_State *L) {
 static int mutex_trylock(lua_State *L) {
   mutex *m = (mutex *)check_box(L, 1, MUTEX_MT);
   int rc = pthread_mutex_trylock(&m->mu);
-  if (rc == 0) { lua_settop(L, 1); return 1; }
+  if (rc == 0) { held_add(m); lua_settop(L, 1); return 1; }
   lua_pushboolean(L, 0);
   return 1;
 }
@@ -410,6 +447,7 @@ static int mutex_unlock(lua_State *L) {
   mutex *m = (mutex *)check_box(L, 1, MUTEX_MT);
   int rc = pthread_mutex_unlock(&m->mu);
   if (rc == EPERM) return luaL_error(L, "unlock of a mutex this thread does not hold");
+  if (rc == 0) held_remove(m);
   return 0;
 }
 

@@ -403,6 +403,7 @@ static void *worker_main(void *arg) {
     } else {
       run_job(w, j);
     }
+    aio_shared_release_held();  /* locks the job left behind are nobody's now */
     pthread_mutex_lock(&p->mu);
     if (L) lua_sethook(L, NULL, 0, 0);  /* under mu: a late interrupt_job cannot slip in after */
     if (w->loop) w->loop->cancel_request = 0;
