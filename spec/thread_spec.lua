@@ -88,6 +88,23 @@ describe("thread pool", function()
     assert.is_string(err.traceback)
   end))
 
+  -- An error value that could not cross was replaced by a fixed message: what went wrong was
+  -- lost. Its string form (its __tostring if any) and the path that failed now come back.
+  it("an error value that cannot cross still says what it was", async(function()
+    local ok, err = pcall(pool.run, pool, function()
+      error(setmetatable({file = io.stdout}, {__tostring = function() return "disk full on /var" end}))
+    end)
+    assert.is_false(ok)
+    assert.matches("disk full on /var", err)
+    assert.matches("cannot send error.file %(userdata: FILE%*%)", err)
+    ok, err = pcall(pool.run, pool, function()
+      error(setmetatable({file = io.stdout}, {__tostring = function() error("no") end}))
+    end)
+    assert.is_false(ok)
+    assert.matches("could not be sent back", err)
+    assert.equal(3, pool:run(function() return 3 end))
+  end))
+
   it("refuses arguments that cannot cross, naming them", async(function()
     local ok, err = pcall(pool.submit, pool, function() end, 1, {conn = io.stdout})
     assert.is_false(ok)

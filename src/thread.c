@@ -286,6 +286,31 @@ static int encode_error_p(lua_State *L) {
   return 0;
 }
 
+/* Protected: the string form of the value at 1 (its __tostring may itself fail). */
+static int tostring_p(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* Protected: encodes, in place of an error value that cannot cross (the record {err, traceback}
+** at 2, the reason at 3), a string error that still says what the error was and why. */
+static int encode_fallback_p(lua_State *L) {
+  job *j = (job *)lua_touserdata(L, 1);
+  lua_pushcfunction(L, tostring_p);
+  lua_rawgeti(L, 2, 1);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "(error object)");
+  }
+  const char *why = lua_tostring(L, 3);
+  lua_pushfstring(L, "%s (the error value could not be sent back from the worker: %s)",
+                  lua_tostring(L, -1), why ? why : "?");
+  lua_rawgeti(L, 2, 2);
+  j->msg.len = 0;
+  aio_codec_encode(L, -2, 2, &j->msg, "error", AIO_CODEC_THREAD);
+  return 0;
+}
+
 /* Runs one job in the worker's state and leaves its outcome in j->msg. */
 static void run_job(aio_worker *w, job *j) {
   lua_State *L = w->L;
@@ -303,6 +328,14 @@ static void run_job(aio_worker *w, job *j) {
     lua_pushlightuserdata(L, j);
     lua_pushvalue(L, -3);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) {  /* the error value itself cannot cross */
+      lua_pushcfunction(L, encode_fallback_p);
+      lua_pushlightuserdata(L, j);
+      lua_pushvalue(L, -4);  /* the record */
+      lua_pushvalue(L, -4);  /* why it could not cross */
+      if (lua_pcall(L, 3, 0, 0) == LUA_OK) {
+        lua_settop(L, 0);
+        return;
+      }
       j->msg.len = 0;
       lua_pushcfunction(L, encode_error_p);
       lua_pushlightuserdata(L, j);
