@@ -176,6 +176,7 @@ typedef struct job {
   aio_future *fut;
   int futref;
   int worker;            /* index of the worker that ran it */
+  int decoded;           /* msg was decoded on the loop: its boxes own its references */
 } job;
 
 enum { J_QUEUED, J_RUNNING, J_DONE, J_DROPPED };
@@ -461,7 +462,9 @@ static void pool_release(pool *p) {
 /* Frees a job that is finished or was taken off the queue (loop thread). */
 static void job_free(lua_State *L, job *j) {
   pool *p = j->pool;
-  if (j->msg.len && j->state != J_DONE) aio_codec_discard(j->msg.data, j->msg.len);
+  /* arguments never run, or results nobody took (the future was cancelled as the job finished):
+  ** the references to shared objects they carry go with them */
+  if (j->msg.len && !j->decoded) aio_codec_discard(j->msg.data, j->msg.len);
   aio_buf_free(&j->msg);
   if (j->fut) j->fut->on_cancel = NULL;
   aio_unref(L, j->futref);
@@ -478,6 +481,7 @@ static void job_free(lua_State *L, job *j) {
 static int settle_p(lua_State *L) {
   job *j = (job *)lua_touserdata(L, 1);
   lua_settop(L, 0);
+  j->decoded = 1;  /* before: a decode failing half-way must not release what it adopted */
   int n = aio_codec_decode(L, j->msg.data, j->msg.len);
   if (j->ok) {
     aio_future_resolve(L, j->fut, n);
