@@ -105,6 +105,15 @@ describe("thread pool", function()
     assert.equal(3, pool:run(function() return 3 end))
   end))
 
+  -- os.exit in a job called exit() from the worker thread: the whole program ended at once,
+  -- without the main state's finalizers. It now fails the job.
+  it("os.exit in a job fails the job, not the process", async(function()
+    local ok, err = pcall(pool.run, pool, function() os.exit(3) end)
+    assert.is_false(ok)
+    assert.matches("os.exit cannot be called in a worker thread", err)
+    assert.equal(4, pool:run(function() return 4 end))
+  end))
+
   it("refuses arguments that cannot cross, naming them", async(function()
     local ok, err = pcall(pool.submit, pool, function() end, 1, {conn = io.stdout})
     assert.is_false(ok)

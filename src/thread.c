@@ -358,6 +358,23 @@ static int run_init_p(lua_State *L) {
   return 0;
 }
 
+/* os.exit in a worker's state: exit() from a worker thread would end the process under the
+** loop's feet (the main state's finalizers and <close> variables never run, and the other
+** threads keep running while atexit handlers tear things down), so it fails the job instead. */
+static int worker_os_exit(lua_State *L) {
+  return luaL_error(L, "os.exit cannot be called in a worker thread (it would end the whole "
+                       "process); return or raise an error and let the main script exit");
+}
+
+/* Replaces os.exit in a fresh worker state. */
+static void disable_os_exit(lua_State *L) {
+  if (lua_getglobal(L, "os") == LUA_TTABLE) {
+    lua_pushcfunction(L, worker_os_exit);
+    lua_setfield(L, -2, "exit");
+  }
+  lua_pop(L, 1);
+}
+
 /* A worker thread: make a warm state, run init, then take jobs until the pool closes. */
 static void *worker_main(void *arg) {
   aio_worker *w = (aio_worker *)arg;
@@ -367,6 +384,7 @@ static void *worker_main(void *arg) {
   if (L) {
     luaL_openlibs(L);
     aio_openlibs(L);
+    disable_os_exit(L);
     lua_pushlightuserdata(L, w);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
     w->loop = aio_loop_get(L);  /* made now, so a cancel can always reach it */
