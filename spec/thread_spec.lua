@@ -424,6 +424,18 @@ describe("channels", function()
     end
   end))
 
+  -- A worker's deadline was the timeout converted to time_t: math.huge or 1e300 overflowed
+  -- into a deadline in the past, and the wait "timed out" at once.
+  it("a huge timeout in a worker waits", async(function()
+    for _, t in ipairs{math.huge, 1e300} do
+      local ch = thread.channel(1)
+      local f = pool:submit(function(ch, t) return ch:recv(t) end, ch, t)
+      aio.sleep(0.02)
+      ch:send("late")
+      assert.equal("late", aio.wait_for(f, 2))
+    end
+  end))
+
   it("times out on the loop without losing later messages", async(function()
     local ch = thread.channel(1)
     local t0 = aio.now()

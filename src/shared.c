@@ -45,8 +45,11 @@ static void *check_box(lua_State *L, int idx, const char *mt) {
   return b->obj;
 }
 
-/* Absolute CLOCK_REALTIME deadline `seconds` from now. */
+/* Absolute CLOCK_REALTIME deadline `seconds` from now. Beyond 10^9 s (about 31 years; also
+** inf and NaN) it is 10^9 s: converting a larger double to time_t overflows, and the wrapped
+** deadline lay in the past, so recv(math.huge) timed out at once. */
 static struct timespec deadline_in(double seconds) {
+  if (!(seconds < 1e9)) seconds = 1e9;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   double whole = (double)(time_t)seconds;
