@@ -352,6 +352,33 @@ describe("shared state", function()
     p:close()
   end))
 
+  -- A task's lock waited in pthread_mutex_lock on the loop thread: the whole loop stopped, so a
+  -- worker holding the mutex until the loop answered it never got its answer (a hang), and a
+  -- second task on the loop got "deadlock" for a mutex another task held.
+  it("a task waiting for a mutex does not stop the loop", async(function()
+    local m, go, holding = thread.mutex(), thread.channel(), thread.shared(false)
+    local f = pool:submit(function(m, go, h) m:lock(); h:set(true); go:recv(); m:unlock() end,
+                          m, go, holding)
+    aio.wait_for(function() while not holding:get() do aio.sleep(0.001) end end, 2)
+    local waiter = aio.spawn(function() return m:lock() end)
+    aio.sleep(0.01)
+    go:send(true)
+    assert.equal(m, aio.wait_for(waiter, 2))
+    m:unlock()
+    aio.wait_for(f, 2)
+    local first = aio.spawn(function() local _ <close> = m:lock(); aio.sleep(0.02) end)
+    aio.sleep(0)
+    assert.equal(m, aio.wait_for(function() return m:lock(1) end, 2))
+    m:unlock()
+    first:await()
+    first = aio.spawn(function() local _ <close> = m:lock(); aio.sleep(0.2) end)
+    aio.sleep(0)
+    local got, why = m:lock(0.02)
+    assert.is_nil(got)
+    assert.equal("timeout", why)
+    first:await()
+  end))
+
   it("mutex reports a self-deadlock and supports timeouts", async(function()
     local m = thread.mutex()
     m:lock()

@@ -340,6 +340,7 @@ typedef struct mutex {
   int refs;
   pthread_mutex_t mu;  /* error-checking: relocking by the holder reports a deadlock */
   struct mutex *held_next;  /* in the holder thread's `held` list (touched by the holder only) */
+  lua_State *loop_holder;   /* loop thread only: the coroutine on the loop that holds it */
 } mutex;
 
 /* The mutexes this OS thread holds, each with a reference. A worker thread outlives its jobs:
@@ -432,6 +433,7 @@ static int mutex_lock(lua_State *L) {
   }
   if (rc != 0) return luaL_error(L, "mutex lock: %s", strerror(rc));
   held_add(m);
+  if (!inworker) m->loop_holder = L;
   lua_settop(L, 1);
   return 1;
 }
@@ -440,7 +442,12 @@ static int mutex_lock(lua_State *L) {
 static int mutex_trylock(lua_State *L) {
   mutex *m = (mutex *)check_box(L, 1, MUTEX_MT);
   int rc = pthread_mutex_trylock(&m->mu);
-  if (rc == 0) { held_add(m); lua_settop(L, 1); return 1; }
+  if (rc == 0) {
+    held_add(m);
+    if (!aio_worker_of(L)) m->loop_holder = L;
+    lua_settop(L, 1);
+    return 1;
+  }
   lua_pushboolean(L, 0);
   return 1;
 }
@@ -450,8 +457,19 @@ static int mutex_unlock(lua_State *L) {
   mutex *m = (mutex *)check_box(L, 1, MUTEX_MT);
   int rc = pthread_mutex_unlock(&m->mu);
   if (rc == EPERM) return luaL_error(L, "unlock of a mutex this thread does not hold");
-  if (rc == 0) held_remove(m);
+  if (rc == 0) {
+    held_remove(m);
+    if (!aio_worker_of(L)) m->loop_holder = NULL;
+  }
   return 0;
+}
+
+/* m:_held_here() -> true when the coroutine calling it on the loop holds the mutex (the facade's
+** loop-side lock tells a relock by the holder, an error, from a wait for another task). */
+static int mutex_held_here(lua_State *L) {
+  mutex *m = (mutex *)check_box(L, 1, MUTEX_MT);
+  lua_pushboolean(L, !aio_worker_of(L) && m->loop_holder == L);
+  return 1;
 }
 
 static int mutex_gc(lua_State *L) { return box_gc(L, &mutex_class); }
@@ -459,7 +477,8 @@ static int mutex_gc(lua_State *L) { return box_gc(L, &mutex_class); }
 /* Makes the mutexes' metatable (left on the stack). */
 static int open_mutex_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"lock", mutex_lock}, {"try_lock", mutex_trylock}, {"unlock", mutex_unlock}, {NULL, NULL}};
+    {"lock", mutex_lock}, {"try_lock", mutex_trylock}, {"unlock", mutex_unlock},
+    {"_held_here", mutex_held_here}, {NULL, NULL}};
   luaL_newmetatable(L, MUTEX_MT);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");

@@ -242,6 +242,28 @@ do
   end
 end
 
+-- m:lock([timeout]) in a task on the loop: a worker or another task on this same thread may
+-- hold the mutex, and a pthread wait would stop the loop, and with it whatever would let the
+-- holder go on (a deadlock when the holder waits for the loop). The task polls try_lock instead,
+-- sleeping 1 to 10 ms between tries, as workers poll their cancel flag.
+do
+  local mm = debug.getregistry()["aio.thread.mutex"].__index
+  local raw_lock, try_lock, held_here = mm.lock, mm.try_lock, mm._held_here
+  function mm.lock(m, timeout)
+    if (c.current()) ~= "main" or not core.current() then return raw_lock(m, timeout) end
+    if try_lock(m) then return m end
+    if held_here(m) then error("deadlock: this task already holds the mutex", 2) end
+    local deadline = timeout and timeout >= 0 and core.now() + timeout
+    local pause = 0.001
+    repeat
+      if deadline and core.now() >= deadline then return nil, "timeout" end
+      core.sleep(deadline and math.min(pause, deadline - core.now()) or pause)
+      pause = math.min(pause * 2, 0.01)
+    until try_lock(m)
+    return m
+  end
+end
+
 -- The bounded map and imap above, shared with process pools (they need :submit and :size).
 M.pool_map = methods.map
 M.pool_imap_unordered = methods.imap_unordered
