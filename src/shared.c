@@ -455,11 +455,15 @@ static int mutex_trylock(lua_State *L) {
 /* m:unlock() (also the __close metamethod) */
 static int mutex_unlock(lua_State *L) {
   mutex *m = (mutex *)check_box(L, 1, MUTEX_MT);
+  int onloop = !aio_worker_of(L);
+  /* tasks share the loop's thread, which pthread sees as the owner: tell them apart here */
+  if (onloop && m->loop_holder && m->loop_holder != L)
+    return luaL_error(L, "unlock of a mutex this task does not hold");
   int rc = pthread_mutex_unlock(&m->mu);
   if (rc == EPERM) return luaL_error(L, "unlock of a mutex this thread does not hold");
   if (rc == 0) {
     held_remove(m);
-    if (!aio_worker_of(L)) m->loop_holder = NULL;
+    if (onloop) m->loop_holder = NULL;
   }
   return 0;
 }
