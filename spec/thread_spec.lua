@@ -333,6 +333,25 @@ describe("shared state", function()
     p:close()
   end))
 
+  -- Two jobs whose update functions use each other's cells deadlock (their mistake); the
+  -- threads waited in pthread_mutex_lock, where no cancellation reached them, for good.
+  it("cancels jobs deadlocked on each other's cells", async(function()
+    local p = thread.pool{size = 2}
+    local a, b, ina, inb = thread.shared(0), thread.shared(0), thread.shared(false), thread.shared(false)
+    local function cross(mine, other, me, peer)
+      mine:update(function(v) me:set(true); while not peer:get() do end; return v + other:get() end)
+    end
+    local f = p:submit(cross, a, b, ina, inb)
+    local g = p:submit(cross, b, a, inb, ina)
+    aio.wait_for(function() while not (ina:get() and inb:get()) do aio.sleep(0.001) end end, 2)
+    aio.sleep(0.02)
+    f:cancel()
+    g:cancel()
+    assert.equal(0, aio.wait_for(p:submit(function() return 0 end), 2))
+    assert.equal(0, aio.wait_for(p:submit(function(a) return a:get() end, a), 2))
+    p:close()
+  end))
+
   -- A worker thread outlives its jobs: a lock left by a job that errored or was cancelled (no
   -- <close>) stayed held by the worker for good; others waited for ever and the worker's own
   -- next job saw a "deadlock".

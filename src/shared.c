@@ -139,13 +139,24 @@ static cellval cell_copy(cell *c) {
 
 /* Locks the cell (pending: a prepared value, dropped if this raises). The cell's own update
 ** function using the cell would relock it from the same thread: an error-checking mutex turns
-** that hang into an error. */
+** that hang into an error. In a job a contended lock is waited for in 10 ms steps that look at
+** the cancel flag, as mutex:lock does: two jobs whose update functions use each other's cells
+** deadlock, and cancelling them must still stop them. */
 static void cell_lock(lua_State *L, cell *c, cellval *pending) {
-  if (pthread_mutex_lock(&c->mu) != EDEADLK) return;
+  int rc = pthread_mutex_trylock(&c->mu);
+  if (rc == EBUSY && !aio_worker_of(L)) rc = pthread_mutex_lock(&c->mu);
+  int cancelled = 0;
+  while (rc == EBUSY || rc == ETIMEDOUT) {
+    if ((cancelled = aio_worker_cancelled(L))) break;
+    struct timespec dl = deadline_in(0.01);
+    rc = pthread_mutex_timedlock(&c->mu, &dl);
+  }
+  if (rc == 0) return;
   if (pending) {
     aio_codec_discard(pending->enc.data, pending->enc.len);
     aio_buf_free(&pending->enc);
   }
+  if (cancelled) aio_worker_raise_cancel(L);
   luaL_error(L, "deadlock: this cell is locked by its own update function (use the value passed to it)");
 }
 
