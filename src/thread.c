@@ -444,6 +444,7 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&p->mu);
     if (!L || broken) {
       j->ok = 0;
+      aio_codec_discard(j->msg.data, j->msg.len);  /* the arguments will never be decoded */
       aio_buf_free(&j->msg);
       lua_State *T = luaL_newstate();  /* a scratch state to encode the error */
       if (T) {
