@@ -114,6 +114,23 @@ describe("thread pool", function()
     assert.equal(4, pool:run(function() return 4 end))
   end))
 
+  -- A job future that failed was a plain future: if nobody awaited it its error vanished
+  -- without a word (a failed task's is reported). It is now reported when the future goes.
+  it("reports a failed job whose error nobody observed", function()
+    local _, err = helper.run_lua([[
+      local aio, thread = require "aio", require "aio.thread"
+      aio.run(function()
+        local p = thread.pool(1)
+        p:submit(function() error("nobody awaits me") end)
+        local seen = p:submit(function() error("this one is awaited") end)
+        pcall(seen.await, seen)
+        p:close()
+      end)
+    ]])
+    assert.matches("a thread job failed and nobody observed its error\n[^\n]*nobody awaits me", err)
+    assert.not_matches("this one is awaited", err)
+  end)
+
   it("refuses arguments that cannot cross, naming them", async(function()
     local ok, err = pcall(pool.submit, pool, function() end, 1, {conn = io.stdout})
     assert.is_false(ok)
