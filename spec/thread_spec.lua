@@ -412,6 +412,9 @@ describe("shared state", function()
     assert.is_nil(got)
     assert.equal("timeout", why)
     assert.has_error(function() m:unlock() end, "unlock of a mutex this task does not hold")
+    -- where a task cannot suspend (a metamethod) the wait blocks, as it always did
+    local t = setmetatable({}, {__index = function() return select(2, m:lock(0.02)) end})
+    assert.equal("timeout", t.x)
     first:await()
   end))
 

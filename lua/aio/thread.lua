@@ -250,7 +250,9 @@ do
   local mm = debug.getregistry()["aio.thread.mutex"].__index
   local raw_lock, try_lock, held_here = mm.lock, mm.try_lock, mm._held_here
   function mm.lock(m, timeout)
-    if (c.current()) ~= "main" or not core.current() then return raw_lock(m, timeout) end
+    if (c.current()) ~= "main" or not core.current() or not coroutine.isyieldable() then
+      return raw_lock(m, timeout)  -- a worker, the top level, or where a task cannot suspend
+    end
     if try_lock(m) then return m end
     if held_here(m) then error("deadlock: this task already holds the mutex", 2) end
     local deadline = timeout and timeout >= 0 and core.now() + timeout
