@@ -219,6 +219,16 @@ describe("thread pool", function()
     assert.same({1, 2, 3}, {un[1], un[2], un[3]})
   end))
 
+  -- limit = 0 never put a job in flight and waited for ever; chunksize = 0 submitted empty
+  -- chunks without end.
+  it("map and imap_unordered refuse counts below 1", async(function()
+    local id = function(x) return x end
+    assert.has_error(function() pool:map(id, {1}, {limit = 0}) end, "limit must be a whole number of at least 1")
+    assert.has_error(function() pool:map(id, {1}, {chunksize = 0}) end, "chunksize must be a whole number of at least 1")
+    assert.has_error(function() pool:imap_unordered(id, {1}, 0.5) end, "chunksize must be a whole number of at least 1")
+    assert.same({1, 2, n = 2}, pool:map(id, {1, 2}, {limit = 1, chunksize = 2.0}))
+  end))
+
   it("map raises the first error", async(function()
     local ok, err = pcall(pool.map, pool, function(x) if x == 3 then error("three") end return x end,
                           {1, 2, 3, 4})

@@ -75,14 +75,22 @@ local function apply_chunk(fn, chunk)
   return out
 end
 
+-- Checks a map option that counts (chunksize, limit): 0 or less would never finish (no job in
+-- flight, or chunks that take nothing from the list), so it raises.
+local function check_count(v, what)
+  local n = math.tointeger(v)
+  if not n or n < 1 then error(what .. " must be a whole number of at least 1", 3) end
+  return n
+end
+
 -- pool:map(fn, list [, {ordered=true, limit=, chunksize=, on_progress=fn(done, total)}])
 -- -> results. At most `limit` jobs are in flight (default 2 per worker); with ordered=false the
 -- results come in completion order. The first error cancels the rest and is raised.
 function methods:map(fn, list, opts)
   opts = opts or {}
   local n = list.n or #list
-  local chunksize = opts.chunksize or 1
-  local limit = opts.limit or self:size() * 2
+  local chunksize = check_count(opts.chunksize or 1, "chunksize")
+  local limit = check_count(opts.limit or self:size() * 2, "limit")
   local ordered = opts.ordered ~= false
   local on_progress = opts.on_progress
   local results, rn = {n = n}, 0
@@ -144,7 +152,7 @@ end
 -- (at most 2 jobs per worker in flight; a job's error is raised by the iterator; as with any
 -- Lua iterator, a nil result ends the loop early).
 function methods:imap_unordered(fn, list, chunksize)
-  chunksize = chunksize or 1
+  chunksize = check_count(chunksize or 1, "chunksize")
   local n = list.n or #list
   local limit = self:size() * 2
   local nexti, inflight, ready, wake = 1, 0, {}, nil
