@@ -229,6 +229,25 @@ describe("thread pool", function()
     assert.same({1, 2, n = 2}, pool:map(id, {1, 2}, {limit = 1, chunksize = 2.0}))
   end))
 
+  -- Cancelling a waiting map (a timeout) cancelled its wake-up future; the jobs' callbacks then
+  -- settled it again and each raised "future is already done" on stderr.
+  it("map and imap_unordered can be cancelled while they wait", function()
+    local _, err, code = helper.run_lua([[
+      local aio, thread = require "aio", require "aio.thread"
+      aio.run(function()
+        local p = thread.pool(2)
+        local slow = function(x) require("aio.thread").sleep(0.05) return x end
+        assert(not pcall(aio.wait_for, function() return p:map(slow, {1, 2, 3, 4}) end, 0.01))
+        local it = p:imap_unordered(slow, {1, 2, 3, 4})
+        assert(not pcall(aio.wait_for, function() return it() end, 0.01))
+        aio.sleep(0.2)
+        p:close()
+      end)
+    ]])
+    assert.equal("", err)
+    assert.equal(0, code)
+  end)
+
   it("map raises the first error", async(function()
     local ok, err = pcall(pool.map, pool, function(x) if x == 3 then error("three") end return x end,
                           {1, 2, 3, 4})

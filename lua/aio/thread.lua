@@ -75,6 +75,12 @@ local function apply_chunk(fn, chunk)
   return out
 end
 
+-- Settles the wake-up future of a waiting map/imap, if any and still pending (cancelling the
+-- waiter cancels it too, and the jobs' callbacks still come).
+local function wake_up(w)
+  if w and not w:done() then w:set_result() end
+end
+
 -- Checks a map option that counts (chunksize, limit): 0 or less would never finish (no job in
 -- flight, or chunks that take nothing from the list), so it raises.
 local function check_count(v, what)
@@ -99,7 +105,7 @@ function methods:map(fn, list, opts)
   local nextitem, done = 1, 0
   local function on_finished(f)
     finished[#finished + 1] = f
-    if wake then local w = wake; wake = nil; w:set_result() end
+    local w = wake; wake = nil; wake_up(w)
   end
   local function cancel_rest()
     for f in pairs(inflight) do if not f:done() then f:cancel("map failed") end end
@@ -159,7 +165,7 @@ function methods:imap_unordered(fn, list, chunksize)
   local buf, bi = {n = 0}, 1
   local function on_finished(f)
     ready[#ready + 1] = f
-    if wake then local w = wake; wake = nil; w:set_result() end
+    local w = wake; wake = nil; wake_up(w)
   end
   local function submit_more()
     while nexti <= n and inflight < limit do
