@@ -763,13 +763,14 @@ static int l_shutdown(lua_State *L) {
   return 1;
 }
 
-/* __gc / __close: stop everything now and join the threads (jobs are cancelled). */
-static int l_pool_gc(lua_State *L) {
+/* Stops everything now and joins the threads (jobs are cancelled); returns the pool, whose box
+** reference the caller drops, or NULL when there is nothing to do. */
+static pool *pool_stop(lua_State *L) {
   pool_box *b = (pool_box *)luaL_checkudata(L, 1, POOL_MT);
   pool *p = b->p;
-  if (!p) return 0;
+  if (!p) return NULL;
   b->p = NULL;
-  if (p->owner != fork_gen) return 0;  /* collected in a forked child: its threads are not here */
+  if (p->owner != fork_gen) return NULL;  /* collected in a forked child: its threads are not here */
   pool_shutdown(L, p, 1, 1);
   if (!p->joined) {
     for (int i = 0; i < p->size; i++)
@@ -781,9 +782,53 @@ static int l_pool_gc(lua_State *L) {
   if (inbox_unpost(p->ib, &p->exited)) {
     if (p->closed) { aio_unref(L, p->closedref); p->closed = NULL; }
     aio_inbox_hold(p->ib, -1);
-    p->refs--;  /* the notice's reference; the box still holds one, released just below */
+    p->refs--;  /* the notice's reference; the box still holds one, dropped by the caller */
   }
-  pool_release(p);  /* the box's reference */
+  return p;
+}
+
+/* Takes p's finished jobs out of the inbox and frees them unsettled, releasing what their
+** results hold. Only for a collected pool: while jobs are in flight the pool's box is kept
+** alive (selfref), so that happens only at lua_close, when the loop never runs again. */
+static void drop_undelivered(lua_State *L, pool *p) {
+  aio_inbox *ib = p->ib;
+  aio_delivery *mine = NULL, **mt = &mine, *prev = NULL;
+  pthread_mutex_lock(&ib->mu);
+  for (aio_delivery **pp = &ib->head; *pp;) {
+    aio_delivery *d = *pp;
+    if (d->deliver == job_deliver && ((job *)d)->pool == p) {
+      *pp = d->next;
+      d->next = NULL;
+      *mt = d;
+      mt = &d->next;
+    } else {
+      prev = d;
+      pp = &d->next;
+    }
+  }
+  ib->tail = prev;
+  pthread_mutex_unlock(&ib->mu);
+  while (mine) {
+    aio_delivery *next = mine->next;
+    job_free(L, (job *)mine);
+    mine = next;
+  }
+}
+
+/* __close: stop everything now and join the threads; the cancelled jobs are still delivered. */
+static int l_pool_close(lua_State *L) {
+  pool *p = pool_stop(L);
+  if (p) pool_release(p);
+  return 0;
+}
+
+/* __gc: as __close, and frees the jobs whose delivery will never run. */
+static int l_pool_gc(lua_State *L) {
+  pool *p = pool_stop(L);
+  if (p) {
+    drop_undelivered(L, p);
+    pool_release(p);
+  }
   return 0;
 }
 
@@ -869,7 +914,7 @@ int luaopen_aio_thread_c(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_pool_gc);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_pool_gc);
+    lua_pushcfunction(L, l_pool_close);
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, l_pool_tostring);
     lua_setfield(L, -2, "__tostring");
