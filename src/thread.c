@@ -878,7 +878,7 @@ static int l_sleep(lua_State *L) {
   aio_worker *w = aio_worker_of(L);
   if (s <= 0) sched_yield();  /* sleep(0): let another thread run (widens races on purpose) */
   while (s > 0) {
-    double step = w ? (s < 0.005 ? s : 0.005) : s;
+    double step = w ? (s < 0.005 ? s : 0.005) : (s < 1e9 ? s : 1e9);  /* time_t cannot hold inf */
     struct timespec ts = {(time_t)step, (long)((step - (time_t)step) * 1e9)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
     s -= step;
