@@ -88,6 +88,49 @@ describe("thread pool", function()
     assert.is_string(err.traceback)
   end))
 
+  -- An error value that could not cross was replaced by a fixed message: what went wrong was
+  -- lost. Its string form (its __tostring if any) and the path that failed now come back.
+  it("an error value that cannot cross still says what it was", async(function()
+    local ok, err = pcall(pool.run, pool, function()
+      error(setmetatable({file = io.stdout}, {__tostring = function() return "disk full on /var" end}))
+    end)
+    assert.is_false(ok)
+    assert.matches("disk full on /var", err)
+    assert.matches("cannot send error.file %(userdata: FILE%*%)", err)
+    ok, err = pcall(pool.run, pool, function()
+      error(setmetatable({file = io.stdout}, {__tostring = function() error("no") end}))
+    end)
+    assert.is_false(ok)
+    assert.matches("could not be sent back", err)
+    assert.equal(3, pool:run(function() return 3 end))
+  end))
+
+  -- os.exit in a job called exit() from the worker thread: the whole program ended at once,
+  -- without the main state's finalizers. It now fails the job.
+  it("os.exit in a job fails the job, not the process", async(function()
+    local ok, err = pcall(pool.run, pool, function() os.exit(3) end)
+    assert.is_false(ok)
+    assert.matches("os.exit cannot be called in a worker thread", err)
+    assert.equal(4, pool:run(function() return 4 end))
+  end))
+
+  -- A job future that failed was a plain future: if nobody awaited it its error vanished
+  -- without a word (a failed task's is reported). It is now reported when the future goes.
+  it("reports a failed job whose error nobody observed", function()
+    local _, err = helper.run_lua([[
+      local aio, thread = require "aio", require "aio.thread"
+      aio.run(function()
+        local p = thread.pool(1)
+        p:submit(function() error("nobody awaits me") end)
+        local seen = p:submit(function() error("this one is awaited") end)
+        pcall(seen.await, seen)
+        p:close()
+      end)
+    ]])
+    assert.matches("a thread job failed and nobody observed its error\n[^\n]*nobody awaits me", err)
+    assert.not_matches("this one is awaited", err)
+  end)
+
   it("refuses arguments that cannot cross, naming them", async(function()
     local ok, err = pcall(pool.submit, pool, function() end, 1, {conn = io.stdout})
     assert.is_false(ok)
@@ -175,6 +218,35 @@ describe("thread pool", function()
     table.sort(un)
     assert.same({1, 2, 3}, {un[1], un[2], un[3]})
   end))
+
+  -- limit = 0 never put a job in flight and waited for ever; chunksize = 0 submitted empty
+  -- chunks without end.
+  it("map and imap_unordered refuse counts below 1", async(function()
+    local id = function(x) return x end
+    assert.has_error(function() pool:map(id, {1}, {limit = 0}) end, "limit must be a whole number of at least 1")
+    assert.has_error(function() pool:map(id, {1}, {chunksize = 0}) end, "chunksize must be a whole number of at least 1")
+    assert.has_error(function() pool:imap_unordered(id, {1}, 0.5) end, "chunksize must be a whole number of at least 1")
+    assert.same({1, 2, n = 2}, pool:map(id, {1, 2}, {limit = 1, chunksize = 2.0}))
+  end))
+
+  -- Cancelling a waiting map (a timeout) cancelled its wake-up future; the jobs' callbacks then
+  -- settled it again and each raised "future is already done" on stderr.
+  it("map and imap_unordered can be cancelled while they wait", function()
+    local _, err, code = helper.run_lua([[
+      local aio, thread = require "aio", require "aio.thread"
+      aio.run(function()
+        local p = thread.pool(2)
+        local slow = function(x) require("aio.thread").sleep(0.05) return x end
+        assert(not pcall(aio.wait_for, function() return p:map(slow, {1, 2, 3, 4}) end, 0.01))
+        local it = p:imap_unordered(slow, {1, 2, 3, 4})
+        assert(not pcall(aio.wait_for, function() return it() end, 0.01))
+        aio.sleep(0.2)
+        p:close()
+      end)
+    ]])
+    assert.equal("", err)
+    assert.equal(0, code)
+  end)
 
   it("map raises the first error", async(function()
     local ok, err = pcall(pool.map, pool, function(x) if x == 3 then error("three") end return x end,
@@ -292,6 +364,89 @@ describe("shared state", function()
     assert.equal(2.5, c:add(1))
   end)
 
+  -- update runs fn with the cell locked: fn touching the cell relocked a plain mutex from the
+  -- same thread and hung it for good (no cancel reaches a thread blocked in the lock).
+  it("using a cell inside its own update raises instead of hanging", async(function()
+    local p = thread.pool{size = 1}
+    local f = p:submit(function(c)
+      local ok, err = pcall(c.update, c, function(v) return c:get() + v end)
+      return ok, err, c:get()
+    end, thread.shared(1))
+    local ok, err, v = aio.wait_for(f, 2)
+    assert.is_false(ok)
+    assert.matches("deadlock: this cell is locked by its own update function", err)
+    assert.equal(1, v)
+    p:close()
+  end))
+
+  -- Two jobs whose update functions use each other's cells deadlock (their mistake); the
+  -- threads waited in pthread_mutex_lock, where no cancellation reached them, for good.
+  it("cancels jobs deadlocked on each other's cells", async(function()
+    local p = thread.pool{size = 2}
+    local a, b, ina, inb = thread.shared(0), thread.shared(0), thread.shared(false), thread.shared(false)
+    local function cross(mine, other, me, peer)
+      mine:update(function(v) me:set(true); while not peer:get() do end; return v + other:get() end)
+    end
+    local f = p:submit(cross, a, b, ina, inb)
+    local g = p:submit(cross, b, a, inb, ina)
+    aio.wait_for(function() while not (ina:get() and inb:get()) do aio.sleep(0.001) end end, 2)
+    aio.sleep(0.02)
+    f:cancel()
+    g:cancel()
+    assert.equal(0, aio.wait_for(p:submit(function() return 0 end), 2))
+    assert.equal(0, aio.wait_for(p:submit(function(a) return a:get() end, a), 2))
+    p:close()
+  end))
+
+  -- A worker thread outlives its jobs: a lock left by a job that errored or was cancelled (no
+  -- <close>) stayed held by the worker for good; others waited for ever and the worker's own
+  -- next job saw a "deadlock".
+  it("a mutex a job leaves locked is released when the job ends", async(function()
+    local p = thread.pool{size = 1}
+    local m = thread.mutex()
+    local spinning = thread.shared(false)
+    local f = p:submit(function(m, s) m:lock(); s:set(true); while true do end end, m, spinning)
+    aio.wait_for(function() while not spinning:get() do aio.sleep(0.001) end end, 2)
+    f:cancel()
+    assert.is_true(aio.wait_for(p:submit(function(m) local g = m:lock(1); g:unlock(); return g ~= nil end, m), 2))
+    assert.has_error(function() p:run(function(m) m:lock(); error("boom") end, m) end)
+    p:run(function(m) m:lock() end, m)
+    local got = m:lock(1)
+    assert.equal(m, got)
+    m:unlock()
+    p:close()
+  end))
+
+  -- A task's lock waited in pthread_mutex_lock on the loop thread: the whole loop stopped, so a
+  -- worker holding the mutex until the loop answered it never got its answer (a hang), and a
+  -- second task on the loop got "deadlock" for a mutex another task held.
+  it("a task waiting for a mutex does not stop the loop", async(function()
+    local m, go, holding = thread.mutex(), thread.channel(), thread.shared(false)
+    local f = pool:submit(function(m, go, h) m:lock(); h:set(true); go:recv(); m:unlock() end,
+                          m, go, holding)
+    aio.wait_for(function() while not holding:get() do aio.sleep(0.001) end end, 2)
+    local waiter = aio.spawn(function() local g = m:lock(); g:unlock(); return g end)
+    aio.sleep(0.01)
+    go:send(true)
+    assert.equal(m, aio.wait_for(waiter, 2))
+    aio.wait_for(f, 2)
+    local first = aio.spawn(function() local _ <close> = m:lock(); aio.sleep(0.02) end)
+    aio.sleep(0)
+    assert.equal(m, m:lock(1))
+    m:unlock()
+    first:await()
+    first = aio.spawn(function() local _ <close> = m:lock(); aio.sleep(0.2) end)
+    aio.sleep(0)
+    local got, why = m:lock(0.02)
+    assert.is_nil(got)
+    assert.equal("timeout", why)
+    assert.has_error(function() m:unlock() end, "unlock of a mutex this task does not hold")
+    -- where a task cannot suspend (a metamethod) the wait blocks, as it always did
+    local t = setmetatable({}, {__index = function() return select(2, m:lock(0.02)) end})
+    assert.equal("timeout", t.x)
+    first:await()
+  end))
+
   it("mutex reports a self-deadlock and supports timeouts", async(function()
     local m = thread.mutex()
     m:lock()
@@ -364,6 +519,18 @@ describe("channels", function()
     end
   end))
 
+  -- A worker's deadline was the timeout converted to time_t: math.huge or 1e300 overflowed
+  -- into a deadline in the past, and the wait "timed out" at once.
+  it("a huge timeout in a worker waits", async(function()
+    for _, t in ipairs{math.huge, 1e300} do
+      local ch = thread.channel(1)
+      local f = pool:submit(function(ch, t) return ch:recv(t) end, ch, t)
+      aio.sleep(0.02)
+      ch:send("late")
+      assert.equal("late", aio.wait_for(f, 2))
+    end
+  end))
+
   it("times out on the loop without losing later messages", async(function()
     local ch = thread.channel(1)
     local t0 = aio.now()
@@ -377,6 +544,27 @@ describe("channels", function()
     assert.equal("timeout", why2)
     assert.equal("one", ch:recv(1))
     assert.equal(0, #ch)
+  end))
+
+  -- Parked loop-side waiters were served as one FIFO: a sender parked on a full channel ahead
+  -- of a receiver blocked that receiver, and so itself, for ever.
+  it("a parked sender does not block a later receiver on the loop", async(function()
+    local ch = thread.channel(1)
+    ch:send(1)
+    local sender = aio.spawn(function() return ch:send(2) end)
+    aio.sleep(0)
+    assert.equal(1, aio.wait_for(function() return ch:recv() end, 1))
+    assert.is_true(aio.wait_for(sender, 1))
+    assert.equal(2, aio.wait_for(function() return ch:recv() end, 1))
+  end))
+
+  it("send with timeout 0 on the loop polls a full channel", async(function()
+    local ch = thread.channel(1)
+    assert.is_true(ch:send(1, 0))
+    local ok, why = aio.wait_for(function() return ch:send(2, 0) end, 1)
+    assert.is_nil(ok)
+    assert.equal("timeout", why)
+    assert.equal(1, #ch)
   end))
 
   it("recv with timeout 0 polls; a cancelled recv loses nothing", async(function()

@@ -45,8 +45,11 @@ static void *check_box(lua_State *L, int idx, const char *mt) {
   return b->obj;
 }
 
-/* Absolute CLOCK_REALTIME deadline `seconds` from now. */
+/* Absolute CLOCK_REALTIME deadline `seconds` from now. Beyond 10^9 s (about 31 years; also
+** inf and NaN) it is 10^9 s: converting a larger double to time_t overflows, and the wrapped
+** deadline lay in the past, so recv(math.huge) timed out at once. */
 static struct timespec deadline_in(double seconds) {
+  if (!(seconds < 1e9)) seconds = 1e9;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   double whole = (double)(time_t)seconds;
@@ -134,12 +137,39 @@ static cellval cell_copy(cell *c) {
   return v;
 }
 
+/* Locks the cell (pending: a prepared value, dropped if this raises). The cell's own update
+** function using the cell would relock it from the same thread: an error-checking mutex turns
+** that hang into an error. In a job a contended lock is waited for in 10 ms steps that look at
+** the cancel flag, as mutex:lock does: two jobs whose update functions use each other's cells
+** deadlock, and cancelling them must still stop them. */
+static void cell_lock(lua_State *L, cell *c, cellval *pending) {
+  int rc = pthread_mutex_trylock(&c->mu);
+  if (rc == EBUSY && !aio_worker_of(L)) rc = pthread_mutex_lock(&c->mu);
+  int cancelled = 0;
+  while (rc == EBUSY || rc == ETIMEDOUT) {
+    if ((cancelled = aio_worker_cancelled(L))) break;
+    struct timespec dl = deadline_in(0.01);
+    rc = pthread_mutex_timedlock(&c->mu, &dl);
+  }
+  if (rc == 0) return;
+  if (pending) {
+    aio_codec_discard(pending->enc.data, pending->enc.len);
+    aio_buf_free(&pending->enc);
+  }
+  if (cancelled) aio_worker_raise_cancel(L);
+  luaL_error(L, "deadlock: this cell is locked by its own update function (use the value passed to it)");
+}
+
 /* thread.shared(value) -> cell */
 static int l_shared(lua_State *L) {
   cellval v = to_cellval(L, 1);
   cell *c = calloc(1, sizeof *c);
   if (!c) return luaL_error(L, "out of memory");
-  pthread_mutex_init(&c->mu, NULL);
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
+  pthread_mutex_init(&c->mu, &a);
+  pthread_mutexattr_destroy(&a);
   c->refs = 1;
   c->type = v.type; c->i = v.i; c->n = v.n; c->enc = v.enc;
   cell_push(L, c);
@@ -149,7 +179,7 @@ static int l_shared(lua_State *L) {
 /* cell:get() -> a copy of the value */
 static int cell_get(lua_State *L) {
   cell *c = (cell *)check_box(L, 1, SHARED_MT);
-  pthread_mutex_lock(&c->mu);
+  cell_lock(L, c, NULL);
   cellval v = cell_copy(c);
   pthread_mutex_unlock(&c->mu);
   push_cellval(L, &v);
@@ -160,7 +190,7 @@ static int cell_get(lua_State *L) {
 static int cell_set(lua_State *L) {
   cell *c = (cell *)check_box(L, 1, SHARED_MT);
   cellval v = to_cellval(L, 2);
-  pthread_mutex_lock(&c->mu);
+  cell_lock(L, c, &v);
   aio_buf old = c->enc;
   c->type = v.type; c->i = v.i; c->n = v.n; c->enc = v.enc;
   pthread_mutex_unlock(&c->mu);
@@ -176,7 +206,7 @@ static int cell_add(lua_State *L) {
   int isint = lua_isinteger(L, 2);
   lua_Integer di = isint ? lua_tointeger(L, 2) : 0;
   lua_Number dn = lua_tonumber(L, 2);
-  pthread_mutex_lock(&c->mu);
+  cell_lock(L, c, NULL);
   if (c->type == C_INT && isint) {
     c->i = (lua_Integer)((lua_Unsigned)c->i + (lua_Unsigned)di);
     lua_pushinteger(L, c->i);
@@ -225,7 +255,7 @@ static int cell_cas(lua_State *L) {
   if (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA || t == LUA_TTHREAD)
     return luaL_argerror(L, 2, "cas compares scalars (nil, boolean, number, string)");
   cellval v = to_cellval(L, 3);
-  pthread_mutex_lock(&c->mu);
+  cell_lock(L, c, &v);
   int eq = cell_equals(L, c, 2);
   aio_buf old = {0};
   if (eq) {
@@ -257,7 +287,7 @@ static int cell_update(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   cellval out, in;
   memset(&out, 0, sizeof out);
-  pthread_mutex_lock(&c->mu);
+  cell_lock(L, c, NULL);
   in = cell_copy(c);
   lua_pushcfunction(L, update_p);
   lua_pushlightuserdata(L, &out);
@@ -320,7 +350,14 @@ static int open_cell_mt(lua_State *L) {
 typedef struct mutex {
   int refs;
   pthread_mutex_t mu;  /* error-checking: relocking by the holder reports a deadlock */
+  struct mutex *held_next;  /* in the holder thread's `held` list (touched by the holder only) */
+  lua_State *loop_holder;   /* loop thread only: the coroutine on the loop that holds it */
 } mutex;
+
+/* The mutexes this OS thread holds, each with a reference. A worker thread outlives its jobs:
+** a lock a job leaves behind (an error or a cancellation without `<close>`) would otherwise be
+** held by nobody, for good, and the worker's next job relocking it would see a "deadlock". */
+static _Thread_local mutex *held;
 
 static int open_mutex_mt(lua_State *L);
 static void mutex_retain(void *o) { retain_count(&((mutex *)o)->refs); }
@@ -334,6 +371,36 @@ static void mutex_release(void *o) {
 static void mutex_push(lua_State *L, void *o) { push_box(L, o, MUTEX_MT, open_mutex_mt); }
 static const aio_share_class mutex_class = {MUTEX_MT, 0, mutex_retain, mutex_release,
                                           mutex_push, NULL, NULL};
+
+/* Records that this thread now holds m. */
+static void held_add(mutex *m) {
+  mutex_retain(m);
+  m->held_next = held;
+  held = m;
+}
+
+/* Forgets m from this thread's list (after unlocking it). */
+static void held_remove(mutex *m) {
+  for (mutex **pp = &held; *pp; pp = &(*pp)->held_next)
+    if (*pp == m) {
+      *pp = m->held_next;
+      mutex_release(m);
+      return;
+    }
+}
+
+/* Unlocks every mutex this thread still holds; returns how many (thread.h). */
+int aio_shared_release_held(void) {
+  int n = 0;
+  while (held) {
+    mutex *m = held;
+    held = m->held_next;
+    pthread_mutex_unlock(&m->mu);
+    mutex_release(m);
+    n++;
+  }
+  return n;
+}
 
 /* thread.mutex() -> mutex */
 static int l_mutex(lua_State *L) {
@@ -376,6 +443,8 @@ static int mutex_lock(lua_State *L) {
     return 2;
   }
   if (rc != 0) return luaL_error(L, "mutex lock: %s", strerror(rc));
+  held_add(m);
+  if (!inworker) m->loop_holder = L;
   lua_settop(L, 1);
   return 1;
 }
@@ -384,7 +453,12 @@ static int mutex_lock(lua_State *L) {
 static int mutex_trylock(lua_State *L) {
   mutex *m = (mutex *)check_box(L, 1, MUTEX_MT);
   int rc = pthread_mutex_trylock(&m->mu);
-  if (rc == 0) { lua_settop(L, 1); return 1; }
+  if (rc == 0) {
+    held_add(m);
+    if (!aio_worker_of(L)) m->loop_holder = L;
+    lua_settop(L, 1);
+    return 1;
+  }
   lua_pushboolean(L, 0);
   return 1;
 }
@@ -392,9 +466,25 @@ static int mutex_trylock(lua_State *L) {
 /* m:unlock() (also the __close metamethod) */
 static int mutex_unlock(lua_State *L) {
   mutex *m = (mutex *)check_box(L, 1, MUTEX_MT);
+  int onloop = !aio_worker_of(L);
+  /* tasks share the loop's thread, which pthread sees as the owner: tell them apart here */
+  if (onloop && m->loop_holder && m->loop_holder != L)
+    return luaL_error(L, "unlock of a mutex this task does not hold");
   int rc = pthread_mutex_unlock(&m->mu);
   if (rc == EPERM) return luaL_error(L, "unlock of a mutex this thread does not hold");
+  if (rc == 0) {
+    held_remove(m);
+    if (onloop) m->loop_holder = NULL;
+  }
   return 0;
+}
+
+/* m:_held_here() -> true when the coroutine calling it on the loop holds the mutex (the facade's
+** loop-side lock tells a relock by the holder, an error, from a wait for another task). */
+static int mutex_held_here(lua_State *L) {
+  mutex *m = (mutex *)check_box(L, 1, MUTEX_MT);
+  lua_pushboolean(L, !aio_worker_of(L) && m->loop_holder == L);
+  return 1;
 }
 
 static int mutex_gc(lua_State *L) { return box_gc(L, &mutex_class); }
@@ -402,7 +492,8 @@ static int mutex_gc(lua_State *L) { return box_gc(L, &mutex_class); }
 /* Makes the mutexes' metatable (left on the stack). */
 static int open_mutex_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"lock", mutex_lock}, {"try_lock", mutex_trylock}, {"unlock", mutex_unlock}, {NULL, NULL}};
+    {"lock", mutex_lock}, {"try_lock", mutex_trylock}, {"unlock", mutex_unlock},
+    {"_held_here", mutex_held_here}, {NULL, NULL}};
   luaL_newmetatable(L, MUTEX_MT);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");
@@ -538,17 +629,27 @@ static void waiter_on_cancel(lua_State *L, aio_future *f, void *ud) {
   free_waiter(L, w);
 }
 
-/* Serves the loop's parked futures in FIFO order as far as the channel allows. */
+/* The oldest parked loop-side waiter of one kind (mu held). Receivers and senders each keep
+** FIFO order among themselves but must not queue behind each other: a sender parked on a full
+** channel ahead of a receiver would otherwise block the very receiver that makes room. */
+static lwaiter *first_waiter(chan *c, int is_send) {
+  lwaiter *w = c->whead;
+  while (w && w->is_send != is_send) w = w->next;
+  return w;
+}
+
+/* Serves the loop's parked futures (receivers first, each kind in FIFO order) as far as the
+** channel allows. */
 static void chan_serve(lua_State *L, chan *c) {
   for (;;) {
     pthread_mutex_lock(&c->mu);
-    lwaiter *w = c->whead;
+    lwaiter *w = first_waiter(c, 0);
     msg *m = NULL;
     int ok = 0;
-    if (w && !w->is_send && (c->count > 0 || c->closed)) {
+    if (w && (c->count > 0 || c->closed)) {
       m = chan_take(c);
       ok = 1;
-    } else if (w && w->is_send && (c->closed || c->cap == 0 || c->count < c->cap)) {
+    } else if ((w = first_waiter(c, 1)) && (c->closed || c->cap == 0 || c->count < c->cap)) {
       ok = 1;
       if (!c->closed) {
         msg *nm = calloc(1, sizeof *nm);
@@ -667,7 +768,8 @@ static void free_msg(msg *m) {
 }
 
 /* ch:send(value [, timeout]) -> true | nil, "timeout". A worker blocks while the channel is
-** full; the loop's state awaits instead (timeouts there are the facade's business). */
+** full; the loop's state awaits instead (timeouts there are the facade's business; timeout 0
+** polls without waiting, as recv's does). */
 static int chan_send(lua_State *L) {
   chan *c = (chan *)check_box(L, 1, CHANNEL_MT);
   double timeout = luaL_optnumber(L, 3, -1);
@@ -680,8 +782,8 @@ static int chan_send(lua_State *L) {
   int inworker = aio_worker_of(L) != NULL;
   struct timespec dl = deadline_in(timeout < 0 ? 0 : timeout);
   pthread_mutex_lock(&c->mu);
-  if (!inworker && !c->closed &&
-      ((c->whead && c->whead->is_send) || (c->cap && c->count >= c->cap))) {
+  if (!inworker && timeout != 0 && !c->closed &&
+      (first_waiter(c, 1) || (c->cap && c->count >= c->cap))) {
     pthread_mutex_unlock(&c->mu);
     free(m);
     return chan_park(L, c, 1, &b);
@@ -723,7 +825,7 @@ static int chan_recv(lua_State *L) {
   int inworker = aio_worker_of(L) != NULL;
   struct timespec dl = deadline_in(timeout < 0 ? 0 : timeout);
   pthread_mutex_lock(&c->mu);
-  if (!inworker && timeout != 0 && (c->whead || (c->count == 0 && !c->closed))) {
+  if (!inworker && timeout != 0 && (first_waiter(c, 0) || (c->count == 0 && !c->closed))) {
     pthread_mutex_unlock(&c->mu);
     return chan_park(L, c, 0, NULL);
   }

@@ -176,6 +176,7 @@ typedef struct job {
   aio_future *fut;
   int futref;
   int worker;            /* index of the worker that ran it */
+  int decoded;           /* msg was decoded on the loop: its boxes own its references */
 } job;
 
 enum { J_QUEUED, J_RUNNING, J_DONE, J_DROPPED };
@@ -286,6 +287,31 @@ static int encode_error_p(lua_State *L) {
   return 0;
 }
 
+/* Protected: the string form of the value at 1 (its __tostring may itself fail). */
+static int tostring_p(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* Protected: encodes, in place of an error value that cannot cross (the record {err, traceback}
+** at 2, the reason at 3), a string error that still says what the error was and why. */
+static int encode_fallback_p(lua_State *L) {
+  job *j = (job *)lua_touserdata(L, 1);
+  lua_pushcfunction(L, tostring_p);
+  lua_rawgeti(L, 2, 1);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "(error object)");
+  }
+  const char *why = lua_tostring(L, 3);
+  lua_pushfstring(L, "%s (the error value could not be sent back from the worker: %s)",
+                  lua_tostring(L, -1), why ? why : "?");
+  lua_rawgeti(L, 2, 2);
+  j->msg.len = 0;
+  aio_codec_encode(L, -2, 2, &j->msg, "error", AIO_CODEC_THREAD);
+  return 0;
+}
+
 /* Runs one job in the worker's state and leaves its outcome in j->msg. */
 static void run_job(aio_worker *w, job *j) {
   lua_State *L = w->L;
@@ -303,6 +329,14 @@ static void run_job(aio_worker *w, job *j) {
     lua_pushlightuserdata(L, j);
     lua_pushvalue(L, -3);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) {  /* the error value itself cannot cross */
+      lua_pushcfunction(L, encode_fallback_p);
+      lua_pushlightuserdata(L, j);
+      lua_pushvalue(L, -4);  /* the record */
+      lua_pushvalue(L, -4);  /* why it could not cross */
+      if (lua_pcall(L, 3, 0, 0) == LUA_OK) {
+        lua_settop(L, 0);
+        return;
+      }
       j->msg.len = 0;
       lua_pushcfunction(L, encode_error_p);
       lua_pushlightuserdata(L, j);
@@ -324,6 +358,23 @@ static int run_init_p(lua_State *L) {
   return 0;
 }
 
+/* os.exit in a worker's state: exit() from a worker thread would end the process under the
+** loop's feet (the main state's finalizers and <close> variables never run, and the other
+** threads keep running while atexit handlers tear things down), so it fails the job instead. */
+static int worker_os_exit(lua_State *L) {
+  return luaL_error(L, "os.exit cannot be called in a worker thread (it would end the whole "
+                       "process); return or raise an error and let the main script exit");
+}
+
+/* Replaces os.exit in a fresh worker state. */
+static void disable_os_exit(lua_State *L) {
+  if (lua_getglobal(L, "os") == LUA_TTABLE) {
+    lua_pushcfunction(L, worker_os_exit);
+    lua_setfield(L, -2, "exit");
+  }
+  lua_pop(L, 1);
+}
+
 /* A worker thread: make a warm state, run init, then take jobs until the pool closes. */
 static void *worker_main(void *arg) {
   aio_worker *w = (aio_worker *)arg;
@@ -333,6 +384,7 @@ static void *worker_main(void *arg) {
   if (L) {
     luaL_openlibs(L);
     aio_openlibs(L);
+    disable_os_exit(L);
     lua_pushlightuserdata(L, w);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
     w->loop = aio_loop_get(L);  /* made now, so a cancel can always reach it */
@@ -392,6 +444,7 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&p->mu);
     if (!L || broken) {
       j->ok = 0;
+      aio_codec_discard(j->msg.data, j->msg.len);  /* the arguments will never be decoded */
       aio_buf_free(&j->msg);
       lua_State *T = luaL_newstate();  /* a scratch state to encode the error */
       if (T) {
@@ -403,6 +456,7 @@ static void *worker_main(void *arg) {
     } else {
       run_job(w, j);
     }
+    aio_shared_release_held();  /* locks the job left behind are nobody's now */
     pthread_mutex_lock(&p->mu);
     if (L) lua_sethook(L, NULL, 0, 0);  /* under mu: a late interrupt_job cannot slip in after */
     if (w->loop) w->loop->cancel_request = 0;
@@ -427,7 +481,9 @@ static void pool_release(pool *p) {
 /* Frees a job that is finished or was taken off the queue (loop thread). */
 static void job_free(lua_State *L, job *j) {
   pool *p = j->pool;
-  if (j->msg.len && j->state != J_DONE) aio_codec_discard(j->msg.data, j->msg.len);
+  /* arguments never run, or results nobody took (the future was cancelled as the job finished):
+  ** the references to shared objects they carry go with them */
+  if (j->msg.len && !j->decoded) aio_codec_discard(j->msg.data, j->msg.len);
   aio_buf_free(&j->msg);
   if (j->fut) j->fut->on_cancel = NULL;
   aio_unref(L, j->futref);
@@ -444,6 +500,7 @@ static void job_free(lua_State *L, job *j) {
 static int settle_p(lua_State *L) {
   job *j = (job *)lua_touserdata(L, 1);
   lua_settop(L, 0);
+  j->decoded = 1;  /* before: a decode failing half-way must not release what it adopted */
   int n = aio_codec_decode(L, j->msg.data, j->msg.len);
   if (j->ok) {
     aio_future_resolve(L, j->fut, n);
@@ -462,6 +519,43 @@ static int settle_p(lua_State *L) {
   return 0;
 }
 
+static const char witness_key = 0;
+
+/* __gc of a failed job's witness: its future is being collected (or the state closed) and
+** nobody ever looked at its error (await, result, exception, a callback): report it on stderr,
+** as the core reports a failed task nobody observed. */
+static int witness_gc(lua_State *L) {
+  lua_getiuservalue(L, 1, 1);
+  aio_future *f = aio_future_test(L, -1);
+  if (!f || f->state != AIO_FAILED || f->observed) return 0;
+  f->observed = 1;
+  lua_pushcfunction(L, tostring_p);
+  lua_getiuservalue(L, -2, AIO_FUV_RESULT);
+  int ok = lua_pcall(L, 1, 1, 0) == LUA_OK;
+  fprintf(stderr, "aioshell: a thread job failed and nobody observed its error\n%s\n",
+          ok && lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object)");
+  fflush(stderr);
+  return 0;
+}
+
+/* Leaves a witness for the failed job future at fidx, unless someone has already seen its error:
+** a weak-keyed entry future -> witness whose value refers back to the key, so both go together
+** and the witness's __gc then tells whether the error was ever observed. */
+static void watch_failure(lua_State *L, int fidx) {
+  aio_push_weak_table(L, &witness_key, "k");
+  lua_pushvalue(L, fidx);
+  lua_newuserdatauv(L, 0, 1);
+  lua_pushvalue(L, fidx);
+  lua_setiuservalue(L, -2, 1);
+  if (luaL_newmetatable(L, "aio.thread.witness")) {
+    lua_pushcfunction(L, witness_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
 /* Inbox delivery of a finished job (loop thread). */
 static void job_deliver(lua_State *L, aio_delivery *d) {
   job *j = (job *)d;
@@ -469,6 +563,11 @@ static void job_deliver(lua_State *L, aio_delivery *d) {
     lua_pushcfunction(L, settle_p);
     lua_pushlightuserdata(L, j);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) aio_future_reject(L, j->fut);
+    if (j->fut->state == AIO_FAILED && !j->fut->observed) {
+      aio_future_push(L, j->fut);
+      watch_failure(L, lua_gettop(L));
+      lua_pop(L, 1);
+    }
   }
   job_free(L, j);
 }
@@ -664,13 +763,14 @@ static int l_shutdown(lua_State *L) {
   return 1;
 }
 
-/* __gc / __close: stop everything now and join the threads (jobs are cancelled). */
-static int l_pool_gc(lua_State *L) {
+/* Stops everything now and joins the threads (jobs are cancelled); returns the pool, whose box
+** reference the caller drops, or NULL when there is nothing to do. */
+static pool *pool_stop(lua_State *L) {
   pool_box *b = (pool_box *)luaL_checkudata(L, 1, POOL_MT);
   pool *p = b->p;
-  if (!p) return 0;
+  if (!p) return NULL;
   b->p = NULL;
-  if (p->owner != fork_gen) return 0;  /* collected in a forked child: its threads are not here */
+  if (p->owner != fork_gen) return NULL;  /* collected in a forked child: its threads are not here */
   pool_shutdown(L, p, 1, 1);
   if (!p->joined) {
     for (int i = 0; i < p->size; i++)
@@ -682,9 +782,53 @@ static int l_pool_gc(lua_State *L) {
   if (inbox_unpost(p->ib, &p->exited)) {
     if (p->closed) { aio_unref(L, p->closedref); p->closed = NULL; }
     aio_inbox_hold(p->ib, -1);
-    p->refs--;  /* the notice's reference; the box still holds one, released just below */
+    p->refs--;  /* the notice's reference; the box still holds one, dropped by the caller */
   }
-  pool_release(p);  /* the box's reference */
+  return p;
+}
+
+/* Takes p's finished jobs out of the inbox and frees them unsettled, releasing what their
+** results hold. Only for a collected pool: while jobs are in flight the pool's box is kept
+** alive (selfref), so that happens only at lua_close, when the loop never runs again. */
+static void drop_undelivered(lua_State *L, pool *p) {
+  aio_inbox *ib = p->ib;
+  aio_delivery *mine = NULL, **mt = &mine, *prev = NULL;
+  pthread_mutex_lock(&ib->mu);
+  for (aio_delivery **pp = &ib->head; *pp;) {
+    aio_delivery *d = *pp;
+    if (d->deliver == job_deliver && ((job *)d)->pool == p) {
+      *pp = d->next;
+      d->next = NULL;
+      *mt = d;
+      mt = &d->next;
+    } else {
+      prev = d;
+      pp = &d->next;
+    }
+  }
+  ib->tail = prev;
+  pthread_mutex_unlock(&ib->mu);
+  while (mine) {
+    aio_delivery *next = mine->next;
+    job_free(L, (job *)mine);
+    mine = next;
+  }
+}
+
+/* __close: stop everything now and join the threads; the cancelled jobs are still delivered. */
+static int l_pool_close(lua_State *L) {
+  pool *p = pool_stop(L);
+  if (p) pool_release(p);
+  return 0;
+}
+
+/* __gc: as __close, and frees the jobs whose delivery will never run. */
+static int l_pool_gc(lua_State *L) {
+  pool *p = pool_stop(L);
+  if (p) {
+    drop_undelivered(L, p);
+    pool_release(p);
+  }
   return 0;
 }
 
@@ -734,7 +878,7 @@ static int l_sleep(lua_State *L) {
   aio_worker *w = aio_worker_of(L);
   if (s <= 0) sched_yield();  /* sleep(0): let another thread run (widens races on purpose) */
   while (s > 0) {
-    double step = w ? (s < 0.005 ? s : 0.005) : s;
+    double step = w ? (s < 0.005 ? s : 0.005) : (s < 1e9 ? s : 1e9);  /* time_t cannot hold inf */
     struct timespec ts = {(time_t)step, (long)((step - (time_t)step) * 1e9)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
     s -= step;
@@ -770,7 +914,7 @@ int luaopen_aio_thread_c(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_pool_gc);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_pool_gc);
+    lua_pushcfunction(L, l_pool_close);
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, l_pool_tostring);
     lua_setfield(L, -2, "__tostring");

@@ -37,6 +37,10 @@ int aio_worker_cancelled(lua_State *L);
 /* Raises the cancellation error a cancelled job ends with. */
 int aio_worker_raise_cancel(lua_State *L);
 
+/* Unlocks the thread.mutex objects the calling OS thread still holds (shared.c); a worker calls
+** it after each job. Returns how many there were. */
+int aio_shared_release_held(void);
+
 int luaopen_aio_thread_c(lua_State *L);
 
 #endif

@@ -75,14 +75,28 @@ local function apply_chunk(fn, chunk)
   return out
 end
 
+-- Settles the wake-up future of a waiting map/imap, if any and still pending (cancelling the
+-- waiter cancels it too, and the jobs' callbacks still come).
+local function wake_up(w)
+  if w and not w:done() then w:set_result() end
+end
+
+-- Checks a map option that counts (chunksize, limit): 0 or less would never finish (no job in
+-- flight, or chunks that take nothing from the list), so it raises.
+local function check_count(v, what)
+  local n = math.tointeger(v)
+  if not n or n < 1 then error(what .. " must be a whole number of at least 1", 3) end
+  return n
+end
+
 -- pool:map(fn, list [, {ordered=true, limit=, chunksize=, on_progress=fn(done, total)}])
 -- -> results. At most `limit` jobs are in flight (default 2 per worker); with ordered=false the
 -- results come in completion order. The first error cancels the rest and is raised.
 function methods:map(fn, list, opts)
   opts = opts or {}
   local n = list.n or #list
-  local chunksize = opts.chunksize or 1
-  local limit = opts.limit or self:size() * 2
+  local chunksize = check_count(opts.chunksize or 1, "chunksize")
+  local limit = check_count(opts.limit or self:size() * 2, "limit")
   local ordered = opts.ordered ~= false
   local on_progress = opts.on_progress
   local results, rn = {n = n}, 0
@@ -91,7 +105,7 @@ function methods:map(fn, list, opts)
   local nextitem, done = 1, 0
   local function on_finished(f)
     finished[#finished + 1] = f
-    if wake then local w = wake; wake = nil; w:set_result() end
+    local w = wake; wake = nil; wake_up(w)
   end
   local function cancel_rest()
     for f in pairs(inflight) do if not f:done() then f:cancel("map failed") end end
@@ -144,14 +158,14 @@ end
 -- (at most 2 jobs per worker in flight; a job's error is raised by the iterator; as with any
 -- Lua iterator, a nil result ends the loop early).
 function methods:imap_unordered(fn, list, chunksize)
-  chunksize = chunksize or 1
+  chunksize = check_count(chunksize or 1, "chunksize")
   local n = list.n or #list
   local limit = self:size() * 2
   local nexti, inflight, ready, wake = 1, 0, {}, nil
   local buf, bi = {n = 0}, 1
   local function on_finished(f)
     ready[#ready + 1] = f
-    if wake then local w = wake; wake = nil; w:set_result() end
+    local w = wake; wake = nil; wake_up(w)
   end
   local function submit_more()
     while nexti <= n and inflight < limit do
@@ -239,6 +253,30 @@ do
   function cm.send(ch, v, timeout)
     if timeout and timeout > 0 and on_loop() then return bounded(raw_send, timeout, ch, v) end
     return raw_send(ch, v, timeout)
+  end
+end
+
+-- m:lock([timeout]) in a task on the loop: a worker or another task on this same thread may
+-- hold the mutex, and a pthread wait would stop the loop, and with it whatever would let the
+-- holder go on (a deadlock when the holder waits for the loop). The task polls try_lock instead,
+-- sleeping 1 to 10 ms between tries, as workers poll their cancel flag.
+do
+  local mm = debug.getregistry()["aio.thread.mutex"].__index
+  local raw_lock, try_lock, held_here = mm.lock, mm.try_lock, mm._held_here
+  function mm.lock(m, timeout)
+    if (c.current()) ~= "main" or not core.current() or not coroutine.isyieldable() then
+      return raw_lock(m, timeout)  -- a worker, the top level, or where a task cannot suspend
+    end
+    if try_lock(m) then return m end
+    if held_here(m) then error("deadlock: this task already holds the mutex", 2) end
+    local deadline = timeout and timeout >= 0 and core.now() + timeout
+    local pause = 0.001
+    repeat
+      if deadline and core.now() >= deadline then return nil, "timeout" end
+      core.sleep(deadline and math.min(pause, deadline - core.now()) or pause)
+      pause = math.min(pause * 2, 0.01)
+    until try_lock(m)
+    return m
   end
 end
 
