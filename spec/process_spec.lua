@@ -223,6 +223,34 @@ describe("process pool", function()
   end))
 end)
 
+describe("process pool: crashes, cancels, close and collection", function()
+  -- The socket inodes open in process pid ({["socket:[123]"] = true, ...}).
+  local function sockets(pid)
+    local set, n = {}, 0
+    local ls = io.popen("ls -l /proc/" .. pid .. "/fd 2>/dev/null")
+    for l in ls:lines() do
+      local s = l:match("(socket:%[%d+%])")
+      if s then set[s] = true; n = n + 1 end
+    end
+    ls:close()
+    return set, n
+  end
+
+  it("close runs the queued jobs even when the last worker crashes", async(function()
+    local p = process.pool{size = 1}
+    local crash = p:submit(function() os.exit(3) end)
+    local after = p:submit(function() return "two" end)
+    local closer = aio.spawn(function() p:close() return "closed" end)
+    local done = aio.wait({closer}, {timeout = 10})
+    if not done[closer] then p:terminate() end
+    assert.is_truthy(done[closer])  -- (hung: a closing pool did not replace the worker)
+    local ok, err = pcall(crash.await, crash)
+    assert.is_false(ok)
+    assert.matches("died while running this job: exit status 3", err)
+    assert.equal("two", after:await())
+  end))
+end)
+
 describe("process.pipe", function()
   it("moves large payloads both ways at once without deadlock", async(function()
     local a, b = process.pipe()

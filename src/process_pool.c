@@ -274,10 +274,11 @@ static void worker_reap_tick(uv_timer_t *t) {
     free(w);
     ppool_release(p);
   }
-  /* 3. a replacement, unless the pool is closing */
+  /* 3. a replacement, unless the pool is closing with nothing left to run (a closing pool
+  ** still owes its queued jobs a worker: without one they and close() would wait forever) */
   int live = 0;
   for (pworker *x = p->workers; x; x = x->next) if (!x->dead && !x->retiring) live++;
-  if (!p->closing && !p->gone && live < p->size) pool_spawn(p);
+  if ((!p->closing || p->qhead) && !p->gone && live < p->size) pool_spawn(p);
   pool_dispatch(p);
   pool_check_closed(p);
 }
