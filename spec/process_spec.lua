@@ -249,6 +249,25 @@ describe("process pool: crashes, cancels, close and collection", function()
     assert.matches("died while running this job: exit status 3", err)
     assert.equal("two", after:await())
   end))
+
+  it("cancelling a job already answered does not fail the next one", async(function()
+    local p = process.pool{size = 1}
+    local started, go = process.value(0), process.value(0)
+    local first = p:submit(function() return 1 end)
+    local second = p:submit(function(started, go)
+      started:add(1)
+      local t = require("aio.thread")
+      for _ = 1, 2000 do if go:get() == 1 then break end t.sleep(0.005) end
+      return "two"
+    end, started, go)
+    -- The loop is held (no aio call), so the first answer stays unread while the second runs.
+    for _ = 1, 500 do if started:get() > 0 then break end os.execute("sleep 0.01") end
+    assert.equal(1, started:get())
+    assert.is_true(first:cancel())  -- kills the worker, which is running the second job
+    go:set(1)
+    assert.equal("two", second:await())  -- run again on the replacement, not failed
+    p:close()
+  end))
 end)
 
 describe("process.pipe", function()

@@ -242,8 +242,12 @@ static void worker_reap_tick(uv_timer_t *t) {
   uv_close((uv_handle_t *)t, aio_free_handle);
   w->reaper = NULL;
   p->nworkers--;
-  /* 1. the job it was running fails (unless it was retired cleanly or killed to cancel it) */
+  /* 1. the job it was running fails (unless it was retired cleanly or killed to cancel it).
+  ** A worker killed to cancel its head job may already have answered it and started the next
+  ** one (the answer unread when the kill came): that job did not fail, it goes back to the
+  ** queue with the unstarted ones. */
   pjob *head = w->ihead;
+  if (head && w->killed_for_cancel && !head->dropped) head = NULL;
   if (head) {
     w->ihead = head->next;
     if (!w->ihead) w->itail = NULL;
