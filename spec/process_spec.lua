@@ -268,6 +268,25 @@ describe("process pool: crashes, cancels, close and collection", function()
     assert.equal("two", second:await())  -- run again on the replacement, not failed
     p:close()
   end))
+
+  it("a worker does not hold another pool's streams open", async(function()
+    local before = sockets(process.getpid())
+    local a = process.pool{size = 1}
+    local now = sockets(process.getpid())
+    local a_end
+    for s in pairs(now) do if not before[s] then a_end = s end end
+    assert.is_string(a_end)  -- the parent's end of a's worker stream
+    local b = process.pool{size = 1}
+    local inherited = b:apply(function(s)
+      local ls = io.popen("ls -l /proc/" .. require("aio.process").getpid() .. "/fd")
+      local found = ls:read("a"):find(s, 1, true) ~= nil
+      ls:close()
+      return found
+    end, a_end)
+    assert.is_false(inherited)  -- (a copy here kept a's worker alive after a:close())
+    a:close()
+    b:close()
+  end))
 end)
 
 describe("process.pipe", function()
