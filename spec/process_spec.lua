@@ -287,6 +287,20 @@ describe("process pool: crashes, cancels, close and collection", function()
     a:close()
     b:close()
   end))
+
+  it("a collected pool closes its workers' streams", async(function()
+    local _, before = sockets(process.getpid())
+    for _ = 1, 4 do
+      local p = process.pool{size = 2}
+      p:apply(function() return 1 end)
+      p = nil  -- luacheck: ignore
+      collectgarbage()
+      collectgarbage()
+      aio.sleep(0.01)  -- the close callbacks
+    end
+    local _, after = sockets(process.getpid())
+    assert.is_true(after - before <= 2, ("%d sockets left open"):format(after - before))
+  end))
 end)
 
 describe("process.pipe", function()

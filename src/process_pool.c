@@ -552,6 +552,22 @@ static int ppool_shutdown(lua_State *L) {
   return 1;
 }
 
+/* A collected pool's reaped worker: unlinked, its stream closed (which frees it). An idle
+** worker's stream must be closed here: nothing else would, and its descriptor would leak. */
+static void worker_discard(ppool *p, pworker *w) {
+  w->dead = 1;
+  p->nworkers--;
+  pool_unlink(p, w);
+  if (w->pipe && !uv_is_closing((uv_handle_t *)w->pipe)) {  /* (the loop may be closed) */
+    uv_read_stop((uv_stream_t *)w->pipe);
+    uv_close((uv_handle_t *)w->pipe, worker_pipe_closed);
+  } else if (!w->pipe) {
+    aio_buf_free(&w->rbuf);
+    free(w);
+    ppool_release(p);
+  }
+}
+
 /* __gc: end the workers now (SIGKILL) and reap them. */
 static int ppool_gc(lua_State *L) {
   ppool_box *b = (ppool_box *)luaL_checkudata(L, 1, PPOOL_MT);
@@ -561,12 +577,13 @@ static int ppool_gc(lua_State *L) {
   p->gone = 1;
   p->closing = 1;
   if (p->owner == getpid()) {
-    for (pworker *w = p->workers; w; w = w->next) {
-      if (w->reaper) continue;
+    pworker *next;
+    for (pworker *w = p->workers; w; w = next) {
+      next = w->next;
+      if (w->reaper) continue;  /* being reaped: its timer finishes it */
       kill(w->pid, SIGKILL);
       waitpid(w->pid, NULL, 0);
-      w->reaper = NULL;
-      w->dead = 1;
+      worker_discard(p, w);
     }
   }
   ppool_release(p);
