@@ -321,6 +321,33 @@ describe("process.pipe", function()
     assert.equal("parent", from)
   end))
 
+  it("a receive cancelled by a timeout does not keep the program alive", function()
+    local out, err, status = helper.run_lua([[
+      local aio, process = require "aio", require "aio.process"
+      aio.run(function()
+        local a, b = process.pipe()
+        local q = process.queue()
+        local r = aio.spawn(function() return a:recv() end)
+        local g = aio.spawn(function() return q:get() end)
+        aio.wait({r, g}, {timeout = 0.05})
+        r:cancel()
+        g:cancel()
+        b:send("later")
+        q:put("later")
+        aio.sleep(0.05)
+        print(a:recv(), q:get())  -- nothing was consumed for the cancelled waiters
+        r = aio.spawn(function() return a:recv() end)
+        g = aio.spawn(function() return q:get() end)
+        aio.sleep(0.01)
+        r:cancel()  -- the last word: nothing else would stop the reading and the polling
+        g:cancel()
+      end)
+      print("end")
+    ]], {timeout = 10})
+    assert.equal(0, status, err)  -- (124: the cancelled waiters kept the loop alive)
+    assert.equal("later\tlater\nend\n", out)
+  end)
+
   it("keeps message boundaries and reports a closed peer", async(function()
     local a, b = process.pipe()
     local h = process.fork(function()

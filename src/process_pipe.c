@@ -133,6 +133,15 @@ static int end_take_frame(pend *e, aio_buf *out) {
   return 1;
 }
 
+/* Stops reading when nobody waits: data stays in the kernel and the loop may end. */
+static void end_idle(pend *e) {
+  if (!e->whead && e->h && e->reading) {
+    uv_read_stop((uv_stream_t *)e->h);
+    uv_unref((uv_handle_t *)e->h);
+    e->reading = 0;
+  }
+}
+
 /* Gives complete messages (or EOF) to parked receivers, in order. */
 static void end_serve(pend *e) {
   lua_State *L = e->L;
@@ -162,11 +171,7 @@ static void end_serve(pend *e) {
     aio_unref(L, w->ref);
     free(w);
   }
-  if (!e->whead && e->h && e->reading) {  /* nobody waits: leave data in the kernel */
-    uv_read_stop((uv_stream_t *)e->h);
-    uv_unref((uv_handle_t *)e->h);
-    e->reading = 0;
-  }
+  end_idle(e);
 }
 
 /* Data on a pipe end: buffer it and serve the receivers. */
@@ -198,6 +203,21 @@ static int end_send(lua_State *L) {
   return 1;
 }
 
+/* on_cancel of a parked receive (its task was cancelled, e.g. by a timeout): forget the
+** waiter, or the end would go on reading and keep the loop (and the program) alive. */
+static void pwaiter_on_cancel(lua_State *L, aio_future *f, void *ud) {
+  pend *e = (pend *)ud;
+  pwaiter *prev = NULL, *w = e->whead;
+  while (w && w->fut != f) { prev = w; w = w->next; }
+  if (!w) return;
+  if (prev) prev->next = w->next;
+  else e->whead = w->next;
+  if (e->wtail == w) e->wtail = prev;
+  aio_unref(L, w->ref);
+  free(w);
+  end_idle(e);
+}
+
 /* end:recv() -> value | nil, "closed" (awaits the next message) */
 static int end_recv(lua_State *L) {
   pend *e = check_end(L, 1);
@@ -217,6 +237,8 @@ static int end_recv(lua_State *L) {
   if (!w) return luaL_error(L, "out of memory");
   w->fut = aio_future_new(L);
   w->ref = aio_ref(L, -1);
+  w->fut->on_cancel = pwaiter_on_cancel;
+  w->fut->on_cancel_ud = e;
   if (e->wtail) e->wtail->next = w;
   else e->whead = w;
   e->wtail = w;
