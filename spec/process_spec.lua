@@ -321,6 +321,21 @@ describe("process.pipe", function()
     assert.equal("parent", from)
   end))
 
+  it("a message sent just before close is still delivered", async(function()
+    local a, b = process.pipe()
+    local h = process.fork(function()
+      a:close()
+      local v, why = b:recv()
+      return v and #v or why
+    end)
+    b:close()
+    a:send(string.rep("z", 4e6))  -- more than the socket takes at once: the rest is queued
+    a:close()
+    local n = h:join(20)
+    if h:is_alive() then h:kill("KILL"); h:join() end
+    assert.equal(4e6, n)  -- (was "closed": close cancelled the queued rest)
+  end))
+
   it("a receive cancelled by a timeout does not keep the program alive", function()
     local out, err, status = helper.run_lua([[
       local aio, process = require "aio", require "aio.process"

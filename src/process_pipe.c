@@ -260,7 +260,29 @@ static int end_poll(lua_State *L) {
   return 1;
 }
 
-/* end:close(): this process's end is closed (the peer's recv then gets nil, "closed"). */
+/* Write callback of the empty write queued behind a closed end's last sends: close it now. */
+static void end_flushed(uv_write_t *req, int status) {
+  (void)status;
+  uv_close((uv_handle_t *)req->handle, aio_free_handle);  /* closes the fd too */
+  free(req);
+}
+
+/* Closes an end's handle once the sends queued on it are written (uv_close would cancel
+** them: a send then close lost the message). Writes finish in order, so an empty write queued
+** last tells when. Not shutdown(2): other processes may share the socket. */
+static void end_close_handle(uv_stream_t *h) {
+  static char none[1];
+  uv_buf_t empty = uv_buf_init(none, 0);
+  uv_write_t *req = NULL;
+  if (uv_stream_get_write_queue_size(h) > 0 && (req = malloc(sizeof *req)) &&
+      uv_write(req, h, &empty, 1, end_flushed) == 0)
+    return;
+  free(req);
+  uv_close((uv_handle_t *)h, aio_free_handle);
+}
+
+/* end:close(): this process's end is closed (the peer's recv then gets nil, "closed"); sends
+** already made are still delivered. */
 static int end_close(lua_State *L) {
   aio_share_box *b = (aio_share_box *)luaL_checkudata(L, 1, PIPE_MT);
   pend *e = (pend *)b->obj;
@@ -269,7 +291,7 @@ static int end_close(lua_State *L) {
   if (e->h && e->owner == getpid()) {
     e->eof = 1;
     end_serve(e);
-    uv_close((uv_handle_t *)e->h, aio_free_handle);  /* closes the fd too */
+    end_close_handle((uv_stream_t *)e->h);
     e->h = NULL;
   } else {
     close(e->fd);
