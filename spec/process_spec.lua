@@ -336,6 +336,19 @@ describe("process.pipe", function()
     assert.equal(4e6, n)  -- (was "closed": close cancelled the queued rest)
   end))
 
+  it("a pool job's large send is delivered after the job returns", async(function()
+    local a, b = process.pipe()
+    local p = process.pool{size = 1}
+    local f = p:submit(function(e) e:send(string.rep("w", 4e6)) return "sent" end, b)
+    assert.equal("sent", f:await())  -- the parent reads the pipe only after the answer
+    local r = aio.spawn(function() return a:recv() end)
+    local done = aio.wait({r}, {timeout = 10})
+    if not done[r] then r:cancel() end
+    p:terminate()
+    assert.is_truthy(done[r])  -- (the queued rest was never written: the worker ran no loop)
+    assert.equal(4e6, #r:await())
+  end))
+
   it("a receive cancelled by a timeout does not keep the program alive", function()
     local out, err, status = helper.run_lua([[
       local aio, process = require "aio", require "aio.process"

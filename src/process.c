@@ -157,6 +157,19 @@ typedef struct wreq {
   aio_buf b;
 } wreq;
 
+/* In a pool worker (a fresh state): the parent's unfinished sends are not this process's to
+** wait for; they belong to a loop that never runs here. */
+void aio_proc_forget_sends(void) { pending_writes = 0; }
+
+/* Runs L's loop until this process's queued sends are written: a child about to exit and a
+** pool worker between jobs run no loop otherwise, and the rest of a large send would be lost
+** (or wait, unwritten, for a worker that blocks reading its next job). */
+void aio_proc_flush_sends(lua_State *L) {
+  if (pending_writes <= 0) return;
+  aio_loop *loop = aio_loop_get(L);
+  while (pending_writes > 0 && uv_run(&loop->uv, UV_RUN_ONCE)) {}
+}
+
 /* Write callback: frees the buffer and the request. */
 static void wreq_done(uv_write_t *req, int status) {
   (void)status;
@@ -445,7 +458,6 @@ static void proc_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 static void fork_child(lua_State *L, int fd, int fnidx, int nargs) {
   aio_proc_become(lua_tostring(L, 1));
   reset_loop_in_child(L);
-  aio_loop *loop = aio_loop_get(L);
   for (int i = 0; i <= nargs; i++) lua_pushvalue(L, fnidx + i);
   aio_spawn(L, nargs);
   int tidx = lua_gettop(L);
@@ -464,7 +476,7 @@ static void fork_child(lua_State *L, int fd, int fnidx, int nargs) {
     aio_outcome_encode_error(L, -1, &out);
   }
   aio_frame_end(&out, at);
-  while (pending_writes > 0 && uv_run(&loop->uv, UV_RUN_ONCE)) {}  /* flush pipe sends */
+  aio_proc_flush_sends(L);
   aio_proc_write_full(fd, out.data, out.len);
   fflush(NULL);
   _exit(ok ? 0 : 1);

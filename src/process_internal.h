@@ -47,6 +47,10 @@ size_t aio_frame_begin(aio_buf *b);
 void aio_frame_end(aio_buf *b, size_t at);
 /* Writes the whole buffer b (taken over) to a stream without blocking; 0 or a libuv error. */
 int aio_stream_send(uv_stream_t *s, aio_buf *b);
+/* Runs L's loop until the sends queued by this process are written (a child before it exits, a
+** pool worker between jobs); a pool worker first forgets the parent's (aio_proc_forget_sends). */
+void aio_proc_flush_sends(lua_State *L);
+void aio_proc_forget_sends(void);
 /* libuv read buffers (up to 64 KB, freed by the read callbacks); a close callback that frees. */
 void aio_proc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void aio_free_handle(uv_handle_t *h);

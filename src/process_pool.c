@@ -113,6 +113,7 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
   signal(SIGINT, SIG_IGN);  /* Ctrl-C is for the parent, which ends its workers */
   close_other_workers(me, parent);
   aio_proc_become(me->name);
+  aio_proc_forget_sends();
   lua_State *L = luaL_newstate();
   if (!L) _exit(1);
   luaL_openlibs(L);
@@ -158,6 +159,7 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
     aio_buf_free(&in);
     if (aio_proc_write_full(fd, out.data, out.len) < 0) break;
     aio_buf_free(&out);
+    aio_proc_flush_sends(L);  /* after the answer: the parent may read the pipe only then */
   }
   fflush(NULL);
   _exit(0);
