@@ -269,6 +269,24 @@ describe("process pool: crashes, cancels, close and collection", function()
     p:close()
   end))
 
+  it("a cancelled job sent to a busy worker never runs; the worker stays", async(function()
+    local p = process.pool{size = 1, prefetch = 2}
+    local go, ran = process.value(0), process.value(0)
+    local first = p:submit(function(go)
+      local t = require("aio.thread")
+      for _ = 1, 2000 do if go:get() == 1 then break end t.sleep(0.005) end
+      return require("aio.process").getpid()
+    end, go)
+    local second = p:submit(function(ran) ran:add(1) end, ran)  -- waits in the worker's pipe
+    assert.equal(2, p:stats().sent)  -- both are in the worker's hands
+    assert.is_true(second:cancel())
+    go:set(1)
+    local pid = first:await()
+    assert.equal(pid, p:apply(function() return require("aio.process").getpid() end))
+    assert.equal(0, ran:get())  -- (it ran after all: the cancel reached only the parent)
+    p:close()
+  end))
+
   it("a worker does not hold another pool's streams open", async(function()
     local before = sockets(process.getpid())
     local a = process.pool{size = 1}

@@ -35,6 +35,7 @@ typedef struct pjob {
   aio_future *fut;
   int futref;
   pworker *w;            /* worker it was sent to, NULL while queued */
+  uint32_t seq;          /* its number in that worker's stream (1, 2, ...) */
   int dropped;           /* cancelled after it was sent: ignore its outcome */
 } pjob;
 
@@ -47,6 +48,7 @@ struct pworker {
   size_t rpos;
   pjob *ihead, *itail;   /* jobs sent, in order */
   int ninflight;
+  uint32_t nsent;        /* jobs sent (numbers them for cancel frames) */
   int ndone;             /* jobs finished (maxtasksperchild) */
   int dead, retiring, killed_for_cancel;
   int reap_ticks;        /* reaper polls so far (2 ms apart) */
@@ -106,6 +108,91 @@ static void pool_dispatch(ppool *p);
 static void pool_check_closed(ppool *p);
 static int pool_spawn(ppool *p);
 
+/* ---- a worker's input: job frames, and cancel frames for jobs sent but not started ---- */
+
+#define CANCEL_FRAME UINT32_MAX  /* a header meaning: skip the job numbered by the next uint32 */
+
+typedef struct winput {
+  int fd;
+  aio_buf b;             /* bytes read; frames not yet taken start at pos */
+  size_t pos;
+  uint32_t njobs;        /* job frames taken (a job's number is its place in the stream) */
+  uint32_t skip[64];     /* numbers of jobs cancelled before they started */
+  int nskip;
+} winput;
+
+/* Reads what the stream holds (waiting for it if `wait`): 1 got bytes, 0 none now, -1 ended. */
+static int win_fill(winput *in, int wait) {
+  char tmp[65536];
+  if (in->pos) {  /* drop what was taken */
+    memmove(in->b.data, in->b.data + in->pos, in->b.len - in->pos);
+    in->b.len -= in->pos;
+    in->pos = 0;
+  }
+  ssize_t r = recv(in->fd, tmp, sizeof tmp, wait ? 0 : MSG_DONTWAIT);
+  if (r > 0) { aio_buf_add(&in->b, tmp, (size_t)r); return 1; }
+  if (r < 0 && errno == EINTR) return 1;
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+  return -1;
+}
+
+/* The size of the complete frame at `at`, or 0 if it has not all arrived. */
+static size_t win_frame(winput *in, size_t at, uint32_t *hdr) {
+  size_t avail = in->b.len - at;
+  if (avail < sizeof *hdr) return 0;
+  memcpy(hdr, in->b.data + at, sizeof *hdr);
+  size_t n = sizeof *hdr + (*hdr == CANCEL_FRAME ? sizeof(uint32_t) : *hdr);
+  return avail >= n ? n : 0;
+}
+
+/* Records the cancel frames among the complete frames read so far (a cancel for the job about
+** to start may have come behind it). */
+static void win_scan_cancels(winput *in) {
+  uint32_t hdr, seq;
+  size_t n;
+  for (size_t at = in->pos; (n = win_frame(in, at, &hdr)) > 0; at += n) {
+    if (hdr != CANCEL_FRAME) continue;
+    memcpy(&seq, in->b.data + at + sizeof hdr, sizeof seq);
+    int known = seq < in->njobs;  /* that job started already: too late */
+    for (int i = 0; i < in->nskip && !known; i++) known = in->skip[i] == seq;
+    if (!known && in->nskip < (int)(sizeof in->skip / sizeof in->skip[0]))
+      in->skip[in->nskip++] = seq;
+  }
+}
+
+/* 1 if job seq was cancelled; forgets it and cancels that came too late for earlier jobs. */
+static int win_take_skip(winput *in, uint32_t seq) {
+  int found = 0;
+  for (int i = 0; i < in->nskip;) {
+    if (in->skip[i] <= seq) {
+      found |= in->skip[i] == seq;
+      in->skip[i] = in->skip[--in->nskip];
+    } else {
+      i++;
+    }
+  }
+  return found;
+}
+
+/* Takes the next job (into job) and says whether it was cancelled; 0 once the stream ended. */
+static int win_next_job(winput *in, aio_buf *job, int *skipped) {
+  uint32_t hdr;
+  size_t n;
+  for (;;) {
+    while ((n = win_frame(in, in->pos, &hdr)) == 0)
+      if (win_fill(in, 1) < 0) return 0;
+    if (hdr == CANCEL_FRAME) { win_scan_cancels(in); in->pos += n; continue; }
+    aio_buf_add(job, in->b.data + in->pos + sizeof hdr, hdr);
+    if (!job->data) aio_buf_add(job, "", 0);
+    in->pos += n;
+    uint32_t seq = ++in->njobs;
+    while (win_fill(in, 0) > 0) {}
+    win_scan_cancels(in);
+    *skipped = win_take_skip(in, seq);
+    return 1;
+  }
+}
+
 /* The pool worker's life: fresh state, init, then jobs until its stream ends. */
 static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -135,20 +222,15 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
     aio_buf_free(&init);
     lua_settop(L, 0);
   }
+  winput input = {.fd = fd};
   for (;;) {
-    uint32_t len;
-    if (aio_proc_read_full(fd, &len, sizeof len) <= 0) break;
     aio_buf in = {0}, out = {0};
-    if (len) {
-      in.data = malloc(len);
-      if (!in.data) _exit(1);
-      in.len = in.cap = len;
-      if (aio_proc_read_full(fd, in.data, len) <= 0) break;
-    }
+    int skipped = 0;
+    if (!win_next_job(&input, &in, &skipped)) break;
     size_t at = aio_frame_begin(&out);
-    if (broken) {
+    if (broken || skipped) {  /* (the parent ignores a skipped job's answer) */
       lua_createtable(L, 2, 0);
-      lua_pushstring(L, broken);
+      lua_pushstring(L, broken ? broken : "cancelled before it started");
       lua_rawseti(L, -2, 1);
       aio_outcome_encode_error(L, -1, &out);
       lua_settop(L, 0);
@@ -373,6 +455,7 @@ static void pool_dispatch(ppool *p) {
     p->nqueued--;
     j->next = NULL;
     j->w = best;
+    j->seq = ++best->nsent;
     if (best->itail) best->itail->next = j;
     else best->ihead = j;
     best->itail = j;
@@ -432,9 +515,15 @@ static void pjob_on_cancel(lua_State *L, aio_future *f, void *ud) {
     return;
   }
   j->dropped = 1;
-  if (j->w->ihead == j && !j->w->dead) {  /* running: the only way to stop it is to end it */
+  if (j->w->dead) return;
+  if (j->w->ihead == j) {  /* running: the only way to stop it is to end it */
     j->w->killed_for_cancel = 1;
     kill(j->w->pid, SIGKILL);
+  } else {  /* sent, not started: the worker skips it (its answer is ignored) */
+    uint32_t frame[2] = {CANCEL_FRAME, j->seq};
+    aio_buf b = {0};
+    aio_buf_add(&b, frame, sizeof frame);
+    aio_stream_send((uv_stream_t *)j->w->pipe, &b);  /* fails only if the worker is gone */
   }
 }
 
