@@ -287,6 +287,26 @@ describe("process pool: crashes, cancels, close and collection", function()
     p:close()
   end))
 
+  it("a replacement worker holds no pipe made after its pool", async(function()
+    local p = process.pool{size = 1}
+    local a, b = process.pipe()
+    local h = process.fork(function() a:close() return b:recv() end)
+    b:close()
+    local victim = p:pids()[1]
+    os.execute("kill -9 " .. victim)  -- the replacement is forked after the pipe was made
+    for _ = 1, 1000 do if p:pids()[1] ~= victim then break end aio.sleep(0.01) end
+    assert.equal(1, p:apply(function() return 1 end))
+    local ok, err = pcall(p.apply, p, function(e) return e end, a)
+    assert.is_false(ok)  -- refused like the first worker would, not half-usable
+    assert.matches("make pipes before forking", err)
+    a:close()
+    local v, why = h:join(5)
+    if h:is_alive() then h:kill("KILL"); h:join() end
+    assert.is_nil(v)
+    assert.equal("closed", why)  -- (was "timeout": the replacement held a copy of `a`)
+    p:close()
+  end))
+
   it("a worker does not hold another pool's streams open", async(function()
     local before = sockets(process.getpid())
     local a = process.pool{size = 1}

@@ -52,6 +52,21 @@ void aio_proc_become(const char *name) {
 /* The epoch of a new fd-backed object (pipe end, queue) made by this process. */
 uint32_t aio_proc_next_epoch(void) { return ++fd_epoch; }
 
+/* The epoch of the last fd-backed object made by this process. */
+uint32_t aio_proc_epoch(void) { return fd_epoch; }
+
+/* In a new pool worker: its parent's pipe ends and queues made after the pool (after `epoch`)
+** are closed here and refused. A replacement worker is forked whenever one dies; without this
+** it would hold copies of newer pipe ends (their peers would never see EOF while the pool
+** lives) and take descriptors the pool's first workers refuse. */
+void aio_proc_inherit_upto(uint32_t epoch) {
+  if (nlineage == 0 || lineage[nlineage - 1].epoch <= epoch) return;
+  pid_t parent = lineage[nlineage - 1].pid;
+  aio_process_pipe_close_after(parent, epoch);
+  aio_process_queue_close_after(parent, epoch);
+  lineage[nlineage - 1].epoch = epoch;
+}
+
 /* Codec no-ops for objects that cross by value (pipe ends, queues). */
 void aio_share_noop_ref(void *o) { (void)o; }
 void aio_share_noop_push(lua_State *L, void *o) { (void)L; (void)o; }

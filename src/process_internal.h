@@ -23,6 +23,11 @@ pid_t aio_proc_fork(void);
 void aio_proc_check_fork_thread(lua_State *L, const char *what);
 /* The epoch of a new fd-backed object (pipe end, queue) made by this process. */
 uint32_t aio_proc_next_epoch(void);
+/* The epoch of the last fd-backed object made so far (a pool records it when made). */
+uint32_t aio_proc_epoch(void);
+/* In a new pool worker: drops what its parent made after `epoch` (closes the copies, and the
+** lineage no longer admits them), so every worker of a pool takes the same descriptors. */
+void aio_proc_inherit_upto(uint32_t epoch);
 
 /* How a descriptor-backed object crosses the codec: fds, creator pid, epoch. */
 typedef struct fdref { int32_t fd[2]; int32_t creator; uint32_t epoch; } fdref;
@@ -78,5 +83,8 @@ void aio_proc_resolve_msg(lua_State *L, aio_future *f, aio_buf *b);
 void aio_process_pool_open(lua_State *L);   /* process_pool.c: pool, pool_methods */
 void aio_process_pipe_open(lua_State *L);   /* process_pipe.c: pipe */
 void aio_process_queue_open(lua_State *L);  /* process_queue.c: queue */
+/* Close this process's copies of the pipe ends / queues `creator` made after `epoch`. */
+void aio_process_pipe_close_after(pid_t creator, uint32_t epoch);
+void aio_process_queue_close_after(pid_t creator, uint32_t epoch);
 
 #endif

@@ -341,6 +341,17 @@ static int l_pipe(lua_State *L) {
   return 2;
 }
 
+/* Closes this process's copies of the open ends `creator` made after `epoch` (a new pool
+** worker's inheritance; process_internal.h). Ends closed there are skipped: their numbers may
+** have been reused. */
+void aio_process_pipe_close_after(pid_t creator, uint32_t epoch) {
+  for (pend *e = ends; e; e = e->next)
+    if (e->creator == creator && e->epoch > epoch && !e->closed) {
+      close(e->fd);
+      e->closed = 1;
+    }
+}
+
 /* Adds pipe to the module table on top of the stack (process_internal.h). */
 void aio_process_pipe_open(lua_State *L) {
   open_pipe_mt(L);

@@ -76,6 +76,7 @@ struct ppool {
   aio_future *closed;
   int closedref;
   int gone;              /* the Lua box was collected */
+  uint32_t epoch;        /* fd epoch when made: what every worker inherits */
   char name[32];
   pid_t owner;           /* the process that made the pool */
   ppool *next_pool;      /* every pool of this process (all_pools) */
@@ -199,6 +200,7 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
   if (getppid() != parent) _exit(1);
   signal(SIGINT, SIG_IGN);  /* Ctrl-C is for the parent, which ends its workers */
   close_other_workers(me, parent);
+  aio_proc_inherit_upto(p->epoch);
   aio_proc_become(me->name);
   aio_proc_forget_sends();
   lua_State *L = luaL_newstate();
@@ -563,6 +565,7 @@ static int l_ppool(lua_State *L) {
   p->selfref = LUA_NOREF;
   p->closedref = LUA_NOREF;
   p->owner = getpid();
+  p->epoch = aio_proc_epoch();
   p->next_pool = all_pools;
   all_pools = p;
   snprintf(p->name, sizeof p->name, "%s", luaL_optstring(L, 4, "ForkPoolWorker"));

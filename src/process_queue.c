@@ -351,6 +351,17 @@ static int l_queue(lua_State *L) {
   return 1;
 }
 
+/* Closes this process's copies of the queues `creator` made after `epoch` (a new pool
+** worker's inheritance; process_internal.h). Queues are never closed, so their fds are open. */
+void aio_process_queue_close_after(pid_t creator, uint32_t epoch) {
+  for (pqueue *q = queues; q; q = q->next)
+    if (q->creator == creator && q->epoch > epoch && q->fd[0] >= 0) {
+      close(q->fd[0]);
+      close(q->fd[1]);
+      q->fd[0] = q->fd[1] = -1;
+    }
+}
+
 /* Adds queue to the module table on top of the stack (process_internal.h). */
 void aio_process_queue_open(lua_State *L) {
   open_queue_mt(L);
