@@ -250,6 +250,25 @@ describe("process pool: crashes, cancels, close and collection", function()
     assert.equal("two", after:await())
   end))
 
+  it("a job sent to a worker that just died idle runs on its replacement", async(function()
+    local p = process.pool{size = 1}
+    for _ = 1, 3 do
+      local victim = p:pids()[1]
+      os.execute("kill -9 " .. victim)  -- the parent has not noticed yet when the job is sent
+      assert.equal("ran", p:apply(function() return "ran" end))  -- (failed: "died while running")
+      for _ = 1, 1000 do if p:pids()[1] ~= victim then break end aio.sleep(0.01) end
+    end
+    p:close()
+  end))
+
+  it("a worker that dies in init fails the job instead of being replaced forever", async(function()
+    local p = process.pool{size = 1, init = function() os.exit(5) end}
+    local ok, err = pcall(p.apply, p, function() return 1 end)
+    assert.is_false(ok)
+    assert.matches("died while running this job: exit status 5", err)
+    p:terminate()
+  end))
+
   it("cancelling a job already answered does not fail the next one", async(function()
     local p = process.pool{size = 1}
     local started, go = process.value(0), process.value(0)

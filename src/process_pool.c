@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <lualib.h>
 #include "process_internal.h"
 
@@ -39,8 +40,16 @@ typedef struct pjob {
   int dropped;           /* cancelled after it was sent: ignore its outcome */
 } pjob;
 
+/* What a worker tells its parent through shared memory (one page per worker), so the parent
+** can tell a job the worker never started from one it died running. */
+typedef struct wshared {
+  uint32_t ready;        /* init done */
+  uint32_t started;      /* number of the last job taken (jobs are numbered 1, 2, ... per worker) */
+} wshared;
+
 struct pworker {
   ppool *pool;
+  wshared *sh;           /* NULL if it could not be mapped (then every sent job counts as started) */
   pid_t pid;
   int fd;
   uv_pipe_t *pipe;
@@ -224,11 +233,13 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
     aio_buf_free(&init);
     lua_settop(L, 0);
   }
+  if (me->sh) __atomic_store_n(&me->sh->ready, 1, __ATOMIC_RELEASE);
   winput input = {.fd = fd};
   for (;;) {
     aio_buf in = {0}, out = {0};
     int skipped = 0;
     if (!win_next_job(&input, &in, &skipped)) break;
+    if (me->sh) __atomic_store_n(&me->sh->started, input.njobs, __ATOMIC_RELEASE);
     size_t at = aio_frame_begin(&out);
     if (broken || skipped) {  /* (the parent ignores a skipped job's answer) */
       lua_createtable(L, 2, 0);
@@ -258,12 +269,21 @@ static int pool_spawn(ppool *p) {
   pworker *w = calloc(1, sizeof *w);
   if (!w) { close(sv[0]); close(sv[1]); return ENOMEM; }
   w->pool = p;
+  w->sh = mmap(NULL, sizeof *w->sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (w->sh == MAP_FAILED) w->sh = NULL;
   w->index = ++p->nspawned;
   w->fd = sv[0];
   snprintf(w->name, sizeof w->name, "%s-%d", p->name, w->index);
   pid_t parent = getpid();
   pid_t pid = aio_proc_fork();
-  if (pid < 0) { int e = errno; close(sv[0]); close(sv[1]); free(w); return e; }
+  if (pid < 0) {
+    int e = errno;
+    close(sv[0]);
+    close(sv[1]);
+    if (w->sh) munmap(w->sh, sizeof *w->sh);
+    free(w);
+    return e;
+  }
   if (pid == 0) {
     close(sv[0]);
     w->fd = -1;
@@ -298,17 +318,26 @@ static void pjob_free(lua_State *L, pjob *j) {
   ppool_release(p);
 }
 
+/* Frees a worker that is reaped and whose stream is closed; drops its reference to the pool. */
+static void worker_free(pworker *w) {
+  ppool *p = w->pool;
+  aio_buf_free(&w->rbuf);
+  if (w->sh) munmap(w->sh, sizeof *w->sh);
+  free(w);
+  ppool_release(p);
+}
+
+/* 1 if w had taken job j when it died (its number reached the shared page). */
+static int worker_started(pworker *w, pjob *j) {
+  return !w->sh || __atomic_load_n(&w->sh->started, __ATOMIC_ACQUIRE) >= j->seq;
+}
+
 /* Close callback of a worker's stream; frees the worker once it is also reaped. */
 static void worker_pipe_closed(uv_handle_t *h) {
   pworker *w = (pworker *)h->data;
   free(h);
   w->pipe = NULL;
-  if (!w->reaper) {  /* reaped already: the worker's memory can go */
-    ppool *p = w->pool;
-    aio_buf_free(&w->rbuf);
-    free(w);
-    ppool_release(p);
-  }
+  if (!w->reaper) worker_free(w);  /* reaped already: the worker's memory can go */
 }
 
 /* Unlinks w from the pool's worker list. */
@@ -343,11 +372,14 @@ static void worker_reap_tick(uv_timer_t *t) {
   w->reaper = NULL;
   p->nworkers--;
   /* 1. the job it was running fails (unless it was retired cleanly or killed to cancel it).
-  ** A worker killed to cancel its head job may already have answered it and started the next
-  ** one (the answer unread when the kill came): that job did not fail, it goes back to the
-  ** queue with the unstarted ones. */
+  ** A job it had not taken did not fail: it goes back to the queue with the others (the
+  ** worker died idle, or after init, just as the job was sent). So does one it took after
+  ** answering the job it was killed to cancel (the answer unread when the kill came). A
+  ** worker that died in init fails the job: a replacement would die the same way. */
   pjob *head = w->ihead;
-  if (head && w->killed_for_cancel && !head->dropped) head = NULL;
+  int ready = !w->sh || __atomic_load_n(&w->sh->ready, __ATOMIC_ACQUIRE);
+  if (head && ready && (!worker_started(w, head) || (w->killed_for_cancel && !head->dropped)))
+    head = NULL;
   if (head) {
     w->ihead = head->next;
     if (!w->ihead) w->itail = NULL;
@@ -373,11 +405,7 @@ static void worker_reap_tick(uv_timer_t *t) {
   }
   w->ninflight = 0;
   pool_unlink(p, w);
-  if (!w->pipe) {
-    aio_buf_free(&w->rbuf);
-    free(w);
-    ppool_release(p);
-  }
+  if (!w->pipe) worker_free(w);
   /* 3. a replacement, unless the pool is closing with nothing left to run (a closing pool
   ** still owes its queued jobs a worker: without one they and close() would wait forever) */
   int live = 0;
@@ -656,9 +684,7 @@ static void worker_discard(ppool *p, pworker *w) {
     uv_read_stop((uv_stream_t *)w->pipe);
     uv_close((uv_handle_t *)w->pipe, worker_pipe_closed);
   } else if (!w->pipe) {
-    aio_buf_free(&w->rbuf);
-    free(w);
-    ppool_release(p);
+    worker_free(w);
   }
 }
 
