@@ -50,6 +50,17 @@ describe("process.fork", function()
     assert.equal(-9, h.exitcode)
   end))
 
+  it("a child killed while writing its result ended without one", async(function()
+    local started = process.value(0)
+    local h = process.fork(function() local s = string.rep("y", 10e6) started:set(1) return s end)
+    for _ = 1, 500 do if started:get() == 1 then break end os.execute("sleep 0.01") end
+    os.execute("sleep 0.2")  -- the loop is held: the child's write fills the socket and blocks
+    h:kill("KILL")
+    local v, why = h:join()  -- (raised "aio codec: malformed message": half a result)
+    assert.is_nil(v)
+    assert.matches("ended without a result: killed by signal 9", why)
+  end))
+
   it("keeps the parent's and the child's timers apart", async(function()
     -- Both loops' timer heaps sit behind a kernel timer: a child that inherited (and re-armed)
     -- the parent's would make the parent wake at the child's deadline instead of its own.

@@ -564,7 +564,9 @@ static proc *check_proc(lua_State *L) {
 static int proc_outcome(lua_State *L) {
   proc *p = check_proc(L);
   if (!p->eof || !p->reaped) return luaL_error(L, "process has not finished (join it first)");
-  if (p->rbuf.len < 4) {
+  uint32_t len = 0;
+  if (p->rbuf.len >= sizeof len) memcpy(&len, p->rbuf.data, sizeof len);
+  if (p->rbuf.len < sizeof len || p->rbuf.len - sizeof len < len) {  /* none, or cut short */
     char why[96];
     aio_proc_describe_status(p->status, why, sizeof why);
     lua_pushnil(L);
@@ -576,7 +578,7 @@ static int proc_outcome(lua_State *L) {
   int fidx = lua_gettop(L);
   char who[96];
   snprintf(who, sizeof who, "%s pid %d", p->name, (int)p->pid);
-  aio_outcome_settle(L, f, p->rbuf.data + 4, p->rbuf.len - 4, who);
+  aio_outcome_settle(L, f, p->rbuf.data + sizeof len, len, who);
   return aio_future_push_outcome(L, fidx);
 }
 
