@@ -358,6 +358,20 @@ describe("process pool: crashes, cancels, close and collection", function()
     b:close()
   end))
 
+  it("a worker does not keep the parent's server socket open", async(function()
+    local http = require "aio.http"
+    local srv = http.serve{host = "127.0.0.1", port = 0, handler = function() return "a" end}
+    local port = srv:port()
+    local p = process.pool{size = 1}
+    assert.equal(1, p:apply(function() return 1 end))
+    srv:close()
+    local ok, again = pcall(http.serve, {host = "127.0.0.1", port = port,
+                                         handler = function() return "b" end})
+    p:close()
+    assert.is_true(ok, again)  -- (address already in use: the worker held the listening socket)
+    again:close()
+  end))
+
   it("a collected pool closes its workers' streams", async(function()
     local _, before = sockets(process.getpid())
     for _ = 1, 4 do

@@ -370,6 +370,24 @@ void aio_proc_resolve_msg(lua_State *L, aio_future *f, aio_buf *b) {
   aio_buf_free(b);
 }
 
+/* uv_walk callback in a new pool worker: closes one parent handle's descriptor (see below). */
+static void close_parent_handle(uv_handle_t *h, void *arg) {
+  uv_os_fd_t fd;
+  (void)arg;
+  if (uv_fileno(h, &fd) == 0 && fd > 2 && !aio_process_pipe_has_fd(fd) &&
+      !aio_process_queue_has_fd(fd))
+    close(fd);
+}
+
+/* In a new pool worker (a fresh state that never runs the parent's loop): a copy of a
+** listening socket kept the port bound after the server closed, and a copy of a connection
+** kept its peer from seeing the close. Only the descriptors are closed: uv_close would
+** unregister them from the epoll instance the worker shares with its parent. Pipe ends and
+** queues stay (jobs may be sent them). */
+void aio_proc_close_parent_handles(uv_loop_t *uv) {
+  uv_walk(uv, close_parent_handle, NULL);
+}
+
 /* ---- a fresh loop in a forked child ----------------------------------------------------- */
 
 /* uv_walk callback in a child: closes the parent's handles (not the loop's own). */

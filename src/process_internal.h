@@ -28,6 +28,9 @@ uint32_t aio_proc_epoch(void);
 /* In a new pool worker: drops what its parent made after `epoch` (closes the copies, and the
 ** lineage no longer admits them), so every worker of a pool takes the same descriptors. */
 void aio_proc_inherit_upto(uint32_t epoch);
+/* In a new pool worker: closes the descriptors of the parent's loop handles (servers,
+** connections, HTTP requests) except pipe ends and queues, without touching the loop. */
+void aio_proc_close_parent_handles(uv_loop_t *uv);
 
 /* How a descriptor-backed object crosses the codec: fds, creator pid, epoch. */
 typedef struct fdref { int32_t fd[2]; int32_t creator; uint32_t epoch; } fdref;
@@ -86,5 +89,8 @@ void aio_process_queue_open(lua_State *L);  /* process_queue.c: queue */
 /* Close this process's copies of the pipe ends / queues `creator` made after `epoch`. */
 void aio_process_pipe_close_after(pid_t creator, uint32_t epoch);
 void aio_process_queue_close_after(pid_t creator, uint32_t epoch);
+/* 1 if fd is an open pipe end / queue descriptor of this process. */
+int aio_process_pipe_has_fd(int fd);
+int aio_process_queue_has_fd(int fd);
 
 #endif

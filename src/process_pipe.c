@@ -352,6 +352,13 @@ void aio_process_pipe_close_after(pid_t creator, uint32_t epoch) {
     }
 }
 
+/* 1 if fd is an open pipe end of this process (process_internal.h). */
+int aio_process_pipe_has_fd(int fd) {
+  for (pend *e = ends; e; e = e->next)
+    if (e->fd == fd && !e->closed) return 1;
+  return 0;
+}
+
 /* Adds pipe to the module table on top of the stack (process_internal.h). */
 void aio_process_pipe_open(lua_State *L) {
   open_pipe_mt(L);

@@ -208,6 +208,7 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);
   signal(SIGINT, SIG_IGN);  /* Ctrl-C is for the parent, which ends its workers */
+  aio_proc_close_parent_handles(p->uv);  /* first: before anything here opens a descriptor */
   close_other_workers(me, parent);
   aio_proc_inherit_upto(p->epoch);
   aio_proc_become(me->name);

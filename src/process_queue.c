@@ -362,6 +362,13 @@ void aio_process_queue_close_after(pid_t creator, uint32_t epoch) {
     }
 }
 
+/* 1 if fd is a descriptor of one of this process's queues (process_internal.h). */
+int aio_process_queue_has_fd(int fd) {
+  for (pqueue *q = queues; q; q = q->next)
+    if (q->fd[0] == fd || q->fd[1] == fd) return 1;
+  return 0;
+}
+
 /* Adds queue to the module table on top of the stack (process_internal.h). */
 void aio_process_queue_open(lua_State *L) {
   open_queue_mt(L);
