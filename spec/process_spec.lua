@@ -107,6 +107,18 @@ describe("process.fork", function()
     assert.matches("belongs to the parent process", err)
   end))
 
+  it("a process pool of the parent cannot be closed from the child", async(function()
+    local h = process.fork(function()
+      local ok, err = pcall(pool.close, pool)  -- the spec file's shared pool
+      return ok, err
+    end)
+    local ok, err = h:join()
+    assert.equal(0, h.exitcode)  -- (-6: libuv aborted closing a handle the child had closed)
+    assert.is_false(ok)
+    assert.matches("belongs to the parent process", err)
+    assert.equal(2, pool:apply(function() return 2 end))
+  end))
+
   it("the child does not run the parent's tasks", async(function()
     local ran = process.value(0)
     local t = aio.spawn(function() aio.sleep(0.05); ran:add(1) end)

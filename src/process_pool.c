@@ -607,11 +607,18 @@ static int l_ppool(lua_State *L) {
   return 1;
 }
 
+/* Checks that idx is an open process pool made by this process: a forked child has a copy of
+** its parent's pools, whose workers and handles are not its own (closing them aborted it). */
+static ppool *check_own_ppool(lua_State *L, int idx) {
+  ppool *p = check_ppool(L, idx);
+  if (p->owner != getpid()) luaL_error(L, "this process pool belongs to the parent process");
+  return p;
+}
+
 /* pool:submit(fn, ...) -> future */
 static int ppool_submit(lua_State *L) {
-  ppool *p = check_ppool(L, 1);
+  ppool *p = check_own_ppool(L, 1);
   if (p->closing) return luaL_error(L, "cannot submit to a closed process pool");
-  if (p->owner != getpid()) return luaL_error(L, "this process pool belongs to the parent process");
   luaL_checktype(L, 2, LUA_TFUNCTION);
   aio_buf msg = {0};
   aio_codec_encode(L, 2, lua_gettop(L) - 1, &msg, "call", AIO_CODEC_PROCESS);
@@ -635,7 +642,7 @@ static int ppool_submit(lua_State *L) {
 
 /* pool:_shutdown(cancel_pending, terminate) -> future settled once every worker is reaped */
 static int ppool_shutdown(lua_State *L) {
-  ppool *p = check_ppool(L, 1);
+  ppool *p = check_own_ppool(L, 1);
   int cancel_pending = lua_toboolean(L, 2), terminate = lua_toboolean(L, 3);
   p->closing = 1;
   if (!p->closed) {
