@@ -112,20 +112,7 @@ fdref aio_proc_unpack_fdref(lua_State *L, const char *p, size_t n, const char *k
   return r;
 }
 
-/* Blocking helpers for children (which have nothing else to do). */
-int aio_proc_read_full(int fd, void *p, size_t n) {
-  char *c = (char *)p;
-  while (n > 0) {
-    ssize_t r = read(fd, c, n);
-    if (r == 0) return 0;
-    if (r < 0) { if (errno == EINTR) continue; return -1; }
-    c += r;
-    n -= (size_t)r;
-  }
-  return 1;
-}
-
-/* Writes all n bytes (blocking); 1 or -1. */
+/* Writes all n bytes (blocking: children have nothing else to do); 1 or -1. */
 int aio_proc_write_full(int fd, const void *p, size_t n) {
   const char *c = (const char *)p;
   while (n > 0) {

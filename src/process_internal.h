@@ -47,8 +47,7 @@ void aio_share_noop_push(lua_State *L, void *o);
 
 /* ---- I/O and frames (process.c) ---- */
 
-/* Blocking reads/writes of exactly n bytes for children: 1, 0 at EOF (read), -1 on error. */
-int aio_proc_read_full(int fd, void *p, size_t n);
+/* Blocking write of exactly n bytes for children: 1, or -1 on error. */
 int aio_proc_write_full(int fd, const void *p, size_t n);
 /* A frame is a native-endian uint32 length and a message: begin reserves, end fills it in. */
 size_t aio_frame_begin(aio_buf *b);
