@@ -3,7 +3,11 @@
 **
 ** Each worker starts a fresh Lua state (not a copy of the parent's) and runs jobs like a thread
 ** pool's worker, reading framed calls from its socketpair and writing framed outcomes back.
-** A worker that dies (even by SIGKILL) fails only the job it was running and is replaced.
+** A worker that dies (even by SIGKILL) fails only the job it was running and is replaced; a
+** shared page where the worker notes each job it takes tells that job from ones it never
+** started (requeued). A job cancelled after it was sent is skipped by the worker (a cancel
+** frame follows it). A new worker keeps only what a job may need of what it inherits: it
+** closes the parent's sockets, the other workers' streams and pipes made after its pool.
 ** The parent never blocks: it writes through libuv and reaps workers with waitpid(WNOHANG)
 ** polled from a timer once their stream reached EOF.
 */
