@@ -351,6 +351,33 @@ describe("process pool: crashes, cancels, close and collection", function()
     p:close()
   end))
 
+  it("cancelling a task in pool:map stops its jobs quietly", function()
+    local out, err, status = helper.run_lua([[
+      local aio, process = require "aio", require "aio.process"
+      aio.run(function()
+        local p = process.pool{size = 2}
+        local started, finished = process.value(0), process.value(0)
+        local items = {}
+        for i = 1, 4 do items[i] = {started, finished} end
+        local t = aio.spawn(function()
+          return p:map(function(item)
+            item[1]:add(1)
+            require("aio.thread").sleep(0.5)
+            item[2]:add(1)
+          end, items, {chunksize = 1})
+        end)
+        for _ = 1, 500 do if started:get() >= 2 then break end aio.sleep(0.01) end
+        t:cancel()
+        print(pcall(t.await, t))
+        p:close()  -- waits for whatever still runs
+        print("finished", finished:get())
+      end)
+    ]], {timeout = 20})
+    assert.equal(0, status, err)
+    assert.equal("false\tcancelled\nfinished\t0\n", out)
+    assert.equal("", err)  -- (printed "future is already done" from map's cleanup)
+  end)
+
   it("a worker does not hold another pool's streams open", async(function()
     local before = sockets(process.getpid())
     local a = process.pool{size = 1}

@@ -115,7 +115,7 @@ function methods:map(fn, list, opts)
     if #finished == 0 then
       wake = core.future("map")
       local ok, err = pcall(wake.await, wake)
-      if not ok then cancel_rest(); error(err, 0) end
+      if not ok then wake = nil; cancel_rest(); error(err, 0) end  -- (wake is done: cancelled)
     end
     local batch = finished
     finished = {}
