@@ -378,6 +378,34 @@ describe("process pool: crashes, cancels, close and collection", function()
     assert.equal("", err)  -- (printed "future is already done" from map's cleanup)
   end)
 
+  it("cancelling a task in imap_unordered stops its jobs quietly", function()
+    local out, err, status = helper.run_lua([[
+      local aio, process = require "aio", require "aio.process"
+      aio.run(function()
+        local p = process.pool{size = 2}
+        local started, finished = process.value(0), process.value(0)
+        local items = {}
+        for i = 1, 4 do items[i] = {started, finished} end
+        local t = aio.spawn(function()
+          for _ in p:imap_unordered(function(item)
+            item[1]:add(1)
+            require("aio.thread").sleep(0.5)
+            item[2]:add(1)
+            return true
+          end, items) do end
+        end)
+        for _ = 1, 500 do if started:get() >= 2 then break end aio.sleep(0.01) end
+        t:cancel()
+        print(pcall(t.await, t))
+        p:close()
+        print("finished", finished:get())
+      end)
+    ]], {timeout = 20})
+    assert.equal(0, status, err)
+    assert.equal("false\tcancelled\nfinished\t0\n", out)  -- (the jobs ran on)
+    assert.equal("", err)  -- (printed "future is already done" when a job finished)
+  end)
+
   it("a worker does not hold another pool's streams open", async(function()
     local before = sockets(process.getpid())
     local a = process.pool{size = 1}
