@@ -61,6 +61,21 @@ describe("process.fork", function()
     assert.matches("ended without a result: killed by signal 9", why)
   end))
 
+  it("a child's death is seen while a child it forked still runs", async(function()
+    local release = process.value(0)
+    local h = process.fork(function()
+      process.fork(function()  -- waits until the parent has seen its parent die
+        local t = require("aio.thread")
+        for _ = 1, 1000 do if release:get() == 1 then break end t.sleep(0.01) end
+      end)
+      os.exit(3)
+    end)
+    local v, why = h:join(5)
+    release:set(1)
+    assert.is_nil(v)
+    assert.matches("ended without a result: exit status 3", why)  -- (was "timeout")
+  end))
+
   it("keeps the parent's and the child's timers apart", async(function()
     -- Both loops' timer heaps sit behind a kernel timer: a child that inherited (and re-armed)
     -- the parent's would make the parent wake at the child's deadline instead of its own.
@@ -405,6 +420,25 @@ describe("process pool: crashes, cancels, close and collection", function()
     assert.equal("false\tcancelled\nfinished\t0\n", out)  -- (the jobs ran on)
     assert.equal("", err)  -- (printed "future is already done" when a job finished)
   end)
+
+  it("a worker's crash is seen while a child it forked still runs", async(function()
+    local p = process.pool{size = 1}
+    local release = process.value(0)
+    local f = p:submit(function(release)
+      require("aio.process").fork(function()  -- waits until the parent has seen the crash
+        local t = require("aio.thread")
+        for _ = 1, 1000 do if release:get() == 1 then break end t.sleep(0.01) end
+      end)
+      os.exit(7)
+    end, release)
+    local done = aio.wait({f}, {timeout = 5})
+    release:set(1)
+    assert.is_truthy(done[f])  -- (the child's copy of the worker's stream hid the crash)
+    local ok, err = pcall(f.await, f)
+    assert.is_false(ok)
+    assert.matches("died while running this job: exit status 7", err)
+    p:close()
+  end))
 
   it("a worker does not hold another pool's streams open", async(function()
     local before = sockets(process.getpid())

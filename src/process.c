@@ -71,13 +71,25 @@ void aio_proc_inherit_upto(uint32_t epoch) {
 void aio_share_noop_ref(void *o) { (void)o; }
 void aio_share_noop_push(lua_State *L, void *o) { (void)L; (void)o; }
 
+static int parent_stream = -1;  /* this process's stream to its parent, if it has one */
+
+/* Records fd as this process's stream to its parent (a fork child's outcome stream, a pool
+** worker's job stream): the processes it forks close their copy. */
+void aio_proc_set_parent_stream(int fd) { parent_stream = fd; }
+
 /* fork(2) that records the lineage in the child and flushes stdio first (or buffered output
-** would be written twice). */
+** would be written twice). The child closes its copy of this process's stream to its own
+** parent: the parent sees that stream end (this process died) only when every copy is closed,
+** and a grandchild's copy delayed it until the grandchild exited. */
 pid_t aio_proc_fork(void) {
   fflush(NULL);
   pid_t parent = getpid();
   uint32_t epoch = fd_epoch;
   pid_t pid = fork();
+  if (pid == 0 && parent_stream >= 0) {
+    close(parent_stream);
+    parent_stream = -1;
+  }
   if (pid == 0 && nlineage < (int)(sizeof lineage / sizeof lineage[0])) {
     lineage[nlineage].pid = parent;
     lineage[nlineage++].epoch = epoch;
@@ -476,6 +488,7 @@ static void proc_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 /* The child's side of fork: run fn as a task on a fresh loop, send the outcome, exit. */
 static void fork_child(lua_State *L, int fd, int fnidx, int nargs) {
+  aio_proc_set_parent_stream(fd);
   aio_proc_become(lua_tostring(L, 1));
   reset_loop_in_child(L);
   for (int i = 0; i <= nargs; i++) lua_pushvalue(L, fnidx + i);

@@ -17,8 +17,10 @@
 
 /* This process is now a child named `name` (its own children are numbered afresh). */
 void aio_proc_become(const char *name);
-/* fork(2) that records the lineage in the child and flushes stdio first. */
+/* fork(2) that records the lineage in the child and flushes stdio first; the child closes
+** its copy of the stream set by aio_proc_set_parent_stream (this process's to its parent). */
 pid_t aio_proc_fork(void);
+void aio_proc_set_parent_stream(int fd);
 /* Raises unless L runs on the loop's thread (fork only from there). */
 void aio_proc_check_fork_thread(lua_State *L, const char *what);
 /* The epoch of a new fd-backed object (pipe end, queue) made by this process. */

@@ -216,6 +216,7 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
   close_other_workers(me, parent);
   aio_proc_inherit_upto(p->epoch);
   aio_proc_become(me->name);
+  aio_proc_set_parent_stream(fd);
   aio_proc_forget_sends();
   lua_State *L = luaL_newstate();
   if (!L) _exit(1);
