@@ -366,7 +366,9 @@ describe("process pool: crashes, cancels, close and collection", function()
     p:close()
   end))
 
-  it("cancelling a task in pool:map stops its jobs quietly", function()
+  -- Runs a script in which a task iterating `call` (map or imap_unordered over four half-second
+  -- jobs) is cancelled once two jobs started; it must end quietly with no job finished.
+  local function cancel_in_iteration(call)
     local out, err, status = helper.run_lua([[
       local aio, process = require "aio", require "aio.process"
       aio.run(function()
@@ -374,13 +376,13 @@ describe("process pool: crashes, cancels, close and collection", function()
         local started, finished = process.value(0), process.value(0)
         local items = {}
         for i = 1, 4 do items[i] = {started, finished} end
-        local t = aio.spawn(function()
-          return p:map(function(item)
-            item[1]:add(1)
-            require("aio.thread").sleep(0.5)
-            item[2]:add(1)
-          end, items, {chunksize = 1})
-        end)
+        local function job(item)
+          item[1]:add(1)
+          require("aio.thread").sleep(0.5)
+          item[2]:add(1)
+          return true
+        end
+        local t = aio.spawn(function() ]] .. call .. [[ end)
         for _ = 1, 500 do if started:get() >= 2 then break end aio.sleep(0.01) end
         t:cancel()
         print(pcall(t.await, t))
@@ -389,36 +391,16 @@ describe("process pool: crashes, cancels, close and collection", function()
       end)
     ]], {timeout = 20})
     assert.equal(0, status, err)
-    assert.equal("false\tcancelled\nfinished\t0\n", out)
-    assert.equal("", err)  -- (printed "future is already done" from map's cleanup)
+    assert.equal("false\tcancelled\nfinished\t0\n", out)  -- (the jobs ran on)
+    assert.equal("", err)  -- (printed "future is already done" from the cleanup)
+  end
+
+  it("cancelling a task in pool:map stops its jobs quietly", function()
+    cancel_in_iteration("return p:map(job, items, {chunksize = 1})")
   end)
 
   it("cancelling a task in imap_unordered stops its jobs quietly", function()
-    local out, err, status = helper.run_lua([[
-      local aio, process = require "aio", require "aio.process"
-      aio.run(function()
-        local p = process.pool{size = 2}
-        local started, finished = process.value(0), process.value(0)
-        local items = {}
-        for i = 1, 4 do items[i] = {started, finished} end
-        local t = aio.spawn(function()
-          for _ in p:imap_unordered(function(item)
-            item[1]:add(1)
-            require("aio.thread").sleep(0.5)
-            item[2]:add(1)
-            return true
-          end, items) do end
-        end)
-        for _ = 1, 500 do if started:get() >= 2 then break end aio.sleep(0.01) end
-        t:cancel()
-        print(pcall(t.await, t))
-        p:close()
-        print("finished", finished:get())
-      end)
-    ]], {timeout = 20})
-    assert.equal(0, status, err)
-    assert.equal("false\tcancelled\nfinished\t0\n", out)  -- (the jobs ran on)
-    assert.equal("", err)  -- (printed "future is already done" when a job finished)
+    cancel_in_iteration("for _ in p:imap_unordered(job, items) do end")
   end)
 
   it("a worker's crash is seen while a child it forked still runs", async(function()
