@@ -76,6 +76,21 @@ describe("process.fork", function()
     assert.matches("ended without a result: exit status 3", why)  -- (was "timeout")
   end))
 
+  it("a script that fails leaves no child running", function()
+    local out, _, status = helper.run_lua([[
+      local aio, process = require "aio", require "aio.process"
+      local h = process.fork(function() aio.sleep(10) end)
+      print(h.pid)
+      io.stdout:flush()
+      error("the script fails")
+    ]], {timeout = 20})
+    assert.equal(1, status)
+    local pid = assert(tonumber(out:match("%d+")))
+    local alive = os.execute("kill -0 " .. pid .. " 2>/dev/null")
+    if alive then os.execute("kill -9 " .. pid) end
+    assert.is_falsy(alive)  -- (it ran on, orphaned, for 10 s)
+  end)
+
   it("keeps the parent's and the child's timers apart", async(function()
     -- Both loops' timer heaps sit behind a kernel timer: a child that inherited (and re-armed)
     -- the parent's would make the parent wake at the child's deadline instead of its own.

@@ -423,6 +423,7 @@ typedef struct proc {
   int eof, reaped, status;
   uv_timer_t *reaper;
   aio_future *done;      /* settled once the outcome is read and the child reaped */
+  pid_t owner;           /* the process that forked it (a forked child has copies) */
   int doneref;
   int selfref;           /* keeps the handle alive until the child is reaped */
   lua_State *L;
@@ -559,6 +560,7 @@ static int l_fork(lua_State *L) {
   }
   close(sv[1]);
   p->pid = pid;
+  p->owner = getpid();
   p->pipe = malloc(sizeof *p->pipe);
   uv_pipe_init(uv, p->pipe, 0);
   uv_pipe_open(p->pipe, sv[0]);
@@ -648,10 +650,17 @@ static int proc_is_alive(lua_State *L) {
   return 1;
 }
 
-/* __gc of process handles: collected only once the child was reaped (selfref until then). */
+/* __gc of process handles: collected only once the child was reaped (selfref until then), or
+** as the state closes. A child still running then is killed and reaped: the script ended with
+** an error or Ctrl-C (a normal end waits for it), and it must not outlive its parent. */
 static int proc_gc(lua_State *L) {
   proc_box *b = (proc_box *)luaL_checkudata(L, 1, PROC_MT);
   proc *p = b->p;
+  if (p && !p->reaped && p->owner == getpid()) {
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, NULL, 0);
+    p->reaped = 1;
+  }
   if (!p || !p->reaped || p->pipe || p->reaper) return 0;  /* still in use by libuv: leave it */
   b->p = NULL;
   aio_buf_free(&p->rbuf);
