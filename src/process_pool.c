@@ -92,30 +92,15 @@ struct ppool {
   uint32_t epoch;        /* fd epoch when made: what every worker inherits */
   char name[32];
   pid_t owner;           /* the process that made the pool */
-  ppool *next_pool;      /* every pool of this process (all_pools) */
 };
 
 typedef struct ppool_box { ppool *p; } ppool_box;
 
-static ppool *all_pools = NULL;  /* a new worker closes their workers' parent-side ends */
-
 /* Drops a reference to a pool; frees it with the last one. */
 static void ppool_release(ppool *p) {
   if (--p->refs > 0) return;
-  for (ppool **pp = &all_pools; *pp; pp = &(*pp)->next_pool)
-    if (*pp == p) { *pp = p->next_pool; break; }
   aio_buf_free(&p->init);
   free(p);
-}
-
-/* In a new worker: closes the parent's ends of every other worker's stream, of this pool and
-** of the others. A worker sees its stream end only when every copy of the parent's end is
-** closed, so a copy kept here would keep that worker alive after its pool closed it. */
-static void close_other_workers(pworker *me, pid_t parent) {
-  for (ppool *p = all_pools; p; p = p->next_pool)
-    if (p->owner == parent)  /* an ancestor's pools: their descriptors are not open here */
-      for (pworker *w = p->workers; w; w = w->next)
-        if (w != me && w->fd >= 0) close(w->fd);
 }
 
 static void pool_dispatch(ppool *p);
@@ -212,8 +197,10 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);
   signal(SIGINT, SIG_IGN);  /* Ctrl-C is for the parent, which ends its workers */
-  aio_proc_close_parent_handles(p->uv);  /* first: before anything here opens a descriptor */
-  close_other_workers(me, parent);
+  /* First, before anything here opens a descriptor: the parent's sockets and the parent's ends
+  ** of every other worker's stream (of this pool and of the others: a worker sees its stream
+  ** end only when every copy of the parent's end is closed). */
+  aio_proc_close_parent_handles(p->uv);
   aio_proc_inherit_upto(p->epoch);
   aio_proc_become(me->name);
   aio_proc_set_parent_stream(fd);
@@ -600,8 +587,6 @@ static int l_ppool(lua_State *L) {
   p->closedref = LUA_NOREF;
   p->owner = getpid();
   p->epoch = aio_proc_epoch();
-  p->next_pool = all_pools;
-  all_pools = p;
   snprintf(p->name, sizeof p->name, "%s", luaL_optstring(L, 4, "ForkPoolWorker"));
   b->p = p;
   for (int i = 0; i < size; i++) {
