@@ -50,6 +50,47 @@ describe("process.fork", function()
     assert.equal(-9, h.exitcode)
   end))
 
+  it("a child killed while writing its result ended without one", async(function()
+    local started = process.value(0)
+    local h = process.fork(function() local s = string.rep("y", 10e6) started:set(1) return s end)
+    for _ = 1, 500 do if started:get() == 1 then break end os.execute("sleep 0.01") end
+    os.execute("sleep 0.2")  -- the loop is held: the child's write fills the socket and blocks
+    h:kill("KILL")
+    local v, why = h:join()  -- (raised "aio codec: malformed message": half a result)
+    assert.is_nil(v)
+    assert.matches("ended without a result: killed by signal 9", why)
+  end))
+
+  it("a child's death is seen while a child it forked still runs", async(function()
+    local release = process.value(0)
+    local h = process.fork(function()
+      process.fork(function()  -- waits until the parent has seen its parent die
+        local t = require("aio.thread")
+        for _ = 1, 1000 do if release:get() == 1 then break end t.sleep(0.01) end
+      end)
+      os.exit(3)
+    end)
+    local v, why = h:join(5)
+    release:set(1)
+    assert.is_nil(v)
+    assert.matches("ended without a result: exit status 3", why)  -- (was "timeout")
+  end))
+
+  it("a script that fails leaves no child running", function()
+    local out, _, status = helper.run_lua([[
+      local aio, process = require "aio", require "aio.process"
+      local h = process.fork(function() aio.sleep(10) end)
+      print(h.pid)
+      io.stdout:flush()
+      error("the script fails")
+    ]], {timeout = 20})
+    assert.equal(1, status)
+    local pid = assert(tonumber(out:match("%d+")))
+    local alive = os.execute("kill -0 " .. pid .. " 2>/dev/null")
+    if alive then os.execute("kill -9 " .. pid) end
+    assert.is_falsy(alive)  -- (it ran on, orphaned, for 10 s)
+  end)
+
   it("keeps the parent's and the child's timers apart", async(function()
     -- Both loops' timer heaps sit behind a kernel timer: a child that inherited (and re-armed)
     -- the parent's would make the parent wake at the child's deadline instead of its own.
@@ -94,6 +135,18 @@ describe("process.fork", function()
     tp:close()
     assert.is_false(ok)
     assert.matches("belongs to the parent process", err)
+  end))
+
+  it("a process pool of the parent cannot be closed from the child", async(function()
+    local h = process.fork(function()
+      local ok, err = pcall(pool.close, pool)  -- the spec file's shared pool
+      return ok, err
+    end)
+    local ok, err = h:join()
+    assert.equal(0, h.exitcode)  -- (-6: libuv aborted closing a handle the child had closed)
+    assert.is_false(ok)
+    assert.matches("belongs to the parent process", err)
+    assert.equal(2, pool:apply(function() return 2 end))
   end))
 
   it("the child does not run the parent's tasks", async(function()
@@ -223,6 +276,215 @@ describe("process pool", function()
   end))
 end)
 
+describe("process pool: crashes, cancels, close and collection", function()
+  -- The socket inodes open in process pid ({["socket:[123]"] = true, ...}).
+  local function sockets(pid)
+    local set, n = {}, 0
+    local ls = io.popen("ls -l /proc/" .. pid .. "/fd 2>/dev/null")
+    for l in ls:lines() do
+      local s = l:match("(socket:%[%d+%])")
+      if s then set[s] = true; n = n + 1 end
+    end
+    ls:close()
+    return set, n
+  end
+
+  it("close runs the queued jobs even when the last worker crashes", async(function()
+    local p = process.pool{size = 1}
+    local crash = p:submit(function() os.exit(3) end)
+    local after = p:submit(function() return "two" end)
+    local closer = aio.spawn(function() p:close() return "closed" end)
+    local done = aio.wait({closer}, {timeout = 10})
+    if not done[closer] then p:terminate() end
+    assert.is_truthy(done[closer])  -- (hung: a closing pool did not replace the worker)
+    local ok, err = pcall(crash.await, crash)
+    assert.is_false(ok)
+    assert.matches("died while running this job: exit status 3", err)
+    assert.equal("two", after:await())
+  end))
+
+  it("a job sent to a worker that just died idle runs on its replacement", async(function()
+    local p = process.pool{size = 1}
+    local getpid = function() return require("aio.process").getpid() end
+    local victim = p:apply(getpid)  -- a worker past its init (one dying in init fails the job)
+    for _ = 1, 3 do
+      os.execute("kill -9 " .. victim)  -- the parent has not noticed yet when the job is sent
+      local pid = p:apply(getpid)  -- (failed: "died while running this job")
+      assert.are_not.equal(victim, pid)
+      victim = pid
+    end
+    p:close()
+  end))
+
+  it("a worker that dies in init fails the job instead of being replaced forever", async(function()
+    local p = process.pool{size = 1, init = function() os.exit(5) end}
+    local ok, err = pcall(p.apply, p, function() return 1 end)
+    assert.is_false(ok)
+    assert.matches("died while running this job: exit status 5", err)
+    p:terminate()
+  end))
+
+  it("cancelling a job already answered does not fail the next one", async(function()
+    local p = process.pool{size = 1}
+    local started, go = process.value(0), process.value(0)
+    local first = p:submit(function() return 1 end)
+    local second = p:submit(function(started, go)
+      started:add(1)
+      local t = require("aio.thread")
+      for _ = 1, 2000 do if go:get() == 1 then break end t.sleep(0.005) end
+      return "two"
+    end, started, go)
+    -- The loop is held (no aio call), so the first answer stays unread while the second runs.
+    for _ = 1, 500 do if started:get() > 0 then break end os.execute("sleep 0.01") end
+    assert.equal(1, started:get())
+    assert.is_true(first:cancel())  -- kills the worker, which is running the second job
+    go:set(1)
+    assert.equal("two", second:await())  -- run again on the replacement, not failed
+    p:close()
+  end))
+
+  it("a cancelled job sent to a busy worker never runs; the worker stays", async(function()
+    local p = process.pool{size = 1, prefetch = 2}
+    local go, ran = process.value(0), process.value(0)
+    local first = p:submit(function(go)
+      local t = require("aio.thread")
+      for _ = 1, 2000 do if go:get() == 1 then break end t.sleep(0.005) end
+      return require("aio.process").getpid()
+    end, go)
+    local second = p:submit(function(ran) ran:add(1) end, ran)  -- waits in the worker's pipe
+    assert.equal(2, p:stats().sent)  -- both are in the worker's hands
+    assert.is_true(second:cancel())
+    go:set(1)
+    local pid = first:await()
+    assert.equal(pid, p:apply(function() return require("aio.process").getpid() end))
+    assert.equal(0, ran:get())  -- (it ran after all: the cancel reached only the parent)
+    p:close()
+  end))
+
+  it("a replacement worker holds no pipe made after its pool", async(function()
+    local p = process.pool{size = 1}
+    local a, b = process.pipe()
+    local h = process.fork(function() a:close() return b:recv() end)
+    b:close()
+    local victim = p:pids()[1]
+    os.execute("kill -9 " .. victim)  -- the replacement is forked after the pipe was made
+    for _ = 1, 1000 do if p:pids()[1] ~= victim then break end aio.sleep(0.01) end
+    assert.equal(1, p:apply(function() return 1 end))
+    local ok, err = pcall(p.apply, p, function(e) return e end, a)
+    assert.is_false(ok)  -- refused like the first worker would, not half-usable
+    assert.matches("make pipes before forking", err)
+    a:close()
+    local v, why = h:join(5)
+    if h:is_alive() then h:kill("KILL"); h:join() end
+    assert.is_nil(v)
+    assert.equal("closed", why)  -- (was "timeout": the replacement held a copy of `a`)
+    p:close()
+  end))
+
+  -- Runs a script in which a task iterating `call` (map or imap_unordered over four half-second
+  -- jobs) is cancelled once two jobs started; it must end quietly with no job finished.
+  local function cancel_in_iteration(call)
+    local out, err, status = helper.run_lua([[
+      local aio, process = require "aio", require "aio.process"
+      aio.run(function()
+        local p = process.pool{size = 2}
+        local started, finished = process.value(0), process.value(0)
+        local items = {}
+        for i = 1, 4 do items[i] = {started, finished} end
+        local function job(item)
+          item[1]:add(1)
+          require("aio.thread").sleep(0.5)
+          item[2]:add(1)
+          return true
+        end
+        local t = aio.spawn(function() ]] .. call .. [[ end)
+        for _ = 1, 500 do if started:get() >= 2 then break end aio.sleep(0.01) end
+        t:cancel()
+        print(pcall(t.await, t))
+        p:close()  -- waits for whatever still runs
+        print("finished", finished:get())
+      end)
+    ]], {timeout = 20})
+    assert.equal(0, status, err)
+    assert.equal("false\tcancelled\nfinished\t0\n", out)  -- (the jobs ran on)
+    assert.equal("", err)  -- (printed "future is already done" from the cleanup)
+  end
+
+  it("cancelling a task in pool:map stops its jobs quietly", function()
+    cancel_in_iteration("return p:map(job, items, {chunksize = 1})")
+  end)
+
+  it("cancelling a task in imap_unordered stops its jobs quietly", function()
+    cancel_in_iteration("for _ in p:imap_unordered(job, items) do end")
+  end)
+
+  it("a worker's crash is seen while a child it forked still runs", async(function()
+    local p = process.pool{size = 1}
+    local release = process.value(0)
+    local f = p:submit(function(release)
+      require("aio.process").fork(function()  -- waits until the parent has seen the crash
+        local t = require("aio.thread")
+        for _ = 1, 1000 do if release:get() == 1 then break end t.sleep(0.01) end
+      end)
+      os.exit(7)
+    end, release)
+    local done = aio.wait({f}, {timeout = 5})
+    release:set(1)
+    assert.is_truthy(done[f])  -- (the child's copy of the worker's stream hid the crash)
+    local ok, err = pcall(f.await, f)
+    assert.is_false(ok)
+    assert.matches("died while running this job: exit status 7", err)
+    p:close()
+  end))
+
+  it("a worker does not hold another pool's streams open", async(function()
+    local before = sockets(process.getpid())
+    local a = process.pool{size = 1}
+    local now = sockets(process.getpid())
+    local a_end
+    for s in pairs(now) do if not before[s] then a_end = s end end
+    assert.is_string(a_end)  -- the parent's end of a's worker stream
+    local b = process.pool{size = 1}
+    local inherited = b:apply(function(s)
+      local ls = io.popen("ls -l /proc/" .. require("aio.process").getpid() .. "/fd")
+      local found = ls:read("a"):find(s, 1, true) ~= nil
+      ls:close()
+      return found
+    end, a_end)
+    assert.is_false(inherited)  -- (a copy here kept a's worker alive after a:close())
+    a:close()
+    b:close()
+  end))
+
+  it("a worker does not keep the parent's server socket open", async(function()
+    local http = require "aio.http"
+    local srv = http.serve{host = "127.0.0.1", port = 0, handler = function() return "a" end}
+    local port = srv:port()
+    local p = process.pool{size = 1}
+    assert.equal(1, p:apply(function() return 1 end))
+    srv:close()
+    local ok, again = pcall(http.serve, {host = "127.0.0.1", port = port,
+                                         handler = function() return "b" end})
+    p:close()
+    assert.is_true(ok, again)  -- (address already in use: the worker held the listening socket)
+    again:close()
+  end))
+
+  it("a collected pool closes its workers' streams", async(function()
+    local _, before = sockets(process.getpid())
+    for _ = 1, 4 do
+      local p = process.pool{size = 2}
+      p:apply(function() return 1 end)
+      p = nil  -- luacheck: ignore
+      collectgarbage()
+      collectgarbage()
+      aio.sleep(0.01)  -- the close callbacks
+    end
+    local _, after = sockets(process.getpid())
+    assert.is_true(after - before <= 2, ("%d sockets left open"):format(after - before))
+  end))
+end)
+
 describe("process.pipe", function()
   it("moves large payloads both ways at once without deadlock", async(function()
     local a, b = process.pipe()
@@ -240,6 +502,61 @@ describe("process.pipe", function()
     assert.equal(#payload, n)
     assert.equal("parent", from)
   end))
+
+  it("a message sent just before close is still delivered", async(function()
+    local a, b = process.pipe()
+    local h = process.fork(function()
+      a:close()
+      local v, why = b:recv()
+      return v and #v or why
+    end)
+    b:close()
+    a:send(string.rep("z", 4e6))  -- more than the socket takes at once: the rest is queued
+    a:close()
+    local n = h:join(20)
+    if h:is_alive() then h:kill("KILL"); h:join() end
+    assert.equal(4e6, n)  -- (was "closed": close cancelled the queued rest)
+  end))
+
+  it("a pool job's large send is delivered after the job returns", async(function()
+    local a, b = process.pipe()
+    local p = process.pool{size = 1}
+    local f = p:submit(function(e) e:send(string.rep("w", 4e6)) return "sent" end, b)
+    assert.equal("sent", f:await())  -- the parent reads the pipe only after the answer
+    local r = aio.spawn(function() return a:recv() end)
+    local done = aio.wait({r}, {timeout = 10})
+    if not done[r] then r:cancel() end
+    p:terminate()
+    assert.is_truthy(done[r])  -- (the queued rest was never written: the worker ran no loop)
+    assert.equal(4e6, #r:await())
+  end))
+
+  it("a receive cancelled by a timeout does not keep the program alive", function()
+    local out, err, status = helper.run_lua([[
+      local aio, process = require "aio", require "aio.process"
+      aio.run(function()
+        local a, b = process.pipe()
+        local q = process.queue()
+        local r = aio.spawn(function() return a:recv() end)
+        local g = aio.spawn(function() return q:get() end)
+        aio.wait({r, g}, {timeout = 0.05})
+        r:cancel()
+        g:cancel()
+        b:send("later")
+        q:put("later")
+        aio.sleep(0.05)
+        print(a:recv(), q:get())  -- nothing was consumed for the cancelled waiters
+        r = aio.spawn(function() return a:recv() end)
+        g = aio.spawn(function() return q:get() end)
+        aio.sleep(0.01)
+        r:cancel()  -- the last word: nothing else would stop the reading and the polling
+        g:cancel()
+      end)
+      print("end")
+    ]], {timeout = 10})
+    assert.equal(0, status, err)  -- (124: the cancelled waiters kept the loop alive)
+    assert.equal("later\tlater\nend\n", out)
+  end)
 
   it("keeps message boundaries and reports a closed peer", async(function()
     local a, b = process.pipe()

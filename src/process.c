@@ -52,17 +52,44 @@ void aio_proc_become(const char *name) {
 /* The epoch of a new fd-backed object (pipe end, queue) made by this process. */
 uint32_t aio_proc_next_epoch(void) { return ++fd_epoch; }
 
+/* The epoch of the last fd-backed object made by this process. */
+uint32_t aio_proc_epoch(void) { return fd_epoch; }
+
+/* In a new pool worker: its parent's pipe ends and queues made after the pool (after `epoch`)
+** are closed here and refused. A replacement worker is forked whenever one dies; without this
+** it would hold copies of newer pipe ends (their peers would never see EOF while the pool
+** lives) and take descriptors the pool's first workers refuse. */
+void aio_proc_inherit_upto(uint32_t epoch) {
+  if (nlineage == 0 || lineage[nlineage - 1].epoch <= epoch) return;
+  pid_t parent = lineage[nlineage - 1].pid;
+  aio_process_pipe_close_after(parent, epoch);
+  aio_process_queue_close_after(parent, epoch);
+  lineage[nlineage - 1].epoch = epoch;
+}
+
 /* Codec no-ops for objects that cross by value (pipe ends, queues). */
 void aio_share_noop_ref(void *o) { (void)o; }
 void aio_share_noop_push(lua_State *L, void *o) { (void)L; (void)o; }
 
+static int parent_stream = -1;  /* this process's stream to its parent, if it has one */
+
+/* Records fd as this process's stream to its parent (a fork child's outcome stream, a pool
+** worker's job stream): the processes it forks close their copy. */
+void aio_proc_set_parent_stream(int fd) { parent_stream = fd; }
+
 /* fork(2) that records the lineage in the child and flushes stdio first (or buffered output
-** would be written twice). */
+** would be written twice). The child closes its copy of this process's stream to its own
+** parent: the parent sees that stream end (this process died) only when every copy is closed,
+** and a grandchild's copy delayed it until the grandchild exited. */
 pid_t aio_proc_fork(void) {
   fflush(NULL);
   pid_t parent = getpid();
   uint32_t epoch = fd_epoch;
   pid_t pid = fork();
+  if (pid == 0 && parent_stream >= 0) {
+    close(parent_stream);
+    parent_stream = -1;
+  }
   if (pid == 0 && nlineage < (int)(sizeof lineage / sizeof lineage[0])) {
     lineage[nlineage].pid = parent;
     lineage[nlineage++].epoch = epoch;
@@ -97,20 +124,7 @@ fdref aio_proc_unpack_fdref(lua_State *L, const char *p, size_t n, const char *k
   return r;
 }
 
-/* Blocking helpers for children (which have nothing else to do). */
-int aio_proc_read_full(int fd, void *p, size_t n) {
-  char *c = (char *)p;
-  while (n > 0) {
-    ssize_t r = read(fd, c, n);
-    if (r == 0) return 0;
-    if (r < 0) { if (errno == EINTR) continue; return -1; }
-    c += r;
-    n -= (size_t)r;
-  }
-  return 1;
-}
-
-/* Writes all n bytes (blocking); 1 or -1. */
+/* Writes all n bytes (blocking: children have nothing else to do); 1 or -1. */
 int aio_proc_write_full(int fd, const void *p, size_t n) {
   const char *c = (const char *)p;
   while (n > 0) {
@@ -156,6 +170,19 @@ typedef struct wreq {
   uv_write_t req;
   aio_buf b;
 } wreq;
+
+/* In a pool worker (a fresh state): the parent's unfinished sends are not this process's to
+** wait for; they belong to a loop that never runs here. */
+void aio_proc_forget_sends(void) { pending_writes = 0; }
+
+/* Runs L's loop until this process's queued sends are written: a child about to exit and a
+** pool worker between jobs run no loop otherwise, and the rest of a large send would be lost
+** (or wait, unwritten, for a worker that blocks reading its next job). */
+void aio_proc_flush_sends(lua_State *L) {
+  if (pending_writes <= 0) return;
+  aio_loop *loop = aio_loop_get(L);
+  while (pending_writes > 0 && uv_run(&loop->uv, UV_RUN_ONCE)) {}
+}
 
 /* Write callback: frees the buffer and the request. */
 static void wreq_done(uv_write_t *req, int status) {
@@ -342,6 +369,24 @@ void aio_proc_resolve_msg(lua_State *L, aio_future *f, aio_buf *b) {
   aio_buf_free(b);
 }
 
+/* uv_walk callback in a new pool worker: closes one parent handle's descriptor (see below). */
+static void close_parent_handle(uv_handle_t *h, void *arg) {
+  uv_os_fd_t fd;
+  (void)arg;
+  if (uv_fileno(h, &fd) == 0 && fd > 2 && !aio_process_pipe_has_fd(fd) &&
+      !aio_process_queue_has_fd(fd))
+    close(fd);
+}
+
+/* In a new pool worker (a fresh state that never runs the parent's loop): a copy of a
+** listening socket kept the port bound after the server closed, and a copy of a connection
+** kept its peer from seeing the close. Only the descriptors are closed: uv_close would
+** unregister them from the epoll instance the worker shares with its parent. Pipe ends and
+** queues stay (jobs may be sent them). */
+void aio_proc_close_parent_handles(uv_loop_t *uv) {
+  uv_walk(uv, close_parent_handle, NULL);
+}
+
 /* ---- a fresh loop in a forked child ----------------------------------------------------- */
 
 /* uv_walk callback in a child: closes the parent's handles (not the loop's own). */
@@ -378,6 +423,7 @@ typedef struct proc {
   int eof, reaped, status;
   uv_timer_t *reaper;
   aio_future *done;      /* settled once the outcome is read and the child reaped */
+  pid_t owner;           /* the process that forked it (a forked child has copies) */
   int doneref;
   int selfref;           /* keeps the handle alive until the child is reaped */
   lua_State *L;
@@ -443,9 +489,9 @@ static void proc_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 /* The child's side of fork: run fn as a task on a fresh loop, send the outcome, exit. */
 static void fork_child(lua_State *L, int fd, int fnidx, int nargs) {
+  aio_proc_set_parent_stream(fd);
   aio_proc_become(lua_tostring(L, 1));
   reset_loop_in_child(L);
-  aio_loop *loop = aio_loop_get(L);
   for (int i = 0; i <= nargs; i++) lua_pushvalue(L, fnidx + i);
   aio_spawn(L, nargs);
   int tidx = lua_gettop(L);
@@ -464,7 +510,7 @@ static void fork_child(lua_State *L, int fd, int fnidx, int nargs) {
     aio_outcome_encode_error(L, -1, &out);
   }
   aio_frame_end(&out, at);
-  while (pending_writes > 0 && uv_run(&loop->uv, UV_RUN_ONCE)) {}  /* flush pipe sends */
+  aio_proc_flush_sends(L);
   aio_proc_write_full(fd, out.data, out.len);
   fflush(NULL);
   _exit(ok ? 0 : 1);
@@ -514,6 +560,7 @@ static int l_fork(lua_State *L) {
   }
   close(sv[1]);
   p->pid = pid;
+  p->owner = getpid();
   p->pipe = malloc(sizeof *p->pipe);
   uv_pipe_init(uv, p->pipe, 0);
   uv_pipe_open(p->pipe, sv[0]);
@@ -537,7 +584,9 @@ static proc *check_proc(lua_State *L) {
 static int proc_outcome(lua_State *L) {
   proc *p = check_proc(L);
   if (!p->eof || !p->reaped) return luaL_error(L, "process has not finished (join it first)");
-  if (p->rbuf.len < 4) {
+  uint32_t len = 0;
+  if (p->rbuf.len >= sizeof len) memcpy(&len, p->rbuf.data, sizeof len);
+  if (p->rbuf.len < sizeof len || p->rbuf.len - sizeof len < len) {  /* none, or cut short */
     char why[96];
     aio_proc_describe_status(p->status, why, sizeof why);
     lua_pushnil(L);
@@ -549,7 +598,7 @@ static int proc_outcome(lua_State *L) {
   int fidx = lua_gettop(L);
   char who[96];
   snprintf(who, sizeof who, "%s pid %d", p->name, (int)p->pid);
-  aio_outcome_settle(L, f, p->rbuf.data + 4, p->rbuf.len - 4, who);
+  aio_outcome_settle(L, f, p->rbuf.data + sizeof len, len, who);
   return aio_future_push_outcome(L, fidx);
 }
 
@@ -601,10 +650,17 @@ static int proc_is_alive(lua_State *L) {
   return 1;
 }
 
-/* __gc of process handles: collected only once the child was reaped (selfref until then). */
+/* __gc of process handles: collected only once the child was reaped (selfref until then), or
+** as the state closes. A child still running then is killed and reaped: the script ended with
+** an error or Ctrl-C (a normal end waits for it), and it must not outlive its parent. */
 static int proc_gc(lua_State *L) {
   proc_box *b = (proc_box *)luaL_checkudata(L, 1, PROC_MT);
   proc *p = b->p;
+  if (p && !p->reaped && p->owner == getpid()) {
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, NULL, 0);
+    p->reaped = 1;
+  }
   if (!p || !p->reaped || p->pipe || p->reaper) return 0;  /* still in use by libuv: leave it */
   b->p = NULL;
   aio_buf_free(&p->rbuf);

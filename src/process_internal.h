@@ -17,12 +17,22 @@
 
 /* This process is now a child named `name` (its own children are numbered afresh). */
 void aio_proc_become(const char *name);
-/* fork(2) that records the lineage in the child and flushes stdio first. */
+/* fork(2) that records the lineage in the child and flushes stdio first; the child closes
+** its copy of the stream set by aio_proc_set_parent_stream (this process's to its parent). */
 pid_t aio_proc_fork(void);
+void aio_proc_set_parent_stream(int fd);
 /* Raises unless L runs on the loop's thread (fork only from there). */
 void aio_proc_check_fork_thread(lua_State *L, const char *what);
 /* The epoch of a new fd-backed object (pipe end, queue) made by this process. */
 uint32_t aio_proc_next_epoch(void);
+/* The epoch of the last fd-backed object made so far (a pool records it when made). */
+uint32_t aio_proc_epoch(void);
+/* In a new pool worker: drops what its parent made after `epoch` (closes the copies, and the
+** lineage no longer admits them), so every worker of a pool takes the same descriptors. */
+void aio_proc_inherit_upto(uint32_t epoch);
+/* In a new pool worker: closes the descriptors of the parent's loop handles (servers,
+** connections, HTTP requests) except pipe ends and queues, without touching the loop. */
+void aio_proc_close_parent_handles(uv_loop_t *uv);
 
 /* How a descriptor-backed object crosses the codec: fds, creator pid, epoch. */
 typedef struct fdref { int32_t fd[2]; int32_t creator; uint32_t epoch; } fdref;
@@ -39,14 +49,17 @@ void aio_share_noop_push(lua_State *L, void *o);
 
 /* ---- I/O and frames (process.c) ---- */
 
-/* Blocking reads/writes of exactly n bytes for children: 1, 0 at EOF (read), -1 on error. */
-int aio_proc_read_full(int fd, void *p, size_t n);
+/* Blocking write of exactly n bytes for children: 1, or -1 on error. */
 int aio_proc_write_full(int fd, const void *p, size_t n);
 /* A frame is a native-endian uint32 length and a message: begin reserves, end fills it in. */
 size_t aio_frame_begin(aio_buf *b);
 void aio_frame_end(aio_buf *b, size_t at);
 /* Writes the whole buffer b (taken over) to a stream without blocking; 0 or a libuv error. */
 int aio_stream_send(uv_stream_t *s, aio_buf *b);
+/* Runs L's loop until the sends queued by this process are written (a child before it exits, a
+** pool worker between jobs); a pool worker first forgets the parent's (aio_proc_forget_sends). */
+void aio_proc_flush_sends(lua_State *L);
+void aio_proc_forget_sends(void);
 /* libuv read buffers (up to 64 KB, freed by the read callbacks); a close callback that frees. */
 void aio_proc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void aio_free_handle(uv_handle_t *h);
@@ -74,5 +87,11 @@ void aio_proc_resolve_msg(lua_State *L, aio_future *f, aio_buf *b);
 void aio_process_pool_open(lua_State *L);   /* process_pool.c: pool, pool_methods */
 void aio_process_pipe_open(lua_State *L);   /* process_pipe.c: pipe */
 void aio_process_queue_open(lua_State *L);  /* process_queue.c: queue */
+/* Close this process's copies of the pipe ends / queues `creator` made after `epoch`. */
+void aio_process_pipe_close_after(pid_t creator, uint32_t epoch);
+void aio_process_queue_close_after(pid_t creator, uint32_t epoch);
+/* 1 if fd is an open pipe end / queue descriptor of this process. */
+int aio_process_pipe_has_fd(int fd);
+int aio_process_queue_has_fd(int fd);
 
 #endif

@@ -133,6 +133,15 @@ static int end_take_frame(pend *e, aio_buf *out) {
   return 1;
 }
 
+/* Stops reading when nobody waits: data stays in the kernel and the loop may end. */
+static void end_idle(pend *e) {
+  if (!e->whead && e->h && e->reading) {
+    uv_read_stop((uv_stream_t *)e->h);
+    uv_unref((uv_handle_t *)e->h);
+    e->reading = 0;
+  }
+}
+
 /* Gives complete messages (or EOF) to parked receivers, in order. */
 static void end_serve(pend *e) {
   lua_State *L = e->L;
@@ -162,11 +171,7 @@ static void end_serve(pend *e) {
     aio_unref(L, w->ref);
     free(w);
   }
-  if (!e->whead && e->h && e->reading) {  /* nobody waits: leave data in the kernel */
-    uv_read_stop((uv_stream_t *)e->h);
-    uv_unref((uv_handle_t *)e->h);
-    e->reading = 0;
-  }
+  end_idle(e);
 }
 
 /* Data on a pipe end: buffer it and serve the receivers. */
@@ -198,6 +203,21 @@ static int end_send(lua_State *L) {
   return 1;
 }
 
+/* on_cancel of a parked receive (its task was cancelled, e.g. by a timeout): forget the
+** waiter, or the end would go on reading and keep the loop (and the program) alive. */
+static void pwaiter_on_cancel(lua_State *L, aio_future *f, void *ud) {
+  pend *e = (pend *)ud;
+  pwaiter *prev = NULL, *w = e->whead;
+  while (w && w->fut != f) { prev = w; w = w->next; }
+  if (!w) return;
+  if (prev) prev->next = w->next;
+  else e->whead = w->next;
+  if (e->wtail == w) e->wtail = prev;
+  aio_unref(L, w->ref);
+  free(w);
+  end_idle(e);
+}
+
 /* end:recv() -> value | nil, "closed" (awaits the next message) */
 static int end_recv(lua_State *L) {
   pend *e = check_end(L, 1);
@@ -217,6 +237,8 @@ static int end_recv(lua_State *L) {
   if (!w) return luaL_error(L, "out of memory");
   w->fut = aio_future_new(L);
   w->ref = aio_ref(L, -1);
+  w->fut->on_cancel = pwaiter_on_cancel;
+  w->fut->on_cancel_ud = e;
   if (e->wtail) e->wtail->next = w;
   else e->whead = w;
   e->wtail = w;
@@ -238,7 +260,29 @@ static int end_poll(lua_State *L) {
   return 1;
 }
 
-/* end:close(): this process's end is closed (the peer's recv then gets nil, "closed"). */
+/* Write callback of the empty write queued behind a closed end's last sends: close it now. */
+static void end_flushed(uv_write_t *req, int status) {
+  (void)status;
+  uv_close((uv_handle_t *)req->handle, aio_free_handle);  /* closes the fd too */
+  free(req);
+}
+
+/* Closes an end's handle once the sends queued on it are written (uv_close would cancel
+** them: a send then close lost the message). Writes finish in order, so an empty write queued
+** last tells when. Not shutdown(2): other processes may share the socket. */
+static void end_close_handle(uv_stream_t *h) {
+  static char none[1];
+  uv_buf_t empty = uv_buf_init(none, 0);
+  uv_write_t *req = NULL;
+  if (uv_stream_get_write_queue_size(h) > 0 && (req = malloc(sizeof *req)) &&
+      uv_write(req, h, &empty, 1, end_flushed) == 0)
+    return;
+  free(req);
+  uv_close((uv_handle_t *)h, aio_free_handle);
+}
+
+/* end:close(): this process's end is closed (the peer's recv then gets nil, "closed"); sends
+** already made are still delivered. */
 static int end_close(lua_State *L) {
   aio_share_box *b = (aio_share_box *)luaL_checkudata(L, 1, PIPE_MT);
   pend *e = (pend *)b->obj;
@@ -247,7 +291,7 @@ static int end_close(lua_State *L) {
   if (e->h && e->owner == getpid()) {
     e->eof = 1;
     end_serve(e);
-    uv_close((uv_handle_t *)e->h, aio_free_handle);  /* closes the fd too */
+    end_close_handle((uv_stream_t *)e->h);
     e->h = NULL;
   } else {
     close(e->fd);
@@ -295,6 +339,24 @@ static int l_pipe(lua_State *L) {
   push_end(L, a);
   push_end(L, b);
   return 2;
+}
+
+/* Closes this process's copies of the open ends `creator` made after `epoch` (a new pool
+** worker's inheritance; process_internal.h). Ends closed there are skipped: their numbers may
+** have been reused. */
+void aio_process_pipe_close_after(pid_t creator, uint32_t epoch) {
+  for (pend *e = ends; e; e = e->next)
+    if (e->creator == creator && e->epoch > epoch && !e->closed) {
+      close(e->fd);
+      e->closed = 1;
+    }
+}
+
+/* 1 if fd is an open pipe end of this process (process_internal.h). */
+int aio_process_pipe_has_fd(int fd) {
+  for (pend *e = ends; e; e = e->next)
+    if (e->fd == fd && !e->closed) return 1;
+  return 0;
 }
 
 /* Adds pipe to the module table on top of the stack (process_internal.h). */

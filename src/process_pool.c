@@ -3,7 +3,11 @@
 **
 ** Each worker starts a fresh Lua state (not a copy of the parent's) and runs jobs like a thread
 ** pool's worker, reading framed calls from its socketpair and writing framed outcomes back.
-** A worker that dies (even by SIGKILL) fails only the job it was running and is replaced.
+** A worker that dies (even by SIGKILL) fails only the job it was running and is replaced; a
+** shared page where the worker notes each job it takes tells that job from ones it never
+** started (requeued). A job cancelled after it was sent is skipped by the worker (a cancel
+** frame follows it). A new worker keeps only what a job may need of what it inherits: it
+** closes the parent's sockets, the other workers' streams and pipes made after its pool.
 ** The parent never blocks: it writes through libuv and reaps workers with waitpid(WNOHANG)
 ** polled from a timer once their stream reached EOF.
 */
@@ -17,6 +21,7 @@
 #include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <lualib.h>
 #include "process_internal.h"
 
@@ -35,11 +40,20 @@ typedef struct pjob {
   aio_future *fut;
   int futref;
   pworker *w;            /* worker it was sent to, NULL while queued */
+  uint32_t seq;          /* its number in that worker's stream (1, 2, ...) */
   int dropped;           /* cancelled after it was sent: ignore its outcome */
 } pjob;
 
+/* What a worker tells its parent through shared memory (one page per worker), so the parent
+** can tell a job the worker never started from one it died running. */
+typedef struct wshared {
+  uint32_t ready;        /* init done */
+  uint32_t started;      /* number of the last job taken (jobs are numbered 1, 2, ... per worker) */
+} wshared;
+
 struct pworker {
   ppool *pool;
+  wshared *sh;           /* NULL if it could not be mapped (then every sent job counts as started) */
   pid_t pid;
   int fd;
   uv_pipe_t *pipe;
@@ -47,6 +61,7 @@ struct pworker {
   size_t rpos;
   pjob *ihead, *itail;   /* jobs sent, in order */
   int ninflight;
+  uint32_t nsent;        /* jobs sent (numbers them for cancel frames) */
   int ndone;             /* jobs finished (maxtasksperchild) */
   int dead, retiring, killed_for_cancel;
   int reap_ticks;        /* reaper polls so far (2 ms apart) */
@@ -74,6 +89,7 @@ struct ppool {
   aio_future *closed;
   int closedref;
   int gone;              /* the Lua box was collected */
+  uint32_t epoch;        /* fd epoch when made: what every worker inherits */
   char name[32];
   pid_t owner;           /* the process that made the pool */
 };
@@ -91,14 +107,104 @@ static void pool_dispatch(ppool *p);
 static void pool_check_closed(ppool *p);
 static int pool_spawn(ppool *p);
 
+/* ---- a worker's input: job frames, and cancel frames for jobs sent but not started ---- */
+
+#define CANCEL_FRAME UINT32_MAX  /* a header meaning: skip the job numbered by the next uint32 */
+
+typedef struct winput {
+  int fd;
+  aio_buf b;             /* bytes read; frames not yet taken start at pos */
+  size_t pos;
+  uint32_t njobs;        /* job frames taken (a job's number is its place in the stream) */
+  uint32_t skip[64];     /* numbers of jobs cancelled before they started */
+  int nskip;
+} winput;
+
+/* Reads what the stream holds (waiting for it if `wait`): 1 got bytes, 0 none now, -1 ended. */
+static int win_fill(winput *in, int wait) {
+  char tmp[65536];
+  if (in->pos) {  /* drop what was taken */
+    memmove(in->b.data, in->b.data + in->pos, in->b.len - in->pos);
+    in->b.len -= in->pos;
+    in->pos = 0;
+  }
+  ssize_t r = recv(in->fd, tmp, sizeof tmp, wait ? 0 : MSG_DONTWAIT);
+  if (r > 0) { aio_buf_add(&in->b, tmp, (size_t)r); return 1; }
+  if (r < 0 && errno == EINTR) return 1;
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+  return -1;
+}
+
+/* The size of the complete frame at `at`, or 0 if it has not all arrived. */
+static size_t win_frame(winput *in, size_t at, uint32_t *hdr) {
+  size_t avail = in->b.len - at;
+  if (avail < sizeof *hdr) return 0;
+  memcpy(hdr, in->b.data + at, sizeof *hdr);
+  size_t n = sizeof *hdr + (*hdr == CANCEL_FRAME ? sizeof(uint32_t) : *hdr);
+  return avail >= n ? n : 0;
+}
+
+/* Records the cancel frames among the complete frames read so far (a cancel for the job about
+** to start may have come behind it). */
+static void win_scan_cancels(winput *in) {
+  uint32_t hdr, seq;
+  size_t n;
+  for (size_t at = in->pos; (n = win_frame(in, at, &hdr)) > 0; at += n) {
+    if (hdr != CANCEL_FRAME) continue;
+    memcpy(&seq, in->b.data + at + sizeof hdr, sizeof seq);
+    int known = seq < in->njobs;  /* that job started already: too late */
+    for (int i = 0; i < in->nskip && !known; i++) known = in->skip[i] == seq;
+    if (!known && in->nskip < (int)(sizeof in->skip / sizeof in->skip[0]))
+      in->skip[in->nskip++] = seq;
+  }
+}
+
+/* 1 if job seq was cancelled; forgets it and cancels that came too late for earlier jobs. */
+static int win_take_skip(winput *in, uint32_t seq) {
+  int found = 0;
+  for (int i = 0; i < in->nskip;) {
+    if (in->skip[i] <= seq) {
+      found |= in->skip[i] == seq;
+      in->skip[i] = in->skip[--in->nskip];
+    } else {
+      i++;
+    }
+  }
+  return found;
+}
+
+/* Takes the next job (into job) and says whether it was cancelled; 0 once the stream ended. */
+static int win_next_job(winput *in, aio_buf *job, int *skipped) {
+  uint32_t hdr;
+  size_t n;
+  for (;;) {
+    while ((n = win_frame(in, in->pos, &hdr)) == 0)
+      if (win_fill(in, 1) < 0) return 0;
+    if (hdr == CANCEL_FRAME) { win_scan_cancels(in); in->pos += n; continue; }
+    aio_buf_add(job, in->b.data + in->pos + sizeof hdr, hdr);
+    if (!job->data) aio_buf_add(job, "", 0);
+    in->pos += n;
+    uint32_t seq = ++in->njobs;
+    while (win_fill(in, 0) > 0) {}
+    win_scan_cancels(in);
+    *skipped = win_take_skip(in, seq);
+    return 1;
+  }
+}
+
 /* The pool worker's life: fresh state, init, then jobs until its stream ends. */
 static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(1);
   signal(SIGINT, SIG_IGN);  /* Ctrl-C is for the parent, which ends its workers */
-  for (pworker *w = p->workers; w; w = w->next)
-    if (w != me && w->fd >= 0) close(w->fd);
+  /* First, before anything here opens a descriptor: the parent's sockets and the parent's ends
+  ** of every other worker's stream (of this pool and of the others: a worker sees its stream
+  ** end only when every copy of the parent's end is closed). */
+  aio_proc_close_parent_handles(p->uv);
+  aio_proc_inherit_upto(p->epoch);
   aio_proc_become(me->name);
+  aio_proc_set_parent_stream(fd);
+  aio_proc_forget_sends();
   lua_State *L = luaL_newstate();
   if (!L) _exit(1);
   luaL_openlibs(L);
@@ -120,20 +226,17 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
     aio_buf_free(&init);
     lua_settop(L, 0);
   }
+  if (me->sh) __atomic_store_n(&me->sh->ready, 1, __ATOMIC_RELEASE);
+  winput input = {.fd = fd};
   for (;;) {
-    uint32_t len;
-    if (aio_proc_read_full(fd, &len, sizeof len) <= 0) break;
     aio_buf in = {0}, out = {0};
-    if (len) {
-      in.data = malloc(len);
-      if (!in.data) _exit(1);
-      in.len = in.cap = len;
-      if (aio_proc_read_full(fd, in.data, len) <= 0) break;
-    }
+    int skipped = 0;
+    if (!win_next_job(&input, &in, &skipped)) break;
+    if (me->sh) __atomic_store_n(&me->sh->started, input.njobs, __ATOMIC_RELEASE);
     size_t at = aio_frame_begin(&out);
-    if (broken) {
+    if (broken || skipped) {  /* (the parent ignores a skipped job's answer) */
       lua_createtable(L, 2, 0);
-      lua_pushstring(L, broken);
+      lua_pushstring(L, broken ? broken : "cancelled before it started");
       lua_rawseti(L, -2, 1);
       aio_outcome_encode_error(L, -1, &out);
       lua_settop(L, 0);
@@ -144,6 +247,7 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
     aio_buf_free(&in);
     if (aio_proc_write_full(fd, out.data, out.len) < 0) break;
     aio_buf_free(&out);
+    aio_proc_flush_sends(L);  /* after the answer: the parent may read the pipe only then */
   }
   fflush(NULL);
   _exit(0);
@@ -158,12 +262,21 @@ static int pool_spawn(ppool *p) {
   pworker *w = calloc(1, sizeof *w);
   if (!w) { close(sv[0]); close(sv[1]); return ENOMEM; }
   w->pool = p;
+  w->sh = mmap(NULL, sizeof *w->sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (w->sh == MAP_FAILED) w->sh = NULL;
   w->index = ++p->nspawned;
   w->fd = sv[0];
   snprintf(w->name, sizeof w->name, "%s-%d", p->name, w->index);
   pid_t parent = getpid();
   pid_t pid = aio_proc_fork();
-  if (pid < 0) { int e = errno; close(sv[0]); close(sv[1]); free(w); return e; }
+  if (pid < 0) {
+    int e = errno;
+    close(sv[0]);
+    close(sv[1]);
+    if (w->sh) munmap(w->sh, sizeof *w->sh);
+    free(w);
+    return e;
+  }
   if (pid == 0) {
     close(sv[0]);
     w->fd = -1;
@@ -198,17 +311,26 @@ static void pjob_free(lua_State *L, pjob *j) {
   ppool_release(p);
 }
 
+/* Frees a worker that is reaped and whose stream is closed; drops its reference to the pool. */
+static void worker_free(pworker *w) {
+  ppool *p = w->pool;
+  aio_buf_free(&w->rbuf);
+  if (w->sh) munmap(w->sh, sizeof *w->sh);
+  free(w);
+  ppool_release(p);
+}
+
+/* 1 if w had taken job j when it died (its number reached the shared page). */
+static int worker_started(pworker *w, pjob *j) {
+  return !w->sh || __atomic_load_n(&w->sh->started, __ATOMIC_ACQUIRE) >= j->seq;
+}
+
 /* Close callback of a worker's stream; frees the worker once it is also reaped. */
 static void worker_pipe_closed(uv_handle_t *h) {
   pworker *w = (pworker *)h->data;
   free(h);
   w->pipe = NULL;
-  if (!w->reaper) {  /* reaped already: the worker's memory can go */
-    ppool *p = w->pool;
-    aio_buf_free(&w->rbuf);
-    free(w);
-    ppool_release(p);
-  }
+  if (!w->reaper) worker_free(w);  /* reaped already: the worker's memory can go */
 }
 
 /* Unlinks w from the pool's worker list. */
@@ -242,8 +364,15 @@ static void worker_reap_tick(uv_timer_t *t) {
   uv_close((uv_handle_t *)t, aio_free_handle);
   w->reaper = NULL;
   p->nworkers--;
-  /* 1. the job it was running fails (unless it was retired cleanly or killed to cancel it) */
+  /* 1. the job it was running fails (unless it was retired cleanly or killed to cancel it).
+  ** A job it had not taken did not fail: it goes back to the queue with the others (the
+  ** worker died idle, or after init, just as the job was sent). So does one it took after
+  ** answering the job it was killed to cancel (the answer unread when the kill came). A
+  ** worker that died in init fails the job: a replacement would die the same way. */
   pjob *head = w->ihead;
+  int ready = !w->sh || __atomic_load_n(&w->sh->ready, __ATOMIC_ACQUIRE);
+  if (head && ready && (!worker_started(w, head) || (w->killed_for_cancel && !head->dropped)))
+    head = NULL;
   if (head) {
     w->ihead = head->next;
     if (!w->ihead) w->itail = NULL;
@@ -269,15 +398,12 @@ static void worker_reap_tick(uv_timer_t *t) {
   }
   w->ninflight = 0;
   pool_unlink(p, w);
-  if (!w->pipe) {
-    aio_buf_free(&w->rbuf);
-    free(w);
-    ppool_release(p);
-  }
-  /* 3. a replacement, unless the pool is closing */
+  if (!w->pipe) worker_free(w);
+  /* 3. a replacement, unless the pool is closing with nothing left to run (a closing pool
+  ** still owes its queued jobs a worker: without one they and close() would wait forever) */
   int live = 0;
   for (pworker *x = p->workers; x; x = x->next) if (!x->dead && !x->retiring) live++;
-  if (!p->closing && !p->gone && live < p->size) pool_spawn(p);
+  if ((!p->closing || p->qhead) && !p->gone && live < p->size) pool_spawn(p);
   pool_dispatch(p);
   pool_check_closed(p);
 }
@@ -352,6 +478,7 @@ static void pool_dispatch(ppool *p) {
     p->nqueued--;
     j->next = NULL;
     j->w = best;
+    j->seq = ++best->nsent;
     if (best->itail) best->itail->next = j;
     else best->ihead = j;
     best->itail = j;
@@ -411,9 +538,15 @@ static void pjob_on_cancel(lua_State *L, aio_future *f, void *ud) {
     return;
   }
   j->dropped = 1;
-  if (j->w->ihead == j && !j->w->dead) {  /* running: the only way to stop it is to end it */
+  if (j->w->dead) return;
+  if (j->w->ihead == j) {  /* running: the only way to stop it is to end it */
     j->w->killed_for_cancel = 1;
     kill(j->w->pid, SIGKILL);
+  } else {  /* sent, not started: the worker skips it (its answer is ignored) */
+    uint32_t frame[2] = {CANCEL_FRAME, j->seq};
+    aio_buf b = {0};
+    aio_buf_add(&b, frame, sizeof frame);
+    aio_stream_send((uv_stream_t *)j->w->pipe, &b);  /* fails only if the worker is gone */
   }
 }
 
@@ -453,6 +586,7 @@ static int l_ppool(lua_State *L) {
   p->selfref = LUA_NOREF;
   p->closedref = LUA_NOREF;
   p->owner = getpid();
+  p->epoch = aio_proc_epoch();
   snprintf(p->name, sizeof p->name, "%s", luaL_optstring(L, 4, "ForkPoolWorker"));
   b->p = p;
   for (int i = 0; i < size; i++) {
@@ -463,11 +597,18 @@ static int l_ppool(lua_State *L) {
   return 1;
 }
 
+/* Checks that idx is an open process pool made by this process: a forked child has a copy of
+** its parent's pools, whose workers and handles are not its own (closing them aborted it). */
+static ppool *check_own_ppool(lua_State *L, int idx) {
+  ppool *p = check_ppool(L, idx);
+  if (p->owner != getpid()) luaL_error(L, "this process pool belongs to the parent process");
+  return p;
+}
+
 /* pool:submit(fn, ...) -> future */
 static int ppool_submit(lua_State *L) {
-  ppool *p = check_ppool(L, 1);
+  ppool *p = check_own_ppool(L, 1);
   if (p->closing) return luaL_error(L, "cannot submit to a closed process pool");
-  if (p->owner != getpid()) return luaL_error(L, "this process pool belongs to the parent process");
   luaL_checktype(L, 2, LUA_TFUNCTION);
   aio_buf msg = {0};
   aio_codec_encode(L, 2, lua_gettop(L) - 1, &msg, "call", AIO_CODEC_PROCESS);
@@ -491,7 +632,7 @@ static int ppool_submit(lua_State *L) {
 
 /* pool:_shutdown(cancel_pending, terminate) -> future settled once every worker is reaped */
 static int ppool_shutdown(lua_State *L) {
-  ppool *p = check_ppool(L, 1);
+  ppool *p = check_own_ppool(L, 1);
   int cancel_pending = lua_toboolean(L, 2), terminate = lua_toboolean(L, 3);
   p->closing = 1;
   if (!p->closed) {
@@ -531,6 +672,20 @@ static int ppool_shutdown(lua_State *L) {
   return 1;
 }
 
+/* A collected pool's reaped worker: unlinked, its stream closed (which frees it). An idle
+** worker's stream must be closed here: nothing else would, and its descriptor would leak. */
+static void worker_discard(ppool *p, pworker *w) {
+  w->dead = 1;
+  p->nworkers--;
+  pool_unlink(p, w);
+  if (w->pipe && !uv_is_closing((uv_handle_t *)w->pipe)) {  /* (the loop may be closed) */
+    uv_read_stop((uv_stream_t *)w->pipe);
+    uv_close((uv_handle_t *)w->pipe, worker_pipe_closed);
+  } else if (!w->pipe) {
+    worker_free(w);
+  }
+}
+
 /* __gc: end the workers now (SIGKILL) and reap them. */
 static int ppool_gc(lua_State *L) {
   ppool_box *b = (ppool_box *)luaL_checkudata(L, 1, PPOOL_MT);
@@ -540,12 +695,13 @@ static int ppool_gc(lua_State *L) {
   p->gone = 1;
   p->closing = 1;
   if (p->owner == getpid()) {
-    for (pworker *w = p->workers; w; w = w->next) {
-      if (w->reaper) continue;
+    pworker *next;
+    for (pworker *w = p->workers; w; w = next) {
+      next = w->next;
+      if (w->reaper) continue;  /* being reaped: its timer finishes it */
       kill(w->pid, SIGKILL);
       waitpid(w->pid, NULL, 0);
-      w->reaper = NULL;
-      w->dead = 1;
+      worker_discard(p, w);
     }
   }
   ppool_release(p);

@@ -194,6 +194,31 @@ static void queue_poll_cb(uv_poll_t *h, int status, int events) {
   queue_update_polls(q, uv);
 }
 
+/* Unlinks the waiter whose future is f from list (head, tail); NULL if it is not there. */
+static qwaiter *queue_unlink(qwaiter **head, qwaiter **tail, aio_future *f) {
+  qwaiter *prev = NULL, *w = *head;
+  while (w && w->fut != f) { prev = w; w = w->next; }
+  if (!w) return NULL;
+  if (prev) prev->next = w->next;
+  else *head = w->next;
+  if (*tail == w) *tail = prev;
+  return w;
+}
+
+/* on_cancel of a parked get or put (its task was cancelled, e.g. by a timeout): forget the
+** waiter (a put's message is not sent) and stop polling if nobody else waits, or the poll
+** would keep the loop (and the program) alive. */
+static void qwaiter_on_cancel(lua_State *L, aio_future *f, void *ud) {
+  pqueue *q = (pqueue *)ud;
+  qwaiter *w = queue_unlink(&q->ghead, &q->gtail, f);
+  if (!w) w = queue_unlink(&q->phead, &q->ptail, f);
+  if (!w) return;
+  aio_buf_free(&w->msg);
+  aio_unref(L, w->ref);
+  free(w);
+  queue_update_polls(q, aio_uv(L));
+}
+
 /* Parks a waiter on list (head, tail) and awaits it. */
 static int queue_park(lua_State *L, pqueue *q, int is_put, aio_buf *msg) {
   qwaiter *w = calloc(1, sizeof *w);
@@ -201,6 +226,8 @@ static int queue_park(lua_State *L, pqueue *q, int is_put, aio_buf *msg) {
   if (msg) w->msg = *msg;
   w->fut = aio_future_new(L);
   w->ref = aio_ref(L, -1);
+  w->fut->on_cancel = qwaiter_on_cancel;
+  w->fut->on_cancel_ud = q;
   if (is_put) {
     if (q->ptail) q->ptail->next = w; else q->phead = w;
     q->ptail = w;
@@ -322,6 +349,24 @@ static int l_queue(lua_State *L) {
   queues = q;
   queue_push(L, q);
   return 1;
+}
+
+/* Closes this process's copies of the queues `creator` made after `epoch` (a new pool
+** worker's inheritance; process_internal.h). Queues are never closed, so their fds are open. */
+void aio_process_queue_close_after(pid_t creator, uint32_t epoch) {
+  for (pqueue *q = queues; q; q = q->next)
+    if (q->creator == creator && q->epoch > epoch && q->fd[0] >= 0) {
+      close(q->fd[0]);
+      close(q->fd[1]);
+      q->fd[0] = q->fd[1] = -1;
+    }
+}
+
+/* 1 if fd is a descriptor of one of this process's queues (process_internal.h). */
+int aio_process_queue_has_fd(int fd) {
+  for (pqueue *q = queues; q; q = q->next)
+    if (q->fd[0] == fd || q->fd[1] == fd) return 1;
+  return 0;
 }
 
 /* Adds queue to the module table on top of the stack (process_internal.h). */

@@ -129,7 +129,7 @@ function methods:map(fn, list, opts)
     if #finished == 0 then
       wake = core.future("map")
       local ok, err = pcall(wake.await, wake)
-      if not ok then cancel_rest(); error(err, 0) end
+      if not ok then wake = nil; cancel_rest(); error(err, 0) end  -- (wake is done: cancelled)
     end
     local batch = finished
     finished = {}
@@ -163,6 +163,7 @@ function methods:imap_unordered(fn, list, chunksize)
   local limit = self:size() * 2
   local nexti, inflight, ready, wake = 1, 0, {}, nil
   local buf, bi = {n = 0}, 1
+  local running = {}  -- futures submitted and not yet taken
   local function on_finished(f)
     ready[#ready + 1] = f
     local w = wake; wake = nil; wake_up(w)
@@ -173,6 +174,7 @@ function methods:imap_unordered(fn, list, chunksize)
       local chunk = table.move(list, nexti, last, 1, {n = last - nexti + 1})
       local f = self:submit(apply_chunk, fn, chunk)
       inflight = inflight + 1
+      running[f] = true
       core.on_done(f, on_finished)
       nexti = last + 1
     end
@@ -187,9 +189,15 @@ function methods:imap_unordered(fn, list, chunksize)
       if #ready == 0 then
         if inflight == 0 then return nil end
         wake = core.future("imap_unordered")
-        wake:await()
+        local ok, err = pcall(wake.await, wake)
+        if not ok then  -- cancelled (a timeout, Ctrl-C): stop the jobs; wake is done already
+          wake = nil
+          for f in pairs(running) do if not f:done() then f:cancel("imap_unordered cancelled") end end
+          error(err, 0)
+        end
       end
       local f = table.remove(ready, 1)
+      running[f] = nil
       inflight = inflight - 1
       buf, bi = f:result(), 1
     end
