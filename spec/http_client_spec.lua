@@ -388,6 +388,32 @@ except socket.timeout:
     assert.are.equal("second", r2.body)
   end)
 
+  it("gives a forked child its own default client, and refuses the parent's in the child", function()
+    -- The child used to reuse the parent's default session (curl state and kept-alive
+    -- connections): it aborted in libuv, and the parent then read the child's response.
+    local out, err, status = helper.run_lua([[
+      local aio = require "aio"
+      local http = require "aio.http"
+      local process = require "aio.process"
+      local srv = http.serve { handler = function(req) return 200, "body of " .. req.path end }
+      local mine = http.client()
+      print(http.get(srv:url("/p1")).body, mine:get(srv:url("/m1")).body)
+      local h = process.fork(function()
+        local ok, e = pcall(mine.get, mine, srv:url("/nope"))
+        return http.get(srv:url("/child")).body, ok, tostring(e):match("forked child") or tostring(e),
+          tostring(mine)
+      end)
+      print(h:join(10))
+      print(http.get(srv:url("/p2")).body, mine:get(srv:url("/m2")).body)
+      mine:close()
+      srv:close()
+    ]], { timeout = 20 })
+    assert.are.equal(0, status, err)
+    assert.are.equal("body of /p1\tbody of /m1\n"
+      .. "body of /child\tfalse\tforked child\taio.http.client (of the parent process)\n"
+      .. "body of /p2\tbody of /m2\n", out)
+  end)
+
   it("fails every queued request when each one is refused at once (no hang)", function()
     -- Each refusal is seen inside the same curl call that made the connection, so every
     -- completion starts the next request synchronously; after drive's bounded loop the rest

@@ -121,6 +121,7 @@ struct http_client {
   sock_ctx **socks; int nsocks;    /* owned sockets' contexts, indexed by descriptor */
   curl_socket_t *fresh; int nfresh, cap_fresh; /* sockets opened during the current curl call */
   int driving;                     /* inside drive(): l_request leaves the kick to it */
+  pid_t pid;                       /* the process that made it: a forked child must not use it */
 };
 
 static int curl_ready = 0;
@@ -852,7 +853,17 @@ static void on_req_cancel(lua_State *L, aio_future *f, void *ud) {
 static http_client *check_client(lua_State *L, int idx) {
   http_client **pc = luaL_checkudata(L, idx, CLIENT_MT);
   if (!*pc || (*pc)->closed) luaL_error(L, "attempt to use a closed http client");
+  if ((*pc)->pid != getpid())
+    luaL_error(L, "http client made by process %d cannot be used in a forked child (make a new "
+               "one there)", (int)(*pc)->pid);
   return *pc;
+}
+
+/* client:owned() → true unless the client was made by another process (the parent of a fork). */
+static int l_owned(lua_State *L) {
+  http_client **pc = luaL_checkudata(L, 1, CLIENT_MT);
+  lua_pushboolean(L, *pc && (*pc)->pid == getpid());
+  return 1;
 }
 
 /* Raises "<who>: bad option '<k>' (<expected> expected, got <value>)" about the value at idx
@@ -914,6 +925,7 @@ static int l_new(lua_State *L) {
   http_client *c = calloc(1, sizeof *c);
   if (!c) return luaL_error(L, "out of memory");
   c->loop = aio_loop_get(L);
+  c->pid = getpid();
   c->self_ref = LUA_NOREF;
   c->max_connections = max_connections;
   c->max_per_host = max_per_host;
@@ -1198,6 +1210,10 @@ static int l_close(lua_State *L) {
   http_client *c = *pc;
   if (!c) return 0;
   *pc = NULL;
+  /* In a forked child the parent's client is left alone: its kept-alive connections are the
+  ** parent's too (closing them cleanly, as curl would, could send bytes on them), and its
+  ** handles belong to the loop the child copied. Its memory is the child's to lose. */
+  if (c->pid != getpid()) return 0;
   c->closed = 1;
   while (c->qhead || c->active) {
     http_req *r = c->qhead ? c->qhead : c->active;
@@ -1260,7 +1276,8 @@ static int l_version(lua_State *L) {
 /* Opens aio.http_client_c: new, error, is_error, version; the client and error metatables. */
 int luaopen_aio_http_client_c(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"request", l_request}, {"stats", l_stats}, {"close", l_close}, {NULL, NULL}};
+    {"request", l_request}, {"stats", l_stats}, {"close", l_close}, {"owned", l_owned},
+    {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__gc", l_close}, {"__close", l_close}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {
     {"new", l_new}, {"error", l_error}, {"is_error", l_is_error}, {"version", l_version}, {NULL, NULL}};

@@ -35,6 +35,7 @@ end
 
 function Client:__tostring()
   if self.closed then return "aio.http.client (closed)" end
+  if not self._c:owned() then return "aio.http.client (of the parent process)" end
   local active, queued = self._c:stats()
   return string.format("aio.http.client (%d active, %d queued)", active, queued)
 end
@@ -107,7 +108,10 @@ local default_client
 -- The default session (max_connections=100), created on first use, and again after it is closed
 -- (`local c <close> = http.default_client()` must not break http.get for the rest of the program).
 function http.default_client()
-  if not default_client or default_client.closed then default_client = http.client() end
+  -- a forked child gets its own: the parent's connections and curl state are not its to use
+  if not default_client or default_client.closed or not default_client._c:owned() then
+    default_client = http.client()
+  end
   return default_client
 end
 
