@@ -739,3 +739,20 @@ describe("process.exec", function()
     assert.equal(5, ticks)
   end))
 end)
+
+describe("process pool: failures nobody observed", function()
+  it("reports a failed job (an error, a worker that died) whose error nobody observed", function()
+    local _, err, status = helper.run_lua([[
+      local aio = require "aio"
+      local process = require "aio.process"
+      local pool = process.pool { size = 1 }
+      pool:submit(function() error("nobody awaits me") end)
+      pool:submit(function() os.exit(4) end)
+      aio.sleep(0.3)
+      pool:close()
+    ]], { timeout = 30 })
+    assert.are.equal(0, status, err)
+    assert.matches("a process pool job failed and nobody observed its error\n[^\n]*nobody awaits me", err)
+    assert.matches("a process pool job failed and nobody observed its error\n[^\n]*died while running this job: exit status 4", err)
+  end)
+end)

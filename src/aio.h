@@ -210,6 +210,10 @@ int aio_future_push_outcome(lua_State *L, int fidx);
 /* Pushes the future or task f (which must still be reachable: pending, or held by someone). */
 void aio_future_push(lua_State *L, aio_future *f);
 
+/* If f failed and nobody has seen its error yet, reports it on stderr when f is collected or at
+** exit (what, a static string, names the work: "a thread job"). */
+void aio_future_watch_failure(lua_State *L, aio_future *f, const char *what);
+
 /* Pushes the registry table stored under key, creating it with __mode = mode ("k", "v",
 ** "kv") the first time. */
 void aio_push_weak_table(lua_State *L, const void *key, const char *mode);

@@ -6,6 +6,7 @@
 ** outcome pushed onto their coroutine and go to the ready queue.
 */
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 #include "scheduler.h"
 
@@ -181,6 +182,51 @@ void aio_future_reject(lua_State *L, aio_future *f) {
   f->state = aio_is_cancelled(L, -1) ? AIO_CANCELLED : AIO_FAILED;
   lua_setiuservalue(L, -2, AIO_FUV_RESULT);
   aio__future_finish(L, -1);
+  lua_pop(L, 1);
+}
+
+static const char witness_key = 0;
+
+/* Calls luaL_tolstring on the value at 1 (run protected: a __tostring may raise). */
+static int tostring_p(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* __gc of a failed future's witness: the future is being collected (or the state closed) and
+** nobody ever looked at its error (await, result, exception, a callback): report it on stderr,
+** as the core reports a failed task nobody observed. */
+static int witness_gc(lua_State *L) {
+  const char *what = *(const char **)lua_touserdata(L, 1);
+  lua_getiuservalue(L, 1, 1);
+  aio_future *f = aio_future_test(L, -1);
+  if (!f || f->state != AIO_FAILED || f->observed) return 0;
+  f->observed = 1;
+  lua_pushcfunction(L, tostring_p);
+  lua_getiuservalue(L, -2, AIO_FUV_RESULT);
+  int ok = lua_pcall(L, 1, 1, 0) == LUA_OK;
+  fprintf(stderr, "aioshell: %s failed and nobody observed its error\n%s\n", what,
+          ok && lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object)");
+  fflush(stderr);
+  return 0;
+}
+
+/* If f failed and nobody has seen its error yet, leaves a witness that reports it when f is
+** collected or at exit: a weak-keyed entry f -> witness whose value refers back to the key, so
+** both go together. what (a static string) names the work in the report: "a thread job". */
+void aio_future_watch_failure(lua_State *L, aio_future *f, const char *what) {
+  if (f->state != AIO_FAILED || f->observed) return;
+  aio_push_weak_table(L, &witness_key, "k");
+  aio_future_push(L, f);
+  *(const char **)lua_newuserdatauv(L, sizeof what, 1) = what;
+  aio_future_push(L, f);
+  lua_setiuservalue(L, -2, 1);
+  if (luaL_newmetatable(L, "aio.future.witness")) {
+    lua_pushcfunction(L, witness_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_rawset(L, -3);
   lua_pop(L, 1);
 }
 

@@ -383,6 +383,7 @@ static void worker_reap_tick(uv_timer_t *t) {
       lua_pushfstring(L, "process pool worker %s (pid %d) died while running this job: %s",
                       w->name, (int)w->pid, why);
       aio_future_reject(L, head->fut);
+      aio_future_watch_failure(L, head->fut, "a process pool job");
     }
     pjob_free(L, head);
   }
@@ -449,6 +450,7 @@ static void worker_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       char who[96];
       snprintf(who, sizeof who, "%s pid %d", w->name, (int)w->pid);
       aio_outcome_settle(L, j->fut, data, len, who);
+      aio_future_watch_failure(L, j->fut, "a process pool job");
     }
     pjob_free(L, j);
   }

@@ -519,43 +519,6 @@ static int settle_p(lua_State *L) {
   return 0;
 }
 
-static const char witness_key = 0;
-
-/* __gc of a failed job's witness: its future is being collected (or the state closed) and
-** nobody ever looked at its error (await, result, exception, a callback): report it on stderr,
-** as the core reports a failed task nobody observed. */
-static int witness_gc(lua_State *L) {
-  lua_getiuservalue(L, 1, 1);
-  aio_future *f = aio_future_test(L, -1);
-  if (!f || f->state != AIO_FAILED || f->observed) return 0;
-  f->observed = 1;
-  lua_pushcfunction(L, tostring_p);
-  lua_getiuservalue(L, -2, AIO_FUV_RESULT);
-  int ok = lua_pcall(L, 1, 1, 0) == LUA_OK;
-  fprintf(stderr, "aioshell: a thread job failed and nobody observed its error\n%s\n",
-          ok && lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object)");
-  fflush(stderr);
-  return 0;
-}
-
-/* Leaves a witness for the failed job future at fidx, unless someone has already seen its error:
-** a weak-keyed entry future -> witness whose value refers back to the key, so both go together
-** and the witness's __gc then tells whether the error was ever observed. */
-static void watch_failure(lua_State *L, int fidx) {
-  aio_push_weak_table(L, &witness_key, "k");
-  lua_pushvalue(L, fidx);
-  lua_newuserdatauv(L, 0, 1);
-  lua_pushvalue(L, fidx);
-  lua_setiuservalue(L, -2, 1);
-  if (luaL_newmetatable(L, "aio.thread.witness")) {
-    lua_pushcfunction(L, witness_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
-}
-
 /* Inbox delivery of a finished job (loop thread). */
 static void job_deliver(lua_State *L, aio_delivery *d) {
   job *j = (job *)d;
@@ -563,11 +526,7 @@ static void job_deliver(lua_State *L, aio_delivery *d) {
     lua_pushcfunction(L, settle_p);
     lua_pushlightuserdata(L, j);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) aio_future_reject(L, j->fut);
-    if (j->fut->state == AIO_FAILED && !j->fut->observed) {
-      aio_future_push(L, j->fut);
-      watch_failure(L, lua_gettop(L));
-      lua_pop(L, 1);
-    }
+    aio_future_watch_failure(L, j->fut, "a thread job");
   }
   job_free(L, j);
 }
