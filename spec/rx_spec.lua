@@ -474,6 +474,16 @@ describe("errors", function()
     assert.equal(1, after)
   end)
 
+  it("an error raised in an operator's terminal callback fails the stream downstream", function()
+    assert.equal("0:1 0:2 0:#tap done", marble(rx.of(1, 2):tap(nil, nil, function()
+      error("tap done")
+    end), 0))
+    assert.equal("0:#tap err", marble(rx.throw("x"):tap(nil, function() error("tap err") end), 0))
+    assert.equal("0:#rx.from: cannot make an observable from a nil",
+      marble(rx.throw("x"):catch_error(function() return nil end), 0))
+    assert.equal(0, #unhandled)
+  end)
+
   it("a producer that raises fails the subscription", function()
     assert.equal("0:#oops", marble(rx.create(function() error("oops") end), 0))
   end)

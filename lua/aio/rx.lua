@@ -175,11 +175,24 @@ function Observable:_subscribe_with(sub)
   return sub
 end
 
+-- An operator's terminal callback f, run so that an error it raises fails `sub` (as one in
+-- its on_next does). Unguarded, the error would go to the unhandled sink (terminal callbacks
+-- are the end of the line for a *user's* subscriber) and `sub` would never end.
+local function guard_terminal(sub, f)
+  return function(...)
+    local ok, err = pcall(f, ...)
+    if not ok then
+      if is_cancel(err) then error(err, 0) end
+      sub:error(err)
+    end
+  end
+end
+
 -- Subscribes an upstream subscriber created (and attached to `sub`) before the source starts.
 function Observable:_chain(sub, on_next, on_error, on_completed)
   local inner = new_subscriber(on_next,
-    on_error or function(e) sub:error(e) end,
-    on_completed or function() sub:completed() end)
+    on_error and guard_terminal(sub, on_error) or function(e) sub:error(e) end,
+    on_completed and guard_terminal(sub, on_completed) or function() sub:completed() end)
   sub:add(inner)
   return self:_subscribe_with(inner)
 end
