@@ -72,6 +72,15 @@ describe("piped input (stdin not a terminal)", function()
     assert.truthy(gerr:find("stdin:1: boom\nstack traceback:\n", 1, true))
   end)
 
+  it("reports number error objects with a traceback, as lua5.4 -i does", function()
+    local input = "error(42)\nerror(4.5)\nerror(setmetatable({}, {__tostring = function() return 'T' end}))\n"
+    local want, werr = piped("lua5.4", input)
+    local got, gerr = piped(AIOSHELL, input)
+    assert.are.equal(body(want), body(got))
+    assert.are.equal(werr, gerr)
+    assert.truthy(gerr:find("42\nstack traceback:\n", 1, true), gerr)
+  end)
+
   it("reports an incomplete chunk at end of input (lua5.4 prints '(null)' there)", function()
     local input = "function g()\nreturn 1\n"
     local want = piped("lua5.4", input)
