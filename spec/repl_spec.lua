@@ -63,22 +63,14 @@ describe("piped input (stdin not a terminal)", function()
   end)
 
   it("reports errors like lua5.4 -i and goes on", function()
-    local input = "error('boom')\nx = = 1\nfor\n1+2\n"
+    local input = "error('boom')\nx = = 1\nfor\n1+2\nerror(42)\nerror(4.5)\n"
     local want, werr = piped("lua5.4", input)
     local got, gerr = piped(AIOSHELL, input)
     assert.are.equal(body(want), body(got))
     assert.are.equal(werr, gerr)
     assert.truthy(gerr:find("stdin:1: unexpected symbol near '='", 1, true))
     assert.truthy(gerr:find("stdin:1: boom\nstack traceback:\n", 1, true))
-  end)
-
-  it("reports number error objects with a traceback, as lua5.4 -i does", function()
-    local input = "error(42)\nerror(4.5)\nerror(setmetatable({}, {__tostring = function() return 'T' end}))\n"
-    local want, werr = piped("lua5.4", input)
-    local got, gerr = piped(AIOSHELL, input)
-    assert.are.equal(body(want), body(got))
-    assert.are.equal(werr, gerr)
-    assert.truthy(gerr:find("42\nstack traceback:\n", 1, true), gerr)
+    assert.truthy(gerr:find("\n42\nstack traceback:\n", 1, true), gerr)  -- a number, as lua.c
   end)
 
   it("reports an incomplete chunk at end of input (lua5.4 prints '(null)' there)", function()
