@@ -499,6 +499,16 @@ describe("errors", function()
     assert.equal("0:#oops", marble(rx.create(function() error("oops") end), 0))
   end)
 
+  it("an error raised after the subscriber ended goes to rx.on_unhandled_error, not nowhere", function()
+    assert.equal("0:|", marble(rx.create(function(sub) sub:completed() error("late") end), 0))
+    local subj, s = rx.subject(), nil
+    s = subj:subscribe(function() s:unsubscribe() error("after unsubscribe") end, function() end)
+    subj:on_next(1)
+    assert.equal(2, #unhandled)
+    assert.equal("late", msg(unhandled[1]))
+    assert.equal("after unsubscribe", msg(unhandled[2]))
+  end)
+
   it("errors propagate to every group and through merge_all", function()
     local s = rx.subject()
     local ev = record(s:group_by(function(x) return x % 2 end):merge_all())

@@ -92,8 +92,14 @@ function Subscriber:next(v)
   local ok, err = pcall(f, v)
   if not ok then
     if is_cancel(err) then self:unsubscribe() error(err, 0) end
-    self:error(err)
+    self:_fail(err)
   end
+end
+
+-- An error raised by user code on this subscriber's behalf: its on_error, or, once it has
+-- ended (the code finished or unsubscribed it, then raised), the unhandled sink.
+function Subscriber:_fail(err)
+  if self.closed then rx.on_unhandled_error(err) else self:error(err) end
 end
 
 -- Delivers the terminal error once, after releasing everything upstream.
@@ -184,7 +190,7 @@ function Observable:_subscribe_with(sub)
   local ok, td = pcall(self._fn, sub)
   if not ok then
     if is_cancel(td) then sub:unsubscribe() error(td, 0) end
-    sub:error(td)
+    sub:_fail(td)
   else
     sub:add(td)
   end
@@ -199,7 +205,7 @@ local function guard_terminal(sub, f)
     local ok, err = pcall(f, ...)
     if not ok then
       if is_cancel(err) then error(err, 0) end
-      sub:error(err)
+      sub:_fail(err)
     end
   end
 end
