@@ -63,13 +63,14 @@ describe("piped input (stdin not a terminal)", function()
   end)
 
   it("reports errors like lua5.4 -i and goes on", function()
-    local input = "error('boom')\nx = = 1\nfor\n1+2\n"
+    local input = "error('boom')\nx = = 1\nfor\n1+2\nerror(42)\nerror(4.5)\n"
     local want, werr = piped("lua5.4", input)
     local got, gerr = piped(AIOSHELL, input)
     assert.are.equal(body(want), body(got))
     assert.are.equal(werr, gerr)
     assert.truthy(gerr:find("stdin:1: unexpected symbol near '='", 1, true))
     assert.truthy(gerr:find("stdin:1: boom\nstack traceback:\n", 1, true))
+    assert.truthy(gerr:find("\n42\nstack traceback:\n", 1, true), gerr)  -- a number, as lua.c
   end)
 
   it("reports an incomplete chunk at end of input (lua5.4 prints '(null)' there)", function()
@@ -215,6 +216,33 @@ describe("on a terminal", function()
     s:line('"')
     s:line("ticker:cancel(); return half")
     s:wait_for("\ntyped but not sent\n", 5)
+  end)
+
+  it("clears every row of a wrapped line of wide characters before printing above it", function()
+    s = tmux.start(("AIOSHELL_HISTORY=%s %s -i"):format(q(hist), q(AIOSHELL)), { width = 40 })
+    s:wait_for("\n>$", 5, "the first prompt")
+    s:line("aio = require 'aio'; n = 0")
+    s:line("h = aio.every(0.1, function() n = n + 1 print('tick ' .. n) end)")
+    s:type(("日"):rep(30))   -- 60 columns: the line takes two rows of 40
+    s:wait_for("tick 4\n", 5)
+    tmux.sleep(0.15)
+    -- one copy of the line's first row: stale rows would repeat it above each tick
+    assert.are.equal(1, s:count("> " .. ("日"):rep(19)), s:screen())
+    s:keys("C-u")
+    s:line("h:cancel()")
+  end)
+
+  it("survives a pasted line of 10000 characters (cut in pieces, as lua.c cuts long input)", function()
+    s = session(hist)
+    s:line("s = 0")
+    local paste = os.tmpname()
+    local f = assert(io.open(paste, "w"))
+    f:write(("s = s + 1 "):rep(1000), "\n", "s * 2\n")
+    f:close()
+    os.execute(("tmux -L %s load-buffer %s && tmux -L %s paste-buffer -t 0"):format(
+      s.sock, q(paste), s.sock))
+    os.remove(paste)
+    s:wait_for("\n2000\n>$", 20, "the sum after the paste")
   end)
 
   it("puts io.write and stderr output of background tasks above the edited line", function()

@@ -32,11 +32,13 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <wchar.h>
 #include <editline/readline.h>
 #include "aio.h"
 #include "repl.h"
 
 #define REPL_HISTORY_MAX 1000
+#define REPL_LINE_MAX 1000           /* bytes: longer lines are cut (see on_tty_readable) */
 
 static struct {
   lua_State *L;                      /* the main state (callbacks touch Lua through it) */
@@ -71,12 +73,33 @@ static struct {
 
 /* ---- output ------------------------------------------------------------------------------ */
 
-/* Display width of a prompt: bytes that are not UTF-8 continuation bytes. */
-static size_t display_len(const char *s) {
-  size_t n = 0;
-  for (; *s; s++)
-    if (((unsigned char)*s & 0xC0) != 0x80) n++;
-  return n;
+/* Advances the cursor position (*row, *col) over the n bytes of s as libedit lays them out on a
+** terminal `cols` wide: wide characters take two columns and move whole to the next row when
+** they do not fit, tabs go to the next multiple of 8, control characters show as ^X. */
+static void advance(const char *s, size_t n, int cols, int *row, int *col) {
+  mbstate_t st;
+  memset(&st, 0, sizeof st);
+  while (n > 0) {
+    wchar_t wc;
+    size_t len = mbrtowc(&wc, s, n, &st);
+    int w;
+    if (len == (size_t)-1 || len == (size_t)-2) {  /* not text in this locale: one byte */
+      memset(&st, 0, sizeof st);
+      wc = 0;
+      len = 1;
+      w = 1;
+    } else {
+      if (len == 0) len = 1;
+      if (wc == L'\t') w = 8 - *col % 8;
+      else if (wc < 0x20 || wc == 0x7f) w = 2;
+      else if ((w = wcwidth(wc)) < 0) w = 1;
+    }
+    if (*col + w > cols && wc != L'\t') { (*row)++; *col = 0; }
+    *col += w;
+    if (*col >= cols) { (*row) += *col / cols; *col %= cols; }
+    s += len;
+    n -= len;
+  }
 }
 
 /* Width of the terminal in columns (80 if unknown). */
@@ -109,11 +132,9 @@ static void repl_output(FILE *out, const char *s, size_t n) {
     return;
   }
   /* 1. Go to the first row of prompt+line and clear from there to the end of the screen. */
-  int cols = term_cols();
-  size_t at = R.prompt ? display_len(R.prompt) : 0;
-  for (int i = 0; rl_line_buffer && i < rl_point && rl_line_buffer[i]; i++)
-    if (((unsigned char)rl_line_buffer[i] & 0xC0) != 0x80) at++;  /* columns, not bytes */
-  int row = (int)(at / (size_t)cols);
+  int cols = term_cols(), row = 0, col = 0;
+  if (R.prompt) advance(R.prompt, strlen(R.prompt), cols, &row, &col);
+  if (rl_line_buffer) advance(rl_line_buffer, strnlen(rl_line_buffer, (size_t)rl_point), cols, &row, &col);
   fputs("\r", stdout);
   if (row > 0) fprintf(stdout, "\x1b[%dA", row);
   fputs("\x1b[J", stdout);
@@ -171,7 +192,14 @@ static void on_line(char *line) {
   finish_line(L);
 }
 
-/* The tty is readable: let libedit consume what is there (it calls on_line at Enter). */
+/* The tty is readable: let libedit consume what is there (it calls on_line at Enter).
+** A line that reaches REPL_LINE_MAX bytes ends there, as if Enter had been pressed (lua.c
+** without readline cuts its input at LUA_MAXINPUT the same way); the rest of a paste goes on
+** as the next line. Why: libedit 3.1-20221030 points rl_line_buffer at a conversion buffer of
+** 1024 bytes that it reallocates as the line grows, without updating the pointer, and writes
+** rl_line_buffer[rl_end] after every key. Past that size the write went to freed memory (a
+** pasted 6 KB line aborted with "malloc(): invalid next size"). History entries are kept under
+** the same bound (l_add_history, l_open), since Up would bring them into the line. */
 static void on_tty_readable(uv_poll_t *h, int status, int events) {
   (void)h; (void)events;
   if (status < 0 || !R.prompt_shown) {
@@ -183,6 +211,15 @@ static void on_tty_readable(uv_poll_t *h, int status, int events) {
     return;
   }
   rl_callback_read_char();
+  if (R.prompt_shown && rl_end >= REPL_LINE_MAX && rl_line_buffer) {
+    char *line = malloc((size_t)rl_end + 1);
+    if (line) {
+      memcpy(line, rl_line_buffer, (size_t)rl_end);
+      line[rl_end] = '\0';
+    }
+    fputs("\r\n", stdout);
+    on_line(line);  /* (a NULL line would read as EOF: only when out of memory) */
+  }
 }
 
 /* Takes one complete line out of the piped-input buffer onto L; 0 if there is none yet. */
@@ -424,6 +461,16 @@ static int opt_ref(lua_State *L, const char *name) {
   return ref;
 }
 
+/* Drops the history entries too long to be edited safely (see on_tty_readable). */
+static void drop_long_history(void) {
+  for (int i = history_length - 1; i >= 0; i--) {
+    HIST_ENTRY *he = history_get(history_base + i);
+    if (he && he->line && strlen(he->line) >= REPL_LINE_MAX) {
+      free(remove_history(i));  /* (libedit mallocs the entry it hands back) */
+    }
+  }
+}
+
 /* open{editing=, history=, history_size=, completer=, interrupt=} -> editing (boolean).
 ** Takes the terminal: libedit (or piped reading), history, Ctrl-C handling. */
 static int l_open(lua_State *L) {
@@ -467,6 +514,7 @@ static int l_open(lua_State *L) {
     using_history();
     stifle_history(hmax > 0 ? hmax : REPL_HISTORY_MAX);
     if (R.history) read_history(R.history);
+    drop_long_history();
     R.poll = malloc(sizeof *R.poll);
     if (R.poll == NULL || uv_poll_init(&loop->uv, R.poll, fileno(R.in)) != 0) {
       free(R.poll);
@@ -498,8 +546,9 @@ static int l_open(lua_State *L) {
 
 /* add_history(line): remembers a line (or a whole multi-line chunk) for the arrow keys. */
 static int l_add_history(lua_State *L) {
-  const char *s = luaL_checkstring(L, 1);
-  if (R.editing && *s) add_history(s);
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  if (R.editing && n > 0 && n < REPL_LINE_MAX) add_history(s);  /* (see on_tty_readable) */
   return 0;
 }
 

@@ -288,6 +288,7 @@ end
 local function msghandler(e)
   if is_interruption(e) then return e end
   local msg = e
+  if math.type(msg) then msg = tostring(msg) end  -- lua_tostring converts numbers, as in lua.c
   if type(msg) ~= "string" then
     local mt = getmetatable(msg)
     if mt and mt.__tostring then

@@ -92,8 +92,14 @@ function Subscriber:next(v)
   local ok, err = pcall(f, v)
   if not ok then
     if is_cancel(err) then self:unsubscribe() error(err, 0) end
-    self:error(err)
+    self:_fail(err)
   end
+end
+
+-- An error raised by user code on this subscriber's behalf: its on_error, or, once it has
+-- ended (the code finished or unsubscribed it, then raised), the unhandled sink.
+function Subscriber:_fail(err)
+  if self.closed then rx.on_unhandled_error(err) else self:error(err) end
 end
 
 -- Delivers the terminal error once, after releasing everything upstream.
@@ -152,6 +158,22 @@ function rx.create(fn)
 end
 local create = rx.create
 
+-- Raises (at the operator's call, where the mistake is) unless f can be called. A bad
+-- argument found only when a value arrives would become an on_error far from its cause.
+local function check_callable(f, what)
+  local mt = getmetatable(f)
+  if type(f) ~= "function" and not (type(mt) == "table" and mt.__call) then
+    error(("%s: expected a function, got %s"):format(what, type(f)), 3)
+  end
+end
+
+-- Raises unless x is a number at least `min` (a count or a duration in seconds).
+local function check_number(x, min, what)
+  if type(x) ~= "number" or x ~= x or x < min then
+    error(("%s: expected a number >= %g, got %s"):format(what, min, tostring(x)), 3)
+  end
+end
+
 -- True if v is an observable (or a subject).
 function rx.is_observable(v)
   local mt = getmetatable(v)
@@ -168,18 +190,31 @@ function Observable:_subscribe_with(sub)
   local ok, td = pcall(self._fn, sub)
   if not ok then
     if is_cancel(td) then sub:unsubscribe() error(td, 0) end
-    sub:error(td)
+    sub:_fail(td)
   else
     sub:add(td)
   end
   return sub
 end
 
+-- An operator's terminal callback f, run so that an error it raises fails `sub` (as one in
+-- its on_next does). Unguarded, the error would go to the unhandled sink (terminal callbacks
+-- are the end of the line for a *user's* subscriber) and `sub` would never end.
+local function guard_terminal(sub, f)
+  return function(...)
+    local ok, err = pcall(f, ...)
+    if not ok then
+      if is_cancel(err) then error(err, 0) end
+      sub:_fail(err)
+    end
+  end
+end
+
 -- Subscribes an upstream subscriber created (and attached to `sub`) before the source starts.
 function Observable:_chain(sub, on_next, on_error, on_completed)
   local inner = new_subscriber(on_next,
-    on_error or function(e) sub:error(e) end,
-    on_completed or function() sub:completed() end)
+    on_error and guard_terminal(sub, on_error) or function(e) sub:error(e) end,
+    on_completed and guard_terminal(sub, on_completed) or function() sub:completed() end)
   sub:add(inner)
   return self:_subscribe_with(inner)
 end
@@ -386,6 +421,7 @@ end
 
 -- map(f): f(value) for each value.
 function Observable:map(f)
+  check_callable(f, "map")
   return operator(self, function(src, sub)
     src:_chain(sub, function(v) sub:next(f(v)) end)
   end)
@@ -394,6 +430,7 @@ Observable.select = Observable.map
 
 -- filter(pred): the values for which pred(value) is truthy.
 function Observable:filter(pred)
+  check_callable(pred, "filter")
   return operator(self, function(src, sub)
     src:_chain(sub, function(v) if pred(v) then sub:next(v) end end)
   end)
@@ -413,6 +450,7 @@ Observable["do"] = Observable.tap
 
 -- take(n): the first n values, then completes and unsubscribes upstream.
 function Observable:take(n)
+  check_number(n, 0, "take")
   return operator(self, function(src, sub)
     if n <= 0 then sub:completed() return end
     local count = 0
@@ -426,6 +464,7 @@ end
 
 -- take_while(pred): values while pred holds; completes at the first that fails it.
 function Observable:take_while(pred)
+  check_callable(pred, "take_while")
   return operator(self, function(src, sub)
     src:_chain(sub, function(v)
       if pred(v) then sub:next(v) else sub:completed() end
@@ -443,6 +482,7 @@ end
 
 -- skip(n): drops the first n values.
 function Observable:skip(n)
+  check_number(n, 0, "skip")
   return operator(self, function(src, sub)
     local count = 0
     src:_chain(sub, function(v)
@@ -454,6 +494,7 @@ end
 
 -- skip_while(pred): drops values while pred holds.
 function Observable:skip_while(pred)
+  check_callable(pred, "skip_while")
   return operator(self, function(src, sub)
     local skipping = true
     src:_chain(sub, function(v)
@@ -465,6 +506,7 @@ end
 
 -- scan(f [, seed]): running accumulation, emitting each intermediate value.
 function Observable:scan(f, seed)
+  check_callable(f, "scan")
   local has_seed = seed ~= nil
   return operator(self, function(src, sub)
     local acc, has = seed, has_seed
@@ -477,6 +519,7 @@ end
 
 -- reduce(f [, seed]): the final accumulation, emitted at completion.
 function Observable:reduce(f, seed)
+  check_callable(f, "reduce")
   local has_seed = seed ~= nil
   return operator(self, function(src, sub)
     local acc, has = seed, has_seed
@@ -574,6 +617,8 @@ Observable.buffer = Observable.buffer_with_count
 -- list opens every `shift` seconds (default span: back-to-back windows). Empty lists are
 -- emitted too (nothing happened in that window is information).
 function Observable:buffer_with_time(span, shift)
+  check_number(span, 0, "buffer_with_time")
+  if shift ~= nil then check_number(shift, 0, "buffer_with_time") end
   return operator(self, function(src, sub)
     local timers = {}
     local windows = {}
@@ -628,6 +673,7 @@ end
 -- debounce(seconds): a value is emitted only after `seconds` without a newer one; the
 -- pending value is flushed at completion.
 function Observable:debounce(seconds)
+  check_number(seconds, 0, "debounce")
   return operator(self, function(src, sub)
     local handle, has, last = nil, false, nil
     local function cancel()
@@ -664,6 +710,7 @@ Observable.throttle_with_timeout = Observable.debounce
 -- delay(seconds): every event (values and completion) shifted later by `seconds`; errors are
 -- delivered at once.
 function Observable:delay(seconds)
+  check_number(seconds, 0, "delay")
   return operator(self, function(src, sub)
     local pending = {}
     local function later(fn)
@@ -686,6 +733,7 @@ end
 -- catch_error(handler): on an error, continues with handler(err)'s observable (or table)
 -- instead of failing.
 function Observable:catch_error(handler)
+  check_callable(handler, "catch_error")
   return operator(self, function(src, sub)
     src:_chain(sub, function(v) sub:next(v) end, function(e)
       local ok, alt = pcall(handler, e)
@@ -717,6 +765,7 @@ end
 -- timeout(seconds): fails with a timeout error (aio.is_timeout recognises it) when no value
 -- arrives within `seconds` of subscribing or of the previous value.
 function Observable:timeout(seconds)
+  check_number(seconds, 0, "timeout")
   return operator(self, function(src, sub)
     local h
     local function arm()
@@ -908,6 +957,7 @@ function Grouped:__tostring() return "aio.rx.group (key " .. tostring(self.key) 
 -- and routes each value to its group. The source stays subscribed while the downstream or any
 -- group subscription is alive (so take(1) on the groups still feeds the group taken).
 function Observable:group_by(key, element)
+  check_callable(key, "group_by")
   return operator(self, function(src, sub)
     local groups, order = {}, {}
     local outer_active, group_subs = true, 0
