@@ -234,6 +234,8 @@ int aio_task_cancel(lua_State *L, aio_task *t, const char *msg);
 void aio_cancel_all(lua_State *L, const char *msg);
 /* Prints every failed task whose error nobody observed; returns how many (and forgets them). */
 int aio_report_unobserved(lua_State *L);
+/* Pushes that report as one string ("" when none) instead of printing it; returns how many. */
+int aio_push_unobserved_report(lua_State *L);
 /* Resumes ready tasks until the ready queue is empty (loop.c calls this). */
 void aio_scheduler_drain(aio_loop *loop);
 

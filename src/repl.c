@@ -49,6 +49,7 @@ static struct {
   uv_poll_t *poll;                   /* readiness of the tty */
   uv_async_t *async;                 /* Ctrl-C wake-up from the signal handler */
   uv_signal_t *winch;                /* terminal resized */
+  uv_prepare_t *prepare;             /* before each poll: failures to show above the prompt */
   struct sigaction old_int;
   volatile sig_atomic_t sigint;      /* 1: Ctrl-C pending, 2: pending and aimed at a running line */
   volatile long long sigint_at;      /* when the pending Ctrl-C came (ms) */
@@ -356,6 +357,22 @@ static void on_sigint(int sig) {
   if (R.async) uv_async_send(R.async);
 }
 
+/* Before the loop blocks while a line is edited: a background task that failed with nobody
+** observing its error is reported above the prompt now, not only before the next prompt (the
+** user may be waiting for exactly that task). Before the poll, not after it: tasks run between
+** loop turns, so a failure is recorded after a turn's check phase, and the next turn may block. */
+static void on_prepare(uv_prepare_t *h) {
+  (void)h;
+  if (!R.prompt_shown || !R.L) return;
+  lua_State *L = R.L;
+  if (aio_push_unobserved_report(L) > 0) {
+    size_t n;
+    const char *text = lua_tolstring(L, -1, &n);
+    repl_output(stderr, text, n);
+  }
+  lua_pop(L, 1);
+}
+
 /* Ctrl-C seen by the loop: clear the edited line, or cancel the running line's task. */
 static void on_sigint_async(uv_async_t *h) {
   (void)h;
@@ -527,6 +544,12 @@ static int l_open(lua_State *L) {
       uv_signal_start(R.winch, on_winch, SIGWINCH);
       uv_unref((uv_handle_t *)R.winch);
     }
+    R.prepare = malloc(sizeof *R.prepare);
+    if (R.prepare) {
+      uv_prepare_init(&loop->uv, R.prepare);
+      uv_prepare_start(R.prepare, on_prepare);
+      uv_unref((uv_handle_t *)R.prepare);
+    }
   }
   R.async = malloc(sizeof *R.async);
   if (R.async) {
@@ -570,8 +593,10 @@ static int l_close(lua_State *L) {
     if (R.history) write_history(R.history);
     if (R.poll) uv_close((uv_handle_t *)R.poll, on_handle_closed);
     if (R.winch) uv_close((uv_handle_t *)R.winch, on_handle_closed);
+    if (R.prepare) uv_close((uv_handle_t *)R.prepare, on_handle_closed);
     R.poll = NULL;
     R.winch = NULL;
+    R.prepare = NULL;
     if (R.in && R.in != stdin) fclose(R.in);
     R.in = NULL;
     rl_instream = stdin;

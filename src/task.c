@@ -318,9 +318,14 @@ static void sort_by_id(lua_State *L, int list, int n) {
   free(e);
 }
 
-/* Prints every failed task whose error nobody observed, in spawn order; returns the count. */
-int aio_report_unobserved(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) != LUA_TTABLE) { lua_pop(L, 1); return 0; }
+/* Pushes the report of every failed task whose error nobody observed, in spawn order (one
+** string, "" when none), and forgets them; returns how many. */
+int aio_push_unobserved_report(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "");
+    return 0;
+  }
   int tab = lua_gettop(L);
   lua_newtable(L);
   int list = tab + 1, n = 0;
@@ -331,6 +336,8 @@ int aio_report_unobserved(lua_State *L) {
     lua_rawseti(L, list, ++n);
   }
   sort_by_id(L, list, n);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);  /* each entry's text is made on top, then added (lauxlib's rule) */
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, list, i);
     int tidx = lua_gettop(L);
@@ -340,14 +347,28 @@ int aio_report_unobserved(lua_State *L) {
     lua_getfield(L, -1, "traceback");
     const char *tb = lua_tostring(L, -1);
     const char *site = lua_tostring(L, -3);
-    fprintf(stderr, "aioshell: task %s failed and nobody observed its error (spawned at %s)\n%s\n",
-            lua_tostring(L, -4), site && *site ? site : "?", tb ? tb : "?");
-    lua_settop(L, list);
+    lua_pushfstring(L, "aioshell: task %s failed and nobody observed its error (spawned at %s)\n%s\n",
+                    lua_tostring(L, -4), site && *site ? site : "?", tb ? tb : "?");
+    lua_replace(L, tidx);
+    lua_settop(L, tidx);
+    luaL_addvalue(&b);
   }
-  fflush(stderr);
+  luaL_pushresult(&b);
+  lua_replace(L, tab);
+  lua_settop(L, tab);
   lua_pushnil(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY);
-  lua_settop(L, tab - 1);
+  return n;
+}
+
+/* Prints every failed task whose error nobody observed, in spawn order; returns the count. */
+int aio_report_unobserved(lua_State *L) {
+  int n = aio_push_unobserved_report(L);
+  size_t len;
+  const char *text = lua_tolstring(L, -1, &len);
+  fwrite(text, 1, len, stderr);
+  fflush(stderr);
+  lua_pop(L, 1);
   return n;
 }
 
