@@ -846,6 +846,42 @@ describe("group", function()
     assert.is_true(sibling:cancelled())
   end))
 
+  it("does not lose a cancel from outside that came while its own cancel of the body was pending", async(function()
+    -- The group cancels its body's task when a child fails; a cancel() from outside before the
+    -- body received that one is merged into it (one delivery). It used to be taken for the
+    -- group's own and dropped: the group raised the child's error and the task ran on.
+    local outer
+    outer = aio.spawn(function()
+      local ok, e = pcall(aio.group, function(g)
+        g:spawn(function() error("child boom") end)
+        aio.sleep(0)                    -- the child fails: the group's cancel is now pending
+        outer:cancel("from outside")    -- merged into it
+        aio.sleep(1)
+      end)
+      assert.is_false(ok)
+      assert.is_true(aio.is_cancelled(e), tostring(e))
+      return "caught"
+    end)
+    assert.are.equal("caught", outer:await())
+    -- the body returns without awaiting: the merged cancel is not withdrawn with the group's
+    local reached
+    outer = aio.spawn(function()
+      local ok, e = pcall(aio.group, function(g)
+        g:spawn(function() error("child boom") end)
+        aio.sleep(0)
+        outer:cancel("from outside")
+      end)
+      assert.is_false(ok)
+      assert.matches("child boom", tostring(e))
+      aio.sleep(0.01)                   -- the cancel from outside arrives here
+      reached = true
+    end)
+    local ok, e = pcall(outer.await, outer)
+    assert.is_false(ok)
+    assert.is_true(aio.is_cancelled(e))
+    assert.is_nil(reached)
+  end))
+
   it("never cancels a child twice: a cancelled sibling's awaiting cleanup is not cut", async(function()
     local cleanup
     local outer = aio.spawn(function()

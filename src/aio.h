@@ -177,6 +177,9 @@ struct aio_task {
   int ref;                       /* anchor in the live-task table while unfinished */
   unsigned queued : 1, started : 1, sleeping : 1, cancel_requested : 1, running : 1;
   unsigned cancel_delivering : 1; /* woken with a cancellation error it has not yet received */
+  unsigned cancel_merged : 1;     /* another cancel() came while one was pending (one delivery):
+                                     a combinator that takes the pending one as its own must
+                                     honour it (aio.group; see task.c take_merged_cancel) */
 };
 
 /* Uservalue slots of a task userdata. */

@@ -634,7 +634,8 @@ static void arm_cancel_hook(aio_task *t) {
 ** One made after the task received the first (and, say, caught it) is delivered again. */
 int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
   if (t->fut.state != AIO_PENDING) return 0;
-  if (t->cancel_delivering || t->cancel_requested) return 1;
+  if (t->cancel_delivering || t->cancel_requested) { t->cancel_merged = 1; return 1; }
+  t->cancel_merged = 0;  /* a fresh request: an old merge no longer means anything */
   aio_loop *loop = aio_loop_get(L);
   if (t->waiting || t->sleeping) {
     if (t->sleeping) {
@@ -811,7 +812,8 @@ static int l_task_cancel(lua_State *L) {
 static int l_task_uncancel(lua_State *L) {
   aio_task *t = check_task(L, 1);
   const char *msg = luaL_optstring(L, 2, NULL);
-  int withdraw = t->cancel_requested && t->fut.state == AIO_PENDING;
+  /* a cancel merged into the pending one is someone else's: it stays (and is raised) */
+  int withdraw = t->cancel_requested && !t->cancel_merged && t->fut.state == AIO_PENDING;
   if (withdraw && msg) {
     lua_getiuservalue(L, 1, AIO_TUV_WAITING);  /* the pending message (the task waits on nothing) */
     withdraw = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), msg) == 0;
@@ -822,6 +824,16 @@ static int l_task_uncancel(lua_State *L) {
     lua_setiuservalue(L, 1, AIO_TUV_WAITING);
   }
   lua_pushboolean(L, withdraw);
+  return 1;
+}
+
+/* core.take_merged_cancel(task) -> true if a cancel() was merged into the cancellation the
+** task had pending (clears it). For a combinator that recognises the cancellation it received
+** as the one it sent itself (aio.group): a merged cancel from someone else must still count. */
+static int l_take_merged_cancel(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  lua_pushboolean(L, t->cancel_merged);
+  t->cancel_merged = 0;
   return 1;
 }
 
@@ -982,7 +994,7 @@ void aio__open_task(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"spawn", l_spawn}, {"current", l_current}, {"sleep", l_sleep}, {"tasks", l_tasks},
     {"is_cancelled", l_is_cancelled}, {"cancelled_error", l_cancelled_error},
-    {"run_loop", l_run_loop}, {"set_task_hook", l_set_task_hook}, {"report_unobserved", l_report_unobserved}, {"ntasks", l_ntasks},
+    {"run_loop", l_run_loop}, {"set_task_hook", l_set_task_hook}, {"report_unobserved", l_report_unobserved}, {"take_merged_cancel", l_take_merged_cancel}, {"ntasks", l_ntasks},
     {NULL, NULL}};
   luaL_newmetatable(L, AIO_TASK_MT);
   lua_newtable(L);

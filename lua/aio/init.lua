@@ -229,10 +229,13 @@ function aio.group(body, ...)
   local parent, in_body, closed = core.current(), true, false
   local body_cancelled = false  -- the group cancelled the body's task (not yet received)
   local g = {}
-  -- Is e the cancellation the group sent the body's task? (Received once.)
+  -- Is e the cancellation the group sent the body's task? (Received once.) Not when a cancel
+  -- from outside came while ours was pending: the two were one delivery, and the outside one
+  -- must not be lost (asyncio counts requests for this; a task keeps one "merged" flag).
   local function ours(e)
     if not (body_cancelled and aio.is_cancelled(e) and e.message == CHILD_FAILED) then return false end
     body_cancelled = false
+    if core.take_merged_cancel(parent) then return false, aio.cancelled_error() end
     return true
   end
   local function child_done(t)
@@ -266,13 +269,18 @@ function aio.group(body, ...)
   local results = pack(pcall(body, g, ...))
   in_body = false
   local err = not results[1] and results[2] or nil
-  if err ~= nil and ours(err) then err = nil end
+  if err ~= nil then
+    local mine, instead = ours(err)
+    if mine then err = nil elseif instead then err = instead end
+  end
   if err ~= nil then g:cancel("the group's body failed") end
   while live > 0 do
     idle = future("group")
     local ok, e = pcall(idle.await, idle)
-    if not ok and not ours(e) then
-      err = err or e
+    local mine, instead = false, nil
+    if not ok then mine, instead = ours(e) end
+    if not ok and not mine then
+      err = err or instead or e
       g:cancel("the group was cancelled")
     end
   end
