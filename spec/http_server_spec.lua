@@ -408,9 +408,12 @@ describe("aio.http server", function()
       assert.is_false(ok)
       return err
     end
-    assert.matches("http.serve: write_buffer must be a number >= 1", serve { write_buffer = 0 })
-    assert.matches("http.serve: max_body must be a number >= 0", serve { max_body = "big" })
-    assert.matches("http.serve: max_pipeline must be a number >= 1", serve { max_pipeline = -1 })
+    assert.matches("http.serve: write_buffer must be a number from 1 to", serve { write_buffer = 0 })
+    assert.matches("http.serve: max_body must be a number from 0 to", serve { max_body = "big" })
+    assert.matches("http.serve: max_pipeline must be a number from 1 to", serve { max_pipeline = -1 })
+    -- no inf or NaN reaches the casts to milliseconds, sizes and ints
+    assert.matches("http.serve: idle_timeout must be a number from 0 to 1000000000", serve { idle_timeout = math.huge })
+    assert.matches("http.serve: backlog must be a number from 1 to", serve { backlog = 0 / 0 })
   end)
 
   it("closes from inside one of its own handlers without waiting for that request", async(function()

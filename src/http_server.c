@@ -23,6 +23,7 @@
 ** Peers: a reset or a failed write closes at once and cancels the handlers; an EOF lets the
 ** requests in flight finish and be answered first (conn_half_closed).
 */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -916,14 +917,16 @@ static int resolve_host(aio_loop *loop, const char *host, int port, struct socka
   return 0;
 }
 
-/* opts (argument 4, may be absent) [name]: a number >= min, dflt when absent; raises otherwise. */
-static lua_Number opt_number(lua_State *L, const char *name, lua_Number dflt, int min) {
+/* opts (argument 4, may be absent) [name]: a number from min to max, dflt when absent; raises
+** otherwise (the bounds keep the casts to sizes, milliseconds and ints defined: no inf, no NaN). */
+static lua_Number opt_number(lua_State *L, const char *name, lua_Number dflt, int min, lua_Number max) {
   if (lua_type(L, 4) != LUA_TTABLE) return dflt;
   int t = lua_getfield(L, 4, name);
   lua_Number n = lua_tonumber(L, -1);
   lua_pop(L, 1);
   if (t == LUA_TNIL) return dflt;
-  if (t != LUA_TNUMBER || !(n >= min)) luaL_error(L, "http.serve: %s must be a number >= %d", name, min);
+  if (t != LUA_TNUMBER || !(n >= min && n <= max))
+    luaL_error(L, "http.serve: %s must be a number from %d to %f", name, min, max);
   return n;
 }
 
@@ -952,13 +955,13 @@ static int l_listen(lua_State *L) {
     settings_ready = 1;
   }
   /* Options first: one that raises must find nothing allocated yet. */
-  size_t max_body = (size_t)opt_number(L, "max_body", 1 << 20, 0);
-  size_t max_header = (size_t)opt_number(L, "max_header", 8192, 1);
-  uint64_t header_timeout = (uint64_t)(opt_number(L, "header_timeout", 10, 0) * 1000);
-  uint64_t idle_timeout = (uint64_t)(opt_number(L, "idle_timeout", 30, 0) * 1000);
-  int backlog = (int)opt_number(L, "backlog", 4096, 1);   /* the kernel clamps it to somaxconn */
-  int max_pipeline = (int)opt_number(L, "max_pipeline", 256, 1);
-  size_t write_buffer = (size_t)opt_number(L, "write_buffer", 65536, 1);
+  size_t max_body = (size_t)opt_number(L, "max_body", 1 << 20, 0, 1e15);
+  size_t max_header = (size_t)opt_number(L, "max_header", 8192, 1, 1e15);
+  uint64_t header_timeout = (uint64_t)(opt_number(L, "header_timeout", 10, 0, 1e9) * 1000);
+  uint64_t idle_timeout = (uint64_t)(opt_number(L, "idle_timeout", 30, 0, 1e9) * 1000);
+  int backlog = (int)opt_number(L, "backlog", 4096, 1, INT_MAX);   /* the kernel clamps it to somaxconn */
+  int max_pipeline = (int)opt_number(L, "max_pipeline", 256, 1, INT_MAX);
+  size_t write_buffer = (size_t)opt_number(L, "write_buffer", 65536, 1, 1e15);
   srv_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->s = NULL;
   luaL_setmetatable(L, SERVER_MT);
