@@ -216,6 +216,9 @@ void aio_future_push(lua_State *L, aio_future *f);
 /* If f failed and nobody has seen its error yet, reports it on stderr when f is collected or at
 ** exit (what, a static string, names the work: "a thread job"). */
 void aio_future_watch_failure(lua_State *L, aio_future *f, const char *what);
+/* Forks since this process's ancestor first asked (thread.c, pthread_atfork): a resource made by
+** a parent stores it and compares, an integer test instead of getpid() on every use. */
+int aio_fork_gen(void);
 
 /* Pushes the registry table stored under key, creating it with __mode = mode ("k", "v",
 ** "kv") the first time. */

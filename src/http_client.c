@@ -121,7 +121,8 @@ struct http_client {
   sock_ctx **socks; int nsocks;    /* owned sockets' contexts, indexed by descriptor */
   curl_socket_t *fresh; int nfresh, cap_fresh; /* sockets opened during the current curl call */
   int driving;                     /* inside drive(): l_request leaves the kick to it */
-  pid_t pid;                       /* the process that made it: a forked child must not use it */
+  pid_t pid;                       /* the process that made it (for the error message) */
+  int fork_gen;                    /* aio_fork_gen() when made: a forked child must not use it */
 };
 
 static int curl_ready = 0;
@@ -853,7 +854,7 @@ static void on_req_cancel(lua_State *L, aio_future *f, void *ud) {
 static http_client *check_client(lua_State *L, int idx) {
   http_client **pc = luaL_checkudata(L, idx, CLIENT_MT);
   if (!*pc || (*pc)->closed) luaL_error(L, "attempt to use a closed http client");
-  if ((*pc)->pid != getpid())
+  if ((*pc)->fork_gen != aio_fork_gen())
     luaL_error(L, "http client made by process %d cannot be used in a forked child (make a new "
                "one there)", (int)(*pc)->pid);
   return *pc;
@@ -862,7 +863,7 @@ static http_client *check_client(lua_State *L, int idx) {
 /* client:owned() → true unless the client was made by another process (the parent of a fork). */
 static int l_owned(lua_State *L) {
   http_client **pc = luaL_checkudata(L, 1, CLIENT_MT);
-  lua_pushboolean(L, *pc && (*pc)->pid == getpid());
+  lua_pushboolean(L, *pc && (*pc)->fork_gen == aio_fork_gen());
   return 1;
 }
 
@@ -926,6 +927,7 @@ static int l_new(lua_State *L) {
   if (!c) return luaL_error(L, "out of memory");
   c->loop = aio_loop_get(L);
   c->pid = getpid();
+  c->fork_gen = aio_fork_gen();
   c->self_ref = LUA_NOREF;
   c->max_connections = max_connections;
   c->max_per_host = max_per_host;
@@ -1213,7 +1215,7 @@ static int l_close(lua_State *L) {
   /* In a forked child the parent's client is left alone: its kept-alive connections are the
   ** parent's too (closing them cleanly, as curl would, could send bytes on them), and its
   ** handles belong to the loop the child copied. Its memory is the child's to lose. */
-  if (c->pid != getpid()) return 0;
+  if (c->fork_gen != aio_fork_gen()) return 0;
   c->closed = 1;
   while (c->qhead || c->active) {
     http_req *r = c->qhead ? c->qhead : c->active;

@@ -216,6 +216,13 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void bump_fork_gen(void) { fork_gen++; }
 static void install_atfork(void) { pthread_atfork(NULL, NULL, bump_fork_gen); }
 
+/* How many forks separate this process from the one that first asked (0 there): what a
+** resource made by the parent compares to know it is not its own here. */
+int aio_fork_gen(void) {
+  pthread_once(&atfork_once, install_atfork);
+  return fork_gen;
+}
+
 /* The worker whose state L belongs to, from the registry (thread.h). */
 aio_worker *aio_worker_of(lua_State *L) {
   aio_worker *w = NULL;
@@ -636,8 +643,7 @@ static int l_pool(lua_State *L) {
   p->closedref = LUA_NOREF;
   p->ib = aio_inbox_get(L);
   p->exited.deliver = pool_exited;
-  pthread_once(&atfork_once, install_atfork);
-  p->owner = fork_gen;
+  p->owner = aio_fork_gen();
   snprintf(p->name, sizeof p->name, "%s", luaL_optstring(L, 3, ""));
   if (!p->name[0]) snprintf(p->name, sizeof p->name, "pool%d", ++pool_counter);
   b->p = p;
