@@ -187,12 +187,6 @@ void aio_future_reject(lua_State *L, aio_future *f) {
 
 static const char witness_key = 0;
 
-/* Calls luaL_tolstring on the value at 1 (run protected: a __tostring may raise). */
-static int tostring_p(lua_State *L) {
-  luaL_tolstring(L, 1, NULL);
-  return 1;
-}
-
 /* __gc of a failed future's witness: the future is being collected (or the state closed) and
 ** nobody ever looked at its error (await, result, exception, a callback): report it on stderr,
 ** as the core reports a failed task nobody observed. */
@@ -202,11 +196,9 @@ static int witness_gc(lua_State *L) {
   aio_future *f = aio_future_test(L, -1);
   if (!f || f->state != AIO_FAILED || f->observed) return 0;
   f->observed = 1;
-  lua_pushcfunction(L, tostring_p);
-  lua_getiuservalue(L, -2, AIO_FUV_RESULT);
-  int ok = lua_pcall(L, 1, 1, 0) == LUA_OK;
+  lua_getiuservalue(L, -1, AIO_FUV_RESULT);
   fprintf(stderr, "aioshell: %s failed and nobody observed its error\n%s\n", what,
-          ok && lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object)");
+          aio_push_error_text(L, -1));
   fflush(stderr);
   return 0;
 }

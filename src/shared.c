@@ -49,7 +49,7 @@ static void *check_box(lua_State *L, int idx, const char *mt) {
 ** inf and NaN) it is 10^9 s: converting a larger double to time_t overflows, and the wrapped
 ** deadline lay in the past, so recv(math.huge) timed out at once. */
 static struct timespec deadline_in(double seconds) {
-  if (!(seconds < 1e9)) seconds = 1e9;
+  if (!(seconds < AIO_FOREVER_S)) seconds = AIO_FOREVER_S;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   double whole = (double)(time_t)seconds;

@@ -129,7 +129,7 @@ int aio_is_cancelled(lua_State *L, int idx) {
   return 0;
 }
 
-/* Calls the __tostring of the value at 1 (run protected by push_error_message). */
+/* Calls the __tostring of the value at 1 (run protected by aio_push_error_text). */
 static int call_tostring(lua_State *L) {
   luaL_callmeta(L, 1, "__tostring");
   return 1;
@@ -139,7 +139,7 @@ static int call_tostring(lua_State *L) {
 ** number as text (converting a copy: the value itself stays a number), else what its
 ** __tostring returns, called protected (one that raises or returns no string must not break
 ** the scheduler), else "(error object is a X value)". */
-static const char *push_error_message(lua_State *L, int idx) {
+const char *aio_push_error_text(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
   int type = lua_type(L, idx);
   if (type == LUA_TSTRING || type == LUA_TNUMBER) {
@@ -156,9 +156,9 @@ static const char *push_error_message(lua_State *L, int idx) {
   return lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
 }
 
-/* Message handler: the error as text (push_error_message) with a traceback. */
+/* Message handler: the error as text (aio_push_error_text) with a traceback. */
 static int msghandler(lua_State *L) {
-  luaL_traceback(L, L, push_error_message(L, 1), 1);
+  luaL_traceback(L, L, aio_push_error_text(L, 1), 1);
   return 1;
 }
 
@@ -210,7 +210,7 @@ static int wrap_task_error(lua_State *L, int tidx, lua_State *co) {
   }
   lua_createtable(L, 0, 6);
   int obj = lua_gettop(L);
-  const char *msg = push_error_message(L, eidx);
+  const char *msg = aio_push_error_text(L, eidx);
   lua_pushvalue(L, -1);
   lua_setfield(L, obj, "message");
   luaL_traceback(L, co, msg, 0);

@@ -294,22 +294,12 @@ static int encode_error_p(lua_State *L) {
   return 0;
 }
 
-/* Protected: the string form of the value at 1 (its __tostring may itself fail). */
-static int tostring_p(lua_State *L) {
-  luaL_tolstring(L, 1, NULL);
-  return 1;
-}
-
 /* Protected: encodes, in place of an error value that cannot cross (the record {err, traceback}
 ** at 2, the reason at 3), a string error that still says what the error was and why. */
 static int encode_fallback_p(lua_State *L) {
   job *j = (job *)lua_touserdata(L, 1);
-  lua_pushcfunction(L, tostring_p);
   lua_rawgeti(L, 2, 1);
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
-    lua_pop(L, 1);
-    lua_pushliteral(L, "(error object)");
-  }
+  aio_push_error_text(L, -1);
   const char *why = lua_tostring(L, 3);
   lua_pushfstring(L, "%s (the error value could not be sent back from the worker: %s)",
                   lua_tostring(L, -1), why ? why : "?");
@@ -843,7 +833,7 @@ static int l_sleep(lua_State *L) {
   aio_worker *w = aio_worker_of(L);
   if (s <= 0) sched_yield();  /* sleep(0): let another thread run (widens races on purpose) */
   while (s > 0) {
-    double step = w ? (s < 0.005 ? s : 0.005) : (s < 1e9 ? s : 1e9);  /* time_t cannot hold inf */
+    double step = w ? (s < 0.005 ? s : 0.005) : (s < AIO_FOREVER_S ? s : AIO_FOREVER_S);  /* time_t cannot hold inf */
     struct timespec ts = {(time_t)step, (long)((step - (time_t)step) * 1e9)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
     s -= step;
