@@ -55,13 +55,9 @@ local function creatable(p)
   return true
 end
 
--- Starts recording to file p: every task (spawned from Lua or C: server handlers, callbacks,
--- combinators) becomes a span, through the core's task lifecycle hook. Raises when p cannot
--- be created.
-function trace.start(p)
-  assert(p, "trace.start: file name required")
-  local ok, err = creatable(p)
-  if not ok then error(err, 2) end
+-- Starts recording to file p (checked to be creatable): every task becomes a span, through
+-- the core's task lifecycle hook.
+local function start(p)
   if trace.active then trace.stop() end
   path, events, next_id = p, {}, 0
   t0 = aio.now()
@@ -79,6 +75,15 @@ function trace.start(p)
     end
   end)
   return trace
+end
+
+-- Starts recording to file p: every task (spawned from Lua or C: server handlers, callbacks,
+-- combinators) becomes a span. Raises when p cannot be created.
+function trace.start(p)
+  assert(p, "trace.start: file name required")
+  local ok, err = creatable(p)
+  if not ok then error(err, 2) end
+  return start(p)
 end
 
 -- Stops recording and writes the JSON file; returns the number of events written.
@@ -135,7 +140,7 @@ do
   if auto and auto ~= "" then
     local ok, err = creatable(auto)
     if not ok then error(setmetatable({}, { __tostring = function() return err end })) end
-    trace.start(auto)
+    start(auto)
   end
 end
 
