@@ -159,8 +159,9 @@ local function fds_needed(mode)
   return conns * (server and 2 or 1) + FD_MARGIN, conns
 end
 
--- The soft nofile limit after raising it for the selected modes (nil if unknown).
+-- The soft nofile limit after raising it for the selected modes (math.huge if unknown).
 local fd_limit, fd_hard = sys.rlimit("nofile")
+if not fd_limit then fd_limit, fd_hard = math.huge, math.huge end
 do
   local need = 0
   for _, m in ipairs(modes) do need = math.max(need, (fds_needed(m))) end

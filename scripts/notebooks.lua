@@ -231,7 +231,8 @@ local function run(ex)
   end
   local args = opts.full and (ex.full or { "--full" }) or (ex.quick or {})
   local sub = figdir .. "/" .. ex.id
-  sys.mkdir(sub, true)
+  local made, why = sys.mkdir(sub, true)
+  if not made then rec.output = "cannot make " .. sub .. ": " .. tostring(why) return rec end
   local argv = { q(interp), q(path) }
   for _, a in ipairs(args) do argv[#argv + 1] = q(a) end
   if ex.figures then
