@@ -115,20 +115,54 @@ describe("thread pool", function()
   end))
 
   -- A job future that failed was a plain future: if nobody awaited it its error vanished
-  -- without a word (a failed task's is reported). It is now reported when the future goes.
-  it("reports a failed job whose error nobody observed", function()
-    local _, err = helper.run_lua([[
+  -- without a word (a failed task's is reported). It is reported as a failed task is: at exit
+  -- (after the tasks), and the exit status is 1; observing it late, before the end, is enough.
+  it("reports a failed job whose error nobody observed, and exits with status 1", function()
+    local _, err, status = helper.run_lua([[
       local aio, thread = require "aio", require "aio.thread"
       aio.run(function()
         local p = thread.pool(1)
         p:submit(function() error("nobody awaits me") end)
         local seen = p:submit(function() error("this one is awaited") end)
         pcall(seen.await, seen)
+        local late = p:submit(function() error("observed late") end)
+        aio.sleep(0.2)
+        assert(late:done())
+        pcall(late.result, late)
         p:close()
       end)
     ]])
+    assert.equal(1, status, err)
     assert.matches("a thread job failed and nobody observed its error\n[^\n]*nobody awaits me", err)
     assert.not_matches("this one is awaited", err)
+    assert.not_matches("observed late", err)
+  end)
+
+  it("reports unobserved job failures after the tasks'", function()
+    local _, err, status = helper.run_lua([[
+      local aio, thread = require "aio", require "aio.thread"
+      local p = thread.pool(1)
+      p:submit(function() error("job nobody awaits") end)
+      aio.sleep(0.2)
+      aio.spawn(function() error("task nobody awaits") end)
+    ]])
+    assert.equal(1, status, err)
+    assert.matches("task Task%-%d+ failed and nobody observed its error.-task nobody awaits.-"
+      .. "a thread job failed and nobody observed its error\n[^\n]*job nobody awaits", err)
+  end)
+
+  it("exits with status 0 when a failed job's error is observed after it failed", function()
+    local _, err, status = helper.run_lua([[
+      local aio, thread = require "aio", require "aio.thread"
+      local p = thread.pool(1)
+      local f = p:submit(function() error("boom") end)
+      aio.sleep(0.2)
+      assert(f:done())
+      assert(not pcall(f.result, f))
+      p:close()
+    ]])
+    assert.equal(0, status, err)
+    assert.equal("", err)
   end)
 
   it("refuses arguments that cannot cross, naming them", async(function()

@@ -213,11 +213,11 @@ int aio_future_push_outcome(lua_State *L, int fidx);
 /* Pushes the future or task f (which must still be reachable: pending, or held by someone). */
 void aio_future_push(lua_State *L, aio_future *f);
 
-/* If f failed and nobody has seen its error yet, reports it on stderr when f is collected or at
-** exit (what, a static string, names the work: "a thread job"). */
 /* Pushes the text of the error value at idx and returns it, never raising: a string or number
 ** as text, else its __tostring (called protected), else "(error object is a X value)". */
 const char *aio_push_error_text(lua_State *L, int idx);
+/* If f failed and nobody has seen its error yet, keeps it for the report of unobserved failures
+** (task.c: at exit, with exit status 1, and in the REPL), what naming the work: "a thread job". */
 void aio_future_watch_failure(lua_State *L, aio_future *f, const char *what);
 /* Forks since this process's ancestor first asked (thread.c, pthread_atfork): a resource made by
 ** a parent stores it and compares, an integer test instead of getpid() on every use. */

@@ -185,43 +185,6 @@ void aio_future_reject(lua_State *L, aio_future *f) {
   lua_pop(L, 1);
 }
 
-static const char witness_key = 0;
-
-/* __gc of a failed future's witness: the future is being collected (or the state closed) and
-** nobody ever looked at its error (await, result, exception, a callback): report it on stderr,
-** as the core reports a failed task nobody observed. */
-static int witness_gc(lua_State *L) {
-  const char *what = *(const char **)lua_touserdata(L, 1);
-  lua_getiuservalue(L, 1, 1);
-  aio_future *f = aio_future_test(L, -1);
-  if (!f || f->state != AIO_FAILED || f->observed) return 0;
-  f->observed = 1;
-  lua_getiuservalue(L, -1, AIO_FUV_RESULT);
-  fprintf(stderr, "aioshell: %s failed and nobody observed its error\n%s\n", what,
-          aio_push_error_text(L, -1));
-  fflush(stderr);
-  return 0;
-}
-
-/* If f failed and nobody has seen its error yet, leaves a witness that reports it when f is
-** collected or at exit: a weak-keyed entry f -> witness whose value refers back to the key, so
-** both go together. what (a static string) names the work in the report: "a thread job". */
-void aio_future_watch_failure(lua_State *L, aio_future *f, const char *what) {
-  if (f->state != AIO_FAILED || f->observed) return;
-  aio_push_weak_table(L, &witness_key, "k");
-  aio_future_push(L, f);
-  *(const char **)lua_newuserdatauv(L, sizeof what, 1) = what;
-  aio_future_push(L, f);
-  lua_setiuservalue(L, -2, 1);
-  if (luaL_newmetatable(L, "aio.future.witness")) {
-    lua_pushcfunction(L, witness_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
-}
-
 /* Cancels a pending future: runs on_cancel, then wakes waiters with a cancellation error. */
 int aio_future_cancel(lua_State *L, aio_future *f, const char *msg) {
   if (f->state != AIO_PENDING) return 0;

@@ -263,63 +263,123 @@ void aio__observe(lua_State *L, int fidx) {
   aio_future *f = (aio_future *)lua_touserdata(L, fidx);
   if (f->observed) return;
   f->observed = 1;
-  if (f->is_task && f->state == AIO_FAILED &&
-      lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) == LUA_TTABLE) {
+  if (f->state != AIO_FAILED) return;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) == LUA_TTABLE) {
     lua_pushvalue(L, fidx);
     lua_pushnil(L);
     lua_rawset(L, -3);
-    lua_pop(L, 1);
-  } else if (f->is_task && f->state == AIO_FAILED) {
-    lua_pop(L, 1);
   }
+  lua_pop(L, 1);
 }
 
-/* Remembers the failed task at tidx until someone observes its error. */
-static void unobserved_add(lua_State *L, int tidx) {
+/* Remembers the failed future at idx until someone observes its error: a task (what NULL,
+** reported with its name and spawn site) or other work, what naming it ("a thread job"). The
+** value is true for a task, else {what, seq}: jobs are reported after tasks, in failure order. */
+static void unobserved_add(lua_State *L, int idx, const char *what) {
+  static lua_Integer seq;
+  idx = lua_absindex(L, idx);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY);
   }
-  lua_pushvalue(L, tidx);
-  lua_pushboolean(L, 1);
+  lua_pushvalue(L, idx);
+  if (what) {
+    lua_createtable(L, 2, 0);
+    lua_pushstring(L, what);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, ++seq);
+    lua_rawseti(L, -2, 2);
+  } else {
+    lua_pushboolean(L, 1);
+  }
   lua_rawset(L, -3);
   lua_pop(L, 1);
 }
 
-/* An unobserved failure to report: its task's id and its index in the list being sorted. */
-struct unobserved { int64_t id; int index; };
+/* If f failed and nobody has seen its error yet, keeps it for the report of unobserved
+** failures (at exit, with exit status 1, and above the REPL's prompt), as a failed task is
+** kept; what (a static string) names the work: "a thread job". */
+void aio_future_watch_failure(lua_State *L, aio_future *f, const char *what) {
+  if (f->state != AIO_FAILED || f->observed) return;
+  aio_future_push(L, f);
+  unobserved_add(L, -1, what);
+  lua_pop(L, 1);
+}
 
-/* qsort's comparison: by task id (spawn order). */
-static int by_task_id(const void *a, const void *b) {
-  int64_t x = ((const struct unobserved *)a)->id, y = ((const struct unobserved *)b)->id;
+/* An unobserved failure to report: its order (a task's id; jobs after every task, in failure
+** order) and its index in the list being sorted. */
+struct unobserved { int64_t order; int index; };
+
+/* qsort's comparison: by order. */
+static int by_order(const void *a, const void *b) {
+  int64_t x = ((const struct unobserved *)a)->order, y = ((const struct unobserved *)b)->order;
   return (x > y) - (x < y);
 }
 
-/* Reorders list[1..n] (tasks) by id: qsort on their ids (a report can hold thousands of
-** failures; the insertion sort it replaces took quadratic time). Out of memory: left as is. */
-static void sort_by_id(lua_State *L, int list, int n) {
-  struct unobserved *e = n > 1 ? malloc((size_t)n * sizeof *e) : NULL;
-  if (!e) return;
-  for (int i = 0; i < n; i++) {
-    lua_rawgeti(L, list, i + 1);
-    e[i].id = ((aio_task *)lua_touserdata(L, -1))->id;
+/* The report order of the unobserved failure key -> value on top of L (left there). */
+static int64_t unobserved_order(lua_State *L) {
+  if (lua_type(L, -1) != LUA_TTABLE) return ((aio_task *)lua_touserdata(L, -2))->id;
+  lua_rawgeti(L, -1, 2);
+  int64_t seq = (int64_t)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return ((int64_t)1 << 62) + seq;
+}
+
+/* Pushes a list of the unobserved failures (futures) in table tab, in report order (qsort: a
+** report can hold thousands of failures); returns their count. */
+static int push_unobserved_sorted(lua_State *L, int tab) {
+  int n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, tab)) { n++; lua_pop(L, 1); }
+  struct unobserved *e = malloc((size_t)(n > 0 ? n : 1) * sizeof *e);
+  if (!e) luaL_error(L, "not enough memory");
+  lua_createtable(L, n, 0);
+  int list = lua_gettop(L), i = 0;
+  lua_pushnil(L);
+  while (lua_next(L, tab)) {
+    e[i].order = unobserved_order(L);
     e[i].index = i + 1;
     lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, list, ++i);
   }
-  qsort(e, (size_t)n, sizeof *e, by_task_id);
+  qsort(e, (size_t)n, sizeof *e, by_order);
   lua_createtable(L, n, 0);
-  for (int i = 0; i < n; i++) {
+  for (i = 0; i < n; i++) {
     lua_rawgeti(L, list, e[i].index);
     lua_rawseti(L, -2, i + 1);
   }
-  lua_replace(L, list);
   free(e);
+  lua_replace(L, list);
+  return n;
 }
 
-/* Pushes the report of every failed task whose error nobody observed, in spawn order (one
-** string, "" when none), and forgets them; returns how many. */
+/* Pushes the report line(s) of the unobserved failure at idx (what: its entry's description,
+** NULL for a task). */
+static void push_unobserved_entry(lua_State *L, int idx, const char *what) {
+  int top = lua_gettop(L);
+  lua_getiuservalue(L, idx, AIO_TUV_RESULT);  /* = AIO_FUV_RESULT: the error */
+  if (what) {
+    const char *text = aio_push_error_text(L, -1);
+    lua_pushfstring(L, "aioshell: %s failed and nobody observed its error\n%s\n", what, text);
+  } else {
+    lua_getfield(L, -1, "traceback");
+    const char *tb = lua_tostring(L, -1);
+    push_task_name(L, idx);
+    push_task_site(L, idx);
+    const char *site = lua_tostring(L, -1);
+    lua_pushfstring(L, "aioshell: task %s failed and nobody observed its error (spawned at %s)\n%s\n",
+                    lua_tostring(L, -2), site && *site ? site : "?", tb ? tb : "?");
+  }
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+}
+
+/* Pushes the report of every failed task (and job, see aio_future_watch_failure) whose error
+** nobody observed, tasks in spawn order (one string, "" when none), and forgets them; returns
+** how many. */
 int aio_push_unobserved_report(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -327,37 +387,31 @@ int aio_push_unobserved_report(lua_State *L) {
     return 0;
   }
   int tab = lua_gettop(L);
-  lua_newtable(L);
-  int list = tab + 1, n = 0;
+  int n = push_unobserved_sorted(L, tab), list = tab + 1;
   lua_pushnil(L);
-  while (lua_next(L, tab)) {
-    lua_pop(L, 1);
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, list, ++n);
-  }
-  sort_by_id(L, list, n);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY);  /* forgotten: reporting observes them */
   luaL_Buffer b;
   luaL_buffinit(L, &b);  /* each entry's text is made on top, then added (lauxlib's rule) */
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, list, i);
-    int tidx = lua_gettop(L);
-    push_task_name(L, tidx);
-    push_task_site(L, tidx);
-    lua_getiuservalue(L, tidx, AIO_TUV_RESULT);
-    lua_getfield(L, -1, "traceback");
-    const char *tb = lua_tostring(L, -1);
-    const char *site = lua_tostring(L, -3);
-    lua_pushfstring(L, "aioshell: task %s failed and nobody observed its error (spawned at %s)\n%s\n",
-                    lua_tostring(L, -4), site && *site ? site : "?", tb ? tb : "?");
-    lua_replace(L, tidx);
-    lua_settop(L, tidx);
+    int idx = lua_gettop(L);
+    lua_pushvalue(L, idx);
+    lua_rawget(L, tab);
+    const char *what = NULL;
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_rawgeti(L, -1, 1);
+      lua_replace(L, -2);
+      what = lua_tostring(L, -1);
+    }
+    ((aio_future *)lua_touserdata(L, idx))->observed = 1;
+    push_unobserved_entry(L, idx, what);
+    lua_replace(L, idx);
+    lua_settop(L, idx);
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
   lua_replace(L, tab);
   lua_settop(L, tab);
-  lua_pushnil(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY);
   return n;
 }
 
@@ -503,7 +557,7 @@ static void task_finish(lua_State *L, aio_loop *loop, aio_task *t, int tidx, int
   t->co = NULL;
   anchor_remove(L, loop, t->ref);
   loop->ntasks--;
-  if (state == AIO_FAILED && !t->fut.observed && !t->fut.whead) unobserved_add(L, tidx);
+  if (state == AIO_FAILED && !t->fut.observed && !t->fut.whead) unobserved_add(L, tidx, NULL);
   if (loop->task_hook) call_task_hook(L, "end", tidx);
   aio__future_finish(L, tidx);
   t->ref = LUA_NOREF;
