@@ -428,6 +428,21 @@ describe("unsubscription", function()
     assert.equal(2, ticks)
   end)
 
+  it("a cancellation raised in catch_error's handler cancels the task, not the stream", function()
+    local got
+    local t = aio.spawn(function()
+      rx.throw("x"):catch_error(function() aio.sleep(1) return rx.of(1) end)
+        :subscribe(function(v) got = v end, function(e) got = e end)
+      return "went on"
+    end)
+    aio.sleep(0.1)
+    t:cancel()
+    local ok, err = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.is_true(aio.is_cancelled(err))
+    assert.is_nil(got)
+  end)
+
   it("cancelling a task awaiting to_list unsubscribes", function()
     local torn = false
     local src = rx.create(function() return function() torn = true end end)
