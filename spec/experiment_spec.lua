@@ -79,6 +79,17 @@ e:finish()
     assert.truthy(out:find("check FAILED: broken\n", 1, true))
   end)
 
+  it("say prints a line, formatted only when given arguments, and keeps it in e.lines", function()
+    local out, err, status = run([[
+local e = experiment.new { name = "t", args = arg }
+e:say("100%% %s", "done")
+e:say("50% as is")
+print(#e.lines, e.lines[1], e.lines[2])
+]])
+    assert.equal(0, status, err)
+    assert.equal("100% done\n50% as is\n2\t100% done\t50% as is\n", out)
+  end)
+
   it("prints results as RESULT lines of JSON and writes figures into --figures", function()
     local dir = helper.tmpdir()
     local out, _, status = run([[

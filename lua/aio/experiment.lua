@@ -78,7 +78,7 @@ end
 function M.new(t)
   local e = setmetatable({ name = t.name, title = t.title or t.name, quick = true,
                            full = false, checks = 0, failures = 0, results = {},
-                           options = {}, figures = nil }, E)
+                           lines = {}, options = {}, figures = nil }, E)
   for k, v in pairs(t.options or {}) do e.options[k] = v end
   parse(e, t.name, t.args or {})
   if e.virtual then
@@ -104,10 +104,25 @@ function E:time(fn, ...)
   return now() - t0, table.unpack(r, 1, r.n)
 end
 
+-- fmt formatted with the arguments, or fmt as is when there are none (it may hold a '%').
+local function format(fmt, ...)
+  if select("#", ...) > 0 then return string.format(fmt, ...) end
+  return fmt
+end
+
+-- Prints a line (format(fmt, ...)) and keeps it in e.lines, so that checks can look at what
+-- was printed and in which order.
+function E:say(fmt, ...)
+  local s = format(fmt, ...)
+  self.lines[#self.lines + 1] = s
+  print(s)
+  return s
+end
+
 -- Records one check; prints "check ok: ..." or "check FAILED: ...". Returns cond.
 function E:check(cond, fmt, ...)
   self.checks = self.checks + 1
-  local msg = select("#", ...) > 0 and string.format(fmt, ...) or fmt
+  local msg = format(fmt, ...)
   if cond then
     print("check ok: " .. msg)
   else
