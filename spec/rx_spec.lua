@@ -64,6 +64,15 @@ local function hot(script)
   return s
 end
 
+-- Lets `seconds` pass, cancels task t and checks that awaiting it raises the cancellation.
+local function cancel_after(t, seconds)
+  aio.sleep(seconds)
+  t:cancel()
+  local ok, err = pcall(t.await, t)
+  assert.is_false(ok)
+  assert.is_true(aio.is_cancelled(err))
+end
+
 local unhandled
 local saved_hook
 setup(function()
@@ -435,11 +444,7 @@ describe("unsubscription", function()
         :subscribe(function(v) got = v end, function(e) got = e end)
       return "went on"
     end)
-    aio.sleep(0.1)
-    t:cancel()
-    local ok, err = pcall(t.await, t)
-    assert.is_false(ok)
-    assert.is_true(aio.is_cancelled(err))
+    cancel_after(t, 0.1)
     assert.is_nil(got)
   end)
 
@@ -447,11 +452,7 @@ describe("unsubscription", function()
     local torn = false
     local src = rx.create(function() return function() torn = true end end)
     local t = aio.spawn(function() return src:to_list() end)
-    aio.sleep(0.1)
-    t:cancel()
-    local ok, err = pcall(t.await, t)
-    assert.is_false(ok)
-    assert.is_true(aio.is_cancelled(err))
+    cancel_after(t, 0.1)
     assert.is_true(torn)
   end)
 end)
