@@ -240,6 +240,19 @@ end
 
 local strategies = {}
 
+-- Records each response as its task or future completes (as_completed, in the notebooks'
+-- order of arrival), then closes client; returns the summed body size.
+local function record_as_completed(client, futures, record)
+  local size = 0
+  for f in aio.as_completed(futures) do
+    local res = f:result()
+    record(res)
+    size = size + #res.body
+  end
+  client:close()
+  return size
+end
+
 -- requests.get in a loop: the main chunk awaits each request in turn (top-level await).
 function strategies.serial(urls, record)
   local client = http.client { max_connections = 1 }
@@ -253,29 +266,24 @@ function strategies.serial(urls, record)
   return size
 end
 
--- gevent: Semaphore(c), gevent.spawn for every URL, gevent.iwait; urllib opens a new
--- connection per request (closing(urlopen(url))), so we send Connection: close as it does.
-function strategies.gevent(urls, record, c)
-  local client = http.client { max_connections = c }
+-- A task per URL, at most c of them in a request at once (a semaphore), the responses
+-- recorded as they complete: gevent's and aiohttp's shape. request_opts go to client:get.
+local function spawn_limited(client, urls, record, c, request_opts)
   local sem = aio.semaphore(c)
-  local headers = { Connection = "close" }
   local function download(url)
-    sem:acquire()
-    local ok, res = pcall(client.get, client, url, { headers = headers })
-    sem:release()
-    if not ok then error(res, 0) end
-    return res
+    local _ <close> = sem:acquire()
+    return client:get(url, request_opts)
   end
   local tasks = {}
   for i, url in ipairs(urls) do tasks[i] = aio.spawn(download, url) end
-  local size = 0
-  for t in aio.as_completed(tasks) do
-    local res = t:result()
-    record(res)
-    size = size + #res.body
-  end
-  client:close()
-  return size
+  return record_as_completed(client, tasks, record)
+end
+
+-- gevent: Semaphore(c), gevent.spawn for every URL, gevent.iwait; urllib opens a new
+-- connection per request (closing(urlopen(url))), so we send Connection: close as it does.
+function strategies.gevent(urls, record, c)
+  return spawn_limited(http.client { max_connections = c }, urls, record, c,
+    { headers = { Connection = "close" } })
 end
 
 -- tornado: CurlAsyncHTTPClient(max_clients=c); fetch() every URL, asyncio.as_completed.
@@ -283,14 +291,7 @@ function strategies.tornado(urls, record, c)
   local client = http.client { max_connections = c }
   local futures = {}
   for i, url in ipairs(urls) do futures[i] = client:start { url = url } end
-  local size = 0
-  for f in aio.as_completed(futures) do
-    local res = f:result()
-    record(res)
-    size = size + #res.body
-  end
-  client:close()
-  return size
+  return record_as_completed(client, futures, record)
 end
 
 -- tornado callbacks: fetch(url, callback=...) and a counter; the last callback finishes.
@@ -317,24 +318,9 @@ function strategies.callback(urls, record, c)
   return result
 end
 
--- aiohttp: one ClientSession, a Semaphore(c) around each request, asyncio.as_completed.
+-- aiohttp: one ClientSession, a Semaphore(c) around each request (async with), asyncio.as_completed.
 function strategies.aiohttp(urls, record, c)
-  local session = http.client { max_connections = c }
-  local sem = aio.semaphore(c)
-  local function http_get(url)
-    local _ <close> = sem:acquire()
-    return session:get(url)
-  end
-  local tasks = {}
-  for i, url in ipairs(urls) do tasks[i] = aio.spawn(http_get, url) end
-  local size = 0
-  for t in aio.as_completed(tasks) do
-    local res = t:result()
-    record(res)
-    size = size + #res.body
-  end
-  session:close()
-  return size
+  return spawn_limited(http.client { max_connections = c }, urls, record, c)
 end
 
 -- Unbounded: a task per URL, all at once, gather. Each task records its response as it

@@ -13,18 +13,13 @@ local e = experiment.new { name = "nb5_coroutines", title = "asyncio framework a
   args = arg }
 local D = e:size(0.2, 1.0)
 
-local out = {}
-local function say(fmt, ...)
-  local s = select("#", ...) > 0 and string.format(fmt, ...) or fmt
-  out[#out + 1] = s
-  print(s)
-end
+local out = e.lines  -- what e:say printed
 
 -- call_later + stop: the loop runs "forever" until the callback stops it.
 local t_stop = e:time(function()
   local stop = aio.event()
   aio.call_later(D, function()
-    say("Hello, asyncio")
+    e:say("Hello, asyncio")
     stop:set()
   end)
   stop:wait()  -- loop.run_forever()
@@ -37,7 +32,7 @@ local function range_generator(n)
   return coroutine.wrap(function()
     local i = 0
     while i < n do
-      say("Generating value %d", i)
+      e:say("Generating value %d", i)
       coroutine.yield(1)
       i = i + 1
     end
@@ -46,7 +41,7 @@ end
 local generator = range_generator(3)
 print(generator)
 local v = generator()
-say("%d", v)
+e:say("%d", v)
 e:check(out[#out - 1] == "Generating value 0" and v == 1, "next(generator) prints 'Generating value 0' and returns 1")
 
 -- parrot: a generator that receives values (send).
@@ -54,7 +49,7 @@ local function parrot()
   return coroutine.wrap(function()
     while true do
       local message = coroutine.yield()
-      say("Parrot says: %s", message)
+      e:say("Parrot says: %s", message)
     end
   end)
 end
@@ -65,7 +60,7 @@ p("World")
 e:check(out[#out - 1] == "Parrot says: Hello" and out[#out] == "Parrot says: World", "the parrot repeats what is sent")
 
 -- async def hello + run_until_complete: a task is created, the top-level await runs the loop.
-local function hello() say("Hello, async!") end
+local function hello() e:say("Hello, async!") end
 local coro = aio.spawn(hello)
 print(coro)
 coro:await()
@@ -73,7 +68,7 @@ e:check(out[#out] == "Hello, async!", "run_until_complete(hello()) printed 'Hell
 
 local function wait_and_print(msg)
   aio.sleep(D)
-  say("Message:  %s", msg)
+  e:say("Message:  %s", msg)
 end
 aio.spawn(wait_and_print, "Hello"):await()
 e:check(out[#out] == "Message:  Hello", "run_until_complete(wait_and_print('Hello'))")
@@ -84,7 +79,7 @@ local function network_request(number)
 end
 local function fetch_square(number)
   local response = network_request(number)
-  if response.success then say("Result is: %d", response.result) end
+  if response.success then e:say("Result is: %d", response.result) end
 end
 
 -- run_until_complete three times: one after the other.

@@ -22,15 +22,14 @@ function Timer:done() return sys.clock() - self.start > self.timeout end
 -- In [46]: on_timer_done only stores the callback; the loop calls it.
 function Timer:on_timer_done(callback) self.callback = callback end
 
-local out = {}
-local function say(s) out[#out + 1] = s print(s) end
+local out = e.lines  -- what e:say printed
 
 -- In [44]: busy-waiting on one timer.
 local one = sys.measure(function()
   local timer = Timer.new(T1)
   while true do
     if timer:done() then
-      say("Timer is done!")
+      e:say("Timer is done!")
       break
     end
   end
@@ -40,9 +39,9 @@ end)
 local toy, polls = sys.measure(function()
   local timers = {}
   local timer1 = Timer.new(T1)
-  timer1:on_timer_done(function() say("First timer is done!") end)
+  timer1:on_timer_done(function() e:say("First timer is done!") end)
   local timer2 = Timer.new(T2)
-  timer2:on_timer_done(function() say("Second timer is done!") end)
+  timer2:on_timer_done(function() e:say("Second timer is done!") end)
   timers[#timers + 1] = timer1
   timers[#timers + 1] = timer2
   local n = 0
@@ -64,9 +63,9 @@ end)
 -- kernel until each is due.
 local real = sys.measure(function()
   local done = aio.future()
-  aio.call_later(T1, function() say("First timer is done! (real loop)") end)
+  aio.call_later(T1, function() e:say("First timer is done! (real loop)") end)
   aio.call_later(T2, function()
-    say("Second timer is done! (real loop)")
+    e:say("Second timer is done! (real loop)")
     done:set_result(true)
   end)
   done:await()

@@ -13,13 +13,7 @@ local e = experiment.new { name = "nb5_network_request", title = "network_reques
   args = arg, options = { delay = false } }
 local D = e.options.delay or e:size(0.2, 1.0)  -- the seed's one second, scaled in quick mode
 
-local lines = {}
--- Prints and records a line, so the checks can look at the order of the output.
-local function say(fmt, ...)
-  local s = select("#", ...) > 0 and string.format(fmt, ...) or fmt
-  lines[#lines + 1] = s
-  print(s)
-end
+local lines = e.lines  -- what e:say printed, so the checks can look at the order of the output
 
 -- Blocking: the caller waits for the response (top-level await blocks, like time.sleep).
 local function network_request(number)
@@ -28,38 +22,38 @@ local function network_request(number)
 end
 local function fetch_square(number)
   local response = network_request(number)
-  if response.success then say("Result is: %d", response.result) end
+  if response.success then e:say("Result is: %d", response.result) end
 end
 
-say("-- blocking")
+e:say("-- blocking")
 local t_blocking = e:time(function()
   fetch_square(2)
   fetch_square(3)
   fetch_square(4)
 end)
-say("blocking: %.2f s", t_blocking)
+e:say("blocking: %.2f s", t_blocking)
 
 -- Callbacks: don't call us, we'll call you.
 local function network_request_async(number, on_done)
   aio.call_later(D, function() on_done({ success = true, result = number * number }) end)
 end
 
-say("-- callbacks")
+e:say("-- callbacks")
 local t_callbacks = e:time(function()
   local all = aio.future()
   local pending = 3
   local function on_done(response)
-    say("Result is: %d", response.result)
+    e:say("Result is: %d", response.result)
     pending = pending - 1
     if pending == 0 then all:set_result(true) end
   end
   network_request_async(2, on_done)
   network_request_async(3, on_done)
   network_request_async(4, on_done)
-  say("After submission")
+  e:say("After submission")
   all:await()
 end)
-say("callbacks: %.2f s", t_callbacks)
+e:say("callbacks: %.2f s", t_callbacks)
 local after_first = lines[#lines - 4] == "After submission"
 
 -- Futures: the request returns a future the caller can watch, cancel or await.
@@ -69,7 +63,7 @@ local function network_request_future(number)
   return future
 end
 
-say("-- futures")
+e:say("-- futures")
 local t_futures = e:time(function()
   -- The done-callbacks run as tasks after their futures complete: wait for the callbacks (each
   -- resolves `printed` once it has printed), not just the futures, so that the results come
@@ -80,45 +74,45 @@ local t_futures = e:time(function()
     local done = aio.future()
     fut:add_done_callback(function(f)
       local response = f:result()
-      if response.success then say("Result is: %d", response.result) end
+      if response.success then e:say("Result is: %d", response.result) end
       done:set_result(true)
     end)
     printed[#printed + 1] = done
   end
   aio.gather(printed)
 end)
-say("futures: %.2f s", t_futures)
+e:say("futures: %.2f s", t_futures)
 local futures_in_order = table.concat(lines, "\n", #lines - 3) == "Result is: 4\nResult is: 9\nResult is: 16\nfutures: " ..
   string.format("%.2f s", t_futures)
 
 -- Coroutines: straight-line code that awaits; three tasks run concurrently.
-say("-- coroutines")
+e:say("-- coroutines")
 local t_coroutines = e:time(function()
   local tasks = {}
   for _, n in ipairs({ 2, 3, 4 }) do tasks[#tasks + 1] = aio.spawn(fetch_square, n) end
   aio.gather(tasks)
 end)
-say("coroutines: %.2f s", t_coroutines)
+e:say("coroutines: %.2f s", t_coroutines)
 
 -- wait_and_print, synchronous vs asynchronous.
-say("-- wait_and_print")
+e:say("-- wait_and_print")
 local function wait_and_print(msg)
   aio.sleep(D)
-  say(msg)
+  e:say(msg)
 end
 local function wait_and_print_async(msg)
-  return aio.call_later(D, function() say(msg) end)
+  return aio.call_later(D, function() e:say(msg) end)
 end
 local t_sync = e:time(function()
   wait_and_print("First call")
   wait_and_print("Second call")
-  say("After call")
+  e:say("After call")
 end)
 local mark = #lines
 local t_async = e:time(function()
   wait_and_print_async("First call async")
   wait_and_print_async("Second call async")
-  say("After submission")
+  e:say("After submission")
   aio.sleep(D * 1.5)
 end)
 

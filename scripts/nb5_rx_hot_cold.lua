@@ -31,6 +31,22 @@ local function recorder(name, start, into)
   end
 end
 
+-- Sections 4 and 5: a first subscriber of the connectable c, then connect(), and a second
+-- subscriber 2.5 periods later (half a period off the ticks, so the output is deterministic);
+-- waits for four values each, disconnects, and returns both records.
+local function late_subscriber(c)
+  local start = aio.now()
+  local first, second = {}, {}
+  local fin, all = completions(2)
+  c:take(4):subscribe(recorder("First subscriber", start, first), nil, fin)
+  local conn = c:connect()  -- data production starts here
+  aio.sleep(2.5 * P)
+  c:take(4):subscribe(recorder("Second subscriber", start, second), nil, fin)
+  all:await()
+  conn:unsubscribe()
+  return first, second
+end
+
 -- Rounds to the nearest tenth of a period, for comparing timings.
 local function r(t) return math.floor(t * 10 + 0.5) / 10 end
 
@@ -69,33 +85,14 @@ e:check(first[1][1] == 0 and second[1][1] == 0, "cold: both subscribers start fr
 e:check(math.abs((second[1][2] - first[1][2]) - 0.5) < 0.3, "cold: the second runs half a period later")
 
 -- 4. publish + connect: hot. Values flow from connect(); a late subscriber joins midway.
--- (Subscribing 2.5 periods in, half a period off the ticks, so the output is deterministic.)
 print("-- hot: publish, connect, second subscriber 2.5 periods later")
-start = aio.now()
-local hot = rx.interval(P):publish()
-first, second = {}, {}
-fin, all = completions(2)
-hot:take(4):subscribe(recorder("First subscriber", start, first), nil, fin)
-local conn = hot:connect()  -- data production starts here
-aio.sleep(2.5 * P)
-hot:take(4):subscribe(recorder("Second subscriber", start, second), nil, fin)
-all:await()
-conn:unsubscribe()
+first, second = late_subscriber(rx.interval(P):publish())
 e:check(first[1][1] == 0 and second[1][1] == 2, "hot: the late subscriber starts at 2, not 0 (got %s)", second[1][1])
 e:check(math.abs(second[1][2] - first[3][2]) < 0.2, "hot: both see value 2 at the same moment")
 
 -- 5. replay(None): the late subscriber first gets what it missed, at once.
 print("-- replay: second subscriber 2.5 periods later")
-start = aio.now()
-local replayed = rx.interval(P):replay()
-first, second = {}, {}
-fin, all = completions(2)
-replayed:take(4):subscribe(recorder("First subscriber", start, first), nil, fin)
-conn = replayed:connect()
-aio.sleep(2.5 * P)
-replayed:take(4):subscribe(recorder("Second subscriber", start, second), nil, fin)
-all:await()
-conn:unsubscribe()
+first, second = late_subscriber(rx.interval(P):replay())
 e:check(second[1][1] == 0 and second[2][1] == 1 and second[3][1] == 2,
   "replay: the late subscriber gets 0 and 1 replayed, then 2 live")
 e:check(math.abs(second[1][2] - 2.5) < 0.3 and math.abs(second[2][2] - 2.5) < 0.3,

@@ -28,6 +28,38 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
     assert.truthy(err:find("unknown option --bogus", 1, true))
   end)
 
+  -- The command line is read by aio.flags, the scripts' one parser: the same values and mistakes.
+  local DECLARED = 'experiment.new { name = "t", args = arg, options = { load_at = false, n = 3, name = "x" } }'
+  local USAGE = "usage: t [--quick | --full] [--virtual-time] [--figures DIR] [--load-at V] [--n 3] [--name x]\n"
+
+  it("reports a mistake as aio.flags does: the message, the usage, status 2", function()
+    for _, c in ipairs {
+      { { "--bogus" }, "t: unknown option --bogus" },
+      { { "--figures" }, "t: missing value for --figures" },
+      { { "--figures", "--full" }, "t: missing value for --figures" },
+      { { "--name=" }, "t: empty value for --name" },
+    } do
+      local out, err, status = run(DECLARED, c[1])
+      assert.equal(2, status, table.concat(c[1], " "))
+      assert.equal("", out)
+      assert.equal(c[2] .. "\n" .. USAGE, err)
+    end
+  end)
+
+  it("prints the usage for --help and -h, and exits 0", function()
+    for _, h in ipairs { "--help", "-h" } do
+      local out, err, status = run(DECLARED, { h })
+      assert.equal(0, status, err)
+      assert.equal(USAGE, out)
+    end
+  end)
+
+  it("takes --figures=DIR and --load_at=V as well as --figures DIR and --load-at V", function()
+    local body = DECLARED:gsub("^", "local e = ") .. "\nprint(e.figures, e.options.load_at)"
+    assert.equal("d\t0.5\n", run(body, { "--figures=d", "--load_at=0.5" }))
+    assert.equal("d\t0.5\n", run(body, { "--figures", "d", "--load-at", "0.5" }))
+  end)
+
   it("finish exits 0 when every check held and 1 otherwise, printing each check", function()
     local out, _, status = run([[
 local e = experiment.new { name = "t", args = arg }
@@ -45,6 +77,17 @@ e:finish()
 ]])
     assert.equal(1, status)
     assert.truthy(out:find("check FAILED: broken\n", 1, true))
+  end)
+
+  it("say prints a line, formatted only when given arguments, and keeps it in e.lines", function()
+    local out, err, status = run([[
+local e = experiment.new { name = "t", args = arg }
+e:say("100%% %s", "done")
+e:say("50% as is")
+print(#e.lines, e.lines[1], e.lines[2])
+]])
+    assert.equal(0, status, err)
+    assert.equal("100% done\n50% as is\n2\t100% done\t50% as is\n", out)
   end)
 
   it("prints results as RESULT lines of JSON and writes figures into --figures", function()

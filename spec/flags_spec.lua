@@ -44,4 +44,19 @@ describe("aio.flags", function()
       assert.equal(c[2] .. "\nusage: prog [--n N] [--name S] [--t S]\n", err)
     end
   end)
+
+  it("value_or_true gives true for a bare flag, and names may hold '_'", function()
+    local program = [[
+local cl = require("aio.flags").new("prog", "usage: prog\n", { ... })
+local got = {}
+for a, name in cl:each() do got[#got + 1] = name .. "=" .. tostring(cl:value_or_true(a, name)) end
+print(table.concat(got, " "))
+]]
+    local out, err, status = helper.run_lua(program, { args = { "--no-load", "--load_at=2", "--n", "3", "--quiet" } })
+    assert.equal(0, status, err)
+    assert.equal("--no-load=true --load_at=2 --n=3 --quiet=true\n", out)
+    out, err, status = helper.run_lua(program, { args = { "--x=" } })
+    assert.equal(2, status)
+    assert.equal("prog: empty value for --x\nusage: prog\n", err)
+  end)
 end)

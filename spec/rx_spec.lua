@@ -64,6 +64,15 @@ local function hot(script)
   return s
 end
 
+-- Lets `seconds` pass, cancels task t and checks that awaiting it raises the cancellation.
+local function cancel_after(t, seconds)
+  aio.sleep(seconds)
+  t:cancel()
+  local ok, err = pcall(t.await, t)
+  assert.is_false(ok)
+  assert.is_true(aio.is_cancelled(err))
+end
+
 local unhandled
 local saved_hook
 setup(function()
@@ -428,15 +437,22 @@ describe("unsubscription", function()
     assert.equal(2, ticks)
   end)
 
+  it("a cancellation raised in catch_error's handler cancels the task, not the stream", function()
+    local got
+    local t = aio.spawn(function()
+      rx.throw("x"):catch_error(function() aio.sleep(1) return rx.of(1) end)
+        :subscribe(function(v) got = v end, function(e) got = e end)
+      return "went on"
+    end)
+    cancel_after(t, 0.1)
+    assert.is_nil(got)
+  end)
+
   it("cancelling a task awaiting to_list unsubscribes", function()
     local torn = false
     local src = rx.create(function() return function() torn = true end end)
     local t = aio.spawn(function() return src:to_list() end)
-    aio.sleep(0.1)
-    t:cancel()
-    local ok, err = pcall(t.await, t)
-    assert.is_false(ok)
-    assert.is_true(aio.is_cancelled(err))
+    cancel_after(t, 0.1)
     assert.is_true(torn)
   end)
 end)
@@ -490,9 +506,42 @@ describe("errors", function()
     assert.has_error(function() src:filter("x") end, "filter: expected a function, got string")
     assert.has_error(function() src:take() end, "take: expected a number >= 0, got nil")
     assert.has_error(function() src:debounce("1") end, "debounce: expected a number >= 0, got 1")
-    assert.has_error(function() src:group_by() end, "group_by: expected a function, got nil")
+    assert.has_error(function() src:group_by() end, "group_by key: expected a function, got nil")
     local callable = setmetatable({}, { __call = function(_, v) return v + 1 end })
     assert.equal("2", values(src:map(callable)))
+  end)
+
+  it("the operators with optional or several arguments check each one at the call", function()
+    local src = rx.of(1)
+    assert.has_error(function() src:tap("x") end, "tap on_next: expected a function, got string")
+    assert.has_error(function() src:tap(nil, 1) end, "tap on_error: expected a function, got number")
+    assert.has_error(function() src:tap(nil, nil, {}) end, "tap on_completed: expected a function, got table")
+    assert.has_error(function() src:distinct("k") end, "distinct: expected a function, got string")
+    assert.has_error(function() src:distinct_until_changed(1) end,
+      "distinct_until_changed: expected a function, got number")
+    assert.has_error(function() src:group_by(math.abs, 2) end, "group_by element: expected a function, got number")
+    assert.has_error(function() src:flat_map() end, "flat_map: expected a function, got nil")
+    assert.has_error(function() src:concat_map(1) end, "concat_map: expected a function, got number")
+    assert.has_error(function() src:retry(-1) end, "retry: expected a number >= 0, got -1")
+    assert.has_error(function() src:retry("3") end, "retry: expected a number >= 0, got 3")
+    assert.has_error(function() src:merge_all(0) end, "merge_all: expected a number >= 1, got 0")
+    assert.has_error(function() src:merge_all(0 / 0) end, "merge_all: expected a number >= 1, got " .. tostring(0 / 0))
+    assert.has_error(function() src:buffer_with_count("2") end, "buffer_with_count n: expected a number > 0, got 2")
+    assert.has_error(function() src:buffer_with_count(2, 0) end, "buffer_with_count skip: expected a number > 0, got 0")
+    assert.has_error(function() src:buffer_with_time(1, -1) end, "buffer_with_time shift: expected a number >= 0, got -1")
+    assert.has_error(function() rx.interval(-1) end, "interval: expected a number > 0, got -1")
+    assert.has_error(function() rx.interval(0 / 0) end, "interval: expected a number > 0, got " .. tostring(0 / 0))
+    assert.has_error(function() rx.timer(-1) end, "timer due: expected a number >= 0, got -1")
+    assert.has_error(function() rx.timer(0 / 0) end, "timer due: expected a number >= 0, got " .. tostring(0 / 0))
+    assert.has_error(function() rx.timer(1, 0) end, "timer period: expected a number > 0, got 0")
+    assert.has_error(function() rx.timer(1, "x") end, "timer period: expected a number > 0, got x")
+    -- The error names the line of the call, where the mistake is, not one inside aio.rx.
+    local ok, err = pcall(function() src:tap(5) end)
+    assert.is_false(ok)
+    assert.truthy(err:find("rx_spec.lua:%d+: tap on_next"), err)
+    -- The optional arguments may still be left out (or given as nil).
+    assert.equal("1", values(src:tap(nil, nil, nil):distinct(nil):retry(nil)
+      :map(function(v) return rx.of(v) end):merge_all(nil)))
   end)
 
   it("a producer that raises fails the subscription", function()

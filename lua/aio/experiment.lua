@@ -6,6 +6,7 @@
 -- Each result is printed as one line `RESULT {json}` on stdout (the runner reads those); every
 -- other line is the script's ordinary output, shown as is in the report.
 local cjson = require "cjson"
+local flags = require "aio.flags"
 
 local M = {}
 local E = {}
@@ -30,46 +31,56 @@ function M.interpreter()
   return cmd or "aioshell"
 end
 
--- new{name=, title=, args=arg, options={name=default, ...}} -> experiment. Recognised flags:
--- --quick, --full, --figures DIR, --virtual-time, and --NAME VALUE for each declared option.
-function M.new(t)
-  local e = setmetatable({ name = t.name, title = t.title or t.name, quick = true,
-                           full = false, checks = 0, failures = 0, results = {},
-                           options = {}, figures = nil }, E)
-  for k, v in pairs(t.options or {}) do e.options[k] = v end
-  local args = t.args or {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
+-- The usage of an experiment: the protocol's flags, then each declared option with its
+-- default (V where it has none).
+local function usage(prog, options)
+  local keys = {}
+  for k in pairs(options) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local parts = { "usage: " .. prog .. " [--quick | --full] [--virtual-time] [--figures DIR]" }
+  for _, k in ipairs(keys) do
+    local d = options[k]
+    parts[#parts + 1] = string.format("[--%s %s]", (k:gsub("_", "-")), d == false and "V" or tostring(d))
+  end
+  return table.concat(parts, " ") .. "\n"
+end
+
+-- Sets the declared option given by the word a (named name; --load-at sets load_at): a number
+-- where the default is not a string and the value reads as one, true for a bare flag
+-- (--no-load), the string otherwise.
+local function set_option(e, cl, a, name)
+  local key = name:sub(3):gsub("-", "_")
+  local default = e.options[key]
+  if default == nil then cl:error("unknown option --%s", key) end
+  local v = cl:value_or_true(a, name)
+  if v ~= true and type(default) ~= "string" and tonumber(v) then v = tonumber(v) end
+  e.options[key] = v
+end
+
+-- Reads the command line args into e with aio.flags (a mistake: message, usage, exit 2).
+-- Words that are not options are ignored.
+local function parse(e, prog, args)
+  local cl = flags.new(prog, usage(prog, e.options), args)
+  for a, name in cl:each() do
     if a == "--full" then e.full, e.quick = true, false
     elseif a == "--quick" then e.full, e.quick = false, true
     elseif a == "--virtual-time" then e.virtual = true
-    elseif a == "--figures" then e.figures = args[i + 1] i = i + 1
-    elseif a:sub(1, 2) == "--" then
-      local key, val = a:sub(3):match("^([^=]+)=(.*)$")
-      local flag = false
-      if not key then
-        key = a:sub(3)
-        local nxt = args[i + 1]
-        if nxt == nil or nxt:sub(1, 2) == "--" then  -- a bare flag: --no-load
-          flag = true
-        else
-          val = nxt
-          i = i + 1
-        end
-      end
-      key = key:gsub("-", "_")
-      if e.options[key] == nil then
-        io.stderr:write(string.format("%s: unknown option --%s\n", t.name, key))
-        os.exit(2)
-      end
-      local default = e.options[key]
-      if flag then val = true
-      elseif type(default) ~= "string" and tonumber(val) then val = tonumber(val) end
-      e.options[key] = val
-    end
-    i = i + 1
+    elseif name == "--figures" then e.figures = cl:value(a, name)
+    elseif a == "-h" or a == "--help" then io.write(cl.usage) os.exit(0)
+    elseif a:sub(1, 2) == "--" then set_option(e, cl, a, name) end
   end
+end
+
+-- new{name=, title=, args=arg, options={name=default, ...}} -> experiment. Recognised flags:
+-- --quick, --full, --figures DIR, --virtual-time, -h/--help, and --NAME VALUE (or
+-- --NAME=VALUE, or a bare --NAME for true) for each declared option; a default of false
+-- declares an option with no default.
+function M.new(t)
+  local e = setmetatable({ name = t.name, title = t.title or t.name, quick = true,
+                           full = false, checks = 0, failures = 0, results = {},
+                           lines = {}, options = {}, figures = nil }, E)
+  for k, v in pairs(t.options or {}) do e.options[k] = v end
+  parse(e, t.name, t.args or {})
   if e.virtual then
     local aio = require "aio"
     if aio.clock and aio.clock.virtual then aio.clock.virtual() end
@@ -93,10 +104,25 @@ function E:time(fn, ...)
   return now() - t0, table.unpack(r, 1, r.n)
 end
 
+-- fmt formatted with the arguments, or fmt as is when there are none (it may hold a '%').
+local function format(fmt, ...)
+  if select("#", ...) > 0 then return string.format(fmt, ...) end
+  return fmt
+end
+
+-- Prints a line (format(fmt, ...)) and keeps it in e.lines, so that checks can look at what
+-- was printed and in which order.
+function E:say(fmt, ...)
+  local s = format(fmt, ...)
+  self.lines[#self.lines + 1] = s
+  print(s)
+  return s
+end
+
 -- Records one check; prints "check ok: ..." or "check FAILED: ...". Returns cond.
 function E:check(cond, fmt, ...)
   self.checks = self.checks + 1
-  local msg = select("#", ...) > 0 and string.format(fmt, ...) or fmt
+  local msg = format(fmt, ...)
   if cond then
     print("check ok: " .. msg)
   else

@@ -30,18 +30,26 @@ function P:each()
     self.i = self.i + 1
     local a = self.argv[self.i]
     if a == nil then return nil end
-    return a, a:match("^(%-%-[%w-]+)=") or a
+    return a, a:match("^(%-%-[%w_-]+)=") or a
   end
 end
 
 -- The value of the option word a (named name): after '=', or the next word, which must be there
 -- and must not be another option (so `--url --n 5` is a missing URL, not the URL "--n").
 function P:value(a, name)
-  local v = a:match("^%-%-[%w-]+=(.*)$")
+  local v = self:value_or_true(a, name)
+  if v == true then self:error("missing value for %s", name) end
+  return v
+end
+
+-- Like value, but true when a has no value: no '=' and the next word missing or another
+-- option. For an option that is also a bare flag (`--no-load`, `--threads 4`).
+function P:value_or_true(a, name)
+  local v = a:match("^%-%-[%w_-]+=(.*)$")
   if not v then
+    v = self.argv[self.i + 1]
+    if v == nil or v:match("^%-%-") then return true end
     self.i = self.i + 1
-    v = self.argv[self.i]
-    if v == nil or v:match("^%-%-") then self:error("missing value for %s", name) end
   end
   if v == "" then self:error("empty value for %s", name) end
   return v

@@ -38,12 +38,23 @@ local function is_cancel(err)
   return aio.is_cancelled ~= nil and aio.is_cancelled(err)
 end
 
--- Calls the user's terminal callback f(...) protected; failures go to the unhandled sink.
-local function call_terminal(f, ...)
-  local ok, err = pcall(f, ...)
-  if not ok then
-    if is_cancel(err) then error(err, 0) end
-    rx.on_unhandled_error(err)
+-- What becomes of an error raised by user code run under pcall (rule 2): it goes to
+-- target:_fail (target's on_error, or the unhandled sink once target has ended). A
+-- cancellation is no error of the chain: it is raised again, after `stop` (when given) is
+-- unsubscribed. (The callers keep their own pcall: a vararg wrapper around it costs about a
+-- third more per value on the operators' path.)
+local function user_error(target, stop, err)
+  if is_cancel(err) then
+    if stop then stop:unsubscribe() end
+    error(err, 0)
+  end
+  target:_fail(err)
+end
+
+-- Removes v from list (its last occurrence), if it is there.
+local function remove_value(list, v)
+  for i = #list, 1, -1 do
+    if list[i] == v then table.remove(list, i) return end
   end
 end
 
@@ -77,10 +88,7 @@ function Subscriber:_cleanup()
   local parent = self._parent
   if parent then
     self._parent = nil
-    local pts = parent._teardowns
-    for i = #pts, 1, -1 do
-      if pts[i] == self then table.remove(pts, i) break end
-    end
+    remove_value(parent._teardowns, self)
   end
 end
 
@@ -90,10 +98,7 @@ function Subscriber:next(v)
   local f = self._next
   if f == nil then return end
   local ok, err = pcall(f, v)
-  if not ok then
-    if is_cancel(err) then self:unsubscribe() error(err, 0) end
-    self:_fail(err)
-  end
+  if not ok then user_error(self, self, err) end
 end
 
 -- An error raised by user code on this subscriber's behalf: its on_error, or, once it has
@@ -102,12 +107,15 @@ function Subscriber:_fail(err)
   if self.closed then rx.on_unhandled_error(err) else self:error(err) end
 end
 
--- Delivers the terminal error once, after releasing everything upstream.
+-- Delivers the terminal error once, after releasing everything upstream (so an error its
+-- callback raises goes to the unhandled sink).
 function Subscriber:error(e)
   if self.closed then return end
   local f = self._error
   self:_cleanup()
-  if f then call_terminal(f, e) else rx.on_unhandled_error(e) end
+  if f == nil then rx.on_unhandled_error(e) return end
+  local ok, err = pcall(f, e)
+  if not ok then user_error(self, nil, err) end
 end
 
 -- Delivers completion once, after releasing everything upstream.
@@ -115,7 +123,9 @@ function Subscriber:completed()
   if self.closed then return end
   local f = self._completed
   self:_cleanup()
-  if f then call_terminal(f) end
+  if f == nil then return end
+  local ok, err = pcall(f)
+  if not ok then user_error(self, nil, err) end
 end
 
 -- Observer-style aliases, so a subscriber can be handed where an observer is expected.
@@ -158,9 +168,14 @@ function rx.create(fn)
 end
 local create = rx.create
 
--- Raises (at the operator's call, where the mistake is) unless f can be called. A bad
--- argument found only when a value arrives would become an on_error far from its cause.
-local function check_callable(f, what)
+-- The argument checks raise at the operator's call (level 3: the caller of the function that
+-- checks), where the mistake is. A bad argument found only when a value arrives would become
+-- an on_error far from its cause. `what` names the operator, and the argument when it has
+-- several; an `optional` argument may be nil.
+
+-- Raises unless f can be called.
+local function check_callable(f, what, optional)
+  if optional and f == nil then return end
   local mt = getmetatable(f)
   if type(f) ~= "function" and not (type(mt) == "table" and mt.__call) then
     error(("%s: expected a function, got %s"):format(what, type(f)), 3)
@@ -168,9 +183,18 @@ local function check_callable(f, what)
 end
 
 -- Raises unless x is a number at least `min` (a count or a duration in seconds).
-local function check_number(x, min, what)
+local function check_number(x, min, what, optional)
+  if optional and x == nil then return end
   if type(x) ~= "number" or x ~= x or x < min then
     error(("%s: expected a number >= %g, got %s"):format(what, min, tostring(x)), 3)
+  end
+end
+
+-- Raises unless x is a number above 0 (a period, or a size that must be non-empty).
+local function check_positive(x, what, optional)
+  if optional and x == nil then return end
+  if type(x) ~= "number" or not (x > 0) then
+    error(("%s: expected a number > 0, got %s"):format(what, tostring(x)), 3)
   end
 end
 
@@ -188,12 +212,7 @@ end
 -- Runs the observable's producer for an existing subscriber; producer errors go to on_error.
 function Observable:_subscribe_with(sub)
   local ok, td = pcall(self._fn, sub)
-  if not ok then
-    if is_cancel(td) then sub:unsubscribe() error(td, 0) end
-    sub:_fail(td)
-  else
-    sub:add(td)
-  end
+  if ok then sub:add(td) else user_error(sub, sub, td) end
   return sub
 end
 
@@ -203,10 +222,7 @@ end
 local function guard_terminal(sub, f)
   return function(...)
     local ok, err = pcall(f, ...)
-    if not ok then
-      if is_cancel(err) then error(err, 0) end
-      sub:_fail(err)
-    end
+    if not ok then user_error(sub, nil, err) end
   end
 end
 
@@ -332,7 +348,7 @@ end
 
 -- rx.interval(seconds): cold; each subscriber gets 0, 1, 2, ... every `seconds`.
 function rx.interval(seconds)
-  assert(type(seconds) == "number" and seconds > 0, "rx.interval: seconds must be > 0")
+  check_positive(seconds, "interval")
   return create(function(sub)
     local i = 0
     local h = aio.every(seconds, function()
@@ -347,6 +363,8 @@ end
 -- rx.timer(due [, period]): emits 0 after `due` seconds, then completes, or goes on every
 -- `period` seconds (1, 2, ...) when a period is given.
 function rx.timer(due, period)
+  check_number(due, 0, "timer due")
+  check_positive(period, "timer period", true)
   return create(function(sub)
     local h
     h = aio.call_later(due, function()
@@ -439,6 +457,9 @@ Observable.where = Observable.filter
 
 -- tap(on_next [, on_error, on_completed]): side effects, values pass through unchanged.
 function Observable:tap(on_next, on_error, on_completed)
+  check_callable(on_next, "tap on_next", true)
+  check_callable(on_error, "tap on_error", true)
+  check_callable(on_completed, "tap on_completed", true)
   return operator(self, function(src, sub)
     src:_chain(sub,
       function(v) if on_next then on_next(v) end sub:next(v) end,
@@ -504,28 +525,32 @@ function Observable:skip_while(pred)
   end)
 end
 
+-- A fold with f, from seed (from the first value when seed is nil), for one subscription:
+-- returns add(v) -> the total so far, and total() -> whether there is one, and it.
+local function fold(f, seed)
+  local acc, has = seed, seed ~= nil
+  return function(v)
+    if has then acc = f(acc, v) else acc, has = v, true end
+    return acc
+  end, function() return has, acc end
+end
+
 -- scan(f [, seed]): running accumulation, emitting each intermediate value.
 function Observable:scan(f, seed)
   check_callable(f, "scan")
-  local has_seed = seed ~= nil
   return operator(self, function(src, sub)
-    local acc, has = seed, has_seed
-    src:_chain(sub, function(v)
-      if has then acc = f(acc, v) else acc, has = v, true end
-      sub:next(acc)
-    end)
+    local add = fold(f, seed)
+    src:_chain(sub, function(v) sub:next(add(v)) end)
   end)
 end
 
 -- reduce(f [, seed]): the final accumulation, emitted at completion.
 function Observable:reduce(f, seed)
   check_callable(f, "reduce")
-  local has_seed = seed ~= nil
   return operator(self, function(src, sub)
-    local acc, has = seed, has_seed
-    src:_chain(sub, function(v)
-      if has then acc = f(acc, v) else acc, has = v, true end
-    end, nil, function()
+    local add, total = fold(f, seed)
+    src:_chain(sub, add, nil, function()
+      local has, acc = total()
       if has then sub:next(acc) end
       sub:completed()
     end)
@@ -536,15 +561,7 @@ end
 function Observable:count() return self:reduce(function(n) return n + 1 end, 0) end
 function Observable:sum() return self:reduce(function(a, b) return a + b end, 0) end
 function Observable:first() return self:take(1) end
-function Observable:last()
-  return operator(self, function(src, sub)
-    local has, last = false, nil
-    src:_chain(sub, function(v) has, last = true, v end, nil, function()
-      if has then sub:next(last) end
-      sub:completed()
-    end)
-  end)
-end
+function Observable:last() return self:reduce(function(_, v) return v end) end
 function Observable:to_table()
   return self:reduce(function(t, v) t[#t + 1] = v return t end, {})
 end
@@ -554,34 +571,43 @@ function Observable:start_with(...)
   return rx.concat(rx.of(...), self)
 end
 
--- distinct([key]): values whose key (default: the value) was not seen before.
-function Observable:distinct(key)
-  return operator(self, function(src, sub)
-    local seen = {}
+-- The values whose key (key(value), or the value) is_new(key) accepts; new_filter() makes a
+-- fresh is_new for each subscription.
+local function distinct_by(source, key, new_filter)
+  return operator(source, function(src, sub)
+    local is_new = new_filter()
     src:_chain(sub, function(v)
       local k = v
       if key then k = key(v) end
-      if k == nil then k = seen end  -- a sentinel for a nil key
-      if not seen[k] then
-        seen[k] = true
-        sub:next(v)
-      end
+      if is_new(k) then sub:next(v) end
     end)
+  end)
+end
+
+-- distinct([key]): values whose key (default: the value) was not seen before.
+function Observable:distinct(key)
+  check_callable(key, "distinct", true)
+  return distinct_by(self, key, function()
+    local seen = {}
+    return function(k)
+      if k == nil then k = seen end  -- a sentinel for a nil key
+      if seen[k] then return false end
+      seen[k] = true
+      return true
+    end
   end)
 end
 
 -- distinct_until_changed([key]): drops values equal (by key) to the previous one.
 function Observable:distinct_until_changed(key)
-  return operator(self, function(src, sub)
+  check_callable(key, "distinct_until_changed", true)
+  return distinct_by(self, key, function()
     local has, prev = false, nil
-    src:_chain(sub, function(v)
-      local k = v
-      if key then k = key(v) end
-      if not has or k ~= prev then
-        has, prev = true, k
-        sub:next(v)
-      end
-    end)
+    return function(k)
+      if has and k == prev then return false end
+      has, prev = true, k
+      return true
+    end
   end)
 end
 
@@ -589,7 +615,8 @@ end
 -- (skip < n overlaps: a sliding window; skip defaults to n). Partial lists are flushed at
 -- completion, as in RxJS and RxPY.
 function Observable:buffer_with_count(n, skip)
-  assert(n and n > 0, "buffer_with_count: n must be > 0")
+  check_positive(n, "buffer_with_count n")
+  check_positive(skip, "buffer_with_count skip", true)
   skip = skip or n
   return operator(self, function(src, sub)
     local buffers, count = {}, 0
@@ -617,8 +644,8 @@ Observable.buffer = Observable.buffer_with_count
 -- list opens every `shift` seconds (default span: back-to-back windows). Empty lists are
 -- emitted too (nothing happened in that window is information).
 function Observable:buffer_with_time(span, shift)
-  check_number(span, 0, "buffer_with_time")
-  if shift ~= nil then check_number(shift, 0, "buffer_with_time") end
+  check_number(span, 0, "buffer_with_time span")
+  check_number(shift, 0, "buffer_with_time shift", true)
   return operator(self, function(src, sub)
     local timers = {}
     local windows = {}
@@ -639,12 +666,8 @@ function Observable:buffer_with_time(span, shift)
         windows[#windows + 1] = w
         local h
         h = aio.call_later(span, function()
-          for i = 1, #windows do
-            if windows[i] == w then table.remove(windows, i) break end
-          end
-          for i = 1, #timers do
-            if timers[i] == h then table.remove(timers, i) break end
-          end
+          remove_value(windows, w)
+          remove_value(timers, h)
           sub:next(w)
         end)
         timers[#timers + 1] = h
@@ -731,14 +754,12 @@ function Observable:delay(seconds)
 end
 
 -- catch_error(handler): on an error, continues with handler(err)'s observable (or table)
--- instead of failing.
+-- instead of failing. (An error the handler raises fails the stream: _chain guards it.)
 function Observable:catch_error(handler)
   check_callable(handler, "catch_error")
   return operator(self, function(src, sub)
     src:_chain(sub, function(v) sub:next(v) end, function(e)
-      local ok, alt = pcall(handler, e)
-      if not ok then sub:error(alt) return end
-      rx.from(alt):_chain(sub, function(v) sub:next(v) end)
+      rx.from(handler(e)):_chain(sub, function(v) sub:next(v) end)
     end)
   end)
 end
@@ -746,6 +767,7 @@ Observable.catch = Observable.catch_error
 
 -- retry([n]): on an error, subscribes to the source again, at most n times (forever if nil).
 function Observable:retry(n)
+  check_number(n, 0, "retry", true)
   return operator(self, function(src, sub)
     local left = n
     local attempt
@@ -819,11 +841,7 @@ function Subject:_add(sub)
   if self.stopped then sub:completed() return end
   local obs = self._observers
   obs[#obs + 1] = sub
-  return function()
-    for i = #obs, 1, -1 do
-      if obs[i] == sub then table.remove(obs, i) break end
-    end
-  end
+  return function() remove_value(obs, sub) end
 end
 
 function Subject:on_next(v)
@@ -957,7 +975,8 @@ function Grouped:__tostring() return "aio.rx.group (key " .. tostring(self.key) 
 -- and routes each value to its group. The source stays subscribed while the downstream or any
 -- group subscription is alive (so take(1) on the groups still feeds the group taken).
 function Observable:group_by(key, element)
-  check_callable(key, "group_by")
+  check_callable(key, "group_by key")
+  check_callable(element, "group_by element", true)
   return operator(self, function(src, sub)
     local groups, order = {}, {}
     local outer_active, group_subs = true, 0
@@ -1011,6 +1030,7 @@ end
 -- merge_all([max_concurrent]): subscribes to each inner observable as it arrives and emits
 -- all their values; completes when the outer and every inner completed.
 function Observable:merge_all(max_concurrent)
+  check_number(max_concurrent, 1, "merge_all", true)
   return operator(self, function(src, sub)
     local active, outer_done = 0, false
     local waiting, whead = {}, 1
@@ -1048,11 +1068,17 @@ Observable.merge_observable = Observable.merge_all
 function Observable:concat_all() return self:merge_all(1) end
 
 -- flat_map(f): map each value to an observable (or table) and merge them.
-function Observable:flat_map(f) return self:map(f):merge_all() end
+function Observable:flat_map(f)
+  check_callable(f, "flat_map")
+  return self:map(f):merge_all()
+end
 Observable.select_many = Observable.flat_map
 
 -- concat_map(f): map each value to an observable and concatenate them.
-function Observable:concat_map(f) return self:map(f):concat_all() end
+function Observable:concat_map(f)
+  check_callable(f, "concat_map")
+  return self:map(f):concat_all()
+end
 
 -- rx.merge(...): all values of all the sources, interleaved as they come.
 function rx.merge(...)
