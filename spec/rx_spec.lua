@@ -170,6 +170,16 @@ describe("operators", function()
     assert.equal("0.1:0 0.2:1 0.25:|", marble(rx.interval(0.1):take_until(rx.timer(0.25))))
   end)
 
+  it("to_table gives each subscription its own list", function()
+    local lists = rx.range(3):to_table()
+    local a, b
+    lists:subscribe(function(t) a = t end)
+    lists:subscribe(function(t) b = t end)
+    assert.same({1, 2, 3}, a)
+    assert.same({1, 2, 3}, b)
+    assert.are_not.equal(a, b)
+  end)
+
   it("scan and reduce, with and without a seed", function()
     assert.equal("1,3,6", values(rx.range(3):scan(function(a, b) return a + b end)))
     assert.equal("11,13,16", values(rx.range(3):scan(function(a, b) return a + b end, 10)))

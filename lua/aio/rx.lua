@@ -562,8 +562,15 @@ function Observable:count() return self:reduce(function(n) return n + 1 end, 0) 
 function Observable:sum() return self:reduce(function(a, b) return a + b end, 0) end
 function Observable:first() return self:take(1) end
 function Observable:last() return self:reduce(function(_, v) return v end) end
+-- (to_table is not a reduce with a {} seed: that one table would be every subscription's.)
 function Observable:to_table()
-  return self:reduce(function(t, v) t[#t + 1] = v return t end, {})
+  return operator(self, function(src, sub)
+    local t = {}
+    src:_chain(sub, function(v) t[#t + 1] = v end, nil, function()
+      sub:next(t)
+      sub:completed()
+    end)
+  end)
 end
 
 -- start_with(...): emits the given values before the source's.
