@@ -500,8 +500,9 @@ void aio__push_site(lua_State *L) {
   push_spawn_site(L, aio_loop_get(L));
 }
 
-/* Spawns a task running the function below its nargs arguments (popped); pushes the task. */
-aio_task *aio_spawn(lua_State *L, int nargs) {
+/* Spawns a task running the function below its nargs arguments (popped); pushes the task. Its
+** spawn site is the string at (absolute) index site, or, when site is 0, the calling code's. */
+static aio_task *spawn(lua_State *L, int nargs, int site) {
   aio_loop *loop = aio_loop_get(L);
   int fidx = lua_gettop(L) - nargs;
   luaL_checktype(L, fidx, LUA_TFUNCTION);
@@ -518,7 +519,7 @@ aio_task *aio_spawn(lua_State *L, int nargs) {
   *(aio_task **)lua_getextraspace(co) = t;
   lua_rotate(L, -2, 1);                 /* ... fn args task co */
   lua_setiuservalue(L, -2, AIO_TUV_CO);
-  push_spawn_site(L, loop);
+  if (site) lua_pushvalue(L, site); else push_spawn_site(L, loop);
   lua_setiuservalue(L, -2, AIO_TUV_INFO);
   lua_pushvalue(L, -1);
   t->ref = anchor_add(L, loop);
@@ -531,14 +532,15 @@ aio_task *aio_spawn(lua_State *L, int nargs) {
   return t;
 }
 
+/* Spawns a task running the function below its nargs arguments (popped); pushes the task. */
+aio_task *aio_spawn(lua_State *L, int nargs) {
+  return spawn(L, nargs, 0);
+}
+
 /* aio_spawn for a task whose spawn site was noted earlier: the string at (absolute) index
-** site, below the function (done callbacks: where add_done_callback was called). A spawn hook
-** sees the site of the code running now; the task keeps the one given. */
+** site, below the function (done callbacks: where add_done_callback was called). */
 aio_task *aio__spawn_at(lua_State *L, int nargs, int site) {
-  aio_task *t = aio_spawn(L, nargs);
-  lua_pushvalue(L, site);
-  lua_setiuservalue(L, -2, AIO_TUV_INFO);
-  return t;
+  return spawn(L, nargs, site);
 }
 
 /* Ends task t (at tidx) with its outcome: stores it, unanchors, wakes waiters. */
