@@ -41,6 +41,7 @@
 #include <curl/curl.h>
 #include "aio.h"
 #include "buf.h"
+#include "http_common.h"
 
 #define CLIENT_MT "aio.http.client"
 #define HTTP_ERROR_MT "aio.http.error"
@@ -972,36 +973,6 @@ typedef struct {                   /* l_request's arguments once checked */
   int hbase, nheaders;             /* header names and values at stack slots hbase+1 .. +2n */
 } req_args;
 
-/* Is s[0..len) an HTTP token (RFC 9110, 5.6.2), as a method or a header name must be? */
-static int is_token(const char *s, size_t len) {
-  if (len == 0) return 0;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if ((unsigned)(ch | 0x20) - 'a' < 26u || (unsigned)ch - '0' < 10u) continue;
-    if (ch == 0 || !strchr("!#$%&'*+-.^_`|~", ch)) return 0;
-  }
-  return 1;
-}
-
-/* Does s[0..len) hold a CR, LF or NUL? Each would end a request line or header early (request
-** smuggling) or cut it short. *high is set when it holds a byte >= 0x80. Every URL goes through
-** here, so 8 bytes at a time are let through when none is a control byte or >= 0x80. */
-static int has_crlf_nul(const char *s, size_t len, int *high) {
-  const uint64_t ones = 0x0101010101010101u, tops = 0x8080808080808080u;
-  size_t i = 0;
-  for (uint64_t w; i + 8 <= len; i += 8) {
-    memcpy(&w, s + i, 8);
-    if (((w - ones * 0x20) | w) & tops) break; /* a byte < 0x20 or >= 0x80: look at each */
-  }
-  for (; i < len; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if (ch - 0x20u < 0x60u) continue;        /* printable ASCII: the common case */
-    if (ch == '\r' || ch == '\n' || ch == 0) return 1;
-    if (ch >= 0x80) *high = 1;
-  }
-  return 0;
-}
-
 /* How method (asked with a body or not) is given to curl: VERB_*. */
 static int verb_of(const char *m, size_t len, int has_body) {
   if (len == 4 && memcmp(m, "POST", 4) == 0) return VERB_POST;
@@ -1030,19 +1001,18 @@ static const char *check_string(lua_State *L, int idx, const char *k, size_t *le
 static int check_headers(lua_State *L, int idx, int *expect) {
   int n = 0;
   size_t klen, vlen;
-  int high = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {                 /* ..., name, value */
     if (lua_type(L, -2) != LUA_TSTRING)
       opt_error(L, lua_absindex(L, -2), WHO_REQUEST, "headers", "string names");
     const char *k = lua_tolstring(L, -2, &klen);
-    if (!is_token(k, klen))
+    if (!aio_http_is_token(k, klen))
       luaL_error(L, WHO_REQUEST ": bad header name '%s' (an HTTP token expected)", k);
     if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
       luaL_error(L, WHO_REQUEST ": bad header '%s' (a string value expected, got %s)", k,
                  luaL_typename(L, -1));
     const char *v = lua_tolstring(L, -1, &vlen);
-    if (has_crlf_nul(v, vlen, &high))
+    if (aio_http_has_crlf_nul(v, vlen, NULL))
       luaL_error(L, WHO_REQUEST ": bad header '%s' (its value contains CR, LF or NUL)", k);
     if (klen == 6 && strncasecmp(k, "expect", 6) == 0) *expect = 1;
     luaL_checkstack(L, 3, "too many headers");
@@ -1057,11 +1027,11 @@ static int check_headers(lua_State *L, int idx, int *expect) {
 ** them (all of them, body copy included, on every bad call). */
 static void check_request(lua_State *L, http_client *c, req_args *a) {
   a->method = check_string(L, 2, "method", &a->mlen);
-  if (!is_token(a->method, a->mlen))
+  if (!aio_http_is_token(a->method, a->mlen))
     luaL_error(L, WHO_REQUEST ": bad option 'method' (not an HTTP token)");
   a->url = check_string(L, 3, "url", &a->ulen);
   a->non_ascii = 0;
-  if (has_crlf_nul(a->url, a->ulen, &a->non_ascii))
+  if (aio_http_has_crlf_nul(a->url, a->ulen, &a->non_ascii))
     luaL_error(L, WHO_REQUEST ": bad option 'url' (contains CR, LF or NUL)");
   a->body = NULL;
   a->blen = 0;
