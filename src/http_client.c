@@ -66,6 +66,8 @@ struct http_req {
   aio_future *fut; int fut_ref;    /* the future the caller awaits (registry ref) */
   int state;
   char *method, *url, *body; size_t body_len;
+  CURLU *curlu;                    /* the URL as url_prepare parsed it, handed to curl (else NULL:
+                                      curl parses url itself) */
   struct curl_slist *headers;
   http_host *host;                 /* with max_per_host: the host it counts against, else NULL */
   long timeout_ms, connect_timeout_ms, max_redirs;   /* 0: no timeout */
@@ -414,7 +416,10 @@ static char *url_punycode(CURLU *u) {
   uselocale(old);
   freelocale(utf8);
   if (rc != CURLUE_OK) return NULL;
-  if ((out = strdup(puny)) != NULL) curl_url_set(u, CURLUPART_URL, out, URL_PARSE_FLAGS);
+  if ((out = strdup(puny)) != NULL && curl_url_set(u, CURLUPART_URL, out, URL_PARSE_FLAGS) != CURLUE_OK) {
+    free(out);                     /* u keeps the name as given, as when the conversion fails */
+    out = NULL;
+  }
   curl_free(puny);
   return out;
 }
@@ -439,21 +444,23 @@ static char *url_host_key(CURLU *u, size_t *len) {
 /* Reads r's URL with curl's URL API when something needs its parts: a host name that is not
 ** ASCII goes to curl in punycode (non_ascii: the URL has such bytes somewhere), and with
 ** max_per_host r counts against its host. Only then: a plain request never parses its URL
-** here. A URL curl cannot parse is left to curl, which fails it with kind "url". Returns 0
-** when out of memory. */
+** here. The parsed URL is kept for curl (CURLOPT_CURLU), which then does not parse it again.
+** A URL curl cannot parse is left to curl, which fails it with kind "url". Returns 0 when out
+** of memory. */
 static int url_prepare(http_client *c, http_req *r, int non_ascii) {
   CURLU *u = curl_url();
   if (!u) return 0;
-  int ok = 1;
-  if (curl_url_set(u, CURLUPART_URL, r->url, URL_PARSE_FLAGS) == CURLUE_OK) {
-    char *puny = non_ascii ? url_punycode(u) : NULL;
-    if (puny) { free(r->url); r->url = puny; }
-    size_t len = 0;
-    char *key = c->max_per_host > 0 ? url_host_key(u, &len) : NULL;
-    if (key) ok = (r->host = host_hold(c, key, len)) != NULL;
-    free(key);
+  if (curl_url_set(u, CURLUPART_URL, r->url, URL_PARSE_FLAGS) != CURLUE_OK) {
+    curl_url_cleanup(u);
+    return 1;
   }
-  curl_url_cleanup(u);
+  r->curlu = u;                    /* req_free frees it */
+  char *puny = non_ascii ? url_punycode(u) : NULL;
+  if (puny) { free(r->url); r->url = puny; }
+  size_t len = 0;
+  char *key = c->max_per_host > 0 ? url_host_key(u, &len) : NULL;
+  int ok = !key || (r->host = host_hold(c, key, len)) != NULL;
+  free(key);
   return ok;
 }
 
@@ -515,6 +522,7 @@ static void easy_release(http_client *c, http_req *r) {
   if (!r->easy) return;
   if (c->nspare < c->cap_spare) {
     if (!r->plain) { curl_easy_reset(r->easy); easy_configure(c, r->easy); }
+    else if (r->curlu) curl_easy_setopt(r->easy, CURLOPT_CURLU, NULL); /* it would outrank a URL */
     c->spare[c->nspare++] = r->easy;
   } else {
     curl_easy_cleanup(r->easy);
@@ -529,6 +537,7 @@ static void req_free(lua_State *L, http_req *r) {
   if (r->fut) r->fut->on_cancel = NULL;
   if (r->fut_ref != LUA_NOREF) aio_unref(L, r->fut_ref);
   curl_slist_free_all(r->headers);
+  curl_url_cleanup(r->curlu);                /* (after easy_release: curl may read it till then) */
   if (r->host) host_release(c, r->host);
   free(r->method); free(r->url); free(r->body);
   aio_buf_free(&r->rbody); aio_buf_free(&r->rhead);
@@ -552,7 +561,8 @@ static int req_start(http_client *c, http_req *r) {
   else if ((e = curl_easy_init()) != NULL) easy_configure(c, e);
   else return 0;
   r->easy = e;
-  curl_easy_setopt(e, CURLOPT_URL, r->url);
+  if (r->curlu) curl_easy_setopt(e, CURLOPT_CURLU, r->curlu);
+  else curl_easy_setopt(e, CURLOPT_URL, r->url);
   curl_easy_setopt(e, CURLOPT_PRIVATE, r);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
