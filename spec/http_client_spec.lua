@@ -765,6 +765,18 @@ except socket.timeout:
     assert.are.equal("C", os.setlocale(nil, "ctype"))   -- the process locale is untouched
   end))
 
+  it("gives a URL it parsed to curl for its own request only (a reused handle gets the next URL)", async(function()
+    -- a non-ASCII URL is parsed here and handed to curl parsed; the one easy handle then
+    -- serves plain requests, whose URL must win over the parsed one of the request before
+    local client = http.client { max_connections = 1 }
+    for _, path in ipairs { "/ü", "/plain", "/ü", "/redirect" } do
+      local r = client:get(srv:url(path), { follow = path == "/redirect" })
+      assert.are.equal(200, r.status)
+    end
+    assert.are.same({ "/ü", "/plain", "/ü", "/redirect", "/final" }, log)
+    client:close()
+  end))
+
   describe("with max_per_host", function()
     it("does not count the wait for a host's slot against the timeout", async(function()
       local client = http.client { max_connections = 10, max_per_host = 1, timeout = 0.4 }

@@ -618,6 +618,33 @@ print(rest.decode().split("\r\n\r\n")[1])
     assert.are.equal("HTTP/1.1 100 Continue\nPOST /e 5;\n", out)
   end)
 
+  it("sees Host and Expect fields whose names and values arrive split across reads", function()
+    -- each piece is its own read: names and values are cut in the middle
+    local py = [[
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.settimeout(2)
+for piece in sys.argv[2:]:
+    s.sendall(piece.encode().replace(b"|", b"\r\n")); time.sleep(0.02)
+out = b""
+try:
+    while True:
+        b = s.recv(65536)
+        if not b: break
+        out += b
+except socket.timeout:
+    out += b"<TIMEOUT>"
+sys.stdout.buffer.write(out)
+]]
+    local function split(...) return helper.exec({ "python3", "-c", py, tostring(port), ... }, { timeout = 10 }) end
+    local out = split("POST /hdrs HTTP/1.1|Ho", "ST: x|Connection: close|EXP", "ect: 100-Con", "tinue  |Content-Length: 2||",
+                      "ab")
+    assert.matches("^HTTP/1%.1 100 Continue\r\n\r\nHTTP/1%.1 200 OK\r\n", out)
+    assert.matches("\r\n\r\nconnection=close|content%-length=2|expect=100%-Continue|host=x T: Q:;$", out)
+    assert.are.same({ 400 }, statuses(split("GET /hdrs HTTP/1.1|Host: a|Ho", "st: b|Host: c||")))
+  end)
+
   it("survives a client reset in the middle of a handler's answer (no use after free)", function()
     -- The handler computes while the client resets, so its first write fails (ECONNRESET or
     -- EPIPE) and closes the connection under the write's feet; an ASan build used to report

@@ -41,6 +41,7 @@
 #include <curl/curl.h>
 #include "aio.h"
 #include "buf.h"
+#include "http_common.h"
 
 #define CLIENT_MT "aio.http.client"
 #define HTTP_ERROR_MT "aio.http.error"
@@ -65,6 +66,8 @@ struct http_req {
   aio_future *fut; int fut_ref;    /* the future the caller awaits (registry ref) */
   int state;
   char *method, *url, *body; size_t body_len;
+  CURLU *curlu;                    /* the URL as url_prepare parsed it, handed to curl (else NULL:
+                                      curl parses url itself) */
   struct curl_slist *headers;
   http_host *host;                 /* with max_per_host: the host it counts against, else NULL */
   long timeout_ms, connect_timeout_ms, max_redirs;   /* 0: no timeout */
@@ -413,7 +416,10 @@ static char *url_punycode(CURLU *u) {
   uselocale(old);
   freelocale(utf8);
   if (rc != CURLUE_OK) return NULL;
-  if ((out = strdup(puny)) != NULL) curl_url_set(u, CURLUPART_URL, out, URL_PARSE_FLAGS);
+  if ((out = strdup(puny)) != NULL && curl_url_set(u, CURLUPART_URL, out, URL_PARSE_FLAGS) != CURLUE_OK) {
+    free(out);                     /* u keeps the name as given, as when the conversion fails */
+    out = NULL;
+  }
   curl_free(puny);
   return out;
 }
@@ -438,21 +444,23 @@ static char *url_host_key(CURLU *u, size_t *len) {
 /* Reads r's URL with curl's URL API when something needs its parts: a host name that is not
 ** ASCII goes to curl in punycode (non_ascii: the URL has such bytes somewhere), and with
 ** max_per_host r counts against its host. Only then: a plain request never parses its URL
-** here. A URL curl cannot parse is left to curl, which fails it with kind "url". Returns 0
-** when out of memory. */
+** here. The parsed URL is kept for curl (CURLOPT_CURLU), which then does not parse it again.
+** A URL curl cannot parse is left to curl, which fails it with kind "url". Returns 0 when out
+** of memory. */
 static int url_prepare(http_client *c, http_req *r, int non_ascii) {
   CURLU *u = curl_url();
   if (!u) return 0;
-  int ok = 1;
-  if (curl_url_set(u, CURLUPART_URL, r->url, URL_PARSE_FLAGS) == CURLUE_OK) {
-    char *puny = non_ascii ? url_punycode(u) : NULL;
-    if (puny) { free(r->url); r->url = puny; }
-    size_t len = 0;
-    char *key = c->max_per_host > 0 ? url_host_key(u, &len) : NULL;
-    if (key) ok = (r->host = host_hold(c, key, len)) != NULL;
-    free(key);
+  if (curl_url_set(u, CURLUPART_URL, r->url, URL_PARSE_FLAGS) != CURLUE_OK) {
+    curl_url_cleanup(u);
+    return 1;
   }
-  curl_url_cleanup(u);
+  r->curlu = u;                    /* req_free frees it */
+  char *puny = non_ascii ? url_punycode(u) : NULL;
+  if (puny) { free(r->url); r->url = puny; }
+  size_t len = 0;
+  char *key = c->max_per_host > 0 ? url_host_key(u, &len) : NULL;
+  int ok = !key || (r->host = host_hold(c, key, len)) != NULL;
+  free(key);
   return ok;
 }
 
@@ -514,6 +522,7 @@ static void easy_release(http_client *c, http_req *r) {
   if (!r->easy) return;
   if (c->nspare < c->cap_spare) {
     if (!r->plain) { curl_easy_reset(r->easy); easy_configure(c, r->easy); }
+    else if (r->curlu) curl_easy_setopt(r->easy, CURLOPT_CURLU, NULL); /* it would outrank a URL */
     c->spare[c->nspare++] = r->easy;
   } else {
     curl_easy_cleanup(r->easy);
@@ -528,6 +537,7 @@ static void req_free(lua_State *L, http_req *r) {
   if (r->fut) r->fut->on_cancel = NULL;
   if (r->fut_ref != LUA_NOREF) aio_unref(L, r->fut_ref);
   curl_slist_free_all(r->headers);
+  curl_url_cleanup(r->curlu);                /* (after easy_release: curl may read it till then) */
   if (r->host) host_release(c, r->host);
   free(r->method); free(r->url); free(r->body);
   aio_buf_free(&r->rbody); aio_buf_free(&r->rhead);
@@ -551,7 +561,8 @@ static int req_start(http_client *c, http_req *r) {
   else if ((e = curl_easy_init()) != NULL) easy_configure(c, e);
   else return 0;
   r->easy = e;
-  curl_easy_setopt(e, CURLOPT_URL, r->url);
+  if (r->curlu) curl_easy_setopt(e, CURLOPT_CURLU, r->curlu);
+  else curl_easy_setopt(e, CURLOPT_URL, r->url);
   curl_easy_setopt(e, CURLOPT_PRIVATE, r);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
@@ -972,36 +983,6 @@ typedef struct {                   /* l_request's arguments once checked */
   int hbase, nheaders;             /* header names and values at stack slots hbase+1 .. +2n */
 } req_args;
 
-/* Is s[0..len) an HTTP token (RFC 9110, 5.6.2), as a method or a header name must be? */
-static int is_token(const char *s, size_t len) {
-  if (len == 0) return 0;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if ((unsigned)(ch | 0x20) - 'a' < 26u || (unsigned)ch - '0' < 10u) continue;
-    if (ch == 0 || !strchr("!#$%&'*+-.^_`|~", ch)) return 0;
-  }
-  return 1;
-}
-
-/* Does s[0..len) hold a CR, LF or NUL? Each would end a request line or header early (request
-** smuggling) or cut it short. *high is set when it holds a byte >= 0x80. Every URL goes through
-** here, so 8 bytes at a time are let through when none is a control byte or >= 0x80. */
-static int has_crlf_nul(const char *s, size_t len, int *high) {
-  const uint64_t ones = 0x0101010101010101u, tops = 0x8080808080808080u;
-  size_t i = 0;
-  for (uint64_t w; i + 8 <= len; i += 8) {
-    memcpy(&w, s + i, 8);
-    if (((w - ones * 0x20) | w) & tops) break; /* a byte < 0x20 or >= 0x80: look at each */
-  }
-  for (; i < len; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if (ch - 0x20u < 0x60u) continue;        /* printable ASCII: the common case */
-    if (ch == '\r' || ch == '\n' || ch == 0) return 1;
-    if (ch >= 0x80) *high = 1;
-  }
-  return 0;
-}
-
 /* How method (asked with a body or not) is given to curl: VERB_*. */
 static int verb_of(const char *m, size_t len, int has_body) {
   if (len == 4 && memcmp(m, "POST", 4) == 0) return VERB_POST;
@@ -1030,19 +1011,18 @@ static const char *check_string(lua_State *L, int idx, const char *k, size_t *le
 static int check_headers(lua_State *L, int idx, int *expect) {
   int n = 0;
   size_t klen, vlen;
-  int high = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {                 /* ..., name, value */
     if (lua_type(L, -2) != LUA_TSTRING)
       opt_error(L, lua_absindex(L, -2), WHO_REQUEST, "headers", "string names");
     const char *k = lua_tolstring(L, -2, &klen);
-    if (!is_token(k, klen))
+    if (!aio_http_is_token(k, klen))
       luaL_error(L, WHO_REQUEST ": bad header name '%s' (an HTTP token expected)", k);
     if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
       luaL_error(L, WHO_REQUEST ": bad header '%s' (a string value expected, got %s)", k,
                  luaL_typename(L, -1));
     const char *v = lua_tolstring(L, -1, &vlen);
-    if (has_crlf_nul(v, vlen, &high))
+    if (aio_http_has_crlf_nul(v, vlen, NULL))
       luaL_error(L, WHO_REQUEST ": bad header '%s' (its value contains CR, LF or NUL)", k);
     if (klen == 6 && strncasecmp(k, "expect", 6) == 0) *expect = 1;
     luaL_checkstack(L, 3, "too many headers");
@@ -1057,11 +1037,11 @@ static int check_headers(lua_State *L, int idx, int *expect) {
 ** them (all of them, body copy included, on every bad call). */
 static void check_request(lua_State *L, http_client *c, req_args *a) {
   a->method = check_string(L, 2, "method", &a->mlen);
-  if (!is_token(a->method, a->mlen))
+  if (!aio_http_is_token(a->method, a->mlen))
     luaL_error(L, WHO_REQUEST ": bad option 'method' (not an HTTP token)");
   a->url = check_string(L, 3, "url", &a->ulen);
   a->non_ascii = 0;
-  if (has_crlf_nul(a->url, a->ulen, &a->non_ascii))
+  if (aio_http_has_crlf_nul(a->url, a->ulen, &a->non_ascii))
     luaL_error(L, WHO_REQUEST ": bad option 'url' (contains CR, LF or NUL)");
   a->body = NULL;
   a->blen = 0;

@@ -32,6 +32,7 @@
 #include <llhttp.h>
 #include "aio.h"
 #include "buf.h"
+#include "http_common.h"
 
 #define SERVER_MT "aio.http.server"
 #define CONN_MT "aio.http.conn"
@@ -59,7 +60,7 @@ struct conn {
   conn_box *box; int box_ref;
   aio_buf url, hdrs, body;            /* the request being parsed; hdrs = "name\0value\0"... */
   size_t head_bytes;               /* the head so far, with per-line overhead (max_header) */
-  size_t value_at;                 /* where the header value being parsed starts in hdrs */
+  size_t name_at, value_at;        /* where the header name / value being parsed starts in hdrs */
   size_t trailers_at;              /* where chunked trailer fields start in hdrs (SIZE_MAX: none) */
   int err_status;                  /* 431/413 found by a callback, else 0 (→ 400) */
   slot *shead, *stail; int nslots;
@@ -72,6 +73,9 @@ struct conn {
   unsigned reading : 1;            /* uv_read_start is in effect */
   unsigned version_seen : 1;       /* the request line's version has begun (on_version) */
   unsigned want_continue : 1;      /* a 100 Continue is owed once earlier answers are out */
+  unsigned hosts : 2;              /* Host fields seen in the head (2: two or more) */
+  unsigned in_expect : 1;          /* the field being parsed is Expect */
+  unsigned expect_100 : 1;         /* the head asked for "Expect: 100-continue" */
   unsigned progressed : 1;         /* a queued write finished since the last sweep */
 };
 
@@ -366,17 +370,6 @@ static const char *http_date(void) {
   return buf;
 }
 
-/* Non-zero if s[0..n) is an HTTP token (RFC 9110 5.6.2), what a header name must be. */
-static int is_token(const char *s, size_t n) {
-  static const char extra[] = "!#$%&'*+-.^_`|~";
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    int alnum = (ch >= '0' && ch <= '9') || ((ch | 32) >= 'a' && (ch | 32) <= 'z');
-    if (!alnum && !(ch && strchr(extra, ch))) return 0;
-  }
-  return n > 0;
-}
-
 /* Raises "http: <what> "<s>"" with s's control characters shown as \ddd (s may hold CR, LF
 ** or NUL: they must not reach a log line raw). */
 static int header_error(lua_State *L, const char *what, const char *s, size_t n) {
@@ -397,10 +390,9 @@ static int header_error(lua_State *L, const char *what, const char *s, size_t n)
 static const char *check_header(lua_State *L, int kidx, int vidx, size_t *kl, size_t *vl) {
   if (lua_type(L, kidx) != LUA_TSTRING) luaL_error(L, "http: header name must be a string, got %s", luaL_typename(L, kidx));
   const char *k = lua_tolstring(L, kidx, kl);
-  if (!is_token(k, *kl)) header_error(L, "invalid header name", k, *kl);
+  if (!aio_http_is_token(k, *kl)) header_error(L, "invalid header name", k, *kl);
   const char *v = luaL_tolstring(L, vidx, vl);
-  for (size_t i = 0; i < *vl; i++)
-    if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') header_error(L, "CR, LF or NUL in the value of header", k, *kl);
+  if (aio_http_has_crlf_nul(v, *vl, NULL)) header_error(L, "CR, LF or NUL in the value of header", k, *kl);
   return v;
 }
 
@@ -502,6 +494,8 @@ static int on_message_begin(llhttp_t *p) {
   c->head_bytes = 0;
   c->trailers_at = SIZE_MAX;
   c->version_seen = c->want_continue = 0;
+  c->name_at = 0;
+  c->hosts = c->in_expect = c->expect_100 = 0;
   c->deadline = uv_now(&c->s->loop->uv) + c->s->header_timeout;
   return 0;
 }
@@ -544,11 +538,16 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
 }
 
 /* A header name is complete. No whitespace may stand before the colon (RFC 9112 5.1: 400);
-** the line's ": " and CRLF count against max_header, so empty lines cannot flood us. */
+** the line's ": " and CRLF count against max_header, so empty lines cannot flood us. Host and
+** Expect fields are noted for on_headers_complete (trailers are noted too, never looked at). */
 static int on_header_field_complete(llhttp_t *p) {
   conn *c = p->data;
   char last = c->hdrs.len ? c->hdrs.data[c->hdrs.len - 1] : ':';
   if (last == ' ' || last == '\t') { c->err_status = 400; return -1; }
+  size_t kl = c->hdrs.len - c->name_at;
+  const char *k = kl ? c->hdrs.data + c->name_at : "";
+  if (kl == 4 && memcmp(k, "host", 4) == 0 && c->hosts < 2) c->hosts++;
+  c->in_expect = kl == 6 && memcmp(k, "expect", 6) == 0;
   if (too_big(c, 4) || !aio_buf_try_add(&c->hdrs, "", 1)) return -1;  /* the NUL ends the name */
   c->value_at = c->hdrs.len;
   return 0;
@@ -566,26 +565,25 @@ static int on_header_value_complete(llhttp_t *p) {
   conn *c = p->data;
   while (c->hdrs.len > c->value_at && (c->hdrs.data[c->hdrs.len - 1] == ' ' || c->hdrs.data[c->hdrs.len - 1] == '\t'))
     c->hdrs.len--;
-  return aio_buf_try_add(&c->hdrs, "", 1) ? 0 : -1;   /* the NUL that ends the value */
+  size_t vl = c->hdrs.len - c->value_at;
+  if (c->in_expect && vl == 12 && strncasecmp(c->hdrs.data + c->value_at, "100-continue", 12) == 0)
+    c->expect_100 = 1;
+  if (!aio_buf_try_add(&c->hdrs, "", 1)) return -1;   /* the NUL that ends the value */
+  c->name_at = c->hdrs.len;                           /* where the next name starts */
+  return 0;
 }
 
 /* The head is complete: exactly one Host in HTTP/1.1, at most one in 1.0 (RFC 9112 3.2: 400);
 ** 413 early from Content-Length; the body gets the idle deadline. */
 static int on_headers_complete(llhttp_t *p) {
   conn *c = p->data;
-  const char *k, *v; size_t kl, vl, i = 0;
-  int hosts = 0, expect = 0;
-  while (hdr_next(c, &i, c->hdrs.len, &k, &kl, &v, &vl)) {
-    if (kl == 4 && memcmp(k, "host", 4) == 0) hosts++;
-    else if (kl == 6 && memcmp(k, "expect", 6) == 0 && vl == 12 && strncasecmp(v, "100-continue", 12) == 0) expect = 1;
-  }
-  if (hosts > 1 || (hosts == 0 && p->http_minor >= 1)) { c->err_status = 400; return -1; }
+  if (c->hosts > 1 || (c->hosts == 0 && p->http_minor >= 1)) { c->err_status = 400; return -1; }
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->s->max_body) { c->err_status = 413; return -1; }
   c->deadline = uv_now(&c->s->loop->uv) + c->s->idle_timeout;
   /* "Expect: 100-continue": the client waits (curl: 1 s) for a go-ahead before the body. An
   ** interim answer must not overtake earlier answers: with some pending it is owed, and sent by
   ** conn_flush_slots when the last of them is out. */
-  if (expect && p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED))) {
+  if (c->expect_100 && p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED))) {
     if (c->shead) c->want_continue = 1;
     else conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
   }
