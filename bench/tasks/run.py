@@ -9,7 +9,8 @@ load from other processes on a shared machine hits every runtime alike):
   d  start   `aioshell -e ''` against lua5.4 -e '', python3 -c '', node -e ''
 Peers: bare Lua 5.4 coroutines under stock lua5.4 (the floor: no loop), the same with one
 8-slot table beside each coroutine (case a only: the weight of a task object, which any task
-runtime keeps), CPython asyncio, asyncio+uvloop, Node (async functions; sleep(0) =
+runtime keeps), the same through a minimal scheduler (case a only: task records, a FIFO ready
+queue, results in input order; still no loop, timers or error handling), CPython asyncio, asyncio+uvloop, Node (async functions; sleep(0) =
 setImmediate, or setTimeout(0)).
 
 Figures: "section" = measured inside the process around the work (process CPU time, which other
@@ -51,7 +52,9 @@ def runtimes(aioshell):
     rts = [("aioshell", [aioshell, os.path.join(HERE, "aio_tasks.lua")], 1.0),
            ("lua5.4 coroutines (floor)", ["lua5.4", os.path.join(PEERS, "bare_coroutines.lua")], 1.0),
            ("lua5.4 coroutines + a table each", ["lua5.4", os.path.join(PEERS, "bare_coroutines.lua"),
-                                                 "--object"], None)]  # spawn only
+                                                 "--object"], None),  # spawn only
+           ("lua5.4 coroutines + a minimal scheduler", ["lua5.4", os.path.join(PEERS, "bare_coroutines.lua"),
+                                                        "--scheduler"], None)]  # spawn only
     if not shutil.which("lua5.4"):
         del rts[1:]
     if os.access(PY, os.X_OK):
@@ -190,6 +193,9 @@ def report(rts, args, results, aio):
             v = results["targets_a"][key]
             if v is not None and v > 1.3:
                 misses.append("(a) %.2fx the bare-coroutine floor (%s CPU) > 1.3x" % (v, label))
+        sched = med(results, "spawn", "lua5.4 coroutines + a minimal scheduler", "cpu")
+        if sched and a_sec:
+            print("(a) against the minimal-scheduler floor (section CPU): %.2fx\n" % (a_sec / sched))
     if "sleep" in results:
         runs = len(next(iter(results["sleep"].values())))
         print("### (b) %d tasks sleeping concurrently: memory per task (median of %d runs)\n" % (n, runs))

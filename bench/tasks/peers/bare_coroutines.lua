@@ -6,8 +6,12 @@
 -- `--object` first: every coroutine of the spawn case also gets one 8-slot table, about the
 -- weight of the object any task runtime keeps beside each coroutine (aioshell's task userdata
 -- is 224 bytes): the floor of a runtime that has task objects at all.
+-- `--scheduler` first: the spawn case through the least a scheduler does — a task record per
+-- coroutine, a FIFO ready queue that spawn appends to and sleep(0) re-queues on, results stored
+-- in input order as tasks end — still with no event loop, no timers, no errors.
 local with_object = arg[1] == "--object"
-if with_object then table.remove(arg, 1) end
+local with_scheduler = arg[1] == "--scheduler"
+if with_object or with_scheduler then table.remove(arg, 1) end
 local case, n, m = arg[1], tonumber(arg[2]), tonumber(arg[3] or 0)
 local create, resume, yield = coroutine.create, coroutine.resume, coroutine.yield
 
@@ -22,7 +26,36 @@ local function work(i) yield() return i end
 local function sleeper() yield() end
 local function switcher(count) for _ = 1, count do yield() end return true end
 
-if case == "spawn" then
+-- Runs the spawn case through a minimal scheduler; returns the results list.
+local function spawn_scheduled(count)
+  local queue, head, tail, results = {}, 1, 0, {}
+  for i = 1, count do
+    tail = tail + 1
+    queue[tail] = { co = create(work), arg = i, index = i }
+  end
+  while head <= tail do
+    local t = queue[head]
+    queue[head] = nil
+    head = head + 1
+    local _, v = resume(t.co, t.arg)
+    t.arg = nil
+    if v ~= nil then
+      results[t.index] = v                        -- ended: its result in input order
+    else
+      tail = tail + 1
+      queue[tail] = t                             -- sleep(0): to the back of the queue
+    end
+  end
+  return results
+end
+
+if case == "spawn" and with_scheduler then
+  local c0 = os.clock()
+  local r = spawn_scheduled(n)
+  local cpu = os.clock() - c0
+  assert(r[n] == n and #r == n)
+  print(("cpu=%.6f"):format(cpu))
+elseif case == "spawn" then
   local c0 = os.clock()
   local cos, r, objects = {}, {}, {}
   if with_object then
