@@ -558,6 +558,27 @@ describe("process.pipe", function()
     assert.equal("later\tlater\nend\n", out)
   end)
 
+  -- A recv (or a queue's get) that cannot wait, across a C-call boundary, raised but left its
+  -- waiter registered: the orphan took the next message, and kept the program from ending.
+  it("a receive that cannot wait leaves no waiter behind", function()
+    local out, err, status = helper.run_lua([[
+      local aio, process = require "aio", require "aio.process"
+      aio.run(function()
+        local a, b = process.pipe()
+        local q = process.queue()
+        print(pcall(string.gsub, "a", "a", function() return a:recv() end))
+        print(pcall(string.gsub, "a", "a", function() return q:get() end))
+        b:send("kept")
+        q:put("kept")
+        print(aio.wait_for(function() return a:recv() end, 1),
+              aio.wait_for(function() return q:get() end, 1))
+      end)
+      print("end")
+    ]], {timeout = 10})
+    assert.equal(0, status, err)
+    assert.matches("^false\t.-cannot await here.-\nfalse\t.-cannot await here.-\nkept\tkept\nend\n$", out)
+  end)
+
   it("keeps message boundaries and reports a closed peer", async(function()
     local a, b = process.pipe()
     local h = process.fork(function()

@@ -601,6 +601,28 @@ describe("channels", function()
     assert.equal(1, #ch)
   end))
 
+  -- A recv or send that cannot wait (across a C-call boundary, or in a task whose cancellation
+  -- is pending) raised but left its waiter parked: the orphan then took the next message (or
+  -- later added its own), and kept the program from ending.
+  it("a recv or send that cannot wait leaves no waiter behind", async(function()
+    local ch = thread.channel(1)
+    local ok, err = pcall(string.gsub, "a", "a", function() return ch:recv() end)
+    assert.is_false(ok)
+    assert.matches("cannot await here", err)
+    local t
+    t = aio.spawn(function() t:cancel(); return ch:recv() end)
+    assert.is_true(aio.is_cancelled(select(2, pcall(t.await, t))))
+    ch:send("kept")
+    assert.equal("kept", ch:recv(0))
+    ch:send(1)
+    ok, err = pcall(string.gsub, "a", "a", function() return ch:send(2) end)
+    assert.is_false(ok)
+    assert.matches("cannot await here", err)
+    assert.equal(1, ch:recv(0))
+    aio.sleep(0)
+    assert.equal(0, #ch)
+  end))
+
   it("recv with timeout 0 polls; a cancelled recv loses nothing", async(function()
     local ch = thread.channel()
     local v, why = ch:recv(0)

@@ -207,6 +207,10 @@ int aio_future_cancel(lua_State *L, aio_future *f, const char *msg);
 /* Waits for the future at idx; use in tail position: `return aio_await(L, idx);`.
 ** Returns the future's results or raises its error. */
 int aio_await(lua_State *L, int idx);
+/* aio_await for a future made for this call and registered as a waiter (with an on_cancel that
+** unregisters it): where the caller cannot wait, the future is cancelled before the error is
+** raised, so that no orphan waiter is left behind. */
+int aio_await_own(lua_State *L, int idx);
 /* Pushes the outcome of the (finished) future at fidx as (true, results...) or (false, err);
 ** returns the count pushed. */
 int aio_future_push_outcome(lua_State *L, int fidx);

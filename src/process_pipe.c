@@ -247,7 +247,7 @@ static int end_recv(lua_State *L) {
     uv_ref((uv_handle_t *)e->h);
     uv_read_start((uv_stream_t *)e->h, aio_proc_alloc, end_read_cb);
   }
-  return aio_await(L, lua_gettop(L));
+  return aio_await_own(L, lua_gettop(L));
 }
 
 /* end:poll() -> true if a whole message is ready now (without waiting) */

@@ -236,7 +236,7 @@ static int queue_park(lua_State *L, pqueue *q, int is_put, aio_buf *msg) {
     q->gtail = w;
   }
   queue_update_polls(q, aio_uv(L));
-  return aio_await(L, lua_gettop(L));
+  return aio_await_own(L, lua_gettop(L));
 }
 
 /* Encodes the value at 2 as a queue message, refusing what does not fit in one datagram. */

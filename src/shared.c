@@ -740,7 +740,7 @@ static int chan_park(lua_State *L, chan *c, int is_send, aio_buf *b) {
   ** (both sides waiting forever, 1 run in 20 of the back-pressure spec). Serving now settles
   ** this waiter at once if the channel already allows it. */
   chan_serve(L, c);
-  return aio_await(L, lua_gettop(L));
+  return aio_await_own(L, lua_gettop(L));
 }
 
 /* True if a is earlier than b. */
