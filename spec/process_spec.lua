@@ -149,6 +149,24 @@ describe("process.fork", function()
     assert.equal(2, pool:apply(function() return 2 end))
   end))
 
+  -- A channel remembered the inbox of the loop that first waited on it: in a forked child the
+  -- workers' notifications went to the parent's inbox (a copy nobody reads), and a wait on the
+  -- loop never woke.
+  it("a channel the parent waited on wakes the child's waits", async(function()
+    local ch, tpool = thread.channel(), thread.pool(1)
+    tpool:submit(function(ch) require("aio.thread").sleep(0.02); ch:send("parent") end, ch)
+    assert.equal("parent", aio.wait_for(function() return ch:recv() end, 2))
+    local h = process.fork(function()
+      local p = require("aio.thread").pool(1)
+      p:submit(function(ch) require("aio.thread").sleep(0.02); ch:send("child") end, ch)
+      local ok, v = pcall(aio.wait_for, function() return ch:recv() end, 2)
+      p:close()
+      return ok and v or tostring(v)
+    end)
+    assert.equal("child", h:join())
+    tpool:close()
+  end))
+
   it("the child does not run the parent's tasks", async(function()
     local ran = process.value(0)
     local t = aio.spawn(function() aio.sleep(0.05); ran:add(1) end)

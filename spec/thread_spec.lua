@@ -601,6 +601,29 @@ describe("channels", function()
     assert.equal(1, #ch)
   end))
 
+  it("serves parked receivers, and parked senders, in FIFO order; a cancelled one is skipped",
+     async(function()
+    local ch = thread.channel(1)
+    local got, recvs = {}, {}
+    for i = 1, 4 do
+      recvs[i] = aio.spawn(function() local v = ch:recv(); got[#got + 1] = i .. ":" .. v end)
+    end
+    aio.sleep(0)
+    recvs[2]:cancel()
+    pool:run(function(ch) for v = 1, 3 do ch:send(v) end end, ch)
+    for _, i in ipairs{1, 3, 4} do aio.wait_for(recvs[i], 2) end
+    assert.same({"1:1", "3:2", "4:3"}, got)
+    ch:send("x")
+    local sends = {}
+    for i = 1, 4 do sends[i] = aio.spawn(function() return ch:send(i) end) end
+    aio.sleep(0)
+    sends[2]:cancel()
+    local r = pool:run(function(ch) local t = {} for k = 1, 4 do t[k] = ch:recv() end return t end, ch)
+    assert.same({"x", 1, 3, 4}, r)
+    for _, i in ipairs{1, 3, 4} do assert.is_true(aio.wait_for(sends[i], 2)) end
+    assert.equal(0, #ch)
+  end))
+
   -- A recv or send that cannot wait (across a C-call boundary, or in a task whose cancellation
   -- is pending) raised but left its waiter parked: the orphan then took the next message (or
   -- later added its own), and kept the program from ending.

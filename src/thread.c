@@ -678,10 +678,7 @@ static int l_submit(lua_State *L) {
   j->d.deliver = job_deliver;
   j->pool = p;
   j->state = J_QUEUED;
-  j->fut = aio_future_new(L);
-  j->futref = aio_ref(L, -1);
-  j->fut->on_cancel = job_on_cancel;
-  j->fut->on_cancel_ud = j;
+  j->fut = aio_future_new_held(L, &j->futref, job_on_cancel, j);
   p->refs++;
   aio_inbox_hold(p->ib, +1);
   if (p->inflight++ == 0) p->selfref = aio_ref(L, 1);
@@ -827,6 +824,20 @@ static int l_current(lua_State *L) {
   return 2;
 }
 
+/* The CLOCK_REALTIME time `seconds` from now, capped at AIO_FOREVER_S (thread.h). Beyond 10^9 s
+** (about 31 years; also inf and NaN) converting the double to time_t overflows, and the wrapped
+** deadline lay in the past: recv(math.huge) timed out at once. */
+struct timespec aio_deadline_in(double seconds) {
+  if (!(seconds < AIO_FOREVER_S)) seconds = AIO_FOREVER_S;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  double whole = (double)(time_t)seconds;
+  ts.tv_sec += (time_t)seconds;
+  ts.tv_nsec += (long)((seconds - whole) * 1e9);
+  if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+  return ts;
+}
+
 /* thread_c.sleep(seconds): blocks this OS thread; a cancelled job wakes up with its error. */
 static int l_sleep(lua_State *L) {
   double s = luaL_checknumber(L, 1);
@@ -854,8 +865,6 @@ static int l_cores(lua_State *L) {
   return 1;
 }
 
-int aio_shared_open(lua_State *L);  /* shared.c: adds shared, mutex, channel to the table */
-
 /* Opens aio.thread_c: pools, worker helpers and the shared objects. */
 int luaopen_aio_thread_c(lua_State *L) {
   static const luaL_Reg pool_methods[] = {
@@ -881,5 +890,6 @@ int luaopen_aio_thread_c(lua_State *L) {
   lua_setfield(L, -3, "pool_methods");  /* the facade adds map/close to these */
   lua_pop(L, 1);
   aio_shared_open(L);
+  aio_channel_open(L);
   return 1;
 }

@@ -1,7 +1,7 @@
 -- aio.thread — thread pools of dedicated OS threads, each with its own Lua state, and the
 -- objects they share (cells, mutexes, channels). The mechanism is in C (aio.thread_c:
--- src/thread.c, src/shared.c; values cross with src/codec.c); this facade adds map, close and
--- the default pool behind aio.to_thread. See docs/thread.md.
+-- src/thread.c, src/shared.c, src/channel.c; values cross with src/codec.c); this facade adds
+-- map, close and the default pool behind aio.to_thread. See docs/thread.md.
 local c = require "aio.thread_c"
 local core = require "aio.core"
 
