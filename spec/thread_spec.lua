@@ -451,6 +451,33 @@ describe("shared state", function()
     p:close()
   end))
 
+  -- Each thread lists the mutexes it holds (to release what a job leaves locked). unlock took
+  -- the mutex out of that list after unlocking it: a thread that took it in between had
+  -- linked it into its own list, which got spliced into the first thread's. A worker then
+  -- kept a mutex its job had left locked ("deadlock" for the next job), or released one it
+  -- did not hold (heap corruption). Handing a mutex back and forth hits that window.
+  it("a mutex handed between threads keeps each thread's list of held locks", async(function()
+    local y = thread.mutex()
+    local function job(y, a, n)
+      a:lock()  -- left locked: the worker releases it when the job ends
+      for _ = 1, n do
+        while not y:try_lock() do end
+        y:unlock()
+      end
+    end
+    local function free(a) local g = a:lock(0.5); if g then g:unlock() end; return g ~= nil end
+    local stuck = 0
+    for _ = 1, 80 do
+      local a1, a2 = thread.mutex(), thread.mutex()
+      aio.gather(pool:submit(job, y, a1, 20000), pool:submit(job, y, a2, 20000))
+      for _, a in ipairs{a1, a2} do
+        local ok, freed = pcall(pool.run, pool, free, a)
+        if not (ok and freed) then stuck = stuck + 1 end
+      end
+    end
+    assert.equal(0, stuck)
+  end))
+
   -- A task's lock waited in pthread_mutex_lock on the loop thread: the whole loop stopped, so a
   -- worker holding the mutex until the loop answered it never got its answer (a hang), and a
   -- second task on the loop got "deadlock" for a mutex another task held.

@@ -338,14 +338,18 @@ static void held_add(mutex *m) {
   held = m;
 }
 
-/* Forgets m from this thread's list (after unlocking it). */
-static void held_remove(mutex *m) {
+/* Takes m out of this thread's list, before unlocking it (its reference is then the caller's
+** to drop): once m is unlocked, another thread that takes it links it into its own list
+** (m->held_next), and a look at m->held_next from here would splice that list into this one.
+** Returns 1 if m was there, that is if this thread holds it. */
+static int held_take(mutex *m) {
   for (mutex **pp = &held; *pp; pp = &(*pp)->held_next)
     if (*pp == m) {
       *pp = m->held_next;
-      mutex_release(m);
-      return;
+      m->held_next = NULL;
+      return 1;
     }
+  return 0;
 }
 
 /* Unlocks every mutex this thread still holds; returns how many (thread.h). */
@@ -412,12 +416,10 @@ static int mutex_unlock(lua_State *L) {
   /* tasks share the loop's thread, which pthread sees as the owner: tell them apart here */
   if (onloop && m->loop_holder && m->loop_holder != L)
     return luaL_error(L, "unlock of a mutex this task does not hold");
-  int rc = pthread_mutex_unlock(&m->mu);
-  if (rc == EPERM) return luaL_error(L, "unlock of a mutex this thread does not hold");
-  if (rc == 0) {
-    held_remove(m);
-    if (onloop) m->loop_holder = NULL;
-  }
+  if (!held_take(m)) return luaL_error(L, "unlock of a mutex this thread does not hold");
+  if (onloop) m->loop_holder = NULL;
+  pthread_mutex_unlock(&m->mu);
+  mutex_release(m);  /* the list's reference (the box at 1 holds another) */
   return 0;
 }
 
