@@ -372,6 +372,9 @@ static void disable_os_exit(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* Sets the head of the pool's queue (mu held), atomically: idle workers spin on it unlocked. */
+static void set_qhead(pool *p, job *j) { __atomic_store_n(&p->qhead, j, __ATOMIC_RELAXED); }
+
 /* A worker thread: make a warm state, run init, then take jobs until the pool closes. */
 static void *worker_main(void *arg) {
   aio_worker *w = (aio_worker *)arg;
@@ -431,7 +434,7 @@ static void *worker_main(void *arg) {
       if (last) aio_inbox_post(p->ib, &p->exited);
       return NULL;
     }
-    p->qhead = j->next;
+    set_qhead(p, j->next);
     if (!p->qhead) p->qtail = NULL;
     p->nqueued--;
     j->state = J_RUNNING;
@@ -555,7 +558,8 @@ static void job_on_cancel(lua_State *L, aio_future *f, void *ud) {
     job **pp = &p->qhead, *prev = NULL;
     while (*pp && *pp != j) { prev = *pp; pp = &(*pp)->next; }
     if (*pp) {
-      *pp = j->next;
+      if (prev) prev->next = j->next;
+      else set_qhead(p, j->next);
       if (p->qtail == j) p->qtail = prev;
       p->nqueued--;
     }
@@ -581,10 +585,11 @@ static void pool_shutdown(lua_State *L, pool *p, int cancel_pending, int cancel_
   job *dropped = NULL;
   pthread_mutex_lock(&p->mu);
   int first = !p->closing;
-  p->closing = 1;
+  __atomic_store_n(&p->closing, 1, __ATOMIC_RELAXED);  /* read by spinning workers */
   if (cancel_pending) {
     dropped = p->qhead;
-    p->qhead = p->qtail = NULL;
+    set_qhead(p, NULL);
+    p->qtail = NULL;
     p->nqueued = 0;
   }
   if (cancel_running)
@@ -684,7 +689,7 @@ static int l_submit(lua_State *L) {
   if (p->inflight++ == 0) p->selfref = aio_ref(L, 1);
   pthread_mutex_lock(&p->mu);
   if (p->qtail) p->qtail->next = j;
-  else p->qhead = j;
+  else set_qhead(p, j);
   p->qtail = j;
   p->nqueued++;
   if (p->nidle > 0) pthread_cond_signal(&p->cv);
