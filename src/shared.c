@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
-#include <time.h>
 #include <pthread.h>
 #include "aio.h"
 #include "codec.h"
