@@ -149,6 +149,24 @@ describe("process.fork", function()
     assert.equal(2, pool:apply(function() return 2 end))
   end))
 
+  -- A channel remembered the inbox of the loop that first waited on it: in a forked child the
+  -- workers' notifications went to the parent's inbox (a copy nobody reads), and a wait on the
+  -- loop never woke.
+  it("a channel the parent waited on wakes the child's waits", async(function()
+    local ch, tpool = thread.channel(), thread.pool(1)
+    tpool:submit(function(ch) require("aio.thread").sleep(0.02); ch:send("parent") end, ch)
+    assert.equal("parent", aio.wait_for(function() return ch:recv() end, 2))
+    local h = process.fork(function()
+      local p = require("aio.thread").pool(1)
+      p:submit(function(ch) require("aio.thread").sleep(0.02); ch:send("child") end, ch)
+      local ok, v = pcall(aio.wait_for, function() return ch:recv() end, 2)
+      p:close()
+      return ok and v or tostring(v)
+    end)
+    assert.equal("child", h:join())
+    tpool:close()
+  end))
+
   it("the child does not run the parent's tasks", async(function()
     local ran = process.value(0)
     local t = aio.spawn(function() aio.sleep(0.05); ran:add(1) end)
@@ -556,6 +574,27 @@ describe("process.pipe", function()
     ]], {timeout = 10})
     assert.equal(0, status, err)  -- (124: the cancelled waiters kept the loop alive)
     assert.equal("later\tlater\nend\n", out)
+  end)
+
+  -- A recv (or a queue's get) that cannot wait, across a C-call boundary, raised but left its
+  -- waiter registered: the orphan took the next message, and kept the program from ending.
+  it("a receive that cannot wait leaves no waiter behind", function()
+    local out, err, status = helper.run_lua([[
+      local aio, process = require "aio", require "aio.process"
+      aio.run(function()
+        local a, b = process.pipe()
+        local q = process.queue()
+        print(pcall(string.gsub, "a", "a", function() return a:recv() end))
+        print(pcall(string.gsub, "a", "a", function() return q:get() end))
+        b:send("kept")
+        q:put("kept")
+        print(aio.wait_for(function() return a:recv() end, 1),
+              aio.wait_for(function() return q:get() end, 1))
+      end)
+      print("end")
+    ]], {timeout = 10})
+    assert.equal(0, status, err)
+    assert.matches("^false\t.-cannot await here.-\nfalse\t.-cannot await here.-\nkept\tkept\nend\n$", out)
   end)
 
   it("keeps message boundaries and reports a closed peer", async(function()

@@ -451,6 +451,33 @@ describe("shared state", function()
     p:close()
   end))
 
+  -- Each thread lists the mutexes it holds (to release what a job leaves locked). unlock took
+  -- the mutex out of that list after unlocking it: a thread that took it in between had
+  -- linked it into its own list, which got spliced into the first thread's. A worker then
+  -- kept a mutex its job had left locked ("deadlock" for the next job), or released one it
+  -- did not hold (heap corruption). Handing a mutex back and forth hits that window.
+  it("a mutex handed between threads keeps each thread's list of held locks", async(function()
+    local y = thread.mutex()
+    local function job(y, a, n)
+      a:lock()  -- left locked: the worker releases it when the job ends
+      for _ = 1, n do
+        while not y:try_lock() do end
+        y:unlock()
+      end
+    end
+    local function free(a) local g = a:lock(0.5); if g then g:unlock() end; return g ~= nil end
+    local stuck = 0
+    for _ = 1, 80 do
+      local a1, a2 = thread.mutex(), thread.mutex()
+      aio.gather(pool:submit(job, y, a1, 20000), pool:submit(job, y, a2, 20000))
+      for _, a in ipairs{a1, a2} do
+        local ok, freed = pcall(pool.run, pool, free, a)
+        if not (ok and freed) then stuck = stuck + 1 end
+      end
+    end
+    assert.equal(0, stuck)
+  end))
+
   -- A task's lock waited in pthread_mutex_lock on the loop thread: the whole loop stopped, so a
   -- worker holding the mutex until the loop answered it never got its answer (a hang), and a
   -- second task on the loop got "deadlock" for a mutex another task held.
@@ -599,6 +626,51 @@ describe("channels", function()
     assert.is_nil(ok)
     assert.equal("timeout", why)
     assert.equal(1, #ch)
+  end))
+
+  it("serves parked receivers, and parked senders, in FIFO order; a cancelled one is skipped",
+     async(function()
+    local ch = thread.channel(1)
+    local got, recvs = {}, {}
+    for i = 1, 4 do
+      recvs[i] = aio.spawn(function() local v = ch:recv(); got[#got + 1] = i .. ":" .. v end)
+    end
+    aio.sleep(0)
+    recvs[2]:cancel()
+    pool:run(function(ch) for v = 1, 3 do ch:send(v) end end, ch)
+    for _, i in ipairs{1, 3, 4} do aio.wait_for(recvs[i], 2) end
+    assert.same({"1:1", "3:2", "4:3"}, got)
+    ch:send("x")
+    local sends = {}
+    for i = 1, 4 do sends[i] = aio.spawn(function() return ch:send(i) end) end
+    aio.sleep(0)
+    sends[2]:cancel()
+    local r = pool:run(function(ch) local t = {} for k = 1, 4 do t[k] = ch:recv() end return t end, ch)
+    assert.same({"x", 1, 3, 4}, r)
+    for _, i in ipairs{1, 3, 4} do assert.is_true(aio.wait_for(sends[i], 2)) end
+    assert.equal(0, #ch)
+  end))
+
+  -- A recv or send that cannot wait (across a C-call boundary, or in a task whose cancellation
+  -- is pending) raised but left its waiter parked: the orphan then took the next message (or
+  -- later added its own), and kept the program from ending.
+  it("a recv or send that cannot wait leaves no waiter behind", async(function()
+    local ch = thread.channel(1)
+    local ok, err = pcall(string.gsub, "a", "a", function() return ch:recv() end)
+    assert.is_false(ok)
+    assert.matches("cannot await here", err)
+    local t
+    t = aio.spawn(function() t:cancel(); return ch:recv() end)
+    assert.is_true(aio.is_cancelled(select(2, pcall(t.await, t))))
+    ch:send("kept")
+    assert.equal("kept", ch:recv(0))
+    ch:send(1)
+    ok, err = pcall(string.gsub, "a", "a", function() return ch:send(2) end)
+    assert.is_false(ok)
+    assert.matches("cannot await here", err)
+    assert.equal(1, ch:recv(0))
+    aio.sleep(0)
+    assert.equal(0, #ch)
   end))
 
   it("recv with timeout 0 polls; a cancelled recv loses nothing", async(function()

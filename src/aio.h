@@ -192,6 +192,12 @@ enum { AIO_FUV_RESULT = 1, AIO_FUV_CALLBACKS, AIO_FUV_LABEL, AIO_FUTURE_NUV = AI
 
 /* Pushes a new pending future. */
 aio_future *aio_future_new(lua_State *L);
+/* Pushes a new pending future that C code holds until it settles it: *ref is its registry
+** anchor (aio_unref when done), and cancelling it first calls on_cancel(L, f, ud), which
+** undoes whatever the pending work registered (and must not settle f). */
+aio_future *aio_future_new_held(lua_State *L, int *ref,
+                                void (*on_cancel)(lua_State *L, aio_future *f, void *ud),
+                                void *ud);
 /* Checks that the value at idx is a future or a task (tasks are futures). */
 aio_future *aio_future_check(lua_State *L, int idx);
 /* Returns the future (or task) at idx, or NULL. */
@@ -207,6 +213,10 @@ int aio_future_cancel(lua_State *L, aio_future *f, const char *msg);
 /* Waits for the future at idx; use in tail position: `return aio_await(L, idx);`.
 ** Returns the future's results or raises its error. */
 int aio_await(lua_State *L, int idx);
+/* aio_await for a future made for this call and registered as a waiter (with an on_cancel that
+** unregisters it): where the caller cannot wait, the future is cancelled before the error is
+** raised, so that no orphan waiter is left behind. */
+int aio_await_own(lua_State *L, int idx);
 /* Pushes the outcome of the (finished) future at fidx as (true, results...) or (false, err);
 ** returns the count pushed. */
 int aio_future_push_outcome(lua_State *L, int fidx);

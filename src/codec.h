@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <lua.h>
+#include <lauxlib.h>
 #include "buf.h"
 
 /* Which boundary the values cross: decides which shareable objects may go. */
@@ -65,5 +66,27 @@ void aio_codec_discard(const char *data, size_t len);
 
 /* Sets the `__aio_share` field of the metatable on top of the stack to cls. */
 void aio_share_register(lua_State *L, const aio_share_class *cls);
+
+/* Class no-ops: retain/release of objects that are not counted (they live in shared memory,
+** or cross by value: pipe ends, queues), and push of those that only cross by `unpack`. */
+void aio_share_noop_ref(void *o);
+void aio_share_noop_push(lua_State *L, void *o);
+
+/* Makes the metatable named cls->name (left on the stack; returns 1): the `methods` table is
+** its __index and its field `methods` (for an __index function among `meta` that still wants
+** them), then come the metamethods `meta`, then the class mark (aio_share_register). */
+int aio_share_new_mt(lua_State *L, const aio_share_class *cls, const luaL_Reg *methods,
+                     const luaL_Reg *meta);
+
+/* Pushes a box (aio_share_box) for obj with the metatable mt, which open_mt makes (left on the
+** stack) the first time this state needs it: a state a shared object crosses into may not
+** have opened its module. The box owns whatever reference the caller hands it. */
+void aio_share_push_box(lua_State *L, void *obj, const char *mt, int (*open_mt)(lua_State *L));
+
+/* The object of the box at idx, which must have the metatable mt; raises if it was released. */
+void *aio_share_check(lua_State *L, int idx, const char *mt);
+
+/* __gc of the boxes of a reference-counted class: drops the box's reference (cls->release). */
+int aio_share_box_gc(lua_State *L, const aio_share_class *cls);
 
 #endif

@@ -218,10 +218,7 @@ static int l_exec(lua_State *L) {
     if (uv_write(&x->wreq, (uv_stream_t *)&x->in, &b, 1, x_written) != 0)
       uv_close((uv_handle_t *)&x->in, x_closed);
   }
-  x->fut = aio_future_new(L);
-  x->futref = aio_ref(L, -1);
-  x->fut->on_cancel = x_on_cancel;
-  x->fut->on_cancel_ud = x;
+  x->fut = aio_future_new_held(L, &x->futref, x_on_cancel, x);
   lua_pushinteger(L, x->proc.pid);
   return 2;
 }

@@ -506,6 +506,17 @@ void aio__open_future(lua_State *L) {
   lua_setfield(L, -2, "all_awaitable");
 }
 
+/* Pushes a new pending future that C code holds and settles later (aio.h). */
+aio_future *aio_future_new_held(lua_State *L, int *ref,
+                                void (*on_cancel)(lua_State *L, aio_future *f, void *ud),
+                                void *ud) {
+  aio_future *f = aio_future_new(L);
+  *ref = aio_ref(L, -1);
+  f->on_cancel = on_cancel;
+  f->on_cancel_ud = ud;
+  return f;
+}
+
 /* Keeps the value at idx alive while C code owns it; returns a registry ref. */
 int aio_ref(lua_State *L, int idx) {
   lua_pushvalue(L, idx);

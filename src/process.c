@@ -67,9 +67,6 @@ void aio_proc_inherit_upto(uint32_t epoch) {
   lineage[nlineage - 1].epoch = epoch;
 }
 
-/* Codec no-ops for objects that cross by value (pipe ends, queues). */
-void aio_share_noop_ref(void *o) { (void)o; }
-void aio_share_noop_push(lua_State *L, void *o) { (void)L; (void)o; }
 
 static int parent_stream = -1;  /* this process's stream to its parent, if it has one */
 

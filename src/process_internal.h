@@ -43,9 +43,6 @@ void aio_proc_pack_fdref(aio_buf *b, int fd0, int fd1, pid_t creator, uint32_t e
 ** `what` ("process.pipe end") word the errors. */
 fdref aio_proc_unpack_fdref(lua_State *L, const char *p, size_t n, const char *kind,
                             const char *what);
-/* Codec no-ops for objects that cross by value (pipe ends, queues). */
-void aio_share_noop_ref(void *o);
-void aio_share_noop_push(lua_State *L, void *o);
 
 /* ---- I/O and frames (process.c) ---- */
 

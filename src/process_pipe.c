@@ -50,11 +50,8 @@ static pend *find_end(int fd, pid_t creator, uint32_t epoch) {
 
 /* Pushes a box for a pipe end. */
 static void push_end(lua_State *L, pend *e) {
-  aio_share_box *b = (aio_share_box *)lua_newuserdatauv(L, sizeof *b, 0);
-  b->obj = e;
+  aio_share_push_box(L, e, PIPE_MT, open_pipe_mt);
   e->refs++;
-  if (luaL_getmetatable(L, PIPE_MT) != LUA_TTABLE) { lua_pop(L, 1); open_pipe_mt(L); }
-  lua_setmetatable(L, -2);
 }
 
 /* Makes this process's struct for a pipe end. */
@@ -235,10 +232,7 @@ static int end_recv(lua_State *L) {
   }
   pwaiter *w = calloc(1, sizeof *w);
   if (!w) return luaL_error(L, "out of memory");
-  w->fut = aio_future_new(L);
-  w->ref = aio_ref(L, -1);
-  w->fut->on_cancel = pwaiter_on_cancel;
-  w->fut->on_cancel_ud = e;
+  w->fut = aio_future_new_held(L, &w->ref, pwaiter_on_cancel, e);
   if (e->wtail) e->wtail->next = w;
   else e->whead = w;
   e->wtail = w;
@@ -247,7 +241,7 @@ static int end_recv(lua_State *L) {
     uv_ref((uv_handle_t *)e->h);
     uv_read_start((uv_stream_t *)e->h, aio_proc_alloc, end_read_cb);
   }
-  return aio_await(L, lua_gettop(L));
+  return aio_await_own(L, lua_gettop(L));
 }
 
 /* end:poll() -> true if a whole message is ready now (without waiting) */
@@ -318,13 +312,8 @@ static int open_pipe_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"send", end_send}, {"recv", end_recv}, {"poll", end_poll}, {"close", end_close},
     {"fileno", end_fileno}, {NULL, NULL}};
-  luaL_newmetatable(L, PIPE_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, end_tostring);
-  lua_setfield(L, -2, "__tostring");
-  aio_share_register(L, &pipe_class);
-  return 1;
+  static const luaL_Reg meta[] = {{"__tostring", end_tostring}, {NULL, NULL}};
+  return aio_share_new_mt(L, &pipe_class, methods, meta);
 }
 
 /* process_c.pipe() -> end1, end2: two connected duplex ends. */

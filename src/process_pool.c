@@ -618,10 +618,7 @@ static int ppool_submit(lua_State *L) {
   if (!j) { aio_buf_free(&msg); return luaL_error(L, "out of memory"); }
   j->msg = msg;
   j->pool = p;
-  j->fut = aio_future_new(L);
-  j->futref = aio_ref(L, -1);
-  j->fut->on_cancel = pjob_on_cancel;
-  j->fut->on_cancel_ud = j;
+  j->fut = aio_future_new_held(L, &j->futref, pjob_on_cancel, j);
   p->refs++;
   if (p->inflight++ == 0) p->selfref = aio_ref(L, 1);
   if (p->qtail) p->qtail->next = j;

@@ -40,12 +40,7 @@ static pqueue *queues = NULL;
 static int open_queue_mt(lua_State *L);
 
 /* Pushes a box for a queue. */
-static void queue_push(lua_State *L, pqueue *q) {
-  aio_share_box *b = (aio_share_box *)lua_newuserdatauv(L, sizeof *b, 0);
-  b->obj = q;
-  if (luaL_getmetatable(L, QUEUE_MT) != LUA_TTABLE) { lua_pop(L, 1); open_queue_mt(L); }
-  lua_setmetatable(L, -2);
-}
+static void queue_push(lua_State *L, pqueue *q) { aio_share_push_box(L, q, QUEUE_MT, open_queue_mt); }
 
 /* Codec: a queue crosses as its fds, creator pid and epoch. */
 static void queue_pack(void *obj, aio_buf *b) {
@@ -224,10 +219,7 @@ static int queue_park(lua_State *L, pqueue *q, int is_put, aio_buf *msg) {
   qwaiter *w = calloc(1, sizeof *w);
   if (!w) return luaL_error(L, "out of memory");
   if (msg) w->msg = *msg;
-  w->fut = aio_future_new(L);
-  w->ref = aio_ref(L, -1);
-  w->fut->on_cancel = qwaiter_on_cancel;
-  w->fut->on_cancel_ud = q;
+  w->fut = aio_future_new_held(L, &w->ref, qwaiter_on_cancel, q);
   if (is_put) {
     if (q->ptail) q->ptail->next = w; else q->phead = w;
     q->ptail = w;
@@ -236,7 +228,7 @@ static int queue_park(lua_State *L, pqueue *q, int is_put, aio_buf *msg) {
     q->gtail = w;
   }
   queue_update_polls(q, aio_uv(L));
-  return aio_await(L, lua_gettop(L));
+  return aio_await_own(L, lua_gettop(L));
 }
 
 /* Encodes the value at 2 as a queue message, refusing what does not fit in one datagram. */
@@ -319,17 +311,13 @@ static int queue_tostring(lua_State *L) {
   return 1;
 }
 
+/* Makes the queues' metatable (left on the stack). */
 static int open_queue_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"put", queue_put}, {"put_nowait", queue_put_nowait}, {"get", queue_get},
     {"get_nowait", queue_get_nowait}, {NULL, NULL}};
-  luaL_newmetatable(L, QUEUE_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, queue_tostring);
-  lua_setfield(L, -2, "__tostring");
-  aio_share_register(L, &queue_class);
-  return 1;
+  static const luaL_Reg meta[] = {{"__tostring", queue_tostring}, {NULL, NULL}};
+  return aio_share_new_mt(L, &queue_class, methods, meta);
 }
 
 /* process_c.queue() -> queue */

@@ -90,16 +90,7 @@ static void *shm_alloc(size_t n) {
   return p;
 }
 
-/* ---- boxes and the share class --------------------------------------------------------- */
-
-static void noop(void *o) { (void)o; }
-
-static void push_obj(lua_State *L, void *obj, const char *mt, int (*open_mt)(lua_State *)) {
-  aio_share_box *b = (aio_share_box *)lua_newuserdatauv(L, sizeof *b, 0);
-  b->obj = obj;
-  if (luaL_getmetatable(L, mt) != LUA_TTABLE) { lua_pop(L, 1); open_mt(L); }
-  lua_setmetatable(L, -2);
-}
+/* ---- boxes and the share class (in shared memory: not counted) ------------------------- */
 
 static int open_value_mt(lua_State *L);
 static int open_array_mt(lua_State *L);
@@ -107,21 +98,22 @@ static int open_lock_mt(lua_State *L);
 static int open_sem_mt(lua_State *L);
 static int open_dict_mt(lua_State *L);
 
-static void push_value(lua_State *L, void *o) { push_obj(L, o, VALUE_MT, open_value_mt); }
-static void push_array(lua_State *L, void *o) { push_obj(L, o, ARRAY_MT, open_array_mt); }
-static void push_lock(lua_State *L, void *o) { push_obj(L, o, LOCK_MT, open_lock_mt); }
-static void push_sem(lua_State *L, void *o) { push_obj(L, o, SEM_MT, open_sem_mt); }
-static void push_dict(lua_State *L, void *o) { push_obj(L, o, DICT_MT, open_dict_mt); }
+static void push_value(lua_State *L, void *o) { aio_share_push_box(L, o, VALUE_MT, open_value_mt); }
+static void push_array(lua_State *L, void *o) { aio_share_push_box(L, o, ARRAY_MT, open_array_mt); }
+static void push_lock(lua_State *L, void *o) { aio_share_push_box(L, o, LOCK_MT, open_lock_mt); }
+static void push_sem(lua_State *L, void *o) { aio_share_push_box(L, o, SEM_MT, open_sem_mt); }
+static void push_dict(lua_State *L, void *o) { aio_share_push_box(L, o, DICT_MT, open_dict_mt); }
 
-static const aio_share_class value_class = {VALUE_MT, 1, noop, noop, push_value, NULL, NULL};
-static const aio_share_class array_class = {ARRAY_MT, 1, noop, noop, push_array, NULL, NULL};
-static const aio_share_class lock_class = {LOCK_MT, 1, noop, noop, push_lock, NULL, NULL};
-static const aio_share_class sem_class = {SEM_MT, 1, noop, noop, push_sem, NULL, NULL};
-static const aio_share_class dict_class = {DICT_MT, 1, noop, noop, push_dict, NULL, NULL};
-
-static void *check_obj(lua_State *L, int idx, const char *mt) {
-  return ((aio_share_box *)luaL_checkudata(L, idx, mt))->obj;
-}
+static const aio_share_class value_class = {VALUE_MT, 1, aio_share_noop_ref, aio_share_noop_ref,
+                                          push_value, NULL, NULL};
+static const aio_share_class array_class = {ARRAY_MT, 1, aio_share_noop_ref, aio_share_noop_ref,
+                                          push_array, NULL, NULL};
+static const aio_share_class lock_class = {LOCK_MT, 1, aio_share_noop_ref, aio_share_noop_ref,
+                                          push_lock, NULL, NULL};
+static const aio_share_class sem_class = {SEM_MT, 1, aio_share_noop_ref, aio_share_noop_ref,
+                                          push_sem, NULL, NULL};
+static const aio_share_class dict_class = {DICT_MT, 1, aio_share_noop_ref, aio_share_noop_ref,
+                                          push_dict, NULL, NULL};
 
 static void *alloc_or_fail(lua_State *L, size_t n) {
   if (!A) luaL_error(L, "shared memory is not available (mmap failed)");
@@ -191,27 +183,27 @@ static int l_value(lua_State *L) {
 }
 
 static int value_get(lua_State *L) {
-  shvalue *v = (shvalue *)check_obj(L, 1, VALUE_MT);
+  shvalue *v = (shvalue *)aio_share_check(L, 1, VALUE_MT);
   push_word(L, v->kind, __atomic_load_n(&v->w, __ATOMIC_SEQ_CST));
   return 1;
 }
 
 static int value_set(lua_State *L) {
-  shvalue *v = (shvalue *)check_obj(L, 1, VALUE_MT);
+  shvalue *v = (shvalue *)aio_share_check(L, 1, VALUE_MT);
   __atomic_store_n(&v->w, to_word(L, v->kind, 2), __ATOMIC_SEQ_CST);
   return 0;
 }
 
 /* v:add(n) -> new value (atomic) */
 static int value_add(lua_State *L) {
-  shvalue *v = (shvalue *)check_obj(L, 1, VALUE_MT);
+  shvalue *v = (shvalue *)aio_share_check(L, 1, VALUE_MT);
   word_add(L, v->kind, &v->w, 2);
   return 1;
 }
 
 /* v:cas(old, new) -> true if it held old and now holds new */
 static int value_cas(lua_State *L) {
-  shvalue *v = (shvalue *)check_obj(L, 1, VALUE_MT);
+  shvalue *v = (shvalue *)aio_share_check(L, 1, VALUE_MT);
   int64_t old = to_word(L, v->kind, 2), nw = to_word(L, v->kind, 3);
   lua_pushboolean(L, __atomic_compare_exchange_n(&v->w, &old, nw, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
   return 1;
@@ -239,26 +231,20 @@ static int value_newindex(lua_State *L) {
 }
 
 static int value_tostring(lua_State *L) {
-  shvalue *v = (shvalue *)check_obj(L, 1, VALUE_MT);
+  shvalue *v = (shvalue *)aio_share_check(L, 1, VALUE_MT);
   push_word(L, v->kind, __atomic_load_n(&v->w, __ATOMIC_SEQ_CST));
   lua_pushfstring(L, "process.value(%s)", luaL_tolstring(L, -1, NULL));
   return 1;
 }
 
+/* Makes the values' metatable (left on the stack). */
 static int open_value_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"get", value_get}, {"set", value_set}, {"add", value_add}, {"cas", value_cas}, {NULL, NULL}};
-  luaL_newmetatable(L, VALUE_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "methods");
-  lua_pushcfunction(L, value_index);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, value_newindex);
-  lua_setfield(L, -2, "__newindex");
-  lua_pushcfunction(L, value_tostring);
-  lua_setfield(L, -2, "__tostring");
-  aio_share_register(L, &value_class);
-  return 1;
+  static const luaL_Reg meta[] = {
+    {"__index", value_index}, {"__newindex", value_newindex}, {"__tostring", value_tostring},
+    {NULL, NULL}};
+  return aio_share_new_mt(L, &value_class, methods, meta);
 }
 
 /* ---- arrays of numbers ------------------------------------------------------------------ */
@@ -301,32 +287,32 @@ static int64_t *array_slot(lua_State *L, sharray *a, int idx) {
 }
 
 static int array_get(lua_State *L) {
-  sharray *a = (sharray *)check_obj(L, 1, ARRAY_MT);
+  sharray *a = (sharray *)aio_share_check(L, 1, ARRAY_MT);
   push_word(L, a->kind, __atomic_load_n(array_slot(L, a, 2), __ATOMIC_SEQ_CST));
   return 1;
 }
 
 static int array_set(lua_State *L) {
-  sharray *a = (sharray *)check_obj(L, 1, ARRAY_MT);
+  sharray *a = (sharray *)aio_share_check(L, 1, ARRAY_MT);
   int64_t *slot = array_slot(L, a, 2);
   __atomic_store_n(slot, to_word(L, a->kind, 3), __ATOMIC_SEQ_CST);
   return 0;
 }
 
 static int array_add(lua_State *L) {
-  sharray *a = (sharray *)check_obj(L, 1, ARRAY_MT);
+  sharray *a = (sharray *)aio_share_check(L, 1, ARRAY_MT);
   word_add(L, a->kind, array_slot(L, a, 2), 3);
   return 1;
 }
 
 static int array_len(lua_State *L) {
-  lua_pushinteger(L, ((sharray *)check_obj(L, 1, ARRAY_MT))->n);
+  lua_pushinteger(L, ((sharray *)aio_share_check(L, 1, ARRAY_MT))->n);
   return 1;
 }
 
 /* a:totable() -> a plain copy */
 static int array_totable(lua_State *L) {
-  sharray *a = (sharray *)check_obj(L, 1, ARRAY_MT);
+  sharray *a = (sharray *)aio_share_check(L, 1, ARRAY_MT);
   lua_createtable(L, (int)a->n, 0);
   for (int64_t i = 0; i < a->n; i++) {
     push_word(L, a->kind, __atomic_load_n(&a->w[i], __ATOMIC_SEQ_CST));
@@ -345,21 +331,14 @@ static int array_index(lua_State *L) {
   return 1;
 }
 
+/* Makes the arrays' metatable (left on the stack). */
 static int open_array_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"get", array_get}, {"set", array_set}, {"add", array_add}, {"totable", array_totable},
     {"len", array_len}, {NULL, NULL}};
-  luaL_newmetatable(L, ARRAY_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "methods");
-  lua_pushcfunction(L, array_index);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, array_set);
-  lua_setfield(L, -2, "__newindex");
-  lua_pushcfunction(L, array_len);
-  lua_setfield(L, -2, "__len");
-  aio_share_register(L, &array_class);
-  return 1;
+  static const luaL_Reg meta[] = {
+    {"__index", array_index}, {"__newindex", array_set}, {"__len", array_len}, {NULL, NULL}};
+  return aio_share_new_mt(L, &array_class, methods, meta);
 }
 
 /* ---- locks and semaphores ------------------------------------------------------------- */
@@ -374,7 +353,7 @@ static int l_lock(lua_State *L) {
 
 /* lock:try_acquire() -> lock | false (a dead holder's lock is taken over) */
 static int lock_try(lua_State *L) {
-  shlock *l = (shlock *)check_obj(L, 1, LOCK_MT);
+  shlock *l = (shlock *)aio_share_check(L, 1, LOCK_MT);
   if (__atomic_load_n(&l->owner, __ATOMIC_RELAXED) == (int32_t)getpid())
     return luaL_error(L, "deadlock: this process already holds the lock");
   if (plock_try(&l->owner)) { lua_settop(L, 1); return 1; }
@@ -384,7 +363,7 @@ static int lock_try(lua_State *L) {
 
 /* lock:release() (also __close) */
 static int lock_release(lua_State *L) {
-  shlock *l = (shlock *)check_obj(L, 1, LOCK_MT);
+  shlock *l = (shlock *)aio_share_check(L, 1, LOCK_MT);
   int32_t me = (int32_t)getpid();
   if (!__atomic_compare_exchange_n(&l->owner, &me, 0, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
     return luaL_error(L, "release of a process.lock this process does not hold");
@@ -393,23 +372,19 @@ static int lock_release(lua_State *L) {
 
 /* lock:owner() -> pid of the holder or nil */
 static int lock_owner(lua_State *L) {
-  shlock *l = (shlock *)check_obj(L, 1, LOCK_MT);
+  shlock *l = (shlock *)aio_share_check(L, 1, LOCK_MT);
   int32_t o = __atomic_load_n(&l->owner, __ATOMIC_RELAXED);
   if (o) lua_pushinteger(L, o);
   else lua_pushnil(L);
   return 1;
 }
 
+/* Makes the locks' metatable (left on the stack). */
 static int open_lock_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"try_acquire", lock_try}, {"release", lock_release}, {"owner", lock_owner}, {NULL, NULL}};
-  luaL_newmetatable(L, LOCK_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, lock_release);
-  lua_setfield(L, -2, "__close");
-  aio_share_register(L, &lock_class);
-  return 1;
+  static const luaL_Reg meta[] = {{"__close", lock_release}, {NULL, NULL}};
+  return aio_share_new_mt(L, &lock_class, methods, meta);
 }
 
 typedef struct shsem { int64_t value; } shsem;
@@ -426,7 +401,7 @@ static int l_semaphore(lua_State *L) {
 
 /* sem:try_acquire() -> sem | false */
 static int sem_try(lua_State *L) {
-  shsem *s = (shsem *)check_obj(L, 1, SEM_MT);
+  shsem *s = (shsem *)aio_share_check(L, 1, SEM_MT);
   int64_t v = __atomic_load_n(&s->value, __ATOMIC_RELAXED);
   while (v > 0)
     if (__atomic_compare_exchange_n(&s->value, &v, v - 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
@@ -439,26 +414,22 @@ static int sem_try(lua_State *L) {
 
 /* sem:release() (also __close) */
 static int sem_release(lua_State *L) {
-  shsem *s = (shsem *)check_obj(L, 1, SEM_MT);
+  shsem *s = (shsem *)aio_share_check(L, 1, SEM_MT);
   __atomic_add_fetch(&s->value, 1, __ATOMIC_RELEASE);
   return 0;
 }
 
 static int sem_value(lua_State *L) {
-  lua_pushinteger(L, __atomic_load_n(&((shsem *)check_obj(L, 1, SEM_MT))->value, __ATOMIC_RELAXED));
+  lua_pushinteger(L, __atomic_load_n(&((shsem *)aio_share_check(L, 1, SEM_MT))->value, __ATOMIC_RELAXED));
   return 1;
 }
 
+/* Makes the semaphores' metatable (left on the stack). */
 static int open_sem_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"try_acquire", sem_try}, {"release", sem_release}, {"value", sem_value}, {NULL, NULL}};
-  luaL_newmetatable(L, SEM_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, sem_release);
-  lua_setfield(L, -2, "__close");
-  aio_share_register(L, &sem_class);
-  return 1;
+  static const luaL_Reg meta[] = {{"__close", sem_release}, {NULL, NULL}};
+  return aio_share_new_mt(L, &sem_class, methods, meta);
 }
 
 /* ---- the shared dictionary ---------------------------------------------------------------- */
@@ -533,7 +504,7 @@ static int64_t dict_find(shdict *d, aio_buf *k, uint32_t h, int64_t *free_at) {
 
 /* d:get(key) -> value | nil */
 static int dict_get(lua_State *L) {
-  shdict *d = (shdict *)check_obj(L, 1, DICT_MT);
+  shdict *d = (shdict *)aio_share_check(L, 1, DICT_MT);
   aio_buf k = {0}, v = {0};
   dict_key(L, 2, &k);
   uint32_t h = fnv1a(k.data, k.len);
@@ -578,7 +549,7 @@ static int dict_store(shdict *d, aio_buf *k, uint32_t h, aio_buf *v, int only_if
 
 /* Common body of set/add: (key, value) -> true | nil, "no memory" | false, "exists" */
 static int dict_put(lua_State *L, int only_if_absent) {
-  shdict *d = (shdict *)check_obj(L, 1, DICT_MT);
+  shdict *d = (shdict *)aio_share_check(L, 1, DICT_MT);
   aio_buf k = {0}, v = {0};
   dict_key(L, 2, &k);
   int del = lua_isnoneornil(L, 3);
@@ -623,7 +594,7 @@ static int decode_number_p(lua_State *L) {
 
 /* d:incr(key, n [, init]) -> new value: atomic; a missing key starts at init (else an error). */
 static int dict_incr(lua_State *L) {
-  shdict *d = (shdict *)check_obj(L, 1, DICT_MT);
+  shdict *d = (shdict *)aio_share_check(L, 1, DICT_MT);
   luaL_checknumber(L, 3);
   int has_init = !lua_isnoneornil(L, 4);
   if (has_init) luaL_checknumber(L, 4);
@@ -673,7 +644,7 @@ static int dict_incr(lua_State *L) {
 
 /* d:keys() -> list of keys */
 static int dict_keys(lua_State *L) {
-  shdict *d = (shdict *)check_obj(L, 1, DICT_MT);
+  shdict *d = (shdict *)aio_share_check(L, 1, DICT_MT);
   aio_buf all = {0};
   plock(&d->lock);
   for (uint32_t i = 0; i < d->nslots; i++) {
@@ -691,14 +662,14 @@ static int dict_keys(lua_State *L) {
 }
 
 static int dict_len(lua_State *L) {
-  shdict *d = (shdict *)check_obj(L, 1, DICT_MT);
+  shdict *d = (shdict *)aio_share_check(L, 1, DICT_MT);
   lua_pushinteger(L, __atomic_load_n(&d->count, __ATOMIC_RELAXED));
   return 1;
 }
 
 /* d:clear() */
 static int dict_clear(lua_State *L) {
-  shdict *d = (shdict *)check_obj(L, 1, DICT_MT);
+  shdict *d = (shdict *)aio_share_check(L, 1, DICT_MT);
   plock(&d->lock);
   for (uint32_t i = 0; i < d->nslots; i++) slot_at(d, i)->state = S_EMPTY;
   d->count = 0;
@@ -708,24 +679,20 @@ static int dict_clear(lua_State *L) {
 
 /* d:capacity() -> slots, slot_size */
 static int dict_capacity(lua_State *L) {
-  shdict *d = (shdict *)check_obj(L, 1, DICT_MT);
+  shdict *d = (shdict *)aio_share_check(L, 1, DICT_MT);
   lua_pushinteger(L, d->nslots);
   lua_pushinteger(L, d->slot_size);
   return 2;
 }
 
+/* Makes the dictionaries' metatable (left on the stack). */
 static int open_dict_mt(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"get", dict_get}, {"set", dict_set}, {"add", dict_add}, {"delete", dict_delete},
     {"incr", dict_incr}, {"keys", dict_keys}, {"len", dict_len}, {"clear", dict_clear},
     {"capacity", dict_capacity}, {NULL, NULL}};
-  luaL_newmetatable(L, DICT_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, dict_len);
-  lua_setfield(L, -2, "__len");
-  aio_share_register(L, &dict_class);
-  return 1;
+  static const luaL_Reg meta[] = {{"__len", dict_len}, {NULL, NULL}};
+  return aio_share_new_mt(L, &dict_class, methods, meta);
 }
 
 void aio_shm_open(lua_State *L) {

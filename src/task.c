@@ -796,6 +796,22 @@ int aio_await(lua_State *L, int idx) {
   return aio__return_outcome(L, idx);
 }
 
+/* Waits for a future the caller made for this call and registered somewhere (a channel's or a
+** pipe's list of waiters), in tail position. Where the caller cannot wait (across a C-call
+** boundary, or in a task whose cancellation is pending) aio_await raises and nobody would
+** ever await the future: it is cancelled first, so that its on_cancel takes the registration
+** back (an orphan would take the next message, and keep the loop alive). */
+int aio_await_own(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  aio_future *f = aio_future_check(L, idx);
+  aio_task *t = aio_current_task(L);
+  if (t && f->state == AIO_PENDING && (t->cancel_requested || !lua_isyieldable(L))) {
+    aio_future_cancel(L, f, "cancelled");
+    check_can_suspend(L, t);
+  }
+  return aio_await(L, idx);
+}
+
 /* Timer heap callback: a sleeping task's time has come. */
 static void on_sleep_done(aio_loop *loop, aio_timed *timed) {
   aio_task *t = (aio_task *)((char *)timed - offsetof(aio_task, sleep));

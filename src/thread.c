@@ -372,6 +372,9 @@ static void disable_os_exit(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* Sets the head of the pool's queue (mu held), atomically: idle workers spin on it unlocked. */
+static void set_qhead(pool *p, job *j) { __atomic_store_n(&p->qhead, j, __ATOMIC_RELAXED); }
+
 /* A worker thread: make a warm state, run init, then take jobs until the pool closes. */
 static void *worker_main(void *arg) {
   aio_worker *w = (aio_worker *)arg;
@@ -431,7 +434,7 @@ static void *worker_main(void *arg) {
       if (last) aio_inbox_post(p->ib, &p->exited);
       return NULL;
     }
-    p->qhead = j->next;
+    set_qhead(p, j->next);
     if (!p->qhead) p->qtail = NULL;
     p->nqueued--;
     j->state = J_RUNNING;
@@ -555,7 +558,8 @@ static void job_on_cancel(lua_State *L, aio_future *f, void *ud) {
     job **pp = &p->qhead, *prev = NULL;
     while (*pp && *pp != j) { prev = *pp; pp = &(*pp)->next; }
     if (*pp) {
-      *pp = j->next;
+      if (prev) prev->next = j->next;
+      else set_qhead(p, j->next);
       if (p->qtail == j) p->qtail = prev;
       p->nqueued--;
     }
@@ -581,10 +585,11 @@ static void pool_shutdown(lua_State *L, pool *p, int cancel_pending, int cancel_
   job *dropped = NULL;
   pthread_mutex_lock(&p->mu);
   int first = !p->closing;
-  p->closing = 1;
+  __atomic_store_n(&p->closing, 1, __ATOMIC_RELAXED);  /* read by spinning workers */
   if (cancel_pending) {
     dropped = p->qhead;
-    p->qhead = p->qtail = NULL;
+    set_qhead(p, NULL);
+    p->qtail = NULL;
     p->nqueued = 0;
   }
   if (cancel_running)
@@ -678,16 +683,13 @@ static int l_submit(lua_State *L) {
   j->d.deliver = job_deliver;
   j->pool = p;
   j->state = J_QUEUED;
-  j->fut = aio_future_new(L);
-  j->futref = aio_ref(L, -1);
-  j->fut->on_cancel = job_on_cancel;
-  j->fut->on_cancel_ud = j;
+  j->fut = aio_future_new_held(L, &j->futref, job_on_cancel, j);
   p->refs++;
   aio_inbox_hold(p->ib, +1);
   if (p->inflight++ == 0) p->selfref = aio_ref(L, 1);
   pthread_mutex_lock(&p->mu);
   if (p->qtail) p->qtail->next = j;
-  else p->qhead = j;
+  else set_qhead(p, j);
   p->qtail = j;
   p->nqueued++;
   if (p->nidle > 0) pthread_cond_signal(&p->cv);
@@ -827,6 +829,20 @@ static int l_current(lua_State *L) {
   return 2;
 }
 
+/* The CLOCK_REALTIME time `seconds` from now, capped at AIO_FOREVER_S (thread.h). Beyond 10^9 s
+** (about 31 years; also inf and NaN) converting the double to time_t overflows, and the wrapped
+** deadline lay in the past: recv(math.huge) timed out at once. */
+struct timespec aio_deadline_in(double seconds) {
+  if (!(seconds < AIO_FOREVER_S)) seconds = AIO_FOREVER_S;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  double whole = (double)(time_t)seconds;
+  ts.tv_sec += (time_t)seconds;
+  ts.tv_nsec += (long)((seconds - whole) * 1e9);
+  if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+  return ts;
+}
+
 /* thread_c.sleep(seconds): blocks this OS thread; a cancelled job wakes up with its error. */
 static int l_sleep(lua_State *L) {
   double s = luaL_checknumber(L, 1);
@@ -854,8 +870,6 @@ static int l_cores(lua_State *L) {
   return 1;
 }
 
-int aio_shared_open(lua_State *L);  /* shared.c: adds shared, mutex, channel to the table */
-
 /* Opens aio.thread_c: pools, worker helpers and the shared objects. */
 int luaopen_aio_thread_c(lua_State *L) {
   static const luaL_Reg pool_methods[] = {
@@ -881,5 +895,6 @@ int luaopen_aio_thread_c(lua_State *L) {
   lua_setfield(L, -3, "pool_methods");  /* the facade adds map/close to these */
   lua_pop(L, 1);
   aio_shared_open(L);
+  aio_channel_open(L);
   return 1;
 }

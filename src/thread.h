@@ -1,5 +1,6 @@
 /*
-** thread.h — what the thread pool (thread.c) and the shared objects (shared.c) share.
+** thread.h — what the thread pool (thread.c) and the objects its workers share with the loop
+** (shared.c: cells and mutexes; channel.c: channels) have in common.
 **
 ** Worker threads never touch the main Lua state. They hand finished work to the loop through
 ** the inbox: a mutex-protected list drained by one uv_async_t callback on the loop thread
@@ -8,6 +9,7 @@
 #ifndef AIO_THREAD_H
 #define AIO_THREAD_H
 
+#include <time.h>
 #include "aio.h"
 
 typedef struct aio_delivery aio_delivery;
@@ -37,9 +39,24 @@ int aio_worker_cancelled(lua_State *L);
 /* Raises the cancellation error a cancelled job ends with. */
 int aio_worker_raise_cancel(lua_State *L);
 
+/* The CLOCK_REALTIME time `seconds` from now, for timed pthread waits; `seconds` is capped at
+** AIO_FOREVER_S (time_t cannot hold math.huge, and an overflow lay in the past). */
+struct timespec aio_deadline_in(double seconds);
+
+/* Reference counts of the objects shared between threads (cells, mutexes, channels). */
+static inline void aio_refs_retain(int *refs) { __atomic_add_fetch(refs, 1, __ATOMIC_RELAXED); }
+/* Drops one reference; true when it was the last. */
+static inline int aio_refs_release(int *refs) {
+  return __atomic_sub_fetch(refs, 1, __ATOMIC_ACQ_REL) == 0;
+}
+
 /* Unlocks the thread.mutex objects the calling OS thread still holds (shared.c); a worker calls
 ** it after each job. Returns how many there were. */
 int aio_shared_release_held(void);
+
+/* Add cells and mutexes (shared.c), and channels (channel.c), to the module table on top. */
+void aio_shared_open(lua_State *L);
+void aio_channel_open(lua_State *L);
 
 int luaopen_aio_thread_c(lua_State *L);
 

@@ -114,17 +114,11 @@ end
 
 -- ---- locks and semaphores in shared memory --------------------------------------------------
 
--- Polls try_acquire with a growing aio.sleep (0.5 ms .. 10 ms) so the loop keeps running.
+-- lock:acquire([timeout]) / semaphore:acquire([timeout]): polls try_acquire, sleeping 0.5 to
+-- 10 ms between tries, so the loop keeps running.
+local poll_acquire = thread.poll_acquire
 local function acquire(self, timeout)
-  if self:try_acquire() then return self end
-  local deadline = timeout and core.now() + timeout
-  local delay = 0.0005
-  repeat
-    if deadline and core.now() >= deadline then return nil, "timeout" end
-    aio.sleep(delay)
-    delay = math.min(delay * 2, 0.01)
-  until self:try_acquire()
-  return self
+  return poll_acquire(self.try_acquire, self, timeout and core.now() + timeout, 0.0005)
 end
 
 -- process.lock() -> lock: :acquire([timeout]) -> lock (usable as `local _ <close> =

@@ -1,7 +1,7 @@
 -- aio.thread — thread pools of dedicated OS threads, each with its own Lua state, and the
 -- objects they share (cells, mutexes, channels). The mechanism is in C (aio.thread_c:
--- src/thread.c, src/shared.c; values cross with src/codec.c); this facade adds map, close and
--- the default pool behind aio.to_thread. See docs/thread.md.
+-- src/thread.c, src/shared.c, src/channel.c; values cross with src/codec.c); this facade adds
+-- map, close and the default pool behind aio.to_thread. See docs/thread.md.
 local c = require "aio.thread_c"
 local core = require "aio.core"
 
@@ -264,10 +264,24 @@ do
   end
 end
 
+-- Waits on the loop, without stopping it, for try(obj) to succeed: tries, sleeps `pause`
+-- seconds, doubling up to 10 ms (as workers poll their cancel flag), until the loop time
+-- `deadline` (nil: none). Returns obj, or nil, "timeout". The locks a task cannot wait for in
+-- the OS (a thread.mutex on the loop, process.lock and process.semaphore) all wait so.
+function M.poll_acquire(try, obj, deadline, pause)
+  while not try(obj) do
+    local left = deadline and deadline - core.now()
+    if left and left <= 0 then return nil, "timeout" end
+    core.sleep(left and math.min(pause, left) or pause)
+    pause = math.min(pause * 2, 0.01)
+  end
+  return obj
+end
+
 -- m:lock([timeout]) in a task on the loop: a worker or another task on this same thread may
 -- hold the mutex, and a pthread wait would stop the loop, and with it whatever would let the
 -- holder go on (a deadlock when the holder waits for the loop). The task polls try_lock instead,
--- sleeping 1 to 10 ms between tries, as workers poll their cancel flag.
+-- sleeping 1 to 10 ms between tries.
 do
   local mm = debug.getregistry()["aio.thread.mutex"].__index
   local raw_lock, try_lock, held_here = mm.lock, mm.try_lock, mm._held_here
@@ -277,14 +291,7 @@ do
     end
     if try_lock(m) then return m end
     if held_here(m) then error("deadlock: this task already holds the mutex", 2) end
-    local deadline = timeout and timeout >= 0 and core.now() + timeout
-    local pause = 0.001
-    repeat
-      if deadline and core.now() >= deadline then return nil, "timeout" end
-      core.sleep(deadline and math.min(pause, deadline - core.now()) or pause)
-      pause = math.min(pause * 2, 0.01)
-    until try_lock(m)
-    return m
+    return M.poll_acquire(try_lock, m, timeout and timeout >= 0 and core.now() + timeout, 0.001)
   end
 end
 

@@ -1,0 +1,489 @@
+/*
+** channel.c — thread.channel: a FIFO of encoded messages, bounded or not, shared by reference
+** between the loop's state and worker threads (like shared.c's cells and mutexes: an atomic
+** reference count, one box per Lua state, the codec moving references).
+**
+** Workers block on a condition variable, in 10 ms steps that look at the job's cancel flag.
+** The loop's state never blocks: a receiver on an empty channel (or a sender on a full one)
+** parks a waiter, a future it awaits, in the channel's queue for its kind. Whatever changes
+** the channel serves the parked waiters: on the loop at once, from a worker by posting a
+** notification to the loop's inbox. Each kind is served in FIFO order and never queues behind
+** the other (a sender waiting for room must not hold up the receiver that makes it).
+**
+** No wake-up is lost: a loop-side call checks the channel and links its waiter in one critical
+** section (mu), and every change made under mu while a waiter is linked either serves at once
+** (on the loop) or posts a notification (a worker). A waiter is handed its message (or room)
+** and settled in one step on the loop thread, where it is also unlinked when cancelled: a
+** cancelled waiter never takes an item, and never leaves one behind unsent.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include "aio.h"
+#include "codec.h"
+#include "thread.h"
+
+#define CHANNEL_MT "aio.thread.channel"
+
+typedef struct msg {
+  struct msg *next;
+  aio_buf b;
+} msg;
+
+typedef struct waiter waiter;
+
+/* A FIFO of parked loop-side waiters, doubly linked so that a cancelled one leaves in O(1). */
+typedef struct wqueue {
+  waiter *head, *tail;
+} wqueue;
+
+/* A future parked by the loop's state. The coroutine awaiting it keeps the channel's box, and
+** so the channel, alive. */
+struct waiter {
+  waiter *next, *prev;
+  wqueue *q;           /* the queue it is parked in: its channel's recvq or sendq */
+  struct chan *ch;
+  aio_inbox *ib;       /* the loop's inbox, held (aio_inbox_hold) while the waiter lives */
+  aio_future *fut;
+  int ref;
+  msg *m;              /* a sender's message, waiting for room */
+};
+
+typedef struct chan {
+  int refs;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;        /* workers' waits: broadcast on every change */
+  msg *head, *tail;
+  int count, cap;           /* cap 0: unbounded */
+  int closed;
+  /* the loop side, guarded by mu (and touched by the loop thread only, but for ib/notify) */
+  wqueue recvq, sendq;
+  aio_inbox *ib;            /* where workers post `notify` while waiters are parked */
+  int notify_posted;
+  aio_delivery notify;
+} chan;
+
+static int open_chan_mt(lua_State *L);
+
+static void chan_retain(void *o) { aio_refs_retain(&((chan *)o)->refs); }
+
+/* Frees a message that will not be delivered (dropping the references it carries). */
+static void free_msg(msg *m) {
+  aio_codec_discard(m->b.data, m->b.len);
+  aio_buf_free(&m->b);
+  free(m);
+}
+
+/* Drops a reference to a channel; frees it and its messages with the last one. */
+static void chan_release(void *o) {
+  chan *c = (chan *)o;
+  if (!aio_refs_release(&c->refs)) return;
+  for (msg *m = c->head, *n; m; m = n) {
+    n = m->next;
+    free_msg(m);
+  }
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+  free(c);
+}
+
+static void chan_push(lua_State *L, void *o) { aio_share_push_box(L, o, CHANNEL_MT, open_chan_mt); }
+static const aio_share_class chan_class = {CHANNEL_MT, 0, chan_retain, chan_release, chan_push,
+                                         NULL, NULL};
+
+/* ---- the message queue (mu held) ------------------------------------------------------- */
+
+/* True if a bounded channel has no room. */
+static int chan_full(chan *c) { return c->cap && c->count >= c->cap; }
+
+/* True if the loop has parked waiters. */
+static int loop_waiting(chan *c) { return c->recvq.head || c->sendq.head; }
+
+/* Wakes the workers, and the loop if it has parked waiters. */
+static void chan_changed(chan *c) {
+  pthread_cond_broadcast(&c->cv);
+  if (loop_waiting(c) && !c->notify_posted) {
+    c->notify_posted = 1;
+    chan_retain(c);  /* the delivery holds the channel */
+    aio_inbox_post(c->ib, &c->notify);
+  }
+}
+
+/* Appends a message. */
+static void chan_append(chan *c, msg *m) {
+  m->next = NULL;
+  if (c->tail) c->tail->next = m;
+  else c->head = m;
+  c->tail = m;
+  c->count++;
+}
+
+/* Removes the oldest message, or returns NULL. */
+static msg *chan_take(chan *c) {
+  msg *m = c->head;
+  if (m) {
+    c->head = m->next;
+    if (!c->head) c->tail = NULL;
+    c->count--;
+  }
+  return m;
+}
+
+/* Encodes the value at idx into a new message (raises on a value that cannot cross). */
+static msg *msg_new(lua_State *L, int idx) {
+  aio_buf b = {0};
+  aio_codec_encode(L, idx, 1, &b, "value", AIO_CODEC_THREAD);  /* may raise: nothing made yet */
+  msg *m = calloc(1, sizeof *m);
+  if (!m) {
+    aio_codec_discard(b.data, b.len);
+    aio_buf_free(&b);
+    luaL_error(L, "out of memory");
+  }
+  m->b = b;
+  return m;
+}
+
+/* Pushes the decoded message and frees it. */
+static void push_msg(lua_State *L, msg *m) {
+  aio_buf b = m->b;
+  free(m);
+  if (aio_codec_decode_owned(L, &b) == 0) lua_pushnil(L);
+}
+
+/* ---- loop-side waiters ------------------------------------------------------------------ */
+
+/* Appends w to the queue it belongs to (mu held). */
+static void wq_push(waiter *w) {
+  wqueue *q = w->q;
+  w->next = NULL;
+  w->prev = q->tail;
+  if (q->tail) q->tail->next = w;
+  else q->head = w;
+  q->tail = w;
+}
+
+/* Unlinks w from its queue (mu held). */
+static void wq_unlink(waiter *w) {
+  wqueue *q = w->q;
+  if (w->prev) w->prev->next = w->next;
+  else q->head = w->next;
+  if (w->next) w->next->prev = w->prev;
+  else q->tail = w->prev;
+  w->next = w->prev = NULL;
+}
+
+/* Frees a waiter that is not (or no longer) linked, and its message if it still has one. */
+static void free_waiter(lua_State *L, waiter *w) {
+  if (w->m) free_msg(w->m);
+  if (w->fut) w->fut->on_cancel = NULL;
+  aio_unref(L, w->ref);
+  aio_inbox_hold(w->ib, -1);
+  free(w);
+}
+
+/* on_cancel of a parked future: unlink the waiter; a sender's message is dropped unsent. */
+static void waiter_on_cancel(lua_State *L, aio_future *f, void *ud) {
+  waiter *w = (waiter *)ud;
+  (void)f;
+  pthread_mutex_lock(&w->ch->mu);
+  wq_unlink(w);
+  pthread_mutex_unlock(&w->ch->mu);
+  w->fut = NULL;
+  free_waiter(L, w);
+}
+
+/* Makes a waiter for queue q, not yet linked, and pushes its future; NULL when out of memory.
+** Outside mu: making the future or the inbox may raise. */
+static waiter *waiter_new(lua_State *L, chan *c, wqueue *q, msg *m) {
+  waiter *w = calloc(1, sizeof *w);
+  if (!w) return NULL;
+  w->q = q;
+  w->ch = c;
+  w->m = m;
+  w->ib = aio_inbox_get(L);
+  aio_inbox_hold(w->ib, +1);
+  w->fut = aio_future_new_held(L, &w->ref, waiter_on_cancel, w);
+  return w;
+}
+
+/* Links w (mu held). The inbox is the loop's that parks it: one that differs is a forked
+** child's new loop, where a notification posted to the parent's inbox never arrives. */
+static void waiter_link(chan *c, waiter *w) {
+  if (c->ib != w->ib) {
+    c->ib = w->ib;
+    c->notify_posted = 0;
+  }
+  wq_push(w);
+}
+
+/* True if a loop-side recv must wait (mu held): no message yet, or earlier receivers first. */
+static int recv_must_wait(chan *c) { return c->recvq.head || (c->count == 0 && !c->closed); }
+
+/* True if a loop-side send must wait (mu held): no room yet, or earlier senders first. */
+static int send_must_wait(chan *c) { return !c->closed && (c->sendq.head || chan_full(c)); }
+
+/* For a loop-side call that may wait (a recv, or a send of m): locks the channel and, if the
+** call must wait, links a waiter in the same critical section as the check that says so. The
+** waiter is made outside the lock (that may raise) when a first check says it is needed, and
+** a second check decides. Returns the linked waiter (mu released, its future on the stack,
+** m its own), or NULL with mu held and m still the caller's: go ahead at once. */
+static waiter *park_or_lock(lua_State *L, chan *c, wqueue *q, msg *m) {
+  int (*must_wait)(chan *) = q == &c->sendq ? send_must_wait : recv_must_wait;
+  waiter *w = NULL;
+  pthread_mutex_lock(&c->mu);
+  while (must_wait(c)) {
+    if (w) {
+      waiter_link(c, w);
+      pthread_mutex_unlock(&c->mu);
+      return w;
+    }
+    pthread_mutex_unlock(&c->mu);
+    w = waiter_new(L, c, q, m);
+    if (!w) {
+      if (m) free_msg(m);
+      luaL_error(L, "out of memory");
+    }
+    pthread_mutex_lock(&c->mu);
+  }
+  if (w) {  /* the channel changed in between: no wait after all */
+    w->m = NULL;
+    free_waiter(L, w);
+    lua_pop(L, 1);
+  }
+  return NULL;
+}
+
+/* Takes the next parked waiter the channel lets go on (mu held), or NULL: a receiver (first)
+** with the oldest message (*m; NULL once closed and drained), else a sender, whose message
+** goes in (unless the channel is closed). */
+static waiter *next_served(chan *c, msg **m) {
+  waiter *w = c->recvq.head;
+  int changed = 0;
+  *m = NULL;
+  if (w && (c->count > 0 || c->closed)) {
+    *m = chan_take(c);
+    changed = *m != NULL;
+  } else if ((w = c->sendq.head) && (c->closed || !chan_full(c))) {
+    if (!c->closed) {
+      chan_append(c, w->m);
+      w->m = NULL;
+      changed = 1;
+    }
+  } else {
+    return NULL;
+  }
+  wq_unlink(w);
+  if (changed) pthread_cond_broadcast(&c->cv);  /* room, or a message, for waiting workers */
+  return w;
+}
+
+/* Protected: pushes the decoded message (light userdata at 1), freeing it. */
+static int push_msg_p(lua_State *L) {
+  push_msg(L, (msg *)lua_touserdata(L, 1));
+  return 1;
+}
+
+/* Settles a served waiter's future and frees the waiter: a sender gets true (or the closed
+** channel's error), a receiver its message (or its decoding error), or nil, "closed". */
+static void settle_waiter(lua_State *L, waiter *w, msg *m, int closed) {
+  if (w->q == &w->ch->sendq) {
+    if (closed) {
+      lua_pushliteral(L, "send on a closed channel");
+      aio_future_reject(L, w->fut);
+    } else {
+      lua_pushboolean(L, 1);
+      aio_future_resolve(L, w->fut, 1);
+    }
+  } else if (m) {  /* decoded under pcall: this may run in the inbox's libuv callback */
+    lua_pushcfunction(L, push_msg_p);
+    lua_pushlightuserdata(L, m);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK) aio_future_resolve(L, w->fut, 1);
+    else aio_future_reject(L, w->fut);
+  } else {
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    aio_future_resolve(L, w->fut, 2);
+  }
+  free_waiter(L, w);
+}
+
+/* Serves the loop's parked waiters as far as the channel allows (loop thread). */
+static void chan_serve(lua_State *L, chan *c) {
+  for (;;) {
+    msg *m;
+    pthread_mutex_lock(&c->mu);
+    waiter *w = next_served(c, &m);
+    int closed = c->closed;
+    pthread_mutex_unlock(&c->mu);
+    if (!w) return;
+    settle_waiter(L, w, m, closed);
+  }
+}
+
+/* Inbox delivery: a worker changed a channel the loop waits on. */
+static void chan_notified(lua_State *L, aio_delivery *d) {
+  chan *c = (chan *)((char *)d - offsetof(chan, notify));
+  pthread_mutex_lock(&c->mu);
+  c->notify_posted = 0;
+  pthread_mutex_unlock(&c->mu);
+  chan_serve(L, c);
+  chan_release(c);
+}
+
+/* ---- worker-side waits ------------------------------------------------------------------- */
+
+/* True if a is earlier than b. */
+static int ts_before(const struct timespec *a, const struct timespec *b) {
+  return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* A worker's wait on the channel (mu held): at most 10 ms, so that a cancelled job notices.
+** Returns 1 once the overall deadline dl (NULL: none) has passed. */
+static int chan_wait(chan *c, const struct timespec *dl) {
+  struct timespec step = aio_deadline_in(0.01);
+  if (dl && ts_before(dl, &step)) step = *dl;
+  pthread_cond_timedwait(&c->cv, &c->mu, &step);
+  if (!dl) return 0;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  return !ts_before(&now, dl);
+}
+
+/* Waits in a worker (mu held) while ready(c) is false, at most `timeout` seconds (< 0: for
+** ever). Returns 0, or 1 when the job was cancelled (mu still held). */
+static int worker_wait(lua_State *L, chan *c, int (*ready)(chan *), double timeout) {
+  struct timespec dl;
+  if (timeout >= 0) dl = aio_deadline_in(timeout);
+  while (!ready(c)) {
+    int expired = chan_wait(c, timeout >= 0 ? &dl : NULL);
+    if (aio_worker_cancelled(L)) return 1;
+    if (expired) return 0;
+  }
+  return 0;
+}
+
+/* What a worker's send and recv wait for (mu held). */
+static int has_room(chan *c) { return c->closed || !chan_full(c); }
+static int has_message(chan *c) { return c->closed || c->count > 0; }
+
+/* Readies the channel for a send of m (q: its sendq) or a recv (q: its recvq). On the loop
+** (unless timeout is 0: a poll) that may park a waiter, which is returned (mu released; the
+** caller awaits its future). Otherwise returns NULL with mu held, after a worker's wait for
+** room or a message (at most `timeout` seconds; the caller looks again). A cancelled job's
+** wait raises (m freed). */
+static waiter *chan_enter(lua_State *L, chan *c, wqueue *q, msg *m, double timeout) {
+  int inworker = aio_worker_of(L) != NULL;
+  if (!inworker && timeout != 0) return park_or_lock(L, c, q, m);
+  pthread_mutex_lock(&c->mu);
+  if (inworker && worker_wait(L, c, q == &c->sendq ? has_room : has_message, timeout)) {
+    pthread_mutex_unlock(&c->mu);
+    if (m) free_msg(m);
+    aio_worker_raise_cancel(L);
+  }
+  return NULL;
+}
+
+/* ---- the methods -------------------------------------------------------------------------- */
+
+/* ch:send(value [, timeout]) -> true | nil, "timeout". A worker blocks while the channel is
+** full; the loop's state awaits instead (timeouts there are the facade's business; timeout 0
+** polls without waiting, as recv's does). */
+static int chan_send(lua_State *L) {
+  chan *c = (chan *)aio_share_check(L, 1, CHANNEL_MT);
+  double timeout = luaL_optnumber(L, 3, -1);
+  lua_settop(L, 2);
+  msg *m = msg_new(L, 2);
+  if (chan_enter(L, c, &c->sendq, m, timeout)) return aio_await_own(L, lua_gettop(L));
+  if (c->closed || chan_full(c)) {
+    int closed = c->closed;
+    pthread_mutex_unlock(&c->mu);
+    free_msg(m);
+    if (closed) return luaL_error(L, "send on a closed channel");
+    lua_pushnil(L);
+    lua_pushliteral(L, "timeout");
+    return 2;
+  }
+  chan_append(c, m);
+  chan_changed(c);
+  int serve_here = !aio_worker_of(L) && c->recvq.head;
+  pthread_mutex_unlock(&c->mu);
+  if (serve_here) chan_serve(L, c);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ch:recv([timeout]) -> value | nil, "closed" | nil, "timeout". A worker blocks; the loop's
+** state awaits (timeout 0 polls without waiting). */
+static int chan_recv(lua_State *L) {
+  chan *c = (chan *)aio_share_check(L, 1, CHANNEL_MT);
+  double timeout = luaL_optnumber(L, 2, -1);
+  if (chan_enter(L, c, &c->recvq, NULL, timeout)) return aio_await_own(L, lua_gettop(L));
+  msg *m = chan_take(c);
+  int closed = c->closed;
+  if (m) chan_changed(c);
+  int serve_here = m && !aio_worker_of(L) && c->sendq.head;
+  pthread_mutex_unlock(&c->mu);
+  if (serve_here) chan_serve(L, c);
+  if (!m) {
+    lua_pushnil(L);
+    lua_pushstring(L, closed ? "closed" : "timeout");
+    return 2;
+  }
+  push_msg(L, m);
+  return 1;
+}
+
+/* ch:close(): no more sends; receivers drain what is left, then get nil, "closed". */
+static int chan_close(lua_State *L) {
+  chan *c = (chan *)aio_share_check(L, 1, CHANNEL_MT);
+  pthread_mutex_lock(&c->mu);
+  c->closed = 1;
+  chan_changed(c);
+  int serve_here = aio_worker_of(L) == NULL && loop_waiting(c);
+  pthread_mutex_unlock(&c->mu);
+  if (serve_here) chan_serve(L, c);
+  return 0;
+}
+
+/* #ch -> messages waiting */
+static int chan_len(lua_State *L) {
+  chan *c = (chan *)aio_share_check(L, 1, CHANNEL_MT);
+  pthread_mutex_lock(&c->mu);
+  lua_pushinteger(L, c->count);
+  pthread_mutex_unlock(&c->mu);
+  return 1;
+}
+
+static int chan_gc(lua_State *L) { return aio_share_box_gc(L, &chan_class); }
+
+/* Makes the channels' metatable (left on the stack). */
+static int open_chan_mt(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"send", chan_send}, {"recv", chan_recv}, {"close", chan_close}, {"len", chan_len},
+    {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__gc", chan_gc}, {"__len", chan_len}, {NULL, NULL}};
+  return aio_share_new_mt(L, &chan_class, methods, meta);
+}
+
+/* thread.channel([capacity]) -> channel */
+static int l_channel(lua_State *L) {
+  lua_Integer cap = luaL_optinteger(L, 1, 0);
+  luaL_argcheck(L, cap >= 0 && cap <= 1 << 30, 1, "capacity out of range");
+  chan *c = calloc(1, sizeof *c);
+  if (!c) return luaL_error(L, "out of memory");
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  c->refs = 1;
+  c->cap = (int)cap;
+  c->notify.deliver = chan_notified;
+  chan_push(L, c);
+  return 1;
+}
+
+/* Adds channel to the module table on top of the stack (thread.h). */
+void aio_channel_open(lua_State *L) {
+  open_chan_mt(L);
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_channel);
+  lua_setfield(L, -2, "channel");
+}
