@@ -83,8 +83,9 @@ struct aio_loop {
   const void *task_mt, *future_mt; /* the metatables of tasks and futures (identity checks) */
   int task_mt_ref, future_mt_ref;  /* and their registry refs (set on every new one) */
   /* Set by another thread (a thread pool cancelling the job this loop's state runs), followed
-  ** by uv_async_send(&wakeup): the await blocking in aio_run_until raises a cancellation. */
-  volatile int cancel_request;
+  ** by uv_async_send(&wakeup): the await blocking in aio_run_until raises a cancellation.
+  ** Accessed with __atomic builtins (written and read on two threads). */
+  int cancel_request;
 };
 
 /* Returns the loop of L's main state, creating it on first use. */

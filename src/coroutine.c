@@ -53,8 +53,8 @@ static int resume_loop(lua_State *L, int narg, int continuing) {
     lua_xmove(L, co, narg);
     aio_task *outer = aio_current_task(L);
     if (resumable) *(aio_task **)lua_getextraspace(co) = outer;
-    lua_State *running = aio__running_co;
     int main_loop = aio__main_loop && aio__main_loop->L == aio_loop_get(L)->L;
+    lua_State *running = main_loop ? aio__running_co : NULL;  /* main thread's only */
     if (main_loop) aio__running_co = co;
     status = lua_resume(co, L, narg, &nres);
     if (main_loop) aio__running_co = running;

@@ -259,8 +259,8 @@ void aio_run_until(lua_State *L, aio_future *f) {
       abandon(L, f, "interrupted");
       luaL_error(L, "interrupted!");
     }
-    if (loop->cancel_request) {  /* another thread cancelled the job awaiting here */
-      loop->cancel_request = 0;
+    /* another thread cancelled the job awaiting here */
+    if (__atomic_exchange_n(&loop->cancel_request, 0, __ATOMIC_RELAXED)) {
       if (f) f->topwaiters--;
       abandon(L, f, "cancelled");
       aio_push_cancelled(L, "job cancelled");

@@ -593,10 +593,12 @@ static void task_step(aio_loop *loop, aio_task *t) {
     nargs = 1;
   }
   t->running = 1;
-  lua_State *outer = aio__running_co;
-  if (loop == aio__main_loop) aio__running_co = co;
+  /* Only the main loop's thread uses aio__running_co (the SIGINT handler): others leave it be. */
+  int on_main = loop == aio__main_loop;
+  lua_State *outer = on_main ? aio__running_co : NULL;
+  if (on_main) aio__running_co = co;
   int status = lua_resume(co, L, nargs, &nres);
-  if (loop == aio__main_loop) aio__running_co = outer;
+  if (on_main) aio__running_co = outer;
   t->running = 0;
   if (status == LUA_YIELD) {  /* the common case needs no Lua value of the task: none pushed */
     if (!(nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) && !t->waiting && !t->sleeping

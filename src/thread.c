@@ -263,7 +263,7 @@ static void interrupt_job(pool *p, job *j) {
   if (w->current == j && w->L) {
     lua_sethook(w->L, cancel_hook, LUA_MASKCOUNT, HOOK_COUNT);
     if (w->loop) {  /* a job blocked in a top-level await of its own loop (aio.sleep ...) */
-      w->loop->cancel_request = 1;
+      __atomic_store_n(&w->loop->cancel_request, 1, __ATOMIC_RELAXED);
       uv_async_send(&w->loop->wakeup);
     }
   }
@@ -459,7 +459,7 @@ static void *worker_main(void *arg) {
     aio_shared_release_held();  /* locks the job left behind are nobody's now */
     pthread_mutex_lock(&p->mu);
     if (L) lua_sethook(L, NULL, 0, 0);  /* under mu: a late interrupt_job cannot slip in after */
-    if (w->loop) w->loop->cancel_request = 0;
+    if (w->loop) __atomic_store_n(&w->loop->cancel_request, 0, __ATOMIC_RELAXED);
     w->current = NULL;
     j->state = J_DONE;
     pthread_mutex_unlock(&p->mu);
