@@ -87,6 +87,25 @@ describe("scripts/", function()
     assert.equal("page-times", units.gathered)
   end)
 
+  -- Runs a script of scripts/ with args; asserts it succeeded and returns its stdout.
+  local function run_script(name, args, timeout)
+    local argv = { helper.root .. "/scripts/" .. name }
+    for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+    local out, err, status = helper.run(argv, { timeout = timeout or 60, cwd = helper.tmpdir() })
+    assert.equal(0, status, out .. err)
+    return out
+  end
+
+  it("nb4_latency_throughput.lua: the farm's throughput is 8 jobs per unit, as the notebook says (not 9)", function()
+    local out = run_script("nb4_latency_throughput.lua")
+    assert.matches("pipeline:.- throughput 1%.00 jobs/unit", out)
+    assert.matches("farm:.- throughput 8%.00 jobs/unit", out)
+    assert.matches("(notebook: latency 1, 8 jobs per unit)", out, 1, true)
+    -- a last batch that is not full: 20 jobs leave in 3 batches, 6.67 jobs per unit
+    out = run_script("nb4_latency_throughput.lua", { "--jobs", "20" })
+    assert.matches("farm:.- throughput 6%.67 jobs/unit, 20 jobs in 3%.00 units", out)
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name
