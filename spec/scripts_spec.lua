@@ -106,6 +106,11 @@ describe("scripts/", function()
     assert.matches("farm:.- throughput 6%.67 jobs/unit, 20 jobs in 3%.00 units", out)
   end)
 
+  it("nb4_generators.lua replays the notebook's for-loop-with-send cell: 0, 2, 4, then RuntimeError", function()
+    local out = run_script("nb4_generators.lua")
+    assert.matches("for loop with send: 0,2,4 then RuntimeError: generator raised StopIteration", out, 1, true)
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name
