@@ -111,6 +111,33 @@ describe("scripts/", function()
     assert.matches("for loop with send: 0,2,4 then RuntimeError: generator raised StopIteration", out, 1, true)
   end)
 
+  it("nb4_kettle.lua says that quick times are notebook seconds, with the notebook's figure and what was measured", function()
+    local out = run_script("nb4_kettle.lua", { "--virtual-time" })
+    assert.matches("quick: one notebook second lasts 0.1 s here", out, 1, true)
+    assert.matches("boiling kettle is done\ncleaning cups is done\nExecuted in 5.00 seconds.   " ..
+      "(notebook: 5.00 s; measured 0.50 s at 0.1x time)", out, 1, true)
+    assert.matches("Executed in 3.00 seconds.   (notebook: 3.00 s; measured 0.30 s at 0.1x time)", out, 1, true)
+    out = run_script("nb4_kettle.lua", { "--virtual-time", "--full" })
+    assert.matches("Executed in 5.00 seconds.   (notebook: 5.00 s)\n", out, 1, true)
+    assert.not_matches("quick:", out, 1, true)
+  end)
+
+  it("nb4_display_date.lua prints datetime.now() to the microsecond, following the loop's clock", function()
+    local out = run_script("nb4_display_date.lua", { "--virtual-time" })
+    assert.matches("quick: the notebook's 50 s window and 0-5 s sleeps at 0.04x", out, 1, true)
+    local stamps = {}
+    for num, stamp in out:gmatch("Loop: (%d) Time: (%d+%-%d+%-%d+ %d+:%d+:[%d.]+)\n") do
+      local h, m, sec = stamp:match("(%d+):(%d+):([%d.]+)$")
+      stamps[#stamps + 1] = { num = num, t = h * 3600 + m * 60 + tonumber(sec), text = stamp }
+    end
+    assert.is_true(#stamps >= 10, out)
+    assert.matches("%.%d%d%d%d%d%d$", stamps[1].text)
+    -- the sleeps are multiples of 0.04 s (randint(0, 5) notebook seconds), and the stamps show them
+    local span = stamps[#stamps].t - stamps[1].t
+    if span < 0 then span = span + 86400 end          -- across midnight
+    assert.is_true(span > 1.5 and span < 2.2, "the stamps span the 2 s window: " .. span)
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name
