@@ -49,7 +49,7 @@ local EXPERIMENTS = {
   -- notebook 3 (the workers engineer's scripts)
   { id = "sites", notebook = 3, script = "nb3_sites.lua", figures = "--figures",
     cells = "download 160 sites: serial, threads(5), asyncio, multiprocessing",
-    reference = "serial 11.8 s · threads(5) 0.005 s (did not wait) · asyncio 0.63 s · multiprocessing 2.29 s" },
+    reference = "serial 11.8 s · threads(5) 0.005 s (invalid: TypeErrors) · asyncio 0.63 s · multiprocessing 2.29 s" },
   { id = "race", notebook = 3, script = "nb3_race.lua", figures = "--figures",
     cells = "the race condition on a shared counter, and its fix",
     reference = "lost updates without a lock" },

@@ -138,6 +138,24 @@ describe("scripts/", function()
     assert.is_true(span > 1.5 and span < 2.2, "the stamps span the 2 s window: " .. span)
   end)
 
+  it("nb3_sites.lua names the notebook's figure on each line, and its 0.005 s threads figure as TypeErrors", function()
+    local out = run_script("nb3_sites.lua", { "--sites", "20" })
+    assert.matches("20 downloads from a local server answering each page after 10 ms (quick; --full: 74 ms",
+      out, 1, true)
+    assert.matches("Downloaded 20 in [%d.]+ seconds %(serial%)   notebook: 11%.8 s\n", out)
+    assert.matches("Downloaded 20 in [%d.]+ seconds %(5 threads%)   notebook: 0%.005 s, but it downloaded nothing.-" ..
+      "TypeError", out)
+    assert.matches("Downloaded 20 sites in [%d.]+ seconds %(tasks%)   notebook: 0%.63 s\n", out)
+    assert.matches("Downloaded 20 in [%d.]+ seconds %(%d+ processes%)   notebook: 2%.29 s\n", out)
+    local threads
+    for json in out:gmatch("RESULT (%b{})") do
+      local r = require("cjson").decode(json)
+      if r.key == "threads" then threads = r end
+    end
+    assert.is_nil(threads.reproduced)               -- an invalid figure is neither reproduced nor not
+    assert.matches("invalid: every call raised TypeError", threads.reference, 1, true)
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name
