@@ -156,6 +156,14 @@ describe("scripts/", function()
     assert.matches("invalid: every call raised TypeError", threads.reference, 1, true)
   end)
 
+  it("nb3_race.lua and nb3_cpu_bound.lua say when they run smaller than the notebook", function()
+    local out = run_script("nb3_race.lua")
+    assert.matches("1000 jobs x 100 increments on 8 threads (expected 100000); quick: --full for 5000 jobs\n" ..
+      "  (the notebook: 5000 jobs on ThreadPoolExecutor(max_workers=5000); it printed no count)", out, 1, true)
+    out = run_script("nb3_cpu_bound.lua", { "--count", "2" })
+    assert.matches("%(2 numbers%), %d+ CPU%(s%); quick: %-%-full for the notebook's n = 5,000,000\n", out)
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name
