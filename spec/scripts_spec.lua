@@ -164,6 +164,15 @@ describe("scripts/", function()
     assert.matches("%(2 numbers%), %d+ CPU%(s%); quick: %-%-full for the notebook's n = 5,000,000\n", out)
   end)
 
+  it("nb4_threads.lua lists both of the notebook's dis cells (+= and sort) and names its primes figure", function()
+    local out = run_script("nb4_threads.lua")
+    assert.matches("Execution time = [%d.]+ %(serial [%d.]+%)   notebook: 1%.35991", out)
+    local sort = out:match("luac %-l of `function foo%(%) table%.sort%(lst%) end`[^\n]*\n(.-)\ncheck")
+    assert.truthy(sort, out)
+    assert.matches('GETFIELD[^\n]*"sort"', sort)
+    assert.matches("%sCALL%s", sort)
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name
