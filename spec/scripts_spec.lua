@@ -173,6 +173,15 @@ describe("scripts/", function()
     assert.matches("%sCALL%s", sort)
   end)
 
+  it("nb5_network_request.lua and nb5_coroutines.lua give their times next to the notebook's 3 s and 1 s", function()
+    local out = run_script("nb5_network_request.lua", { "--virtual-time" })
+    assert.matches("in notebook seconds (a request takes 0.2 s here, 1 s in the notebook): blocking 3.00 " ..
+      "(notebook: 3 s), callbacks 1.00, futures 1.00, coroutines 1.00 (notebook: about 1 s each)", out, 1, true)
+    out = run_script("nb5_coroutines.lua", { "--virtual-time" })
+    assert.matches("run_until_complete x3: 0.60 s;  ensure_future x3: 0.20 s   (notebook: 3 s and 1 s, at 1 s " ..
+      "per request; 0.2 s here)", out, 1, true)
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name
