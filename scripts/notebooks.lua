@@ -36,15 +36,15 @@ local EXPERIMENTS = {
   -- notebook 1
   { id = "crawler_500", notebook = 1, script = "crawler.lua", figures = "--svg",
     cells = "serial requests, grequests pool, tornado curl client, asyncio+aiohttp (500 × 100 ms)",
-    quick = { "--n", "100", "--serial-n", "10", "--quiet", "--notebook", "1" },
-    full = { "--n", "500", "--notebook", "1" },
+    quick = { "--n", "100", "--serial-n", "10", "--mode", "serial,gevent,callback,aiohttp", "--quiet", "--notebook", "1" },
+    full = { "--n", "500", "--mode", "serial,gevent,callback,aiohttp", "--notebook", "1" },
     reference = "serial 55.2 s · grequests 4.12 s · tornado 1.07 s · asyncio+aiohttp 1.78 s" },
   -- notebook 2
   { id = "crawler_1000", notebook = 2, script = "crawler.lua", figures = "--svg",
     cells = "gevent, tornado, aiohttp crawlers (1000 × 100 ms) and their call-graph shapes",
     quick = { "--n", "200", "--serial-n", "5", "--mode", "serial,gevent,tornado,aiohttp", "--quiet",
       "--notebook", "2" },
-    full = { "--n", "1000", "--notebook", "2" },
+    full = { "--n", "1000", "--mode", "serial,gevent,tornado,aiohttp", "--notebook", "2" },
     reference = "serial 101.6 s · gevent 1.15 s · tornado 1.11 s · aiohttp 0.24 s (invalid: HTTP 400s)" },
   -- notebook 3 (the workers engineer's scripts)
   { id = "sites", notebook = 3, script = "nb3_sites.lua", figures = "--figures",
