@@ -182,6 +182,12 @@ describe("scripts/", function()
       "per request; 0.2 s here)", out, 1, true)
   end)
 
+  it("nb5_rx_hot_cold.lua says its times are periods, and how long a period lasts", function()
+    local out = run_script("nb5_rx_hot_cold.lua", { "--virtual-time" })
+    assert.matches("^each line is %(value, time since start%) in periods, i%.e%. notebook seconds: a period " ..
+      "lasts 0%.1 s here %(%-%-full: 1 s, the notebook's interval%(1000%)%)\n", out)
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name
