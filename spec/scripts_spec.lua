@@ -188,6 +188,12 @@ describe("scripts/", function()
       "lasts 0%.1 s here %(%-%-full: 1 s, the notebook's interval%(1000%)%)\n", out)
   end)
 
+  it("nb5_event_loop.lua says its timers are the notebook's 1 s and 2 s, scaled", function()
+    local out = run_script("nb5_event_loop.lua", { "--scale", "0.1" })
+    assert.matches("(the notebook's Timer(1.0) and Timer(2.0) at 0.1x: 0.1 s and 0.2 s here (--full for 1 s and 2 s)",
+      out, 1, true)
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name
