@@ -194,6 +194,11 @@ describe("scripts/", function()
       out, 1, true)
   end)
 
+  it("nb4_executors.lua says its quick seconds are scaled", function()
+    local out = run_script("nb4_executors.lua", { "--scale", "0.02" })
+    assert.matches("^the notebook's seconds at 0.02x: its sleep%(5%) lasts 0.1 s here %(%-%-full for 1:1%)\n", out)
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name
