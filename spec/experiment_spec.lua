@@ -46,6 +46,30 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
     end
   end)
 
+  it("takes numbers for numeric options and > 0 for the positive ones: a mistake, not a traceback", function()
+    local body = [[
+local e = experiment.new { name = "t", args = arg, options = { n = 3, name = "x", scale = false, flag = false },
+  positive = { "scale" } }
+print(e.options.n, e.options.name, e.options.scale, e.options.flag)
+]]
+    assert.equal("-1\tabc\t0.5\ttrue\n", run(body, { "--n", "-1", "--name", "abc", "--scale", "0.5", "--flag" }))
+    local usage = "usage: t [--quick | --full] [--virtual-time] [--figures DIR] [--flag V] [--n 3] [--name x] [--scale V]\n"
+    for _, c in ipairs {
+      { { "--n", "abc" }, "t: --n needs a number, not 'abc'" },
+      { { "--flag", "nan" }, "t: --flag needs a number, not 'nan'" },
+      { { "--n" }, "t: missing value for --n" },
+      { { "--name" }, "t: missing value for --name" },
+      { { "--scale", "0" }, "t: --scale needs a number > 0, not '0'" },
+      { { "--scale", "abc" }, "t: --scale needs a number > 0, not 'abc'" },
+      { { "--scale" }, "t: missing value for --scale" },
+    } do
+      local out, err, status = run(body, c[1])
+      assert.equal(2, status, table.concat(c[1], " "))
+      assert.equal("", out)
+      assert.equal(c[2] .. "\n" .. usage, err)
+    end
+  end)
+
   it("prints the usage for --help and -h, and exits 0", function()
     for _, h in ipairs { "--help", "-h" } do
       local out, err, status = run(DECLARED, { h })

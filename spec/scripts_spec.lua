@@ -122,6 +122,24 @@ describe("scripts/", function()
     assert.not_matches("quick:", out, 1, true)
   end)
 
+  it("a time scale or delay of 0, or a number that is not one, is a usage error, not a traceback", function()
+    for _, c in ipairs {
+      { "nb4_kettle.lua", "--scale", "0", "--scale needs a number > 0, not '0'" },
+      { "nb4_executors.lua", "--scale", "-1", "--scale needs a number > 0, not '-1'" },
+      { "nb5_event_loop.lua", "--scale", "0", "--scale needs a number > 0, not '0'" },
+      { "nb5_network_request.lua", "--delay", "0", "--delay needs a number > 0, not '0'" },
+      { "nb5_executor.lua", "--delay", "0", "--delay needs a number > 0, not '0'" },
+      { "nb4_latency_throughput.lua", "--unit", "0", "--unit needs a number > 0, not '0'" },
+      { "nb5_cpu_monitor.lua", "--duration", "0", "--duration needs a number > 0, not '0'" },
+      { "nb3_sites.lua", "--threads", "five", "--threads needs a number, not 'five'" },
+    } do
+      local out, err, status = helper.run({ helper.root .. "/scripts/" .. c[1], c[2], c[3] }, { timeout = 30 })
+      assert.equal(2, status, c[1] .. " " .. out .. err)
+      assert.matches(c[4], err, 1, true)
+      assert.not_matches("traceback", err)
+    end
+  end)
+
   it("nb4_display_date.lua prints datetime.now() to the microsecond, following the loop's clock", function()
     local out = run_script("nb4_display_date.lua", { "--virtual-time" })
     assert.matches("quick: the notebook's 50 s window and 0-5 s sleeps at 0.04x", out, 1, true)
