@@ -143,16 +143,17 @@ e:check(d1 == 0 and d2 == 1 and drest == "2,3,4", "delegation with a for loop yi
 -- itr.send(y) advances the sub-generator and its value is dropped, so the caller sees every
 -- other value, and the send that finds the sub-generator exhausted raises StopIteration inside
 -- the body: a RuntimeError in Python 3.7+. yield_from below is what `yield from` really does.
-local function lazy_range_for_send(up_to)
+-- The send-aware gratuitous_refactor: a sent offset moves the index back.
+local function offset_inner(up_to)
   local index = 0
-  local function gratuitous_refactor()
-    while index < up_to do
-      local offset = yield(index)
-      if offset == nil then offset = 0 end
-      index = index + 1 - offset
-    end
+  while index < up_to do
+    local offset = yield(index)
+    if offset == nil then offset = 0 end
+    index = index + 1 - offset
   end
-  local itr = generator(gratuitous_refactor)
+end
+local function lazy_range_for_send(up_to)
+  local itr = generator(offset_inner, up_to)
   for x in itr:iter() do
     local y = yield(x)
     itr:send(y)
@@ -166,14 +167,6 @@ e:check(table.concat(seen, ",") == "0,2,4" and not okf and tostring(ferr):find("
   "the notebook's for-loop-with-send yields 0, 2, 4, then RuntimeError: generator raised StopIteration")
 
 -- The send-aware version with yield_from: sent values reach the sub-generator.
-local function offset_inner(up_to)
-  local index = 0
-  while index < up_to do
-    local offset = yield(index)
-    if offset == nil then offset = 0 end
-    index = index + 1 - offset
-  end
-end
 local function outer_yield_from(up_to) return yield_from(generator(offset_inner, up_to)) end
 local y = generator(outer_yield_from, 5)
 local ys = { y:next(), y:send(1), y:next(), y:next() }
