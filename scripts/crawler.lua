@@ -32,9 +32,11 @@ local DESCRIPTION = {
 
 -- The seeds' published figures (their machines), per notebook: seconds for n requests of
 -- 100 ms each at 100 concurrent, by mode (notebook 1's grequests pool is our gevent mode, its
--- tornado callbacks our callback mode). `invalid` marks a figure that measured something else.
+-- tornado callbacks our callback mode: `called` names what the notebook ran where it is not
+-- the mode's name). `invalid` marks a figure that measured something else.
 local SEED = {
-  { n = 500, serial = 55.2, gevent = 4.12, callback = 1.07, aiohttp = 1.78 },
+  { n = 500, serial = 55.2, gevent = 4.12, callback = 1.07, aiohttp = 1.78,
+    called = { gevent = "grequests", callback = "tornado", aiohttp = "asyncio" } },
   { n = 1000, serial = 101.6, gevent = 1.15, tornado = 1.11, aiohttp = 0.24,
     invalid = { aiohttp = "HTTP 400s" } },
 }
@@ -46,8 +48,9 @@ local function seed_text(mode, nb)
   for k, seed in ipairs(SEED) do
     if seed[mode] and (not nb or nb == k) then
       local bad = seed.invalid and seed.invalid[mode]
-      parts[#parts + 1] = string.format("%g s (nb%d, n=%d%s)", seed[mode], k, seed.n,
-        bad and (", invalid: " .. bad) or "")
+      local called = seed.called and seed.called[mode]
+      parts[#parts + 1] = string.format("%g s (nb%d%s, n=%d%s)", seed[mode], k, called and (" " .. called) or "",
+        seed.n, bad and (", invalid: " .. bad) or "")
     end
   end
   return #parts > 0 and table.concat(parts, " / ") or "-"

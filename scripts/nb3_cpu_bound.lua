@@ -44,8 +44,9 @@ local cores = thread.cores()
 local f = io.open("/proc/loadavg")
 local load = f and tonumber(f:read("a"):match("^(%S+)")) or 0
 if f then f:close() end
-print(string.format("sum of squares for n = %d .. %d (%d numbers), %d CPU(s)",
-  numbers[1], numbers[#numbers], #numbers, cores))
+print(string.format("sum of squares for n = %d .. %d (%d numbers), %d CPU(s)%s",
+  numbers[1], numbers[#numbers], #numbers, cores,
+  (e.full or e.options.n) and "" or "; quick: --full for the notebook's n = 5,000,000"))
 local exact_first = (N0 - 1) * (N0 - 0.5) * N0 / 3  -- the true first sum, as a float
 if exact_first > 2.0 ^ 63 then
   print(string.format("note: each sum is about %.2e > 2^63 = %.2e: Lua integers wrap silently, "
@@ -116,9 +117,10 @@ print("peers here (CPython, 2 cores): serial 3.17 s, threads(5) 3.30 s, asyncio 
 if cores >= 2 and load < 0.5 and e.full then
   e:check(sp_threads > 1.5, "threads run in parallel (%.2fx faster than serial)", sp_threads)
   e:check(sp_procs > 1.5, "processes run in parallel (%.2fx faster than serial)", sp_procs)
-elseif cores >= 2 and e.full then
-  print(string.format("machine busy (load average %.2f): speed-up checks skipped; run it again "
-    .. "on a quiet machine to see ~1.9x", load))
+elseif cores >= 2 and load >= 0.5 then
+  print(string.format("machine busy (load average %.2f before the run): the speed-ups above are what was left "
+    .. "of the CPUs%s; run it again on a quiet machine%s to see ~1.9x", load,
+    e.full and ", and the speed-up checks are skipped" or "", e.full and "" or " with --full"))
 end
 if load < 0.5 and e.full then
   e:check(sp_tasks < 1.25, "tasks give no speed-up on CPU-bound work (%.2fx): one OS thread", sp_tasks)

@@ -49,8 +49,9 @@ local function run(fn, extra)
   return c:get(), t
 end
 
-print(string.format("%d jobs x %d increments on %d threads (expected %d)", JOBS, INC,
-  e.options.threads, expected))
+print(string.format("%d jobs x %d increments on %d threads (expected %d)%s", JOBS, INC,
+  e.options.threads, expected, e.options.jobs and "" or (e.full and "" or "; quick: --full for 5000 jobs")))
+print("  (the notebook: 5000 jobs on ThreadPoolExecutor(max_workers=5000); it printed no count)")
 local n_racy, t_racy = run(racy)
 print(string.format("unsynchronised  c:set(c:get() + 1): %d (%d lost) in %.3f s", n_racy,
   expected - n_racy, t_racy))

@@ -11,6 +11,19 @@ local e = experiment.new { name = "nb4_display_date", title = "display_date with
 local S = e:size(0.04, 1.0)
 math.randomseed(e.options.seed)
 
+-- datetime.datetime.now() to the microsecond, read from the loop's clock (so that the printed
+-- times follow the sleeps under --virtual-time too): the start's wall time plus loop time since.
+local wall0, loop0 = require("aio.sys").time(), aio.now()
+local function now_text()
+  local t = wall0 + (aio.now() - loop0)
+  local whole = math.floor(t)
+  return string.format("%s.%06d", os.date("%Y-%m-%d %H:%M:%S", whole), math.floor((t - whole) * 1e6))
+end
+if S ~= 1 then
+  print(string.format("quick: the notebook's 50 s window and 0-5 s sleeps at %gx (%g s and 0-%g s); "
+    .. "--full for the notebook's", S, 50 * S, 5 * S))
+end
+
 local stop = aio.event()  -- loop.stop(): the main chunk waits on it, as run_forever would
 local lines = { [1] = 0, [2] = 0 }
 local stopped_by
@@ -23,7 +36,7 @@ local function display_date(num)
   local end_time = aio.now() + 50.0 * S
   while true do
     lines[num] = lines[num] + 1
-    print(string.format("Loop: %d Time: %s", num, os.date("%Y-%m-%d %H:%M:%S")))
+    print(string.format("Loop: %d Time: %s", num, now_text()))
     if aio.now() + 1.0 * S >= end_time then break end
     my_sleep_func()
   end
@@ -38,7 +51,8 @@ local t1 = aio.spawn(display_date, 1)
 local t2 = aio.spawn(display_date, 2)
 stop:wait()  -- loop.run_forever()
 local elapsed = aio.now() - t0
-print("is running:", false)
+print(string.format("False  (loop.is_running() after loop.stop(): the loop ran %.2f notebook seconds of the "
+  .. "50 s window)", elapsed / S))
 if not t1:done() then t1:cancel() end  -- a stopped loop leaves the other task pending
 
 e:check(stopped_by == 2, "display_date(2) stopped the loop")

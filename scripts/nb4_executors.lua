@@ -12,8 +12,11 @@ local thread = require "aio.thread"
 local process = require "aio.process"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_executors", title = "concurrent.futures", args = arg,
-  options = { scale = false } }
+  options = { scale = false }, positive = { "scale" } }
 local S = e.options.scale or e:size(0.05, 1.0)
+if S ~= 1 then
+  print(string.format("the notebook's seconds at %gx: its sleep(5) lasts %g s here (--full for 1:1)", S, 5 * S))
+end
 
 -- ---- submit, done, result ------------------------------------------------------------------
 local function return_after_5_secs(message, s)
@@ -29,7 +32,7 @@ local done_after = future:done()
 print(done_after)
 print("Result: " .. future:result())
 e:check(not done_before and done_after and future:result() == "hello",
-  "thread pool: done() False, then True after 6 s; Result: hello")
+  "thread pool: done() False, then True 6 notebook seconds later; Result: hello")
 
 local ppool = process.pool { size = 3 }
 local pfuture = ppool:submit(function(message, s)

@@ -18,7 +18,8 @@ local function say(...)
 end
 
 -- A Python-style generator object over a Lua function: g:next(), g:send(v), iteration with
--- `for v in g:iter()`, and StopIteration as an error table {stop = true, value = ret}.
+-- `for v in g:iter()`, and StopIteration as an error table {stop = true, value = ret}. As in
+-- Python 3.7+ (PEP 479), a StopIteration escaping a generator's body becomes a RuntimeError.
 local Gen = {}
 Gen.__index = Gen
 local function generator(fn, ...)
@@ -35,7 +36,10 @@ function Gen:send(v)
   else
     r = table.pack(coroutine.resume(self.co, v))
   end
-  if not r[1] then error(r[2], 0) end
+  if not r[1] then
+    if type(r[2]) == "table" and r[2].stop then error("RuntimeError: generator raised StopIteration", 0) end
+    error(r[2], 0)
+  end
   if coroutine.status(self.co) == "dead" then error({ stop = true, value = r[2] }, 0) end
   return r[2]
 end
@@ -135,7 +139,11 @@ local drest = rest(d)
 say("delegating lazy_range:", d1, d2, drest)
 e:check(d1 == 0 and d2 == 1 and drest == "2,3,4", "delegation with a for loop yields 0..4")
 
--- The send-aware version: the for-loop form loses sent values, yield_from forwards them.
+-- The notebook's send-aware for loop ("Is it just syntax sugar for 'for' with send?"): each
+-- itr.send(y) advances the sub-generator and its value is dropped, so the caller sees every
+-- other value, and the send that finds the sub-generator exhausted raises StopIteration inside
+-- the body: a RuntimeError in Python 3.7+. yield_from below is what `yield from` really does.
+-- The send-aware gratuitous_refactor: a sent offset moves the index back.
 local function offset_inner(up_to)
   local index = 0
   while index < up_to do
@@ -144,6 +152,21 @@ local function offset_inner(up_to)
     index = index + 1 - offset
   end
 end
+local function lazy_range_for_send(up_to)
+  local itr = generator(offset_inner, up_to)
+  for x in itr:iter() do
+    local y = yield(x)
+    itr:send(y)
+  end
+end
+local fs = generator(lazy_range_for_send, 5)
+local seen = { fs:next(), fs:next() }
+local okf, ferr = pcall(function() for x in fs:iter() do seen[#seen + 1] = x end end)
+say("for loop with send:", table.concat(seen, ","), okf and "" or ("then " .. tostring(ferr)))
+e:check(table.concat(seen, ",") == "0,2,4" and not okf and tostring(ferr):find("generator raised StopIteration", 1, true),
+  "the notebook's for-loop-with-send yields 0, 2, 4, then RuntimeError: generator raised StopIteration")
+
+-- The send-aware version with yield_from: sent values reach the sub-generator.
 local function outer_yield_from(up_to) return yield_from(generator(offset_inner, up_to)) end
 local y = generator(outer_yield_from, 5)
 local ys = { y:next(), y:send(1), y:next(), y:next() }

@@ -6,14 +6,24 @@
 local aio = require "aio"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_kettle", title = "Kettle minitask", args = arg,
-  options = { scale = false } }
+  options = { scale = false }, positive = { "scale" } }
 local S = e.options.scale or e:size(0.1, 1.0)  -- seconds per notebook second
+
+-- The notebook's last line, in notebook seconds, with its figure and (scaled) what was measured.
+local function executed(t, seed)
+  local scaled = S ~= 1 and string.format("; measured %.2f s at %gx time", t, S) or ""
+  print(string.format("Executed in %.2f seconds.   (notebook: %s%s)", t / S, seed, scaled))
+end
+if S ~= 1 then
+  print(string.format("quick: one notebook second lasts %g s here; times are shown in notebook seconds "
+    .. "(--full runs them at 1:1)", S))
+end
 
 local out = {}
 local function perform_task(duration, task_name)
   aio.sleep(duration * S)
   out[#out + 1] = task_name .. " is done"
-  print(task_name, "is done")
+  print(task_name .. " is done")  -- Python's print(a, b) joins with a space
 end
 
 -- Sequential: await one, then the other.
@@ -21,7 +31,7 @@ local t_seq = e:time(function()
   perform_task(3, "boiling kettle")
   perform_task(2, "cleaning cups")
 end)
-print(string.format("Executed in %.2f seconds.", t_seq / S))
+executed(t_seq, "5.00 s")
 local seq_order = table.concat(out, ";")
 
 -- Concurrent: create both tasks, then await them.
@@ -32,7 +42,7 @@ local t_conc = e:time(function()
   task1:await()
   task2:await()
 end)
-print(string.format("Executed in %.2f seconds.", t_conc / S))
+executed(t_conc, "3.00 s")
 local conc_order = table.concat(out, ";")
 
 -- Task group: children are awaited when the group's body returns.
@@ -43,7 +53,7 @@ local t_group = e:time(function()
     tg:spawn(perform_task, 2, "cleaning cups")
   end)
 end)
-print(string.format("Executed in %.2f seconds.", t_group / S))
+executed(t_group, "3.00 s")
 local group_order = table.concat(out, ";")
 
 e:check(seq_order == "boiling kettle is done;cleaning cups is done", "sequential: kettle, then cups")

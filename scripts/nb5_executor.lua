@@ -13,7 +13,7 @@ local aio = require "aio"
 local thread = require "aio.thread"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb5_executor", title = "Executors", args = arg,
-  options = { delay = false } }
+  options = { delay = false }, positive = { "delay" } }
 local DELAY = e.options.delay or e:size(100, 1000)  -- ms per page and per wait_and_return
 
 local executor = thread.pool { size = 3, name = "ThreadPoolExecutor" }

@@ -12,6 +12,8 @@ local rx = require "aio.rx"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb5_rx_hot_cold", title = "Hot and cold observables", args = arg }
 local P = e:size(0.1, 1.0)
+print(string.format("each line is (value, time since start) in periods, i.e. notebook seconds: a period lasts "
+  .. "%g s here%s", P, P == 1 and ", as the notebook's interval(1000)" or " (--full: 1 s, the notebook's interval(1000))"))
 
 -- Waits until every given subscription has ended (each counted by its on_completed).
 local function completions(n)

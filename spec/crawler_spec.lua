@@ -131,11 +131,12 @@ describe("scripts/crawler.lua", function()
       results[r.key] = r
     end
     -- notebook 1: grequests (our gevent) took 4.12 s for 500 requests; scaled to 2 waves of 20 ms
-    assert.are.equal("4.12 s (nb1, n=500)", results.gevent.reference)
+    assert.are.equal("4.12 s (nb1 grequests, n=500)", results.gevent.reference)  -- named as the notebook ran it
     assert.is_true(math.abs(results.gevent.expected - 4.12 * 0.04 / 0.5) < 1e-9)
     assert.are.equal(results.gevent.measured <= results.gevent.expected * 1.25, results.gevent.reproduced)
     assert.are.equal("55.2 s (nb1, n=500)", results.serial.reference)
-    assert.are.equal("1.07 s (nb1, n=500)", results.callback.reference)
+    assert.are.equal("1.07 s (nb1 tornado, n=500)", results.callback.reference)
+    assert.are.equal("1.78 s (nb1 asyncio, n=500)", results.aiohttp.reference)
     assert.is_nil(results.tornado.reproduced)           -- notebook 1 has no figure for it
     assert.matches("no figure", results.tornado.note)
     -- notebook 2's aiohttp figure measured HTTP 400s: never "reproduced"
@@ -158,6 +159,12 @@ describe("scripts/crawler.lua", function()
     local md = helper.readfile(dir .. "/report.md")
     assert.matches("| gevent, 100 requests |  | [%d.]+ s — the seed's 4.12 s scaled", md)
     assert.not_matches("101.6", md, 1, true)           -- notebook 2's figures stay in notebook 2
+    -- only notebook 1's four cells: serial, grequests (gevent), tornado callbacks, asyncio
+    for _, mode in ipairs { "serial", "gevent", "callback", "aiohttp" } do
+      assert.matches("[|:] " .. mode .. ", %d+ requests |", md)   -- the first row starts "crawler_500 (...): "
+    end
+    assert.not_matches("| tornado, ", md, 1, true)
+    assert.not_matches("| gather, ", md, 1, true)
   end)
 
   it("checks its outputs before running: --metrics with --url, a --svg dir or metrics file it cannot make", function()

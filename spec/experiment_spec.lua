@@ -29,7 +29,8 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
   end)
 
   -- The command line is read by aio.flags, the scripts' one parser: the same values and mistakes.
-  local DECLARED = 'experiment.new { name = "t", args = arg, options = { load_at = false, n = 3, name = "x" } }'
+  local DECLARED = 'experiment.new { name = "t", args = arg, options = { load_at = false, n = 3, name = "x" }, ' ..
+    'positive = { "load_at" } }'
   local USAGE = "usage: t [--quick | --full] [--virtual-time] [--figures DIR] [--load-at V] [--n 3] [--name x]\n"
 
   it("reports a mistake as aio.flags does: the message, the usage, status 2", function()
@@ -38,12 +39,27 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
       { { "--figures" }, "t: missing value for --figures" },
       { { "--figures", "--full" }, "t: missing value for --figures" },
       { { "--name=" }, "t: empty value for --name" },
+      { { "--n", "abc" }, "t: --n needs a number, not 'abc'" },  -- a number, not a traceback later
+      { { "--n", "nan" }, "t: --n needs a number, not 'nan'" },
+      { { "--n" }, "t: missing value for --n" },
+      { { "--name" }, "t: missing value for --name" },
+      { { "--load-at", "0" }, "t: --load-at needs a number > 0, not '0'" },
+      { { "--load-at" }, "t: missing value for --load-at" },
     } do
       local out, err, status = run(DECLARED, c[1])
       assert.equal(2, status, table.concat(c[1], " "))
       assert.equal("", out)
       assert.equal(c[2] .. "\n" .. USAGE, err)
     end
+  end)
+
+  it("takes numbers for numeric options, any word for string ones, true for a bare option declared false", function()
+    local body = [[
+local e = experiment.new { name = "t", args = arg, options = { n = 3, name = "x", flag = false } }
+print(e.options.n, e.options.name, e.options.flag)
+]]
+    assert.equal("-1\t12\ttrue\n", run(body, { "--n", "-1", "--name", "12", "--flag" }))
+    assert.equal("3\tx\t0.5\n", run(body, { "--flag", "0.5" }))
   end)
 
   it("prints the usage for --help and -h, and exits 0", function()

@@ -4,12 +4,13 @@ local helper = require "spec.helper"
 
 -- Runs a small program parsing its arguments with aio.flags; prints what it got.
 local PROGRAM = [[
-local cl = require("aio.flags").new("prog", "usage: prog [--n N] [--name S] [--t S]\n", { ... })
+local cl = require("aio.flags").new("prog", "usage: prog [--n N] [--name S] [--t S] [--x X]\n", { ... })
 local got = {}
 for a, name in cl:each() do
   if name == "--n" then got[#got + 1] = "n=" .. cl:int(name, cl:value(a, name), 1, 10)
   elseif name == "--name" then got[#got + 1] = "name=" .. cl:value(a, name)
   elseif name == "--t" then got[#got + 1] = "t=" .. cl:positive(name, cl:value(a, name))
+  elseif name == "--x" then got[#got + 1] = "x=" .. cl:number(name, cl:value(a, name))
   else cl:error("unknown argument %s", a) end
 end
 print(table.concat(got, " "))
@@ -23,9 +24,9 @@ describe("aio.flags", function()
   after_each(helper.cleanup)
 
   it("takes a value after '=' or as the next word", function()
-    local out, err, status = run("--n=3", "--name", "x y", "--t", "0.5")
+    local out, err, status = run("--n=3", "--name", "x y", "--t", "0.5", "--x=-2.5")
     assert.equal(0, status, err)
-    assert.equal("n=3 name=x y t=0.5\n", out)
+    assert.equal("n=3 name=x y t=0.5 x=-2.5\n", out)
   end)
 
   it("reports mistakes with the usage on stderr and exit status 2", function()
@@ -36,12 +37,15 @@ describe("aio.flags", function()
       { { "--name=" }, "prog: empty value for --name" },
       { { "--t", "0" }, "prog: --t needs a number > 0, not '0'" },
       { { "--t", "inf" }, "prog: --t needs a number > 0, not 'inf'" },
-      { { "--x" }, "prog: unknown argument --x" },
+      { { "--x", "abc" }, "prog: --x needs a number, not 'abc'" },
+      { { "--x", "-inf" }, "prog: --x needs a number, not '-inf'" },
+      { { "--x", "nan" }, "prog: --x needs a number, not 'nan'" },
+      { { "--y" }, "prog: unknown argument --y" },
     } do
       local out, err, status = run(table.unpack(c[1]))
       assert.equal(2, status, table.concat(c[1], " "))
       assert.equal("", out)
-      assert.equal(c[2] .. "\nusage: prog [--n N] [--name S] [--t S]\n", err)
+      assert.equal(c[2] .. "\nusage: prog [--n N] [--name S] [--t S] [--x X]\n", err)
     end
   end)
 

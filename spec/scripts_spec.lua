@@ -87,6 +87,136 @@ describe("scripts/", function()
     assert.equal("page-times", units.gathered)
   end)
 
+  -- Runs a script of scripts/ with args; asserts it succeeded and returns its stdout.
+  local function run_script(name, args, timeout)
+    local argv = { helper.root .. "/scripts/" .. name }
+    for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+    local out, err, status = helper.run(argv, { timeout = timeout or 60, cwd = helper.tmpdir() })
+    assert.equal(0, status, out .. err)
+    return out
+  end
+
+  it("nb4_latency_throughput.lua: the farm's throughput is 8 jobs per unit, as the notebook says (not 9)", function()
+    local out = run_script("nb4_latency_throughput.lua")
+    assert.matches("pipeline:.- throughput 1%.00 jobs/unit", out)
+    assert.matches("farm:.- throughput 8%.00 jobs/unit", out)
+    assert.matches("(notebook: latency 1, 8 jobs per unit)", out, 1, true)
+    -- a last batch that is not full: 20 jobs leave in 3 batches, 6.67 jobs per unit
+    out = run_script("nb4_latency_throughput.lua", { "--jobs", "20" })
+    assert.matches("farm:.- throughput 6%.67 jobs/unit, 20 jobs in 3%.00 units", out)
+  end)
+
+  it("nb4_generators.lua replays the notebook's for-loop-with-send cell: 0, 2, 4, then RuntimeError", function()
+    local out = run_script("nb4_generators.lua")
+    assert.matches("for loop with send: 0,2,4 then RuntimeError: generator raised StopIteration", out, 1, true)
+  end)
+
+  it("nb4_kettle.lua says that quick times are notebook seconds, with the notebook's figure and what was measured", function()
+    local out = run_script("nb4_kettle.lua", { "--virtual-time" })
+    assert.matches("quick: one notebook second lasts 0.1 s here", out, 1, true)
+    assert.matches("boiling kettle is done\ncleaning cups is done\nExecuted in 5.00 seconds.   " ..
+      "(notebook: 5.00 s; measured 0.50 s at 0.1x time)", out, 1, true)
+    assert.matches("Executed in 3.00 seconds.   (notebook: 3.00 s; measured 0.30 s at 0.1x time)", out, 1, true)
+    out = run_script("nb4_kettle.lua", { "--virtual-time", "--full" })
+    assert.matches("Executed in 5.00 seconds.   (notebook: 5.00 s)\n", out, 1, true)
+    assert.not_matches("quick:", out, 1, true)
+  end)
+
+  it("a time scale or delay of 0, or a number that is not one, is a usage error, not a traceback", function()
+    for _, c in ipairs {
+      { "nb4_kettle.lua", "--scale", "0", "--scale needs a number > 0, not '0'" },
+      { "nb4_executors.lua", "--scale", "-1", "--scale needs a number > 0, not '-1'" },
+      { "nb5_event_loop.lua", "--scale", "0", "--scale needs a number > 0, not '0'" },
+      { "nb5_network_request.lua", "--delay", "0", "--delay needs a number > 0, not '0'" },
+      { "nb5_executor.lua", "--delay", "0", "--delay needs a number > 0, not '0'" },
+      { "nb4_latency_throughput.lua", "--unit", "0", "--unit needs a number > 0, not '0'" },
+      { "nb5_cpu_monitor.lua", "--duration", "0", "--duration needs a number > 0, not '0'" },
+      { "nb3_sites.lua", "--threads", "five", "--threads needs a number, not 'five'" },
+    } do
+      local out, err, status = helper.run({ helper.root .. "/scripts/" .. c[1], c[2], c[3] }, { timeout = 30 })
+      assert.equal(2, status, c[1] .. " " .. out .. err)
+      assert.matches(c[4], err, 1, true)
+      assert.not_matches("traceback", err)
+    end
+  end)
+
+  it("nb4_display_date.lua prints datetime.now() to the microsecond, following the loop's clock", function()
+    local out = run_script("nb4_display_date.lua", { "--virtual-time" })
+    assert.matches("quick: the notebook's 50 s window and 0-5 s sleeps at 0.04x", out, 1, true)
+    local stamps = {}
+    for num, stamp in out:gmatch("Loop: (%d) Time: (%d+%-%d+%-%d+ %d+:%d+:[%d.]+)\n") do
+      local h, m, sec = stamp:match("(%d+):(%d+):([%d.]+)$")
+      stamps[#stamps + 1] = { num = num, t = h * 3600 + m * 60 + tonumber(sec), text = stamp }
+    end
+    assert.is_true(#stamps >= 10, out)
+    assert.matches("%.%d%d%d%d%d%d$", stamps[1].text)
+    -- the sleeps are multiples of 0.04 s (randint(0, 5) notebook seconds), and the stamps show them
+    local span = stamps[#stamps].t - stamps[1].t
+    if span < 0 then span = span + 86400 end          -- across midnight
+    assert.is_true(span > 1.5 and span < 2.2, "the stamps span the 2 s window: " .. span)
+  end)
+
+  it("nb3_sites.lua names the notebook's figure on each line, and its 0.005 s threads figure as TypeErrors", function()
+    local out = run_script("nb3_sites.lua", { "--sites", "20" })
+    assert.matches("20 downloads from a local server answering each page after 10 ms (quick; --full: 74 ms",
+      out, 1, true)
+    assert.matches("Downloaded 20 in [%d.]+ seconds %(serial%)   notebook: 11%.8 s\n", out)
+    assert.matches("Downloaded 20 in [%d.]+ seconds %(5 threads%)   notebook: 0%.005 s, but it downloaded nothing.-" ..
+      "TypeError", out)
+    assert.matches("Downloaded 20 sites in [%d.]+ seconds %(tasks%)   notebook: 0%.63 s\n", out)
+    assert.matches("Downloaded 20 in [%d.]+ seconds %(%d+ processes%)   notebook: 2%.29 s\n", out)
+    local threads
+    for json in out:gmatch("RESULT (%b{})") do
+      local r = require("cjson").decode(json)
+      if r.key == "threads" then threads = r end
+    end
+    assert.is_nil(threads.reproduced)               -- an invalid figure is neither reproduced nor not
+    assert.matches("invalid: every call raised TypeError", threads.reference, 1, true)
+  end)
+
+  it("nb3_race.lua and nb3_cpu_bound.lua say when they run smaller than the notebook", function()
+    local out = run_script("nb3_race.lua")
+    assert.matches("1000 jobs x 100 increments on 8 threads (expected 100000); quick: --full for 5000 jobs\n" ..
+      "  (the notebook: 5000 jobs on ThreadPoolExecutor(max_workers=5000); it printed no count)", out, 1, true)
+    out = run_script("nb3_cpu_bound.lua", { "--count", "2" })
+    assert.matches("%(2 numbers%), %d+ CPU%(s%); quick: %-%-full for the notebook's n = 5,000,000\n", out)
+  end)
+
+  it("nb4_threads.lua lists both of the notebook's dis cells (+= and sort) and names its primes figure", function()
+    local out = run_script("nb4_threads.lua")
+    assert.matches("Execution time = [%d.]+ %(serial [%d.]+%)   notebook: 1%.35991", out)
+    local sort = out:match("luac %-l of `function foo%(%) table%.sort%(lst%) end`[^\n]*\n(.-)\ncheck")
+    assert.truthy(sort, out)
+    assert.matches('GETFIELD[^\n]*"sort"', sort)
+    assert.matches("%sCALL%s", sort)
+  end)
+
+  it("nb5_network_request.lua and nb5_coroutines.lua give their times next to the notebook's 3 s and 1 s", function()
+    local out = run_script("nb5_network_request.lua", { "--virtual-time" })
+    assert.matches("in notebook seconds (a request takes 0.2 s here, 1 s in the notebook): blocking 3.00 " ..
+      "(notebook: 3 s), callbacks 1.00, futures 1.00, coroutines 1.00 (notebook: about 1 s each)", out, 1, true)
+    out = run_script("nb5_coroutines.lua", { "--virtual-time" })
+    assert.matches("run_until_complete x3: 0.60 s;  ensure_future x3: 0.20 s   (notebook: 3 s and 1 s, at 1 s " ..
+      "per request; 0.2 s here)", out, 1, true)
+  end)
+
+  it("nb5_rx_hot_cold.lua says its times are periods, and how long a period lasts", function()
+    local out = run_script("nb5_rx_hot_cold.lua", { "--virtual-time" })
+    assert.matches("^each line is %(value, time since start%) in periods, i%.e%. notebook seconds: a period " ..
+      "lasts 0%.1 s here %(%-%-full: 1 s, the notebook's interval%(1000%)%)\n", out)
+  end)
+
+  it("nb5_event_loop.lua says its timers are the notebook's 1 s and 2 s, scaled", function()
+    local out = run_script("nb5_event_loop.lua", { "--scale", "0.1" })
+    assert.matches("(the notebook's Timer(1.0) and Timer(2.0) at 0.1x: 0.1 s and 0.2 s here (--full for 1 s and 2 s)",
+      out, 1, true)
+  end)
+
+  it("nb4_executors.lua says its quick seconds are scaled", function()
+    local out = run_script("nb4_executors.lua", { "--scale", "0.02" })
+    assert.matches("^the notebook's seconds at 0.02x: its sleep%(5%) lasts 0.1 s here %(%-%-full for 1:1%)\n", out)
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name

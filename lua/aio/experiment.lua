@@ -45,15 +45,21 @@ local function usage(prog, options)
   return table.concat(parts, " ") .. "\n"
 end
 
--- Sets the declared option given by the word a (named name; --load-at sets load_at): a number
--- where the default is not a string and the value reads as one, true for a bare flag
--- (--no-load), the string otherwise.
+-- Sets the declared option given by the word a (named name; --load-at sets load_at). A string
+-- default takes any value; every other option is numeric: its value must be a finite number
+-- (> 0 for the options declared `positive`), and only an option whose default is false may
+-- also be a bare flag (--no-load), which sets it to true.
 local function set_option(e, cl, a, name)
   local key = name:sub(3):gsub("-", "_")
   local default = e.options[key]
   if default == nil then cl:error("unknown option --%s", key) end
-  local v = cl:value_or_true(a, name)
-  if v ~= true and type(default) ~= "string" and tonumber(v) then v = tonumber(v) end
+  local v
+  if type(default) == "string" then v = cl:value(a, name)
+  elseif e.positive[key] then v = cl:positive(name, cl:value(a, name))
+  else
+    v = default == false and cl:value_or_true(a, name) or cl:value(a, name)
+    if v ~= true then v = cl:number(name, v) end
+  end
   e.options[key] = v
 end
 
@@ -71,15 +77,17 @@ local function parse(e, prog, args)
   end
 end
 
--- new{name=, title=, args=arg, options={name=default, ...}} -> experiment. Recognised flags:
--- --quick, --full, --figures DIR, --virtual-time, -h/--help, and --NAME VALUE (or
--- --NAME=VALUE, or a bare --NAME for true) for each declared option; a default of false
--- declares an option with no default.
+-- new{name=, title=, args=arg, options={name=default, ...}, positive={name, ...}} -> experiment.
+-- Recognised flags: --quick, --full, --figures DIR, --virtual-time, -h/--help, and --NAME VALUE
+-- (or --NAME=VALUE) for each declared option; a default of false declares an option with no
+-- default, which a bare --NAME sets to true. Values are numbers unless the default is a string;
+-- the options named in `positive` (a time scale, a delay) need one > 0.
 function M.new(t)
   local e = setmetatable({ name = t.name, title = t.title or t.name, quick = true,
                            full = false, checks = 0, failures = 0, results = {},
-                           lines = {}, options = {}, figures = nil }, E)
+                           lines = {}, options = {}, positive = {}, figures = nil }, E)
   for k, v in pairs(t.options or {}) do e.options[k] = v end
+  for _, k in ipairs(t.positive or {}) do e.positive[k] = true end
   parse(e, t.name, t.args or {})
   if e.virtual then
     local aio = require "aio"

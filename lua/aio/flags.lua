@@ -65,6 +65,15 @@ function P:int(name, v, lo, hi)
   return n
 end
 
+-- v as a finite number, or a mistake naming the option.
+function P:number(name, v)
+  local n = tonumber(v)
+  if not n or n ~= n or n == math.huge or n == -math.huge then
+    self:error("%s needs a number, not '%s'", name, v)
+  end
+  return n
+end
+
 -- v as a finite number > 0 (fractions allowed), or a mistake naming the option.
 function P:positive(name, v)
   local n = tonumber(v)
