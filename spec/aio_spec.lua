@@ -989,25 +989,30 @@ describe("group", function()
     assert.is_nil(reached)
   end))
 
+  -- Runs aio.group(body) in a task of its own and checks that it raised a cancellation;
+  -- returns that error and the task.
+  local function group_cancelled(body)
+    local t = aio.spawn(function() return pcall(aio.group, body) end)
+    local ok, e = t:await()
+    assert.is_false(ok)
+    assert.is_true(aio.is_cancelled(e), tostring(e))
+    return e, t
+  end
+
   it("raises the cancellation when its parent is cancelled from outside as the group cancels the body", async(function()
     -- Both requests share one delivery, in either order; the group withdraws its own and finds
     -- the other left (the count), so neither the child's error nor a normal end hides it.
     for _, outside_first in ipairs({true, false}) do
-      local outer, f = nil, aio.future()
-      local function canceller() f:await(); outer:cancel("from outside") end
-      outer = aio.spawn(function()
-        return pcall(aio.group, function(g)
-          if outside_first then aio.spawn(canceller) end
-          g:spawn(function() f:await(); error("child boom") end)
-          if not outside_first then aio.spawn(canceller) end
-          aio.sleep(0)                  -- both wait on f, in that order
-          f:set_result()                -- next turn both run before the body, asleep, receives
-          aio.sleep(1)
-        end)
+      local e, outer = group_cancelled(function(g)
+        local me, f = aio.current(), aio.future()
+        local function canceller() f:await(); me:cancel("from outside") end
+        if outside_first then aio.spawn(canceller) end
+        g:spawn(function() f:await(); error("child boom") end)
+        if not outside_first then aio.spawn(canceller) end
+        aio.sleep(0)                    -- both wait on f, in that order
+        f:set_result()                  -- next turn both run before the body, asleep, receives
+        aio.sleep(1)
       end)
-      local ok, e = outer:await()
-      assert.is_false(ok)
-      assert.is_true(aio.is_cancelled(e), tostring(e))
       -- one delivery, with the first request's message
       assert.equal(outside_first and "from outside" or "a child of the group failed", e.message)
       assert.equal(1, outer:cancelling())  -- the outside request; the group's was withdrawn
@@ -1017,18 +1022,13 @@ describe("group", function()
   it("does not take a cancel from outside with its own message text for its own", async(function()
     -- The body caught the group's cancellation and awaits again; a cancel from outside with
     -- the very same text comes. It used to be recognised by its message and dropped.
-    local outer
-    outer = aio.spawn(function()
-      return pcall(aio.group, function(g)
-        g:spawn(function() error("child boom") end)
-        pcall(aio.sleep, 1)             -- the group's cancellation, caught
-        aio.spawn(function() outer:cancel("a child of the group failed") end)
-        aio.sleep(1)
-      end)
+    group_cancelled(function(g)
+      local me = aio.current()
+      g:spawn(function() error("child boom") end)
+      pcall(aio.sleep, 1)               -- the group's cancellation, caught
+      aio.spawn(function() me:cancel("a child of the group failed") end)
+      aio.sleep(1)
     end)
-    local ok, e = outer:await()
-    assert.is_false(ok)
-    assert.is_true(aio.is_cancelled(e), tostring(e))
   end))
 
   it("never cancels a child twice: a cancelled sibling's awaiting cleanup is not cut", async(function()
