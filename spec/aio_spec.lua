@@ -498,13 +498,53 @@ describe("cancellation", function()
     assert.is_true(aio.is_cancelled(second))
   end))
 
-  it("uncancel() withdraws a cancellation not yet raised in the task", async(function()
+  it("cancelling() counts the requests; uncancel() withdraws one and returns the count", async(function()
     local me = aio.current()
-    me:cancel("mine")
-    assert.is_false(me:uncancel("someone else's"))
-    assert.is_true(me:uncancel("mine"))
-    assert.is_false(me:uncancel())
+    assert.equal(0, me:cancelling())
+    assert.is_true(me:cancel("one"))
+    assert.is_true(me:cancel("two"))   -- shares the pending delivery, but counts
+    assert.equal(2, me:cancelling())
+    assert.equal(1, me:uncancel())
+    assert.equal(1, me:cancelling())
+    local ok, err = pcall(aio.sleep, 0)  -- one request is left: its cancellation is raised
+    assert.is_false(ok)
+    assert.equal("one", err.message)
+    assert.equal(1, me:cancelling())   -- received (and caught) is not withdrawn
+    assert.equal(0, me:uncancel())
+    assert.equal(0, me:uncancel())     -- never below 0
+    me:cancel()
+    assert.equal(0, me:uncancel())     -- withdrawn before it was raised: dropped
     aio.sleep(0)                       -- nothing is raised
+    local done = aio.spawn(function() end)
+    done:await()
+    assert.is_false(done:cancel())     -- a finished task counts nothing
+    assert.equal(0, done:cancelling())
+  end))
+
+  it("the count saturates at 65535 and then stays: uncancel() cannot bring it down", async(function()
+    local t = aio.spawn(function() aio.sleep(10) end)
+    for _ = 1, 65540 do t:cancel() end
+    assert.equal(65535, t:cancelling())
+    assert.equal(65535, t:uncancel())
+    assert.is_false(pcall(t.await, t))
+  end))
+
+  it("two parties cancelling with the same message are not confused: each withdraws its own", async(function()
+    local gate = aio.future()
+    local t = aio.spawn(function()
+      pcall(aio.sleep, 10)             -- party A's "stop", caught
+      gate:await()
+      return select(2, pcall(aio.sleep, 0))
+    end)
+    aio.sleep(0)
+    t:cancel("stop")                   -- party A
+    aio.sleep(0)                       -- t caught it and waits on gate
+    gate:set_result()                  -- t is ready with its value
+    t:cancel("stop")                   -- party B, same text: pending, to raise at t's next await
+    assert.equal(1, t:uncancel())      -- A withdraws its own: B's request stays
+    local err = t:await()
+    assert.is_true(aio.is_cancelled(err))
+    assert.equal("stop", err.message)
   end))
 
   it("a bare coroutine.yield() in a task is a cancellation point, like sleep(0)", async(function()
@@ -755,6 +795,73 @@ describe("as_completed, wait, wait_for, timeout", function()
     aio.sleep(0)
   end))
 
+  -- Runs wait_for(t, 0.05) in a task, t having been spawned with body; someone else cancels t
+  -- with "from outside" at `at` seconds (virtual time; `at` = 0.05: the deadline's loop turn,
+  -- before or after it as `first` says). Returns the caller's pcall of its await, and t.
+  local function timed_and_cancelled(body, at, first)
+    aio.clock.virtual()
+    finally(aio.clock.real)
+    local t = aio.spawn(body)
+    local outside = function() aio.sleep(at); t:cancel("from outside") end
+    if first == "outside" then aio.spawn(outside) end
+    aio.sleep(0)                       -- (an outside sleep starts first: its timer fires first)
+    local caller = aio.spawn(function() return aio.wait_for(t, 0.05) end)
+    if first ~= "outside" then aio.spawn(outside) end
+    local ok, err = pcall(caller.await, caller)
+    aio.sleep(at)                      -- (the outside cancel has come in every case)
+    return ok, err, t
+  end
+
+  it("a timed-out task also cancelled from outside raises the cancellation, not a timeout", async(function()
+    -- A cleanup that awaits past the deadline, or a cancellation shared in the deadline's turn:
+    -- either way the task ends cancelled, and the deadline's was not the only request.
+    local function cleanup_awaits() pcall(aio.sleep, 10); aio.sleep(10) end
+    for _, case in ipairs({
+      {"outside before the deadline, cleanup cut by it", 0.01, "outside", cleanup_awaits},
+      {"outside after the deadline, during the cleanup", 0.07, "caller", cleanup_awaits},
+      {"same turn, outside first", 0.05, "outside", function() aio.sleep(10) end},
+      {"same turn, deadline first", 0.05, "caller", function() aio.sleep(10) end},
+    }) do
+      local ok, err, t = timed_and_cancelled(case[4], case[2], case[3])
+      assert.is_false(ok, case[1])
+      assert.is_true(aio.is_cancelled(err), case[1] .. ": " .. tostring(err))
+      assert.is_false(aio.is_timeout(err), case[1])
+      assert.equal(1, t:cancelling(), case[1])  -- the outside request; the deadline's withdrawn
+    end
+  end))
+
+  it("a timed-out task cancelled only by the deadline still gives the timeout error", async(function()
+    local ok, err, t = timed_and_cancelled(function() aio.sleep(10) end, 1, "caller")
+    assert.is_false(ok)
+    assert.is_true(aio.is_timeout(err))
+    assert.equal(0, t:cancelling())    -- the deadline withdrew its request (the outside one
+                                       -- came after t had finished: not counted)
+  end))
+
+  it("nested timeouts each take only their own", async(function()
+    aio.clock.virtual()
+    finally(aio.clock.real)
+    for _, case in ipairs({{0.01, 1, "inner"}, {1, 0.01, "outer"}, {0.05, 0.05, "outer"}}) do
+      local inner_s, outer_s, fires = case[1], case[2], case[3]
+      local inner_saw
+      local ok, err = pcall(aio.timeout, outer_s, function()
+        local ok2, e = pcall(aio.timeout, inner_s, aio.sleep, 10)
+        inner_saw = e
+        if not ok2 and not aio.is_timeout(e) then error(e, 0) end
+        return "outer went on"
+      end)
+      if fires == "inner" then             -- the outer's code got the inner timeout and went on
+        assert.is_true(ok)
+        assert.equal("outer went on", err)
+        assert.is_true(aio.is_timeout(inner_saw))
+      else                                 -- the inner code saw a cancellation, the outer timed out
+        assert.is_false(ok)
+        assert.is_true(aio.is_timeout(err))
+        assert.is_true(aio.is_cancelled(inner_saw) and not aio.is_timeout(inner_saw))
+      end
+    end
+  end))
+
   it("timeout(s, fn, ...) passes arguments and results", async(function()
     assert.equal(7, aio.timeout(1, function(x) return x + 1 end, 6))
     local ok, err = pcall(aio.timeout, 0.01, aio.sleep, 1)
@@ -880,6 +987,48 @@ describe("group", function()
     assert.is_false(ok)
     assert.is_true(aio.is_cancelled(e))
     assert.is_nil(reached)
+  end))
+
+  -- Runs aio.group(body) in a task of its own and checks that it raised a cancellation;
+  -- returns that error and the task.
+  local function group_cancelled(body)
+    local t = aio.spawn(function() return pcall(aio.group, body) end)
+    local ok, e = t:await()
+    assert.is_false(ok)
+    assert.is_true(aio.is_cancelled(e), tostring(e))
+    return e, t
+  end
+
+  it("raises the cancellation when its parent is cancelled from outside as the group cancels the body", async(function()
+    -- Both requests share one delivery, in either order; the group withdraws its own and finds
+    -- the other left (the count), so neither the child's error nor a normal end hides it.
+    for _, outside_first in ipairs({true, false}) do
+      local e, outer = group_cancelled(function(g)
+        local me, f = aio.current(), aio.future()
+        local function canceller() f:await(); me:cancel("from outside") end
+        if outside_first then aio.spawn(canceller) end
+        g:spawn(function() f:await(); error("child boom") end)
+        if not outside_first then aio.spawn(canceller) end
+        aio.sleep(0)                    -- both wait on f, in that order
+        f:set_result()                  -- next turn both run before the body, asleep, receives
+        aio.sleep(1)
+      end)
+      -- one delivery, with the first request's message
+      assert.equal(outside_first and "from outside" or "a child of the group failed", e.message)
+      assert.equal(1, outer:cancelling())  -- the outside request; the group's was withdrawn
+    end
+  end))
+
+  it("does not take a cancel from outside with its own message text for its own", async(function()
+    -- The body caught the group's cancellation and awaits again; a cancel from outside with
+    -- the very same text comes. It used to be recognised by its message and dropped.
+    group_cancelled(function(g)
+      local me = aio.current()
+      g:spawn(function() error("child boom") end)
+      pcall(aio.sleep, 1)               -- the group's cancellation, caught
+      aio.spawn(function() me:cancel("a child of the group failed") end)
+      aio.sleep(1)
+    end)
   end))
 
   it("never cancels a child twice: a cancelled sibling's awaiting cleanup is not cut", async(function()

@@ -176,12 +176,14 @@ struct aio_task {
   float spawned_at;              /* seconds after the loop's epoch (a float keeps tasks small) */
   int nargs;                     /* values pushed on co for its next resume */
   int ref;                       /* anchor in the live-task table while unfinished */
-  unsigned queued : 1, started : 1, sleeping : 1, cancel_requested : 1, running : 1;
+  unsigned queued : 1, started : 1, sleeping : 1, running : 1;
+  unsigned cancel_requested : 1;  /* a cancellation to raise at its next await */
   unsigned cancel_delivering : 1; /* woken with a cancellation error it has not yet received */
-  unsigned cancel_merged : 1;     /* another cancel() came while one was pending (one delivery):
-                                     a combinator that takes the pending one as its own must
-                                     honour it (aio.group; see task.c take_merged_cancel) */
+  /* cancel() requests not withdrawn by uncancel() (asyncio's Task.cancelling()); it saturates
+  ** at AIO_CANCELS_MAX and then stays there, so a saturated task counts as still cancelled. */
+  unsigned cancels : 16;
 };
+#define AIO_CANCELS_MAX 0xFFFFu
 
 /* Uservalue slots of a task userdata. */
 /* (slot 2, callbacks, is shared with futures: nil, one synchronous function, or a list.) */

@@ -687,13 +687,13 @@ static void arm_cancel_hook(aio_task *t) {
   if (lua_gethook(t->co) == NULL) lua_sethook(t->co, cancel_hook, LUA_MASKCOUNT, 1);
 }
 
-/* Requests cancellation of t; returns 0 if it already finished. A request made while an
-** earlier one is still on its way (not yet raised in the task) merges into it: one delivery.
-** One made after the task received the first (and, say, caught it) is delivered again. */
+/* Requests cancellation of t (counted: see t->cancels); returns 0 if it already finished. A
+** request made while an earlier one is still on its way (not yet raised in the task) shares
+** its delivery: one error. One made after the task received the first is delivered again. */
 int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
   if (t->fut.state != AIO_PENDING) return 0;
-  if (t->cancel_delivering || t->cancel_requested) { t->cancel_merged = 1; return 1; }
-  t->cancel_merged = 0;  /* a fresh request: an old merge no longer means anything */
+  if (t->cancels < AIO_CANCELS_MAX) t->cancels++;
+  if (t->cancel_delivering || t->cancel_requested) return 1;
   aio_loop *loop = aio_loop_get(L);
   if (t->waiting || t->sleeping) {
     if (t->sleeping) {
@@ -879,35 +879,25 @@ static int l_task_cancel(lua_State *L) {
   return 1;
 }
 
-/* task:uncancel([msg]) -> true if it withdrew a cancellation requested but not yet raised in
-** the task (only one requested with message msg, if given): asyncio's Task.uncancel, for code
-** that cancels a task on its own behalf (aio.group cancelling its body). One already on its
-** way to an await (the task was woken with it) cannot be withdrawn. */
-static int l_task_uncancel(lua_State *L) {
-  aio_task *t = check_task(L, 1);
-  const char *msg = luaL_optstring(L, 2, NULL);
-  /* a cancel merged into the pending one is someone else's: it stays (and is raised) */
-  int withdraw = t->cancel_requested && !t->cancel_merged && t->fut.state == AIO_PENDING;
-  if (withdraw && msg) {
-    lua_getiuservalue(L, 1, AIO_TUV_WAITING);  /* the pending message (the task waits on nothing) */
-    withdraw = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), msg) == 0;
-  }
-  if (withdraw) {
-    t->cancel_requested = 0;
-    lua_pushnil(L);
-    lua_setiuservalue(L, 1, AIO_TUV_WAITING);
-  }
-  lua_pushboolean(L, withdraw);
+/* task:cancelling() -> the number of cancel() requests not withdrawn by uncancel(). */
+static int l_task_cancelling(lua_State *L) {
+  lua_pushinteger(L, check_task(L, 1)->cancels);
   return 1;
 }
 
-/* core.take_merged_cancel(task) -> true if a cancel() was merged into the cancellation the
-** task had pending (clears it). For a combinator that recognises the cancellation it received
-** as the one it sent itself (aio.group): a merged cancel from someone else must still count. */
-static int l_take_merged_cancel(lua_State *L) {
+/* task:uncancel() -> the count left once one cancel() request is withdrawn (asyncio's
+** Task.uncancel): for a combinator that cancelled the task on its own behalf and caught the
+** result; more than it found at its start means someone else asked too. At 0 a cancellation
+** not yet raised in the task is dropped; one it was already woken with still arrives. */
+static int l_task_uncancel(lua_State *L) {
   aio_task *t = check_task(L, 1);
-  lua_pushboolean(L, t->cancel_merged);
-  t->cancel_merged = 0;
+  if (t->cancels > 0 && t->cancels < AIO_CANCELS_MAX) t->cancels--;  /* saturated: stays */
+  if (t->cancels == 0 && t->cancel_requested) {
+    t->cancel_requested = 0;
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, AIO_TUV_WAITING);  /* the pending message (the task waits on nothing) */
+  }
+  lua_pushinteger(L, t->cancels);
   return 1;
 }
 
@@ -1062,13 +1052,14 @@ static int l_ntasks(lua_State *L) {
 void aio__open_task(lua_State *L) {
   extern const luaL_Reg *aio__future_methods;
   static const luaL_Reg task_methods[] = {
-    {"cancel", l_task_cancel}, {"uncancel", l_task_uncancel}, {"set_name", l_task_set_name},
+    {"cancel", l_task_cancel}, {"cancelling", l_task_cancelling}, {"uncancel", l_task_uncancel},
+    {"set_name", l_task_set_name},
     {"traceback", l_task_traceback},
     {NULL, NULL}};
   static const luaL_Reg funcs[] = {
     {"spawn", l_spawn}, {"current", l_current}, {"sleep", l_sleep}, {"tasks", l_tasks},
     {"is_cancelled", l_is_cancelled}, {"cancelled_error", l_cancelled_error},
-    {"run_loop", l_run_loop}, {"set_task_hook", l_set_task_hook}, {"report_unobserved", l_report_unobserved}, {"take_merged_cancel", l_take_merged_cancel}, {"ntasks", l_ntasks},
+    {"run_loop", l_run_loop}, {"set_task_hook", l_set_task_hook}, {"report_unobserved", l_report_unobserved}, {"ntasks", l_ntasks},
     {NULL, NULL}};
   luaL_newmetatable(L, AIO_TASK_MT);
   lua_newtable(L);

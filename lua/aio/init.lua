@@ -21,6 +21,12 @@ local function is_awaitable(v)
 end
 aio.is_awaitable = is_awaitable
 
+-- Is v a task (which, unlike a plain future, counts the cancel() requests made of it)?
+local function is_task(v)
+  local mt = getmetatable(v)
+  return mt ~= nil and mt.__name == "aio.task"
+end
+
 -- Turns a task, future or function into something awaitable (functions are spawned).
 local function awaitable(v, i)
   if is_awaitable(v) then return v end
@@ -171,18 +177,29 @@ function aio.wait(list, opts)
   return done, pending
 end
 
+-- Withdraws the deadline's request to cancel aw, which has finished: true if no other request
+-- made since wait_for began is left (aw's count back at base, asyncio's timeouts.py), so a
+-- cancellation aw ended with was the deadline's alone. A plain future has no count, and once
+-- the deadline cancelled it nobody else can: it is done.
+local function deadline_alone(aw, base)
+  return not is_task(aw) or aw:uncancel() <= base
+end
+
 -- wait_for's deadline passed: cancels aw and awaits its end (its cleanup, as asyncio does).
 -- The cancellation may come too late: when the deadline and aw's wake-up (a permit or an item
 -- handed over) fall in the same loop turn, aw still finishes normally, and then its results
--- are returned, or what it took would be lost (asyncio 3.12's rule). Only a cancelled aw gives
--- the timeout error; another failure of aw is raised as it is, and so is a cancellation of
--- the caller during that await (it is not aw's outcome).
-local function finish_timed_out(aw, seconds)
+-- are returned, or what it took would be lost (asyncio 3.12's rule). Only an aw cancelled by
+-- the deadline alone gives the timeout error; one someone else cancelled too raises its
+-- cancellation, another failure of aw is raised as it is, and so is a cancellation of the
+-- caller during that await (it is not aw's outcome).
+local function finish_timed_out(aw, seconds, base)
   aw:cancel("timeout")
   local res = pack(pcall(aw.await, aw))
+  if not aw:done() then error(res[2], 0) end  -- the caller was cancelled: the request stands
+  local alone = deadline_alone(aw, base)
   if res[1] then return unpack(res, 2, res.n) end
   local err = res[2]
-  if aw:done() and rawequal(aw:exception(), err) and aio.is_cancelled(err) then
+  if alone and rawequal(aw:exception(), err) and aio.is_cancelled(err) then
     error(timeout_error(seconds), 0)
   end
   error(err, 0)
@@ -194,10 +211,11 @@ function aio.wait_for(aw, seconds, quiet)
   seconds = check_timeout(seconds, "seconds", 2, "wait_for")
   aw = awaitable(aw, 1)
   if seconds == nil then return aw:await() end
+  local base = is_task(aw) and aw:cancelling()
   local ok, finished = pcall(wait_until_done_or, aw, seconds)
   if not ok then aw:cancel("wait_for was cancelled"); error(finished, 0) end
   if quiet then return finished end
-  if not finished then return finish_timed_out(aw, seconds) end
+  if not finished then return finish_timed_out(aw, seconds, base) end
   return aw:await()
 end
 
@@ -227,23 +245,25 @@ function aio.group(body, ...)
   local children, live, failure, idle = {}, 0, nil, nil
   local cancelled = {}  -- the children the group cancelled: a cleanup must not be cut twice
   local parent, in_body, closed = core.current(), true, false
-  local body_cancelled = false  -- the group cancelled the body's task (not yet received)
+  local base = parent and parent:cancelling()  -- requests to cancel the body's task so far
+  local requested = false  -- the group asked to cancel the body's task and has not withdrawn it
   local g = {}
-  -- Is e the cancellation the group sent the body's task? (Received once.) Not when a cancel
-  -- from outside came while ours was pending: the two were one delivery, and the outside one
-  -- must not be lost (asyncio counts requests for this; a task keeps one "merged" flag).
+  -- Withdraws the group's own request to cancel the body's task (asyncio's TaskGroup): true if
+  -- no other request came since the group began, so what the task got was the group's alone.
+  local function withdraw()
+    requested = false
+    return parent:uncancel() <= base
+  end
+  -- Is e the cancellation the group asked for, and nobody else? (The group takes it once.)
   local function ours(e)
-    if not (body_cancelled and aio.is_cancelled(e) and e.message == CHILD_FAILED) then return false end
-    body_cancelled = false
-    if core.take_merged_cancel(parent) then return false, aio.cancelled_error() end
-    return true
+    return requested and aio.is_cancelled(e) and withdraw()
   end
   local function child_done(t)
     live = live - 1
     if failure == nil and t:exception() ~= nil and not t:cancelled() then
       failure = t:exception()
       g:cancel("a sibling failed")
-      if in_body and parent then body_cancelled = parent:cancel(CHILD_FAILED) end
+      if in_body and parent then requested = parent:cancel(CHILD_FAILED) end
     end
     -- (idle is cancelled when the caller was: its loop below makes a new one)
     if live == 0 and idle then local w = idle; idle = nil; if not w:done() then w:set_result() end end
@@ -269,25 +289,21 @@ function aio.group(body, ...)
   local results = pack(pcall(body, g, ...))
   in_body = false
   local err = not results[1] and results[2] or nil
-  if err ~= nil then
-    local mine, instead = ours(err)
-    if mine then err = nil elseif instead then err = instead end
-  end
+  if err ~= nil and ours(err) then err = nil end
   if err ~= nil then g:cancel("the group's body failed") end
   while live > 0 do
     idle = future("group")
     local ok, e = pcall(idle.await, idle)
-    local mine, instead = false, nil
-    if not ok then mine, instead = ours(e) end
-    if not ok and not mine then
-      err = err or instead or e
+    if not ok and not ours(e) then
+      err = err or e
       g:cancel("the group was cancelled")
     end
   end
   closed = true
-  -- The body's task may not have received the group's cancellation (it was queued with a
-  -- value, then returned without awaiting): withdraw it, or its next await would raise it.
-  if body_cancelled then parent:uncancel(CHILD_FAILED) end
+  -- The body's task caught the group's cancellation itself, or never received it (it was
+  -- queued with a value, then returned without awaiting): withdraw the request, which drops
+  -- a cancellation still pending unless someone else asked too.
+  if requested then withdraw() end
   if err ~= nil then error(err, 0) end
   if failure ~= nil then error(failure, 0) end
   return unpack(results, 2, results.n)
