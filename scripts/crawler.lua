@@ -78,6 +78,8 @@ usage: aioshell scripts/crawler.lua [options]
   --plot             print a text call graph per mode
   --metrics FILE     after the run, ask the server to flush its metric_data.json to FILE
                      (in-process server only; default: none)
+  --server-on-loop   run the in-process server on the crawler's own loop (default: on an OS
+                     thread of its own, as the notebooks' server ran in a process of its own)
   --quiet            only the table
   --notebook N       compare with notebook N's figures (1: n=500, 2: n=1000) and print one
                      RESULT line per mode for scripts/notebooks.lua (default: both, no RESULT)
@@ -96,6 +98,7 @@ for a, name in cl:each() do
   elseif a == "--no-svg" then opts.svg = nil
   elseif a == "--plot" then opts.plot = true
   elseif name == "--metrics" then opts.metrics = cl:value(a, name)
+  elseif a == "--server-on-loop" then opts.server_on_loop = true
   elseif a == "--quiet" then opts.quiet = true
   elseif name == "--notebook" then opts.notebook = cl:int(name, cl:value(a, name), 1, #SEED)
   elseif a == "-h" or a == "--help" then io.write(USAGE) return
@@ -122,6 +125,7 @@ end
 if opts.metrics and opts.url then
   cl:error("--metrics needs the in-process server: an external server (--url) writes its own file")
 end
+if opts.server_on_loop and opts.url then cl:error("--server-on-loop needs the in-process server") end
 if opts.svg then
   local ok, err = sys.mkdir(opts.svg, true)
   if not ok then io.stderr:write("crawler: --svg: ", err, "\n"); os.exit(1) end
@@ -136,14 +140,51 @@ end
 -- The server (in-process unless --url) and the URLs
 ---------------------------------------------------------------------------------------------
 
+-- The in-process server runs as a job of a one-thread pool: its own OS thread, Lua state and
+-- loop, so its work runs on the other core instead of waiting behind the crawler's (on one
+-- loop each wave's last response waits for ~100 requests' worth of both sides' work). The job
+-- sends its port (or its start-up error) back, then serves until it is cancelled; close()
+-- cancels it, and the job closes the server gracefully. Returns an object like a server.
+local function start_server_thread(metrics)
+  local thread = require "aio.thread"
+  local pool = thread.pool { size = 1, name = "delay-server" }
+  local ready = thread.channel()
+  local job = pool:submit(function(dir, metrics_file, ready_ch)
+    local aio_ = require "aio"
+    local ok, s = pcall(function()
+      return assert(loadfile(dir .. "/server.lua"))("--module").start { port = 0, metrics = metrics_file }
+    end)
+    ready_ch:send(ok and s:port() or { error = tostring(s) })
+    if not ok then return end
+    local _, err = pcall(aio_.sleep, math.huge)  -- serves until cancelled
+    s:close()
+    if not aio_.is_cancelled(err) then error(err, 0) end
+  end, script_dir, metrics, ready)
+  local port = ready:recv()
+  if type(port) == "table" then
+    pool:close()
+    error("crawler: the in-process server did not start: " .. port.error, 0)
+  end
+  return {
+    port = function() return port end,
+    close = function()
+      job:cancel()
+      pcall(job.await, job)
+      pool:close()
+    end,
+  }
+end
+
 local server, base
 if opts.url then
   base = opts.url
-else
+elseif opts.server_on_loop then
   local M = assert(loadfile(script_dir .. "/server.lua"))("--module")
   server = M.start { port = 0, metrics = opts.metrics }
-  base = string.format("http://127.0.0.1:%d/add", server:port())
+else
+  server = start_server_thread(opts.metrics)
 end
+if server then base = string.format("http://127.0.0.1:%d/add", server:port()) end
 local sep = base:find("?", 1, true) and "&" or "?"
 
 ---------------------------------------------------------------------------------------------
@@ -408,7 +449,8 @@ end
 
 if not opts.quiet then
   print(string.format("crawler: %d requests x %d ms per mode, concurrency %d, server %s%s",
-    opts.n, opts.delay, opts.concurrency, base, server and " (in-process)" or ""))
+    opts.n, opts.delay, opts.concurrency, base, server and (opts.server_on_loop and " (in-process, on this loop)"
+    or " (in-process, on its own thread)") or ""))
 end
 
 local rows = {}

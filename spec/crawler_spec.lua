@@ -52,6 +52,29 @@ describe("scripts/crawler.lua", function()
     for line in out:gmatch("[^\n]+") do assert.not_matches(" $", line) end   -- no trailing blanks
   end)
 
+  -- The in-process server runs on an OS thread of its own by default (its requests are not
+  -- this loop's tasks); --server-on-loop puts it on the crawler's own loop.
+  it("serves from its own thread by default, from the crawler's loop with --server-on-loop", function()
+    local dir = helper.tmpdir()
+    local args = { "--n", "20", "--delay", "10", "--concurrency", "10", "--mode", "tornado",
+      "--no-svg", "--metrics", dir .. "/m.json" }
+    local out, err, status = crawler(args, { timeout = 60 })
+    assert.are.equal(0, status, err)
+    assert.matches("(in-process, on its own thread)", out, 1, true)
+    assert.are.equal("ok", table_rows(out).tornado.check)
+    local metrics = require("cjson").decode(helper.readfile(dir .. "/m.json"))
+    local recorded = 0
+    for _, list in pairs(metrics) do recorded = recorded + #list end
+    assert.are.equal(20, recorded)  -- the thread's server flushed its own records
+    args[#args + 1] = "--server-on-loop"
+    out, err, status = crawler(args, { timeout = 60 })
+    assert.are.equal(0, status, err)
+    assert.matches("(in-process, on this loop)", out, 1, true)
+    _, err, status = crawler({ "--server-on-loop", "--url", "http://127.0.0.1:1/add" })
+    assert.are.equal(2, status)
+    assert.matches("--server-on-loop needs the in-process server", err, 1, true)
+  end)
+
   it("fails loudly when responses are not what they should be", function()
     -- a server that answers 404 to /nope: every mode must report FAIL and exit 1
     local code = [[
