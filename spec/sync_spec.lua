@@ -108,6 +108,25 @@ describe("lock", function()
     assert.is_false(lock:locked())
   end))
 
+  it("owner is the holding task, whether it took the lock with acquire or try_acquire", async(function()
+    local lock, seen = aio.lock(), {}
+    local t = aio.spawn(function()
+      assert.is_true(lock:try_acquire())
+      seen[1] = lock.owner
+      lock:release()
+      seen[2] = lock.owner
+      lock:acquire()
+      seen[3] = lock.owner
+      lock:release()
+    end)
+    t:await()
+    assert.are.equal(t, seen[1])
+    assert.is_nil(seen[2])
+    assert.are.equal(t, seen[3])
+    assert.is_false(lock:try_acquire() and lock:try_acquire())
+    lock:release()
+  end))
+
   it("releasing an unlocked lock raises", function()
     assert.has_error(function() aio.lock():release() end, "lock is not acquired")
   end)

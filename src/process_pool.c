@@ -723,7 +723,7 @@ static int ppool_pids(lua_State *L) {
   return 1;
 }
 
-/* pool:stats() -> {size=, workers=, queued=, inflight=} */
+/* pool:stats() -> {size=, workers=, queued=, sent=} (sent: jobs at the workers, running or prefetched) */
 static int ppool_stats(lua_State *L) {
   ppool *p = check_ppool(L, 1);
   int live = 0, busy = 0;

@@ -145,6 +145,13 @@ function Lock:acquire()
   return self
 end
 
+-- lock:try_acquire() -> true if the lock was free (the running task then holds it: `owner`).
+function Lock:try_acquire()
+  if not Semaphore.try_acquire(self) then return false end
+  self.owner = core.current()
+  return true
+end
+
 function Lock:release()
   if self.value > 0 and self.waiters:empty() then error("lock is not acquired", 2) end
   self.owner = nil
