@@ -685,4 +685,34 @@ describe("channels", function()
     ch:send("kept")
     assert.equal("kept", ch:recv())
   end))
+
+  -- A timed wait on the loop ran in a task of its own under aio.wait_for: cancelling the caller
+  -- once the waiter had been served left what it was handed in that task, where nobody read it
+  -- (the message was lost; the sender's message went in while its caller got the error).
+  it("a timed recv or send served, then cancelled before it ran, returns what it was handed",
+     async(function()
+    local ch = thread.channel(1)
+    local r = aio.spawn(function()
+      local v = ch:recv(5)
+      return v, select(2, pcall(aio.sleep, 0))
+    end)
+    aio.sleep(0)
+    ch:send("msg")  -- served at once
+    r:cancel()      -- before r runs
+    local v, err = r:await()
+    assert.equal("msg", v)
+    assert.is_true(aio.is_cancelled(err))  -- at its next await
+    ch:send("full")
+    local s = aio.spawn(function()
+      local ok = ch:send("second", 5)
+      return ok, select(2, pcall(aio.sleep, 0))
+    end)
+    aio.sleep(0)
+    assert.equal("full", ch:recv(0))  -- room: s's message goes in
+    s:cancel()
+    local ok, err2 = s:await()
+    assert.is_true(ok)
+    assert.is_true(aio.is_cancelled(err2))
+    assert.equal("second", ch:recv(0))
+  end))
 end)

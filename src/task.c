@@ -760,13 +760,18 @@ static int task_suspend(lua_State *L) {
   return lua_yieldk(L, 1, base, await_k);
 }
 
+/* True if code running on L (t's coroutine, or a generator it resumes) can suspend task t. */
+static int can_suspend(lua_State *L, aio_task *t) {
+  return lua_isyieldable(L) && !t->stuck_in_c;
+}
+
 /* Raises unless the running task t can yield right now. */
 static void check_can_suspend(lua_State *L, aio_task *t) {
   if (t->cancel_requested) {
     push_pending_cancel(L, t);
     lua_error(L);
   }
-  if (!lua_isyieldable(L))
+  if (!can_suspend(L, t))
     luaL_error(L, "cannot await here: across a C-call boundary (a metamethod, a done callback "
                   "or a C function called this code); spawn a task with aio.spawn and await there");
 }
@@ -807,7 +812,7 @@ int aio_await_own(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
   aio_future *f = aio_future_check(L, idx);
   aio_task *t = aio_current_task(L);
-  if (t && f->state == AIO_PENDING && (t->cancel_requested || !lua_isyieldable(L))) {
+  if (t && f->state == AIO_PENDING && (t->cancel_requested || !can_suspend(L, t))) {
     aio_future_cancel(L, f, "cancelled");
     check_can_suspend(L, t);
   }
