@@ -432,6 +432,18 @@ describe("shared state", function()
     p:close()
   end))
 
+  -- A NaN timeout made one wait of AIO_FOREVER_S seconds, which never looked at the cancel flag.
+  it("a job waiting in mutex:lock(NaN) is cancelled as one waiting for ever", async(function()
+    local p, m = thread.pool(1), thread.mutex()
+    m:lock()
+    local f = p:submit(function(m) return m:lock(0 / 0) end, m)
+    aio.sleep(0.05)
+    f:cancel()
+    local ok, err = pcall(aio.wait_for, function() return p:close() end, 1)
+    m:unlock()
+    assert.is_true(ok, tostring(err))
+  end))
+
   -- A worker thread outlives its jobs: a lock left by a job that errored or was cancelled (no
   -- <close>) stayed held by the worker for good; others waited for ever and the worker's own
   -- next job saw a "deadlock".
