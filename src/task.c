@@ -276,7 +276,7 @@ void aio__observe(lua_State *L, int fidx) {
 ** reported with its name and spawn site) or other work, what naming it ("a thread job"). The
 ** value is true for a task, else {what, seq}: jobs are reported after tasks, in failure order. */
 static void unobserved_add(lua_State *L, int idx, const char *what) {
-  static lua_Integer seq;
+  static lua_Integer seq;  /* shared by every state (a worker's nested pools too): atomic */
   idx = lua_absindex(L, idx);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -289,7 +289,7 @@ static void unobserved_add(lua_State *L, int idx, const char *what) {
     lua_createtable(L, 2, 0);
     lua_pushstring(L, what);
     lua_rawseti(L, -2, 1);
-    lua_pushinteger(L, ++seq);
+    lua_pushinteger(L, __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
     lua_rawseti(L, -2, 2);
   } else {
     lua_pushboolean(L, 1);
