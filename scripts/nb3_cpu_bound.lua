@@ -17,7 +17,8 @@ local thread = require "aio.thread"
 local process = require "aio.process"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb3_cpu_bound", title = "Sum of squares, four ways", args = arg,
-  options = { threads = 5, n = false, count = 20 } }
+  options = { threads = 5, n = false, count = 20 },
+  integer = { "threads", "n", "count" }, positive = { "threads", "n", "count" } }
 
 local N0 = e.options.n or e:size(1000000, 5000000)
 local numbers = {}

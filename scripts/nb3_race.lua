@@ -13,7 +13,8 @@ local thread = require "aio.thread"
 local process = require "aio.process"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb3_race", title = "A race on a shared counter", args = arg,
-  options = { jobs = false, threads = 8, increments = 100 } }
+  options = { jobs = false, threads = 8, increments = 100 },
+  integer = { "jobs", "threads", "increments" }, positive = { "jobs", "threads", "increments" } }
 
 local JOBS = e.options.jobs or e:size(1000, 5000)
 local INC = e.options.increments

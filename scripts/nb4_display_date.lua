@@ -7,7 +7,7 @@
 local aio = require "aio"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_display_date", title = "display_date with two tasks",
-  args = arg, options = { seed = 42 } }
+  args = arg, options = { seed = 42 }, integer = { "seed" } }
 local S = e:size(0.04, 1.0)
 math.randomseed(e.options.seed)
 

@@ -17,7 +17,7 @@ local aio = require "aio"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_latency_throughput", title = "Latency vs throughput",
   args = arg, options = { jobs = 64, unit = false, stations = 8, real = false },
-  positive = { "jobs", "unit", "stations" } }
+  positive = { "jobs", "unit", "stations" }, integer = { "jobs", "stations" }, bare = { "real" } }
 if not e.options.real and not e.virtual and aio.clock and aio.clock.virtual then aio.clock.virtual() end
 local U = e.options.unit or e:size(0.01, 0.1)   -- seconds per unit of time
 local JOBS, K = e.options.jobs, e.options.stations

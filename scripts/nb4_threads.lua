@@ -14,7 +14,7 @@ local thread = require "aio.thread"
 local process = require "aio.process"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_threads", title = "Threads, queues, locks", args = arg,
-  options = { dim = false } }
+  options = { dim = false }, integer = { "dim" }, positive = { "dim" } }
 
 local print_lock = thread.mutex()
 

@@ -16,7 +16,7 @@ local plot = require "aio.plot"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb5_cpu_monitor", title = "CPU monitor with Rx", args = arg,
   options = { duration = false, load = false, load_at = false, points = false, no_load = false },
-  positive = { "duration", "load", "points" } }
+  positive = { "duration", "load", "points" }, integer = { "points" }, bare = { "no_load" } }
 local DURATION = e.options.duration or e:size(3.0, 10.0)
 local LOAD_AT = e.options.load_at or e:size(0.8, 3.0)
 local LOAD = e.options.load or e:size(1.4, 4.0)

@@ -1229,6 +1229,28 @@ describe("plain coroutines inside tasks", function()
       assert.is_not_nil(aio.current())
     end))
 
+  -- The generator could yield, so its await registered the task as a waiter before the pass-up
+  -- failed ('attempt to yield across a C-call boundary'): the task was later woken by the
+  -- future in the middle of another await, and the process crashed.
+  it("an await in a generator resumed from a C function's callback raises, and the task goes on",
+    function()
+      local out, err, status = child([[
+        local aio = require "aio"
+        aio.run(function()
+          local f = aio.future()
+          print(pcall(string.gsub, "a", "a", function()
+            return coroutine.wrap(function() return f:await() end)()
+          end))
+          f:set_result("late")
+          print(pcall(aio.sleep, 0.01))
+          print(f:await())
+        end)
+      ]])
+      assert.equal("", err)
+      assert.equal(0, status)
+      assert.matches("^false\t[^\n]*cannot await here[^\n]*\ntrue\nlate\n$", out)
+    end)
+
   it("a generator whose await passes through, or a task's coroutine, is 'normal' to everyone else",
     async(function()
       local gen

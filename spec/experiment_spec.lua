@@ -13,7 +13,8 @@ after_each(helper.cleanup)
 describe("aio.experiment", function()
   it("parses --quick/--full, declared options (numbers, strings, bare flags)", function()
     local body = [[
-local e = experiment.new { name = "t", args = arg, options = { n = 3, name = "x", flag = false, delay = false } }
+local e = experiment.new { name = "t", args = arg, options = { n = 3, name = "x", flag = false, delay = false },
+                            bare = { "flag" } }
 print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.flag, e.options.delay)
 ]]
     local out = run(body, {})
@@ -29,9 +30,11 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
   end)
 
   -- The command line is read by aio.flags, the scripts' one parser: the same values and mistakes.
-  local DECLARED = 'experiment.new { name = "t", args = arg, options = { load_at = false, n = 3, name = "x" }, ' ..
-    'positive = { "load_at" } }'
-  local USAGE = "usage: t [--quick | --full] [--virtual-time] [--figures DIR] [--load-at V] [--n 3] [--name x]\n"
+  local DECLARED = 'experiment.new { name = "t", args = arg, options = { load_at = false, n = 3, name = "x", ' ..
+    'jobs = false, seed = 1, real = false }, positive = { "load_at", "jobs" }, integer = { "jobs", "seed" }, ' ..
+    'bare = { "real" } }'
+  local USAGE = "usage: t [--quick | --full] [--virtual-time] [--figures DIR] [--jobs V] [--load-at V] [--n 3] "
+    .. "[--name x] [--real] [--seed 1]\n"
 
   it("reports a mistake as aio.flags does: the message, the usage, status 2", function()
     for _, c in ipairs {
@@ -45,6 +48,13 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
       { { "--name" }, "t: missing value for --name" },
       { { "--load-at", "0" }, "t: --load-at needs a number > 0, not '0'" },
       { { "--load-at" }, "t: missing value for --load-at" },
+      -- an option declared false needs its value unless it is declared bare (a count given
+      -- bare was true, and a traceback at its first use)
+      { { "--jobs" }, "t: missing value for --jobs" },
+      { { "--jobs", "2.5" }, "t: --jobs needs an integer >= 1, not '2.5'" },
+      { { "--jobs", "0" }, "t: --jobs needs an integer >= 1, not '0'" },
+      { { "--seed", "1.5" }, "t: --seed needs an integer, not '1.5'" },
+      { { "--real=x" }, "t: --real needs a number, not 'x'" },
     } do
       local out, err, status = run(DECLARED, c[1])
       assert.equal(2, status, table.concat(c[1], " "))
@@ -53,13 +63,14 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
     end
   end)
 
-  it("takes numbers for numeric options, any word for string ones, true for a bare option declared false", function()
+  it("takes numbers for numeric options, any word for string ones, true for a bare option", function()
     local body = [[
-local e = experiment.new { name = "t", args = arg, options = { n = 3, name = "x", flag = false } }
-print(e.options.n, e.options.name, e.options.flag)
+local e = experiment.new { name = "t", args = arg, options = { n = 3, name = "x", flag = false, seed = 1 },
+                           bare = { "flag" }, integer = { "seed" } }
+print(e.options.n, e.options.name, e.options.flag, e.options.seed)
 ]]
-    assert.equal("-1\t12\ttrue\n", run(body, { "--n", "-1", "--name", "12", "--flag" }))
-    assert.equal("3\tx\t0.5\n", run(body, { "--flag", "0.5" }))
+    assert.equal("-1\t12\ttrue\t-7\n", run(body, { "--n", "-1", "--name", "12", "--flag", "--seed", "-7" }))
+    assert.equal("3\tx\t0.5\t1\n", run(body, { "--flag", "0.5" }))
   end)
 
   it("prints the usage for --help and -h, and exits 0", function()

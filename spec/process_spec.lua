@@ -167,6 +167,27 @@ describe("process.fork", function()
     tpool:close()
   end))
 
+  -- The child's copy of the channel held the parent's parked waiters: the child's send served
+  -- one, handing its message to the parent's task and running that task in the child.
+  it("a channel's waiters parked by the parent are not served in the child", async(function()
+    local ch, ran = thread.channel(), process.value(0)
+    local waiting = aio.spawn(function()
+      local v = ch:recv()
+      ran:add(1)
+      return v
+    end)
+    aio.sleep(0)
+    local h = process.fork(function()
+      ch:send("child's")
+      return ch:recv(0)
+    end)
+    assert.equal("child's", h:join())
+    assert.equal(0, ran:get())
+    ch:send("parent's")
+    assert.equal("parent's", waiting:await())
+    assert.equal(1, ran:get())
+  end))
+
   it("the child does not run the parent's tasks", async(function()
     local ran = process.value(0)
     local t = aio.spawn(function() aio.sleep(0.05); ran:add(1) end)

@@ -122,7 +122,7 @@ describe("scripts/", function()
     assert.not_matches("quick:", out, 1, true)
   end)
 
-  it("a time scale or delay of 0, or a number that is not one, is a usage error, not a traceback", function()
+  it("a time scale, delay or count out of range, or a number that is not one, is a usage error, not a traceback", function()
     for _, c in ipairs {
       { "nb4_kettle.lua", "--scale", "0", "--scale needs a number > 0, not '0'" },
       { "nb4_executors.lua", "--scale", "-1", "--scale needs a number > 0, not '-1'" },
@@ -131,7 +131,14 @@ describe("scripts/", function()
       { "nb5_executor.lua", "--delay", "0", "--delay needs a number > 0, not '0'" },
       { "nb4_latency_throughput.lua", "--unit", "0", "--unit needs a number > 0, not '0'" },
       { "nb5_cpu_monitor.lua", "--duration", "0", "--duration needs a number > 0, not '0'" },
-      { "nb3_sites.lua", "--threads", "five", "--threads needs a number, not 'five'" },
+      { "nb3_sites.lua", "--threads", "five", "--threads needs an integer >= 1, not 'five'" },
+      -- counts that are not whole, or not >= 1, and counts given bare (true): tracebacks before
+      { "nb3_race.lua", "--threads", "2.5", "--threads needs an integer >= 1, not '2.5'" },
+      { "nb3_cpu_bound.lua", "--count", "0", "--count needs an integer >= 1, not '0'" },
+      { "nb4_threads.lua", "--dim", "-3", "--dim needs an integer >= 1, not '-3'" },
+      { "nb4_display_date.lua", "--seed", "1.5", "--seed needs an integer, not '1.5'" },
+      { "nb3_cpu_bound.lua", "--n", nil, "missing value for --n" },
+      { "nb4_fetch.lua", "--delay", nil, "missing value for --delay" },
     } do
       local out, err, status = helper.run({ helper.root .. "/scripts/" .. c[1], c[2], c[3] }, { timeout = 30 })
       assert.equal(2, status, c[1] .. " " .. out .. err)

@@ -432,6 +432,18 @@ describe("shared state", function()
     p:close()
   end))
 
+  -- A NaN timeout made one wait of AIO_FOREVER_S seconds, which never looked at the cancel flag.
+  it("a job waiting in mutex:lock(NaN) is cancelled as one waiting for ever", async(function()
+    local p, m = thread.pool(1), thread.mutex()
+    m:lock()
+    local f = p:submit(function(m) return m:lock(0 / 0) end, m)
+    aio.sleep(0.05)
+    f:cancel()
+    local ok, err = pcall(aio.wait_for, function() return p:close() end, 1)
+    m:unlock()
+    assert.is_true(ok, tostring(err))
+  end))
+
   -- A worker thread outlives its jobs: a lock left by a job that errored or was cancelled (no
   -- <close>) stayed held by the worker for good; others waited for ever and the worker's own
   -- next job saw a "deadlock".
@@ -684,5 +696,35 @@ describe("channels", function()
     pcall(t.await, t)
     ch:send("kept")
     assert.equal("kept", ch:recv())
+  end))
+
+  -- A timed wait on the loop ran in a task of its own under aio.wait_for: cancelling the caller
+  -- once the waiter had been served left what it was handed in that task, where nobody read it
+  -- (the message was lost; the sender's message went in while its caller got the error).
+  it("a timed recv or send served, then cancelled before it ran, returns what it was handed",
+     async(function()
+    local ch = thread.channel(1)
+    local r = aio.spawn(function()
+      local v = ch:recv(5)
+      return v, select(2, pcall(aio.sleep, 0))
+    end)
+    aio.sleep(0)
+    ch:send("msg")  -- served at once
+    r:cancel()      -- before r runs
+    local v, err = r:await()
+    assert.equal("msg", v)
+    assert.is_true(aio.is_cancelled(err))  -- at its next await
+    ch:send("full")
+    local s = aio.spawn(function()
+      local ok = ch:send("second", 5)
+      return ok, select(2, pcall(aio.sleep, 0))
+    end)
+    aio.sleep(0)
+    assert.equal("full", ch:recv(0))  -- room: s's message goes in
+    s:cancel()
+    local ok, err2 = s:await()
+    assert.is_true(ok)
+    assert.is_true(aio.is_cancelled(err2))
+    assert.equal("second", ch:recv(0))
   end))
 end)

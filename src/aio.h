@@ -179,6 +179,9 @@ struct aio_task {
   unsigned queued : 1, started : 1, sleeping : 1, running : 1;
   unsigned cancel_requested : 1;  /* a cancellation to raise at its next await */
   unsigned cancel_delivering : 1; /* woken with a cancellation error it has not yet received */
+  /* it resumed a generator from code that cannot yield (a C function's callback, a metamethod):
+  ** an await inside that generator could not pass up to the scheduler, so it must raise */
+  unsigned stuck_in_c : 1;
   /* cancel() requests not withdrawn by uncancel() (asyncio's Task.cancelling()); it saturates
   ** at AIO_CANCELS_MAX and then stays there, so a saturated task counts as still cancelled. */
   unsigned cancels : 16;

@@ -5,7 +5,8 @@
 **
 ** Workers block on a condition variable, in 10 ms steps that look at the job's cancel flag.
 ** The loop's state never blocks: a receiver on an empty channel (or a sender on a full one)
-** parks a waiter, a future it awaits, in the channel's queue for its kind. Whatever changes
+** parks a waiter, a future it awaits, in the channel's queue for its kind, with a timer on the
+** loop's heap when the call has a timeout. Whatever changes
 ** the channel serves the parked waiters: on the loop at once, from a worker by posting a
 ** notification to the loop's inbox. Each kind is served in FIFO order and never queues behind
 ** the other (a sender waiting for room must not hold up the receiver that makes it).
@@ -13,8 +14,13 @@
 ** No wake-up is lost: a loop-side call checks the channel and links its waiter in one critical
 ** section (mu), and every change made under mu while a waiter is linked either serves at once
 ** (on the loop) or posts a notification (a worker). A waiter is handed its message (or room)
-** and settled in one step on the loop thread, where it is also unlinked when cancelled: a
-** cancelled waiter never takes an item, and never leaves one behind unsent.
+** and settled in one step on the loop thread, where it is also unlinked when cancelled or
+** timed out: a cancelled waiter never takes an item, and never leaves one behind unsent. The
+** awaiting task is the future's only waiter, so a cancellation that comes once the waiter was
+** served is raised at the task's next await, after the call returned what it was handed.
+**
+** A forked child has a copy of the channel, with the parent's parked waiters in it: their
+** tasks are the parent's, and the child forgets them (chan_lock).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +53,8 @@ struct waiter {
   aio_future *fut;
   int ref;
   msg *m;              /* a sender's message, waiting for room */
+  int gen;             /* the fork generation of the loop that parked it (aio_fork_gen) */
+  aio_timed timeout;   /* on the loop's heap while the call's timeout runs */
 };
 
 typedef struct chan {
@@ -61,6 +69,7 @@ typedef struct chan {
   aio_inbox *ib;            /* where workers post `notify` while waiters are parked */
   int notify_posted;
   aio_delivery notify;
+  int gen;                  /* the fork generation the loop-side fields belong to */
 } chan;
 
 static int open_chan_mt(lua_State *L);
@@ -92,6 +101,19 @@ static const aio_share_class chan_class = {CHANNEL_MT, 0, chan_retain, chan_rele
                                          NULL, NULL};
 
 /* ---- the message queue (mu held) ------------------------------------------------------- */
+
+/* Locks the channel. In a forked child, first forgets the loop-side state copied from the
+** parent: its parked waiters (serving one would hand a message to a parent's task, and run
+** that task in the child) and its notification, posted to an inbox nobody reads here. */
+static void chan_lock(chan *c) {
+  pthread_mutex_lock(&c->mu);
+  int gen = aio_fork_gen();
+  if (c->gen == gen) return;
+  c->gen = gen;
+  c->recvq.head = c->recvq.tail = c->sendq.head = c->sendq.tail = NULL;
+  c->ib = NULL;
+  c->notify_posted = 0;
+}
 
 /* True if a bounded channel has no room. */
 static int chan_full(chan *c) { return c->cap && c->count >= c->cap; }
@@ -174,6 +196,7 @@ static void wq_unlink(waiter *w) {
 
 /* Frees a waiter that is not (or no longer) linked, and its message if it still has one. */
 static void free_waiter(lua_State *L, waiter *w) {
+  aio_timed_stop(aio_loop_get(L), &w->timeout);
   if (w->m) free_msg(w->m);
   if (w->fut) w->fut->on_cancel = NULL;
   aio_unref(L, w->ref);
@@ -181,14 +204,31 @@ static void free_waiter(lua_State *L, waiter *w) {
   free(w);
 }
 
+/* Takes a parked waiter out of its queue before it was served (loop thread). */
+static void waiter_unlink(waiter *w) {
+  chan_lock(w->ch);
+  if (w->gen == w->ch->gen) wq_unlink(w);  /* else a parent's waiter this child forgot */
+  pthread_mutex_unlock(&w->ch->mu);
+}
+
 /* on_cancel of a parked future: unlink the waiter; a sender's message is dropped unsent. */
 static void waiter_on_cancel(lua_State *L, aio_future *f, void *ud) {
   waiter *w = (waiter *)ud;
   (void)f;
-  pthread_mutex_lock(&w->ch->mu);
-  wq_unlink(w);
-  pthread_mutex_unlock(&w->ch->mu);
+  waiter_unlink(w);
   w->fut = NULL;
+  free_waiter(L, w);
+}
+
+/* Heap callback: the call's timeout passed before the waiter was served; it returns nil,
+** "timeout" (a sender's message is dropped unsent). */
+static void waiter_timed_out(aio_loop *loop, aio_timed *t) {
+  waiter *w = (waiter *)((char *)t - offsetof(waiter, timeout));
+  lua_State *L = loop->L;
+  waiter_unlink(w);
+  lua_pushnil(L);
+  lua_pushliteral(L, "timeout");
+  aio_future_resolve(L, w->fut, 2);
   free_waiter(L, w);
 }
 
@@ -200,14 +240,17 @@ static waiter *waiter_new(lua_State *L, chan *c, wqueue *q, msg *m) {
   w->q = q;
   w->ch = c;
   w->m = m;
+  w->gen = aio_fork_gen();
+  w->timeout.heap_idx = -1;
+  w->timeout.fire = waiter_timed_out;
   w->ib = aio_inbox_get(L);
   aio_inbox_hold(w->ib, +1);
   w->fut = aio_future_new_held(L, &w->ref, waiter_on_cancel, w);
   return w;
 }
 
-/* Links w (mu held). The inbox is the loop's that parks it: one that differs is a forked
-** child's new loop, where a notification posted to the parent's inbox never arrives. */
+/* Links w (mu held), noting the inbox of the loop that parks it for the workers' notices (the
+** first waiter, or the first since a fork: a child's loop has an inbox of its own). */
 static void waiter_link(chan *c, waiter *w) {
   if (c->ib != w->ib) {
     c->ib = w->ib;
@@ -230,7 +273,7 @@ static int send_must_wait(chan *c) { return !c->closed && (c->sendq.head || chan
 static waiter *park_or_lock(lua_State *L, chan *c, wqueue *q, msg *m) {
   int (*must_wait)(chan *) = q == &c->sendq ? send_must_wait : recv_must_wait;
   waiter *w = NULL;
-  pthread_mutex_lock(&c->mu);
+  chan_lock(c);
   while (must_wait(c)) {
     if (w) {
       waiter_link(c, w);
@@ -243,7 +286,7 @@ static waiter *park_or_lock(lua_State *L, chan *c, wqueue *q, msg *m) {
       if (m) free_msg(m);
       luaL_error(L, "out of memory");
     }
-    pthread_mutex_lock(&c->mu);
+    chan_lock(c);
   }
   if (w) {  /* the channel changed in between: no wait after all */
     w->m = NULL;
@@ -311,7 +354,7 @@ static void settle_waiter(lua_State *L, waiter *w, msg *m, int closed) {
 static void chan_serve(lua_State *L, chan *c) {
   for (;;) {
     msg *m;
-    pthread_mutex_lock(&c->mu);
+    chan_lock(c);
     waiter *w = next_served(c, &m);
     int closed = c->closed;
     pthread_mutex_unlock(&c->mu);
@@ -323,7 +366,7 @@ static void chan_serve(lua_State *L, chan *c) {
 /* Inbox delivery: a worker changed a channel the loop waits on. */
 static void chan_notified(lua_State *L, aio_delivery *d) {
   chan *c = (chan *)((char *)d - offsetof(chan, notify));
-  pthread_mutex_lock(&c->mu);
+  chan_lock(c);
   c->notify_posted = 0;
   pthread_mutex_unlock(&c->mu);
   chan_serve(L, c);
@@ -367,14 +410,19 @@ static int has_room(chan *c) { return c->closed || !chan_full(c); }
 static int has_message(chan *c) { return c->closed || c->count > 0; }
 
 /* Readies the channel for a send of m (q: its sendq) or a recv (q: its recvq). On the loop
-** (unless timeout is 0: a poll) that may park a waiter, which is returned (mu released; the
-** caller awaits its future). Otherwise returns NULL with mu held, after a worker's wait for
-** room or a message (at most `timeout` seconds; the caller looks again). A cancelled job's
-** wait raises (m freed). */
+** (unless timeout is 0: a poll) that may park a waiter, timed when timeout > 0, which is
+** returned (mu released; the caller awaits its future). Otherwise returns NULL with mu held,
+** after a worker's wait for room or a message (at most `timeout` seconds; the caller looks
+** again). A cancelled job's wait raises (m freed). */
 static waiter *chan_enter(lua_State *L, chan *c, wqueue *q, msg *m, double timeout) {
   int inworker = aio_worker_of(L) != NULL;
-  if (!inworker && timeout != 0) return park_or_lock(L, c, q, m);
-  pthread_mutex_lock(&c->mu);
+  if (!inworker && timeout != 0) {
+    waiter *w = park_or_lock(L, c, q, m);
+    uint64_t ns = w && timeout > 0 ? aio_duration_ns(L, 0, timeout) : AIO_NEVER;
+    if (ns != AIO_NEVER) aio_timed_start(aio_loop_get(L), &w->timeout, ns);
+    return w;
+  }
+  chan_lock(c);
   if (inworker && worker_wait(L, c, q == &c->sendq ? has_room : has_message, timeout)) {
     pthread_mutex_unlock(&c->mu);
     if (m) free_msg(m);
@@ -386,8 +434,7 @@ static waiter *chan_enter(lua_State *L, chan *c, wqueue *q, msg *m, double timeo
 /* ---- the methods -------------------------------------------------------------------------- */
 
 /* ch:send(value [, timeout]) -> true | nil, "timeout". A worker blocks while the channel is
-** full; the loop's state awaits instead (timeouts there are the facade's business; timeout 0
-** polls without waiting, as recv's does). */
+** full; the loop's state awaits instead (timeout 0 polls without waiting, as recv's does). */
 static int chan_send(lua_State *L) {
   chan *c = (chan *)aio_share_check(L, 1, CHANNEL_MT);
   double timeout = luaL_optnumber(L, 3, -1);
@@ -436,7 +483,7 @@ static int chan_recv(lua_State *L) {
 /* ch:close(): no more sends; receivers drain what is left, then get nil, "closed". */
 static int chan_close(lua_State *L) {
   chan *c = (chan *)aio_share_check(L, 1, CHANNEL_MT);
-  pthread_mutex_lock(&c->mu);
+  chan_lock(c);
   c->closed = 1;
   chan_changed(c);
   int serve_here = aio_worker_of(L) == NULL && loop_waiting(c);
@@ -448,7 +495,7 @@ static int chan_close(lua_State *L) {
 /* #ch -> messages waiting */
 static int chan_len(lua_State *L) {
   chan *c = (chan *)aio_share_check(L, 1, CHANNEL_MT);
-  pthread_mutex_lock(&c->mu);
+  chan_lock(c);
   lua_pushinteger(L, c->count);
   pthread_mutex_unlock(&c->mu);
   return 1;
@@ -476,6 +523,7 @@ static int l_channel(lua_State *L) {
   c->refs = 1;
   c->cap = (int)cap;
   c->notify.deliver = chan_notified;
+  c->gen = aio_fork_gen();
   chan_push(L, c);
   return 1;
 }

@@ -56,7 +56,12 @@ static int resume_loop(lua_State *L, int narg, int continuing) {
     int main_loop = aio__main_loop && aio__main_loop->L == aio_loop_get(L)->L;
     lua_State *running = main_loop ? aio__running_co : NULL;  /* main thread's only */
     if (main_loop) aio__running_co = co;
+    /* From where a task cannot yield, an await in co could not pass up: it must raise at once,
+    ** before it registers the task as a waiter (check_can_suspend) */
+    unsigned stuck = outer ? outer->stuck_in_c : 0;
+    if (outer && !lua_isyieldable(L)) outer->stuck_in_c = 1;
     status = lua_resume(co, L, narg, &nres);
+    if (outer) outer->stuck_in_c = stuck;
     if (main_loop) aio__running_co = running;
     if (resumable) *(aio_task **)lua_getextraspace(co) = NULL;  /* no stale task pointer */
     if (status == LUA_YIELD && nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) {

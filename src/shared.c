@@ -17,13 +17,15 @@
 #define SHARED_MT "aio.thread.shared"
 #define MUTEX_MT "aio.thread.mutex"
 
-/* Locks mu, waiting at most `timeout` seconds (< 0: for ever). On a worker's state the wait
-** goes in 10 ms steps that look at the job's cancel flag: a job stuck behind a lock (two jobs
-** holding what the other wants, say) must still stop when cancelled. Returns 0, EDEADLK (this
-** thread holds mu, which is error-checking), ETIMEDOUT or ECANCELED (the job was cancelled). */
+/* Locks mu, waiting at most `timeout` seconds (< 0 or NaN: for ever, as a channel's wait). On
+** a worker's state the wait goes in 10 ms steps that look at the job's cancel flag: a job stuck
+** behind a lock (two jobs holding what the other wants, say) must still stop when cancelled.
+** Returns 0, EDEADLK (this thread holds mu, which is error-checking), ETIMEDOUT or ECANCELED
+** (the job was cancelled). */
 static int lock_waiting(lua_State *L, pthread_mutex_t *mu, double timeout) {
   int rc = pthread_mutex_trylock(mu);
   if (rc != EBUSY) return rc;
+  if (!(timeout >= 0)) timeout = -1;  /* NaN made one step of AIO_FOREVER_S, deaf to cancel */
   int inworker = aio_worker_of(L) != NULL;
   if (timeout < 0 && !inworker) return pthread_mutex_lock(mu);
   for (double left = timeout;;) {

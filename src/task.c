@@ -276,7 +276,7 @@ void aio__observe(lua_State *L, int fidx) {
 ** reported with its name and spawn site) or other work, what naming it ("a thread job"). The
 ** value is true for a task, else {what, seq}: jobs are reported after tasks, in failure order. */
 static void unobserved_add(lua_State *L, int idx, const char *what) {
-  static lua_Integer seq;
+  static lua_Integer seq;  /* shared by every state (a worker's nested pools too): atomic */
   idx = lua_absindex(L, idx);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &UNOBSERVED_KEY) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -289,7 +289,7 @@ static void unobserved_add(lua_State *L, int idx, const char *what) {
     lua_createtable(L, 2, 0);
     lua_pushstring(L, what);
     lua_rawseti(L, -2, 1);
-    lua_pushinteger(L, ++seq);
+    lua_pushinteger(L, __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
     lua_rawseti(L, -2, 2);
   } else {
     lua_pushboolean(L, 1);
@@ -760,13 +760,18 @@ static int task_suspend(lua_State *L) {
   return lua_yieldk(L, 1, base, await_k);
 }
 
+/* True if code running on L (t's coroutine, or a generator it resumes) can suspend task t. */
+static int can_suspend(lua_State *L, aio_task *t) {
+  return lua_isyieldable(L) && !t->stuck_in_c;
+}
+
 /* Raises unless the running task t can yield right now. */
 static void check_can_suspend(lua_State *L, aio_task *t) {
   if (t->cancel_requested) {
     push_pending_cancel(L, t);
     lua_error(L);
   }
-  if (!lua_isyieldable(L))
+  if (!can_suspend(L, t))
     luaL_error(L, "cannot await here: across a C-call boundary (a metamethod, a done callback "
                   "or a C function called this code); spawn a task with aio.spawn and await there");
 }
@@ -807,7 +812,7 @@ int aio_await_own(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
   aio_future *f = aio_future_check(L, idx);
   aio_task *t = aio_current_task(L);
-  if (t && f->state == AIO_PENDING && (t->cancel_requested || !lua_isyieldable(L))) {
+  if (t && f->state == AIO_PENDING && (t->cancel_requested || !can_suspend(L, t))) {
     aio_future_cancel(L, f, "cancelled");
     check_can_suspend(L, t);
   }

@@ -31,42 +31,45 @@ function M.interpreter()
   return cmd or "aioshell"
 end
 
--- The usage of an experiment: the protocol's flags, then each declared option with its
--- default (V where it has none).
-local function usage(prog, options)
+-- The usage of experiment e: the protocol's flags, then each declared option with its
+-- default (V where it has none; nothing for a bare one).
+local function usage(prog, e)
   local keys = {}
-  for k in pairs(options) do keys[#keys + 1] = k end
+  for k in pairs(e.options) do keys[#keys + 1] = k end
   table.sort(keys)
   local parts = { "usage: " .. prog .. " [--quick | --full] [--virtual-time] [--figures DIR]" }
   for _, k in ipairs(keys) do
-    local d = options[k]
-    parts[#parts + 1] = string.format("[--%s %s]", (k:gsub("_", "-")), d == false and "V" or tostring(d))
+    local d, opt = e.options[k], "--" .. k:gsub("_", "-")
+    parts[#parts + 1] = e.bare[k] and "[" .. opt .. "]"
+      or string.format("[%s %s]", opt, d == false and "V" or tostring(d))
   end
   return table.concat(parts, " ") .. "\n"
 end
 
 -- Sets the declared option given by the word a (named name; --load-at sets load_at). A string
--- default takes any value; every other option is numeric: its value must be a finite number
--- (> 0 for the options declared `positive`), and only an option whose default is false may
--- also be a bare flag (--no-load), which sets it to true.
+-- default takes any value; every other option is numeric: its value must be a finite number,
+-- an integer for the options declared `integer`, > 0 (an integer >= 1) for those declared
+-- `positive`. Only the options declared `bare` may be given without a value (--no-load), which
+-- sets them to true.
 local function set_option(e, cl, a, name)
   local key = name:sub(3):gsub("-", "_")
   local default = e.options[key]
-  if default == nil then cl:error("unknown option --%s", key) end
+  if default == nil then cl:error("unknown option %s", name) end
   local v
   if type(default) == "string" then v = cl:value(a, name)
-  elseif e.positive[key] then v = cl:positive(name, cl:value(a, name))
-  else
-    v = default == false and cl:value_or_true(a, name) or cl:value(a, name)
+  elseif e.bare[key] then
+    v = cl:value_or_true(a, name)
     if v ~= true then v = cl:number(name, v) end
-  end
+  elseif e.integer[key] then v = cl:int(name, cl:value(a, name), e.positive[key] and 1 or nil)
+  elseif e.positive[key] then v = cl:positive(name, cl:value(a, name))
+  else v = cl:number(name, cl:value(a, name)) end
   e.options[key] = v
 end
 
 -- Reads the command line args into e with aio.flags (a mistake: message, usage, exit 2).
 -- Words that are not options are ignored.
 local function parse(e, prog, args)
-  local cl = flags.new(prog, usage(prog, e.options), args)
+  local cl = flags.new(prog, usage(prog, e), args)
   for a, name in cl:each() do
     if a == "--full" then e.full, e.quick = true, false
     elseif a == "--quick" then e.full, e.quick = false, true
@@ -77,17 +80,22 @@ local function parse(e, prog, args)
   end
 end
 
--- new{name=, title=, args=arg, options={name=default, ...}, positive={name, ...}} -> experiment.
+-- new{name=, title=, args=arg, options={name=default, ...}, positive={name, ...},
+-- integer={name, ...}, bare={name, ...}} -> experiment.
 -- Recognised flags: --quick, --full, --figures DIR, --virtual-time, -h/--help, and --NAME VALUE
 -- (or --NAME=VALUE) for each declared option; a default of false declares an option with no
--- default, which a bare --NAME sets to true. Values are numbers unless the default is a string;
--- the options named in `positive` (a time scale, a delay) need one > 0.
+-- default. Values are numbers unless the default is a string; the options named in `integer`
+-- (a count, a seed) need an integer, those in `positive` (a time scale, a delay, a count) one
+-- > 0, and those in `bare` (a switch) may be given alone, which sets them to true.
 function M.new(t)
   local e = setmetatable({ name = t.name, title = t.title or t.name, quick = true,
                            full = false, checks = 0, failures = 0, results = {},
-                           lines = {}, options = {}, positive = {}, figures = nil }, E)
+                           lines = {}, options = {}, positive = {}, integer = {}, bare = {},
+                           figures = nil }, E)
   for k, v in pairs(t.options or {}) do e.options[k] = v end
-  for _, k in ipairs(t.positive or {}) do e.positive[k] = true end
+  for _, kind in ipairs { "positive", "integer", "bare" } do
+    for _, k in ipairs(t[kind] or {}) do e[kind][k] = true end
+  end
   parse(e, t.name, t.args or {})
   if e.virtual then
     local aio = require "aio"

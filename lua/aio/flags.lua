@@ -55,12 +55,13 @@ function P:value_or_true(a, name)
   return v
 end
 
--- v as an integer of at least lo (and at most hi, when given), or a mistake naming the option.
+-- v as an integer of at least lo (and at most hi, when given; lo nil: any), or a mistake
+-- naming the option.
 function P:int(name, v, lo, hi)
   local n = math.tointeger(tonumber(v))
-  if not n or n < lo or (hi and n > hi) then
-    self:error("%s needs an integer %s, not '%s'", name,
-      hi and string.format("from %d to %d", lo, hi) or string.format(">= %d", lo), v)
+  if not n or (lo and n < lo) or (hi and n > hi) then
+    self:error("%s needs an integer%s, not '%s'", name, hi and string.format(" from %d to %d", lo, hi)
+      or lo and string.format(" >= %d", lo) or "", v)
   end
   return n
 end

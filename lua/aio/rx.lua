@@ -651,8 +651,8 @@ Observable.buffer = Observable.buffer_with_count
 -- list opens every `shift` seconds (default span: back-to-back windows). Empty lists are
 -- emitted too (nothing happened in that window is information).
 function Observable:buffer_with_time(span, shift)
-  check_number(span, 0, "buffer_with_time span")
-  check_number(shift, 0, "buffer_with_time shift", true)
+  check_positive(span, "buffer_with_time span")  -- (aio.every takes no 0)
+  check_positive(shift, "buffer_with_time shift", true)
   return operator(self, function(src, sub)
     local timers = {}
     local windows = {}

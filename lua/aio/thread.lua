@@ -239,31 +239,6 @@ function M.run_in_executor(pool, fn, ...)
   return (pool or M.default_pool()):submit(fn, ...)
 end
 
--- Channel waits with a timeout on the loop's state: the C side blocks only worker threads, so
--- here the wait is an awaited future bounded by aio.wait_for (a timed-out waiter is cancelled,
--- which unparks it without losing a message).
-do
-  local cm = debug.getregistry()["aio.thread.channel"].__index
-  local raw_recv, raw_send = cm.recv, cm.send
-  local function on_loop() return (c.current()) == "main" end
-  local function bounded(fn, timeout, ...)
-    local aio = require "aio"
-    local args = table.pack(...)
-    local ok, a, b = pcall(aio.wait_for, function() return fn(table.unpack(args, 1, args.n)) end, timeout)
-    if ok then return a, b end
-    if aio.is_timeout(a) then return nil, "timeout" end
-    error(a, 0)
-  end
-  function cm.recv(ch, timeout)
-    if timeout and timeout > 0 and on_loop() then return bounded(raw_recv, timeout, ch) end
-    return raw_recv(ch, timeout)
-  end
-  function cm.send(ch, v, timeout)
-    if timeout and timeout > 0 and on_loop() then return bounded(raw_send, timeout, ch, v) end
-    return raw_send(ch, v, timeout)
-  end
-end
-
 -- Waits on the loop, without stopping it, for try(obj) to succeed: tries, sleeps `pause`
 -- seconds, doubling up to 10 ms (as workers poll their cancel flag), until the loop time
 -- `deadline` (nil: none). Returns obj, or nil, "timeout". The locks a task cannot wait for in
