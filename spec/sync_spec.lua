@@ -247,6 +247,43 @@ describe("queue", function()
     assert.equal("y", q:get())
   end))
 
+  -- asyncio's wait_for lost a result the same way until 3.12 (gh-86296): the caller cancelled
+  -- after the inner get was handed its item, wait_for raised at once and the item was gone.
+  it("aio.wait_for around a get does not lose the item when its caller is cancelled", async(function()
+    local q = aio.queue()
+    local returned, after
+    local a = start(function()
+      returned = aio.wait_for(function() return q:get() end, 5)
+      aio.sleep(0)                          -- the cancellation comes at the next await
+      after = "reached"
+    end)
+    q:put("x")                              -- handed to wait_for's inner task
+    a:cancel()                              -- before that task (or wait_for) ran
+    settle(a)
+    assert.equal("x", returned)
+    assert.is_nil(after)
+    assert.is_true(a:cancelled())
+    assert.equal(0, q:size())
+  end))
+
+  it("aio.wait_for lets its inner task clean up before the caller's cancellation is raised", async(function()
+    local cleaned, cleaned_first = false, nil
+    local a = start(function()
+      local _, err = pcall(aio.wait_for, function()
+        local _, e = pcall(aio.sleep, 10)
+        aio.sleep(0.01)                     -- a cleanup that awaits
+        cleaned = true
+        error(e, 0)
+      end, 5)
+      cleaned_first = cleaned
+      error(err, 0)
+    end)
+    a:cancel()
+    settle(a)
+    assert.is_true(a:cancelled())
+    assert.is_true(cleaned_first)
+  end))
+
   it("get_nowait and put_nowait raise instead of waiting", function()
     local q = aio.queue(1)
     assert.has_error(function() q:get_nowait() end, "queue is empty")

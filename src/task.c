@@ -690,9 +690,11 @@ static void arm_cancel_hook(aio_task *t) {
 /* Requests cancellation of t (counted: see t->cancels); returns 0 if it already finished. A
 ** request made while an earlier one is still on its way (not yet raised in the task) shares
 ** its delivery: one error. One made after the task received the first is delivered again. */
-int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
+/* Arranges one delivery of a cancellation to t (unless one is pending), counting a new
+** request when count is set. */
+static int request_cancel(lua_State *L, aio_task *t, const char *msg, int count) {
   if (t->fut.state != AIO_PENDING) return 0;
-  if (t->cancels < AIO_CANCELS_MAX) t->cancels++;
+  if (count && t->cancels < AIO_CANCELS_MAX) t->cancels++;
   if (t->cancel_delivering || t->cancel_requested) return 1;
   aio_loop *loop = aio_loop_get(L);
   if (t->waiting || t->sleeping) {
@@ -726,6 +728,10 @@ int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
   ** sleep(0) passes -1): raise as it resumes. */
   if (t->queued && t->started && t->nargs == 0) arm_cancel_hook(t);
   return 1;
+}
+
+int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
+  return request_cancel(L, t, msg, 1);
 }
 
 /* Cancels every unfinished task (used at exit and on Ctrl-C). */
@@ -885,6 +891,16 @@ static int l_task_cancel(lua_State *L) {
 }
 
 /* task:cancelling() -> the number of cancel() requests not withdrawn by uncancel(). */
+/* core.redeliver_cancel(task [, msg]): the cancellation the task already received (and that
+** is still counted) is raised again at its next await, with no new request counted. For a call
+** that returns what it was handed although its caller was cancelled meanwhile (aio.wait_for
+** after its inner task ended with a result): the caller still gets its cancellation. */
+static int l_redeliver_cancel(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  lua_pushboolean(L, request_cancel(L, t, luaL_optstring(L, 2, NULL), 0));
+  return 1;
+}
+
 static int l_task_cancelling(lua_State *L) {
   lua_pushinteger(L, check_task(L, 1)->cancels);
   return 1;
@@ -1065,6 +1081,7 @@ void aio__open_task(lua_State *L) {
     {"spawn", l_spawn}, {"current", l_current}, {"sleep", l_sleep}, {"tasks", l_tasks},
     {"is_cancelled", l_is_cancelled}, {"cancelled_error", l_cancelled_error},
     {"run_loop", l_run_loop}, {"set_task_hook", l_set_task_hook}, {"report_unobserved", l_report_unobserved}, {"ntasks", l_ntasks},
+    {"redeliver_cancel", l_redeliver_cancel},
     {NULL, NULL}};
   luaL_newmetatable(L, AIO_TASK_MT);
   lua_newtable(L);

@@ -177,6 +177,31 @@ function aio.wait(list, opts)
   return done, pending
 end
 
+-- Waits until aw has ended, whatever cancellations the caller gets meanwhile (they stay counted
+-- on its task).
+local function await_end(aw)
+  while not aw:done() do
+    local ended = future("wait")
+    on_done(aw, function() if not ended:done() then ended:set_result() end end)
+    pcall(ended.await, ended)
+  end
+end
+
+-- wait_for's caller got err while waiting for aw: aw is cancelled, and when err is the caller's
+-- cancellation wait_for waits for aw's end (asyncio 3.12's rule: its cleanup runs first). If
+-- aw ended with a result anyway — it had been handed a queue item, say, and returns it — the
+-- result is returned and the caller's cancellation raised at its next await, as a primitive
+-- does with what it was handed: nothing is lost. Otherwise err is raised.
+local function cancelled_while_waiting(aw, err)
+  aw:cancel("wait_for was cancelled")
+  local caller = core.current()
+  if not (caller and aio.is_cancelled(err)) then error(err, 0) end
+  await_end(aw)
+  if aw:cancelled() or aw:exception() ~= nil then error(err, 0) end
+  core.redeliver_cancel(caller, type(err) == "table" and err.message or nil)
+  return aw:result()
+end
+
 -- Withdraws the deadline's request to cancel aw, which has finished: true if no other request
 -- made since wait_for began is left (aw's count back at base, asyncio's timeouts.py), so a
 -- cancellation aw ended with was the deadline's alone. A plain future has no count, and once
@@ -213,7 +238,7 @@ function aio.wait_for(aw, seconds, quiet)
   if seconds == nil then return aw:await() end
   local base = is_task(aw) and aw:cancelling()
   local ok, finished = pcall(wait_until_done_or, aw, seconds)
-  if not ok then aw:cancel("wait_for was cancelled"); error(finished, 0) end
+  if not ok then return cancelled_while_waiting(aw, finished) end
   if quiet then return finished end
   if not finished then return finish_timed_out(aw, seconds, base) end
   return aw:await()
