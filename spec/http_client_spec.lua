@@ -868,4 +868,46 @@ except socket.timeout:
     assert.is_true(saw_server, "no span for the server side")
     helper.cleanup()
   end))
+  -- The proxy variables stay curl's to read (the client only tells curl "no proxy" itself when
+  -- none is set): a request goes through the proxy they name, or straight to its host where
+  -- no_proxy says so or the variable is one curl ignores. Each case runs in a child with only
+  -- the variables given.
+  describe("proxy environment variables", function()
+    local process = require "aio.process"
+
+    -- GETs url from a child aioshell with environment env: "status|body", or the error kind.
+    local function child_get(url, env)
+      local code = ([[
+        local ok, r = pcall(require("aio.http").get, %q)
+        io.write(ok and (r.status .. "|" .. r.body) or r.kind)]]):format(url)
+      return assert(process.exec { helper.aioshell, "-e", code, env = env }).stdout
+    end
+
+    -- Runs fn(proxy_url) with a server that answers as a proxy would: with the target it got.
+    local function with_proxy(fn)
+      local proxy = http.serve { handler = function(req) return 200, "via proxy " .. req.target end }
+      local ok, err = pcall(fn, proxy:url())
+      proxy:close()
+      assert(ok, err)
+    end
+
+    it("http_proxy and ALL_PROXY send the request to the proxy", async(function()
+      with_proxy(function(proxy)
+        assert.are.equal("200|via proxy http://proxied.invalid/p?x=1",
+                         child_get("http://proxied.invalid/p?x=1", { http_proxy = proxy }))
+        assert.are.equal("200|via proxy http://proxied.invalid/q",
+                         child_get("http://proxied.invalid/q", { ALL_PROXY = proxy }))
+      end)
+    end))
+
+    it("no_proxy, an empty http_proxy and HTTP_PROXY in capitals leave the request direct", async(function()
+      with_proxy(function(proxy)
+        assert.are.equal("dns", child_get("http://proxied.invalid/p",
+                                          { http_proxy = proxy, no_proxy = "proxied.invalid" }))
+        assert.are.equal("dns", child_get("http://proxied.invalid/p", { http_proxy = "" }))
+        assert.are.equal("dns", child_get("http://proxied.invalid/p", { HTTP_PROXY = proxy }))
+        assert.are.equal("200|ok", child_get(srv:url("/"), { all_proxy = "" }))
+      end)
+    end))
+  end)
 end)
