@@ -693,11 +693,23 @@ static void push_failure(lua_State *L, http_req *r, CURL *e, CURLcode rc) {
   push_error(L, kind, r->url, msg, (int)rc);
 }
 
-/* Pushes the header table of the raw header block: lower-case names, repeats joined by ", ". */
+/* Pushes the header name k[0..len) lower-cased (a long name through a Lua buffer). */
+static void push_lower(lua_State *L, const char *k, size_t len) {
+  char small[64], *out = small;
+  luaL_Buffer b;
+  if (len > sizeof small) out = luaL_buffinitsize(L, &b, len);
+  for (size_t i = 0; i < len; i++) out[i] = (char)((k[i] >= 'A' && k[i] <= 'Z') ? k[i] + 32 : k[i]);
+  if (out == small) lua_pushlstring(L, small, len);
+  else luaL_pushresultsize(&b, len);
+}
+
+/* Pushes the header table of the raw header block: lower-case names, repeats joined by ", ".
+** Sized by its line count, so that a response's few headers get a small table. */
 static void push_headers(lua_State *L, const char *p, size_t len) {
   const char *end = p + len;
-  lua_createtable(L, 0, 8);
-  luaL_Buffer b;
+  int lines = 0;
+  for (const char *q = p; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) lines++;
+  lua_createtable(L, 0, lines > 2 ? lines - 2 : 0);      /* less the status line and the blank one */
   while (p < end) {
     const char *eol = memchr(p, '\n', (size_t)(end - p));
     const char *le = eol ? eol : end;
@@ -706,9 +718,7 @@ static void push_headers(lua_State *L, const char *p, size_t len) {
       const char *v = colon + 1, *ve = le;
       while (v < ve && (*v == ' ' || *v == '\t')) v++;
       while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-      luaL_buffinit(L, &b);
-      for (const char *k = p; k < colon; k++) luaL_addchar(&b, (char)((*k >= 'A' && *k <= 'Z') ? *k + 32 : *k));
-      luaL_pushresult(&b);                    /* key */
+      push_lower(L, p, (size_t)(colon - p));  /* key */
       lua_pushvalue(L, -1);
       if (lua_rawget(L, -3) == LUA_TSTRING) { /* repeated header: join */
         lua_pushliteral(L, ", ");
