@@ -737,6 +737,22 @@ except socket.timeout:
     end
   end))
 
+  it("applies a request's own timeout on a reused handle and the client's again after it", async(function()
+    -- a handle carries the client's timeout: a request with its own sets it, and the handle
+    -- goes back to the client's before the next request
+    local client = http.client { timeout = 0.05, max_connections = 1 }
+    assert.are.equal("slept", client:get(srv:url("/sleep?s=0.1"), { timeout = 0.5 }).body)
+    local ok, err = pcall(client.get, client, srv:url("/sleep?s=0.1"))
+    assert.are.equal("timeout", ok or err.kind)
+    client:close()
+    client = http.client { timeout = 0.5, max_connections = 1 }
+    ok, err = pcall(client.get, client, srv:url("/sleep?s=0.1"), { timeout = 0.05 })
+    assert.are.equal("timeout", ok or err.kind)
+    assert.are.equal("slept", client:get(srv:url("/sleep?s=0.1")).body)
+    assert.are.equal("slept", client:get(srv:url("/sleep?s=0.1")).body)
+    client:close()
+  end))
+
   it("sends no Expect: 100-continue with a large body", async(function()
     -- curl (7.88) asks for it before a body over 1 MiB, then waits a second for a server that
     -- ignores it, as most do

@@ -500,9 +500,9 @@ static void active_remove(http_client *c, http_req *r) {
   if (r->host) r->host->active--;
 }
 
-/* Sets the options every request of client c shares on easy handle e (once per handle: with
-** curl_easy_reset and a full set of options per request, setting options cost ~10,000
-** instructions a request). */
+/* Sets the options every request of client c shares on easy handle e, its timeouts included
+** (once per handle: with curl_easy_reset and a full set of options per request, setting options
+** cost ~10,000 instructions a request). */
 static void easy_configure(http_client *c, CURL *e) {
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
@@ -516,6 +516,8 @@ static void easy_configure(http_client *c, CURL *e) {
   curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");       /* never file://, ftp:// ... */
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  if (c->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+  if (c->connect_timeout_ms > 0) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
   if (c->no_proxy_env) {           /* what curl would find: no proxy (see proxy_env_unset) */
     curl_easy_setopt(e, CURLOPT_PROXY, "");
     curl_easy_setopt(e, CURLOPT_NOPROXY, "");
@@ -587,8 +589,9 @@ static int req_start(http_client *c, http_req *r) {
   curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
   curl_easy_setopt(e, CURLOPT_PREREQDATA, r);
-  if (r->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
-  if (r->connect_timeout_ms > 0) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
+  if (r->timeout_ms != c->timeout_ms) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+  if (r->connect_timeout_ms != c->connect_timeout_ms)  /* 0: curl's default */
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
   if (r->follow) {
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirs);
@@ -1171,8 +1174,8 @@ static http_req *req_new(lua_State *L, http_client *c, const req_args *a) {
     return NULL;
   }
   r->idempotent = is_idempotent(r->method);
-  r->plain = r->verb == VERB_GET && r->timeout_ms <= 0 && r->connect_timeout_ms <= 0 &&
-             !r->follow && !r->headers;
+  r->plain = r->verb == VERB_GET && r->timeout_ms == c->timeout_ms &&
+             r->connect_timeout_ms == c->connect_timeout_ms && !r->follow && !r->headers;
   return r;
 }
 
