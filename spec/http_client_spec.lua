@@ -793,6 +793,23 @@ except socket.timeout:
     client:close()
   end))
 
+  it("gives a GET's own headers, redirects and timeouts to that request only (a reused handle)", async(function()
+    -- one easy handle serves every request; a GET's own options are set back on it afterwards
+    local client = http.client { max_connections = 1 }
+    local function get(path, opts) return client:get(srv:url(path), opts) end
+    assert.are.equal("t0k|", get("/headers", { headers = { ["X-Token"] = "t0k" } }).body)
+    assert.are.equal("none|", get("/headers").body)
+    assert.are.equal(200, get("/redirect", { follow = true, max_redirects = 2 }).status)
+    assert.are.equal(302, get("/redirect").status)
+    local ok, err = pcall(get, "/sleep?s=0.2", { timeout = 0.05 })
+    assert.are.equal("timeout", ok or err.kind)
+    assert.are.equal("slept", get("/sleep?s=0.2").body)
+    assert.are.equal("POST:x", client:post(srv:url("/echo"), "x").body)
+    assert.are.equal("none|", get("/headers").body)
+    assert.are.equal("GET:", get("/echo").body)
+    client:close()
+  end))
+
   describe("with max_per_host", function()
     it("does not count the wait for a host's slot against the timeout", async(function()
       local client = http.client { max_connections = 10, max_per_host = 1, timeout = 0.4 }
