@@ -737,6 +737,22 @@ except socket.timeout:
     end
   end))
 
+  it("applies a request's own timeout on a reused handle and the client's again after it", async(function()
+    -- a handle carries the client's timeout: a request with its own sets it, and the handle
+    -- goes back to the client's before the next request
+    local client = http.client { timeout = 0.05, max_connections = 1 }
+    assert.are.equal("slept", client:get(srv:url("/sleep?s=0.1"), { timeout = 0.5 }).body)
+    local ok, err = pcall(client.get, client, srv:url("/sleep?s=0.1"))
+    assert.are.equal("timeout", ok or err.kind)
+    client:close()
+    client = http.client { timeout = 0.5, max_connections = 1 }
+    ok, err = pcall(client.get, client, srv:url("/sleep?s=0.1"), { timeout = 0.05 })
+    assert.are.equal("timeout", ok or err.kind)
+    assert.are.equal("slept", client:get(srv:url("/sleep?s=0.1")).body)
+    assert.are.equal("slept", client:get(srv:url("/sleep?s=0.1")).body)
+    client:close()
+  end))
+
   it("sends no Expect: 100-continue with a large body", async(function()
     -- curl (7.88) asks for it before a body over 1 MiB, then waits a second for a server that
     -- ignores it, as most do
@@ -774,6 +790,23 @@ except socket.timeout:
       assert.are.equal(200, r.status)
     end
     assert.are.same({ "/ü", "/plain", "/ü", "/redirect", "/final" }, log)
+    client:close()
+  end))
+
+  it("gives a GET's own headers, redirects and timeouts to that request only (a reused handle)", async(function()
+    -- one easy handle serves every request; a GET's own options are set back on it afterwards
+    local client = http.client { max_connections = 1 }
+    local function get(path, opts) return client:get(srv:url(path), opts) end
+    assert.are.equal("t0k|", get("/headers", { headers = { ["X-Token"] = "t0k" } }).body)
+    assert.are.equal("none|", get("/headers").body)
+    assert.are.equal(200, get("/redirect", { follow = true, max_redirects = 2 }).status)
+    assert.are.equal(302, get("/redirect").status)
+    local ok, err = pcall(get, "/sleep?s=0.2", { timeout = 0.05 })
+    assert.are.equal("timeout", ok or err.kind)
+    assert.are.equal("slept", get("/sleep?s=0.2").body)
+    assert.are.equal("POST:x", client:post(srv:url("/echo"), "x").body)
+    assert.are.equal("none|", get("/headers").body)
+    assert.are.equal("GET:", get("/echo").body)
     client:close()
   end))
 
@@ -868,4 +901,46 @@ except socket.timeout:
     assert.is_true(saw_server, "no span for the server side")
     helper.cleanup()
   end))
+  -- The proxy variables stay curl's to read (the client only tells curl "no proxy" itself when
+  -- none is set): a request goes through the proxy they name, or straight to its host where
+  -- no_proxy says so or the variable is one curl ignores. Each case runs in a child with only
+  -- the variables given.
+  describe("proxy environment variables", function()
+    local process = require "aio.process"
+
+    -- GETs url from a child aioshell with environment env: "status|body", or the error kind.
+    local function child_get(url, env)
+      local code = ([[
+        local ok, r = pcall(require("aio.http").get, %q)
+        io.write(ok and (r.status .. "|" .. r.body) or r.kind)]]):format(url)
+      return assert(process.exec { helper.aioshell, "-e", code, env = env }).stdout
+    end
+
+    -- Runs fn(proxy_url) with a server that answers as a proxy would: with the target it got.
+    local function with_proxy(fn)
+      local proxy = http.serve { handler = function(req) return 200, "via proxy " .. req.target end }
+      local ok, err = pcall(fn, proxy:url())
+      proxy:close()
+      assert(ok, err)
+    end
+
+    it("http_proxy and ALL_PROXY send the request to the proxy", async(function()
+      with_proxy(function(proxy)
+        assert.are.equal("200|via proxy http://proxied.invalid/p?x=1",
+                         child_get("http://proxied.invalid/p?x=1", { http_proxy = proxy }))
+        assert.are.equal("200|via proxy http://proxied.invalid/q",
+                         child_get("http://proxied.invalid/q", { ALL_PROXY = proxy }))
+      end)
+    end))
+
+    it("no_proxy, an empty http_proxy and HTTP_PROXY in capitals leave the request direct", async(function()
+      with_proxy(function(proxy)
+        assert.are.equal("dns", child_get("http://proxied.invalid/p",
+                                          { http_proxy = proxy, no_proxy = "proxied.invalid" }))
+        assert.are.equal("dns", child_get("http://proxied.invalid/p", { http_proxy = "" }))
+        assert.are.equal("dns", child_get("http://proxied.invalid/p", { HTTP_PROXY = proxy }))
+        assert.are.equal("200|ok", child_get(srv:url("/"), { all_proxy = "" }))
+      end)
+    end))
+  end)
 end)

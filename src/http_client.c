@@ -73,8 +73,6 @@ struct http_req {
   long timeout_ms, connect_timeout_ms, max_redirs;   /* 0: no timeout */
   int follow, has_body;
   int verb;                        /* VERB_*: how its method is given to curl */
-  int plain;                       /* a GET with no option beyond the client's: its easy handle
-                                      goes back to the spares without curl_easy_reset */
   int idempotent;                  /* its method may go out twice (RFC 9110, 9.2.2) */
   int retried;                     /* already retried once on a new connection */
   int sends;                       /* send attempts of the current hop, counted by on_prereq */
@@ -117,6 +115,7 @@ struct http_client {
   int max_per_host;                /* 0: no limit per host */
   http_host **hosts; size_t nhosts, nbuckets; /* hosts with requests out (max_per_host only) */
   long timeout_ms, connect_timeout_ms;
+  int no_proxy_env;                /* no proxy variable was set when it was made (proxy_env_unset) */
   CURL **spare; int nspare, cap_spare; /* easy handles kept for reuse, configured (easy_configure)
                                       and carrying no option of an earlier request */
   int self_ref;                    /* registry ref to the client userdata while requests are out */
@@ -499,9 +498,9 @@ static void active_remove(http_client *c, http_req *r) {
   if (r->host) r->host->active--;
 }
 
-/* Sets the options every request of client c shares on easy handle e (once per handle: with
-** curl_easy_reset and a full set of options per request, setting options cost ~10,000
-** instructions a request). */
+/* Sets the options every request of client c shares on easy handle e, its timeouts included
+** (once per handle: with curl_easy_reset and a full set of options per request, setting options
+** cost ~10,000 instructions a request). */
 static void easy_configure(http_client *c, CURL *e) {
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
@@ -515,14 +514,51 @@ static void easy_configure(http_client *c, CURL *e) {
   curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");       /* never file://, ftp:// ... */
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  if (c->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+  if (c->connect_timeout_ms > 0) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+  if (c->no_proxy_env) {           /* what curl would find: no proxy (see proxy_env_unset) */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+  }
 }
 
-/* Gives r's easy handle back to the spares (or frees it). */
+/* Is no proxy variable curl (7.88) reads for an http or https URL set (or are they all empty)?
+** Then the client tells curl "no proxy" itself (CURLOPT_PROXY and CURLOPT_NOPROXY ""), as curl
+** would conclude, and curl skips its five getenv calls and their copies on every request (~1,500
+** instructions). curl never reads HTTP_PROXY in capitals, and no_proxy matters only with a proxy.
+** Read when the client is made: aioshell offers no way to change its environment after start. */
+static int proxy_env_unset(void) {
+  static const char *const names[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                      "ALL_PROXY", NULL};
+  for (int i = 0; names[i]; i++) {
+    const char *v = getenv(names[i]);
+    if (v && *v) return 0;
+  }
+  return 1;
+}
+
+/* Sets the options GET request r set on its easy handle beyond the client's back to the
+** client's (req_start sets no others for a GET). MAXREDIRS stays: curl reads it only when
+** following, and every request that follows sets it. */
+static void easy_unset(http_client *c, http_req *r) {
+  CURL *e = r->easy;
+  if (r->curlu) curl_easy_setopt(e, CURLOPT_CURLU, NULL);    /* it would outrank a URL */
+  if (r->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+  if (r->follow) curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+  if (r->timeout_ms != c->timeout_ms) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+  if (r->connect_timeout_ms != c->connect_timeout_ms)
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+}
+
+/* Gives r's easy handle back to the spares (or frees it), carrying the client's options only:
+** a GET's own are set back (easy_unset); after any other method, whose options reach further
+** (NOBODY, CUSTOMREQUEST, POSTFIELDS), the handle is reset and configured again (~8,000
+** instructions). */
 static void easy_release(http_client *c, http_req *r) {
   if (!r->easy) return;
   if (c->nspare < c->cap_spare) {
-    if (!r->plain) { curl_easy_reset(r->easy); easy_configure(c, r->easy); }
-    else if (r->curlu) curl_easy_setopt(r->easy, CURLOPT_CURLU, NULL); /* it would outrank a URL */
+    if (r->verb == VERB_GET) easy_unset(c, r);
+    else { curl_easy_reset(r->easy); easy_configure(c, r->easy); }
     c->spare[c->nspare++] = r->easy;
   } else {
     curl_easy_cleanup(r->easy);
@@ -567,8 +603,9 @@ static int req_start(http_client *c, http_req *r) {
   curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
   curl_easy_setopt(e, CURLOPT_PREREQDATA, r);
-  if (r->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
-  if (r->connect_timeout_ms > 0) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
+  if (r->timeout_ms != c->timeout_ms) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+  if (r->connect_timeout_ms != c->connect_timeout_ms)  /* 0: curl's default */
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
   if (r->follow) {
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, r->max_redirs);
@@ -673,11 +710,23 @@ static void push_failure(lua_State *L, http_req *r, CURL *e, CURLcode rc) {
   push_error(L, kind, r->url, msg, (int)rc);
 }
 
-/* Pushes the header table of the raw header block: lower-case names, repeats joined by ", ". */
+/* Pushes the header name k[0..len) lower-cased (a long name through a Lua buffer). */
+static void push_lower(lua_State *L, const char *k, size_t len) {
+  char small[64], *out = small;
+  luaL_Buffer b;
+  if (len > sizeof small) out = luaL_buffinitsize(L, &b, len);
+  for (size_t i = 0; i < len; i++) out[i] = (char)((k[i] >= 'A' && k[i] <= 'Z') ? k[i] + 32 : k[i]);
+  if (out == small) lua_pushlstring(L, small, len);
+  else luaL_pushresultsize(&b, len);
+}
+
+/* Pushes the header table of the raw header block: lower-case names, repeats joined by ", ".
+** Sized by its line count, so that a response's few headers get a small table. */
 static void push_headers(lua_State *L, const char *p, size_t len) {
   const char *end = p + len;
-  lua_createtable(L, 0, 8);
-  luaL_Buffer b;
+  int lines = 0;
+  for (const char *q = p; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) lines++;
+  lua_createtable(L, 0, lines > 2 ? lines - 2 : 0);      /* less the status line and the blank one */
   while (p < end) {
     const char *eol = memchr(p, '\n', (size_t)(end - p));
     const char *le = eol ? eol : end;
@@ -686,9 +735,7 @@ static void push_headers(lua_State *L, const char *p, size_t len) {
       const char *v = colon + 1, *ve = le;
       while (v < ve && (*v == ' ' || *v == '\t')) v++;
       while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-      luaL_buffinit(L, &b);
-      for (const char *k = p; k < colon; k++) luaL_addchar(&b, (char)((*k >= 'A' && *k <= 'Z') ? *k + 32 : *k));
-      luaL_pushresult(&b);                    /* key */
+      push_lower(L, p, (size_t)(colon - p));  /* key */
       lua_pushvalue(L, -1);
       if (lua_rawget(L, -3) == LUA_TSTRING) { /* repeated header: join */
         lua_pushliteral(L, ", ");
@@ -944,6 +991,7 @@ static int l_new(lua_State *L) {
   c->max_per_host = max_per_host;
   c->timeout_ms = timeout_ms;
   c->connect_timeout_ms = connect_timeout_ms;
+  c->no_proxy_env = proxy_env_unset();
   c->cap_spare = c->max_connections;
   c->spare = calloc((size_t)c->cap_spare, sizeof(CURL *));
   c->timer = malloc(sizeof *c->timer);
@@ -1140,8 +1188,6 @@ static http_req *req_new(lua_State *L, http_client *c, const req_args *a) {
     return NULL;
   }
   r->idempotent = is_idempotent(r->method);
-  r->plain = r->verb == VERB_GET && r->timeout_ms <= 0 && r->connect_timeout_ms <= 0 &&
-             !r->follow && !r->headers;
   return r;
 }
 
