@@ -854,6 +854,17 @@ except socket.timeout:
       assert.are.equal(1, most, "curl was given two requests for one host")
     end))
 
+    -- The client hands curl its parsed URL (CURLOPT_CURLU); curl 7.88 kept a reused handle's
+    -- previous URL string, and res.url named the first request's URL on every later one.
+    it("reports each response's own url on a reused connection", async(function()
+      local client = http.client { max_per_host = 1 }
+      for _, path in ipairs { "/a", "/b", "/c?x=1" } do
+        local res = client:get(srv:url(path))
+        assert.are.equal(srv:url(path), res.url)
+      end
+      client:close()
+    end))
+
     it("frees a host's slot when a request is cancelled, queued or active", async(function()
       local client = http.client { max_connections = 4, max_per_host = 1 }
       local f1 = client:start { url = srv:url("/sleep?s=5&i=1") }

@@ -597,8 +597,15 @@ static int req_start(http_client *c, http_req *r) {
   else if ((e = curl_easy_init()) != NULL) easy_configure(c, e);
   else return 0;
   r->easy = e;
-  if (r->curlu) curl_easy_setopt(e, CURLOPT_CURLU, r->curlu);
-  else curl_easy_setopt(e, CURLOPT_URL, r->url);
+  if (r->curlu) {
+    /* curl 7.88 takes the URL from the CURLU handle only when it has no URL string: a reused
+    ** handle still holds the last one, which then became res.url (the request itself went
+    ** to the right place). */
+    curl_easy_setopt(e, CURLOPT_URL, NULL);
+    curl_easy_setopt(e, CURLOPT_CURLU, r->curlu);
+  } else {
+    curl_easy_setopt(e, CURLOPT_URL, r->url);
+  }
   curl_easy_setopt(e, CURLOPT_PRIVATE, r);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
