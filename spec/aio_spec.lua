@@ -339,6 +339,17 @@ describe("top level", function()
     assert.matches("cannot await here", seen)
   end))
 
+  it("aio.run_loop in a task (or a coroutine inside one) says that a task awaits instead", async(function()
+    local f = aio.future()
+    local ok, err = pcall(aio.run_loop, f)
+    assert.is_false(ok)
+    assert.matches("^aio%.run_loop in a task: the loop is already running", err)
+    assert.truthy(err:find("fut:await()", 1, true), err)
+    local co = coroutine.wrap(function() return select(2, pcall(aio.run_loop)) end)
+    assert.matches("^aio%.run_loop in a task", co())
+    f:set_result(1)
+  end))
+
   it("Ctrl-C while draining cancels the tasks, runs their cleanup and exits 130", function()
     local script = helper.tmpfile([[
       local aio = require "aio"
