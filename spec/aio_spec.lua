@@ -1155,6 +1155,29 @@ describe("futures and callbacks", function()
       {sites[1]:match("aio_spec%.lua:%d+$"), sites[2]:match("aio_spec%.lua:%d+$")})
   end))
 
+  it("call_later, every and call_soon tasks show where the timer was set as their site", async(function()
+    local sites = {}
+    local function note(k) sites[k] = aio.current().site:match("aio_spec%.lua:%d+$") end
+    local line = debug.getinfo(1, "l").currentline
+    aio.call_later(0.01, note, "later")
+    local h = aio.every(0.01, note, "every")
+    aio.call_soon(note, "soon")
+    aio.sleep(0.05)
+    h:cancel()
+    assert.same({later = "aio_spec.lua:" .. (line + 1), every = "aio_spec.lua:" .. (line + 2),
+                 soon = "aio_spec.lua:" .. (line + 3)}, sites)
+  end))
+
+  it("a call_later task fired in the drain after the main chunk shows where it was set", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      aio.call_later(0.01, function() print(aio.current().site) end)
+    ]])
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.matches("%.lua:2\n$", out)
+  end)
+
   it("call_soon and call_later run in order; cancel stops a timer", async(function()
     local log = {}
     aio.call_later(0.02, function() log[#log + 1] = "later" end)
