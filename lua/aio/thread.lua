@@ -22,16 +22,16 @@ local unpack, select, type = table.unpack, select, type
 
 -- Tracks submitted jobs so the REPL's :tasks (and anyone) can list them with the tasks:
 -- returns wrap(methods), which makes methods.submit record each job, and jobs() -> the
--- unfinished ones as records {id, name, state, age, waiting_on, site}. Weak keys: a finished
--- job's future is forgotten with it. Shared by thread and process pools.
+-- unfinished ones as records {id, name (the pool's), state, age, waiting_on, site}. Weak keys: a
+-- finished job's future is forgotten with it. Shared by thread and process pools.
 function M.job_tracker(prefix, where)
   local live, next_id, now = setmetatable({}, {__mode = "k"}), 0, core.now
   local function wrap(pool_methods)
-    local c_submit = pool_methods.submit
+    local c_submit, name = pool_methods.submit, pool_methods.name
     pool_methods.submit = function(self, fn, ...)
       local f = c_submit(self, fn, ...)
       next_id = next_id + 1
-      live[f] = {next_id, now(), self}
+      live[f] = {next_id, now(), name(self)}
       return f
     end
   end
@@ -39,7 +39,7 @@ function M.job_tracker(prefix, where)
     local list, t = {}, now()
     for f, r in pairs(live) do
       if not f:done() then
-        list[#list + 1] = {id = prefix .. r[1], seq = r[1], name = tostring(r[3]), state = "pending",
+        list[#list + 1] = {id = prefix .. r[1], seq = r[1], name = r[3], state = "pending",
                            age = t - r[2], waiting_on = where, site = "", future = f}
       end
     end
