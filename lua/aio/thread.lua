@@ -307,18 +307,18 @@ do
     error(a, 0)
   end
   function cm.recv(ch, timeout)
-    local t = timeout_arg(timeout, 1, "recv")
+    local t = timeout ~= nil and timeout_arg(timeout, 1, "recv")  -- (no call for none)
     local ok, a, b
     if t and t > 0 and on_loop() then ok, a, b = pcall(bounded, raw_recv, t, ch)
-    else ok, a, b = pcall(raw_recv, ch, t) end
+    else ok, a, b = pcall(raw_recv, ch, t or nil) end
     if not ok then error(a, 2) end
     return a, b
   end
   function cm.send(ch, v, timeout)
-    local t = timeout_arg(timeout, 2, "send")
+    local t = timeout ~= nil and timeout_arg(timeout, 2, "send")  -- (no call for none)
     local ok, a, b
     if t and t > 0 and on_loop() then ok, a, b = pcall(bounded, raw_send, t, ch, v)
-    else ok, a, b = pcall(raw_send, ch, v, t) end
+    else ok, a, b = pcall(raw_send, ch, v, t or nil) end
     if not ok then error(a, 2) end
     return a, b
   end
