@@ -339,6 +339,17 @@ describe("top level", function()
     assert.matches("cannot await here", seen)
   end))
 
+  it("aio.run_loop in a task (or a coroutine inside one) says that a task awaits instead", async(function()
+    local f = aio.future()
+    local ok, err = pcall(aio.run_loop, f)
+    assert.is_false(ok)
+    assert.matches("^aio%.run_loop in a task: the loop is already running", err)
+    assert.truthy(err:find("fut:await()", 1, true), err)
+    local co = coroutine.wrap(function() return select(2, pcall(aio.run_loop)) end)
+    assert.matches("^aio%.run_loop in a task", co())
+    f:set_result(1)
+  end))
+
   it("Ctrl-C while draining cancels the tasks, runs their cleanup and exits 130", function()
     local script = helper.tmpfile([[
       local aio = require "aio"
@@ -1143,6 +1154,29 @@ describe("futures and callbacks", function()
     assert.same({"aio_spec.lua:" .. (line + 1), "aio_spec.lua:" .. (line + 3)},
       {sites[1]:match("aio_spec%.lua:%d+$"), sites[2]:match("aio_spec%.lua:%d+$")})
   end))
+
+  it("call_later, every and call_soon tasks show where the timer was set as their site", async(function()
+    local sites = {}
+    local function note(k) sites[k] = aio.current().site:match("aio_spec%.lua:%d+$") end
+    local line = debug.getinfo(1, "l").currentline
+    aio.call_later(0.01, note, "later")
+    local h = aio.every(0.01, note, "every")
+    aio.call_soon(note, "soon")
+    aio.sleep(0.05)
+    h:cancel()
+    assert.same({later = "aio_spec.lua:" .. (line + 1), every = "aio_spec.lua:" .. (line + 2),
+                 soon = "aio_spec.lua:" .. (line + 3)}, sites)
+  end))
+
+  it("a call_later task fired in the drain after the main chunk shows where it was set", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      aio.call_later(0.01, function() print(aio.current().site) end)
+    ]])
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.matches("%.lua:2\n$", out)
+  end)
 
   it("call_soon and call_later run in order; cancel stops a timer", async(function()
     local log = {}

@@ -102,11 +102,13 @@ describe("piped input (stdin not a terminal)", function()
     local input = table.concat({
       "thread = require 'aio.thread'",
       "process = require 'aio.process'",
-      "tp, pp = thread.pool(1), process.pool(1)",
+      "tp, tq = thread.pool(1), thread.pool{size = 1, name = 'fetchers'}",
+      "pp = process.pool{size = 1, name = 'crunch'}",
       "f = tp:submit(function() require('aio.thread').sleep(0.3) end)",
+      "e = tq:submit(function() require('aio.thread').sleep(0.3) end)",
       "g = pp:submit(function() os.execute('sleep 0.3') end)",
       ":tasks",
-      "f:await(); g:await(); tp:close(); pp:close()",
+      "f:await(); e:await(); g:await(); tp:close(); tq:close(); pp:close()",
       ":tasks",
     }, "\n") .. "\n"
     local got, gerr, code = piped(AIOSHELL, input)
@@ -114,8 +116,10 @@ describe("piped input (stdin not a terminal)", function()
     assert.are.equal(0, code)
     local first, second = got:match("(> :tasks.-)(> :tasks.*)")
     assert.truthy(first, got)
-    assert.matches("T%d+ +thread.-pending +[%d.]+s +a worker thread", first)
-    assert.matches("P%d+ +process.-pending +[%d.]+s +a worker process", first)
+    -- each job is named after its pool, in full: the default pool1, pool2, ... or the name given
+    assert.matches("\nT%d+ +pool%d+ +pending +[%d.]+s +a worker thread", first)
+    assert.matches("\nT%d+ +fetchers +pending +[%d.]+s +a worker thread", first)
+    assert.matches("\nP%d+ +crunch +pending +[%d.]+s +a worker process", first)
     assert.is_nil(second:find("pending", 1, true))
   end)
 
@@ -175,10 +179,12 @@ describe("piped input (stdin not a terminal)", function()
 
   it(":tasks also lists jobs of loaded pool modules that export jobs()", function()
     local input = "package.loaded['aio.process'] = { jobs = function() return { { id = 'p9', "
-      .. "name = 'squares', state = 'running', age = 2, waiting_on = '', site = 'x.lua:3' } } end }\n"
+      .. "name = 'squares', state = 'running', age = 2, waiting_on = '', site = 'x.lua:3' }, "
+      .. "{ id = 'P1234567', name = 'cubes', state = 'pending', age = 1 } } end }\n"
       .. ":tasks\n"
     local got = piped(AIOSHELL, input)
-    assert.truthy(got:find("p9%s+process:squares%s+running%s+2%.0s%s+x%.lua:3"), got)
+    assert.truthy(got:find("p9%s+squares%s+running%s+2%.0s%s+x%.lua:3"), got)
+    assert.truthy(got:find("\nP1234567 cubes%s+pending"), got)  -- a long id is not cut
   end)
 
   it("cancels tasks still running at end of input after a grace period", function()

@@ -241,3 +241,21 @@ describe("scripts/", function()
     end)
   end
 end)
+
+describe("bench/", function()
+  -- AIOSHELL points nowhere, so a run.py that took --help for a benchmark run stops at once.
+  local function run_py(...)
+    return helper.exec({"python3", helper.root .. "/bench/workers/run.py", ...},
+                       { env = { AIOSHELL = "/nonexistent/aioshell" }, timeout = 20 })
+  end
+
+  it("workers/run.py prints its usage for --help and refuses an unknown flag", function()
+    local out, err, status = run_py("--help")
+    assert.equal(0, status, err)
+    assert.matches("^usage: run%.py", out)
+    assert.truthy(out:find("--only", 1, true), out)
+    out, err, status = run_py("--bogus")
+    assert.equal(2, status, out .. err)
+    assert.truthy(err:find("unrecognized arguments: --bogus", 1, true), err)
+  end)
+end)

@@ -51,6 +51,12 @@ describe("aio.sys", function()
     assert.is_true(m.percent >= 0 and m.percent <= 100)
   end)
 
+  it("memory: constrained is a real cgroup limit or absent, never the kernel's 'unlimited'", function()
+    -- cgroup v1 with no limit reports LONG_MAX rounded down to a page (9223372036854771712)
+    local c = sys.memory().constrained
+    assert.is_true(c == nil or (math.type(c) == "integer" and c > 0 and c < 1 << 62), tostring(c))
+  end)
+
   it("loadavg gives three non-negative numbers", function()
     local a, b, c = sys.loadavg()
     for _, v in ipairs { a, b, c } do assert.is_true(v >= 0) end

@@ -471,6 +471,11 @@ void aio_codec_encode(lua_State *L, int idx, int n, aio_buf *b, const char *what
     free(e.retained);
     if (oldlen == 0) aio_buf_free(b);  /* a fresh buffer: the caller has nothing to free */
     else b->len = oldlen;
+    if (lua_type(L, -1) == LUA_TSTRING) {  /* misuse: at the call of the C function that sends */
+      luaL_where(L, 1);                    /* (empty under pcall: a Lua facade adds its own) */
+      lua_insert(L, -2);
+      lua_concat(L, 2);
+    }
     lua_error(L);
   }
   free(e.retained);

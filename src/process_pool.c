@@ -713,6 +713,12 @@ static int ppool_size(lua_State *L) {
   return 1;
 }
 
+/* pool:name() -> the pool's name (its workers are name-1, name-2, ...). */
+static int ppool_name(lua_State *L) {
+  lua_pushstring(L, check_ppool(L, 1)->name);
+  return 1;
+}
+
 /* pool:pids() -> list of the live workers' pids */
 static int ppool_pids(lua_State *L) {
   ppool *p = check_ppool(L, 1);
@@ -743,7 +749,7 @@ static int ppool_stats(lua_State *L) {
 void aio_process_pool_open(lua_State *L) {
   static const luaL_Reg pool_methods[] = {
     {"submit", ppool_submit}, {"_shutdown", ppool_shutdown}, {"size", ppool_size},
-    {"pids", ppool_pids}, {"stats", ppool_stats}, {NULL, NULL}};
+    {"pids", ppool_pids}, {"stats", ppool_stats}, {"name", ppool_name}, {NULL, NULL}};
   if (luaL_newmetatable(L, PPOOL_MT)) {
     luaL_newlib(L, pool_methods);
     lua_setfield(L, -2, "__index");

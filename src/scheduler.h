@@ -1,4 +1,5 @@
-/* scheduler.h — private glue between future.c and task.c (not for other modules). */
+/* scheduler.h — private glue between future.c and task.c, and for the core's files that spawn or
+** resume tasks (timer.c, coroutine.c); not for other modules. */
 #ifndef AIO_SCHEDULER_H
 #define AIO_SCHEDULER_H
 #include "aio.h"

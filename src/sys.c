@@ -9,6 +9,7 @@
 ** be read) returns fail, "what: strerror", errno.
 */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,17 @@ static int read_meminfo(lua_State *L) {
   return 1;
 }
 
+/* The cgroup memory limit in bytes, or 0 when there is none. Under cgroup v1 an unlimited
+** group reports the kernel's "unlimited", PAGE_COUNTER_MAX pages (LONG_MAX rounded down to a
+** page: 9223372036854771712 with 4 KiB pages), and libuv passes that on as a limit: from that
+** value up it means no limit. */
+static uint64_t memory_limit(void) {
+  uint64_t limit = uv_get_constrained_memory();
+  long page = sysconf(_SC_PAGESIZE);
+  uint64_t unlimited = page > 0 ? (uint64_t)(LONG_MAX / page) * (uint64_t)page : (uint64_t)LONG_MAX;
+  return limit >= unlimited ? 0 : limit;
+}
+
 /* sys.memory() -> {total=, free=, available=, used=, percent=} in bytes (percent of total used). */
 static int sys_memory(lua_State *L) {
   uint64_t total = uv_get_total_memory(), freem = uv_get_free_memory();
@@ -147,8 +159,9 @@ static int sys_memory(lua_State *L) {
   lua_setfield(L, -2, "used");
   lua_pushnumber(L, total > 0 ? 100.0 * (double)((lua_Integer)total - avail) / (double)total : 0.0);
   lua_setfield(L, -2, "percent");
-  if (uv_get_constrained_memory() > 0) {  /* a cgroup limit, when there is one */
-    lua_pushinteger(L, (lua_Integer)uv_get_constrained_memory());
+  uint64_t limit = memory_limit();
+  if (limit > 0) {  /* a cgroup limit, when there is one */
+    lua_pushinteger(L, (lua_Integer)limit);
     lua_setfield(L, -2, "constrained");
   }
   return 1;

@@ -1050,8 +1050,12 @@ static int l_cancelled_error(lua_State *L) {
   return 1;
 }
 
-/* aio.run_until(fut): runs the loop until fut is done (at top level), without raising its error. */
+/* aio.run_loop([fut]): runs the loop until fut is done (at top level), without raising its
+** error, or until nothing is left. */
 static int l_run_loop(lua_State *L) {
+  if (aio_current_task(L))
+    return luaL_error(L, "aio.run_loop in a task: the loop is already running (it runs this "
+                         "task); await the future instead (fut:await()), run_loop is for the top level");
   if (lua_isnoneornil(L, 1)) aio_run_until(L, NULL);
   else aio_run_until(L, aio_future_check(L, 1));
   return 0;

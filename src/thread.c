@@ -811,6 +811,12 @@ static int l_pool_size(lua_State *L) {
   return 1;
 }
 
+/* pool:name() -> the pool's name (its workers are name-1, name-2, ...). */
+static int l_pool_name(lua_State *L) {
+  lua_pushstring(L, check_pool(L, 1)->name);
+  return 1;
+}
+
 /* __tostring of pools. */
 static int l_pool_tostring(lua_State *L) {
   pool_box *b = (pool_box *)luaL_checkudata(L, 1, POOL_MT);
@@ -874,7 +880,7 @@ static int l_cores(lua_State *L) {
 int luaopen_aio_thread_c(lua_State *L) {
   static const luaL_Reg pool_methods[] = {
     {"submit", l_submit}, {"_shutdown", l_shutdown}, {"stats", l_stats}, {"size", l_pool_size},
-    {NULL, NULL}};
+    {"name", l_pool_name}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {
     {"pool", l_pool}, {"current", l_current}, {"sleep", l_sleep}, {"cancelled", l_cancelled},
     {"cores", l_cores}, {NULL, NULL}};

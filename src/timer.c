@@ -13,6 +13,7 @@
 #include <unistd.h>
 #endif
 #include "aio.h"
+#include "scheduler.h"
 
 /* Orders two entries: earlier deadline first, then insertion order. */
 static int timed_less(const aio_timed *a, const aio_timed *b) {
@@ -211,28 +212,34 @@ static void timer_release(lua_State *L, aio_timer *tm) {
   }
 }
 
+/* User values of a timer object: the callback or the sleep future; for a callback, its
+** arguments (packed) and the spawn site of its tasks (where call_later or every was called). */
+enum { TIMER_UV_VALUE = 1, TIMER_UV_ARGS, TIMER_UV_SITE };
+
 /* Heap callback: spawn the callback task (re-arming `every`), or resolve the sleep future. */
 static void timer_fire(aio_loop *loop, aio_timed *timed) {
   lua_State *L = loop->L;
   aio_timer *tm = (aio_timer *)timed;
   lua_rawgeti(L, LUA_REGISTRYINDEX, tm->ref);
   int tidx = lua_gettop(L);
-  lua_getiuservalue(L, tidx, 1);
   if (tm->kind == TIMER_FUTURE) {
+    lua_getiuservalue(L, tidx, TIMER_UV_VALUE);
     aio_future *f = aio_future_test(L, -1);
     timer_release(L, tm);
     if (f) aio_future_resolve(L, f, 0);
     lua_settop(L, tidx - 1);
     return;
   }
-  lua_getiuservalue(L, tidx, 2);  /* packed args */
+  lua_getiuservalue(L, tidx, TIMER_UV_SITE);   /* tidx + 1 */
+  lua_getiuservalue(L, tidx, TIMER_UV_VALUE);  /* tidx + 2: the callback */
+  lua_getiuservalue(L, tidx, TIMER_UV_ARGS);
   int n = (int)luaL_len(L, -1);
   luaL_checkstack(L, n, "too many arguments");
-  for (int i = 1; i <= n; i++) lua_rawgeti(L, tidx + 2, i);
-  lua_remove(L, tidx + 2);
+  for (int i = 1; i <= n; i++) lua_rawgeti(L, tidx + 3, i);
+  lua_remove(L, tidx + 3);
   if (tm->interval > 0) aio_timed_start(loop, &tm->timed, tm->interval);
   else timer_release(L, tm);
-  aio_spawn(L, n);
+  aio__spawn_at(L, n, tidx + 1);
   lua_settop(L, tidx - 1);
 }
 
@@ -240,7 +247,7 @@ static void timer_fire(aio_loop *loop, aio_timed *timed) {
 ** (AIO_NEVER: never scheduled, and not anchored). */
 static aio_timer *timer_new(lua_State *L, int kind, int vidx, uint64_t ns, uint64_t interval) {
   vidx = lua_absindex(L, vidx);
-  aio_timer *tm = (aio_timer *)lua_newuserdatauv(L, sizeof *tm, 2);
+  aio_timer *tm = (aio_timer *)lua_newuserdatauv(L, sizeof *tm, kind == TIMER_CALL ? 3 : 1);
   memset(tm, 0, sizeof *tm);
   tm->timed.heap_idx = -1;
   tm->timed.fire = timer_fire;
@@ -249,7 +256,7 @@ static aio_timer *timer_new(lua_State *L, int kind, int vidx, uint64_t ns, uint6
   tm->interval = interval;
   luaL_setmetatable(L, AIO_TIMER_MT);
   lua_pushvalue(L, vidx);
-  lua_setiuservalue(L, -2, 1);
+  lua_setiuservalue(L, -2, TIMER_UV_VALUE);
   if (ns == AIO_NEVER) return tm;
   lua_pushvalue(L, -1);
   tm->ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -309,7 +316,9 @@ static int schedule_call(lua_State *L, int repeat) {
   lua_pushvalue(L, 2);
   timer_new(L, TIMER_CALL, -1, ns, repeat ? ns : 0);
   lua_pushvalue(L, -3);
-  lua_setiuservalue(L, -2, 2);
+  lua_setiuservalue(L, -2, TIMER_UV_ARGS);
+  aio__push_site(L);
+  lua_setiuservalue(L, -2, TIMER_UV_SITE);
   return 1;
 }
 

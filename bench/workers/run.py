@@ -11,6 +11,7 @@ Every measurement runs in a fresh process; runtimes are interleaved and the medi
 is reported, with ratios. Speed-ups need idle CPUs: the load average is printed first, run it
 when the machine is quiet (other builds and tests skew everything on 2 cores).
 """
+import argparse
 import os
 import shutil
 import statistics
@@ -57,12 +58,21 @@ def table(title, rows, unit, base_label=None):
         print("| %s | %.3f | %s |" % (label, v, ratio))
 
 
+def parse_args():
+    """The command line: --help prints usage, an unknown flag exits 2 (argparse's rules)."""
+    ap = argparse.ArgumentParser(description="aioshell thread and process pools against CPython and Node")
+    ap.add_argument("--runs", type=int, help="runs per figure (median; default 3, 1 with --quick)")
+    ap.add_argument("--quick", action="store_true", help="one run per figure")
+    ap.add_argument("--only", default="ab", help="cases to run: a, b or ab (default ab)")
+    args = ap.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    return args
+
+
 def main():
-    args = sys.argv[1:]
-    runs = 1 if "--quick" in args else 3
-    if "--runs" in args:
-        runs = int(args[args.index("--runs") + 1])
-    only = args[args.index("--only") + 1] if "--only" in args else "ab"
+    args = parse_args()
+    runs, only = args.runs, args.only
     if not os.path.exists(AIOSHELL):
         sys.exit("no aioshell at %s (set AIOSHELL)" % AIOSHELL)
     with open("/proc/loadavg") as f:

@@ -34,6 +34,14 @@ local function awaitable(v, i)
   error(("bad argument #%d (task, future or function expected, got %s)"):format(i, type(v)), 3)
 end
 
+-- Raises (at the caller of the function that checks) unless v, argument `arg` of `fname`, is of
+-- type `want` (a function that spawn would refuse too, but from inside this module).
+local function check_type(v, want, arg, fname)
+  if type(v) ~= want then
+    error(("bad argument #%d to '%s' (%s expected, got %s)"):format(arg, fname, want, type(v)), 3)
+  end
+end
+
 -- A timeout error value, recognised by aio.is_timeout.
 local function timeout_error(seconds)
   return setmetatable({message = ("timeout after %gs"):format(seconds), timeout = true}, error_mt)
@@ -103,6 +111,7 @@ end
 -- aio.as_completed(list [, {timeout=}]) -> iterator over the original awaitables in the order
 -- they finish. Raises a timeout error if the next one does not finish in time.
 function aio.as_completed(list, opts)
+  check_type(list, "table", 1, "as_completed")
   local timeout = check_timeout(opts and opts.timeout, "timeout", 2, "as_completed")
   local n = list.n or #list
   local deadline = timeout and core.now() + timeout
@@ -148,10 +157,12 @@ end
 -- aio.wait(list, {return_when="all_completed"|"first_completed"|"first_exception", timeout=})
 -- -> done, pending: two sets (tables keyed by the awaitables). Nothing is cancelled on timeout.
 function aio.wait(list, opts)
+  check_type(list, "table", 1, "wait")
   opts = opts or {}
   local when = opts.return_when or "all_completed"
-  assert(when == "all_completed" or when == "first_completed" or when == "first_exception",
-    "return_when must be all_completed, first_completed or first_exception")
+  if when ~= "all_completed" and when ~= "first_completed" and when ~= "first_exception" then
+    error("return_when must be all_completed, first_completed or first_exception", 2)
+  end
   local timeout = check_timeout(opts.timeout, "timeout", 2, "wait")
   local n = list.n or #list
   local aws = {}
@@ -248,6 +259,7 @@ end
 -- (fn then gets a cancellation error at its current await, so its cleanup runs).
 function aio.timeout(seconds, fn, ...)
   check_timeout(seconds, "seconds", 1, "timeout")
+  check_type(fn, "function", 2, "timeout")
   return aio.wait_for(spawn(fn, ...), seconds)
 end
 
@@ -267,6 +279,7 @@ aio.call_soon = spawn
 -- before the error propagates. Once the group has returned, g:spawn raises.
 local CHILD_FAILED = "a child of the group failed"
 function aio.group(body, ...)
+  check_type(body, "function", 1, "group")
   local children, live, failure, idle = {}, 0, nil, nil
   local cancelled = {}  -- the children the group cancelled: a cleanup must not be cut twice
   local parent, in_body, closed = core.current(), true, false
@@ -295,6 +308,7 @@ function aio.group(body, ...)
   end
   function g.spawn(_, fn, ...)
     if closed then error("group is closed", 2) end
+    check_type(fn, "function", 1, "spawn")
     local t = spawn(fn, ...)
     children[#children + 1] = t
     live = live + 1
@@ -339,6 +353,7 @@ end
 -- drain finishes them; a stock lua5.4 that loaded the aio C module can call aio.run_loop() to
 -- run the loop until nothing is left.
 function aio.run(fn, ...)
+  check_type(fn, "function", 1, "run")
   local t = spawn(fn, ...)
   return t:await()
 end

@@ -25,15 +25,25 @@ function M.current()
   return {name = name, pid = pid, ppid = ppid}
 end
 
+-- Raises at the caller of the function that checks (level 3) unless fn is a function (fork
+-- would check it too, but naming its own arguments, from inside this module).
+local function check_target(fn, fname, what)
+  if type(fn) ~= "function" then
+    error(("bad argument #1 to '%s' (%sfunction expected, got %s)"):format(fname, what, type(fn)), 3)
+  end
+end
+
 -- process.fork(fn, ...) -> handle: fn(...) runs in a forked child (which inherits this state
 -- copy-on-write) as a task on a fresh loop. handle.pid, .name, .exitcode, :join(), :kill().
 function M.fork(fn, ...)
+  check_target(fn, "fork", "")
   return c.fork(nil, fn, ...)
 end
 
 -- process.spawn{target=fn, args={...}, name=} -> handle (multiprocessing.Process, started).
 function M.spawn(opts)
   local args = opts.args or {}
+  check_target(opts.target or opts[1], "spawn", "target: ")
   return c.fork(opts.name, opts.target or opts[1], unpack(args, 1, args.n or #args))
 end
 
@@ -43,6 +53,9 @@ local hm = c.handle_methods
 -- nil, why if the child died without a result (e.g. killed); nil, "timeout" on timeout.
 function hm:join(timeout)
   local done = self.done
+  if timeout ~= nil and not tonumber(timeout) then
+    error(("bad argument #1 to 'join' (number expected, got %s)"):format(type(timeout)), 2)
+  end
   if timeout then
     local finished = aio.wait({done}, {timeout = timeout})
     if not finished[done] then return nil, "timeout" end
@@ -73,7 +86,9 @@ end
 -- waiting behind a slow one.
 function M.pool(opts)
   opts = thread.pool_options(opts)
-  return c.pool(opts.size, opts.maxtasksperchild, opts.init, opts.name, opts.prefetch)
+  local ok, pool = pcall(c.pool, opts.size, opts.maxtasksperchild, opts.init, opts.name, opts.prefetch)
+  if not ok then error(pool, 2) end
+  return pool
 end
 
 -- pool:map(fn, list [, {chunksize=, ordered=, limit=, on_progress=}]) -> results in order.
@@ -81,14 +96,14 @@ end
 local thread_map = thread.pool_map
 function pm:map(fn, list, opts)
   opts = opts or {}
-  if not opts.chunksize then
+  if not opts.chunksize and type(list) == "table" then  -- (thread_map checks list)
     local n = list.n or #list
     local copy = {}
     for k, v in pairs(opts) do copy[k] = v end
     copy.chunksize = math.max(1, math.ceil(n / (4 * self:size())))
     opts = copy
   end
-  return thread_map(self, fn, list, opts)
+  return (thread_map(self, 2, fn, list, opts))
 end
 
 -- pool:imap_unordered(fn, list [, chunksize]) -> iterator over results as they complete
@@ -96,7 +111,7 @@ end
 pm.imap_unordered = thread.pool_imap_unordered
 
 -- pool:apply(fn, ...) -> fn's results (submit and await).
-function pm:apply(fn, ...) return self:submit(fn, ...):await() end
+function pm:apply(fn, ...) return self:_submit_at(2, fn, ...):await() end
 pm.run = pm.apply
 
 -- pool:close{wait=true, cancel_pending=false}: no more jobs; with wait, returns once every
@@ -118,7 +133,8 @@ end
 -- 10 ms between tries, so the loop keeps running.
 local poll_acquire = thread.poll_acquire
 local function acquire(self, timeout)
-  return poll_acquire(self.try_acquire, self, timeout and core.now() + timeout, 0.0005)
+  local got, why = poll_acquire(self.try_acquire, self, timeout and core.now() + timeout, 0.0005, 2)
+  return got, why
 end
 
 -- process.lock() -> lock: :acquire([timeout]) -> lock (usable as `local _ <close> =

@@ -474,19 +474,21 @@ end }
 commands.tasks = { "list live tasks (and pool jobs): id, name, state, age, waiting on, spawn site",
 function()
   local list = user_tasks()
-  for _, j in ipairs(user_jobs()) do
+  for _, j in ipairs(user_jobs()) do  -- a job's name is its pool's; its id (T7, P3) tells the kind
     local ok, name = pcall(field, j.job, "name")
-    list[#list + 1] = setmetatable({ name = j.kind .. ":" .. tostring(ok and name or "?") },
+    list[#list + 1] = setmetatable({ name = tostring(ok and name or "?") },
                                    { __index = function(_, k) return j.job[k] end })
   end
   if #list == 0 then out("no tasks\n") return end
-  local rows = { pad("ID", 5) .. pad("NAME", 18) .. pad("STATE", 10) .. pad("AGE", 8)
+  local idw = 5  -- the ID column fits every id: :where and :cancel take them whole
+  for _, info in ipairs(list) do idw = math.max(idw, #tostring(field(info, "id")) + 1) end
+  local rows = { pad("ID", idw) .. pad("NAME", 18) .. pad("STATE", 10) .. pad("AGE", 8)
                  .. pad("WAITING ON", 34) .. "SPAWNED AT" }
   for _, info in ipairs(list) do
     local age = tonumber(field(info, "age"))
     local waiting = tostring(field(info, "waiting_on", "waiting") or "")
     waiting = waiting:gsub("(%d+%.%d)%d+", "%1")   -- "sleep (59.98977 s)" -> "sleep (59.9 s)"
-    rows[#rows + 1] = pad(field(info, "id"), 5) .. pad(field(info, "name"), 18)
+    rows[#rows + 1] = pad(field(info, "id"), idw) .. pad(field(info, "name"), 18)
       .. pad(field(info, "state", "status"), 10)
       .. pad(age and ("%.1fs"):format(age) or "", 8)
       .. pad(waiting, 34)

@@ -163,7 +163,7 @@ rx.Subscriber = Subscriber
 
 -- rx.create(fn): fn(subscriber) produces values and may return a teardown.
 function rx.create(fn)
-  assert(type(fn) == "function", "rx.create expects a function")
+  if type(fn) ~= "function" then error("rx.create expects a function", 2) end
   return setmetatable({ _fn = fn }, Observable)
 end
 local create = rx.create

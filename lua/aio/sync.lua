@@ -75,6 +75,16 @@ local function await_waiter(ws, label)
   return err
 end
 
+-- Misuse raises at the user's call: error levels are counted as error() counts them, and a
+-- helper that raises for a function reached from several depths (release from a call, from
+-- <close>, from a condition) takes the level of its caller.
+
+-- Raises (at the caller of the function that checks) unless n is a non-negative integer.
+local function check_count(n, what)
+  if math.type(n) ~= "integer" or n < 0 then error(what .. " must be a non-negative integer", 3) end
+  return n
+end
+
 -- ---- Semaphore --------------------------------------------------------------------------------
 
 local Semaphore = {__name = "aio.semaphore"}
@@ -83,8 +93,7 @@ Semaphore.__index = Semaphore
 -- aio.semaphore(n [, {bounded=true}]) -> semaphore with n permits. Bounded by default: releasing
 -- more than acquired raises.
 function sync.semaphore(n, opts)
-  n = n or 1
-  assert(math.type(n) == "integer" and n >= 0, "semaphore value must be a non-negative integer")
+  n = check_count(n or 1, "semaphore value")
   local bounded = not (opts and opts.bounded == false)
   return setmetatable({value = n, limit = bounded and n or math.huge, waiters = waiters()}, Semaphore)
 end
@@ -109,14 +118,17 @@ function Semaphore:try_acquire()
 end
 
 -- sem:release(): hands the permit to the first waiter, or returns it to the pool.
-function Semaphore:release()
+function Semaphore:release() self:_release(2) end
+
+-- release, raising at `level` (counted in the caller) when it would release too many times.
+function Semaphore:_release(level)
   if self.waiters:wake_one() then return end
-  if self.value >= self.limit then error("semaphore released too many times", 2) end
+  if self.value >= self.limit then error("semaphore released too many times", level + 1) end
   self.value = self.value + 1
 end
 
 function Semaphore:locked() return self.value == 0 end
-Semaphore.__close = function(self) self:release() end
+Semaphore.__close = function(self) self:_release(2) end  -- level 2: the scope that closed
 
 -- sem:with(fn, ...) -> fn's results, holding a permit.
 function Semaphore:with(fn, ...)
@@ -152,10 +164,13 @@ function Lock:try_acquire()
   return true
 end
 
-function Lock:release()
-  if self.value > 0 and self.waiters:empty() then error("lock is not acquired", 2) end
+function Lock:release() self:_release(2) end
+
+-- release, raising at `level` (counted in the caller) when the lock is not held.
+function Lock:_release(level)
+  if self.value > 0 and self.waiters:empty() then error("lock is not acquired", level + 1) end
   self.owner = nil
-  Semaphore.release(self)
+  Semaphore._release(self, level + 1)
 end
 
 function Lock:__tostring()
@@ -202,13 +217,16 @@ function sync.condition(lock)
 end
 
 function Condition:acquire() self.lock:acquire(); return self end
-function Condition:release() self.lock:release() end
-Condition.__close = function(self) self:release() end
+function Condition:release() self.lock:_release(2) end
+Condition.__close = function(self) self.lock:_release(2) end
 function Condition:locked() return self.lock:locked() end
 
 -- cond:wait(): releases the lock, waits for notify, re-acquires the lock (even when cancelled).
-function Condition:wait()
-  if not self.lock:locked() then error("cannot wait on an un-acquired condition", 2) end
+function Condition:wait() return (self:_wait(2)) end
+
+-- wait, raising at `level` (counted in the caller) when the lock is not held.
+function Condition:_wait(level)
+  if not self.lock:locked() then error("cannot wait on an un-acquired condition", level + 1) end
   local f = self.waiters:push("condition")
   self.lock:release()
   local ok, err = pcall(f.await, f)
@@ -232,7 +250,7 @@ end
 function Condition:wait_for(pred)
   local v = pred()
   while not v do
-    self:wait()
+    self:_wait(2)
     v = pred()
   end
   return v
@@ -305,10 +323,8 @@ local heap = {
   size = function(s) return s.n end,
 }
 
--- Makes a queue of the given store kind.
+-- Makes a queue of the given store kind (maxsize checked).
 local function new_queue(store, maxsize)
-  maxsize = maxsize or 0
-  assert(math.type(maxsize) == "integer" and maxsize >= 0, "maxsize must be a non-negative integer")
   return setmetatable({store = store, items = store.new(), maxsize = maxsize,
                        getters = waiters(), putters = waiters(), unfinished = 0,
                        all_done = sync.event(), closed = false}, Queue)
@@ -316,9 +332,9 @@ end
 
 -- aio.queue([maxsize]) -> FIFO queue (0 = unbounded). aio.lifo_queue, aio.priority_queue alike:
 -- a priority queue's put takes (item [, priority]); lower priorities come out first.
-function sync.queue(maxsize) return new_queue(fifo, maxsize) end
-function sync.lifo_queue(maxsize) return new_queue(lifo, maxsize) end
-function sync.priority_queue(maxsize) return new_queue(heap, maxsize) end
+function sync.queue(maxsize) return new_queue(fifo, check_count(maxsize or 0, "maxsize")) end
+function sync.lifo_queue(maxsize) return new_queue(lifo, check_count(maxsize or 0, "maxsize")) end
+function sync.priority_queue(maxsize) return new_queue(heap, check_count(maxsize or 0, "maxsize")) end
 
 function Queue:size() return self.store.size(self.items) end
 function Queue:empty() return self:size() == 0 end

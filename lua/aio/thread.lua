@@ -20,26 +20,55 @@ M.current = c.current
 local methods = c.pool_methods
 local unpack, select, type = table.unpack, select, type
 
+-- Misuse raises at the user's call. A C function wrapped here is called under pcall: its error
+-- then carries no position (its caller, pcall, is a C function) and the wrapper raises it again
+-- with error(e, level) (values that are not strings, cancellations among them, pass as they
+-- are). A helper that raises takes `level`: where the error goes, counted as error() counts it
+-- in the helper's caller (so a helper passes level + 1 to the helpers it calls).
+
+-- Raises at `level` unless v, argument `arg` of `fname`, is of type `want`.
+local function check_type(v, want, arg, fname, level)
+  if type(v) ~= want then
+    error(("bad argument #%d to '%s' (%s expected, got %s)"):format(arg, fname, want, type(v)), level + 1)
+  end
+end
+
+-- A wait's timeout, argument `arg` of the method `fname`, as a number (nil: none); raises at
+-- the method's caller (level 3 from here) unless it is one.
+local function timeout_arg(timeout, arg, fname)
+  if timeout == nil then return nil end
+  local t = tonumber(timeout)
+  if not t then
+    error(("bad argument #%d to '%s' (number expected, got %s)"):format(arg, fname, type(timeout)), 3)
+  end
+  return t
+end
+
 -- Tracks submitted jobs so the REPL's :tasks (and anyone) can list them with the tasks:
 -- returns wrap(methods), which makes methods.submit record each job, and jobs() -> the
--- unfinished ones as records {id, name, state, age, waiting_on, site}. Weak keys: a finished
--- job's future is forgotten with it. Shared by thread and process pools.
+-- unfinished ones as records {id, name (the pool's), state, age, waiting_on, site}. Weak keys: a
+-- finished job's future is forgotten with it. Shared by thread and process pools.
 function M.job_tracker(prefix, where)
   local live, next_id, now = setmetatable({}, {__mode = "k"}), 0, core.now
   local function wrap(pool_methods)
-    local c_submit = pool_methods.submit
-    pool_methods.submit = function(self, fn, ...)
-      local f = c_submit(self, fn, ...)
+    local c_submit, name = pool_methods.submit, pool_methods.name
+    -- pool:_submit_at(level, fn, ...): submit, raising misuse (a closed pool) at `level`.
+    local function submit_at(self, level, fn, ...)
+      check_type(fn, "function", 1, "submit", level + 1)
+      local ok, f = pcall(c_submit, self, fn, ...)
+      if not ok then error(f, level + 1) end
       next_id = next_id + 1
-      live[f] = {next_id, now(), self}
+      live[f] = {next_id, now(), name(self)}
       return f
     end
+    pool_methods._submit_at = submit_at
+    pool_methods.submit = function(self, fn, ...) return (submit_at(self, 2, fn, ...)) end
   end
   local function jobs()
     local list, t = {}, now()
     for f, r in pairs(live) do
       if not f:done() then
-        list[#list + 1] = {id = prefix .. r[1], seq = r[1], name = tostring(r[3]), state = "pending",
+        list[#list + 1] = {id = prefix .. r[1], seq = r[1], name = r[3], state = "pending",
                            age = t - r[2], waiting_on = where, site = "", future = f}
       end
     end
@@ -59,7 +88,9 @@ end
 -- core count), each with its own Lua state in which init() runs once.
 function M.pool(opts)
   opts = M.pool_options(opts)
-  return c.pool(opts.size, opts.init, opts.name)
+  local ok, pool = pcall(c.pool, opts.size, opts.init, opts.name)
+  if not ok then error(pool, 2) end
+  return pool
 end
 
 -- The options of a pool constructor: a table, a size, or nil (shared with process pools).
@@ -82,21 +113,22 @@ local function wake_up(w)
 end
 
 -- Checks a map option that counts (chunksize, limit): 0 or less would never finish (no job in
--- flight, or chunks that take nothing from the list), so it raises.
-local function check_count(v, what)
+-- flight, or chunks that take nothing from the list), so it raises (at `level`).
+local function check_count(v, what, level)
   local n = math.tointeger(v)
-  if not n or n < 1 then error(what .. " must be a whole number of at least 1", 3) end
+  if not n or n < 1 then error(what .. " must be a whole number of at least 1", level + 1) end
   return n
 end
 
--- pool:map(fn, list [, {ordered=true, limit=, chunksize=, on_progress=fn(done, total)}])
--- -> results. At most `limit` jobs are in flight (default 2 per worker); with ordered=false the
--- results come in completion order. The first error cancels the rest and is raised.
-function methods:map(fn, list, opts)
+-- The bounded map behind pool:map, shared with process pools (it needs :_submit_at and :size):
+-- raises misuse at `level`.
+local function map(self, level, fn, list, opts)
+  check_type(fn, "function", 1, "map", level + 1)
+  check_type(list, "table", 2, "map", level + 1)
   opts = opts or {}
   local n = list.n or #list
-  local chunksize = check_count(opts.chunksize or 1, "chunksize")
-  local limit = check_count(opts.limit or self:size() * 2, "limit")
+  local chunksize = check_count(opts.chunksize or 1, "chunksize", level + 1)
+  local limit = check_count(opts.limit or self:size() * 2, "limit", level + 1)
   local ordered = opts.ordered ~= false
   local on_progress = opts.on_progress
   local results, rn = {n = n}, 0
@@ -114,12 +146,12 @@ function methods:map(fn, list, opts)
     while nextitem <= n and ninflight < limit do
       local f, first = nil, nextitem
       if chunksize == 1 then
-        f = self:submit(fn, list[nextitem])
+        f = self:_submit_at(level + 1, fn, list[nextitem])
         nextitem = nextitem + 1
       else
         local last = math.min(n, nextitem + chunksize - 1)
         local chunk = table.move(list, nextitem, last, 1, {n = last - nextitem + 1})
-        f = self:submit(apply_chunk, fn, chunk)
+        f = self:_submit_at(level + 1, apply_chunk, fn, chunk)
         nextitem = last + 1
       end
       inflight[f] = first
@@ -154,11 +186,18 @@ function methods:map(fn, list, opts)
   return results
 end
 
+-- pool:map(fn, list [, {ordered=true, limit=, chunksize=, on_progress=fn(done, total)}])
+-- -> results. At most `limit` jobs are in flight (default 2 per worker); with ordered=false the
+-- results come in completion order. The first error cancels the rest and is raised.
+function methods:map(fn, list, opts) return (map(self, 2, fn, list, opts)) end
+
 -- pool:imap_unordered(fn, list [, chunksize]) -> an iterator over results as jobs complete
 -- (at most 2 jobs per worker in flight; a job's error is raised by the iterator; as with any
 -- Lua iterator, a nil result ends the loop early).
 function methods:imap_unordered(fn, list, chunksize)
-  chunksize = check_count(chunksize or 1, "chunksize")
+  check_type(fn, "function", 1, "imap_unordered", 2)
+  check_type(list, "table", 2, "imap_unordered", 2)
+  chunksize = check_count(chunksize or 1, "chunksize", 2)
   local n = list.n or #list
   local limit = self:size() * 2
   local nexti, inflight, ready, wake = 1, 0, {}, nil
@@ -168,11 +207,11 @@ function methods:imap_unordered(fn, list, chunksize)
     ready[#ready + 1] = f
     local w = wake; wake = nil; wake_up(w)
   end
-  local function submit_more()
+  local function submit_more(level)
     while nexti <= n and inflight < limit do
       local last = math.min(n, nexti + chunksize - 1)
       local chunk = table.move(list, nexti, last, 1, {n = last - nexti + 1})
-      local f = self:submit(apply_chunk, fn, chunk)
+      local f = self:_submit_at(level + 1, apply_chunk, fn, chunk)
       inflight = inflight + 1
       running[f] = true
       core.on_done(f, on_finished)
@@ -185,7 +224,7 @@ function methods:imap_unordered(fn, list, chunksize)
         bi = bi + 1
         return buf[bi - 1]
       end
-      submit_more()
+      submit_more(2)  -- (a closed pool raises at the loop that calls this iterator)
       if #ready == 0 then
         if inflight == 0 then return nil end
         wake = core.future("imap_unordered")
@@ -214,7 +253,7 @@ end
 
 -- pool:run(fn, ...) -> fn's results: submit and await in one call.
 function methods:run(fn, ...)
-  return self:submit(fn, ...):await()
+  return self:_submit_at(2, fn, ...):await()
 end
 
 local default_pool
@@ -229,22 +268,27 @@ function M.default_pool()
   return default_pool
 end
 
--- thread.to_thread(fn, ...) -> fn's results, run on the default pool (asyncio.to_thread).
+-- thread.to_thread(fn, ...) -> fn's results, run on the default pool (asyncio.to_thread;
+-- aio.to_thread tail-calls it, so level 2 is its caller's too).
 function M.to_thread(fn, ...)
-  return M.default_pool():submit(fn, ...):await()
+  return M.default_pool():_submit_at(2, fn, ...):await()
 end
 
 -- thread.run_in_executor(pool, fn, ...) -> a future (loop.run_in_executor; pool nil: default).
 function M.run_in_executor(pool, fn, ...)
-  return (pool or M.default_pool()):submit(fn, ...)
+  return ((pool or M.default_pool()):_submit_at(2, fn, ...))
 end
 
 -- Waits on the loop, without stopping it, for try(obj) to succeed: tries, sleeps `pause`
 -- seconds, doubling up to 10 ms (as workers poll their cancel flag), until the loop time
--- `deadline` (nil: none). Returns obj, or nil, "timeout". The locks a task cannot wait for in
--- the OS (a thread.mutex on the loop, process.lock and process.semaphore) all wait so.
-function M.poll_acquire(try, obj, deadline, pause)
-  while not try(obj) do
+-- `deadline` (nil: none). Returns obj, or nil, "timeout"; a try that raises (a process.lock
+-- this process holds already) raises at `level`. The locks a task cannot wait for in the OS (a
+-- thread.mutex on the loop, process.lock and process.semaphore) all wait so.
+function M.poll_acquire(try, obj, deadline, pause, level)
+  while true do
+    local ok, got = pcall(try, obj)
+    if not ok then error(got, level + 1) end
+    if got then break end
     local left = deadline and deadline - core.now()
     if left and left <= 0 then return nil, "timeout" end
     core.sleep(left and math.min(pause, left) or pause)
@@ -261,17 +305,23 @@ do
   local mm = debug.getregistry()["aio.thread.mutex"].__index
   local raw_lock, try_lock, held_here = mm.lock, mm.try_lock, mm._held_here
   function mm.lock(m, timeout)
+    timeout = timeout_arg(timeout, 1, "lock")
     if (c.current()) ~= "main" or not core.current() or not coroutine.isyieldable() then
-      return raw_lock(m, timeout)  -- a worker, the top level, or where a task cannot suspend
+      -- a worker, the top level, or where a task cannot suspend: the OS wait
+      local ok, got, why = pcall(raw_lock, m, timeout)
+      if not ok then error(got, 2) end
+      return got, why
     end
     if try_lock(m) then return m end
     if held_here(m) then error("deadlock: this task already holds the mutex", 2) end
-    return M.poll_acquire(try_lock, m, timeout and timeout >= 0 and core.now() + timeout, 0.001)
+    local got, why = M.poll_acquire(try_lock, m, timeout and timeout >= 0 and core.now() + timeout, 0.001, 2)
+    return got, why
   end
 end
 
--- The bounded map and imap above, shared with process pools (they need :submit and :size).
-M.pool_map = methods.map
+-- The bounded map (with its level first) and imap above, shared with process pools (they need
+-- :_submit_at and :size).
+M.pool_map = map
 M.pool_imap_unordered = methods.imap_unordered
 
 return M

@@ -80,7 +80,7 @@ end
 -- Starts recording to file p: every task (spawned from Lua or C: server handlers, callbacks,
 -- combinators) becomes a span. Raises when p cannot be created.
 function trace.start(p)
-  assert(p, "trace.start: file name required")
+  if not p then error("trace.start: file name required", 2) end
   local ok, err = creatable(p)
   if not ok then error(err, 2) end
   return start(p)
