@@ -520,6 +520,20 @@ describe("shared state", function()
     first:await()
   end))
 
+  -- The holder on the loop is the task, also inside a plain coroutine it resumes: a relock
+  -- from there waited for itself until its timeout (or forever) instead of raising.
+  it("a task holds a mutex also inside its own coroutines: relock raises, unlock works", async(function()
+    local m = thread.mutex()
+    m:lock()
+    local relock = coroutine.wrap(function() return m:lock(0.5) end)
+    local ok, err = pcall(relock)
+    assert.is_false(ok)
+    assert.matches("deadlock: this task already holds the mutex", err)
+    coroutine.wrap(function() m:unlock() end)()
+    assert.equal(m, m:try_lock())
+    m:unlock()
+  end))
+
   it("mutex reports a self-deadlock and supports timeouts", async(function()
     local m = thread.mutex()
     m:lock()

@@ -311,7 +311,7 @@ typedef struct mutex {
   int refs;
   pthread_mutex_t mu;  /* error-checking: relocking by the holder reports a deadlock */
   struct mutex *held_next;  /* in the holder thread's `held` list (touched by the holder only) */
-  lua_State *loop_holder;   /* loop thread only: the coroutine on the loop that holds it */
+  const void *loop_holder;  /* loop thread only: who holds it there (loop_owner: tasks share a thread) */
 } mutex;
 
 /* The mutexes this OS thread holds, each with a reference. A worker thread outlives its jobs:
@@ -376,6 +376,13 @@ static int l_mutex(lua_State *L) {
   return 1;
 }
 
+/* Who takes a mutex on the loop's thread, where tasks share the thread pthread sees: the task
+** running L (also from a plain coroutine it resumes), else L itself. */
+static const void *loop_owner(lua_State *L) {
+  aio_task *t = aio_current_task(L);
+  return t ? (const void *)t : (const void *)L;
+}
+
 /* m:lock([timeout]) -> m (usable as `local _ <close> = m:lock()`), or nil, "timeout".
 ** In a worker job the wait polls the cancel flag, so a cancelled job does not stay stuck. */
 static int mutex_lock(lua_State *L) {
@@ -391,7 +398,7 @@ static int mutex_lock(lua_State *L) {
   }
   if (rc != 0) return luaL_error(L, "mutex lock: %s", strerror(rc));
   held_add(m);
-  if (!aio_worker_of(L)) m->loop_holder = L;
+  if (!aio_worker_of(L)) m->loop_holder = loop_owner(L);
   lua_settop(L, 1);
   return 1;
 }
@@ -402,7 +409,7 @@ static int mutex_trylock(lua_State *L) {
   int rc = pthread_mutex_trylock(&m->mu);
   if (rc == 0) {
     held_add(m);
-    if (!aio_worker_of(L)) m->loop_holder = L;
+    if (!aio_worker_of(L)) m->loop_holder = loop_owner(L);
     lua_settop(L, 1);
     return 1;
   }
@@ -415,7 +422,7 @@ static int mutex_unlock(lua_State *L) {
   mutex *m = (mutex *)aio_share_check(L, 1, MUTEX_MT);
   int onloop = !aio_worker_of(L);
   /* tasks share the loop's thread, which pthread sees as the owner: tell them apart here */
-  if (onloop && m->loop_holder && m->loop_holder != L)
+  if (onloop && m->loop_holder && m->loop_holder != loop_owner(L))
     return luaL_error(L, "unlock of a mutex this task does not hold");
   if (!held_take(m)) return luaL_error(L, "unlock of a mutex this thread does not hold");
   if (onloop) m->loop_holder = NULL;
@@ -428,7 +435,7 @@ static int mutex_unlock(lua_State *L) {
 ** loop-side lock tells a relock by the holder, an error, from a wait for another task). */
 static int mutex_held_here(lua_State *L) {
   mutex *m = (mutex *)aio_share_check(L, 1, MUTEX_MT);
-  lua_pushboolean(L, !aio_worker_of(L) && m->loop_holder == L);
+  lua_pushboolean(L, !aio_worker_of(L) && m->loop_holder == loop_owner(L));
   return 1;
 }
 
