@@ -404,6 +404,13 @@ static int l_check_header(lua_State *L) {
   return 1;
 }
 
+/* Appends v in decimal to b (snprintf took ~900 instructions a call, two calls a response). */
+static void add_decimal(aio_buf *b, unsigned long long v) {
+  char d[24], *e = d + sizeof d, *s = e;
+  do { *--s = (char)('0' + v % 10); v /= 10; } while (v);
+  aio_buf_try_add(b, s, (size_t)(e - s));
+}
+
 /* Non-zero if header name k (kl bytes) is lit, ignoring case. */
 #define NAME_IS(k, kl, lit) ((kl) == sizeof(lit) - 1 && strncasecmp((k), (lit), sizeof(lit) - 1) == 0)
 
@@ -425,10 +432,13 @@ static int says_close(const char *v, size_t vl) {
 ** the body a GET would get). Raw C buffer on purpose: a luaL_Buffer may push a box mid-way,
 ** which would break the lua_next walk of the headers. */
 static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, int hidx, long long body_len) {
-  char line[160];
   int has_ct = 0, has_date = 0, has_length = 0, is_head = p->head_only;  /* (format_head sets it) */
-  int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, reason(status));
-  aio_buf_try_add(b, line, (size_t)n);
+  SB_LIT(b, "HTTP/1.1 ");
+  add_decimal(b, (unsigned long long)status);
+  SB_LIT(b, " ");
+  const char *phrase = reason(status);
+  aio_buf_try_add(b, phrase, strlen(phrase));
+  SB_LIT(b, "\r\n");
   if (hidx && lua_type(L, hidx) == LUA_TTABLE) {
     lua_pushnil(L);
     while (lua_next(L, hidx)) {
@@ -445,7 +455,7 @@ static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, 
       lua_pop(L, 2);
     }
   }
-  if (!has_date) { SB_LIT(b, "Date: "); aio_buf_try_add(b, http_date(), strlen(http_date())); SB_LIT(b, "\r\n"); }
+  if (!has_date) { const char *d = http_date(); SB_LIT(b, "Date: "); aio_buf_try_add(b, d, strlen(d)); SB_LIT(b, "\r\n"); }
   int bodyless = status == 204 || status == 304;  /* no body, no length */
   if (status == 205) body_len = 0;                /* RFC 9110 15.3.6: no content, say so */
   if (bodyless || status == 205) p->head_only = 1;
@@ -453,8 +463,9 @@ static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, 
   if (bodyless || has_length) {
     /* RFC 9110 forbids Content-Length on 204 (ours would not describe a 304); a HEAD's own stays */
   } else if (body_len >= 0) {
-    n = snprintf(line, sizeof line, "Content-Length: %lld\r\n", body_len);
-    aio_buf_try_add(b, line, (size_t)n);
+    SB_LIT(b, "Content-Length: ");
+    add_decimal(b, (unsigned long long)body_len);
+    SB_LIT(b, "\r\n");
   } else if (!p->http10) {
     SB_LIT(b, "Transfer-Encoding: chunked\r\n");
     p->chunked = 1;
