@@ -485,10 +485,10 @@ static int too_big(conn *c, size_t n) {
   return 0;
 }
 
-/* Steps through hdrs' "name\0value\0" pairs from *i up to end; 0 when there are no more. */
-static int hdr_next(const conn *c, size_t *i, size_t end, const char **k, size_t *kl, const char **v, size_t *vl) {
+/* Steps through the "name\0value\0" pairs of h from *i up to end; 0 when there are no more. */
+static int hdr_next(const char *h, size_t *i, size_t end, const char **k, size_t *kl, const char **v, size_t *vl) {
   if (*i >= end) return 0;
-  *k = c->hdrs.data + *i;
+  *k = h + *i;
   *kl = strnlen(*k, end - *i);
   if (*i + *kl + 1 >= end) return 0;
   *v = *k + *kl + 1;
@@ -681,11 +681,11 @@ static size_t path_start(const char *u, size_t n) {
   return i;
 }
 
-/* Pushes a table of the header pairs in hdrs[from, to): repeats joined by ", ". */
-static void push_headers(lua_State *L, conn *c, size_t from, size_t to) {
+/* Pushes a table of the header pairs in h[from, to): repeats joined by ", ". */
+static void push_headers(lua_State *L, const char *h, size_t from, size_t to) {
   const char *k, *v; size_t kl, vl, i = from;
   lua_createtable(L, 0, 8);
-  while (hdr_next(c, &i, to, &k, &kl, &v, &vl)) {
+  while (hdr_next(h, &i, to, &k, &kl, &v, &vl)) {
     lua_pushlstring(L, k, kl);
     lua_pushvalue(L, -1);
     if (lua_rawget(L, -3) == LUA_TSTRING) {
@@ -736,11 +736,14 @@ static int on_message_complete(llhttp_t *p) {
   else lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
   lua_setfield(L, -2, "version");
   lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len); lua_setfield(L, -2, "body");
+  /* The headers as they came ("name\0value\0"...): the facade makes req.headers of them on
+  ** first use (server_c.headers), which most handlers never make. */
+  const char *h = c->hdrs.data ? c->hdrs.data : "";
   size_t trailers = c->trailers_at < c->hdrs.len ? c->trailers_at : c->hdrs.len;
-  push_headers(L, c, 0, trailers);
-  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, h, trailers);
+  lua_setfield(L, -2, "_headers");
   if (trailers < c->hdrs.len) {
-    push_headers(L, c, trailers, c->hdrs.len);
+    push_headers(L, h, trailers, c->hdrs.len);
     lua_setfield(L, -2, "trailers");
   }
   sl->task = aio_spawn(L, 3);
@@ -748,6 +751,14 @@ static int on_message_complete(llhttp_t *p) {
   lua_settop(L, top);
   if (sl->close) return HPE_PAUSED;           /* no more requests on this connection */
   return 0;
+}
+
+/* server_c.headers(raw) -> the table of a request's "name\0value\0"... headers (req.headers). */
+static int l_headers(lua_State *L) {
+  size_t n;
+  const char *h = luaL_checklstring(L, 1, &n);
+  push_headers(L, h, 0, n);
+  return 1;
 }
 
 /* ---- reading ---------------------------------------------------------------------------- */
@@ -1195,6 +1206,7 @@ int luaopen_aio_http_server_c(lua_State *L) {
     {"drain", l_drain}, {"abort", l_abort}, {"peer", l_peer}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"listen", l_listen}, {"unescape", l_unescape},
                                    {"decode_query", l_decode_query}, {"check_header", l_check_header},
+                                   {"headers", l_headers},
                                    {NULL, NULL}};
   luaL_newmetatable(L, SERVER_MT);
   luaL_newlib(L, srv_methods);

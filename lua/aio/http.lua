@@ -179,7 +179,7 @@ end
 -- Server
 ---------------------------------------------------------------------------------------------
 
--- The request: method, target, path, query (decoded lazily), headers, body, version.
+-- The request: method, target, path, query and headers (both made on first use), body, version.
 local Req = {}
 Req.__name = "aio.http.request"
 Req.__index = function(req, k)
@@ -187,6 +187,10 @@ Req.__index = function(req, k)
     local q = http.decode_query(rawget(req, "raw_query"))
     rawset(req, "query", q)
     return q
+  elseif k == "headers" then
+    local h = SC.headers(rawget(req, "_headers"))
+    rawset(req, "headers", h)
+    return h
   end
   return nil
 end
@@ -322,7 +326,7 @@ function http.serve(opts)
   -- a header that cannot be sent) is logged with its traceback and becomes a 500 while nothing
   -- was sent; after the head it ends the connection; after the end it is only logged.
   local function dispatch(conn, seq, req)
-    setmetatable(req, Req)              -- C gave target, path (decoded), raw_query, conn
+    setmetatable(req, Req)              -- C gave target, path (decoded), raw_query, _headers, conn
     local res = setmetatable({ _conn = conn, _seq = seq, _status = 200 }, Res)
     local tr = tracer()
     local t0 = tr and aio.now()
