@@ -1095,13 +1095,15 @@ static int check_status(lua_State *L, int idx) {
   return (int)n;
 }
 
-/* conn:respond(seq, status, headers|nil, body) → true, or false if the client has gone. */
+/* conn:respond(seq, status, headers|nil, body|nil) → true, or false if the client has gone.
+** The body goes through tostring (__tostring included); nil is an empty body. */
 static int l_respond(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
   int status = check_status(L, 3);
   size_t blen = 0;
-  const char *body = luaL_optlstring(L, 5, "", &blen);
+  const char *body = lua_type(L, 5) == LUA_TSTRING ? lua_tolstring(L, 5, &blen)
+                   : lua_isnoneornil(L, 5) ? "" : luaL_tolstring(L, 5, &blen);
   if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
   scratch.len = 0;
   format_head(L, &scratch, c, p, status, 4, (long long)blen);

@@ -200,9 +200,12 @@ local Res = {}
 Res.__index = Res
 Res.__name = "aio.http.response"
 
+local mtype, tointeger = math.type, math.tointeger
+
 -- The status n as an integer; raises (at the caller's caller) unless it is a final status 200..599.
 local function check_status(n)
-  local i = math.type(n) and math.tointeger(n)
+  if mtype(n) == "integer" and n >= 200 and n <= 599 then return n end
+  local i = mtype(n) and tointeger(n)
   if not i or i < 200 or i > 599 then
     error(string.format("http: status must be an integer from 200 to 599, got %s", tostring(n)), 3)
   end
@@ -250,7 +253,7 @@ function Res:finish(body)
     if body ~= nil then self._conn:write(self._seq, tostring(body)) end
     self._conn:finish(self._seq)
   else
-    self._conn:respond(self._seq, self._status, self._headers, body ~= nil and tostring(body) or "")
+    self._conn:respond(self._seq, self._status, self._headers, body)   -- (C applies tostring)
   end
   self._finished = true
   return self
@@ -317,9 +320,9 @@ function http.serve(opts)
     if type(s) == "number" then
       res._status = check_status(s)
       res._headers = h or res._headers
-      return res:finish(b == nil and "" or b)
+      return res:finish(b)
     end
-    return res:finish(s == nil and "" or s)
+    return res:finish(s)
   end
 
   -- The task of one request: any error on the way to the answer (the handler's, a bad status,
