@@ -84,6 +84,7 @@ struct srv {
   uv_tcp_t *listener;              /* malloc'd; NULL once closed */
   uv_timer_t *sweep;
   int handler_ref, self_ref;
+  int keys_ref, req_mt_ref;        /* request_keys as Lua strings; the facade's request metatable */
   conn *conns; int nconns;
   size_t max_body, max_header;
   int max_pipeline;                /* requests in flight per connection (the last says close) */
@@ -695,6 +696,52 @@ static void push_headers(lua_State *L, const char *h, size_t from, size_t to) {
   }
 }
 
+/* The names of the request fields C sets, in the order of the server's key table (keys_ref):
+** pushed from there, a key costs a rawgeti where lua_setfield looked the name up each time. */
+enum { RK_METHOD = 1, RK_CONN, RK_TARGET, RK_PATH, RK_RAW_QUERY, RK_VERSION, RK_BODY, RK_HEADERS, RK_TRAILERS };
+static const char *const request_keys[] = {
+  "method", "conn", "target", "path", "raw_query", "version", "body", "_headers", "trailers" };
+
+/* Pushes the request table, with the facade's metatable: method, conn, target, path (decoded),
+** raw_query, version, body, _headers (the headers as they came, "name\0value\0"...: the facade
+** makes req.headers of them on first use, which most handlers never make), and trailers when a
+** chunked body had some. */
+static void push_request(lua_State *L, srv *s, conn *c, llhttp_t *p) {
+  aio_pushref(L, s->keys_ref);
+  int keys = lua_gettop(L);
+  lua_createtable(L, 0, 10);                  /* sized for what C and the facade put in it */
+  lua_rawgeti(L, keys, RK_METHOD);
+  lua_pushstring(L, llhttp_method_name((llhttp_method_t)p->method)); lua_rawset(L, -3);
+  lua_rawgeti(L, keys, RK_CONN); aio_pushref(L, c->box_ref); lua_rawset(L, -3);
+  const char *u = c->url.data ? c->url.data : "";
+  lua_rawgeti(L, keys, RK_TARGET); lua_pushlstring(L, u, c->url.len); lua_rawset(L, -3);
+  size_t from = path_start(u, c->url.len);
+  const char *qm = memchr(u + from, '?', c->url.len - from);
+  size_t plen = (qm ? (size_t)(qm - u) : c->url.len) - from;
+  lua_rawgeti(L, keys, RK_PATH);
+  if (plen == 0 && from > 0) lua_pushliteral(L, "/");   /* "http://host" or "http://host?q" */
+  else push_unescaped(L, u + from, plen, 0);
+  lua_rawset(L, -3);
+  lua_rawgeti(L, keys, RK_RAW_QUERY);
+  if (qm) lua_pushlstring(L, qm + 1, c->url.len - (size_t)(qm + 1 - u)); else lua_pushliteral(L, "");
+  lua_rawset(L, -3);
+  lua_rawgeti(L, keys, RK_VERSION);
+  if (p->http_major == 1 && p->http_minor == 1) lua_pushliteral(L, "1.1");
+  else lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
+  lua_rawset(L, -3);
+  lua_rawgeti(L, keys, RK_BODY);
+  lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len); lua_rawset(L, -3);
+  const char *h = c->hdrs.data ? c->hdrs.data : "";
+  size_t trailers = c->trailers_at < c->hdrs.len ? c->trailers_at : c->hdrs.len;
+  lua_rawgeti(L, keys, RK_HEADERS); lua_pushlstring(L, h, trailers); lua_rawset(L, -3);
+  if (trailers < c->hdrs.len) {
+    lua_rawgeti(L, keys, RK_TRAILERS); push_headers(L, h, trailers, c->hdrs.len); lua_rawset(L, -3);
+  }
+  aio_pushref(L, s->req_mt_ref);
+  lua_setmetatable(L, -2);
+  lua_remove(L, keys);
+}
+
 /* A request is complete: make its slot, build the req table and spawn the handler task. */
 static int on_message_complete(llhttp_t *p) {
   conn *c = p->data;
@@ -719,33 +766,7 @@ static int on_message_complete(llhttp_t *p) {
   aio_pushref(L, s->handler_ref);
   aio_pushref(L, c->box_ref);
   lua_pushinteger(L, sl->seq);
-  lua_createtable(L, 0, 10);                  /* sized for what C and the facade put in it */
-  lua_pushstring(L, llhttp_method_name((llhttp_method_t)p->method)); lua_setfield(L, -2, "method");
-  aio_pushref(L, c->box_ref); lua_setfield(L, -2, "conn");
-  const char *u = c->url.data ? c->url.data : "";
-  lua_pushlstring(L, u, c->url.len); lua_setfield(L, -2, "target");
-  size_t from = path_start(u, c->url.len);
-  const char *qm = memchr(u + from, '?', c->url.len - from);
-  size_t plen = (qm ? (size_t)(qm - u) : c->url.len) - from;
-  if (plen == 0 && from > 0) lua_pushliteral(L, "/");   /* "http://host" or "http://host?q" */
-  else push_unescaped(L, u + from, plen, 0);
-  lua_setfield(L, -2, "path");
-  if (qm) lua_pushlstring(L, qm + 1, c->url.len - (size_t)(qm + 1 - u)); else lua_pushliteral(L, "");
-  lua_setfield(L, -2, "raw_query");
-  if (p->http_major == 1 && p->http_minor == 1) lua_pushliteral(L, "1.1");
-  else lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
-  lua_setfield(L, -2, "version");
-  lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len); lua_setfield(L, -2, "body");
-  /* The headers as they came ("name\0value\0"...): the facade makes req.headers of them on
-  ** first use (server_c.headers), which most handlers never make. */
-  const char *h = c->hdrs.data ? c->hdrs.data : "";
-  size_t trailers = c->trailers_at < c->hdrs.len ? c->trailers_at : c->hdrs.len;
-  lua_pushlstring(L, h, trailers);
-  lua_setfield(L, -2, "_headers");
-  if (trailers < c->hdrs.len) {
-    push_headers(L, h, trailers, c->hdrs.len);
-    lua_setfield(L, -2, "trailers");
-  }
+  push_request(L, s, c, p);
   sl->task = aio_spawn(L, 3);
   sl->task_ref = aio_ref(L, -1);
   lua_settop(L, top);
@@ -885,6 +906,8 @@ static void srv_maybe_done(srv *s) {
     s->closed_fut = NULL;
   }
   if (s->handler_ref != LUA_NOREF) { aio_unref(L, s->handler_ref); s->handler_ref = LUA_NOREF; }
+  if (s->keys_ref != LUA_NOREF) { aio_unref(L, s->keys_ref); s->keys_ref = LUA_NOREF; }
+  if (s->req_mt_ref != LUA_NOREF) { aio_unref(L, s->req_mt_ref); s->req_mt_ref = LUA_NOREF; }
   if (s->box) s->box->s = NULL;               /* the Lua object now says "closed" */
   if (s->self_ref != LUA_NOREF) { int r = s->self_ref; s->self_ref = LUA_NOREF; aio_unref(L, r); }
   free(s);                                     /* no handle of ours refers to it any more */
@@ -950,13 +973,15 @@ static lua_Number opt_number(lua_State *L, const char *name, lua_Number dflt, in
   return n;
 }
 
-/* server_c.listen(host, port, dispatch, opts) → server.
+/* server_c.listen(host, port, dispatch, opts, request_mt) → server. request_mt is the metatable
+** of the request tables passed to dispatch.
 ** opts: max_body, max_header (bytes), header_timeout, idle_timeout (seconds), backlog,
 ** max_pipeline (requests in flight per connection), write_buffer (bytes: backpressure). */
 static int l_listen(lua_State *L) {
   const char *host = luaL_optstring(L, 1, "127.0.0.1");
   int port = (int)luaL_optinteger(L, 2, 0);
   luaL_checktype(L, 3, LUA_TFUNCTION);
+  luaL_checktype(L, 5, LUA_TTABLE);
   if (!settings_ready) {
     llhttp_settings_init(&settings);
     settings.on_message_begin = on_message_begin;
@@ -1029,6 +1054,13 @@ static int l_listen(lua_State *L) {
   uv_unref((uv_handle_t *)s->sweep);          /* the listener keeps the loop alive, not this */
   lua_pushvalue(L, 3);
   s->handler_ref = aio_ref(L, -1);
+  lua_pop(L, 1);
+  lua_createtable(L, RK_TRAILERS, 0);
+  for (int i = RK_METHOD; i <= RK_TRAILERS; i++) { lua_pushstring(L, request_keys[i - 1]); lua_rawseti(L, -2, i); }
+  s->keys_ref = aio_ref(L, -1);
+  lua_pop(L, 1);
+  lua_pushvalue(L, 5);
+  s->req_mt_ref = aio_ref(L, -1);
   lua_pop(L, 1);
   s->self_ref = aio_ref(L, -1);               /* alive while listening, whatever the script keeps */
   box->s = s;

@@ -328,8 +328,7 @@ function http.serve(opts)
   -- The task of one request: any error on the way to the answer (the handler's, a bad status,
   -- a header that cannot be sent) is logged with its traceback and becomes a 500 while nothing
   -- was sent; after the head it ends the connection; after the end it is only logged.
-  local function dispatch(conn, seq, req)
-    setmetatable(req, Req)              -- C gave target, path (decoded), raw_query, _headers, conn
+  local function dispatch(conn, seq, req)  -- req: a Req from C (target, path, raw_query, ...)
     local res = setmetatable({ _conn = conn, _seq = seq, _status = 200 }, Res)
     local tr = tracer()
     local t0 = tr and aio.now()
@@ -346,7 +345,7 @@ function http.serve(opts)
     if tr then tr.complete(req.method .. " " .. req.target, "http.server", t0, aio.now()) end
   end
 
-  local ok, s, err = pcall(SC.listen, host, opts.port or 0, dispatch, opts)  -- a bad option raises
+  local ok, s, err = pcall(SC.listen, host, opts.port or 0, dispatch, opts, Req)  -- a bad option raises
   if not ok then error(s, 2) end
   if not s then error(err, 2) end
   return setmetatable({ _s = s, host = host }, Server)
