@@ -154,6 +154,7 @@ describe("aio.http server", function()
         if p == "/numbody" then return 200, 42.5 end
         if p == "/objbody" then return res:finish(setmetatable({}, { __tostring = function() return "as text" end })) end
         if p == "/badbody" then return 200, setmetatable({}, { __tostring = function() error("bad body tostring") end }) end
+        if p == "/badchunk" then res:write(setmetatable({}, { __tostring = function() error("bad chunk tostring") end })) end
         if p == "/badtostring" then
           return 200, "x", { ["X-A"] = setmetatable({}, { __tostring = function() error("bad tostring") end }) }
         end
@@ -278,7 +279,8 @@ describe("aio.http server", function()
     for _, case in ipairs { { "/float", "status must be an integer from 200 to 599, got 200.5" },
                             { "/resfloat", "status must be an integer from 200 to 599, got 200.5" },
                             { "/badtostring", "bad tostring" },
-                            { "/badbody", "bad body tostring" } } do
+                            { "/badbody", "bad body tostring" },
+                            { "/badchunk", "bad chunk tostring" } } do   -- converted before the head goes
       seen.log = nil
       local r = client:get(srv:url(case[1]), { timeout = 2 })
       assert.are.equal(500, r.status)

@@ -1130,67 +1130,89 @@ static int check_status(lua_State *L, int idx) {
 /* Bytes a body or chunk may have to be copied after its head or chunk size: one write, not two. */
 #define SMALL_BODY 16384
 
+/* The value at idx as a string, through tostring (__tostring included; nil is "nil"). */
+static const char *to_text(lua_State *L, int idx, size_t *n) {
+  return lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, n) : luaL_tolstring(L, idx, n);
+}
+
+/* Sends what scratch holds (a head, or nothing), then d[0..n) as body bytes of slot p: framed as
+** a chunk when p is chunked, dropped for a HEAD answer; small data joins scratch in one write. */
+static void emit_body(conn *c, slot *p, const char *d, size_t n) {
+  if (p->head_only) n = 0;
+  int small = n <= SMALL_BODY;
+  if (n > 0 && p->chunked) { add_uint(&scratch, n, 16); SB_LIT(&scratch, "\r\n"); }
+  if (small && n > 0) {
+    aio_buf_try_add(&scratch, d, n);
+    if (p->chunked) SB_LIT(&scratch, "\r\n");
+  }
+  if (scratch.len) slot_emit(c, p, scratch.data, scratch.len);
+  if (!small) {
+    slot_emit(c, p, d, n);
+    if (p->chunked) slot_emit(c, p, "\r\n", 2);
+  }
+}
+
+/* Pushes the future a writer of slot p must await before writing more and returns 1, or
+** returns 0: the slot's output is over the high-water mark (the head slot's in libuv's write
+** queue, a later slot's in its buffer). */
+static int push_drain(lua_State *L, conn *c, slot *p) {
+  size_t n = p == c->shead ? uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) : p->out.len;
+  if (c->closing || n <= c->s->high_water) return 0;
+  if (c->drained && c->drained->state != AIO_PENDING) conn_wake_writers(c);  /* its waiter was cancelled */
+  if (c->drained) aio_pushref(L, c->drained_ref);
+  else {
+    c->drained = aio_future_new(L);
+    c->drained_ref = aio_ref(L, -1);
+  }
+  return 1;
+}
+
 /* conn:respond(seq, status, headers|nil, body|nil) → true, or false if the client has gone.
-** The body goes through tostring (__tostring included); nil is an empty body. */
+** The body goes through tostring; nil is an empty body. */
 static int l_respond(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
   int status = check_status(L, 3);
   size_t blen = 0;
-  const char *body = lua_type(L, 5) == LUA_TSTRING ? lua_tolstring(L, 5, &blen)
-                   : lua_isnoneornil(L, 5) ? "" : luaL_tolstring(L, 5, &blen);
+  const char *body = lua_isnoneornil(L, 5) ? "" : to_text(L, 5, &blen);
   if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
   scratch.len = 0;
   format_head(L, &scratch, c, p, status, 4, (long long)blen);
   p->started = 1;
-  if (!p->head_only && blen <= SMALL_BODY) aio_buf_try_add(&scratch, body, blen), blen = 0;
-  slot_emit(c, p, scratch.data, scratch.len);
-  if (!p->head_only && blen) slot_emit(c, p, body, blen);
+  emit_body(c, p, body, blen);
   p->finished = 1;
   conn_flush_slots(c);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* conn:start(seq, status, headers|nil) → true: sends the head of a streamed (chunked) body. */
+/* conn:start(seq, status, headers|nil [, chunk]) → as conn:write: sends the head of a streamed
+** (chunked) body with its first chunk (through tostring, before anything is sent). */
 static int l_start(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
   int status = check_status(L, 3);
-  if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
+  size_t n = 0;
+  const char *d = lua_isnone(L, 5) ? "" : to_text(L, 5, &n);
+  if (!c || p->started) return 0;
   scratch.len = 0;
   format_head(L, &scratch, c, p, status, 4, -1);
   p->started = 1;
-  slot_emit(c, p, scratch.data, scratch.len);
-  lua_pushboolean(L, 1);
-  return 1;
+  emit_body(c, p, d, n);
+  return push_drain(L, c, p);
 }
 
-/* conn:write(seq, chunk) → true: one chunk of a streamed body. */
+/* conn:write(seq, chunk) → a future to await before writing more (see push_drain), or nothing:
+** one chunk of a streamed body (through tostring). */
 static int l_write(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
   size_t n;
-  const char *d = luaL_checklstring(L, 3, &n);
-  if (!c || !p->started || p->finished) { lua_pushboolean(L, 0); return 1; }
-  if (n > 0 && !p->head_only) {
-    if (p->chunked) {
-      scratch.len = 0;
-      add_uint(&scratch, n, 16);
-      SB_LIT(&scratch, "\r\n");
-      if (n <= SMALL_BODY) {
-        aio_buf_try_add(&scratch, d, n);
-        SB_LIT(&scratch, "\r\n");
-        slot_emit(c, p, scratch.data, scratch.len);
-      } else {
-        slot_emit(c, p, scratch.data, scratch.len);
-        slot_emit(c, p, d, n);
-        slot_emit(c, p, "\r\n", 2);
-      }
-    } else slot_emit(c, p, d, n);
-  }
-  lua_pushboolean(L, 1);
-  return 1;
+  const char *d = to_text(L, 3, &n);
+  if (!c || !p->started || p->finished) return 0;
+  scratch.len = 0;
+  emit_body(c, p, d, n);
+  return push_drain(L, c, p);
 }
 
 /* conn:finish(seq) → true: ends a streamed body. */
@@ -1205,21 +1227,11 @@ static int l_finish(lua_State *L) {
   return 1;
 }
 
-/* conn:drain(seq) → a future to await before writing more, or nothing. The slot's output is
-** over the high-water mark: the head's in libuv's write queue, a later slot's in its buffer. */
+/* conn:drain(seq) → a future to await before writing more, or nothing (see push_drain). */
 static int l_drain(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
-  if (!c) return 0;
-  size_t n = p == c->shead ? uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) : p->out.len;
-  if (n <= c->s->high_water) return 0;
-  if (c->drained && c->drained->state != AIO_PENDING) conn_wake_writers(c);  /* its waiter was cancelled */
-  if (c->drained) aio_pushref(L, c->drained_ref);
-  else {
-    c->drained = aio_future_new(L);
-    c->drained_ref = aio_ref(L, -1);
-  }
-  return 1;
+  return c ? push_drain(L, c, p) : 0;
 }
 
 /* conn:abort() — drops the connection (a handler failed after it had started streaming). */

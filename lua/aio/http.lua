@@ -232,14 +232,14 @@ end
 -- that raises has sent nothing, so dispatch knows whether a 500 can still go out.
 function Res:write(chunk)
   if self._finished then error("http: response already finished", 2) end
-  if not self._started then
-    self._conn:start(self._seq, self._status, self._headers)
+  local conn, seq, drained = self._conn, self._seq, nil
+  if self._started then
+    drained = conn:write(seq, chunk)
+  else
+    drained = conn:start(seq, self._status, self._headers, chunk)   -- the head and this chunk
     self._started = true
   end
-  local conn, seq = self._conn, self._seq
-  conn:write(seq, tostring(chunk))
-  local drained = conn:drain(seq)            -- over write_buffer: wait for the client to read
-  while drained do
+  while drained do                             -- over write_buffer: wait for the client to read
     drained:await()
     drained = conn:drain(seq)
   end
@@ -250,7 +250,7 @@ end
 function Res:finish(body)
   if self._finished then return self end
   if self._started then
-    if body ~= nil then self._conn:write(self._seq, tostring(body)) end
+    if body ~= nil then self._conn:write(self._seq, body) end
     self._conn:finish(self._seq)
   else
     self._conn:respond(self._seq, self._status, self._headers, body)   -- (C applies tostring)
