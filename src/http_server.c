@@ -1111,9 +1111,21 @@ static int l_nconns(lua_State *L) {
 
 /* ---- the conn object the facade answers through ------------------------------------ */
 
+/* The conn box at argument 1. The conn methods are closures over the conn metatable: comparing
+** with that upvalue costs less than luaL_checkudata's registry lookup by name, on every call. */
+static conn_box *to_conn_box(lua_State *L) {
+  conn_box *b = lua_touserdata(L, 1);
+  if (b && lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return b;
+  }
+  return luaL_checkudata(L, 1, CONN_MT);     /* raises the usual error */
+}
+
 /* Returns conn and slot for (box, seq), or NULL when the connection is gone. */
 static conn *check_conn(lua_State *L, slot **sp) {
-  conn_box *b = luaL_checkudata(L, 1, CONN_MT);
+  conn_box *b = to_conn_box(L);
   uint32_t seq = (uint32_t)luaL_checkinteger(L, 2);
   if (!b->c) return NULL;
   *sp = slot_find(b->c, seq);
@@ -1236,14 +1248,14 @@ static int l_drain(lua_State *L) {
 
 /* conn:abort() — drops the connection (a handler failed after it had started streaming). */
 static int l_abort(lua_State *L) {
-  conn_box *b = luaL_checkudata(L, 1, CONN_MT);
+  conn_box *b = to_conn_box(L);
   if (b->c) conn_close(b->c);
   return 0;
 }
 
 /* conn:peer() → "ip:port" of the client, or nil. */
 static int l_peer(lua_State *L) {
-  conn_box *b = luaL_checkudata(L, 1, CONN_MT);
+  conn_box *b = to_conn_box(L);
   if (!b->c) return 0;
   struct sockaddr_storage a; int len = sizeof a; char ip[64];
   if (uv_tcp_getpeername(&b->c->tcp, (struct sockaddr *)&a, &len) != 0) return 0;
@@ -1269,7 +1281,9 @@ int luaopen_aio_http_server_c(lua_State *L) {
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   luaL_newmetatable(L, CONN_MT);
-  luaL_newlib(L, conn_methods);
+  luaL_newlibtable(L, conn_methods);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, conn_methods, 1);          /* upvalue 1: the metatable (to_conn_box) */
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   luaL_newlib(L, funcs);
