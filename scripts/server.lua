@@ -101,6 +101,11 @@ for a, name in cl:each() do
   elseif a == "-h" or a == "--help" then io.write(USAGE) return
   else cl:error("unknown argument %s", a) end
 end
+-- The incremental collector, not aioshell's default generational one: a request's objects
+-- outlive two minor collections (a request spans many loop turns), so they were promoted and
+-- freed only by full collections, and each minor one traversed the growing metrics table again
+-- (an old table touched by every request). Callgrind: ~8 % fewer instructions a request.
+collectgarbage("incremental")
 local ok, server = pcall(M.start, opts)
 if not ok then
   io.stderr:write("server: cannot listen on ", opts.host or "127.0.0.1", ":", opts.port, ": ",
