@@ -39,6 +39,18 @@ local function parse_delay(s)
   return d
 end
 
+-- parse_delay's answers (false: invalid) by delay string: clients send the same few values, and
+-- parsing one cost ~2,000 instructions a request. At most 64 are kept (any string may come).
+local delays, ndelays = {}, 0
+local function cached_delay(s)
+  local d = delays[s]
+  if d == nil then
+    d = parse_delay(s) or false
+    if ndelays < 64 then delays[s], ndelays = d, ndelays + 1 end
+  end
+  return d or nil
+end
+
 -- Starts the metric server: opts.host, opts.port, opts.metrics (file name), opts.quiet.
 -- Returns the server and the metrics table {name = {{start=, ["end"]=, dt=}, ...}}.
 function M.start(opts)
@@ -61,7 +73,7 @@ function M.start(opts)
       end
       local name = q.name
       if not name then return 400, "Missing argument name\n" end
-      local delay = parse_delay(q.delay or "1024")
+      local delay = cached_delay(q.delay or "1024")
       if not delay then return 400, "Invalid value for delay\n" end
       local start = wall()
       if delay > 0 then aio.sleep(delay / 1000) else aio.sleep(0) end
@@ -89,6 +101,11 @@ for a, name in cl:each() do
   elseif a == "-h" or a == "--help" then io.write(USAGE) return
   else cl:error("unknown argument %s", a) end
 end
+-- The incremental collector, not aioshell's default generational one: a request's objects
+-- outlive two minor collections (a request spans many loop turns), so they were promoted and
+-- freed only by full collections, and each minor one traversed the growing metrics table again
+-- (an old table touched by every request). Callgrind: ~8 % fewer instructions a request.
+collectgarbage("incremental")
 local ok, server = pcall(M.start, opts)
 if not ok then
   io.stderr:write("server: cannot listen on ", opts.host or "127.0.0.1", ":", opts.port, ": ",

@@ -294,6 +294,8 @@ describe("scripts/server.lua and scripts/callgraph.lua", function()
       local base = "http://127.0.0.1:" .. s:port() .. "/add"
       local bad = http.get(base .. "?name=x&delay=abc")
       print("bad", bad.status, bad.body)
+      bad = http.get(base .. "?name=x&delay=abc")      -- again: the parsed delays are cached
+      print("again", bad.status, bad.body)
       -- beyond 2^31 - 1 ms the timer would overflow and answer at once: rejected as well
       for _, d in ipairs { "99999999999999999999", "2147483648", "-2147483648", "1.5" } do
         local r = http.get(base .. "?name=x&delay=" .. d)
@@ -310,6 +312,7 @@ describe("scripts/server.lua and scripts/callgraph.lua", function()
     local out, err, status = helper.run_lua(code, { timeout = 20 })
     assert.are.equal(0, status, err)
     assert.matches("bad\t400\tInvalid value for delay", out)
+    assert.matches("again\t400\tInvalid value for delay", out)
     for _, d in ipairs { "99999999999999999999", "2147483648", "%-2147483648", "1%.5" } do
       assert.matches("big\t" .. d .. "\t400\tInvalid value for delay", out)
     end

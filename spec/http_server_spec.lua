@@ -151,6 +151,10 @@ describe("aio.http server", function()
         if p == "/json" then return res:json({ a = 1 }) end
         if p == "/float" then return 200.5, "x" end
         if p == "/resfloat" then res:status(200.5); return "x" end
+        if p == "/numbody" then return 200, 42.5 end
+        if p == "/objbody" then return res:finish(setmetatable({}, { __tostring = function() return "as text" end })) end
+        if p == "/badbody" then return 200, setmetatable({}, { __tostring = function() error("bad body tostring") end }) end
+        if p == "/badchunk" then res:write(setmetatable({}, { __tostring = function() error("bad chunk tostring") end })) end
         if p == "/badtostring" then
           return 200, "x", { ["X-A"] = setmetatable({}, { __tostring = function() error("bad tostring") end }) }
         end
@@ -230,6 +234,8 @@ describe("aio.http server", function()
     r = http.get(srv:url("/nope"))
     assert.are.equal(404, r.status)
     assert.is_false(r.ok)
+    assert.are.equal("42.5", http.get(srv:url("/numbody")).body)    -- a body goes through tostring
+    assert.are.equal("as text", http.get(srv:url("/objbody")).body)
   end))
 
   it("streams a body with chunked encoding", async(function()
@@ -272,7 +278,9 @@ describe("aio.http server", function()
     local client = http.client { max_connections = 1 }
     for _, case in ipairs { { "/float", "status must be an integer from 200 to 599, got 200.5" },
                             { "/resfloat", "status must be an integer from 200 to 599, got 200.5" },
-                            { "/badtostring", "bad tostring" } } do
+                            { "/badtostring", "bad tostring" },
+                            { "/badbody", "bad body tostring" },
+                            { "/badchunk", "bad chunk tostring" } } do   -- converted before the head goes
       seen.log = nil
       local r = client:get(srv:url(case[1]), { timeout = 2 })
       assert.are.equal(500, r.status)

@@ -84,6 +84,7 @@ struct srv {
   uv_tcp_t *listener;              /* malloc'd; NULL once closed */
   uv_timer_t *sweep;
   int handler_ref, self_ref;
+  int keys_ref, req_mt_ref;        /* request_keys as Lua strings; the facade's request metatable */
   conn *conns; int nconns;
   size_t max_body, max_header;
   int max_pipeline;                /* requests in flight per connection (the last says close) */
@@ -404,6 +405,13 @@ static int l_check_header(lua_State *L) {
   return 1;
 }
 
+/* Appends v in base 10 or 16 (lower case) to b: snprintf took ~900 instructions a call. */
+static void add_uint(aio_buf *b, unsigned long long v, unsigned base) {
+  char d[24], *e = d + sizeof d, *s = e;
+  do { *--s = "0123456789abcdef"[v % base]; v /= base; } while (v);
+  aio_buf_try_add(b, s, (size_t)(e - s));
+}
+
 /* Non-zero if header name k (kl bytes) is lit, ignoring case. */
 #define NAME_IS(k, kl, lit) ((kl) == sizeof(lit) - 1 && strncasecmp((k), (lit), sizeof(lit) - 1) == 0)
 
@@ -425,10 +433,13 @@ static int says_close(const char *v, size_t vl) {
 ** the body a GET would get). Raw C buffer on purpose: a luaL_Buffer may push a box mid-way,
 ** which would break the lua_next walk of the headers. */
 static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, int hidx, long long body_len) {
-  char line[160];
   int has_ct = 0, has_date = 0, has_length = 0, is_head = p->head_only;  /* (format_head sets it) */
-  int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, reason(status));
-  aio_buf_try_add(b, line, (size_t)n);
+  SB_LIT(b, "HTTP/1.1 ");
+  add_uint(b, (unsigned long long)status, 10);
+  SB_LIT(b, " ");
+  const char *phrase = reason(status);
+  aio_buf_try_add(b, phrase, strlen(phrase));
+  SB_LIT(b, "\r\n");
   if (hidx && lua_type(L, hidx) == LUA_TTABLE) {
     lua_pushnil(L);
     while (lua_next(L, hidx)) {
@@ -445,7 +456,7 @@ static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, 
       lua_pop(L, 2);
     }
   }
-  if (!has_date) { SB_LIT(b, "Date: "); aio_buf_try_add(b, http_date(), strlen(http_date())); SB_LIT(b, "\r\n"); }
+  if (!has_date) { const char *d = http_date(); SB_LIT(b, "Date: "); aio_buf_try_add(b, d, strlen(d)); SB_LIT(b, "\r\n"); }
   int bodyless = status == 204 || status == 304;  /* no body, no length */
   if (status == 205) body_len = 0;                /* RFC 9110 15.3.6: no content, say so */
   if (bodyless || status == 205) p->head_only = 1;
@@ -453,8 +464,9 @@ static void format_head(lua_State *L, aio_buf *b, conn *c, slot *p, int status, 
   if (bodyless || has_length) {
     /* RFC 9110 forbids Content-Length on 204 (ours would not describe a 304); a HEAD's own stays */
   } else if (body_len >= 0) {
-    n = snprintf(line, sizeof line, "Content-Length: %lld\r\n", body_len);
-    aio_buf_try_add(b, line, (size_t)n);
+    SB_LIT(b, "Content-Length: ");
+    add_uint(b, (unsigned long long)body_len, 10);
+    SB_LIT(b, "\r\n");
   } else if (!p->http10) {
     SB_LIT(b, "Transfer-Encoding: chunked\r\n");
     p->chunked = 1;
@@ -474,10 +486,10 @@ static int too_big(conn *c, size_t n) {
   return 0;
 }
 
-/* Steps through hdrs' "name\0value\0" pairs from *i up to end; 0 when there are no more. */
-static int hdr_next(const conn *c, size_t *i, size_t end, const char **k, size_t *kl, const char **v, size_t *vl) {
+/* Steps through the "name\0value\0" pairs of h from *i up to end; 0 when there are no more. */
+static int hdr_next(const char *h, size_t *i, size_t end, const char **k, size_t *kl, const char **v, size_t *vl) {
   if (*i >= end) return 0;
-  *k = c->hdrs.data + *i;
+  *k = h + *i;
   *kl = strnlen(*k, end - *i);
   if (*i + *kl + 1 >= end) return 0;
   *v = *k + *kl + 1;
@@ -670,11 +682,11 @@ static size_t path_start(const char *u, size_t n) {
   return i;
 }
 
-/* Pushes a table of the header pairs in hdrs[from, to): repeats joined by ", ". */
-static void push_headers(lua_State *L, conn *c, size_t from, size_t to) {
+/* Pushes a table of the header pairs in h[from, to): repeats joined by ", ". */
+static void push_headers(lua_State *L, const char *h, size_t from, size_t to) {
   const char *k, *v; size_t kl, vl, i = from;
   lua_createtable(L, 0, 8);
-  while (hdr_next(c, &i, to, &k, &kl, &v, &vl)) {
+  while (hdr_next(h, &i, to, &k, &kl, &v, &vl)) {
     lua_pushlstring(L, k, kl);
     lua_pushvalue(L, -1);
     if (lua_rawget(L, -3) == LUA_TSTRING) {
@@ -682,6 +694,52 @@ static void push_headers(lua_State *L, conn *c, size_t from, size_t to) {
     } else { lua_pop(L, 1); lua_pushlstring(L, v, vl); }
     lua_rawset(L, -3);
   }
+}
+
+/* The names of the request fields C sets, in the order of the server's key table (keys_ref):
+** pushed from there, a key costs a rawgeti where lua_setfield looked the name up each time. */
+enum { RK_METHOD = 1, RK_CONN, RK_TARGET, RK_PATH, RK_RAW_QUERY, RK_VERSION, RK_BODY, RK_HEADERS, RK_TRAILERS };
+static const char *const request_keys[] = {
+  "method", "conn", "target", "path", "raw_query", "version", "body", "_headers", "trailers" };
+
+/* Pushes the request table, with the facade's metatable: method, conn, target, path (decoded),
+** raw_query, version, body, _headers (the headers as they came, "name\0value\0"...: the facade
+** makes req.headers of them on first use, which most handlers never make), and trailers when a
+** chunked body had some. */
+static void push_request(lua_State *L, srv *s, conn *c, llhttp_t *p) {
+  aio_pushref(L, s->keys_ref);
+  int keys = lua_gettop(L);
+  lua_createtable(L, 0, 10);                  /* sized for what C and the facade put in it */
+  lua_rawgeti(L, keys, RK_METHOD);
+  lua_pushstring(L, llhttp_method_name((llhttp_method_t)p->method)); lua_rawset(L, -3);
+  lua_rawgeti(L, keys, RK_CONN); aio_pushref(L, c->box_ref); lua_rawset(L, -3);
+  const char *u = c->url.data ? c->url.data : "";
+  lua_rawgeti(L, keys, RK_TARGET); lua_pushlstring(L, u, c->url.len); lua_rawset(L, -3);
+  size_t from = path_start(u, c->url.len);
+  const char *qm = memchr(u + from, '?', c->url.len - from);
+  size_t plen = (qm ? (size_t)(qm - u) : c->url.len) - from;
+  lua_rawgeti(L, keys, RK_PATH);
+  if (plen == 0 && from > 0) lua_pushliteral(L, "/");   /* "http://host" or "http://host?q" */
+  else push_unescaped(L, u + from, plen, 0);
+  lua_rawset(L, -3);
+  lua_rawgeti(L, keys, RK_RAW_QUERY);
+  if (qm) lua_pushlstring(L, qm + 1, c->url.len - (size_t)(qm + 1 - u)); else lua_pushliteral(L, "");
+  lua_rawset(L, -3);
+  lua_rawgeti(L, keys, RK_VERSION);
+  if (p->http_major == 1 && p->http_minor == 1) lua_pushliteral(L, "1.1");
+  else lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
+  lua_rawset(L, -3);
+  lua_rawgeti(L, keys, RK_BODY);
+  lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len); lua_rawset(L, -3);
+  const char *h = c->hdrs.data ? c->hdrs.data : "";
+  size_t trailers = c->trailers_at < c->hdrs.len ? c->trailers_at : c->hdrs.len;
+  lua_rawgeti(L, keys, RK_HEADERS); lua_pushlstring(L, h, trailers); lua_rawset(L, -3);
+  if (trailers < c->hdrs.len) {
+    lua_rawgeti(L, keys, RK_TRAILERS); push_headers(L, h, trailers, c->hdrs.len); lua_rawset(L, -3);
+  }
+  aio_pushref(L, s->req_mt_ref);
+  lua_setmetatable(L, -2);
+  lua_remove(L, keys);
 }
 
 /* A request is complete: make its slot, build the req table and spawn the handler task. */
@@ -708,35 +766,20 @@ static int on_message_complete(llhttp_t *p) {
   aio_pushref(L, s->handler_ref);
   aio_pushref(L, c->box_ref);
   lua_pushinteger(L, sl->seq);
-  lua_createtable(L, 0, 10);                  /* sized for what C and the facade put in it */
-  lua_pushstring(L, llhttp_method_name((llhttp_method_t)p->method)); lua_setfield(L, -2, "method");
-  aio_pushref(L, c->box_ref); lua_setfield(L, -2, "conn");
-  const char *u = c->url.data ? c->url.data : "";
-  lua_pushlstring(L, u, c->url.len); lua_setfield(L, -2, "target");
-  size_t from = path_start(u, c->url.len);
-  const char *qm = memchr(u + from, '?', c->url.len - from);
-  size_t plen = (qm ? (size_t)(qm - u) : c->url.len) - from;
-  if (plen == 0 && from > 0) lua_pushliteral(L, "/");   /* "http://host" or "http://host?q" */
-  else push_unescaped(L, u + from, plen, 0);
-  lua_setfield(L, -2, "path");
-  if (qm) lua_pushlstring(L, qm + 1, c->url.len - (size_t)(qm + 1 - u)); else lua_pushliteral(L, "");
-  lua_setfield(L, -2, "raw_query");
-  if (p->http_major == 1 && p->http_minor == 1) lua_pushliteral(L, "1.1");
-  else lua_pushfstring(L, "%d.%d", (int)p->http_major, (int)p->http_minor);
-  lua_setfield(L, -2, "version");
-  lua_pushlstring(L, c->body.data ? c->body.data : "", c->body.len); lua_setfield(L, -2, "body");
-  size_t trailers = c->trailers_at < c->hdrs.len ? c->trailers_at : c->hdrs.len;
-  push_headers(L, c, 0, trailers);
-  lua_setfield(L, -2, "headers");
-  if (trailers < c->hdrs.len) {
-    push_headers(L, c, trailers, c->hdrs.len);
-    lua_setfield(L, -2, "trailers");
-  }
+  push_request(L, s, c, p);
   sl->task = aio_spawn(L, 3);
   sl->task_ref = aio_ref(L, -1);
   lua_settop(L, top);
   if (sl->close) return HPE_PAUSED;           /* no more requests on this connection */
   return 0;
+}
+
+/* server_c.headers(raw) -> the table of a request's "name\0value\0"... headers (req.headers). */
+static int l_headers(lua_State *L) {
+  size_t n;
+  const char *h = luaL_checklstring(L, 1, &n);
+  push_headers(L, h, 0, n);
+  return 1;
 }
 
 /* ---- reading ---------------------------------------------------------------------------- */
@@ -863,6 +906,8 @@ static void srv_maybe_done(srv *s) {
     s->closed_fut = NULL;
   }
   if (s->handler_ref != LUA_NOREF) { aio_unref(L, s->handler_ref); s->handler_ref = LUA_NOREF; }
+  if (s->keys_ref != LUA_NOREF) { aio_unref(L, s->keys_ref); s->keys_ref = LUA_NOREF; }
+  if (s->req_mt_ref != LUA_NOREF) { aio_unref(L, s->req_mt_ref); s->req_mt_ref = LUA_NOREF; }
   if (s->box) s->box->s = NULL;               /* the Lua object now says "closed" */
   if (s->self_ref != LUA_NOREF) { int r = s->self_ref; s->self_ref = LUA_NOREF; aio_unref(L, r); }
   free(s);                                     /* no handle of ours refers to it any more */
@@ -928,13 +973,15 @@ static lua_Number opt_number(lua_State *L, const char *name, lua_Number dflt, in
   return n;
 }
 
-/* server_c.listen(host, port, dispatch, opts) → server.
+/* server_c.listen(host, port, dispatch, opts, request_mt) → server. request_mt is the metatable
+** of the request tables passed to dispatch.
 ** opts: max_body, max_header (bytes), header_timeout, idle_timeout (seconds), backlog,
 ** max_pipeline (requests in flight per connection), write_buffer (bytes: backpressure). */
 static int l_listen(lua_State *L) {
   const char *host = luaL_optstring(L, 1, "127.0.0.1");
   int port = (int)luaL_optinteger(L, 2, 0);
   luaL_checktype(L, 3, LUA_TFUNCTION);
+  luaL_checktype(L, 5, LUA_TTABLE);
   if (!settings_ready) {
     llhttp_settings_init(&settings);
     settings.on_message_begin = on_message_begin;
@@ -1008,6 +1055,13 @@ static int l_listen(lua_State *L) {
   lua_pushvalue(L, 3);
   s->handler_ref = aio_ref(L, -1);
   lua_pop(L, 1);
+  lua_createtable(L, RK_TRAILERS, 0);
+  for (int i = RK_METHOD; i <= RK_TRAILERS; i++) { lua_pushstring(L, request_keys[i - 1]); lua_rawseti(L, -2, i); }
+  s->keys_ref = aio_ref(L, -1);
+  lua_pop(L, 1);
+  lua_pushvalue(L, 5);
+  s->req_mt_ref = aio_ref(L, -1);
+  lua_pop(L, 1);
   s->self_ref = aio_ref(L, -1);               /* alive while listening, whatever the script keeps */
   box->s = s;
   s->box = box;
@@ -1057,9 +1111,21 @@ static int l_nconns(lua_State *L) {
 
 /* ---- the conn object the facade answers through ------------------------------------ */
 
+/* The conn box at argument 1. The conn methods are closures over the conn metatable: comparing
+** with that upvalue costs less than luaL_checkudata's registry lookup by name, on every call. */
+static conn_box *to_conn_box(lua_State *L) {
+  conn_box *b = lua_touserdata(L, 1);
+  if (b && lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return b;
+  }
+  return luaL_checkudata(L, 1, CONN_MT);     /* raises the usual error */
+}
+
 /* Returns conn and slot for (box, seq), or NULL when the connection is gone. */
 static conn *check_conn(lua_State *L, slot **sp) {
-  conn_box *b = luaL_checkudata(L, 1, CONN_MT);
+  conn_box *b = to_conn_box(L);
   uint32_t seq = (uint32_t)luaL_checkinteger(L, 2);
   if (!b->c) return NULL;
   *sp = slot_find(b->c, seq);
@@ -1073,58 +1139,92 @@ static int check_status(lua_State *L, int idx) {
   return (int)n;
 }
 
-/* conn:respond(seq, status, headers|nil, body) → true, or false if the client has gone. */
+/* Bytes a body or chunk may have to be copied after its head or chunk size: one write, not two. */
+#define SMALL_BODY 16384
+
+/* The value at idx as a string, through tostring (__tostring included; nil is "nil"). */
+static const char *to_text(lua_State *L, int idx, size_t *n) {
+  return lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, n) : luaL_tolstring(L, idx, n);
+}
+
+/* Sends what scratch holds (a head, or nothing), then d[0..n) as body bytes of slot p: framed as
+** a chunk when p is chunked, dropped for a HEAD answer; small data joins scratch in one write. */
+static void emit_body(conn *c, slot *p, const char *d, size_t n) {
+  if (p->head_only) n = 0;
+  int small = n <= SMALL_BODY;
+  if (n > 0 && p->chunked) { add_uint(&scratch, n, 16); SB_LIT(&scratch, "\r\n"); }
+  if (small && n > 0) {
+    aio_buf_try_add(&scratch, d, n);
+    if (p->chunked) SB_LIT(&scratch, "\r\n");
+  }
+  if (scratch.len) slot_emit(c, p, scratch.data, scratch.len);
+  if (!small) {
+    slot_emit(c, p, d, n);
+    if (p->chunked) slot_emit(c, p, "\r\n", 2);
+  }
+}
+
+/* Pushes the future a writer of slot p must await before writing more and returns 1, or
+** returns 0: the slot's output is over the high-water mark (the head slot's in libuv's write
+** queue, a later slot's in its buffer). */
+static int push_drain(lua_State *L, conn *c, slot *p) {
+  size_t n = p == c->shead ? uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) : p->out.len;
+  if (c->closing || n <= c->s->high_water) return 0;
+  if (c->drained && c->drained->state != AIO_PENDING) conn_wake_writers(c);  /* its waiter was cancelled */
+  if (c->drained) aio_pushref(L, c->drained_ref);
+  else {
+    c->drained = aio_future_new(L);
+    c->drained_ref = aio_ref(L, -1);
+  }
+  return 1;
+}
+
+/* conn:respond(seq, status, headers|nil, body|nil) → true, or false if the client has gone.
+** The body goes through tostring; nil is an empty body. */
 static int l_respond(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
   int status = check_status(L, 3);
   size_t blen = 0;
-  const char *body = luaL_optlstring(L, 5, "", &blen);
+  const char *body = lua_isnoneornil(L, 5) ? "" : to_text(L, 5, &blen);
   if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
   scratch.len = 0;
   format_head(L, &scratch, c, p, status, 4, (long long)blen);
   p->started = 1;
-  if (!p->head_only && blen <= 16384) aio_buf_try_add(&scratch, body, blen), blen = 0;
-  slot_emit(c, p, scratch.data, scratch.len);
-  if (!p->head_only && blen) slot_emit(c, p, body, blen);
+  emit_body(c, p, body, blen);
   p->finished = 1;
   conn_flush_slots(c);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-/* conn:start(seq, status, headers|nil) → true: sends the head of a streamed (chunked) body. */
+/* conn:start(seq, status, headers|nil [, chunk]) → as conn:write: sends the head of a streamed
+** (chunked) body with its first chunk (through tostring, before anything is sent). */
 static int l_start(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
   int status = check_status(L, 3);
-  if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
+  size_t n = 0;
+  const char *d = lua_isnone(L, 5) ? "" : to_text(L, 5, &n);
+  if (!c || p->started) return 0;
   scratch.len = 0;
   format_head(L, &scratch, c, p, status, 4, -1);
   p->started = 1;
-  slot_emit(c, p, scratch.data, scratch.len);
-  lua_pushboolean(L, 1);
-  return 1;
+  emit_body(c, p, d, n);
+  return push_drain(L, c, p);
 }
 
-/* conn:write(seq, chunk) → true: one chunk of a streamed body. */
+/* conn:write(seq, chunk) → a future to await before writing more (see push_drain), or nothing:
+** one chunk of a streamed body (through tostring). */
 static int l_write(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
   size_t n;
-  const char *d = luaL_checklstring(L, 3, &n);
-  if (!c || !p->started || p->finished) { lua_pushboolean(L, 0); return 1; }
-  if (n > 0 && !p->head_only) {
-    if (p->chunked) {
-      char hex[24];
-      int hl = snprintf(hex, sizeof hex, "%zx\r\n", n);
-      slot_emit(c, p, hex, (size_t)hl);
-      slot_emit(c, p, d, n);
-      slot_emit(c, p, "\r\n", 2);
-    } else slot_emit(c, p, d, n);
-  }
-  lua_pushboolean(L, 1);
-  return 1;
+  const char *d = to_text(L, 3, &n);
+  if (!c || !p->started || p->finished) return 0;
+  scratch.len = 0;
+  emit_body(c, p, d, n);
+  return push_drain(L, c, p);
 }
 
 /* conn:finish(seq) → true: ends a streamed body. */
@@ -1139,33 +1239,23 @@ static int l_finish(lua_State *L) {
   return 1;
 }
 
-/* conn:drain(seq) → a future to await before writing more, or nothing. The slot's output is
-** over the high-water mark: the head's in libuv's write queue, a later slot's in its buffer. */
+/* conn:drain(seq) → a future to await before writing more, or nothing (see push_drain). */
 static int l_drain(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
-  if (!c) return 0;
-  size_t n = p == c->shead ? uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) : p->out.len;
-  if (n <= c->s->high_water) return 0;
-  if (c->drained && c->drained->state != AIO_PENDING) conn_wake_writers(c);  /* its waiter was cancelled */
-  if (c->drained) aio_pushref(L, c->drained_ref);
-  else {
-    c->drained = aio_future_new(L);
-    c->drained_ref = aio_ref(L, -1);
-  }
-  return 1;
+  return c ? push_drain(L, c, p) : 0;
 }
 
 /* conn:abort() — drops the connection (a handler failed after it had started streaming). */
 static int l_abort(lua_State *L) {
-  conn_box *b = luaL_checkudata(L, 1, CONN_MT);
+  conn_box *b = to_conn_box(L);
   if (b->c) conn_close(b->c);
   return 0;
 }
 
 /* conn:peer() → "ip:port" of the client, or nil. */
 static int l_peer(lua_State *L) {
-  conn_box *b = luaL_checkudata(L, 1, CONN_MT);
+  conn_box *b = to_conn_box(L);
   if (!b->c) return 0;
   struct sockaddr_storage a; int len = sizeof a; char ip[64];
   if (uv_tcp_getpeername(&b->c->tcp, (struct sockaddr *)&a, &len) != 0) return 0;
@@ -1184,13 +1274,16 @@ int luaopen_aio_http_server_c(lua_State *L) {
     {"drain", l_drain}, {"abort", l_abort}, {"peer", l_peer}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"listen", l_listen}, {"unescape", l_unescape},
                                    {"decode_query", l_decode_query}, {"check_header", l_check_header},
+                                   {"headers", l_headers},
                                    {NULL, NULL}};
   luaL_newmetatable(L, SERVER_MT);
   luaL_newlib(L, srv_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   luaL_newmetatable(L, CONN_MT);
-  luaL_newlib(L, conn_methods);
+  luaL_newlibtable(L, conn_methods);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, conn_methods, 1);          /* upvalue 1: the metatable (to_conn_box) */
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   luaL_newlib(L, funcs);

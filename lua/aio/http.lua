@@ -179,7 +179,7 @@ end
 -- Server
 ---------------------------------------------------------------------------------------------
 
--- The request: method, target, path, query (decoded lazily), headers, body, version.
+-- The request: method, target, path, query and headers (both made on first use), body, version.
 local Req = {}
 Req.__name = "aio.http.request"
 Req.__index = function(req, k)
@@ -187,6 +187,10 @@ Req.__index = function(req, k)
     local q = http.decode_query(rawget(req, "raw_query"))
     rawset(req, "query", q)
     return q
+  elseif k == "headers" then
+    local h = SC.headers(rawget(req, "_headers"))
+    rawset(req, "headers", h)
+    return h
   end
   return nil
 end
@@ -196,9 +200,12 @@ local Res = {}
 Res.__index = Res
 Res.__name = "aio.http.response"
 
+local mtype, tointeger = math.type, math.tointeger
+
 -- The status n as an integer; raises (at the caller's caller) unless it is a final status 200..599.
 local function check_status(n)
-  local i = math.type(n) and math.tointeger(n)
+  if mtype(n) == "integer" and n >= 200 and n <= 599 then return n end
+  local i = mtype(n) and tointeger(n)
   if not i or i < 200 or i > 599 then
     error(string.format("http: status must be an integer from 200 to 599, got %s", tostring(n)), 3)
   end
@@ -225,14 +232,14 @@ end
 -- that raises has sent nothing, so dispatch knows whether a 500 can still go out.
 function Res:write(chunk)
   if self._finished then error("http: response already finished", 2) end
-  if not self._started then
-    self._conn:start(self._seq, self._status, self._headers)
+  local conn, seq, drained = self._conn, self._seq, nil
+  if self._started then
+    drained = conn:write(seq, chunk)
+  else
+    drained = conn:start(seq, self._status, self._headers, chunk)   -- the head and this chunk
     self._started = true
   end
-  local conn, seq = self._conn, self._seq
-  conn:write(seq, tostring(chunk))
-  local drained = conn:drain(seq)            -- over write_buffer: wait for the client to read
-  while drained do
+  while drained do                             -- over write_buffer: wait for the client to read
     drained:await()
     drained = conn:drain(seq)
   end
@@ -243,10 +250,10 @@ end
 function Res:finish(body)
   if self._finished then return self end
   if self._started then
-    if body ~= nil then self._conn:write(self._seq, tostring(body)) end
+    if body ~= nil then self._conn:write(self._seq, body) end
     self._conn:finish(self._seq)
   else
-    self._conn:respond(self._seq, self._status, self._headers, body ~= nil and tostring(body) or "")
+    self._conn:respond(self._seq, self._status, self._headers, body)   -- (C applies tostring)
   end
   self._finished = true
   return self
@@ -313,16 +320,15 @@ function http.serve(opts)
     if type(s) == "number" then
       res._status = check_status(s)
       res._headers = h or res._headers
-      return res:finish(b == nil and "" or b)
+      return res:finish(b)
     end
-    return res:finish(s == nil and "" or s)
+    return res:finish(s)
   end
 
   -- The task of one request: any error on the way to the answer (the handler's, a bad status,
   -- a header that cannot be sent) is logged with its traceback and becomes a 500 while nothing
   -- was sent; after the head it ends the connection; after the end it is only logged.
-  local function dispatch(conn, seq, req)
-    setmetatable(req, Req)              -- C gave target, path (decoded), raw_query, conn
+  local function dispatch(conn, seq, req)  -- req: a Req from C (target, path, raw_query, ...)
     local res = setmetatable({ _conn = conn, _seq = seq, _status = 200 }, Res)
     local tr = tracer()
     local t0 = tr and aio.now()
@@ -339,7 +345,7 @@ function http.serve(opts)
     if tr then tr.complete(req.method .. " " .. req.target, "http.server", t0, aio.now()) end
   end
 
-  local ok, s, err = pcall(SC.listen, host, opts.port or 0, dispatch, opts)  -- a bad option raises
+  local ok, s, err = pcall(SC.listen, host, opts.port or 0, dispatch, opts, Req)  -- a bad option raises
   if not ok then error(s, 2) end
   if not s then error(err, 2) end
   return setmetatable({ _s = s, host = host }, Server)
