@@ -346,6 +346,17 @@ u2 = setmetatable({}, {__gc = function() error("ZYX") end})]])})
       assert.are.equal("cleanup\tfalse\ttrue\n", out)
       assert.are.equal(130, status)
     end)
+
+    -- A listening server keeps the loop alive: after Ctrl-C the drain used to cancel the tasks
+    -- and then wait for the server forever (a second Ctrl-C was needed).
+    it("exits 130 on one Ctrl-C while an idle server keeps the loop alive", function()
+      local out, _, status = interrupt(helper.aioshell,
+        "local aio, http = require 'aio', require 'aio.http' " ..
+        "local s = http.serve{handler = function() return 200, 'x' end} " ..
+        "aio.spawn(function() local ok = pcall(aio.sleep, 30) print('cleanup', ok) end) READY()", "0.2")
+      assert.are.equal("cleanup\tfalse\n", out)
+      assert.are.equal(130, status)
+    end)
   end)
 
   describe("the event loop after the main chunk", function()

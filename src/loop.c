@@ -239,8 +239,17 @@ static int in_finalizer(lua_State *L) {
   return 0;
 }
 
+static void run(lua_State *L, aio_future *f, int tasks_only);
+
 /* Runs the loop until future f is done (or, with f NULL, until nothing is left to run). */
 void aio_run_until(lua_State *L, aio_future *f) {
+  run(L, f, 0);
+}
+
+/* aio_run_until; with tasks_only (and f NULL), until no task is left, whatever handles (a
+** listening server) would keep the loop alive: after a Ctrl-C, the cancelled tasks' cleanup
+** is all that is waited for. */
+static void run(lua_State *L, aio_future *f, int tasks_only) {
   aio_loop *loop = aio_loop_get(L);
   if (loop->running) {
     abandon(L, f, "cancelled");
@@ -268,6 +277,7 @@ void aio_run_until(lua_State *L, aio_future *f) {
     }
     aio_scheduler_drain(loop);
     if (f && f->state != AIO_PENDING) break;
+    if (tasks_only && loop->ntasks == 0) return;
     if (!loop_alive(loop)) {
       if (!f) return;
       f->topwaiters--;
@@ -292,7 +302,7 @@ static int drain_protected(lua_State *L) {
   aio_loop *loop = aio_loop_get(L);
   int interrupted = lua_toboolean(L, 1);
   if (interrupted) aio_cancel_all(L, "interrupted");
-  aio_run_until(L, NULL);
+  run(L, NULL, interrupted);
   if (loop->ntasks > 0) {  /* tasks waiting for something that can never happen */
     aio_cancel_all(L, "the program ended while the task was still waiting");
     aio_run_until(L, NULL);
