@@ -153,6 +153,14 @@ describe("aio.http server", function()
         if p == "/resfloat" then res:status(200.5); return "x" end
         if p == "/numbody" then return 200, 42.5 end
         if p == "/objbody" then return res:finish(setmetatable({}, { __tostring = function() return "as text" end })) end
+        if p == "/reenter" then               -- the body's tostring answers the request itself
+          return res:finish(setmetatable({}, { __tostring = function() res:finish("inner"); return "outer" end }))
+        end
+        if p == "/reenterchunk" then          -- a chunk's tostring ends the response
+          res:write("a;")
+          res:write(setmetatable({}, { __tostring = function() res:finish("b;"); return "late;" end }))
+          return
+        end
         if p == "/badbody" then return 200, setmetatable({}, { __tostring = function() error("bad body tostring") end }) end
         if p == "/badchunk" then res:write(setmetatable({}, { __tostring = function() error("bad chunk tostring") end })) end
         if p == "/badtostring" then
@@ -235,6 +243,15 @@ describe("aio.http server", function()
     assert.are.equal(404, r.status)
     assert.is_false(r.ok)
     assert.are.equal("42.5", http.get(srv:url("/numbody")).body)    -- a body goes through tostring
+    assert.are.equal("as text", http.get(srv:url("/objbody")).body)
+  end))
+
+  -- A body (or chunk) whose tostring answers the request itself: the C side converts it before
+  -- it looks the response up, so it never touches the slot that answer freed (ASan: a
+  -- heap-use-after-free before).
+  it("takes a body whose tostring answers the request itself", async(function()
+    assert.are.equal("inner", http.get(srv:url("/reenter")).body)
+    assert.are.equal("a;b;", http.get(srv:url("/reenterchunk")).body)
     assert.are.equal("as text", http.get(srv:url("/objbody")).body)
   end))
 

@@ -1180,13 +1180,14 @@ static int push_drain(lua_State *L, conn *c, slot *p) {
 }
 
 /* conn:respond(seq, status, headers|nil, body|nil) → true, or false if the client has gone.
-** The body goes through tostring; nil is an empty body. */
+** The body goes through tostring (nil is an empty body) before the slot is looked up: a
+** __tostring may answer the request itself, and so free the slot. */
 static int l_respond(lua_State *L) {
+  size_t blen = 0;
+  const char *body = lua_isnoneornil(L, 5) ? "" : to_text(L, 5, &blen);
   slot *p;
   conn *c = check_conn(L, &p);
   int status = check_status(L, 3);
-  size_t blen = 0;
-  const char *body = lua_isnoneornil(L, 5) ? "" : to_text(L, 5, &blen);
   if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
   scratch.len = 0;
   format_head(L, &scratch, c, p, status, 4, (long long)blen);
@@ -1199,13 +1200,14 @@ static int l_respond(lua_State *L) {
 }
 
 /* conn:start(seq, status, headers|nil [, chunk]) → as conn:write: sends the head of a streamed
-** (chunked) body with its first chunk (through tostring, before anything is sent). */
+** (chunked) body with its first chunk (through tostring, before anything is sent, and before
+** the slot is looked up, as conn:respond's body). */
 static int l_start(lua_State *L) {
+  size_t n = 0;
+  const char *d = lua_isnone(L, 5) ? "" : to_text(L, 5, &n);
   slot *p;
   conn *c = check_conn(L, &p);
   int status = check_status(L, 3);
-  size_t n = 0;
-  const char *d = lua_isnone(L, 5) ? "" : to_text(L, 5, &n);
   if (!c || p->started) return 0;
   scratch.len = 0;
   format_head(L, &scratch, c, p, status, 4, -1);
@@ -1215,12 +1217,13 @@ static int l_start(lua_State *L) {
 }
 
 /* conn:write(seq, chunk) → a future to await before writing more (see push_drain), or nothing:
-** one chunk of a streamed body (through tostring). */
+** one chunk of a streamed body (through tostring, before the slot is looked up, as conn:respond's
+** body). */
 static int l_write(lua_State *L) {
-  slot *p;
-  conn *c = check_conn(L, &p);
   size_t n;
   const char *d = to_text(L, 3, &n);
+  slot *p;
+  conn *c = check_conn(L, &p);
   if (!c || !p->started || p->finished) return 0;
   scratch.len = 0;
   emit_body(c, p, d, n);

@@ -687,11 +687,8 @@ static void arm_cancel_hook(aio_task *t) {
   if (lua_gethook(t->co) == NULL) lua_sethook(t->co, cancel_hook, LUA_MASKCOUNT, 1);
 }
 
-/* Requests cancellation of t (counted: see t->cancels); returns 0 if it already finished. A
-** request made while an earlier one is still on its way (not yet raised in the task) shares
-** its delivery: one error. One made after the task received the first is delivered again. */
 /* Arranges one delivery of a cancellation to t (unless one is pending), counting a new
-** request when count is set. */
+** request when count is set; returns 0 if t already finished. */
 static int request_cancel(lua_State *L, aio_task *t, const char *msg, int count) {
   if (t->fut.state != AIO_PENDING) return 0;
   if (count && t->cancels < AIO_CANCELS_MAX) t->cancels++;
@@ -730,6 +727,9 @@ static int request_cancel(lua_State *L, aio_task *t, const char *msg, int count)
   return 1;
 }
 
+/* Requests cancellation of t (counted: see t->cancels); returns 0 if it already finished. A
+** request made while an earlier one is still on its way (not yet raised in the task) shares
+** its delivery: one error. One made after the task received the first is delivered again. */
 int aio_task_cancel(lua_State *L, aio_task *t, const char *msg) {
   return request_cancel(L, t, msg, 1);
 }
@@ -890,10 +890,9 @@ static int l_task_cancel(lua_State *L) {
   return 1;
 }
 
-/* task:cancelling() -> the number of cancel() requests not withdrawn by uncancel(). */
-/* core.redeliver_cancel(task [, msg]): the cancellation the task already received (and that
-** is still counted) is raised again at its next await, with no new request counted. For a call
-** that returns what it was handed although its caller was cancelled meanwhile (aio.wait_for
+/* core.redeliver_cancel(task [, msg]) -> false if the task already finished: the cancellation
+** the task already received (and that is still counted) is raised again at its next await,
+** with no new request counted. For a call that returns what it was handed although its caller was cancelled meanwhile (aio.wait_for
 ** after its inner task ended with a result): the caller still gets its cancellation. */
 static int l_redeliver_cancel(lua_State *L) {
   aio_task *t = check_task(L, 1);
@@ -901,6 +900,7 @@ static int l_redeliver_cancel(lua_State *L) {
   return 1;
 }
 
+/* task:cancelling() -> the number of cancel() requests not withdrawn by uncancel(). */
 static int l_task_cancelling(lua_State *L) {
   lua_pushinteger(L, check_task(L, 1)->cancels);
   return 1;
