@@ -333,10 +333,10 @@ static int push_unobserved_sorted(lua_State *L, int tab) {
   int n = 0;
   lua_pushnil(L);
   while (lua_next(L, tab)) { n++; lua_pop(L, 1); }
-  struct unobserved *e = malloc((size_t)(n > 0 ? n : 1) * sizeof *e);
-  if (!e) luaL_error(L, "not enough memory");
   lua_createtable(L, n, 0);
   int list = lua_gettop(L), i = 0;
+  /* the sort keys in a userdata, not malloc: a raising allocation below cannot leak them */
+  struct unobserved *e = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *e, 0);
   lua_pushnil(L);
   while (lua_next(L, tab)) {
     e[i].order = unobserved_order(L);
@@ -351,8 +351,8 @@ static int push_unobserved_sorted(lua_State *L, int tab) {
     lua_rawgeti(L, list, e[i].index);
     lua_rawseti(L, -2, i + 1);
   }
-  free(e);
   lua_replace(L, list);
+  lua_settop(L, list);
   return n;
 }
 
