@@ -412,6 +412,10 @@ local function run_mode(mode)
   local c0 = cputime()
   t0, l0 = clock(), aio.now()
   local ok, size = pcall(strategies[mode], urls, record, opts.concurrency)
+  if not ok and tostring(size):match("interrupted!$") then  -- Ctrl-C: stop the run, not the mode
+    if server then server:close() end
+    error(size, 0)
+  end
   local elapsed = clock() - t0
   local cpu = cputime() - c0
   clear()
