@@ -352,7 +352,7 @@ function strategies.callback(urls, record, c)
       failed = failed or res
     end
     responses = responses + 1
-    if responses == #urls then
+    if responses == #urls and not all_done:done() then  -- (done: Ctrl-C abandoned the wait)
       if failed then all_done:set_error(failed) else all_done:set_result(size) end
     end
   end
