@@ -412,9 +412,12 @@ local function run_mode(mode)
   local c0 = cputime()
   t0, l0 = clock(), aio.now()
   local ok, size = pcall(strategies[mode], urls, record, opts.concurrency)
-  if not ok and tostring(size):match("interrupted!$") then  -- Ctrl-C: stop the run, not the mode
-    if server then server:close() end
-    error(size, 0)
+  -- Ctrl-C stops the run, not only the mode, at once: the server's thread is not closed (its
+  -- graceful close, and a job left running at the script's end, would wait a whole delay for
+  -- the requests in flight).
+  if not ok and tostring(size):match("interrupted!$") then
+    io.stderr:write("crawler: interrupted!\n")
+    os.exit(1)
   end
   local elapsed = clock() - t0
   local cpu = cputime() - c0
