@@ -352,7 +352,7 @@ function strategies.callback(urls, record, c)
       failed = failed or res
     end
     responses = responses + 1
-    if responses == #urls then
+    if responses == #urls and not all_done:done() then  -- (done: Ctrl-C abandoned the wait)
       if failed then all_done:set_error(failed) else all_done:set_result(size) end
     end
   end
@@ -412,6 +412,13 @@ local function run_mode(mode)
   local c0 = cputime()
   t0, l0 = clock(), aio.now()
   local ok, size = pcall(strategies[mode], urls, record, opts.concurrency)
+  -- Ctrl-C stops the run, not only the mode, at once: the server's thread is not closed (its
+  -- graceful close, and a job left running at the script's end, would wait a whole delay for
+  -- the requests in flight).
+  if not ok and tostring(size):match("interrupted!$") then
+    io.stderr:write("crawler: interrupted!\n")
+    os.exit(1)
+  end
   local elapsed = clock() - t0
   local cpu = cputime() - c0
   clear()

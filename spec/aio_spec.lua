@@ -806,6 +806,29 @@ describe("as_completed, wait, wait_for, timeout", function()
     aio.sleep(0)
   end))
 
+  it("a second cancel of wait_for's caller, while it awaits the inner task's end, is passed on and raised", async(function()
+    local inner_cancels = 0
+    local inner = aio.spawn(function()
+      while true do                    -- ignores its first cancellation, ends at the second
+        local ok, e = pcall(aio.sleep, 10)
+        if not ok then inner_cancels = inner_cancels + 1 end
+        if inner_cancels == 2 then error(e, 0) end
+      end
+    end)
+    local caller = aio.spawn(function() return aio.wait_for(inner, 5) end)
+    aio.sleep(0)
+    caller:cancel("one")               -- wait_for cancels inner and awaits its end
+    aio.sleep(0)
+    aio.sleep(0)
+    assert.is_false(caller:done())
+    caller:cancel("two")               -- the way out
+    local ok, err = pcall(caller.await, caller)
+    assert.is_false(ok)
+    assert.equal("two", err.message)
+    assert.equal(2, inner_cancels)
+    assert.is_true(inner:cancelled())
+  end))
+
   -- Runs wait_for(t, 0.05) in a task, t having been spawned with body; someone else cancels t
   -- with "from outside" at `at` seconds (virtual time; `at` = 0.05: the deadline's loop turn,
   -- before or after it as `first` says). Returns the caller's pcall of its await, and t.

@@ -75,6 +75,26 @@ describe("scripts/crawler.lua", function()
     assert.matches("--server-on-loop needs the in-process server", err, 1, true)
   end)
 
+  -- Ctrl-C stops the run: the interrupted mode is not recorded as a failure and the next
+  -- modes do not start (it used to abort only the current mode's requests), and the requests
+  -- it abandons report nothing (the callback mode's last one used to fail its task), and the
+  -- exit does not wait for the server thread's requests in flight (here 30 s, killed at 20 s).
+  it("stops at Ctrl-C instead of going on with the next mode", function()
+    for _, case in ipairs { { "serial", 200 }, { "callback", 200 }, { "gather", 30000 } } do
+      local cmd = string.format("%s %s/scripts/crawler.lua --mode %s,gevent --n 40 --serial-n 40 "
+        .. "--concurrency 2 --delay %d --no-svg", helper.quote(helper.aioshell), root, case[1], case[2])
+      local p = io.popen(("sh -c '%s 2>&1 & pid=$!; sleep 0.6; kill -INT $pid; "
+        .. "(sleep 20; kill -KILL $pid) >/dev/null 2>&1 & k=$!; wait $pid; echo status=$?; kill $k'"):format(cmd))
+      local out = p:read("a")
+      p:close()
+      assert.is_nil(table_rows(out).gevent, out)
+      assert.matches("interrupted!", out, 1, true)
+      assert.not_matches("nobody observed", out, 1, true)
+      assert.not_matches("status=0\n", out)
+      assert.not_matches("status=137\n", out)
+    end
+  end)
+
   it("fails loudly when responses are not what they should be", function()
     -- a server that answers 404 to /nope: every mode must report FAIL and exit 1
     local code = [[

@@ -557,6 +557,17 @@ describe("errors", function()
       :map(function(v) return rx.of(v) end):merge_all(nil)))
   end)
 
+  it("subscribe given a callback that cannot be called raises at the call", function()
+    local src = rx.of(1)
+    assert.has_error(function() src:subscribe(5) end, "subscribe on_next: expected a function, got number")
+    assert.has_error(function() src:subscribe(nil, "x") end, "subscribe on_error: expected a function, got string")
+    assert.has_error(function() src:subscribe({ on_completed = 1 }) end,
+      "subscribe on_completed: expected a function, got number")
+    local ok, err = pcall(function() src:subscribe(true) end)
+    assert.is_false(ok)
+    assert.truthy(err:find("rx_spec.lua:%d+: subscribe on_next"), err)
+  end)
+
   it("a producer that raises fails the subscription", function()
     assert.equal("0:#oops", marble(rx.create(function() error("oops") end), 0))
   end)

@@ -188,14 +188,16 @@ function aio.wait(list, opts)
   return done, pending
 end
 
--- Waits until aw has ended, whatever cancellations the caller gets meanwhile (they stay counted
--- on its task).
+-- Waits until aw has ended. A further cancellation of the caller meanwhile is the way out (aw
+-- may ignore cancellation): it is passed on to aw and raised at once, aw ending unobserved.
 local function await_end(aw)
-  while not aw:done() do
-    local ended = future("wait")
-    on_done(aw, function() if not ended:done() then ended:set_result() end end)
-    pcall(ended.await, ended)
-  end
+  if aw:done() then return end
+  local ended = future("wait")
+  on_done(aw, function() if not ended:done() then ended:set_result() end end)
+  local ok, err = pcall(ended.await, ended)
+  if ok then return end
+  aw:cancel(type(err) == "table" and err.message or nil)
+  error(err, 0)
 end
 
 -- wait_for's caller got err while waiting for aw: aw is cancelled, and when err is the caller's

@@ -131,8 +131,9 @@ end
 
 -- lock:acquire([timeout]) / semaphore:acquire([timeout]): polls try_acquire, sleeping 0.5 to
 -- 10 ms between tries, so the loop keeps running.
-local poll_acquire = thread.poll_acquire
+local poll_acquire, timeout_arg = thread.poll_acquire, thread.timeout_arg
 local function acquire(self, timeout)
+  timeout = timeout_arg(timeout, 1, "acquire")
   local got, why = poll_acquire(self.try_acquire, self, timeout and core.now() + timeout, 0.0005, 2)
   return got, why
 end

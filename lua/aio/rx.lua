@@ -247,10 +247,13 @@ function Observable:subscribe(a, b, c)
       sub = new_subscriber(function(v) o:on_next(v) end, function(e) o:on_error(e) end,
                            function() o:on_completed() end)
     else
-      sub = new_subscriber(a.on_next or a.next or a[1], a.on_error or a.error or a[2],
-                           a.on_completed or a.completed or a[3])
+      a, b, c = a.on_next or a.next or a[1], a.on_error or a.error or a[2], a.on_completed or a.completed or a[3]
     end
-  else
+  end
+  if not sub then
+    check_callable(a, "subscribe on_next", true)
+    check_callable(b, "subscribe on_error", true)
+    check_callable(c, "subscribe on_completed", true)
     sub = new_subscriber(a, b, c)
   end
   return self:_subscribe_with(sub)

@@ -132,6 +132,9 @@ Semaphore.__close = function(self) self:_release(2) end  -- level 2: the scope t
 
 -- sem:with(fn, ...) -> fn's results, holding a permit.
 function Semaphore:with(fn, ...)
+  if type(fn) ~= "function" then
+    error(("bad argument #1 to 'with' (function expected, got %s)"):format(type(fn)), 2)
+  end
   local _ <close> = self:acquire()
   return fn(...)
 end

@@ -322,6 +322,7 @@ end
 -- The bounded map (with its level first) and imap above, shared with process pools (they need
 -- :_submit_at and :size).
 M.pool_map = map
+M.timeout_arg = timeout_arg  -- (process locks check their acquire's timeout with it)
 M.pool_imap_unordered = methods.imap_unordered
 
 return M
