@@ -151,6 +151,7 @@ local function start_server_thread(metrics)
   local ready = thread.channel()
   local job = pool:submit(function(dir, metrics_file, ready_ch)
     local aio_ = require "aio"
+    collectgarbage("incremental")  -- the thread's own state: as server.lua runs (see there)
     local ok, s = pcall(function()
       return assert(loadfile(dir .. "/server.lua"))("--module").start { port = 0, metrics = metrics_file }
     end)
