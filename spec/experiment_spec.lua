@@ -55,6 +55,9 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
       { { "--jobs", "0" }, "t: --jobs needs an integer >= 1, not '0'" },
       { { "--seed", "1.5" }, "t: --seed needs an integer, not '1.5'" },
       { { "--real=x" }, "t: --real needs a number, not 'x'" },
+      -- a word that is not an option (a single-dash typo) was silently ignored
+      { { "-n", "3" }, "t: unknown argument -n" },
+      { { "stray" }, "t: unknown argument stray" },
     } do
       local out, err, status = run(DECLARED, c[1])
       assert.equal(2, status, table.concat(c[1], " "))

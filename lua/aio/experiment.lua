@@ -66,8 +66,8 @@ local function set_option(e, cl, a, name)
   e.options[key] = v
 end
 
--- Reads the command line args into e with aio.flags (a mistake: message, usage, exit 2).
--- Words that are not options are ignored.
+-- Reads the command line args into e with aio.flags (a mistake: message, usage, exit 2). A
+-- word that is not an option is a mistake too (a typo such as -count 5 went unnoticed).
 local function parse(e, prog, args)
   local cl = flags.new(prog, usage(prog, e), args)
   for a, name in cl:each() do
@@ -76,7 +76,8 @@ local function parse(e, prog, args)
     elseif a == "--virtual-time" then e.virtual = true
     elseif name == "--figures" then e.figures = cl:value(a, name)
     elseif a == "-h" or a == "--help" then io.write(cl.usage) os.exit(0)
-    elseif a:sub(1, 2) == "--" then set_option(e, cl, a, name) end
+    elseif a:sub(1, 2) == "--" then set_option(e, cl, a, name)
+    else cl:error("unknown argument %s", a) end
   end
 end
 
