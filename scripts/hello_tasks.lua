@@ -4,6 +4,13 @@
 --   aioshell scripts/hello_tasks.lua        (or: make demo)
 local aio = require "aio"
 
+if arg and arg[1] then  -- no options: --help says so, anything else is a mistake
+  local usage = "usage: aioshell scripts/hello_tasks.lua   (no options: a timeline of tasks)\n"
+  if arg[1] == "-h" or arg[1] == "--help" then io.write(usage) os.exit(0) end
+  io.stderr:write("hello_tasks: unknown argument ", arg[1], "\n", usage)
+  os.exit(2)
+end
+
 local t0 = aio.now()
 -- Prints a line stamped with the time since the start, in milliseconds.
 local function log(fmt, ...)

@@ -259,3 +259,18 @@ describe("bench/", function()
     assert.truthy(err:find("unrecognized arguments: --bogus", 1, true), err)
   end)
 end)
+
+describe("scripts/hello_tasks.lua", function()
+  -- It takes no options: --help used to run the demo, and a stray word was ignored.
+  it("prints its usage for --help and refuses any argument", function()
+    local script = helper.root .. "/scripts/hello_tasks.lua"
+    local out, err, status = helper.run({ script, "--help" })
+    assert.equal(0, status)
+    assert.matches("^usage: aioshell scripts/hello_tasks.lua", out)
+    assert.not_matches("starts, sleeps", out)
+    out, err, status = helper.run({ script, "--fast" })
+    assert.equal(2, status)
+    assert.equal("", out)
+    assert.matches("^hello_tasks: unknown argument %-%-fast\nusage:", err)
+  end)
+end)
