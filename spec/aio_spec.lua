@@ -532,6 +532,24 @@ describe("cancellation", function()
     assert.equal(0, done:cancelling())
   end))
 
+  it("redeliver_cancel raises a received cancellation again at the next await, counting nothing", async(function()
+    local me = aio.current()
+    me:cancel("stop")
+    local ok, err = pcall(aio.sleep, 0)
+    assert.is_false(ok)
+    assert.equal("stop", err.message)
+    aio.sleep(0)                            -- received and caught: nothing pending any more
+    assert.is_true(aio.redeliver_cancel(me, "again"))
+    assert.equal(1, me:cancelling())        -- no new request counted
+    ok, err = pcall(aio.sleep, 0)
+    assert.is_false(ok)
+    assert.equal("again", err.message)
+    assert.equal(0, me:uncancel())
+    local done = aio.spawn(function() end)
+    done:await()
+    assert.is_false(aio.redeliver_cancel(done))  -- a finished task gets nothing
+  end))
+
   it("the count saturates at 65535 and then stays: uncancel() cannot bring it down", async(function()
     local t = aio.spawn(function() aio.sleep(10) end)
     for _ = 1, 65540 do t:cancel() end

@@ -206,6 +206,7 @@ describe("process pool", function()
     end, 21):await()
     assert.equal(42, x)
     assert.matches("^ForkPoolWorker%-%d+$", name)
+    assert.equal("ForkPoolWorker", pool:name())  -- the default name, as its workers show
     assert.are_not.equal(process.getpid(), pid)
     local list = {}
     for i = 1, 100 do list[i] = i end

@@ -534,6 +534,13 @@ describe("shared state", function()
     m:unlock()
   end))
 
+  it("pool:name() is the name option, or pool1, pool2, ... in creation order", function()
+    local named, plain = thread.pool { size = 1, name = "fetchers" }, thread.pool(1)
+    assert.equal("fetchers", named:name())
+    assert.matches("^pool%d+$", plain:name())
+    named:close(); plain:close()
+  end)
+
   it("mutex reports a self-deadlock and supports timeouts", async(function()
     local m = thread.mutex()
     m:lock()
