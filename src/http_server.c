@@ -174,6 +174,12 @@ static void conn_send(conn *c, const char *p, size_t n) {
   }
 }
 
+/* Sends the interim answer a client that sent "Expect: 100-continue" waits for. */
+static void conn_send_continue(conn *c) {
+  static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  conn_send(c, cont, sizeof cont - 1);
+}
+
 /* Bytes of output not yet taken by the kernel: libuv's write queue and what later slots buffer
 ** (the head's writer waits on the first, a later slot's on its own buffer, reading on both). */
 static size_t conn_queued(conn *c) {
@@ -310,7 +316,7 @@ static void conn_flush_slots(conn *c) {
   if (c->shead || c->closing) return;
   if (c->want_continue && c->in_msg && !c->input_dead) {   /* the request's turn has come */
     c->want_continue = 0;
-    conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    conn_send_continue(c);
   }
   conn_idle(c);
 }
@@ -597,7 +603,7 @@ static int on_headers_complete(llhttp_t *p) {
   ** conn_flush_slots when the last of them is out. */
   if (c->expect_100 && p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED))) {
     if (c->shead) c->want_continue = 1;
-    else conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    else conn_send_continue(c);
   }
   return 0;
 }
