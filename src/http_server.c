@@ -131,6 +131,13 @@ static void slot_free(lua_State *L, slot *p, int cancel) {
   free(p);
 }
 
+/* Frees all of c's slots as slot_free does (L NULL: their tasks are not touched). */
+static void conn_drop_slots(lua_State *L, conn *c, int cancel) {
+  while (c->shead) { slot *n = c->shead->next; slot_free(L, c->shead, cancel); c->shead = n; }
+  c->stail = NULL;
+  c->nslots = 0;
+}
+
 /* ---- writing ---------------------------------------------------------------------------- */
 
 /* A queued write finished: free its copy; close if that was the last byte before a close or
@@ -219,8 +226,7 @@ static void conn_pace(conn *c) {
 static void on_conn_closed(uv_handle_t *h) {
   conn *c = h->data;
   srv *s = c->s;
-  while (c->shead) { slot *n = c->shead->next; aio_buf_free(&c->shead->out); free(c->shead); c->shead = n; }
-  c->stail = NULL;
+  conn_drop_slots(NULL, c, 0);               /* conn_close let go of their tasks */
   aio_buf_free(&c->url); aio_buf_free(&c->hdrs); aio_buf_free(&c->body);
   if (c->prev) c->prev->next = c->next; else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -302,8 +308,7 @@ static void conn_flush_slots(conn *c) {
     slot_free(c->s->loop->L, p, 0);
     if (close) {
       c->input_dead = 1;
-      while (c->shead) { slot *n = c->shead->next; slot_free(c->s->loop->L, c->shead, 1); c->shead = n; }
-      c->stail = NULL; c->nslots = 0;
+      conn_drop_slots(c->s->loop->L, c, 1);
       conn_finish(c, drain);
       return;
     }
