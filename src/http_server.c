@@ -131,6 +131,13 @@ static void slot_free(lua_State *L, slot *p, int cancel) {
   free(p);
 }
 
+/* Frees all of c's slots as slot_free does (L NULL: their tasks are not touched). */
+static void conn_drop_slots(lua_State *L, conn *c, int cancel) {
+  while (c->shead) { slot *n = c->shead->next; slot_free(L, c->shead, cancel); c->shead = n; }
+  c->stail = NULL;
+  c->nslots = 0;
+}
+
 /* ---- writing ---------------------------------------------------------------------------- */
 
 /* A queued write finished: free its copy; close if that was the last byte before a close or
@@ -174,6 +181,12 @@ static void conn_send(conn *c, const char *p, size_t n) {
   }
 }
 
+/* Sends the interim answer a client that sent "Expect: 100-continue" waits for. */
+static void conn_send_continue(conn *c) {
+  static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  conn_send(c, cont, sizeof cont - 1);
+}
+
 /* Bytes of output not yet taken by the kernel: libuv's write queue and what later slots buffer
 ** (the head's writer waits on the first, a later slot's on its own buffer, reading on both). */
 static size_t conn_queued(conn *c) {
@@ -213,8 +226,7 @@ static void conn_pace(conn *c) {
 static void on_conn_closed(uv_handle_t *h) {
   conn *c = h->data;
   srv *s = c->s;
-  while (c->shead) { slot *n = c->shead->next; aio_buf_free(&c->shead->out); free(c->shead); c->shead = n; }
-  c->stail = NULL;
+  conn_drop_slots(NULL, c, 0);               /* conn_close let go of their tasks */
   aio_buf_free(&c->url); aio_buf_free(&c->hdrs); aio_buf_free(&c->body);
   if (c->prev) c->prev->next = c->next; else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -296,8 +308,7 @@ static void conn_flush_slots(conn *c) {
     slot_free(c->s->loop->L, p, 0);
     if (close) {
       c->input_dead = 1;
-      while (c->shead) { slot *n = c->shead->next; slot_free(c->s->loop->L, c->shead, 1); c->shead = n; }
-      c->stail = NULL; c->nslots = 0;
+      conn_drop_slots(c->s->loop->L, c, 1);
       conn_finish(c, drain);
       return;
     }
@@ -310,7 +321,7 @@ static void conn_flush_slots(conn *c) {
   if (c->shead || c->closing) return;
   if (c->want_continue && c->in_msg && !c->input_dead) {   /* the request's turn has come */
     c->want_continue = 0;
-    conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    conn_send_continue(c);
   }
   conn_idle(c);
 }
@@ -597,7 +608,7 @@ static int on_headers_complete(llhttp_t *p) {
   ** conn_flush_slots when the last of them is out. */
   if (c->expect_100 && p->http_minor >= 1 && (p->flags & (F_CONTENT_LENGTH | F_CHUNKED))) {
     if (c->shead) c->want_continue = 1;
-    else conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    else conn_send_continue(c);
   }
   return 0;
 }
