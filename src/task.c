@@ -502,7 +502,7 @@ void aio__push_site(lua_State *L) {
 
 /* Spawns a task running the function below its nargs arguments (popped); pushes the task. Its
 ** spawn site is the string at (absolute) index site, or, when site is 0, the calling code's. */
-static aio_task *spawn(lua_State *L, int nargs, int site) {
+aio_task *aio__spawn_at(lua_State *L, int nargs, int site) {
   aio_loop *loop = aio_loop_get(L);
   int fidx = lua_gettop(L) - nargs;
   luaL_checktype(L, fidx, LUA_TFUNCTION);
@@ -534,13 +534,7 @@ static aio_task *spawn(lua_State *L, int nargs, int site) {
 
 /* Spawns a task running the function below its nargs arguments (popped); pushes the task. */
 aio_task *aio_spawn(lua_State *L, int nargs) {
-  return spawn(L, nargs, 0);
-}
-
-/* aio_spawn for a task whose spawn site was noted earlier: the string at (absolute) index
-** site, below the function (done callbacks: where add_done_callback was called). */
-aio_task *aio__spawn_at(lua_State *L, int nargs, int site) {
-  return spawn(L, nargs, site);
+  return aio__spawn_at(L, nargs, 0);
 }
 
 /* Ends task t (at tidx) with its outcome: stores it, unanchors, wakes waiters. */
