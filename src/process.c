@@ -67,7 +67,6 @@ void aio_proc_inherit_upto(uint32_t epoch) {
   lineage[nlineage - 1].epoch = epoch;
 }
 
-
 static int parent_stream = -1;  /* this process's stream to its parent, if it has one */
 
 /* Records fd as this process's stream to its parent (a fork child's outcome stream, a pool

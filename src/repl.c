@@ -298,13 +298,8 @@ static int l_readline(lua_State *L) {
   const char *prompt = luaL_optstring(L, 1, "> ");
   if (!R.open) return luaL_error(L, "the REPL terminal is not open");
   if (R.line_fut) return luaL_error(L, "readline is already waiting for a line");
-  aio_future *f = aio_future_new(L);
+  R.line_fut = aio_future_new_held(L, &R.line_ref, on_readline_cancel, NULL);
   int fidx = lua_gettop(L);
-  lua_pushvalue(L, fidx);
-  R.line_ref = aio_ref(L, -1);
-  lua_pop(L, 1);
-  R.line_fut = f;
-  f->on_cancel = on_readline_cancel;
   if (R.editing) {
     free(R.prompt);
     R.prompt = strdup(prompt);

@@ -22,7 +22,7 @@ int aio__return_outcome(lua_State *L, int fidx);
 /* Pushes "file:line" of the user code running now (the first frame outside aio's modules). */
 void aio__push_site(lua_State *L);
 /* aio_spawn, but with the spawn site given: the string at (absolute) index site, below the
-** function (a done callback's task shows where add_done_callback was called). */
+** function (a done callback's task shows where add_done_callback was called); 0: the caller's. */
 aio_task *aio__spawn_at(lua_State *L, int nargs, int site);
 /* Set while the main loop resumes a coroutine (read by signal handlers). */
 extern lua_State *volatile aio__running_co;

@@ -383,6 +383,14 @@ static const void *loop_owner(lua_State *L) {
   return t ? (const void *)t : (const void *)L;
 }
 
+/* m (at 1) was just locked by L: records its holder and returns m (lock and try_lock). */
+static int mutex_taken(lua_State *L, mutex *m) {
+  held_add(m);
+  if (!aio_worker_of(L)) m->loop_holder = loop_owner(L);
+  lua_settop(L, 1);
+  return 1;
+}
+
 /* m:lock([timeout]) -> m (usable as `local _ <close> = m:lock()`), or nil, "timeout".
 ** In a worker job the wait polls the cancel flag, so a cancelled job does not stay stuck. */
 static int mutex_lock(lua_State *L) {
@@ -397,22 +405,14 @@ static int mutex_lock(lua_State *L) {
     return 2;
   }
   if (rc != 0) return luaL_error(L, "mutex lock: %s", strerror(rc));
-  held_add(m);
-  if (!aio_worker_of(L)) m->loop_holder = loop_owner(L);
-  lua_settop(L, 1);
-  return 1;
+  return mutex_taken(L, m);
 }
 
 /* m:try_lock() -> m or false */
 static int mutex_trylock(lua_State *L) {
   mutex *m = (mutex *)aio_share_check(L, 1, MUTEX_MT);
   int rc = pthread_mutex_trylock(&m->mu);
-  if (rc == 0) {
-    held_add(m);
-    if (!aio_worker_of(L)) m->loop_holder = loop_owner(L);
-    lua_settop(L, 1);
-    return 1;
-  }
+  if (rc == 0) return mutex_taken(L, m);
   lua_pushboolean(L, 0);
   return 1;
 }

@@ -502,7 +502,7 @@ void aio__push_site(lua_State *L) {
 
 /* Spawns a task running the function below its nargs arguments (popped); pushes the task. Its
 ** spawn site is the string at (absolute) index site, or, when site is 0, the calling code's. */
-static aio_task *spawn(lua_State *L, int nargs, int site) {
+aio_task *aio__spawn_at(lua_State *L, int nargs, int site) {
   aio_loop *loop = aio_loop_get(L);
   int fidx = lua_gettop(L) - nargs;
   luaL_checktype(L, fidx, LUA_TFUNCTION);
@@ -534,13 +534,7 @@ static aio_task *spawn(lua_State *L, int nargs, int site) {
 
 /* Spawns a task running the function below its nargs arguments (popped); pushes the task. */
 aio_task *aio_spawn(lua_State *L, int nargs) {
-  return spawn(L, nargs, 0);
-}
-
-/* aio_spawn for a task whose spawn site was noted earlier: the string at (absolute) index
-** site, below the function (done callbacks: where add_done_callback was called). */
-aio_task *aio__spawn_at(lua_State *L, int nargs, int site) {
-  return spawn(L, nargs, site);
+  return aio__spawn_at(L, nargs, 0);
 }
 
 /* Ends task t (at tidx) with its outcome: stores it, unanchors, wakes waiters. */
@@ -892,8 +886,9 @@ static int l_task_cancel(lua_State *L) {
 
 /* core.redeliver_cancel(task [, msg]) -> false if the task already finished: the cancellation
 ** the task already received (and that is still counted) is raised again at its next await,
-** with no new request counted. For a call that returns what it was handed although its caller was cancelled meanwhile (aio.wait_for
-** after its inner task ended with a result): the caller still gets its cancellation. */
+** with no new request counted. For a call that returns what it was handed although its
+** caller was cancelled meanwhile (aio.wait_for after its inner task ended with a result): the
+** caller still gets its cancellation. */
 static int l_redeliver_cancel(lua_State *L) {
   aio_task *t = check_task(L, 1);
   lua_pushboolean(L, request_cancel(L, t, luaL_optstring(L, 2, NULL), 0));
@@ -1078,15 +1073,13 @@ void aio__open_task(lua_State *L) {
   extern const luaL_Reg *aio__future_methods;
   static const luaL_Reg task_methods[] = {
     {"cancel", l_task_cancel}, {"cancelling", l_task_cancelling}, {"uncancel", l_task_uncancel},
-    {"set_name", l_task_set_name},
-    {"traceback", l_task_traceback},
-    {NULL, NULL}};
+    {"set_name", l_task_set_name}, {"traceback", l_task_traceback}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {
     {"spawn", l_spawn}, {"current", l_current}, {"sleep", l_sleep}, {"tasks", l_tasks},
     {"is_cancelled", l_is_cancelled}, {"cancelled_error", l_cancelled_error},
-    {"run_loop", l_run_loop}, {"set_task_hook", l_set_task_hook}, {"report_unobserved", l_report_unobserved}, {"ntasks", l_ntasks},
-    {"redeliver_cancel", l_redeliver_cancel},
-    {NULL, NULL}};
+    {"run_loop", l_run_loop}, {"set_task_hook", l_set_task_hook},
+    {"report_unobserved", l_report_unobserved}, {"ntasks", l_ntasks},
+    {"redeliver_cancel", l_redeliver_cancel}, {NULL, NULL}};
   luaL_newmetatable(L, AIO_TASK_MT);
   lua_newtable(L);
   luaL_setfuncs(L, aio__future_methods, 0);

@@ -288,7 +288,7 @@ uint64_t aio_duration_ns(lua_State *L, int arg, lua_Number s) {
 static uint64_t seconds_to_ns(lua_State *L, int idx) {
   lua_Number s = luaL_checknumber(L, idx);
   luaL_argcheck(L, s >= 0 && s < AIO_FOREVER_S, idx, "seconds out of range");
-  return (uint64_t)(s * 1e9 + 0.5);
+  return aio_duration_ns(L, idx, s);
 }
 
 /* Pushes a future that a timer completes after ns nanoseconds (sleeps outside tasks);
