@@ -91,7 +91,8 @@ function Client:request(t)
 end
 
 -- client:get(url [, opts]) → response. Without opts no request table is made: a plain GET
--- costs ~6,000 instructions less (callgrind), a tenth of the client's own CPU per request.
+-- costs ~4,300 instructions less (callgrind, 2026-11-24, medians of 5 alternating runs of
+-- 4,000 keep-alive GETs: 100,878 -> 96,579 per request, -4.3 %).
 function Client:get(url, opts)
   if opts == nil then return begin(self, "GET", url, nil, nil, nil, 2):await() end
   local t = { url = url }

@@ -53,9 +53,7 @@ local hm = c.handle_methods
 -- nil, why if the child died without a result (e.g. killed); nil, "timeout" on timeout.
 function hm:join(timeout)
   local done = self.done
-  if timeout ~= nil and not tonumber(timeout) then
-    error(("bad argument #1 to 'join' (number expected, got %s)"):format(type(timeout)), 2)
-  end
+  timeout = thread.timeout_arg(timeout, 1, "join")
   if timeout then
     local finished = aio.wait({done}, {timeout = timeout})
     if not finished[done] then return nil, "timeout" end
