@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/ci.sh — the CI run after `make deps`: Release build + the whole suite, then (unless
+# tools/ci.sh — the CI run after `make test-deps`: Release build + the whole suite, then (unless
 # CI_ASAN=0) the ASan+UBSan build + the whole suite again. The last line adds both up:
 # "N passed, N failed". Exit status non-zero if anything failed or did not build.
 set -u

@@ -1,7 +1,8 @@
 #!/bin/sh
 # tools/install-deps.sh — installs the Debian packages aioshell needs, if any is missing.
 #
-#   tools/install-deps.sh          build, test and run dependencies
+#   tools/install-deps.sh [build]  what building and running need (the default)
+#   tools/install-deps.sh test     that and what the tests need (browser, fonts)
 #   tools/install-deps.sh bench    the benchmarks' peers (Python asyncio/uvloop/..., Node, wrk)
 #
 # The package lists live here and nowhere else. Runs apt-get update once, and only when
