@@ -332,6 +332,22 @@ describe("top level", function()
     assert.matches("task ran inside the finalizer:\tfalse\n$", out)
   end)
 
+  it("with the collector stopped, a top-level await runs the loop and a finalizer's still raises", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      collectgarbage("stop")
+      local ran = false
+      aio.spawn(function() ran = true end)
+      aio.sleep(0)
+      print("task ran:", ran)
+      setmetatable({}, {__gc = function() print(pcall(aio.sleep, 5)) end})
+      collectgarbage()
+    ]])
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.matches("^task ran:\ttrue\nfalse\tcannot await here: inside a __gc finalizer", out)
+  end)
+
   it("awaiting inside a done callback (loop running) raises a clear error", async(function()
     local f, seen = aio.future(), nil
     aio.on_done(f, function() seen = select(2, pcall(aio.sleep, 0.01)) end)
