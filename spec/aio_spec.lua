@@ -818,13 +818,14 @@ describe("as_completed, wait, wait_for, timeout", function()
     assert.matches("cleanup failed", err.message)
   end))
 
-  it("cancelling the caller of wait_for while the timed-out child cleans up raises the cancellation", async(function()
-    local cleaning, hold = aio.future(), aio.future()
+  it("cancelling the caller of wait_for while the timed-out child cleans up cancels the cleanup too", async(function()
+    local cleaning, child = aio.future(), nil
     local outer = aio.spawn(function()
       aio.timeout(0.01, function()
+        child = aio.current()
         pcall(aio.sleep, 10)           -- the timeout's cancellation
         cleaning:set_result()
-        hold:await()                   -- a cleanup that awaits
+        aio.sleep(3600)                -- a cleanup that awaits something long
       end)
     end)
     cleaning:await()                   -- the deadline passed: outer awaits the child's cleanup
@@ -836,8 +837,36 @@ describe("as_completed, wait, wait_for, timeout", function()
     assert.is_false(aio.is_timeout(err))
     assert.equal("stop", err.message)
     assert.is_true(outer:cancelled())
-    hold:set_result()                  -- the child's cleanup ends
+    assert.is_true(child:cancelled())  -- its cleanup's await got the cancellation: not left running
+  end))
+
+  it("a timed-out child whose cleanup ignores the caller's cancellation is awaited until a second one", async(function()
+    local cleaning, child, seen = aio.future(), nil, 0
+    local outer = aio.spawn(function()
+      aio.timeout(0.01, function()
+        child = aio.current()
+        pcall(aio.sleep, 10)           -- the timeout's cancellation
+        cleaning:set_result()
+        while true do                  -- a cleanup that ignores the first cancellation passed on
+          local ok, e = pcall(aio.sleep, 10)
+          if not ok then seen = seen + 1 end
+          if seen == 2 then error(e, 0) end
+        end
+      end)
+    end)
+    cleaning:await()
     aio.sleep(0)
+    outer:cancel("one")                -- passed on to the child, whose end outer awaits
+    aio.sleep(0)
+    aio.sleep(0)
+    assert.equal(1, seen)
+    assert.is_false(outer:done())
+    outer:cancel("two")                -- the way out: passed on and raised at once
+    local ok, err = pcall(outer.await, outer)
+    assert.is_false(ok)
+    assert.equal("two", err.message)
+    assert.equal(2, seen)
+    assert.is_true(child:cancelled())
   end))
 
   it("a second cancel of wait_for's caller, while it awaits the inner task's end, is passed on and raised", async(function()

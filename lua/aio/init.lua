@@ -207,12 +207,14 @@ end
 -- handed over) fall in the same loop turn, aw still finishes normally, and then its results
 -- are returned, or what it took would be lost (asyncio 3.12's rule). Only an aw cancelled by
 -- the deadline alone gives the timeout error; one someone else cancelled too raises its
--- cancellation, another failure of aw is raised as it is, and so is a cancellation of the
--- caller during that await (it is not aw's outcome).
+-- cancellation, another failure of aw is raised as it is. A cancellation of the caller during
+-- that await is passed on to aw, whose cleanup may itself await something long, and handled
+-- as one before the deadline (cancelled_while_waiting): asyncio's task passes every cancel()
+-- on to the task it awaits, and trio's cleanup in a cancelled scope cannot block either.
 local function finish_timed_out(aw, seconds, base)
   aw:cancel("timeout")
   local res = pack(pcall(aw.await, aw))
-  if not aw:done() then error(res[2], 0) end  -- the caller was cancelled: the request stands
+  if not aw:done() then return cancelled_while_waiting(aw, res[2]) end  -- the caller was cancelled
   local alone = deadline_alone(aw, base)
   if res[1] then return unpack(res, 2, res.n) end
   local err = res[2]
