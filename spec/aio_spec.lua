@@ -332,6 +332,22 @@ describe("top level", function()
     assert.matches("task ran inside the finalizer:\tfalse\n$", out)
   end)
 
+  it("with the collector stopped, a top-level await runs the loop and a finalizer's still raises", function()
+    local out, err, status = child([[
+      local aio = require "aio"
+      collectgarbage("stop")
+      local ran = false
+      aio.spawn(function() ran = true end)
+      aio.sleep(0)
+      print("task ran:", ran)
+      setmetatable({}, {__gc = function() print(pcall(aio.sleep, 5)) end})
+      collectgarbage()
+    ]])
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.matches("^task ran:\ttrue\nfalse\tcannot await here: inside a __gc finalizer", out)
+  end)
+
   it("awaiting inside a done callback (loop running) raises a clear error", async(function()
     local f, seen = aio.future(), nil
     aio.on_done(f, function() seen = select(2, pcall(aio.sleep, 0.01)) end)
@@ -802,13 +818,14 @@ describe("as_completed, wait, wait_for, timeout", function()
     assert.matches("cleanup failed", err.message)
   end))
 
-  it("cancelling the caller of wait_for while the timed-out child cleans up raises the cancellation", async(function()
-    local cleaning, hold = aio.future(), aio.future()
+  it("cancelling the caller of wait_for while the timed-out child cleans up cancels the cleanup too", async(function()
+    local cleaning, child = aio.future(), nil
     local outer = aio.spawn(function()
       aio.timeout(0.01, function()
+        child = aio.current()
         pcall(aio.sleep, 10)           -- the timeout's cancellation
         cleaning:set_result()
-        hold:await()                   -- a cleanup that awaits
+        aio.sleep(3600)                -- a cleanup that awaits something long
       end)
     end)
     cleaning:await()                   -- the deadline passed: outer awaits the child's cleanup
@@ -820,8 +837,36 @@ describe("as_completed, wait, wait_for, timeout", function()
     assert.is_false(aio.is_timeout(err))
     assert.equal("stop", err.message)
     assert.is_true(outer:cancelled())
-    hold:set_result()                  -- the child's cleanup ends
+    assert.is_true(child:cancelled())  -- its cleanup's await got the cancellation: not left running
+  end))
+
+  it("a timed-out child whose cleanup ignores the caller's cancellation is awaited until a second one", async(function()
+    local cleaning, child, seen = aio.future(), nil, 0
+    local outer = aio.spawn(function()
+      aio.timeout(0.01, function()
+        child = aio.current()
+        pcall(aio.sleep, 10)           -- the timeout's cancellation
+        cleaning:set_result()
+        while true do                  -- a cleanup that ignores the first cancellation passed on
+          local ok, e = pcall(aio.sleep, 10)
+          if not ok then seen = seen + 1 end
+          if seen == 2 then error(e, 0) end
+        end
+      end)
+    end)
+    cleaning:await()
     aio.sleep(0)
+    outer:cancel("one")                -- passed on to the child, whose end outer awaits
+    aio.sleep(0)
+    aio.sleep(0)
+    assert.equal(1, seen)
+    assert.is_false(outer:done())
+    outer:cancel("two")                -- the way out: passed on and raised at once
+    local ok, err = pcall(outer.await, outer)
+    assert.is_false(ok)
+    assert.equal("two", err.message)
+    assert.equal(2, seen)
+    assert.is_true(child:cancelled())
   end))
 
   it("a second cancel of wait_for's caller, while it awaits the inner task's end, is passed on and raised", async(function()

@@ -137,15 +137,18 @@ describe("process.fork", function()
     assert.matches("belongs to the parent process", err)
   end))
 
-  it("a process pool of the parent cannot be closed from the child", async(function()
+  it("a process pool of the parent cannot be used or closed from the child", async(function()
     local h = process.fork(function()
+      local sok, serr = pcall(pool.submit, pool, function() return 1 end)
       local ok, err = pcall(pool.close, pool)  -- the spec file's shared pool
-      return ok, err
+      return ok, err, sok, serr
     end)
-    local ok, err = h:join()
+    local ok, err, sok, serr = h:join()
     assert.equal(0, h.exitcode)  -- (-6: libuv aborted closing a handle the child had closed)
     assert.is_false(ok)
     assert.matches("belongs to the parent process", err)
+    assert.is_false(sok)
+    assert.matches("belongs to the parent process", serr)
     assert.equal(2, pool:apply(function() return 2 end))
   end))
 

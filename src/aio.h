@@ -145,7 +145,7 @@ void aio_timers_closed(aio_loop *loop);
 /* Nanoseconds until the earliest entry, or -1 if the heap is empty. */
 int64_t aio_timers_next(aio_loop *loop);
 
-/* ---- future.c / task.c: futures, tasks and the scheduler ---------------------------- */
+/* ---- future.c / task.c / task_error.c: futures, tasks and the scheduler ------------- */
 
 struct aio_future {
   int state;                       /* AIO_PENDING, AIO_DONE, AIO_FAILED, AIO_CANCELLED */
@@ -233,7 +233,7 @@ void aio_future_push(lua_State *L, aio_future *f);
 ** as text, else its __tostring (called protected), else "(error object is a X value)". */
 const char *aio_push_error_text(lua_State *L, int idx);
 /* If f failed and nobody has seen its error yet, keeps it for the report of unobserved failures
-** (task.c: at exit, with exit status 1, and in the REPL), what naming the work: "a thread job". */
+** (task_error.c: at exit, with exit status 1, and in the REPL), what naming the work: "a thread job". */
 void aio_future_watch_failure(lua_State *L, aio_future *f, const char *what);
 /* Forks since this process's ancestor first asked (thread.c, pthread_atfork): a resource made by
 ** a parent stores it and compares, an integer test instead of getpid() on every use. */

@@ -344,7 +344,7 @@ static void encode_userdata(lua_State *L, enc *e, int idx) {
   const aio_share_class *cls = NULL;
   const char *tname = NULL;
   if (lua_getmetatable(L, idx)) {
-    if (lua_getfield(L, -1, "__aio_share") == LUA_TLIGHTUSERDATA)
+    if (lua_getfield(L, -1, AIO_SHARE_FIELD) == LUA_TLIGHTUSERDATA)
       cls = (const aio_share_class *)lua_touserdata(L, -1);
     lua_pop(L, 1);
     if (lua_getfield(L, -1, "__name") == LUA_TSTRING) tname = lua_tostring(L, -1);
@@ -844,58 +844,6 @@ int aio_codec_decode_owned(lua_State *L, aio_buf *b) {
   aio_buf_free(b);
   if (st != LUA_OK) return lua_error(L);
   return lua_gettop(L) - base;
-}
-
-/* Marks the metatable on top of the stack as a shareable class (codec.h). */
-void aio_share_register(lua_State *L, const aio_share_class *cls) {
-  lua_pushlightuserdata(L, (void *)cls);
-  lua_setfield(L, -2, "__aio_share");
-}
-
-/* Class no-ops for objects that are not counted (shared memory) or cross by value (codec.h). */
-void aio_share_noop_ref(void *o) { (void)o; }
-void aio_share_noop_push(lua_State *L, void *o) { (void)L; (void)o; }
-
-/* Makes a shareable class's metatable, left on the stack (codec.h). */
-int aio_share_new_mt(lua_State *L, const aio_share_class *cls, const luaL_Reg *methods,
-                     const luaL_Reg *meta) {
-  luaL_newmetatable(L, cls->name);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "methods");
-  lua_setfield(L, -2, "__index");
-  luaL_setfuncs(L, meta, 0);
-  aio_share_register(L, cls);
-  return 1;
-}
-
-/* Pushes a box for obj, making its class's metatable on first use in this state (codec.h). */
-void aio_share_push_box(lua_State *L, void *obj, const char *mt, int (*open_mt)(lua_State *L)) {
-  aio_share_box *b = (aio_share_box *)lua_newuserdatauv(L, sizeof *b, 0);
-  b->obj = obj;
-  if (luaL_getmetatable(L, mt) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    open_mt(L);
-  }
-  lua_setmetatable(L, -2);
-}
-
-/* The object of a live box of metatable mt at idx; raises on a released one (codec.h). */
-void *aio_share_check(lua_State *L, int idx, const char *mt) {
-  aio_share_box *b = (aio_share_box *)luaL_checkudata(L, idx, mt);
-  if (!b->obj) luaL_error(L, "attempt to use a released %s", mt);
-  return b->obj;
-}
-
-/* __gc of a box of a counted class: drops the box's reference (codec.h). */
-int aio_share_box_gc(lua_State *L, const aio_share_class *cls) {
-  aio_share_box *b = (aio_share_box *)lua_touserdata(L, 1);
-  if (b->obj) {
-    cls->release(b->obj);
-    b->obj = NULL;
-  }
-  return 0;
 }
 
 /* ---- the aio.codec module: the codec seen from Lua (tests, measuring message sizes) ---- */

@@ -91,7 +91,7 @@ struct ppool {
   int gone;              /* the Lua box was collected */
   uint32_t epoch;        /* fd epoch when made: what every worker inherits */
   char name[32];
-  pid_t owner;           /* the process that made the pool */
+  int fork_gen;          /* aio_fork_gen() of the process that made the pool */
 };
 
 typedef struct ppool_box { ppool *p; } ppool_box;
@@ -587,7 +587,7 @@ static int l_ppool(lua_State *L) {
   p->refs = 1;
   p->selfref = LUA_NOREF;
   p->closedref = LUA_NOREF;
-  p->owner = getpid();
+  p->fork_gen = aio_fork_gen();
   p->epoch = aio_proc_epoch();
   snprintf(p->name, sizeof p->name, "%s", luaL_optstring(L, 4, "ForkPoolWorker"));
   b->p = p;
@@ -600,10 +600,12 @@ static int l_ppool(lua_State *L) {
 }
 
 /* Checks that idx is an open process pool made by this process: a forked child has a copy of
-** its parent's pools, whose workers and handles are not its own (closing them aborted it). */
+** its parent's pools, whose workers and handles are not its own (closing them aborted it).
+** The fork generation, not getpid(): a system call on every submit. */
 static ppool *check_own_ppool(lua_State *L, int idx) {
   ppool *p = check_ppool(L, idx);
-  if (p->owner != getpid()) luaL_error(L, "this process pool belongs to the parent process");
+  if (p->fork_gen != aio_fork_gen())
+    luaL_error(L, "this process pool belongs to the parent process");
   return p;
 }
 
@@ -693,7 +695,7 @@ static int ppool_gc(lua_State *L) {
   b->p = NULL;
   p->gone = 1;
   p->closing = 1;
-  if (p->owner == getpid()) {
+  if (p->fork_gen == aio_fork_gen()) {
     pworker *next;
     for (pworker *w = p->workers; w; w = next) {
       next = w->next;

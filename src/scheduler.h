@@ -1,5 +1,5 @@
-/* scheduler.h — private glue between future.c and task.c, and for the core's files that spawn or
-** resume tasks (timer.c, coroutine.c); not for other modules. */
+/* scheduler.h — private glue between future.c, task.c and task_error.c, and for the core's
+** files that spawn or resume tasks (timer.c, coroutine.c); not for other modules. */
 #ifndef AIO_SCHEDULER_H
 #define AIO_SCHEDULER_H
 #include "aio.h"
@@ -17,6 +17,20 @@ void aio__task_wake(lua_State *L, aio_task *t, int nvals);
 void aio__task_push(lua_State *L, aio_task *t);
 /* Marks the future at fidx observed (and forgets it as an unobserved failure). */
 void aio__observe(lua_State *L, int fidx);
+/* Pushes the display name of the task at tidx ("Task-<id>" unless set). */
+void aio__push_task_name(lua_State *L, int tidx);
+/* Pushes where the task at tidx was spawned ("file:line" or "?"). */
+void aio__push_task_site(lua_State *L, int tidx);
+/* Turns the error on top of L (raised by task tidx's coroutine co) into an aio.error with the
+** task's name, spawn site and traceback; returns 0 if it was one already. */
+int aio__wrap_task_error(lua_State *L, int tidx, lua_State *co);
+/* Gives the aio.error on top, raised by a __close handler while the task unwound from the
+** aio.error at fidx, a traceback (the first error's stack if it was raised here). */
+void aio__close_error_traceback(lua_State *L, int fidx, int here);
+/* Remembers the failed future at idx until its error is observed (what: NULL for a task). */
+void aio__unobserved_add(lua_State *L, int idx, const char *what);
+/* Registers the aio.error metatable and puts the error functions into the table at -1. */
+void aio__open_task_error(lua_State *L);
 /* Raises the outcome of the finished future at fidx or returns its results (for await). */
 int aio__return_outcome(lua_State *L, int fidx);
 /* Pushes "file:line" of the user code running now (the first frame outside aio's modules). */

@@ -4,6 +4,7 @@
 -- clearer in Lua. See docs/aio.md.
 local core = require "aio.core"
 local sync = require "aio.sync"
+local argcheck = require "aio.argcheck"
 
 local aio = {}
 for k, v in pairs(core) do aio[k] = v end
@@ -31,15 +32,7 @@ end
 local function awaitable(v, i)
   if is_awaitable(v) then return v end
   if type(v) == "function" then return spawn(v) end
-  error(("bad argument #%d (task, future or function expected, got %s)"):format(i, type(v)), 3)
-end
-
--- Raises (at the caller of the function that checks) unless v, argument `arg` of `fname`, is of
--- type `want` (a function that spawn would refuse too, but from inside this module).
-local function check_type(v, want, arg, fname)
-  if type(v) ~= want then
-    error(("bad argument #%d to '%s' (%s expected, got %s)"):format(arg, fname, want, type(v)), 3)
-  end
+  argcheck.typeerror(v, "task, future or function", i, nil, 3)
 end
 
 -- A timeout error value, recognised by aio.is_timeout.
@@ -47,20 +40,6 @@ local function timeout_error(seconds)
   return setmetatable({message = ("timeout after %gs"):format(seconds), timeout = true}, error_mt)
 end
 aio.timeout_error = timeout_error
-
--- Checks a timeout (seconds, or nil for none) before anything is spawned: not a number or
--- NaN raises (naming `what`, argument `arg` of `fname`). The rest of the rule for durations
--- (negative counts as 0, math.huge never ends) is the timer's: aio_duration_ns in timer.c.
-local function check_timeout(seconds, what, arg, fname)
-  if seconds == nil then return nil end
-  local s = tonumber(seconds)
-  if s == nil then
-    error(("bad argument #%d to '%s' (%s: number expected, got %s)"):format(arg, fname, what, type(seconds)), 3)
-  elseif s ~= s then
-    error(("bad argument #%d to '%s' (%s is NaN)"):format(arg, fname, what), 3)
-  end
-  return s
-end
 
 -- aio.is_timeout(err) -> true if err is a timeout error.
 function aio.is_timeout(err)
@@ -111,8 +90,8 @@ end
 -- aio.as_completed(list [, {timeout=}]) -> iterator over the original awaitables in the order
 -- they finish. Raises a timeout error if the next one does not finish in time.
 function aio.as_completed(list, opts)
-  check_type(list, "table", 1, "as_completed")
-  local timeout = check_timeout(opts and opts.timeout, "timeout", 2, "as_completed")
+  argcheck.type(list, "table", 1, "as_completed", 2)
+  local timeout = argcheck.timeout(opts and opts.timeout, 2, "as_completed", 2, "timeout")
   local n = list.n or #list
   local deadline = timeout and core.now() + timeout
   local finished, head, waiter = {}, 1, nil
@@ -157,13 +136,13 @@ end
 -- aio.wait(list, {return_when="all_completed"|"first_completed"|"first_exception", timeout=})
 -- -> done, pending: two sets (tables keyed by the awaitables). Nothing is cancelled on timeout.
 function aio.wait(list, opts)
-  check_type(list, "table", 1, "wait")
+  argcheck.type(list, "table", 1, "wait", 2)
   opts = opts or {}
   local when = opts.return_when or "all_completed"
   if when ~= "all_completed" and when ~= "first_completed" and when ~= "first_exception" then
     error("return_when must be all_completed, first_completed or first_exception", 2)
   end
-  local timeout = check_timeout(opts.timeout, "timeout", 2, "wait")
+  local timeout = argcheck.timeout(opts.timeout, 2, "wait", 2, "timeout")
   local n = list.n or #list
   local aws = {}
   for i = 1, n do aws[i] = awaitable(list[i], i) end
@@ -228,12 +207,14 @@ end
 -- handed over) fall in the same loop turn, aw still finishes normally, and then its results
 -- are returned, or what it took would be lost (asyncio 3.12's rule). Only an aw cancelled by
 -- the deadline alone gives the timeout error; one someone else cancelled too raises its
--- cancellation, another failure of aw is raised as it is, and so is a cancellation of the
--- caller during that await (it is not aw's outcome).
+-- cancellation, another failure of aw is raised as it is. A cancellation of the caller during
+-- that await is passed on to aw, whose cleanup may itself await something long, and handled
+-- as one before the deadline (cancelled_while_waiting): asyncio's task passes every cancel()
+-- on to the task it awaits, and trio's cleanup in a cancelled scope cannot block either.
 local function finish_timed_out(aw, seconds, base)
   aw:cancel("timeout")
   local res = pack(pcall(aw.await, aw))
-  if not aw:done() then error(res[2], 0) end  -- the caller was cancelled: the request stands
+  if not aw:done() then return cancelled_while_waiting(aw, res[2]) end  -- the caller was cancelled
   local alone = deadline_alone(aw, base)
   if res[1] then return unpack(res, 2, res.n) end
   local err = res[2]
@@ -246,7 +227,7 @@ end
 -- aio.wait_for(awaitable_or_fn, seconds) -> its results; on timeout the awaitable is cancelled
 -- and a timeout error is raised (aio.is_timeout). Cancelling the caller cancels it too.
 function aio.wait_for(aw, seconds, quiet)
-  seconds = check_timeout(seconds, "seconds", 2, "wait_for")
+  seconds = argcheck.timeout(seconds, 2, "wait_for", 2, "seconds")
   aw = awaitable(aw, 1)
   if seconds == nil then return aw:await() end
   local base = is_task(aw) and aw:cancelling()
@@ -260,8 +241,8 @@ end
 -- aio.timeout(seconds, fn, ...) -> fn's results, or raises a timeout error if fn takes longer
 -- (fn then gets a cancellation error at its current await, so its cleanup runs).
 function aio.timeout(seconds, fn, ...)
-  check_timeout(seconds, "seconds", 1, "timeout")
-  check_type(fn, "function", 2, "timeout")
+  argcheck.timeout(seconds, 1, "timeout", 2, "seconds")
+  argcheck.type(fn, "function", 2, "timeout", 2)
   return aio.wait_for(spawn(fn, ...), seconds)
 end
 
@@ -281,7 +262,7 @@ aio.call_soon = spawn
 -- before the error propagates. Once the group has returned, g:spawn raises.
 local CHILD_FAILED = "a child of the group failed"
 function aio.group(body, ...)
-  check_type(body, "function", 1, "group")
+  argcheck.type(body, "function", 1, "group", 2)
   local children, live, failure, idle = {}, 0, nil, nil
   local cancelled = {}  -- the children the group cancelled: a cleanup must not be cut twice
   local parent, in_body, closed = core.current(), true, false
@@ -310,7 +291,7 @@ function aio.group(body, ...)
   end
   function g.spawn(_, fn, ...)
     if closed then error("group is closed", 2) end
-    check_type(fn, "function", 1, "spawn")
+    argcheck.type(fn, "function", 1, "spawn", 2)
     local t = spawn(fn, ...)
     children[#children + 1] = t
     live = live + 1
@@ -355,7 +336,7 @@ end
 -- drain finishes them; a stock lua5.4 that loaded the aio C module can call aio.run_loop() to
 -- run the loop until nothing is left.
 function aio.run(fn, ...)
-  check_type(fn, "function", 1, "run")
+  argcheck.type(fn, "function", 1, "run", 2)
   local t = spawn(fn, ...)
   return t:await()
 end

@@ -6,6 +6,7 @@ local c = require "aio.process_c"
 local core = require "aio.core"
 local aio = require "aio"
 local thread = require "aio.thread"
+local argcheck = require "aio.argcheck"
 
 local pack, unpack, type = table.pack, table.unpack, type
 local reg = debug.getregistry()
@@ -25,25 +26,18 @@ function M.current()
   return {name = name, pid = pid, ppid = ppid}
 end
 
--- Raises at the caller of the function that checks (level 3) unless fn is a function (fork
--- would check it too, but naming its own arguments, from inside this module).
-local function check_target(fn, fname, what)
-  if type(fn) ~= "function" then
-    error(("bad argument #1 to '%s' (%sfunction expected, got %s)"):format(fname, what, type(fn)), 3)
-  end
-end
-
 -- process.fork(fn, ...) -> handle: fn(...) runs in a forked child (which inherits this state
 -- copy-on-write) as a task on a fresh loop. handle.pid, .name, .exitcode, :join(), :kill().
 function M.fork(fn, ...)
-  check_target(fn, "fork", "")
+  argcheck.type(fn, "function", 1, "fork", 2)
   return c.fork(nil, fn, ...)
 end
 
 -- process.spawn{target=fn, args={...}, name=} -> handle (multiprocessing.Process, started).
 function M.spawn(opts)
   local args = opts.args or {}
-  check_target(opts.target or opts[1], "spawn", "target: ")
+  local target = opts.target or opts[1]
+  if type(target) ~= "function" then argcheck.typeerror(target, "target: function", 1, "spawn", 2) end
   return c.fork(opts.name, opts.target or opts[1], unpack(args, 1, args.n or #args))
 end
 
@@ -53,7 +47,7 @@ local hm = c.handle_methods
 -- nil, why if the child died without a result (e.g. killed); nil, "timeout" on timeout.
 function hm:join(timeout)
   local done = self.done
-  timeout = thread.timeout_arg(timeout, 1, "join")
+  timeout = argcheck.timeout(timeout, 1, "join", 2)
   if timeout then
     local finished = aio.wait({done}, {timeout = timeout})
     if not finished[done] then return nil, "timeout" end
@@ -129,9 +123,9 @@ end
 
 -- lock:acquire([timeout]) / semaphore:acquire([timeout]): polls try_acquire, sleeping 0.5 to
 -- 10 ms between tries, so the loop keeps running.
-local poll_acquire, timeout_arg = thread.poll_acquire, thread.timeout_arg
+local poll_acquire = thread.poll_acquire
 local function acquire(self, timeout)
-  timeout = timeout_arg(timeout, 1, "acquire")
+  timeout = argcheck.timeout(timeout, 1, "acquire", 2)
   local got, why = poll_acquire(self.try_acquire, self, timeout and core.now() + timeout, 0.0005, 2)
   return got, why
 end

@@ -6,6 +6,7 @@
 -- as a task, readable values, console commands (:tasks :where :cancel :time :help), tab
 -- completion candidates and the exit on Ctrl-D.
 local aio = require "aio"
+local argcheck = require "aio.argcheck"
 local c = require "aio.repl_c"
 
 local M = {}
@@ -137,7 +138,7 @@ local function write_args(fname, ...)
     elseif math.type(v) == "float" then parts[i] = ("%.14g"):format(v)
     elseif type(v) == "string" then parts[i] = v
     else
-      error(("bad argument #%d to '%s' (string expected, got %s)"):format(i, fname, type(v)), 3)
+      argcheck.typeerror(v, "string", i, fname, 3)
     end
   end
   return table.concat(parts)

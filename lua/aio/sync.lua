@@ -7,6 +7,7 @@
 -- its await (a cancellation that arrives later is delivered at its *next* await), a permit, an
 -- item or a wake-up is never lost to a cancelled waiter: the asyncio Semaphore/Queue bugs.
 local core = require "aio.core"
+local argcheck = require "aio.argcheck"
 local future = core.future
 
 local sync = {}
@@ -132,9 +133,7 @@ Semaphore.__close = function(self) self:_release(2) end  -- level 2: the scope t
 
 -- sem:with(fn, ...) -> fn's results, holding a permit.
 function Semaphore:with(fn, ...)
-  if type(fn) ~= "function" then
-    error(("bad argument #1 to 'with' (function expected, got %s)"):format(type(fn)), 2)
-  end
+  argcheck.type(fn, "function", 1, "with", 2)
   local _ <close> = self:acquire()
   return fn(...)
 end

@@ -4,6 +4,7 @@
 -- map, close and the default pool behind aio.to_thread. See docs/thread.md.
 local c = require "aio.thread_c"
 local core = require "aio.core"
+local argcheck = require "aio.argcheck"
 
 local M = {
   shared = c.shared,       -- thread.shared(v) -> cell with :get/:set/:add/:cas/:update
@@ -26,24 +27,6 @@ local unpack, select, type = table.unpack, select, type
 -- are). A helper that raises takes `level`: where the error goes, counted as error() counts it
 -- in the helper's caller (so a helper passes level + 1 to the helpers it calls).
 
--- Raises at `level` unless v, argument `arg` of `fname`, is of type `want`.
-local function check_type(v, want, arg, fname, level)
-  if type(v) ~= want then
-    error(("bad argument #%d to '%s' (%s expected, got %s)"):format(arg, fname, want, type(v)), level + 1)
-  end
-end
-
--- A wait's timeout, argument `arg` of the method `fname`, as a number (nil: none); raises at
--- the method's caller (level 3 from here) unless it is one.
-local function timeout_arg(timeout, arg, fname)
-  if timeout == nil then return nil end
-  local t = tonumber(timeout)
-  if not t then
-    error(("bad argument #%d to '%s' (number expected, got %s)"):format(arg, fname, type(timeout)), 3)
-  end
-  return t
-end
-
 -- Tracks submitted jobs so the REPL's :tasks (and anyone) can list them with the tasks:
 -- returns wrap(methods), which makes methods.submit record each job, and jobs() -> the
 -- unfinished ones as records {id, name (the pool's), state, age, waiting_on, site}. Weak keys: a
@@ -54,7 +37,7 @@ function M.job_tracker(prefix, where)
     local c_submit, name = pool_methods.submit, pool_methods.name
     -- pool:_submit_at(level, fn, ...): submit, raising misuse (a closed pool) at `level`.
     local function submit_at(self, level, fn, ...)
-      check_type(fn, "function", 1, "submit", level + 1)
+      argcheck.type(fn, "function", 1, "submit", level + 1)
       local ok, f = pcall(c_submit, self, fn, ...)
       if not ok then error(f, level + 1) end
       next_id = next_id + 1
@@ -123,8 +106,8 @@ end
 -- The bounded map behind pool:map, shared with process pools (it needs :_submit_at and :size):
 -- raises misuse at `level`.
 local function map(self, level, fn, list, opts)
-  check_type(fn, "function", 1, "map", level + 1)
-  check_type(list, "table", 2, "map", level + 1)
+  argcheck.type(fn, "function", 1, "map", level + 1)
+  argcheck.type(list, "table", 2, "map", level + 1)
   opts = opts or {}
   local n = list.n or #list
   local chunksize = check_count(opts.chunksize or 1, "chunksize", level + 1)
@@ -195,8 +178,8 @@ function methods:map(fn, list, opts) return (map(self, 2, fn, list, opts)) end
 -- (at most 2 jobs per worker in flight; a job's error is raised by the iterator; as with any
 -- Lua iterator, a nil result ends the loop early).
 function methods:imap_unordered(fn, list, chunksize)
-  check_type(fn, "function", 1, "imap_unordered", 2)
-  check_type(list, "table", 2, "imap_unordered", 2)
+  argcheck.type(fn, "function", 1, "imap_unordered", 2)
+  argcheck.type(list, "table", 2, "imap_unordered", 2)
   chunksize = check_count(chunksize or 1, "chunksize", 2)
   local n = list.n or #list
   local limit = self:size() * 2
@@ -305,7 +288,7 @@ do
   local mm = debug.getregistry()["aio.thread.mutex"].__index
   local raw_lock, try_lock, held_here = mm.lock, mm.try_lock, mm._held_here
   function mm.lock(m, timeout)
-    timeout = timeout_arg(timeout, 1, "lock")
+    timeout = argcheck.timeout(timeout, 1, "lock", 2)
     if (c.current()) ~= "main" or not core.current() or not coroutine.isyieldable() then
       -- a worker, the top level, or where a task cannot suspend: the OS wait
       local ok, got, why = pcall(raw_lock, m, timeout)
@@ -322,7 +305,6 @@ end
 -- The bounded map (with its level first) and imap above, shared with process pools (they need
 -- :_submit_at and :size).
 M.pool_map = map
-M.timeout_arg = timeout_arg  -- (process locks check their acquire's timeout with it)
 M.pool_imap_unordered = methods.imap_unordered
 
 return M
