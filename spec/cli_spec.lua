@@ -286,6 +286,32 @@ u2 = setmetatable({}, {__gc = function() error("ZYX") end})]])})
     end)
   end)
 
+  describe("-i prompts", function()
+    it("reads _PROMPT and _PROMPT2 as ordinary globals (an __index on _G counts)", function()
+      local env = "setmetatable(_G, {__index = function(_, k) " ..
+        "return ({_PROMPT = 'first? ', _PROMPT2 = 'more? '})[k] end})"
+      local out = same({"-e", env, "-i"}, {stdin = "t = {\n}\nprint(type(t))\n"})
+      assert.matches("first%? t = {\nmore%? }\nfirst%? ", out)
+    end)
+    it("stops with the bare message and status 1 when a prompt cannot be made", function()
+      local broken = "_PROMPT = setmetatable({}, {__tostring = function() error('no prompt', 0) end})"
+      local out, err, status = same({"-e", broken, "-i"}, {stdin = "print('never')\n"})
+      assert.are.equal(1, status)
+      assert.are.equal("no prompt\n", err)
+      assert.not_matches("never", out)
+    end)
+    it("stops the same way on a failing _PROMPT2, and shows a table error as lua.c does", function()
+      local late = "local n = 0 _PROMPT2 = setmetatable({}, {__tostring = function() " ..
+        "n = n + 1 if n == 2 then error('second continuation') end return '+ ' end})"
+      local _, err, status = same({"-e", late, "-i"}, {stdin = "if true then\nx = 1\ny = 2\nend\n"})
+      assert.are.equal(1, status)
+      assert.are.equal("(command line):1: second continuation\n", err)
+      local tbl = "_PROMPT = setmetatable({}, {__tostring = function() error({}) end})"
+      _, err = same({"-e", tbl, "-i"}, {stdin = ""})
+      assert.are.equal("(null)\n", err)
+    end)
+  end)
+
   describe("interrupts", function()
     -- Starts `code` in the background, waits for the file it creates, then sends SIGINT.
     local function interrupt(interp, code, extra_wait)
