@@ -33,11 +33,11 @@ interp=${1:-$here/build/aioshell}
 case $interp in /*) ;; */*) interp=$PWD/$interp ;; esac
 lua54=${LUA54:-lua5.4}
 limit=${TIMEOUT:-300}
+log=${KEEP_LOGS:-$(mktemp -d)}
+mkdir -p "$log" && log=$(cd "$log" && pwd)
+[ -n "${KEEP_LOGS:-}" ] || trap 'rm -rf "$log"' EXIT
 cd "$dir" || exit 2
 mkdir -p libs/P1
-log=${KEEP_LOGS:-$(mktemp -d)}
-mkdir -p "$log"
-[ -n "${KEEP_LOGS:-}" ] || trap 'rm -rf "$log"' EXIT
 
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
