@@ -229,9 +229,9 @@ describe("aioshell command line (vs lua5.4)", function()
       assert.are.equal("thread\ttrue\tfalse\tnil\n", out)
     end)
     it("lets -e change arg before the script reads it, and checks arg is a table", function()
-      local out = same({"-e", "arg[1] = 100", "-", "x"}, {stdin = "print(...)"})
-      assert.are.equal("100\n", out)
-      local _, err, status = same({"-e", "arg = 1", "-"}, {stdin = ""})
+      local out = same({"-e", "arg[1] = 'replaced'", "-", "given"}, {stdin = "print((...))"})
+      assert.are.equal("replaced\n", out)
+      local _, err, status = same({"-e", "arg = false", "-"}, {stdin = ""})
       assert.are.equal(1, status)
       assert.matches("'arg' is not a table", err)
     end)
@@ -241,36 +241,43 @@ describe("aioshell command line (vs lua5.4)", function()
       local out = same(args)
       assert.are.equal("40\ta30\n", out)
       same({"-e ", "--", script("print(arg[-1], arg[-2])")})
-      same({"-eprint(1)", "-ea=3", "-e", "print(a)"})
+      same({"-eprint('glued')", "-eb=4", "-e", "print(b * 2)"})
     end)
     it("calls __tostring of an error object from the same stack level", function()
+      -- the object names the line that raised it, four levels up from its __tostring
       local f = script([[
-debug = require "debug"
-m = {x = 0}
-setmetatable(m, {__tostring = function(x) return tostring(debug.getinfo(4).currentline + x.x) end})
-error(m)
+local dbg = require "debug"
+local where = setmetatable({}, {__tostring = function()
+  return "raised at line " .. dbg.getinfo(4, "l").currentline
+end})
+
+error(where)
 ]])
       local _, err = same({f})
-      assert.are.equal("lua: 4\n", err)
+      assert.are.equal("lua: raised at line 6\n", err)
     end)
     it("closes to-be-closed variables of the main chunk on os.exit(true, true)", function()
       local out = same({script([[
-local x <close> = setmetatable({}, {__close = function(_, err) assert(err == nil) print("Ok") end})
-local e1 <close> = setmetatable({}, {__close = function() print(120) end})
+local function closer(name)
+  return setmetatable({}, {__close = function(_, e) print(name, e) end})
+end
+local first <close> = closer("first")
+local second <close> = closer("second")
 os.exit(true, true)]])})
-      assert.are.equal("120\nOk\n", out)
+      assert.are.equal("second\tnil\nfirst\tnil\n", out)
     end)
     it("reports errors of finalizers run at close as warnings with -W", function()
       local _, err = same({"-W", script([[
-warn("@allow")
-u1 = setmetatable({}, {__gc = function() error("XYZ") end})
-u2 = setmetatable({}, {__gc = function() error("ZYX") end})]])})
-      assert.matches("ZYX", err)
-      assert.matches("XYZ", err)
+keep = {}
+for i = 1, 2 do
+  keep[i] = setmetatable({}, {__gc = function() error("finalizer " .. i .. " failed") end})
+end]])})
+      assert.matches("finalizer 1 failed", err)
+      assert.matches("finalizer 2 failed", err)
     end)
     it("runs debug.debug() on stdin", function()
-      local _, err = same({"-e", "require'debug'.debug()"}, {stdin = "io.stderr:write(1000)\ncont\n"})
-      assert.are.equal("lua_debug> 1000lua_debug> ", err)
+      local _, err = same({"-e", "require'debug'.debug()"}, {stdin = "io.stderr:write('in debug ', 7)\ncont\n"})
+      assert.are.equal("lua_debug> in debug 7lua_debug> ", err)
     end)
     it("-i shows a line's values through a print the user replaced, and its failures", function()
       local lines = "1 + 1\nnil\n'two', 3\n"
@@ -283,6 +290,32 @@ u2 = setmetatable({}, {__gc = function() error("ZYX") end})]])})
     end)
     it("uses generational GC like lua.c", function()
       same({"-e", "print(collectgarbage('incremental'))"})
+    end)
+  end)
+
+  describe("-i prompts", function()
+    it("reads _PROMPT and _PROMPT2 as ordinary globals (an __index on _G counts)", function()
+      local env = "setmetatable(_G, {__index = function(_, k) " ..
+        "return ({_PROMPT = 'first? ', _PROMPT2 = 'more? '})[k] end})"
+      local out = same({"-e", env, "-i"}, {stdin = "t = {\n}\nprint(type(t))\n"})
+      assert.matches("first%? t = {\nmore%? }\nfirst%? ", out)
+    end)
+    it("stops with the bare message and status 1 when a prompt cannot be made", function()
+      local broken = "_PROMPT = setmetatable({}, {__tostring = function() error('no prompt', 0) end})"
+      local out, err, status = same({"-e", broken, "-i"}, {stdin = "print('never')\n"})
+      assert.are.equal(1, status)
+      assert.are.equal("no prompt\n", err)
+      assert.not_matches("never", out)
+    end)
+    it("stops the same way on a failing _PROMPT2, and shows a table error as lua.c does", function()
+      local late = "local n = 0 _PROMPT2 = setmetatable({}, {__tostring = function() " ..
+        "n = n + 1 if n == 2 then error('second continuation') end return '+ ' end})"
+      local _, err, status = same({"-e", late, "-i"}, {stdin = "if true then\nx = 1\ny = 2\nend\n"})
+      assert.are.equal(1, status)
+      assert.are.equal("(command line):1: second continuation\n", err)
+      local tbl = "_PROMPT = setmetatable({}, {__tostring = function() error({}) end})"
+      _, err = same({"-e", tbl, "-i"}, {stdin = ""})
+      assert.are.equal("(null)\n", err)
     end)
   end)
 

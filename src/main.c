@@ -350,6 +350,15 @@ static int failed(lua_State *L) {
   return exit_status(L, EXIT_FAILURE);
 }
 
+/* Runs the REPL; LUA_OK if it ended normally. An error that ends it prints as in lua.c,
+** whose REPL clears the program name: the bare message. */
+static int repl(lua_State *L) {
+  lua_settop(L, 0);
+  if (aio_repl(L)) return LUA_OK;
+  if (lua_gettop(L) > 0) l_message(NULL, lua_tostring(L, -1));
+  return LUA_ERRRUN;
+}
+
 /* The whole interpreter, in protected mode. Pushes the exit status. */
 static int pmain(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
@@ -388,13 +397,11 @@ static int pmain(lua_State *L) {
   if (!runargs(L, argv, optlim)) return failed(L);
   if (script > 0 && handle_script(L, argv + script) != LUA_OK) return failed(L);
   if (args & HAS_I) {
-    lua_settop(L, 0);
-    aio_repl(L);
+    if (repl(L) != LUA_OK) return failed(L);
   } else if (script < 1 && !(args & (HAS_E | HAS_V))) {
     if (isatty(0)) {
       print_version();
-      lua_settop(L, 0);
-      aio_repl(L);
+      if (repl(L) != LUA_OK) return failed(L);
     } else if (dofile(L, NULL) != LUA_OK) {
       /* Like lua.c, an error in piped stdin does not change the exit status, and the loop
       ** does not run after it; unobserved task failures are still reported (status 1). */

@@ -645,8 +645,8 @@ static int repl_main(lua_State *L) {
   lua_pushliteral(L, "aio.repl");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "run");
-  lua_call(L, 0, 1);
-  return 1;
+  lua_call(L, 0, 2);
+  return 2;
 }
 
 /* os.exit(0, true) in protected mode (closes the state: finalizers run, handles close). */
@@ -659,15 +659,18 @@ static int repl_exit(lua_State *L) {
   return 0;
 }
 
-/* Runs the REPL until EOF; returns 1 if ok.
+/* Runs the REPL until EOF; returns 1 if ok, 0 after an error (see repl.h).
 ** The session ending is the program ending, as with lua5.4 -i. Tasks were given a grace and
 ** cancelled by aio.repl; but timers (aio.every) and listening servers left behind would keep
 ** the host's drain running forever, so in that case the state is closed here (os.exit). */
 int aio_repl(lua_State *L) {
   lua_pushcfunction(L, repl_main);
-  if (aio_pcall_report(L, 0, 1) != LUA_OK) return 0;
-  int ok = lua_isnil(L, -1) || lua_toboolean(L, -1);
-  lua_pop(L, 1);
+  if (aio_pcall_report(L, 0, 2) != LUA_OK) return 0;
+  if (!lua_isnil(L, -2) && !lua_toboolean(L, -2)) {  /* false, message */
+    lua_remove(L, -2);
+    return 0;
+  }
+  lua_pop(L, 2);
   aio_loop *loop = aio_loop_get(L);
   loop->running++;
   uv_run(&loop->uv, UV_RUN_NOWAIT);  /* lets the REPL's own handles finish closing */
@@ -677,5 +680,5 @@ int aio_repl(lua_State *L) {
     lua_pushcfunction(L, repl_exit);
     aio_pcall_report(L, 0, 0);
   }
-  return ok;
+  return 1;
 }

@@ -323,6 +323,12 @@ local function run_line(fn)
   return true, r
 end
 
+-- An error value as lua.c prints it (lua_tostring): a string or a number as text, anything
+-- else "(null)".
+local function error_text(e)
+  return (type(e) == "string" or type(e) == "number") and tostring(e) or "(null)"
+end
+
 -- Prints a line's values as lua.c does, with the global print; while print is the standard
 -- one (or the REPL's wrapper of it), the REPL's own printer stands in for it.
 local function print_values(r)
@@ -332,8 +338,7 @@ local function print_values(r)
   end
   local ok, e = pcall(p, table.unpack(r, 2, r.n))
   if not ok then
-    local msg = (type(e) == "string" or type(e) == "number") and tostring(e) or "(null)"
-    err(("error calling 'print' (%s)"):format(msg))
+    err(("error calling 'print' (%s)"):format(error_text(e)))
   end
 end
 
@@ -350,11 +355,20 @@ local function report(ok, r)
   end
 end
 
--- The prompt, from _PROMPT / _PROMPT2 as lua.c does.
-local function get_prompt(first)
-  local p = rawget(_G, first and "_PROMPT" or "_PROMPT2")
+-- The prompt as lua.c makes it: the global _PROMPT or _PROMPT2, read like any global (an
+-- __index on _G counts, as with lua_getglobal), through tostring; the default when nil.
+local function prompt_text(first)
+  local p
+  if first then p = _PROMPT else p = _PROMPT2 end
   if p == nil then return first and "> " or ">> " end
   return tostring(p)
+end
+
+-- The prompt, or nil and lua.c's message when making it fails (which ends the REPL).
+local function get_prompt(first)
+  local ok, p = pcall(prompt_text, first)
+  if ok then return p end
+  return nil, error_text(p)
 end
 
 -- True if a load error says the chunk just needs more lines.
@@ -363,9 +377,12 @@ local function incomplete(msg)
 end
 
 -- Reads a chunk the way lua.c's loadline does. Returns fn | nil, errmsg | "eof" | "reset",
--- or "command", name, argument for a console command.
+-- "command", name, argument for a console command, or "fatal", message when a prompt could
+-- not be made.
 local function read_chunk()
-  local line = c.readline(get_prompt(true))
+  local prompt, failure = get_prompt(true)
+  if not prompt then return "fatal", failure end
+  local line = c.readline(prompt)
   if line == nil then return "eof" end
   if line == false then return "reset" end
   local cmd, arg = line:match("^%s*:(%a+)%s*(.-)%s*$")
@@ -386,7 +403,9 @@ local function read_chunk()
       c.add_history(buf)
       return f, msg
     end
-    local more = c.readline(get_prompt(false))
+    prompt, failure = get_prompt(false)
+    if not prompt then return "fatal", failure end
+    local more = c.readline(prompt)
     if more == false then return "reset" end
     if more == nil then
       c.add_history(buf)
@@ -574,7 +593,8 @@ local function finish_tasks()
   exiting = nil
 end
 
--- The REPL's task: read, evaluate as a task, print, until end of input.
+-- The REPL's task: read, evaluate as a task, print, until end of input. Returns the message
+-- of the error that ended it early (a prompt that could not be made), or nil.
 local function loop()
   while true do
     -- let tasks the last line made ready run, then show failures nobody will see otherwise
@@ -582,6 +602,7 @@ local function loop()
     if aio.report_unobserved then aio.report_unobserved() end
     local fn, a, b = read_chunk()
     if fn == "eof" then break
+    elseif fn == "fatal" then return a
     elseif fn == "reset" then -- Ctrl-C at the prompt: start over
     elseif fn == "command" then
       local cmd = commands[a]
@@ -595,7 +616,9 @@ local function loop()
   end
 end
 
--- Runs the REPL until end of input (called by aio_repl on the main thread). Returns true.
+-- Runs the REPL until end of input (called by aio_repl on the main thread). Returns true, or
+-- false and lua.c's message when a prompt could not be made: in lua.c that error leaves the
+-- REPL and ends the interpreter (status 1, background tasks get no grace).
 function M.run(opts)
   opts = opts or {}
   local history = opts.history or os.getenv("AIOSHELL_HISTORY")
@@ -612,19 +635,22 @@ function M.run(opts)
   }
   if editing then install_output() end
   host_task = aio.current()
+  local failure
   local ok, e = pcall(function()
     repl_task = aio.spawn(function()
-      loop()
-      finish_tasks()
+      local f = loop()
+      if f == nil then finish_tasks() end
+      return f
     end)
     if repl_task.set_name then repl_task:set_name("repl") end
-    repl_task:await()
+    failure = repl_task:await()
   end)
   remove_output()
   c.close()
-  if not editing then stdout:write("\n") stdout:flush() end
+  if not editing and failure == nil then stdout:write("\n") stdout:flush() end
   repl_task, host_task = nil, nil
   if not ok then error(e, 0) end
+  if failure ~= nil then return false, failure end
   return true
 end
 
