@@ -284,6 +284,20 @@ describe("queue", function()
     assert.is_true(cleaned_first)
   end))
 
+  -- The give-back rule's reason: a get woken with an item and cancelled before it ran used to
+  -- return the item, and aio.gather, whose caller was cancelled in that same turn, dropped it.
+  it("a get inside aio.gather cancelled with its caller leaves the item in the queue", async(function()
+    local q = aio.queue()
+    local a = start(function() return aio.gather(function() return q:get() end) end)
+    q:put("x")   -- the inner get is woken with "x" ...
+    a:cancel()   -- ... and gather's caller cancelled before it ran
+    settle(a)
+    assert.is_true(a:cancelled())
+    aio.sleep(0)
+    assert.equal(1, q:size())
+    assert.equal("x", q:get_nowait())
+  end))
+
   it("get_nowait and put_nowait raise instead of waiting", function()
     local q = aio.queue(1)
     assert.has_error(function() q:get_nowait() end, "queue is empty")
