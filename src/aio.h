@@ -223,6 +223,14 @@ int aio_await(lua_State *L, int idx);
 ** unregisters it): where the caller cannot wait, the future is cancelled before the error is
 ** raised, so that no orphan waiter is left behind. */
 int aio_await_own(lua_State *L, int idx);
+/* aio_await_own, then returns k(L, status, base) with the outcome above base: (true,
+** results...) or (false, err). k may end with `return aio_await_k(L, status, base)`. */
+int aio_await_own_k(lua_State *L, int idx, lua_KFunction k);
+/* The continuation of an await: returns the results above base or raises the error. */
+int aio_await_k(lua_State *L, int status, lua_KContext base);
+/* Takes the running task's cancellation that came after it was woken: pushes its error and
+** returns 1, or returns 0 (none). For a wait that gives back what it was handed. */
+int aio_take_cancel(lua_State *L);
 /* Pushes the outcome of the (finished) future at fidx as (true, results...) or (false, err);
 ** returns the count pushed. */
 int aio_future_push_outcome(lua_State *L, int fidx);
