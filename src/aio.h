@@ -204,6 +204,17 @@ aio_future *aio_future_new(lua_State *L);
 aio_future *aio_future_new_held(lua_State *L, int *ref,
                                 void (*on_cancel)(lua_State *L, aio_future *f, void *ud),
                                 void *ud);
+/* aio_future_new_held for a waiter of `size` zeroed bytes, allocated after the future (making
+** the future may raise): on_cancel gets ud, or the waiter when ud is NULL. Sets *f and *ref and
+** pushes the future; NULL (nothing pushed, nothing held) when out of memory. */
+void *aio_waiter_alloc(lua_State *L, size_t size, aio_future **f, int *ref,
+                       void (*on_cancel)(lua_State *L, aio_future *f, void *ud), void *ud);
+/* Resolves f with a held value: the C value p, which the waiter takes when its task runs
+** (aio_held_take) and drop(p) frees if nobody does. Out of memory: drops p, rejects f. For a
+** wait that gives back what it was handed when its task was cancelled before it ran. */
+void aio_future_resolve_held(lua_State *L, aio_future *f, void *p, void (*drop)(void *p));
+/* Takes the C value out of the held value at idx, or returns NULL (not one, or taken). */
+void *aio_held_take(lua_State *L, int idx);
 /* Checks that the value at idx is a future or a task (tasks are futures). */
 aio_future *aio_future_check(lua_State *L, int idx);
 /* Returns the future (or task) at idx, or NULL. */
