@@ -365,6 +365,39 @@ void aio_proc_resolve_msg(lua_State *L, aio_future *f, aio_buf *b) {
   aio_buf_free(b);
 }
 
+/* Makes a waiter and parks it at the end of a list (process_internal.h). */
+proc_waiter *aio_proc_park(lua_State *L, proc_waiter **head, proc_waiter **tail,
+                           void (*on_cancel)(lua_State *L, aio_future *f, void *ud), void *ud) {
+  aio_future *f;
+  int ref;
+  proc_waiter *w = aio_waiter_alloc(L, sizeof *w, &f, &ref, on_cancel, ud);
+  if (!w) return NULL;
+  w->fut = f;
+  w->ref = ref;
+  if (*tail) (*tail)->next = w;
+  else *head = w;
+  *tail = w;
+  return w;
+}
+
+/* Unlinks the waiter whose future is f (process_internal.h). */
+proc_waiter *aio_proc_unlink(proc_waiter **head, proc_waiter **tail, aio_future *f) {
+  proc_waiter *prev = NULL, *w = *head;
+  while (w && w->fut != f) { prev = w; w = w->next; }
+  if (!w) return NULL;
+  if (prev) prev->next = w->next;
+  else *head = w->next;
+  if (*tail == w) *tail = prev;
+  return w;
+}
+
+/* Frees an unlinked waiter (process_internal.h). */
+void aio_proc_waiter_free(lua_State *L, proc_waiter *w) {
+  aio_buf_free(&w->msg);
+  aio_unref(L, w->ref);
+  free(w);
+}
+
 /* uv_walk callback in a new pool worker: closes one parent handle's descriptor (see below). */
 static void close_parent_handle(uv_handle_t *h, void *arg) {
   uv_os_fd_t fd;
