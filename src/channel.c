@@ -236,7 +236,7 @@ static void waiter_timed_out(aio_loop *loop, aio_timed *t) {
 }
 
 /* Makes a waiter for queue q, not yet linked, and pushes its future; NULL when out of memory.
-** Outside mu: making the inbox or the future may raise (before the waiter is allocated). */
+** Outside mu: making the inbox may raise (before anything is made). */
 static waiter *waiter_new(lua_State *L, chan *c, wqueue *q, msg *m) {
   aio_inbox *ib = aio_inbox_get(L);
   aio_future *f;

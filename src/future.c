@@ -588,13 +588,28 @@ void *aio_held_take(lua_State *L, int idx) {
   return p;
 }
 
+/* Protected: pushes a new future and stores its registry ref at the int (light userdata at 1). */
+static int new_held_p(lua_State *L) {
+  int *ref = (int *)lua_touserdata(L, 1);
+  aio_future_new(L);
+  *ref = aio_ref(L, -1);
+  return 1;
+}
+
 /* Makes a waiter of `size` zeroed bytes for a new held future (aio_future_new_held, pushed),
-** whose on_cancel(L, f, ud) is set once both exist: the future is made first (that may raise),
-** so that running out of memory leaves nothing behind. NULL (nothing pushed) when out of
-** memory. */
+** whose on_cancel(L, f, ud) is set once both exist. Never raises: NULL (nothing pushed, nothing
+** held) when out of memory, so that the caller can free what it owns first. */
 void *aio_waiter_alloc(lua_State *L, size_t size, aio_future **f, int *ref,
                        void (*on_cancel)(lua_State *L, aio_future *f, void *ud), void *ud) {
-  *f = aio_future_new_held(L, ref, NULL, NULL);
+  *ref = LUA_NOREF;
+  lua_pushcfunction(L, new_held_p);
+  lua_pushlightuserdata(L, ref);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    aio_unref(L, *ref);
+    lua_pop(L, 1);
+    return NULL;
+  }
+  *f = (aio_future *)lua_touserdata(L, -1);
   void *w = calloc(1, size);
   if (!w) {
     aio_unref(L, *ref);
