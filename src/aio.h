@@ -204,10 +204,11 @@ aio_future *aio_future_new(lua_State *L);
 aio_future *aio_future_new_held(lua_State *L, int *ref,
                                 void (*on_cancel)(lua_State *L, aio_future *f, void *ud),
                                 void *ud);
-/* aio_future_new_held for a waiter of `size` zeroed bytes: on_cancel gets ud, or the waiter
-** when ud is NULL. Sets *f and *ref and pushes the future. Never raises: NULL (nothing pushed,
-** nothing held) when out of memory, so that the caller frees what it owns before raising. */
-void *aio_waiter_alloc(lua_State *L, size_t size, aio_future **f, int *ref,
+/* aio_future_new_held for a waiter of `size` zeroed bytes, whose fields at offsets fut_at and
+** ref_at get the future and its ref: on_cancel gets ud, or the waiter when ud is NULL; the
+** future is pushed. Never raises: NULL (nothing pushed, nothing held) when out of memory, so
+** that the caller frees what it owns before raising. */
+void *aio_waiter_alloc(lua_State *L, size_t size, size_t fut_at, size_t ref_at,
                        void (*on_cancel)(lua_State *L, aio_future *f, void *ud), void *ud);
 /* Resolves f with a held value: the C value p, which the waiter takes when its task runs
 ** (aio_held_take) and drop(p) frees if nobody does. Out of memory: drops p, rejects f. For a

@@ -239,12 +239,9 @@ static void waiter_timed_out(aio_loop *loop, aio_timed *t) {
 ** Outside mu: making the inbox may raise (before anything is made). */
 static waiter *waiter_new(lua_State *L, chan *c, wqueue *q, msg *m) {
   aio_inbox *ib = aio_inbox_get(L);
-  aio_future *f;
-  int ref;
-  waiter *w = aio_waiter_alloc(L, sizeof *w, &f, &ref, waiter_on_cancel, NULL);
+  waiter *w = aio_waiter_alloc(L, sizeof *w, offsetof(waiter, fut), offsetof(waiter, ref),
+                               waiter_on_cancel, NULL);
   if (!w) return NULL;
-  w->fut = f;
-  w->ref = ref;
   w->q = q;
   w->ch = c;
   w->m = m;

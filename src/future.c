@@ -597,26 +597,24 @@ static int new_held_p(lua_State *L) {
 }
 
 /* Makes a waiter of `size` zeroed bytes for a new held future (aio_future_new_held, pushed),
-** whose on_cancel(L, f, ud) is set once both exist. Never raises: NULL (nothing pushed, nothing
-** held) when out of memory, so that the caller can free what it owns first. */
-void *aio_waiter_alloc(lua_State *L, size_t size, aio_future **f, int *ref,
+** whose on_cancel(L, f, ud) is set once both exist; the future and its ref are stored in the
+** waiter at fut_at and ref_at. Never raises: NULL (nothing pushed, nothing held) when out of
+** memory, so that the caller can free what it owns first. */
+void *aio_waiter_alloc(lua_State *L, size_t size, size_t fut_at, size_t ref_at,
                        void (*on_cancel)(lua_State *L, aio_future *f, void *ud), void *ud) {
-  *ref = LUA_NOREF;
+  int ref = LUA_NOREF;
   lua_pushcfunction(L, new_held_p);
-  lua_pushlightuserdata(L, ref);
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-    aio_unref(L, *ref);
-    lua_pop(L, 1);
-    return NULL;
-  }
-  *f = (aio_future *)lua_touserdata(L, -1);
-  void *w = calloc(1, size);
+  lua_pushlightuserdata(L, &ref);
+  char *w = lua_pcall(L, 1, 1, 0) == LUA_OK ? calloc(1, size) : NULL;
   if (!w) {
-    aio_unref(L, *ref);
+    aio_unref(L, ref);
     lua_pop(L, 1);
     return NULL;
   }
-  (*f)->on_cancel = on_cancel;
-  (*f)->on_cancel_ud = ud ? ud : w;
+  aio_future *f = (aio_future *)lua_touserdata(L, -1);
+  f->on_cancel = on_cancel;
+  f->on_cancel_ud = ud ? ud : w;
+  memcpy(w + fut_at, &f, sizeof f);
+  memcpy(w + ref_at, &ref, sizeof ref);
   return w;
 }

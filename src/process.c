@@ -17,6 +17,7 @@
 ** only if it created it or was forked from its creator after it existed: every child records
 ** (parent pid, epoch at fork) in its lineage, so a refusal can say exactly why.
 */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -368,12 +369,9 @@ void aio_proc_resolve_msg(lua_State *L, aio_future *f, aio_buf *b) {
 /* Makes a waiter and parks it at the end of a list (process_internal.h). */
 proc_waiter *aio_proc_park(lua_State *L, proc_waiter **head, proc_waiter **tail,
                            void (*on_cancel)(lua_State *L, aio_future *f, void *ud), void *ud) {
-  aio_future *f;
-  int ref;
-  proc_waiter *w = aio_waiter_alloc(L, sizeof *w, &f, &ref, on_cancel, ud);
+  proc_waiter *w = aio_waiter_alloc(L, sizeof *w, offsetof(proc_waiter, fut),
+                                    offsetof(proc_waiter, ref), on_cancel, ud);
   if (!w) return NULL;
-  w->fut = f;
-  w->ref = ref;
   if (*tail) (*tail)->next = w;
   else *head = w;
   *tail = w;
