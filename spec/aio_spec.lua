@@ -792,20 +792,31 @@ describe("as_completed, wait, wait_for, timeout", function()
     return aio.wait_for(take, 0.05)
   end
 
-  it("wait_for returns the results of an awaitable that finished as the deadline passed: no permit lost", async(function()
+  it("wait_for returns the results of a task that finished as the deadline passed", async(function()
+    local f = aio.future()
+    local got = at_the_deadline(function() f:set_result("done") end, function() return f:await() end)
+    assert.equal("done", got)
+  end))
+
+  -- The give-back rule: a primitive's wait woken in the deadline's turn gives back what it was
+  -- handed, so wait_for times out and nothing is lost.
+  it("a deadline in the turn a permit is handed over times out, and the permit stays", async(function()
     local sem = aio.semaphore(1)
     sem:acquire()
-    local got = at_the_deadline(function() sem:release() end,
-                                function() sem:acquire(); return "permit" end)
-    assert.equal("permit", got)
-    sem:release()                      -- the permit is ours to give back (bounded: no error)
+    local ok, err = pcall(at_the_deadline, function() sem:release() end,
+                          function() sem:acquire(); return "permit" end)
+    assert.is_false(ok)
+    assert.is_true(aio.is_timeout(err))
     assert.is_true(sem:try_acquire())
   end))
 
-  it("wait_for returns the results of an awaitable that finished as the deadline passed: no item lost", async(function()
+  it("a deadline in the turn an item is handed over times out, and the item stays", async(function()
     local q = aio.queue()
-    local got = at_the_deadline(function() q:put_nowait("precious") end, function() return q:get() end)
-    assert.equal("precious", got)
+    local ok, err = pcall(at_the_deadline, function() q:put_nowait("precious") end,
+                          function() return q:get() end)
+    assert.is_false(ok)
+    assert.is_true(aio.is_timeout(err))
+    assert.equal("precious", q:get_nowait())
   end))
 
   it("a timeout whose cancelled child fails otherwise raises the child's error", async(function()

@@ -638,9 +638,88 @@ describe("process.pipe", function()
     assert.equal(5050, sum)
     h:join()
   end))
+  -- Two frames arrive in one read and serve two receivers; the first, when it runs, cancels the
+  -- second, which was served but has not run: the give-back rule.
+  it("a recv served then cancelled before it ran gives its frame back, to the next receiver", async(function()
+    local a, b = process.pipe()
+    local r2, r3
+    local r1 = aio.spawn(function() local v = b:recv(); r2:cancel(); return v end)
+    r2 = aio.spawn(function() return b:recv() end)
+    r3 = aio.spawn(function() return b:recv() end)
+    aio.sleep(0)
+    a:send("m1"); a:send("m2")
+    assert.equal("m1", r1:await())
+    local ok, err = pcall(r2.await, r2)
+    assert.is_false(ok)
+    assert.is_true(aio.is_cancelled(err))
+    assert.equal("m2", aio.wait_for(r3, 5))   -- the frame went on to r3
+    a:send("m3")
+    assert.equal("m3", aio.wait_for(function() return b:recv() end, 5))
+  end))
+
+  it("a frame given back with nobody waiting is the next recv's, ahead of later ones", async(function()
+    local a, b = process.pipe()
+    local r2
+    local r1 = aio.spawn(function() local v = b:recv(); r2:cancel(); return v end)
+    r2 = aio.spawn(function() return b:recv() end)
+    aio.sleep(0)
+    a:send("m1"); a:send("m2"); a:send("m3")
+    assert.equal("m1", r1:await())
+    assert.is_false(pcall(r2.await, r2))
+    assert.equal("m2", aio.wait_for(function() return b:recv() end, 5))
+    assert.equal("m3", aio.wait_for(function() return b:recv() end, 5))
+  end))
+
+  it("receivers cancelled at random while a child sends lose and duplicate nothing", async(function()
+    local a, b = process.pipe()
+    local n = 300
+    local h = process.fork(function()
+      for i = 1, n do b:send(i) end
+      b:close()
+    end)
+    b:close()
+    local seen, got, closed, round = {}, 0, false, 0
+    while not closed do
+      round = round + 1
+      local rs = {}
+      for i = 1, 3 do
+        rs[i] = aio.spawn(function()
+          local v = a:recv()
+          if v ~= nil then assert.is_nil(seen[v]); seen[v] = true; got = got + 1 end
+          if i == 1 and rs[3] then rs[3]:cancel() end  -- r3 may have been served already
+          return v
+        end)
+      end
+      aio.sleep(0)
+      if round % 2 == 0 then rs[2]:cancel() end
+      for i = 1, 3 do
+        local ok, v = pcall(aio.wait_for, rs[i], 10)
+        if ok and v == nil then closed = true end
+      end
+    end
+    h:join()
+    assert.equal(n, got)
+  end))
+
 end)
 
 describe("process.queue", function()
+  -- A message read from the shared socket cannot go back to its front (another process may
+  -- read next): a get served then cancelled before it ran keeps the rule from before the
+  -- give-back rule, returning its message, with the cancellation at its next await.
+  it("a get served then cancelled before it ran returns its message, cancelled at its next await", async(function()
+    local q = process.queue()
+    local g2
+    local g1 = aio.spawn(function() local v = q:get(); g2:cancel(); return v end)
+    g2 = aio.spawn(function() local v = q:get(); return v, select(2, pcall(aio.sleep, 0)) end)
+    aio.sleep(0)
+    q:put("m1"); q:put("m2")
+    assert.equal("m1", g1:await())
+    local v, err = g2:await()
+    assert.equal("m2", v)
+    assert.is_true(aio.is_cancelled(err))
+  end))
+
   it("many producers and consumers, with a sentinel each", async(function()
     local q, results = process.queue(), process.queue()
     local producers, consumers = {}, {}

@@ -72,6 +72,22 @@ describe("semaphore", function()
     assert.equal(1, sem.value)  -- its <close> gave the permit back
   end))
 
+  it("a waiter woken with the permit, then cancelled before it ran, passes it on and raises", async(function()
+    local sem, order = aio.semaphore(1), {}
+    sem:acquire()
+    local function user(name) return function() sem:acquire(); order[#order + 1] = name; sem:release() end end
+    local b = start(user("b"))
+    local c = start(user("c"))
+    local d = start(user("d"))
+    sem:release()   -- b is handed the permit ...
+    b:cancel()      -- ... and cancelled before it ran
+    settle(b)
+    assert.is_true(b:cancelled())
+    c:await(); d:await()
+    assert.same({"c", "d"}, order)  -- the permit went on to c, and the order held
+    assert.equal(1, sem.value)
+  end))
+
   it("<close> releases on error", async(function()
     local sem = aio.semaphore(1)
     pcall(function()
@@ -127,6 +143,21 @@ describe("lock", function()
     lock:release()
   end))
 
+  it("a waiter handed the lock, then cancelled before it ran, passes the lock on and raises", async(function()
+    local lock = aio.lock()
+    lock:acquire()
+    local b = start(function() lock:acquire(); lock:release() end)
+    local owner
+    local c = start(function() lock:acquire(); owner = lock.owner; lock:release() end)
+    lock:release()
+    b:cancel()
+    settle(b)
+    assert.is_true(b:cancelled())
+    c:await()
+    assert.are.equal(c, owner)
+    assert.is_false(lock:locked())
+  end))
+
   it("releasing an unlocked lock raises", function()
     assert.has_error(function() aio.lock():release() end, "lock is not acquired")
   end)
@@ -149,6 +180,21 @@ describe("event", function()
     assert.is_true(ev:wait())  -- already set: immediate
     ev:clear()
     assert.is_false(ev:is_set())
+  end))
+end)
+
+describe("event (give-back)", function()
+  after_each(helper.assert_no_tasks)
+
+  it("a waiter woken by set, then cancelled before it ran, raises; the others return", async(function()
+    local ev = aio.event()
+    local a = start(function() return ev:wait() end)
+    local b = start(function() return ev:wait() end)
+    ev:set()
+    a:cancel()
+    settle(a)
+    assert.is_true(a:cancelled())
+    assert.is_true(b:await())
   end))
 end)
 
@@ -205,6 +251,28 @@ describe("condition", function()
     assert.equal("woke", aio.wait_for(b, 1))
   end))
 
+  it("a waiter notified and cancelled before it ran passes the wake-up on, holding the lock", async(function()
+    local cond = aio.condition()
+    local held
+    local a = start(function()
+      local _ <close> = cond:acquire()
+      local ok, err = pcall(cond.wait, cond)
+      held = cond:locked()
+      error(err, 0)
+    end)
+    local b = start(function() local _ <close> = cond:acquire(); cond:wait(); return "woke" end)
+    do
+      local _ <close> = cond:acquire()
+      cond:notify(1)   -- a is notified ...
+    end
+    a:cancel()         -- ... and cancelled before it ran, the lock free
+    settle(a)
+    assert.is_true(a:cancelled())
+    assert.is_true(held)
+    assert.equal("woke", aio.wait_for(b, 1))
+    assert.is_false(cond:locked())
+  end))
+
   it("waiting without the lock raises", function()
     assert.has_error(function() aio.condition():wait() end, "cannot wait on an un-acquired condition")
   end)
@@ -235,16 +303,17 @@ describe("queue", function()
     assert.equal("item", b:await())
   end))
 
-  it("a getter cancelled right after an item arrived leaves the item for others", async(function()
+  it("a getter woken for an item, then cancelled before it ran, raises and leaves the item", async(function()
     local q = aio.queue()
-    local a = start(function() local v = q:get(); aio.sleep(1); return v end)
-    q:put("x")
-    a:cancel()
+    local got
+    local a = start(function() got = q:get(); return got end)
+    q:put("x")  -- a is woken for "x" ...
+    a:cancel()  -- ... and cancelled before it ran
     settle(a)
-    -- a received "x" (it was handed over before the cancel), so nothing is pending and nothing lost
-    assert.equal(0, q:size())
-    q:put("y")
-    assert.equal("y", q:get())
+    assert.is_true(a:cancelled())
+    assert.is_nil(got)
+    assert.equal(1, q:size())
+    assert.equal("x", q:get())
   end))
 
   -- asyncio's wait_for lost a result the same way until 3.12 (gh-86296): the caller cancelled
@@ -282,6 +351,87 @@ describe("queue", function()
     settle(a)
     assert.is_true(a:cancelled())
     assert.is_true(cleaned_first)
+  end))
+
+  -- The give-back rule's reason: a get woken with an item and cancelled before it ran used to
+  -- return the item, and aio.gather, whose caller was cancelled in that same turn, dropped it.
+  it("a get inside aio.gather cancelled with its caller leaves the item in the queue", async(function()
+    local q = aio.queue()
+    local a = start(function() return aio.gather(function() return q:get() end) end)
+    aio.sleep(0) -- the inner get waits
+    a:cancel()   -- gather's caller is cancelled ...
+    q:put("x")   -- ... and in the same turn the inner get is woken for "x"
+    settle(a)
+    assert.is_true(a:cancelled())
+    aio.sleep(0)
+    assert.equal(1, q:size())
+    assert.equal("x", q:get_nowait())
+  end))
+
+  it("items go to the woken getters in order when one of them gives its item back", async(function()
+    local q, got = aio.queue(), {}
+    local ts = {}
+    for i = 1, 3 do ts[i] = start(function() local v = q:get(); got[#got + 1] = i .. ":" .. v end) end
+    q:put("x"); q:put("y")  -- getters 1 and 2 are woken
+    ts[1]:cancel()          -- 1 gives "x" back: the next waiting getter (3) is woken
+    for _, t in ipairs(ts) do settle(t) end
+    assert.is_true(ts[1]:cancelled())
+    assert.same({"2:x", "3:y"}, got)
+  end))
+
+  it("a putter woken for room, then cancelled before it ran, passes the room on and raises", async(function()
+    local q = aio.queue(1)
+    q:put("a")
+    local p1 = start(function() q:put("p1") end)
+    local p2 = start(function() q:put("p2") end)
+    assert.equal("a", q:get())  -- room: p1 is woken ...
+    p1:cancel()                 -- ... and cancelled before it ran
+    settle(p1)
+    settle(p2)
+    assert.is_true(p1:cancelled())
+    assert.equal(1, q:size())
+    assert.equal("p2", q:get())
+  end))
+
+  it("aio.wait_for around a get whose caller is cancelled raises and leaves the item", async(function()
+    local q = aio.queue()
+    local returned
+    local a = start(function() returned = aio.wait_for(function() return q:get() end, 5) end)
+    aio.sleep(0)  -- the inner get waits
+    a:cancel()    -- the caller is cancelled ...
+    q:put("x")    -- ... and in the same turn the inner get is woken for "x"
+    settle(a)
+    assert.is_true(a:cancelled())
+    assert.is_nil(returned)
+    assert.equal("x", q:get_nowait())
+  end))
+
+  it("getters and putters cancelled at random lose and duplicate nothing", async(function()
+    for _, make in ipairs({aio.queue, aio.lifo_queue, aio.priority_queue}) do
+      local q, got, seen = make(3), 0, {}
+      local tasks, n = {}, 0
+      local function spawn(fn) n = n + 1; tasks[n] = aio.spawn(fn) end
+      local put = 0
+      for round = 1, 200 do
+        spawn(function()
+          local v = q:get()
+          assert.is_nil(seen[v]); seen[v] = true; got = got + 1
+        end)
+        spawn(function() put = put + 1; local v = put; local ok = pcall(q.put, q, v); if not ok then seen[-v] = true end end)
+        if round % 3 == 0 then tasks[n - (round % 5)]:cancel() end
+        if round % 7 == 0 then aio.sleep(0) end
+      end
+      q:close()  -- the getters left drain it, the putters left raise
+      for i = 1, n do settle(tasks[i]) end
+      while not q:empty() do
+        local v = q:get_nowait()
+        assert.is_nil(seen[v]); seen[v] = true; got = got + 1
+      end
+      for v = 1, put do  -- every item put was got exactly once, or its put was cancelled
+        assert.is_true(seen[v] == true or seen[-v] == true)
+        assert.is_false(seen[v] == true and seen[-v] == true)
+      end
+    end
   end))
 
   it("get_nowait and put_nowait raise instead of waiting", function()

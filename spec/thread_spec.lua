@@ -722,19 +722,109 @@ describe("channels", function()
   -- A timed wait on the loop ran in a task of its own under aio.wait_for: cancelling the caller
   -- once the waiter had been served left what it was handed in that task, where nobody read it
   -- (the message was lost; the sender's message went in while its caller got the error).
-  it("a timed recv or send served, then cancelled before it ran, returns what it was handed",
+  -- Now a served recv gives its message back and raises; a served send's message is in the
+  -- channel already, so the send returns true and the cancellation comes at the next await.
+  it("a recv served, then cancelled before it ran, gives its message to the next receiver", async(function()
+    local ch = thread.channel()
+    local got = {}
+    local rs = {}
+    for i = 1, 3 do
+      rs[i] = aio.spawn(function() local v = ch:recv(); got[#got + 1] = i .. ":" .. v end)
+    end
+    aio.sleep(0)
+    ch:send("a"); ch:send("b")  -- served to receivers 1 and 2
+    rs[1]:cancel()              -- 1 gives "a" back: receiver 3 is served with it
+    for i = 1, 3 do pcall(aio.wait_for, rs[i], 1) end
+    assert.is_true(rs[1]:cancelled())
+    assert.same({"2:b", "3:a"}, got)
+    assert.equal(0, #ch)
+  end))
+
+  it("a message given back goes to the front, even past a bounded channel's capacity", async(function()
+    local ch = thread.channel(1)
+    local r = aio.spawn(function() return ch:recv() end)
+    aio.sleep(0)
+    ch:send("first")            -- served to r
+    ch:send("second")           -- the channel is full
+    r:cancel()
+    assert.is_false(pcall(r.await, r))
+    assert.equal(2, #ch)        -- over capacity until a receiver takes one
+    local s = aio.spawn(function() return ch:send("third") end)
+    aio.sleep(0)
+    assert.is_false(s:done())   -- senders wait until it is below capacity again
+    assert.equal("first", ch:recv(0))
+    assert.equal("second", ch:recv())
+    assert.is_true(s:await())
+    assert.equal("third", ch:recv(0))
+  end))
+
+  it("a recv inside aio.gather cancelled with its caller leaves the message in the channel", async(function()
+    local ch = thread.channel()
+    local a = aio.spawn(function() return aio.gather(function() return ch:recv() end) end)
+    aio.sleep(0); aio.sleep(0)  -- the inner recv waits
+    a:cancel()                  -- gather's caller is cancelled ...
+    ch:send("x")                -- ... and in the same turn the inner recv is served
+    assert.is_false(pcall(a.await, a))
+    aio.sleep(0)
+    assert.equal("x", ch:recv(0))
+  end))
+
+  it("aio.wait_for around a recv whose caller is cancelled raises and leaves the message", async(function()
+    local ch = thread.channel()
+    local returned
+    local a = aio.spawn(function() returned = aio.wait_for(function() return ch:recv() end, 5) end)
+    aio.sleep(0); aio.sleep(0)
+    a:cancel()
+    ch:send("x")
+    assert.is_false(pcall(a.await, a))
+    assert.is_true(a:cancelled())
+    assert.is_nil(returned)
+    assert.equal("x", ch:recv(0))
+  end))
+
+  it("receivers cancelled at random while a worker sends lose and duplicate nothing", async(function()
+    local ch = thread.channel(4)
+    local n = 400
+    local f = pool:submit(function(c, count)
+      for i = 1, count do c:send(i) end
+      c:close()
+    end, ch, n)
+    local seen, got = {}, 0
+    local function take(v)
+      assert.is_nil(seen[v]); seen[v] = true; got = got + 1
+    end
+    local round = 0
+    while true do
+      round = round + 1
+      local rs = {}
+      for i = 1, 3 do rs[i] = aio.spawn(function() local v = ch:recv(); if v ~= nil then take(v) end; return v end) end
+      aio.sleep(0)
+      rs[1 + round % 3]:cancel()
+      local closed = false
+      for i = 1, 3 do
+        local ok, v = pcall(rs[i].await, rs[i])
+        if ok and v == nil then closed = true end
+      end
+      if closed then break end
+    end
+    f:await()
+    while true do local v = ch:recv(0); if v == nil then break end; take(v) end
+    assert.equal(n, got)
+  end))
+
+  it("a timed recv served, then cancelled before it ran, gives the message back; a send returns true",
      async(function()
     local ch = thread.channel(1)
-    local r = aio.spawn(function()
-      local v = ch:recv(5)
-      return v, select(2, pcall(aio.sleep, 0))
-    end)
+    local got
+    local r = aio.spawn(function() got = ch:recv(5) end)
     aio.sleep(0)
     ch:send("msg")  -- served at once
     r:cancel()      -- before r runs
-    local v, err = r:await()
-    assert.equal("msg", v)
-    assert.is_true(aio.is_cancelled(err))  -- at its next await
+    local ok, err = pcall(r.await, r)
+    assert.is_false(ok)
+    assert.is_true(aio.is_cancelled(err))
+    assert.is_nil(got)
+    assert.equal("msg", ch:recv(0))
     ch:send("full")
     local s = aio.spawn(function()
       local ok = ch:send("second", 5)

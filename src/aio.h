@@ -204,6 +204,18 @@ aio_future *aio_future_new(lua_State *L);
 aio_future *aio_future_new_held(lua_State *L, int *ref,
                                 void (*on_cancel)(lua_State *L, aio_future *f, void *ud),
                                 void *ud);
+/* aio_future_new_held for a waiter of `size` zeroed bytes, whose fields at offsets fut_at and
+** ref_at get the future and its ref: on_cancel gets ud, or the waiter when ud is NULL; the
+** future is pushed. Never raises: NULL (nothing pushed, nothing held) when out of memory, so
+** that the caller frees what it owns before raising. */
+void *aio_waiter_alloc(lua_State *L, size_t size, size_t fut_at, size_t ref_at,
+                       void (*on_cancel)(lua_State *L, aio_future *f, void *ud), void *ud);
+/* Resolves f with a held value: the C value p, which the waiter takes when its task runs
+** (aio_held_take) and drop(p) frees if nobody does. Out of memory: drops p, rejects f. For a
+** wait that gives back what it was handed when its task was cancelled before it ran. */
+void aio_future_resolve_held(lua_State *L, aio_future *f, void *p, void (*drop)(void *p));
+/* Takes the C value out of the held value at idx, or returns NULL (not one, or taken). */
+void *aio_held_take(lua_State *L, int idx);
 /* Checks that the value at idx is a future or a task (tasks are futures). */
 aio_future *aio_future_check(lua_State *L, int idx);
 /* Returns the future (or task) at idx, or NULL. */
@@ -223,6 +235,14 @@ int aio_await(lua_State *L, int idx);
 ** unregisters it): where the caller cannot wait, the future is cancelled before the error is
 ** raised, so that no orphan waiter is left behind. */
 int aio_await_own(lua_State *L, int idx);
+/* aio_await_own, then returns k(L, status, base) with the outcome above base: (true,
+** results...) or (false, err). k may end with `return aio_await_k(L, status, base)`. */
+int aio_await_own_k(lua_State *L, int idx, lua_KFunction k);
+/* The continuation of an await: returns the results above base or raises the error. */
+int aio_await_k(lua_State *L, int status, lua_KContext base);
+/* Takes the running task's cancellation that came after it was woken: pushes its error and
+** returns 1, or returns 0 (none). For a wait that gives back what it was handed. */
+int aio_take_cancel(lua_State *L);
 /* Pushes the outcome of the (finished) future at fidx as (true, results...) or (false, err);
 ** returns the count pushed. */
 int aio_future_push_outcome(lua_State *L, int fidx);

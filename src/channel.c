@@ -15,9 +15,12 @@
 ** section (mu), and every change made under mu while a waiter is linked either serves at once
 ** (on the loop) or posts a notification (a worker). A waiter is handed its message (or room)
 ** and settled in one step on the loop thread, where it is also unlinked when cancelled or
-** timed out: a cancelled waiter never takes an item, and never leaves one behind unsent. The
-** awaiting task is the future's only waiter, so a cancellation that comes once the waiter was
-** served is raised at the task's next await, after the call returned what it was handed.
+** timed out: a cancelled waiter never takes an item, and never leaves one behind unsent. A
+** receiver is handed its message still encoded (a held message, decoded when its task runs):
+** if the task was cancelled in between, the message goes back to the front of the channel
+** and the recv raises the cancellation (the give-back rule, docs/aio.md). A sender's message
+** went into the channel when it was served, where others may already have taken it: its
+** send returns true and the cancellation is raised at the task's next await.
 **
 ** A forked child has a copy of the channel, with the parent's parked waiters in it: their
 ** tasks are the parent's, and the child forgets them (chan_lock).
@@ -233,9 +236,11 @@ static void waiter_timed_out(aio_loop *loop, aio_timed *t) {
 }
 
 /* Makes a waiter for queue q, not yet linked, and pushes its future; NULL when out of memory.
-** Outside mu: making the future or the inbox may raise. */
+** Outside mu: making the inbox may raise (before anything is made). */
 static waiter *waiter_new(lua_State *L, chan *c, wqueue *q, msg *m) {
-  waiter *w = calloc(1, sizeof *w);
+  aio_inbox *ib = aio_inbox_get(L);
+  waiter *w = aio_waiter_alloc(L, sizeof *w, offsetof(waiter, fut), offsetof(waiter, ref),
+                               waiter_on_cancel, NULL);
   if (!w) return NULL;
   w->q = q;
   w->ch = c;
@@ -243,9 +248,8 @@ static waiter *waiter_new(lua_State *L, chan *c, wqueue *q, msg *m) {
   w->gen = aio_fork_gen();
   w->timeout.heap_idx = -1;
   w->timeout.fire = waiter_timed_out;
-  w->ib = aio_inbox_get(L);
+  w->ib = ib;
   aio_inbox_hold(w->ib, +1);
-  w->fut = aio_future_new_held(L, &w->ref, waiter_on_cancel, w);
   return w;
 }
 
@@ -320,11 +324,8 @@ static waiter *next_served(chan *c, msg **m) {
   return w;
 }
 
-/* Protected: pushes the decoded message (light userdata at 1), freeing it. */
-static int push_msg_p(lua_State *L) {
-  push_msg(L, (msg *)lua_touserdata(L, 1));
-  return 1;
-}
+/* Drops a message a served receiver never took (aio_future_resolve_held). */
+static void drop_msg(void *m) { free_msg((msg *)m); }
 
 /* Settles a served waiter's future and frees the waiter: a sender gets true (or the closed
 ** channel's error), a receiver its message (or its decoding error), or nil, "closed". */
@@ -337,11 +338,8 @@ static void settle_waiter(lua_State *L, waiter *w, msg *m, int closed) {
       lua_pushboolean(L, 1);
       aio_future_resolve(L, w->fut, 1);
     }
-  } else if (m) {  /* decoded under pcall: this may run in the inbox's libuv callback */
-    lua_pushcfunction(L, push_msg_p);
-    lua_pushlightuserdata(L, m);
-    if (lua_pcall(L, 1, 1, 0) == LUA_OK) aio_future_resolve(L, w->fut, 1);
-    else aio_future_reject(L, w->fut);
+  } else if (m) {  /* decoded by the receiver when its task runs (recv_k) */
+    aio_future_resolve_held(L, w->fut, m, drop_msg);
   } else {
     lua_pushnil(L);
     lua_pushliteral(L, "closed");
@@ -459,12 +457,42 @@ static int chan_send(lua_State *L) {
   return 1;
 }
 
+/* Puts a message a receiver was handed back at the front of the channel (its task was
+** cancelled before it ran), even if that makes a bounded channel hold more than its capacity
+** for a while (senders wait until it is below again), and serves the next receiver. */
+static void chan_give_back(lua_State *L, chan *c, msg *m) {
+  chan_lock(c);
+  m->next = c->head;
+  c->head = m;
+  if (!c->tail) c->tail = m;
+  c->count++;
+  chan_changed(c);
+  int serve_here = c->recvq.head != NULL;
+  pthread_mutex_unlock(&c->mu);
+  if (serve_here) chan_serve(L, c);
+}
+
+/* Continuation of a parked recv: decodes the message it was handed, or, when its task was
+** cancelled after it was served (timed out and closed alike), gives the message back and
+** raises the cancellation. */
+static int recv_k(lua_State *L, int status, lua_KContext base) {
+  msg *m = lua_toboolean(L, (int)base + 1) ? (msg *)aio_held_take(L, (int)base + 2) : NULL;
+  if (aio_take_cancel(L)) {
+    if (m) chan_give_back(L, (chan *)aio_share_check(L, 1, CHANNEL_MT), m);
+    return lua_error(L);
+  }
+  if (!m) return aio_await_k(L, status, base);
+  lua_settop(L, (int)base);
+  push_msg(L, m);
+  return 1;
+}
+
 /* ch:recv([timeout]) -> value | nil, "closed" | nil, "timeout". A worker blocks; the loop's
 ** state awaits (timeout 0 polls without waiting). */
 static int chan_recv(lua_State *L) {
   chan *c = (chan *)aio_share_check(L, 1, CHANNEL_MT);
   double timeout = luaL_optnumber(L, 2, -1);
-  if (chan_enter(L, c, &c->recvq, NULL, timeout)) return aio_await_own(L, lua_gettop(L));
+  if (chan_enter(L, c, &c->recvq, NULL, timeout)) return aio_await_own_k(L, lua_gettop(L), recv_k);
   msg *m = chan_take(c);
   int closed = c->closed;
   if (m) chan_changed(c);

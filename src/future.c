@@ -6,6 +6,7 @@
 ** outcome pushed onto their coroutine and go to the ready queue.
 */
 #include <limits.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include "scheduler.h"
@@ -531,4 +532,89 @@ void aio_unref(lua_State *L, int ref) {
 /* Pushes the value of a ref. */
 void aio_pushref(lua_State *L, int ref) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+}
+
+/* ---- held values: what a served waiter's future holds until its task runs ---------------- */
+
+#define HELD_MT "aio.held"
+
+/* A C value handed to a waiter's future, taken by the waiter when its task runs (or dropped). */
+typedef struct held {
+  void *p;
+  void (*drop)(void *p);
+} held;
+
+/* __gc of a held value nobody took (its task never ran again): drops it. */
+static int held_gc(lua_State *L) {
+  held *h = (held *)lua_touserdata(L, 1);
+  if (h->p) h->drop(h->p);
+  h->p = NULL;
+  return 0;
+}
+
+/* Protected: pushes a held value for the value at 1, dropped by the function at 2, which it
+** then owns. */
+static int push_held_p(lua_State *L) {
+  if (luaL_newmetatable(L, HELD_MT)) {
+    lua_pushcfunction(L, held_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  held *h = (held *)lua_newuserdatauv(L, sizeof *h, 0);
+  h->p = lua_touserdata(L, 1);
+  h->drop = *(void (**)(void *))lua_touserdata(L, 2);
+  lua_insert(L, -2);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+/* Resolves f with a held value p (aio.h), or, when out of memory, drops p and rejects f. */
+void aio_future_resolve_held(lua_State *L, aio_future *f, void *p, void (*drop)(void *p)) {
+  lua_pushcfunction(L, push_held_p);
+  lua_pushlightuserdata(L, p);
+  lua_pushlightuserdata(L, (void *)&drop);
+  if (lua_pcall(L, 2, 1, 0) == LUA_OK) {
+    aio_future_resolve(L, f, 1);
+  } else {
+    drop(p);
+    aio_future_reject(L, f);
+  }
+}
+
+/* Takes the value out of the held value at idx: NULL if idx holds none (or it was taken). */
+void *aio_held_take(lua_State *L, int idx) {
+  held *h = (held *)luaL_testudata(L, idx, HELD_MT);
+  void *p = h ? h->p : NULL;
+  if (h) h->p = NULL;
+  return p;
+}
+
+/* Protected: pushes a new future and stores its registry ref at the int (light userdata at 1). */
+static int new_held_p(lua_State *L) {
+  int *ref = (int *)lua_touserdata(L, 1);
+  aio_future_new(L);
+  *ref = aio_ref(L, -1);
+  return 1;
+}
+
+/* Makes a waiter of `size` zeroed bytes for a new held future (aio_future_new_held, pushed),
+** whose on_cancel(L, f, ud) is set once both exist; the future and its ref are stored in the
+** waiter at fut_at and ref_at. Never raises: NULL (nothing pushed, nothing held) when out of
+** memory, so that the caller can free what it owns first. */
+void *aio_waiter_alloc(lua_State *L, size_t size, size_t fut_at, size_t ref_at,
+                       void (*on_cancel)(lua_State *L, aio_future *f, void *ud), void *ud) {
+  int ref = LUA_NOREF;
+  lua_pushcfunction(L, new_held_p);
+  lua_pushlightuserdata(L, &ref);
+  char *w = lua_pcall(L, 1, 1, 0) == LUA_OK ? calloc(1, size) : NULL;
+  if (!w) {
+    aio_unref(L, ref);
+    lua_pop(L, 1);
+    return NULL;
+  }
+  aio_future *f = (aio_future *)lua_touserdata(L, -1);
+  f->on_cancel = on_cancel;
+  f->on_cancel_ud = ud ? ud : w;
+  memcpy(w + fut_at, &f, sizeof f);
+  memcpy(w + ref_at, &ref, sizeof ref);
+  return w;
 }

@@ -17,6 +17,7 @@
 ** only if it created it or was forked from its creator after it existed: every child records
 ** (parent pid, epoch at fork) in its lineage, so a refusal can say exactly why.
 */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -363,6 +364,36 @@ void aio_proc_resolve_msg(lua_State *L, aio_future *f, aio_buf *b) {
   lua_pushlightuserdata(L, b);
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) aio_future_reject(L, f);
   aio_buf_free(b);
+}
+
+/* Makes a waiter and parks it at the end of a list (process_internal.h). */
+proc_waiter *aio_proc_park(lua_State *L, proc_waiter **head, proc_waiter **tail,
+                           void (*on_cancel)(lua_State *L, aio_future *f, void *ud), void *ud) {
+  proc_waiter *w = aio_waiter_alloc(L, sizeof *w, offsetof(proc_waiter, fut),
+                                    offsetof(proc_waiter, ref), on_cancel, ud);
+  if (!w) return NULL;
+  if (*tail) (*tail)->next = w;
+  else *head = w;
+  *tail = w;
+  return w;
+}
+
+/* Unlinks the waiter whose future is f (process_internal.h). */
+proc_waiter *aio_proc_unlink(proc_waiter **head, proc_waiter **tail, aio_future *f) {
+  proc_waiter *prev = NULL, *w = *head;
+  while (w && w->fut != f) { prev = w; w = w->next; }
+  if (!w) return NULL;
+  if (prev) prev->next = w->next;
+  else *head = w->next;
+  if (*tail == w) *tail = prev;
+  return w;
+}
+
+/* Frees an unlinked waiter (process_internal.h). */
+void aio_proc_waiter_free(lua_State *L, proc_waiter *w) {
+  aio_buf_free(&w->msg);
+  aio_unref(L, w->ref);
+  free(w);
 }
 
 /* uv_walk callback in a new pool worker: closes one parent handle's descriptor (see below). */

@@ -79,6 +79,25 @@ void aio_outcome_settle(lua_State *L, aio_future *f, const char *data, size_t le
 /* Resolves f with the one value decoded from b (or rejects it with the decoding error); frees b. */
 void aio_proc_resolve_msg(lua_State *L, aio_future *f, aio_buf *b);
 
+/* ---- parked waiters of pipe ends and queues (process.c) ---- */
+
+/* A loop-side waiter parked on a pipe end or a queue, in a singly linked FIFO. */
+typedef struct proc_waiter {
+  struct proc_waiter *next;
+  aio_future *fut;
+  int ref;
+  aio_buf msg;           /* a queue put's message, waiting for room */
+} proc_waiter;
+
+/* Makes a waiter whose future (pushed) calls on_cancel(L, f, ud) and appends it to the list
+** (*head, *tail); NULL (nothing pushed or held) when out of memory. */
+proc_waiter *aio_proc_park(lua_State *L, proc_waiter **head, proc_waiter **tail,
+                           void (*on_cancel)(lua_State *L, aio_future *f, void *ud), void *ud);
+/* Unlinks the waiter whose future is f from the list (*head, *tail); NULL if it is not there. */
+proc_waiter *aio_proc_unlink(proc_waiter **head, proc_waiter **tail, aio_future *f);
+/* Frees a waiter that is no longer linked (and a put's message it still has). */
+void aio_proc_waiter_free(lua_State *L, proc_waiter *w);
+
 /* ---- the other parts of the module: each adds its functions to the table on top ---- */
 
 void aio_process_pool_open(lua_State *L);   /* process_pool.c: pool, pool_methods */

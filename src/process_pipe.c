@@ -3,7 +3,9 @@
 **
 ** Sends are queued through libuv (never blocking, so both sides may send large payloads at
 ** once); receives await whole frames. An end crosses the codec by value (fd, creator pid,
-** epoch) and is usable in every process forked after it was made.
+** epoch) and is usable in every process forked after it was made. A parked receiver is handed
+** its frame still encoded; if its task was cancelled before it ran, the frame goes back in
+** front of the end's buffered data (the give-back rule, docs/aio.md).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -16,12 +18,6 @@
 
 /* ---- pipes: duplex, framed, awaitable ----------------------------------------------------- */
 
-typedef struct pwaiter {
-  struct pwaiter *next;
-  aio_future *fut;
-  int ref;
-} pwaiter;
-
 typedef struct pend {
   int fd;
   pid_t creator;
@@ -32,7 +28,7 @@ typedef struct pend {
   lua_State *L;
   aio_buf rbuf;
   size_t rpos;
-  pwaiter *whead, *wtail;
+  proc_waiter *whead, *wtail;
   int eof, closed, reading;
   struct pend *next;     /* this process's ends (so one fd has one struct here) */
 } pend;
@@ -139,36 +135,60 @@ static void end_idle(pend *e) {
   }
 }
 
+/* Drops a frame a served receiver never took (aio_future_resolve_held). */
+static void drop_frame(void *p) {
+  aio_buf_free((aio_buf *)p);
+  free(p);
+}
+
+/* Hands a parked receiver its frame, still encoded: end_recv_k decodes it when the task runs,
+** or gives it back. Out of memory for the holder: decoded now, as before the give-back rule. */
+static void end_hand_frame(lua_State *L, aio_future *f, aio_buf *m) {
+  aio_buf *held = malloc(sizeof *held);
+  if (!held) {
+    aio_proc_resolve_msg(L, f, m);
+    return;
+  }
+  *held = *m;
+  aio_future_resolve_held(L, f, held, drop_frame);
+}
+
 /* Gives complete messages (or EOF) to parked receivers, in order. */
 static void end_serve(pend *e) {
   lua_State *L = e->L;
   while (e->whead) {
     aio_buf m;
-    pwaiter *w = e->whead;
-    if (w->fut->state != AIO_PENDING) {  /* cancelled meanwhile */
-      e->whead = w->next;
-      if (!e->whead) e->wtail = NULL;
-      aio_unref(L, w->ref);
-      free(w);
-      continue;
-    }
-    if (end_take_frame(e, &m)) {
-      e->whead = w->next;
-      if (!e->whead) e->wtail = NULL;
-      aio_proc_resolve_msg(L, w->fut, &m);
-    } else if (e->eof) {
-      e->whead = w->next;
-      if (!e->whead) e->wtail = NULL;
+    proc_waiter *w = e->whead;
+    if (w->fut->state == AIO_PENDING && end_take_frame(e, &m)) {
+      aio_proc_unlink(&e->whead, &e->wtail, w->fut);
+      end_hand_frame(L, w->fut, &m);
+    } else if (w->fut->state == AIO_PENDING && e->eof) {
+      aio_proc_unlink(&e->whead, &e->wtail, w->fut);
       lua_pushnil(L);
       lua_pushliteral(L, "closed");
       aio_future_resolve(L, w->fut, 2);
-    } else {
+    } else if (w->fut->state == AIO_PENDING) {
       break;
+    } else {  /* cancelled meanwhile */
+      aio_proc_unlink(&e->whead, &e->wtail, w->fut);
     }
-    aio_unref(L, w->ref);
-    free(w);
+    aio_proc_waiter_free(L, w);
   }
   end_idle(e);
+}
+
+/* Puts a frame a receiver was handed back in front of the end's buffered data (its task was
+** cancelled before it ran: the give-back rule) and serves the next receiver with it. */
+static void end_give_back(pend *e, aio_buf *m) {
+  aio_buf nb = {0};
+  size_t at = aio_frame_begin(&nb);
+  aio_buf_add(&nb, m->data, m->len);
+  aio_frame_end(&nb, at);
+  if (e->rbuf.len > e->rpos) aio_buf_add(&nb, e->rbuf.data + e->rpos, e->rbuf.len - e->rpos);
+  aio_buf_free(&e->rbuf);
+  e->rbuf = nb;
+  e->rpos = 0;
+  end_serve(e);
 }
 
 /* Data on a pipe end: buffer it and serve the receivers. */
@@ -204,15 +224,28 @@ static int end_send(lua_State *L) {
 ** waiter, or the end would go on reading and keep the loop (and the program) alive. */
 static void pwaiter_on_cancel(lua_State *L, aio_future *f, void *ud) {
   pend *e = (pend *)ud;
-  pwaiter *prev = NULL, *w = e->whead;
-  while (w && w->fut != f) { prev = w; w = w->next; }
+  proc_waiter *w = aio_proc_unlink(&e->whead, &e->wtail, f);
   if (!w) return;
-  if (prev) prev->next = w->next;
-  else e->whead = w->next;
-  if (e->wtail == w) e->wtail = prev;
-  aio_unref(L, w->ref);
-  free(w);
+  aio_proc_waiter_free(L, w);
   end_idle(e);
+}
+
+/* Continuation of a parked recv: decodes the frame it was handed, or, when its task was
+** cancelled after it was served, gives the frame back (unless this end was closed meanwhile:
+** nothing reads it here then) and raises the cancellation. */
+static int end_recv_k(lua_State *L, int status, lua_KContext base) {
+  aio_buf *m = lua_toboolean(L, (int)base + 1) ? (aio_buf *)aio_held_take(L, (int)base + 2) : NULL;
+  if (aio_take_cancel(L)) {
+    pend *e = (pend *)((aio_share_box *)lua_touserdata(L, 1))->obj;
+    if (m && e && !e->closed) end_give_back(e, m);
+    if (m) drop_frame(m);
+    return lua_error(L);
+  }
+  if (!m) return aio_await_k(L, status, base);
+  aio_buf b = *m;
+  free(m);
+  lua_settop(L, 0);
+  return aio_codec_decode_owned(L, &b);
 }
 
 /* end:recv() -> value | nil, "closed" (awaits the next message) */
@@ -230,18 +263,14 @@ static int end_recv(lua_State *L) {
     lua_pushliteral(L, "closed");
     return 2;
   }
-  pwaiter *w = calloc(1, sizeof *w);
-  if (!w) return luaL_error(L, "out of memory");
-  w->fut = aio_future_new_held(L, &w->ref, pwaiter_on_cancel, e);
-  if (e->wtail) e->wtail->next = w;
-  else e->whead = w;
-  e->wtail = w;
+  if (!aio_proc_park(L, &e->whead, &e->wtail, pwaiter_on_cancel, e))
+    return luaL_error(L, "out of memory");
   if (!e->reading) {
     e->reading = 1;
     uv_ref((uv_handle_t *)e->h);
     uv_read_start((uv_stream_t *)e->h, aio_proc_alloc, end_read_cb);
   }
-  return aio_await_own(L, lua_gettop(L));
+  return aio_await_own_k(L, lua_gettop(L), end_recv_k);
 }
 
 /* end:poll() -> true if a whole message is ready now (without waiting) */

@@ -2,7 +2,9 @@
 ** process_queue.c — process.queue: many producers, many consumers, whole messages.
 **
 ** A SOCK_SEQPACKET socketpair shared by every process forked after it was made: the kernel
-** keeps messages whole and hands each to one reader. Waiters park on uv_poll handles.
+** keeps messages whole and hands each to one reader. Waiters park on uv_poll handles. A get
+** served, then cancelled before its task ran, returns its message all the same (the
+** cancellation comes at its next await): nothing puts a message back at the socket's front.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -16,13 +18,6 @@
 
 /* ---- queues: many producers, many consumers, whole messages ------------------------------ */
 
-typedef struct qwaiter {
-  struct qwaiter *next;
-  aio_future *fut;
-  int ref;
-  aio_buf msg;           /* a put waiting for room */
-} qwaiter;
-
 typedef struct pqueue {
   int fd[2];             /* SOCK_SEQPACKET pair: put writes fd[0], get reads fd[1] */
   pid_t creator;
@@ -30,7 +25,7 @@ typedef struct pqueue {
   pid_t owner;
   lua_State *L;
   uv_poll_t *rpoll, *wpoll;
-  qwaiter *ghead, *gtail, *phead, *ptail;
+  proc_waiter *ghead, *gtail, *phead, *ptail;
   char *rbuf;
   size_t rcap;
   struct pqueue *next;
@@ -139,42 +134,34 @@ static void queue_poll_cb(uv_poll_t *h, int status, int events) {
   (void)status;
   (void)events;
   while (q->ghead) {  /* serve getters while messages come */
-    qwaiter *w = q->ghead;
+    proc_waiter *w = q->ghead;
     if (w->fut->state != AIO_PENDING) {
-      q->ghead = w->next;
-      if (!q->ghead) q->gtail = NULL;
-      aio_unref(L, w->ref);
-      free(w);
+      aio_proc_unlink(&q->ghead, &q->gtail, w->fut);
+      aio_proc_waiter_free(L, w);
       continue;
     }
     aio_buf m;
     int r = queue_try_get(q, &m);
     if (r == 0) break;
-    q->ghead = w->next;
-    if (!q->ghead) q->gtail = NULL;
+    aio_proc_unlink(&q->ghead, &q->gtail, w->fut);
     if (r < 0) {
       lua_pushfstring(L, "process.queue get: %s", strerror(errno));
       aio_future_reject(L, w->fut);
     } else {
       aio_proc_resolve_msg(L, w->fut, &m);
     }
-    aio_unref(L, w->ref);
-    free(w);
+    aio_proc_waiter_free(L, w);
   }
   while (q->phead) {  /* and putters while there is room */
-    qwaiter *w = q->phead;
+    proc_waiter *w = q->phead;
     if (w->fut->state != AIO_PENDING) {
-      q->phead = w->next;
-      if (!q->phead) q->ptail = NULL;
-      aio_buf_free(&w->msg);
-      aio_unref(L, w->ref);
-      free(w);
+      aio_proc_unlink(&q->phead, &q->ptail, w->fut);
+      aio_proc_waiter_free(L, w);
       continue;
     }
     int r = queue_try_put(q, &w->msg);
     if (r == 0) break;
-    q->phead = w->next;
-    if (!q->phead) q->ptail = NULL;
+    aio_proc_unlink(&q->phead, &q->ptail, w->fut);
     if (r < 0) {
       lua_pushfstring(L, "process.queue put: %s", strerror(errno));
       aio_future_reject(L, w->fut);
@@ -182,22 +169,9 @@ static void queue_poll_cb(uv_poll_t *h, int status, int events) {
       lua_pushboolean(L, 1);
       aio_future_resolve(L, w->fut, 1);
     }
-    aio_buf_free(&w->msg);
-    aio_unref(L, w->ref);
-    free(w);
+    aio_proc_waiter_free(L, w);
   }
   queue_update_polls(q, uv);
-}
-
-/* Unlinks the waiter whose future is f from list (head, tail); NULL if it is not there. */
-static qwaiter *queue_unlink(qwaiter **head, qwaiter **tail, aio_future *f) {
-  qwaiter *prev = NULL, *w = *head;
-  while (w && w->fut != f) { prev = w; w = w->next; }
-  if (!w) return NULL;
-  if (prev) prev->next = w->next;
-  else *head = w->next;
-  if (*tail == w) *tail = prev;
-  return w;
 }
 
 /* on_cancel of a parked get or put (its task was cancelled, e.g. by a timeout): forget the
@@ -205,28 +179,22 @@ static qwaiter *queue_unlink(qwaiter **head, qwaiter **tail, aio_future *f) {
 ** would keep the loop (and the program) alive. */
 static void qwaiter_on_cancel(lua_State *L, aio_future *f, void *ud) {
   pqueue *q = (pqueue *)ud;
-  qwaiter *w = queue_unlink(&q->ghead, &q->gtail, f);
-  if (!w) w = queue_unlink(&q->phead, &q->ptail, f);
+  proc_waiter *w = aio_proc_unlink(&q->ghead, &q->gtail, f);
+  if (!w) w = aio_proc_unlink(&q->phead, &q->ptail, f);
   if (!w) return;
-  aio_buf_free(&w->msg);
-  aio_unref(L, w->ref);
-  free(w);
+  aio_proc_waiter_free(L, w);
   queue_update_polls(q, aio_uv(L));
 }
 
-/* Parks a waiter on list (head, tail) and awaits it. */
+/* Parks a get (or a put of msg, which it takes) and awaits it. */
 static int queue_park(lua_State *L, pqueue *q, int is_put, aio_buf *msg) {
-  qwaiter *w = calloc(1, sizeof *w);
-  if (!w) return luaL_error(L, "out of memory");
-  if (msg) w->msg = *msg;
-  w->fut = aio_future_new_held(L, &w->ref, qwaiter_on_cancel, q);
-  if (is_put) {
-    if (q->ptail) q->ptail->next = w; else q->phead = w;
-    q->ptail = w;
-  } else {
-    if (q->gtail) q->gtail->next = w; else q->ghead = w;
-    q->gtail = w;
+  proc_waiter *w = is_put ? aio_proc_park(L, &q->phead, &q->ptail, qwaiter_on_cancel, q)
+                          : aio_proc_park(L, &q->ghead, &q->gtail, qwaiter_on_cancel, q);
+  if (!w) {
+    if (msg) aio_buf_free(msg);
+    return luaL_error(L, "out of memory");
   }
+  if (msg) w->msg = *msg;
   queue_update_polls(q, aio_uv(L));
   return aio_await_own(L, lua_gettop(L));
 }

@@ -416,8 +416,9 @@ void aio_cancel_all(lua_State *L, const char *msg) {
 
 /* ---- awaiting ----------------------------------------------------------------------------- */
 
-/* Continuation of an await: the resume values are (true, results...) or (false, err). */
-static int await_k(lua_State *L, int status, lua_KContext base) {
+/* Continuation of an await: the resume values above base are (true, results...) or (false,
+** err); returns the results or raises err (aio.h). */
+int aio_await_k(lua_State *L, int status, lua_KContext base) {
   (void)status;
   if (!lua_toboolean(L, (int)base + 1)) {
     lua_pushvalue(L, (int)base + 2);
@@ -426,11 +427,12 @@ static int await_k(lua_State *L, int status, lua_KContext base) {
   return lua_gettop(L) - (int)base - 1;
 }
 
-/* Suspends the calling task (already registered as a waiter or sleeper) until woken. */
-static int task_suspend(lua_State *L) {
+/* Suspends the calling task (already registered as a waiter or sleeper) until woken; k then
+** continues with the resume values above the current top. */
+static int task_suspend(lua_State *L, lua_KFunction k) {
   int base = lua_gettop(L);
   lua_pushlightuserdata(L, (void *)&aio__await_key);
-  return lua_yieldk(L, 1, base, await_k);
+  return lua_yieldk(L, 1, base, k);
 }
 
 /* True if code running on L (t's coroutine, or a generator it resumes) can suspend task t. */
@@ -449,39 +451,50 @@ static void check_can_suspend(lua_State *L, aio_task *t) {
                   "or a C function called this code); spawn a task with aio.spawn and await there");
 }
 
-/* Waits for the future at idx; use in tail position. */
-int aio_await(lua_State *L, int idx) {
+/* Waits for the future at idx, then returns k(L, status, base) with the outcome above base:
+** (true, results...) or (false, err). In tail position. */
+static int await_then(lua_State *L, int idx, lua_KFunction k) {
   idx = lua_absindex(L, idx);
   aio_future *f = aio_future_check(L, idx);
-  if (f->state != AIO_PENDING) return aio__return_outcome(L, idx);
-  aio_task *t = aio_current_task(L);
-  if (t) {
-    if ((aio_future *)t == f) return luaL_error(L, "a task cannot await itself");
-    check_can_suspend(L, t);
-    aio__waiter_add(f, t);
-    aio__task_push(L, t);
-    lua_pushvalue(L, idx);
-    lua_setiuservalue(L, -2, AIO_TUV_WAITING);  /* keeps f alive while t waits */
-    lua_pop(L, 1);
-    return task_suspend(L);
+  int base = lua_gettop(L);
+  if (f->state == AIO_PENDING) {
+    aio_task *t = aio_current_task(L);
+    if (t) {
+      if ((aio_future *)t == f) return luaL_error(L, "a task cannot await itself");
+      check_can_suspend(L, t);
+      aio__waiter_add(f, t);
+      aio__task_push(L, t);
+      lua_pushvalue(L, idx);
+      lua_setiuservalue(L, -2, AIO_TUV_WAITING);  /* keeps f alive while t waits */
+      lua_pop(L, 1);
+      return task_suspend(L, k);
+    }
+    if (lua_isyieldable(L)) {  /* a plain coroutine outside tasks: let coroutine.resume wait */
+      lua_pushlightuserdata(L, (void *)&aio__await_key);
+      lua_pushvalue(L, idx);
+      return lua_yieldk(L, 2, base, k);
+    }
+    lua_pushvalue(L, idx);  /* the main thread waits: run the loop until f is done */
+    aio_run_until(L, f);
+    lua_settop(L, base);
   }
-  if (lua_isyieldable(L)) {  /* a plain coroutine outside tasks: let coroutine.resume wait */
-    int base = lua_gettop(L);
-    lua_pushlightuserdata(L, (void *)&aio__await_key);
-    lua_pushvalue(L, idx);
-    return lua_yieldk(L, 2, base, await_k);
-  }
-  lua_pushvalue(L, idx);  /* the main thread waits: run the loop until f is done */
-  aio_run_until(L, f);
-  return aio__return_outcome(L, idx);
+  aio__observe(L, idx);
+  aio_future_push_outcome(L, idx);
+  return k(L, LUA_OK, base);
+}
+
+/* Waits for the future at idx; use in tail position. */
+int aio_await(lua_State *L, int idx) {
+  return await_then(L, idx, aio_await_k);
 }
 
 /* Waits for a future the caller made for this call and registered somewhere (a channel's or a
-** pipe's list of waiters), in tail position. Where the caller cannot wait (across a C-call
-** boundary, or in a task whose cancellation is pending) aio_await raises and nobody would
-** ever await the future: it is cancelled first, so that its on_cancel takes the registration
-** back (an orphan would take the next message, and keep the loop alive). */
-int aio_await_own(lua_State *L, int idx) {
+** pipe's list of waiters), then returns k(L, status, base) as await_then does; in tail
+** position. Where the caller cannot wait (across a C-call boundary, or in a task whose
+** cancellation is pending) the wait raises and nobody would ever await the future: it is
+** cancelled first, so that its on_cancel takes the registration back (an orphan would take
+** the next message, and keep the loop alive). */
+int aio_await_own_k(lua_State *L, int idx, lua_KFunction k) {
   idx = lua_absindex(L, idx);
   aio_future *f = aio_future_check(L, idx);
   aio_task *t = aio_current_task(L);
@@ -489,7 +502,23 @@ int aio_await_own(lua_State *L, int idx) {
     aio_future_cancel(L, f, "cancelled");
     check_can_suspend(L, t);
   }
-  return aio_await(L, idx);
+  return await_then(L, idx, k);
+}
+
+/* aio_await_own_k returning the future's results or raising its error. */
+int aio_await_own(lua_State *L, int idx) {
+  return aio_await_own_k(L, idx, aio_await_k);
+}
+
+/* Takes the running task's pending cancellation, one that came after the task was woken with
+** what it awaited: pushes its error and returns 1 (the task will not get it again), else
+** returns 0. For the give-back rule (docs/aio.md, Cancellation): a primitive's wait that was
+** handed something gives it back and raises this at once. */
+int aio_take_cancel(lua_State *L) {
+  aio_task *t = aio_current_task(L);
+  if (!t || !t->cancel_requested || t->fut.state != AIO_PENDING) return 0;
+  push_pending_cancel(L, t);
+  return 1;
 }
 
 /* Timer heap callback: a sleeping task's time has come. */
@@ -519,7 +548,7 @@ static int l_sleep(lua_State *L) {
       if (ns == AIO_NEVER) t->sleep.due = AIO_NEVER;  /* in no heap: only a cancel wakes it */
       else aio_timed_start(loop, &t->sleep, ns);
     }
-    return task_suspend(L);
+    return task_suspend(L, aio_await_k);
   }
   /* Outside tasks: a one-shot timer future (timer.c) awaited like any other. */
   aio__push_sleep_future(L, aio_duration_ns(L, 1, s));
@@ -566,6 +595,12 @@ static int l_redeliver_cancel(lua_State *L) {
   aio_task *t = check_task(L, 1);
   lua_pushboolean(L, request_cancel(L, t, luaL_optstring(L, 2, NULL), 0));
   return 1;
+}
+
+/* core.take_cancel() -> the running task's pending cancellation error, taken (aio_take_cancel),
+** or nothing. */
+static int l_take_cancel(lua_State *L) {
+  return aio_take_cancel(L);
 }
 
 /* task:cancelling() -> the number of cancel() requests not withdrawn by uncancel(). */
@@ -732,7 +767,7 @@ void aio__open_task(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"spawn", l_spawn}, {"current", l_current}, {"sleep", l_sleep}, {"tasks", l_tasks},
     {"run_loop", l_run_loop}, {"set_task_hook", l_set_task_hook}, {"ntasks", l_ntasks},
-    {"redeliver_cancel", l_redeliver_cancel}, {NULL, NULL}};
+    {"redeliver_cancel", l_redeliver_cancel}, {"take_cancel", l_take_cancel}, {NULL, NULL}};
   luaL_newmetatable(L, AIO_TASK_MT);
   lua_newtable(L);
   luaL_setfuncs(L, aio__future_methods, 0);

@@ -180,10 +180,11 @@ local function await_end(aw)
 end
 
 -- wait_for's caller got err while waiting for aw: aw is cancelled, and when err is the caller's
--- cancellation wait_for waits for aw's end (asyncio 3.12's rule: its cleanup runs first). If
--- aw ended with a result anyway — it had been handed a queue item, say, and returns it — the
--- result is returned and the caller's cancellation raised at its next await, as a primitive
--- does with what it was handed: nothing is lost. Otherwise err is raised.
+-- cancellation wait_for waits for aw's end (asyncio 3.12's rule: its cleanup runs first). A
+-- primitive's wait inside aw that was handed something gives it back and raises (the give-back
+-- rule); if aw ended with a result anyway — it had already returned — the result is returned
+-- and the caller's cancellation raised at its next await: nothing is lost. Otherwise err is
+-- raised.
 local function cancelled_while_waiting(aw, err)
   aw:cancel("wait_for was cancelled")
   local caller = core.current()
@@ -202,12 +203,12 @@ local function deadline_alone(aw, base)
   return not is_task(aw) or aw:uncancel() <= base
 end
 
--- wait_for's deadline passed: cancels aw and awaits its end (its cleanup, as asyncio does).
--- The cancellation may come too late: when the deadline and aw's wake-up (a permit or an item
--- handed over) fall in the same loop turn, aw still finishes normally, and then its results
--- are returned, or what it took would be lost (asyncio 3.12's rule). Only an aw cancelled by
--- the deadline alone gives the timeout error; one someone else cancelled too raises its
--- cancellation, another failure of aw is raised as it is. A cancellation of the caller during
+-- wait_for's deadline passed: cancels aw and awaits its end (its cleanup, as asyncio does). A
+-- permit or item handed to aw in the deadline's turn is given back by the primitive (the
+-- give-back rule); aw may still finish normally (it had already returned, or it was woken by
+-- something else), and then its results are returned (asyncio 3.12's rule). Only an aw
+-- cancelled by the deadline alone gives the timeout error; one someone else cancelled too
+-- raises its cancellation, another failure of aw is raised as it is. A cancellation of the caller during
 -- that await is passed on to aw, whose cleanup may itself await something long, and handled
 -- as one before the deadline (cancelled_while_waiting): asyncio's task passes every cancel()
 -- on to the task it awaits, and trio's cleanup in a cancelled scope cannot block either.

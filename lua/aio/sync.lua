@@ -3,12 +3,13 @@
 -- Every waiter waits on a future of its own, kept in a FIFO list. A release or put hands the
 -- permit / wake-up to the first waiter still pending; a waiter that was cancelled leaves a
 -- cancelled future behind, which is skipped (and removed with the others once they are the
--- majority: Waiters:forget). Because a woken task always returns normally from
--- its await (a cancellation that arrives later is delivered at its *next* await), a permit, an
--- item or a wake-up is never lost to a cancelled waiter: the asyncio Semaphore/Queue bugs.
+-- majority: Waiters:forget). A waiter woken, then cancelled before it ran, gives what it was
+-- handed back (to the next waiter, or the primitive) and raises the cancellation at once
+-- (the give-back rule, asyncio's since 3.12): a permit, an item or a wake-up is never lost to
+-- a cancelled waiter, nor kept by one whose caller is gone (aio.gather, aio.wait_for).
 local core = require "aio.core"
 local argcheck = require "aio.argcheck"
-local future = core.future
+local future, take_cancel = core.future, core.take_cancel
 
 local sync = {}
 
@@ -65,13 +66,20 @@ function Waiters:empty()
   return true
 end
 
--- Pushes a waiter on the list ws and awaits it; if that raises, forgets it and re-raises.
-local function await_waiter(ws, label)
+-- Pushes a waiter on the list ws and awaits it; if that raises, forgets it and re-raises. If
+-- the waiter was woken but its task cancelled before it ran, give_back(obj) passes on what it
+-- was handed and the cancellation is raised at once.
+local function await_waiter(ws, label, give_back, obj)
   local f = ws:push(label)
   local ok, err = pcall(f.await, f)
   if not ok then
     ws:forget(f)
     error(err, 0)
+  end
+  local cancel = take_cancel()
+  if cancel ~= nil then
+    if give_back then give_back(obj) end
+    error(cancel, 0)
   end
   return err
 end
@@ -105,8 +113,13 @@ function Semaphore:acquire()
     self.value = self.value - 1
     return self
   end
-  await_waiter(self.waiters, "semaphore")  -- the permit is handed over by release
+  await_waiter(self.waiters, "semaphore", Semaphore._give_back, self)  -- handed over by release
   return self
+end
+
+-- Passes on a permit handed to a waiter cancelled before it ran: to the next waiter, or back.
+function Semaphore:_give_back()
+  if not self.waiters:wake_one() then self.value = self.value + 1 end
 end
 
 -- sem:try_acquire() -> true if a permit was free.
@@ -233,15 +246,20 @@ function Condition:_wait(level)
   self.lock:release()
   local ok, err = pcall(f.await, f)
   local notified = ok
-  if not ok then self.waiters:forget(f) end
+  if not ok then
+    self.waiters:forget(f)
+  else  -- notified, then cancelled before it ran: the wake-up is passed on below
+    local cancel = take_cancel()
+    if cancel ~= nil then ok, err = false, cancel end
+  end
   while true do  -- the lock must be held again whatever happened
     local ok2, err2 = pcall(self.lock.acquire, self.lock)
     if ok2 then break end
     if ok then ok, err = false, err2 end
   end
   if not ok then
-    -- Notified, then cancelled while re-acquiring the lock: the wake-up goes to the next
-    -- waiter instead of being lost with us (asyncio's gh-112202).
+    -- Notified, then cancelled (before it ran, or while re-acquiring the lock): the wake-up
+    -- goes to the next waiter instead of being lost with us (asyncio's gh-112202).
     if notified then self.waiters:wake_one() end
     error(err, 0)
   end
@@ -355,7 +373,7 @@ end
 -- q:put(item [, priority]): waits while the queue is full.
 function Queue:put(item, priority)
   while self:full() and not self.closed do
-    await_waiter(self.putters, "queue put")
+    await_waiter(self.putters, "queue put", Queue._pass_room, self)
   end
   self:put_nowait(item, priority)
   if not self:full() then self.putters:wake_one() end  -- pass the turn on
@@ -376,11 +394,22 @@ end
 function Queue:get()
   while self:empty() do
     if self.closed then error(closed_error, 2) end
-    await_waiter(self.getters, "queue get")
+    await_waiter(self.getters, "queue get", Queue._pass_item, self)
   end
   local item = self:get_nowait()
   if not self:empty() then self.getters:wake_one() end  -- more items: wake the next getter
   return item
+end
+
+-- A getter woken for an item was cancelled before it ran: the item, still at the front, goes
+-- to the next getter.
+function Queue:_pass_item()
+  if not self:empty() then self.getters:wake_one() end
+end
+
+-- A putter woken for room was cancelled before it ran: the room goes to the next putter.
+function Queue:_pass_room()
+  if not self:full() then self.putters:wake_one() end
 end
 
 -- q:task_done(): one fetched item is fully processed (for join).
