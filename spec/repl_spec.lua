@@ -197,6 +197,16 @@ describe("piped input (stdin not a terminal)", function()
     assert.truthy(gerr:find("forever", 1, true), gerr)
     assert.are.equal(0, code)
   end)
+
+  it("reports a task that fails during the exit grace (waiting for it is not observing it)", function()
+    local input = "aio = require 'aio'\n"
+      .. "t = aio.spawn(function() aio.sleep(0.2) error('late failure') end) t:set_name('late')\n"
+    local _, gerr, code = piped(AIOSHELL, input)
+    assert.truthy(gerr:find("1 task(s) still running", 1, true), gerr)
+    assert.truthy(gerr:find("task late failed and nobody observed its error", 1, true), gerr)
+    assert.truthy(gerr:find("late failure", 1, true), gerr)
+    assert.are.equal(0, code)  -- reported, as before a prompt: lua5.4 -i ends with 0
+  end)
 end)
 
 describe("on a terminal", function()

@@ -552,7 +552,17 @@ local function on_interrupt()
   end
 end
 
--- After Ctrl-D: tell which tasks still run, give them GRACE seconds, then cancel them.
+-- Waits up to `seconds` for every task of the list to end, by looking at them every 20 ms:
+-- aio.wait would count as observing them, and a failure in the grace would go unreported.
+local function await_quietly(tasks, seconds)
+  local deadline = aio.now() + seconds
+  for _, t in ipairs(tasks) do
+    while not t:done() and aio.now() < deadline do aio.sleep(0.02) end
+  end
+end
+
+-- After Ctrl-D: tell which tasks still run, give them GRACE seconds, then cancel them; report
+-- the failures among them (as before a prompt: the exit status stays 0).
 local function finish_tasks()
   local list = user_tasks()
   if #list == 0 then return end
@@ -566,12 +576,13 @@ local function finish_tasks()
   local tasks = {}
   for _, info in ipairs(list) do tasks[#tasks + 1] = info.task or info end
   exiting = tasks
-  pcall(aio.wait, tasks, { timeout = GRACE })
+  pcall(await_quietly, tasks, GRACE)
   for _, t in ipairs(tasks) do
     if not t:done() then t:cancel("the REPL exited") end
   end
-  pcall(aio.wait, tasks, { timeout = GRACE })
+  pcall(await_quietly, tasks, GRACE)
   exiting = nil
+  aio.report_unobserved()
 end
 
 -- The REPL's task: read, evaluate as a task, print, until end of input.
