@@ -137,6 +137,23 @@ e:finish()
     assert.truthy(helper.readfile(f.path):find("<svg", 1, true))
   end)
 
+
+  it("makes a missing --figures directory, and says so when a figure cannot be written", function()
+    local body = [[
+local e = experiment.new { name = "t", args = arg }
+e:figure("pic", "<svg xmlns='http://www.w3.org/2000/svg'/>", "a picture")
+e:finish()
+]]
+    local dir = helper.tmpdir() .. "/new/figs"  -- like --svg DIR of the crawler: mkdir -p
+    local out, err, status = run(body, { "--figures", dir })
+    assert.equal(0, status, err)
+    assert.truthy(helper.readfile(dir .. "/t-pic.svg"):find("<svg", 1, true))
+    local file = helper.tmpfile("not a directory")
+    out, err, status = run(body, { "--figures", file .. "/sub" })
+    assert.equal(1, status, out .. err)  -- it was silently skipped: no figure, status 0
+    assert.truthy(err:find("t: --figures: ", 1, true), err)
+    assert.falsy(out:find("FIGURE", 1, true), out)
+  end)
   it("times in loop seconds under --virtual-time, so waits cost nothing", function()
     local out, _, status = run([[
 local aio = require "aio"

@@ -168,13 +168,23 @@ function E:result(r)
   return r
 end
 
--- Writes an SVG figure into the --figures directory (if given) and announces it to the
--- runner as `FIGURE {json}`. Returns the path or nil.
+-- A figure that cannot be written: the reason on stderr, and a failed run (finish exits 1).
+local function figure_failed(e, why)
+  io.stderr:write(e.name, ": --figures: ", why, "\n")
+  e.failures = e.failures + 1
+  return nil
+end
+
+-- Writes an SVG figure into the --figures directory (if given; made as by mkdir -p, as the
+-- crawler's --svg DIR) and announces it to the runner as `FIGURE {json}`. Returns the path or
+-- nil.
 function E:figure(name, svg, caption)
   if not self.figures then return nil end
+  local made, why = require("aio.sys").mkdir(self.figures, true)
+  if not made then return figure_failed(self, why) end
   local path = self.figures .. "/" .. self.name .. "-" .. name .. ".svg"
-  local f = io.open(path, "w")
-  if not f then return nil end
+  local f, err = io.open(path, "w")
+  if not f then return figure_failed(self, err) end
   f:write(svg)
   f:close()
   io.stdout:write("FIGURE ", cjson.encode({ path = path, caption = caption or name,
