@@ -224,6 +224,19 @@ describe("scripts/", function()
     assert.matches("^the notebook's seconds at 0.02x: its sleep%(5%) lasts 0.1 s here %(%-%-full for 1:1%)\n", out)
   end)
 
+  it("nb4_rule_of_thumb.lua lines its table's columns up (labels padded by characters, not bytes)", function()
+    local out = run_script("nb4_rule_of_thumb.lua")
+    local ends = {}  -- the column where each line's first time cell ends ("tasks s" in the header)
+    for line in out:gmatch("[^\n]+") do
+      local upto = line:match("^(.-tasks s)") or line:match("^(.-%d+%.%d%d%d)")
+      if upto and (line:find("tasks s", 1, true) or line:find("fastest:", 1, true)) then
+        ends[#ends + 1] = utf8.len(upto)
+      end
+    end
+    assert.equal(4, #ends, out)
+    for i = 2, 4 do assert.equal(ends[1], ends[i], out) end
+  end)
+
   for _, name in ipairs(names) do
     it(name .. " runs to success", function()
       local path = helper.root .. "/scripts/" .. name
