@@ -7,7 +7,8 @@
 local aio = require "aio"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_display_date", title = "display_date with two tasks",
-  args = arg, options = { seed = 42 }, integer = { "seed" } }
+  args = arg, options = { seed = 42 }, integer = { "seed" },
+  help = { seed = { "N", "the random seed of the sleeps" } } }
 local S = e:size(0.04, 1.0)
 math.randomseed(e.options.seed)
 

@@ -12,7 +12,8 @@ local thread = require "aio.thread"
 local process = require "aio.process"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_executors", title = "concurrent.futures", args = arg,
-  options = { scale = false }, positive = { "scale" } }
+  options = { scale = false }, positive = { "scale" },
+  help = { scale = { "X", "real seconds per notebook second (default 0.05, --full 1)" } } }
 local S = e.options.scale or e:size(0.05, 1.0)
 if S ~= 1 then
   print(string.format("the notebook's seconds at %gx: its sleep(5) lasts %g s here (--full for 1:1)", S, 5 * S))

@@ -19,7 +19,8 @@ local process = require "aio.process"
 local plot = require "aio.plot"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_rule_of_thumb", title = "Rule of thumb, measured", args = arg,
-  options = { workers = 2 }, integer = { "workers" }, positive = { "workers" } }
+  options = { workers = 2 }, integer = { "workers" }, positive = { "workers" },
+  help = { workers = { "N", "workers of the thread pool and of the process pool" } } }
 local W = e.options.workers
 local N_SLOW, DELAY = e:size(20, 200), e:size(0.05, 0.2)
 local N_FAST, FILE_MB = e:size(8, 16), e:size(4, 16)

@@ -224,6 +224,21 @@ describe("scripts/", function()
     assert.matches("^the notebook's seconds at 0.02x: its sleep%(5%) lasts 0.1 s here %(%-%-full for 1:1%)\n", out)
   end)
 
+  it("each notebook script's --help says what every option means (it listed them as '[--delay V]')", function()
+    for _, name in ipairs(names) do
+      if name:match("^nb%d") then
+        local out, err, status = helper.run({ helper.root .. "/scripts/" .. name, "--help" }, { timeout = 30 })
+        assert.equal(0, status, name .. err)
+        local options = 0
+        for flag, text in out:gmatch("\n  (%-%-[%w-]+[^\n]-)  +([^\n]*)") do
+          options = options + 1
+          assert.truthy(text:find("%a") and not text:match("^%(default [^)]*%)$"), name .. ": " .. flag .. " " .. text)
+        end
+        assert.truthy(options >= 3, name .. "\n" .. out)  -- at least the protocol's flags
+      end
+    end
+  end)
+
   it("nb4_rule_of_thumb.lua lines its table's columns up (labels padded by characters, not bytes)", function()
     local out = run_script("nb4_rule_of_thumb.lua")
     local ends = {}  -- the column where each line's first time cell ends ("tasks s" in the header)
