@@ -164,6 +164,11 @@ describe("piped input (stdin not a terminal)", function()
     assert.truthy(got:find(":tasks", 1, true))
   end)
 
+  it("says a command's usage when its argument is missing", function()
+    local _, gerr = piped(AIOSHELL, ":cancel\n:where  \n:time\n")
+    assert.equal("usage: :cancel ID\nusage: :where ID\nusage: :time <expr>\n", gerr)  -- was "no live task with id "
+  end)
+
   it("runs after a script with -i, the script's tasks still running", function()
     local script = os.tmpname()
     local f = assert(io.open(script, "w"))

@@ -596,8 +596,9 @@ local function loop()
     elseif fn == "reset" then -- Ctrl-C at the prompt: start over
     elseif fn == "command" then
       local cmd = commands[a]
-      if cmd then cmd[2](b)
-      else err(("unknown command :%s (try :help)"):format(a)) end
+      if not cmd then err(("unknown command :%s (try :help)"):format(a))
+      elseif cmd.arg and b == "" then err(("usage: :%s %s"):format(a, cmd.arg))
+      else cmd[2](b) end
     elseif fn == nil then
       err(a)
     else
