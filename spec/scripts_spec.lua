@@ -239,6 +239,19 @@ describe("scripts/", function()
     end
   end)
 
+  it("nb4_processes.lua and nb4_executors.lua report what they saw next to the seed's output, not 1", function()
+    local measured = {}
+    local out = run_script("nb4_processes.lua") .. run_script("nb4_executors.lua", { "--scale", "0.02" })
+    for json in out:gmatch("RESULT (%b{})") do
+      local r = require("cjson").decode(json)
+      measured[r.key] = r.measured
+    end
+    assert.equal("[42, None, 'hello']", measured.pipe)
+    assert.equal("[10, 20, 40]", measured.pool_map)
+    assert.equal("False True 'Result: hello'", measured.submit)
+    assert.matches("^Return of 1, Return of 3, ", measured.as_completed)
+  end)
+
   it("nb4_rule_of_thumb.lua lines its table's columns up (labels padded by characters, not bytes)", function()
     local out = run_script("nb4_rule_of_thumb.lua")
     local ends = {}  -- the column where each line's first time cell ends ("tasks s" in the header)
