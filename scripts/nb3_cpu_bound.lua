@@ -18,6 +18,7 @@ local process = require "aio.process"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb3_cpu_bound", title = "Sum of squares, four ways", args = arg,
   options = { threads = 5, n = false, count = 20 },
+  integer = { "threads", "n", "count" }, positive = { "threads", "n", "count" },
   help = { threads = { "N", "threads of the thread pool" },
     n = { "N", "the first number whose sum of squares is computed (default 1000000, --full 5000000)" },
     count = { "N", "how many numbers, from n on" } } }
