@@ -239,6 +239,17 @@ describe("scripts/", function()
     end
   end)
 
+  it("every script's --help explains each flag of its usage line (notebooks, server, callgraph listed them bare)", function()
+    for _, name in ipairs(names) do
+      local out, err, status = helper.run({ helper.root .. "/scripts/" .. name, "--help" }, { timeout = 30 })
+      assert.equal(0, status, name .. err)
+      local first, rest = out:match("^([^\n]*)\n(.*)$")
+      for flag in first:gmatch("%-%-[%w-]+") do
+        assert.truthy(rest:find(flag, 1, true), name .. ": " .. flag .. " is not explained\n" .. out)
+      end
+    end
+  end)
+
   it("nb4_processes.lua and nb4_executors.lua report what they saw next to the seed's output, not 1", function()
     local measured = {}
     local out = run_script("nb4_processes.lua") .. run_script("nb4_executors.lua", { "--scale", "0.02" })
