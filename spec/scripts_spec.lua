@@ -149,7 +149,8 @@ describe("scripts/", function()
 
   it("nb4_display_date.lua prints datetime.now() to the microsecond, following the loop's clock", function()
     local out = run_script("nb4_display_date.lua", { "--virtual-time" })
-    assert.matches("quick: the notebook's 50 s window and 0-5 s sleeps at 0.04x", out, 1, true)
+    assert.matches("quick: the notebook's 50 s window and 0-5 s sleeps at 0.04x (2 s and 0-0.2 s); "
+      .. "--full for the notebook's own (1:1)\n", out, 1, true)  -- the sentence ended at "notebook's"
     local stamps = {}
     for num, stamp in out:gmatch("Loop: (%d) Time: (%d+%-%d+%-%d+ %d+:%d+:[%d.]+)\n") do
       local h, m, sec = stamp:match("(%d+):(%d+):([%d.]+)$")
