@@ -239,6 +239,25 @@ describe("on a terminal", function()
     s:wait_for("\ntyped but not sent\n", 5)
   end)
 
+  it("puts a thread-pool job's print, io.write and stderr output above the half-typed line", function()
+    s = session(hist)
+    s:line("thread = require 'aio.thread'; p = thread.pool(1)")
+    s:line("f = p:submit(function() local t = require 'aio.thread' for i = 1, 4 do t.sleep(0.15) "
+      .. "print('job print', i) io.write('job write ', i, '\\n') io.stderr:write('job stderr ', i, '\\n') end end)")
+    s:type('half = "typed while a worker prints')
+    s:wait_for("job stderr 4", 5)
+    assert.are.equal('> half = "typed while a worker prints', s:last_line())  -- it was cut by the job's text
+    local screen = s:screen()
+    for i = 1, 4 do
+      for _, what in ipairs { "job print\t" .. i, "job write " .. i, "job stderr " .. i } do
+        assert.truthy(screen:find("\n" .. what:gsub("\t", "%%s+") .. "\n"), screen)
+      end
+    end
+    s:line('"')
+    s:line("return half")
+    s:wait_for("\ntyped while a worker prints\n", 5)
+  end)
+
   it("clears every row of a wrapped line of wide characters before printing above it", function()
     s = tmux.start(("AIOSHELL_HISTORY=%s %s -i"):format(q(hist), q(AIOSHELL)), { width = 40 })
     s:wait_for("\n>$", 5, "the first prompt")
