@@ -3,8 +3,6 @@
 -- on the main state (the writer prints above the line being edited) and every thread-pool
 -- worker on its own state (the writer is aio.repl_c.console_write, which hands the text to the
 -- REPL when a prompt is shown and writes it at once otherwise).
-local argcheck = require "aio.argcheck"
-
 local M = {}
 local tostring = tostring  -- the original, as print uses it even if the global is replaced
 
@@ -18,7 +16,7 @@ local function write_args(fname, ...)
     elseif math.type(v) == "float" then parts[i] = ("%.14g"):format(v)
     elseif type(v) == "string" then parts[i] = v
     else
-      argcheck.typeerror(v, "string", i, fname, 3)
+      require("aio.argcheck").typeerror(v, "string", i, fname, 3)  -- loaded only on a mistake
     end
   end
   return table.concat(parts)
