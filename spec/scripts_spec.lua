@@ -132,6 +132,10 @@ describe("scripts/", function()
       { "nb4_latency_throughput.lua", "--unit", "0", "--unit needs a number > 0, not '0'" },
       { "nb5_cpu_monitor.lua", "--duration", "0", "--duration needs a number > 0, not '0'" },
       { "nb3_sites.lua", "--threads", "five", "--threads needs an integer >= 1, not 'five'" },
+      -- a page delay below 0 ran ("after -5 ms"), a fraction of a ms was a traceback
+      { "nb3_sites.lua", "--delay", "-5", "--delay needs an integer >= 1, not '-5'" },
+      { "nb3_sites.lua", "--delay", "2.5", "--delay needs an integer >= 1, not '2.5'" },
+      { "nb4_fetch.lua", "--delay", "-1", "--delay needs a number > 0, not '-1'" },
       -- counts that are not whole, or not >= 1, and counts given bare (true): tracebacks before
       { "nb3_race.lua", "--threads", "2.5", "--threads needs an integer >= 1, not '2.5'" },
       { "nb3_cpu_bound.lua", "--count", "0", "--count needs an integer >= 1, not '0'" },
