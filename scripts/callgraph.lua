@@ -13,6 +13,16 @@ local cjson = require "cjson"
 
 local USAGE = "usage: aioshell scripts/callgraph.lua [metric_data.json] [--svg DIR | --no-svg] [--width N] [--name NAME]\n"
 
+-- What --help prints after the usage.
+local HELP = [[
+Draws the request call graphs of a metric_data.json file (what scripts/server.lua writes): a
+text timeline per name, and an SVG per name.
+  metric_data.json   the file to read (default metric_data.json)
+  --svg DIR          write DIR/<name>.svg (default callgraphs); --no-svg: none
+  --width N          columns of the text timeline, 10 to 1000 (default 72)
+  --name NAME        only this name's requests
+]]
+
 -- Bad or unreadable data: the message on stderr, exit status 1.
 local function fail(fmt, ...)
   io.stderr:write("callgraph: ", string.format(fmt, ...), "\n")
@@ -26,7 +36,7 @@ for a, name in cl:each() do
   elseif a == "--no-svg" then svg_dir = nil
   elseif name == "--width" then width = cl:int(name, cl:value(a, name), 10, 1000)
   elseif name == "--name" then only = cl:value(a, name)
-  elseif a == "-h" or a == "--help" then io.write(USAGE) return
+  elseif a == "-h" or a == "--help" then io.write(USAGE, HELP) return
   elseif a:match("^%-") and a ~= "-" then cl:error("unknown option %s", a)
   elseif file then cl:error("one metric file at a time (%s and %s)", file, a)
   else file = a end

@@ -18,7 +18,10 @@ local process = require "aio.process"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb3_cpu_bound", title = "Sum of squares, four ways", args = arg,
   options = { threads = 5, n = false, count = 20 },
-  integer = { "threads", "n", "count" }, positive = { "threads", "n", "count" } }
+  integer = { "threads", "n", "count" }, positive = { "threads", "n", "count" },
+  help = { threads = { "N", "threads of the thread pool" },
+    n = { "N", "the first number whose sum of squares is computed (default 1000000, --full 5000000)" },
+    count = { "N", "how many numbers, from n on" } } }
 
 local N0 = e.options.n or e:size(1000000, 5000000)
 local numbers = {}

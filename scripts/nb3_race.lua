@@ -14,7 +14,10 @@ local process = require "aio.process"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb3_race", title = "A race on a shared counter", args = arg,
   options = { jobs = false, threads = 8, increments = 100 },
-  integer = { "jobs", "threads", "increments" }, positive = { "jobs", "threads", "increments" } }
+  integer = { "jobs", "threads", "increments" }, positive = { "jobs", "threads", "increments" },
+  help = { jobs = { "N", "jobs, each adding to the shared counter (default 1000, --full 5000)" },
+    threads = { "N", "threads of the pool that runs the jobs" },
+    increments = { "N", "increments per job" } } }
 
 local JOBS = e.options.jobs or e:size(1000, 5000)
 local INC = e.options.increments

@@ -7,7 +7,8 @@
 local aio = require "aio"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_display_date", title = "display_date with two tasks",
-  args = arg, options = { seed = 42 }, integer = { "seed" } }
+  args = arg, options = { seed = 42 }, integer = { "seed" },
+  help = { seed = { "N", "the random seed of the sleeps" } } }
 local S = e:size(0.04, 1.0)
 math.randomseed(e.options.seed)
 
@@ -21,7 +22,7 @@ local function now_text()
 end
 if S ~= 1 then
   print(string.format("quick: the notebook's 50 s window and 0-5 s sleeps at %gx (%g s and 0-%g s); "
-    .. "--full for the notebook's", S, 50 * S, 5 * S))
+    .. "--full for the notebook's own (1:1)", S, 50 * S, 5 * S))
 end
 
 local stop = aio.event()  -- loop.stop(): the main chunk waits on it, as run_forever would

@@ -12,7 +12,8 @@ local thread = require "aio.thread"
 local process = require "aio.process"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_executors", title = "concurrent.futures", args = arg,
-  options = { scale = false }, positive = { "scale" } }
+  options = { scale = false }, positive = { "scale" },
+  help = { scale = { "X", "real seconds per notebook second (default 0.05, --full 1)" } } }
 local S = e.options.scale or e:size(0.05, 1.0)
 if S ~= 1 then
   print(string.format("the notebook's seconds at %gx: its sleep(5) lasts %g s here (--full for 1:1)", S, 5 * S))
@@ -170,13 +171,15 @@ e:check(flags[1] and flags[2] and flags[3] and flags[4] and flags[5] and not fla
 pool:close()
 ppool:close()
 
-e:result { key = "submit", label = "submit: done() before / after, result", measured = 1, unit = "",
+-- Python's spelling of what was seen, to sit next to the seed's
+local function py_bool(b) return b and "True" or "False" end
+e:result { key = "submit", label = "submit: done() before / after, result",
+  measured = string.format("%s %s 'Result: %s'", py_bool(done_before), py_bool(done_after), future:result()), unit = "",
   reference = "False True 'Result: hello'", reproduced = not done_before and done_after }
 e:result { key = "deadlocks", label = "deadlocks detected and broken", measured = (stuck1 and 1 or 0) + (stuck2 and 1 or 0),
   unit = "of 2", reference = "the seed's cells hang", reproduced = stuck1 and stuck2 }
-e:result { key = "as_completed", label = "as_completed order", measured = 1, unit = "",
-  reference = "completion order", reproduced = order[1] == "Return of 1",
-  note = table.concat(order, ", ") }
+e:result { key = "as_completed", label = "as_completed order", measured = table.concat(order, ", "), unit = "",
+  reference = "completion order", reproduced = order[1] == "Return of 1" }
 e:result { key = "is_prime", label = "is_prime over PRIMES (process pool)", measured = t_primes, unit = "s",
   reference = "True x5, False", reproduced = flags[5] and not flags[6] }
 e:finish()

@@ -6,7 +6,8 @@
 local aio = require "aio"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_kettle", title = "Kettle minitask", args = arg,
-  options = { scale = false }, positive = { "scale" } }
+  options = { scale = false }, positive = { "scale" },
+  help = { scale = { "X", "real seconds per notebook second (default 0.1, --full 1)" } } }
 local S = e.options.scale or e:size(0.1, 1.0)  -- seconds per notebook second
 
 -- The notebook's last line, in notebook seconds, with its figure and (scaled) what was measured.

@@ -17,7 +17,11 @@ local aio = require "aio"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_latency_throughput", title = "Latency vs throughput",
   args = arg, options = { jobs = 64, unit = false, stations = 8, real = false },
-  positive = { "jobs", "unit", "stations" }, integer = { "jobs", "stations" }, bare = { "real" } }
+  positive = { "jobs", "unit", "stations" }, integer = { "jobs", "stations" }, bare = { "real" },
+  help = { jobs = { "N", "jobs through the pipeline and the farm" },
+    unit = { "S", "seconds per unit of time (default 0.01, --full 0.1)" },
+    stations = { "N", "pipeline stations, and farm workers" },
+    real = "wait in real time (default: virtual time, so the run is instant)" } }
 if not e.options.real and not e.virtual and aio.clock and aio.clock.virtual then aio.clock.virtual() end
 local U = e.options.unit or e:size(0.01, 0.1)   -- seconds per unit of time
 local JOBS, K = e.options.jobs, e.options.stations

@@ -20,7 +20,8 @@ local p = process.fork(function(conn)
   conn:close()
 end, child_conn)
 local got = parent_conn:recv()
-print(string.format("[%s, %s, '%s']", tostring(got[1]), got[2] == nil and "None" or "?", got[3]))
+local pipe_seen = string.format("[%s, %s, '%s']", tostring(got[1]), got[2] == nil and "None" or "?", got[3])
+print(pipe_seen)
 p:join()
 e:check(got[1] == 42 and got[2] == nil and got[3] == "hello" and got.n == 3,
   "Pipe: [42, None, 'hello'] arrives with its hole (n = 3)")
@@ -136,11 +137,11 @@ print("[" .. table.concat(r, ", ") .. "]")
 pool:close()
 e:check(table.concat(r, ",") == "10,20,40", "Pool.map(doubler, [5, 10, 20]) = [10, 20, 40]")
 
-e:result { key = "pipe", label = "Pipe", measured = got[3] == "hello" and 1 or 0, unit = "",
+e:result { key = "pipe", label = "Pipe", measured = pipe_seen, unit = "",
   reference = "[42, None, 'hello']", reproduced = got[1] == 42 and got[3] == "hello" }
 e:result { key = "manager", label = "Manager dict and list (process.dict, process.array)",
   measured = #d, unit = "keys", reference = "{1: '1', '2': 2, 0.25: None} · [9, ..., 0]",
   reproduced = d:get("2") == 2 }
-e:result { key = "pool_map", label = "Pool.map(doubler)", measured = r[3], unit = "",
+e:result { key = "pool_map", label = "Pool.map(doubler)", measured = "[" .. table.concat(r, ", ") .. "]", unit = "",
   reference = "[10, 20, 40]", reproduced = table.concat(r, ",") == "10,20,40" }
 e:finish()

@@ -19,7 +19,8 @@ local process = require "aio.process"
 local plot = require "aio.plot"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_rule_of_thumb", title = "Rule of thumb, measured", args = arg,
-  options = { workers = 2 }, integer = { "workers" }, positive = { "workers" } }
+  options = { workers = 2 }, integer = { "workers" }, positive = { "workers" },
+  help = { workers = { "N", "workers of the thread pool and of the process pool" } } }
 local W = e.options.workers
 local N_SLOW, DELAY = e:size(20, 200), e:size(0.05, 0.2)
 local N_FAST, FILE_MB = e:size(8, 16), e:size(4, 16)
@@ -116,15 +117,22 @@ end, cpu_jobs)
 tpool:close { wait = true }
 ppool:close { wait = true }
 
--- The table.
-local function row(name, rows, advice)
-  print(string.format("%-34s %9.3f %9.3f %11.3f   fastest: %-9s  (rule: %s)", name, rows.tasks.t,
-    rows.threads.t, rows.processes.t, fastest(rows), advice))
+-- The table: labels padded by characters, not bytes ("×" is two bytes), to the widest one.
+local labels = {
+  { string.format("slow I/O: %d × %.2f s waits", N_SLOW, DELAY), slow, "tasks (asyncio)" },
+  { string.format("fast I/O: %d × read %d MB ×4", N_FAST, FILE_MB), fast, "threads" },
+  { string.format("CPU: %d × sum of squares to %d", N_CPU, CPU_N), cpu, "processes" },
+}
+local header = "workload (" .. W .. " workers per pool)"
+local width = utf8.len(header)
+for _, l in ipairs(labels) do width = math.max(width, utf8.len(l[1])) end
+local function cell(label) return label .. (" "):rep(width - utf8.len(label)) end
+print(string.format("%s %9s %9s %11s", cell(header), "tasks s", "threads s", "processes s"))
+for _, l in ipairs(labels) do
+  local rows = l[2]
+  print(string.format("%s %9.3f %9.3f %11.3f   fastest: %-9s  (rule: %s)", cell(l[1]), rows.tasks.t,
+    rows.threads.t, rows.processes.t, fastest(rows), l[3]))
 end
-print(string.format("%-34s %9s %9s %11s", "workload (" .. W .. " workers per pool)", "tasks s", "threads s", "processes s"))
-row(string.format("slow I/O: %d × %.2f s waits", N_SLOW, DELAY), slow, "tasks (asyncio)")
-row(string.format("fast I/O: %d × read %d MB ×4", N_FAST, FILE_MB), fast, "threads")
-row(string.format("CPU: %d × sum of squares to %d", N_CPU, CPU_N), cpu, "processes")
 
 e:check(same(slow) and same(fast) and same(cpu), "every way computes the same results")
 e:check(fastest(slow) == "tasks" and slow.tasks.t * 3 < math.min(slow.threads.t, slow.processes.t),

@@ -14,7 +14,8 @@ local thread = require "aio.thread"
 local process = require "aio.process"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_threads", title = "Threads, queues, locks", args = arg,
-  options = { dim = false }, integer = { "dim" }, positive = { "dim" } }
+  options = { dim = false }, integer = { "dim" }, positive = { "dim" },
+  help = { dim = { "N", "size of the cubed matrices (default 60, --full 120)" } } }
 
 local print_lock = thread.mutex()
 

@@ -10,7 +10,8 @@
 local aio = require "aio"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb5_network_request", title = "network_request four ways",
-  args = arg, options = { delay = false }, positive = { "delay" } }
+  args = arg, options = { delay = false }, positive = { "delay" },
+  help = { delay = { "S", "seconds per request (default 0.2, --full 1)" } } }
 local D = e.options.delay or e:size(0.2, 1.0)  -- the seed's one second, scaled in quick mode
 
 local lines = e.lines  -- what e:say printed, so the checks can look at the order of the output

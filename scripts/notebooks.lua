@@ -117,6 +117,18 @@ local EXPERIMENTS = {
 local USAGE = "usage: aioshell scripts/notebooks.lua [--full] [--out DIR] [--only id,id] [--notebook N]" ..
   " [--list] [--timeout S] [--script FILE ...]\n"
 
+-- What --help prints after the usage.
+local HELP = [[
+Replays the notebooks' experiments (scripts/) and writes DIR/report.md and DIR/index.html.
+  --full             the notebooks' own sizes (default: --quick, the small ones)
+  --out DIR          where the report goes (default report)
+  --only id,id       only these experiments (ids or script names: see --list)
+  --notebook N       only notebook N's experiments (6: those given with --script)
+  --list             list the selected experiments and exit
+  --timeout S        seconds an experiment may take (default 300)
+  --script FILE      also run FILE, a script speaking aio.experiment's protocol (repeatable)
+]]
+
 local opts = { out = "report", timeout = 300 }
 local cl = require("aio.flags").new("notebooks", USAGE, arg)
 for a, name in cl:each() do
@@ -131,7 +143,7 @@ for a, name in cl:each() do
     opts.scripts = opts.scripts or {}
     opts.scripts[#opts.scripts + 1] = cl:value(a, name)
   elseif a == "-h" or a == "--help" then
-    io.write(USAGE)
+    io.write(USAGE, HELP)
     os.exit(0)
   else
     cl:error("unknown argument %s", a)

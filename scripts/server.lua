@@ -92,13 +92,22 @@ if select(1, ...) == "--module" then return M end
 -- Command line.
 local USAGE = "usage: aioshell scripts/server.lua [--port 8080] [--host 127.0.0.1] [--metrics FILE]\n"
 
+-- What --help prints after the usage.
+local HELP = [[
+The notebooks' metric server: GET /add?name=N&delay=MS answers "." after MS milliseconds and
+records the request; GET /add?flush=1 writes the records to the metrics file.
+  --port N           port to listen on (default 8080; 0: any free one)
+  --host ADDR        address to listen on (default 127.0.0.1)
+  --metrics FILE     where /add?flush=1 writes the records (default metric_data.json)
+]]
+
 local opts = { port = 8080 }
 local cl = require("aio.flags").new("server", USAGE, { ... })
 for a, name in cl:each() do
   if name == "--port" then opts.port = cl:int(name, cl:value(a, name), 0, 65535)
   elseif name == "--host" then opts.host = cl:value(a, name)
   elseif name == "--metrics" then opts.metrics = cl:value(a, name)
-  elseif a == "-h" or a == "--help" then io.write(USAGE) return
+  elseif a == "-h" or a == "--help" then io.write(USAGE, HELP) return
   else cl:error("unknown argument %s", a) end
 end
 -- The incremental collector, not aioshell's default generational one: a request's objects

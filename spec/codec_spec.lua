@@ -155,6 +155,29 @@ describe("codec refusals name the path", function()
     assert.is_true(#err < 200)
   end)
 
+  -- A copy of a loop's lock or queue in a worker shares nothing with the original: a lock
+  -- "acquired" there excluded nobody, an item taken there stayed in the loop's queue.
+  it("refuses the loop's sync objects (aio.lock, queue, event, semaphore, condition), naming the way", function()
+    local aio = require "aio"
+    for _, c in ipairs {
+      { aio.lock(), "aio.lock", "thread.mutex" }, { aio.queue(2), "aio.queue", "thread.channel" },
+      { aio.priority_queue(), "aio.queue", "process.queue" }, { aio.event(), "aio.event", "thread.channel" },
+      { aio.semaphore(2), "aio.semaphore", "process.semaphore" }, { aio.condition(), "aio.condition", "thread.mutex" },
+    } do
+      local err = refusal(1, { q = c[1] })
+      assert.matches("^cannot send args%[2%]%.q %(" .. c[2]:gsub("%.", "%%.") .. "%); it belongs to this loop", err)
+      assert.truthy(err:find(c[3], 1, true), err)
+    end
+    local pool = thread.pool(1)
+    local q = aio.queue()
+    q:put_nowait(1)
+    local ok, err = pcall(pool.run, pool, function(x) return x:get_nowait() end, q)
+    pool:close()
+    assert.is_false(ok)
+    assert.matches("cannot send args%[1%] %(aio%.queue%)", tostring(err))
+    assert.equal(1, q:size())
+  end)
+
   it("refuses thread-only objects at a process boundary", function()
     local ok, err = pcall(codec.size, thread.shared(1), "process")
     assert.is_false(ok)

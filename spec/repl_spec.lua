@@ -164,6 +164,11 @@ describe("piped input (stdin not a terminal)", function()
     assert.truthy(got:find(":tasks", 1, true))
   end)
 
+  it("says a command's usage when its argument is missing", function()
+    local _, gerr = piped(AIOSHELL, ":cancel\n:where  \n:time\n")
+    assert.equal("usage: :cancel ID\nusage: :where ID\nusage: :time <expr>\n", gerr)  -- was "no live task with id "
+  end)
+
   it("runs after a script with -i, the script's tasks still running", function()
     local script = os.tmpname()
     local f = assert(io.open(script, "w"))
@@ -197,6 +202,16 @@ describe("piped input (stdin not a terminal)", function()
     assert.truthy(gerr:find("forever", 1, true), gerr)
     assert.are.equal(0, code)
   end)
+
+  it("reports a task that fails during the exit grace (waiting for it is not observing it)", function()
+    local input = "aio = require 'aio'\n"
+      .. "t = aio.spawn(function() aio.sleep(0.2) error('late failure') end) t:set_name('late')\n"
+    local _, gerr, code = piped(AIOSHELL, input)
+    assert.truthy(gerr:find("1 task(s) still running", 1, true), gerr)
+    assert.truthy(gerr:find("task late failed and nobody observed its error", 1, true), gerr)
+    assert.truthy(gerr:find("late failure", 1, true), gerr)
+    assert.are.equal(0, code)  -- reported, as before a prompt: lua5.4 -i ends with 0
+  end)
 end)
 
 describe("on a terminal", function()
@@ -222,6 +237,25 @@ describe("on a terminal", function()
     s:line('"')
     s:line("ticker:cancel(); return half")
     s:wait_for("\ntyped but not sent\n", 5)
+  end)
+
+  it("puts a thread-pool job's print, io.write and stderr output above the half-typed line", function()
+    s = session(hist)
+    s:line("thread = require 'aio.thread'; p = thread.pool(1)")
+    s:line("f = p:submit(function() local t = require 'aio.thread' for i = 1, 4 do t.sleep(0.15) "
+      .. "print('job print', i) io.write('job write ', i, '\\n') io.stderr:write('job stderr ', i, '\\n') end end)")
+    s:type('half = "typed while a worker prints')
+    s:wait_for("job stderr 4", 5)
+    assert.are.equal('> half = "typed while a worker prints', s:last_line())  -- it was cut by the job's text
+    local screen = s:screen()
+    for i = 1, 4 do
+      for _, what in ipairs { "job print\t" .. i, "job write " .. i, "job stderr " .. i } do
+        assert.truthy(screen:find("\n" .. what:gsub("\t", "%%s+") .. "\n"), screen)
+      end
+    end
+    s:line('"')
+    s:line("return half")
+    s:wait_for("\ntyped while a worker prints\n", 5)
   end)
 
   it("clears every row of a wrapped line of wide characters before printing above it", function()

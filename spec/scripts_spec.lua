@@ -132,6 +132,10 @@ describe("scripts/", function()
       { "nb4_latency_throughput.lua", "--unit", "0", "--unit needs a number > 0, not '0'" },
       { "nb5_cpu_monitor.lua", "--duration", "0", "--duration needs a number > 0, not '0'" },
       { "nb3_sites.lua", "--threads", "five", "--threads needs an integer >= 1, not 'five'" },
+      -- a page delay below 0 ran ("after -5 ms"), a fraction of a ms was a traceback
+      { "nb3_sites.lua", "--delay", "-5", "--delay needs an integer >= 1, not '-5'" },
+      { "nb3_sites.lua", "--delay", "2.5", "--delay needs an integer >= 1, not '2.5'" },
+      { "nb4_fetch.lua", "--delay", "-1", "--delay needs a number > 0, not '-1'" },
       -- counts that are not whole, or not >= 1, and counts given bare (true): tracebacks before
       { "nb3_race.lua", "--threads", "2.5", "--threads needs an integer >= 1, not '2.5'" },
       { "nb3_cpu_bound.lua", "--count", "0", "--count needs an integer >= 1, not '0'" },
@@ -149,7 +153,8 @@ describe("scripts/", function()
 
   it("nb4_display_date.lua prints datetime.now() to the microsecond, following the loop's clock", function()
     local out = run_script("nb4_display_date.lua", { "--virtual-time" })
-    assert.matches("quick: the notebook's 50 s window and 0-5 s sleeps at 0.04x", out, 1, true)
+    assert.matches("quick: the notebook's 50 s window and 0-5 s sleeps at 0.04x (2 s and 0-0.2 s); "
+      .. "--full for the notebook's own (1:1)\n", out, 1, true)  -- the sentence ended at "notebook's"
     local stamps = {}
     for num, stamp in out:gmatch("Loop: (%d) Time: (%d+%-%d+%-%d+ %d+:%d+:[%d.]+)\n") do
       local h, m, sec = stamp:match("(%d+):(%d+):([%d.]+)$")
@@ -222,6 +227,58 @@ describe("scripts/", function()
   it("nb4_executors.lua says its quick seconds are scaled", function()
     local out = run_script("nb4_executors.lua", { "--scale", "0.02" })
     assert.matches("^the notebook's seconds at 0.02x: its sleep%(5%) lasts 0.1 s here %(%-%-full for 1:1%)\n", out)
+  end)
+
+  it("each notebook script's --help says what every option means (it listed them as '[--delay V]')", function()
+    for _, name in ipairs(names) do
+      if name:match("^nb%d") then
+        local out, err, status = helper.run({ helper.root .. "/scripts/" .. name, "--help" }, { timeout = 30 })
+        assert.equal(0, status, name .. err)
+        local options = 0
+        for flag, text in out:gmatch("\n  (%-%-[%w-]+[^\n]-)  +([^\n]*)") do
+          options = options + 1
+          assert.truthy(text:find("%a") and not text:match("^%(default [^)]*%)$"), name .. ": " .. flag .. " " .. text)
+        end
+        assert.truthy(options >= 3, name .. "\n" .. out)  -- at least the protocol's flags
+      end
+    end
+  end)
+
+  it("every script's --help explains each flag of its usage line (notebooks, server, callgraph listed them bare)", function()
+    for _, name in ipairs(names) do
+      local out, err, status = helper.run({ helper.root .. "/scripts/" .. name, "--help" }, { timeout = 30 })
+      assert.equal(0, status, name .. err)
+      local first, rest = out:match("^([^\n]*)\n(.*)$")
+      for flag in first:gmatch("%-%-[%w-]+") do
+        assert.truthy(rest:find(flag, 1, true), name .. ": " .. flag .. " is not explained\n" .. out)
+      end
+    end
+  end)
+
+  it("nb4_processes.lua and nb4_executors.lua report what they saw next to the seed's output, not 1", function()
+    local measured = {}
+    local out = run_script("nb4_processes.lua") .. run_script("nb4_executors.lua", { "--scale", "0.02" })
+    for json in out:gmatch("RESULT (%b{})") do
+      local r = require("cjson").decode(json)
+      measured[r.key] = r.measured
+    end
+    assert.equal("[42, None, 'hello']", measured.pipe)
+    assert.equal("[10, 20, 40]", measured.pool_map)
+    assert.equal("False True 'Result: hello'", measured.submit)
+    assert.matches("^Return of 1, Return of 3, ", measured.as_completed)
+  end)
+
+  it("nb4_rule_of_thumb.lua lines its table's columns up (labels padded by characters, not bytes)", function()
+    local out = run_script("nb4_rule_of_thumb.lua")
+    local ends = {}  -- the column where each line's first time cell ends ("tasks s" in the header)
+    for line in out:gmatch("[^\n]+") do
+      local upto = line:match("^(.-tasks s)") or line:match("^(.-%d+%.%d%d%d)")
+      if upto and (line:find("tasks s", 1, true) or line:find("fastest:", 1, true)) then
+        ends[#ends + 1] = utf8.len(upto)
+      end
+    end
+    assert.equal(4, #ends, out)
+    for i = 2, 4 do assert.equal(ends[1], ends[i], out) end
   end)
 
   for _, name in ipairs(names) do

@@ -213,6 +213,21 @@ static int encode_ref(lua_State *L, enc *e, int idx) {
   return 0;
 }
 
+/* Refuses the table at idx if its metatable's __name (on top) names one of the loop's sync
+** objects (lua/aio/sync.lua): a copy in another state would share nothing with the original —
+** a lock "acquired" there excluded nobody, an item taken there stayed in the loop's queue. */
+static void refuse_loop_bound(lua_State *L, enc *e, int idx) {
+  static const char *const names[] = {"aio.lock", "aio.semaphore", "aio.event", "aio.condition",
+                                      "aio.queue", NULL};
+  const char *name = lua_tostring(L, -1);
+  for (int i = 0; names[i]; i++)
+    if (strcmp(name, names[i]) == 0)
+      refuse(L, e, idx, name,
+             "it belongs to this loop (a copy would share nothing with it); between threads use "
+             "thread.mutex, thread.channel or thread.shared, between processes process.lock, "
+             "process.semaphore or process.queue");
+}
+
 /* Tables: array part 1..n, then the other pairs, then T_END; the metatable goes first. */
 static void encode_table(lua_State *L, enc *e, int idx) {
   if (encode_ref(L, e, idx)) return;
@@ -238,6 +253,7 @@ static void encode_table(lua_State *L, enc *e, int idx) {
         lua_pop(L, 2);
         goto contents;
       }
+      refuse_loop_bound(L, e, idx);
     }
     lua_pop(L, 1);
     push_frame(L, e, F_META, -1);

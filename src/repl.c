@@ -13,6 +13,10 @@
 **     rl_forced_update_display() (rl_redisplay would draw over the printed text);
 **   - piped input (stdin not a tty): lines read by uv_fs_read on fd 0, without editing or
 **     escape sequences, echoed after the prompt as Debian's lua5.4 -i (GNU readline) does;
+**   - output of thread-pool workers (aio.console on their states, console_write here): while a
+**     prompt is shown it is queued and printed above the line by the loop (the async handle
+**     that Ctrl-C also uses), otherwise written at once; one mutex orders it with the REPL's own
+**     drawing, so a worker's text never lands between the prompt and the line;
 **   - Ctrl-C: a sigaction handler (async-signal-safe: a flag, lua_sethook on the running
 **     line's coroutine as lua.c does, uv_async_send). In the loop, the async callback either
 **     clears the edited line or asks Lua to cancel the running line's task; the hook stops a
@@ -24,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <locale.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +76,16 @@ static struct {
   /* completion candidates handed to libedit's generator */
   char **cands; int ncands, icand;
 } R = {.line_ref = LUA_NOREF, .completer_ref = LUA_NOREF, .interrupt_ref = LUA_NOREF};
+
+/* Console output of other threads (see console_write): the mutex orders their writes with the
+** REPL's drawing; while `queueing` (a prompt is shown) their text waits in `buf` as records
+** (one byte: 1 for stderr, then the text's length as a size_t, then the text) for the loop. */
+static struct {
+  pthread_mutex_t mu;
+  int queueing;
+  uv_async_t *async;                 /* R.async while the REPL edits lines, else NULL */
+  char *buf; size_t len, cap;
+} CON = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- output ------------------------------------------------------------------------------ */
 
@@ -125,8 +140,8 @@ static void write_crlf(FILE *out, const char *s, size_t n) {
 }
 
 /* Writes s to out (stdout or stderr); while a line is being edited, above it, then redraws
-** prompt and line. */
-static void repl_output(FILE *out, const char *s, size_t n) {
+** prompt and line. The caller holds CON.mu. */
+static void repl_output_locked(FILE *out, const char *s, size_t n) {
   if (!R.prompt_shown) {
     fwrite(s, 1, n, out);
     fflush(out);
@@ -146,6 +161,79 @@ static void repl_output(FILE *out, const char *s, size_t n) {
   fflush(out);
   /* 3. Draw prompt and half-typed line again, cursor where it was. */
   rl_forced_update_display();
+}
+
+/* repl_output_locked, taking the console mutex. */
+static void repl_output(FILE *out, const char *s, size_t n) {
+  pthread_mutex_lock(&CON.mu);
+  repl_output_locked(out, s, n);
+  pthread_mutex_unlock(&CON.mu);
+}
+
+/* Sets whether a prompt is shown (CON.mu held): while one is, other threads' output is queued
+** for the loop. */
+static void set_prompt_shown_locked(int shown) {
+  R.prompt_shown = shown;
+  CON.queueing = shown && CON.async != NULL;
+}
+
+/* set_prompt_shown_locked, taking the console mutex. */
+static void set_prompt_shown(int shown) {
+  pthread_mutex_lock(&CON.mu);
+  set_prompt_shown_locked(shown);
+  pthread_mutex_unlock(&CON.mu);
+}
+
+/* Prints the output other threads queued (above the line being edited, if any). */
+static void drain_console(void) {
+  pthread_mutex_lock(&CON.mu);
+  size_t at = 0;
+  while (at < CON.len) {
+    size_t n;
+    memcpy(&n, CON.buf + at + 1, sizeof n);
+    repl_output_locked(CON.buf[at] ? stderr : stdout, CON.buf + at + 1 + sizeof n, n);
+    at += 1 + sizeof n + n;
+  }
+  CON.len = 0;
+  pthread_mutex_unlock(&CON.mu);
+}
+
+/* Appends a record to the queue (CON.mu held); false if memory ran out. */
+static int console_queue(int to_stderr, const char *s, size_t n) {
+  size_t need = CON.len + 1 + sizeof n + n;
+  if (need > CON.cap) {
+    size_t cap = CON.cap ? CON.cap : 4096;
+    while (cap < need) cap *= 2;
+    char *b = realloc(CON.buf, cap);
+    if (b == NULL) return 0;
+    CON.buf = b;
+    CON.cap = cap;
+  }
+  CON.buf[CON.len] = (char)(to_stderr != 0);
+  memcpy(CON.buf + CON.len + 1, &n, sizeof n);
+  memcpy(CON.buf + CON.len + 1 + sizeof n, s, n);
+  CON.len = need;
+  return 1;
+}
+
+/* console_write(s [, to_stderr [, flush]]): console output of any thread's Lua state (the
+** writer aio.console installs in thread-pool workers). While the REPL shows a prompt the text
+** is queued and printed above the line by the loop; otherwise it is written at once (flushed
+** when `flush`, as print does, and always on stderr). */
+static int l_console_write(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  int to_stderr = lua_toboolean(L, 2);
+  pthread_mutex_lock(&CON.mu);
+  if (CON.queueing && console_queue(to_stderr, s, n)) {
+    uv_async_send(CON.async);
+  } else {
+    FILE *out = to_stderr ? stderr : stdout;
+    fwrite(s, 1, n, out);
+    if (to_stderr || lua_toboolean(L, 3)) fflush(out);
+  }
+  pthread_mutex_unlock(&CON.mu);
+  return 0;
 }
 
 /* write(s [, to_stderr]): prints s, above the line being edited if there is one. */
@@ -175,7 +263,7 @@ static void finish_line(lua_State *L) {
 /* Stops editing: no handler, no polling, output goes straight to stdout again. */
 static void stop_editing(void) {
   if (R.prompt_shown) rl_callback_handler_remove();
-  R.prompt_shown = 0;
+  set_prompt_shown(0);
   if (R.poll) uv_poll_stop(R.poll);
 }
 
@@ -303,8 +391,10 @@ static int l_readline(lua_State *L) {
   if (R.editing) {
     free(R.prompt);
     R.prompt = strdup(prompt);
-    R.prompt_shown = 1;
+    pthread_mutex_lock(&CON.mu);  /* no worker's text between the prompt and its flag */
+    set_prompt_shown_locked(1);
     rl_callback_handler_install(R.prompt, on_line);  /* libedit needs it again for every line */
+    pthread_mutex_unlock(&CON.mu);
     uv_poll_start(R.poll, UV_READABLE, on_tty_readable);
   } else {
     fputs(prompt, stdout);
@@ -372,6 +462,7 @@ static void on_prepare(uv_prepare_t *h) {
 static void on_sigint_async(uv_async_t *h) {
   (void)h;
   lua_State *L = R.L;
+  drain_console();  /* the same handle wakes the loop for other threads' output */
   int what = R.sigint;
   if (!what) return;
   R.sigint = 0;
@@ -550,6 +641,11 @@ static int l_open(lua_State *L) {
   if (R.async) {
     uv_async_init(&loop->uv, R.async, on_sigint_async);
     uv_unref((uv_handle_t *)R.async);
+    if (R.editing) {
+      pthread_mutex_lock(&CON.mu);
+      CON.async = R.async;
+      pthread_mutex_unlock(&CON.mu);
+    }
   }
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -599,6 +695,11 @@ static int l_close(lua_State *L) {
     free(R.old_ctype);
     R.old_ctype = NULL;
   }
+  pthread_mutex_lock(&CON.mu);
+  CON.async = NULL;
+  CON.queueing = 0;
+  pthread_mutex_unlock(&CON.mu);
+  drain_console();  /* what other threads queued last, printed now */
   if (R.async) uv_close((uv_handle_t *)R.async, on_handle_closed);
   R.async = NULL;
   /* A piped read still in flight frees its own request when it completes (R.open is 0). */
@@ -626,13 +727,27 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
+/* In a forked child: the console mutex may have been held by a thread that is not there. */
+static void console_atfork_child(void) {
+  pthread_mutex_init(&CON.mu, NULL);
+  CON.async = NULL;
+  CON.queueing = 0;
+  CON.len = 0;
+}
+
+static pthread_once_t console_once = PTHREAD_ONCE_INIT;
+
+/* Registers console_atfork_child (once per process). */
+static void console_install_atfork(void) { pthread_atfork(NULL, NULL, console_atfork_child); }
+
 /* The module aio.repl_c (registered in src/modules.def). */
 int luaopen_aio_repl_c(lua_State *L) {
+  pthread_once(&console_once, console_install_atfork);
   static const luaL_Reg funcs[] = {
     {"open", l_open},         {"close", l_close},   {"readline", l_readline},
     {"write", l_write},       {"add_history", l_add_history},
     {"set_line", l_set_line}, {"hrtime", l_hrtime}, {"isatty", l_isatty},
-    {NULL, NULL}};
+    {"console_write", l_console_write}, {NULL, NULL}};
   luaL_newlib(L, funcs);
   lua_getfield(L, LUA_REGISTRYINDEX, "aio.std_print");  /* see aio_openlibs */
   lua_setfield(L, -2, "std_print");

@@ -31,19 +31,51 @@ function M.interpreter()
   return cmd or "aioshell"
 end
 
--- The usage of experiment e: the protocol's flags, then each declared option with its
--- default (V where it has none; nothing for a bare one).
-local function usage(prog, e)
+-- The metavariable and the text of option k's help (the `help` table of new), or nil, nil.
+local function option_help(e, k)
+  local h = e.help[k]
+  if type(h) == "table" then return h[1], h[2] end
+  return nil, h
+end
+
+-- The option word of key k: --load-at for load_at.
+local function option_word(k) return "--" .. k:gsub("_", "-") end
+
+-- The declared option keys, sorted.
+local function option_keys(e)
   local keys = {}
   for k in pairs(e.options) do keys[#keys + 1] = k end
   table.sort(keys)
+  return keys
+end
+
+-- The usage of experiment e: the protocol's flags, then each declared option with its
+-- metavariable from `help`, else its default (V where it has none; nothing for a bare one).
+local function usage(prog, e)
   local parts = { "usage: " .. prog .. " [--quick | --full] [--virtual-time] [--figures DIR]" }
-  for _, k in ipairs(keys) do
-    local d, opt = e.options[k], "--" .. k:gsub("_", "-")
+  for _, k in ipairs(option_keys(e)) do
+    local d, opt, meta = e.options[k], option_word(k), option_help(e, k)
     parts[#parts + 1] = e.bare[k] and "[" .. opt .. "]"
-      or string.format("[%s %s]", opt, d == false and "V" or tostring(d))
+      or string.format("[%s %s]", opt, meta or (d == false and "V" or tostring(d)))
   end
   return table.concat(parts, " ") .. "\n"
+end
+
+-- What --help prints after the usage: the title, then one line per flag (the protocol's, then
+-- the declared options' with their `help` text and default).
+local function description(e)
+  local lines = { e.title, "  --quick | --full    the quick sizes (default), or the notebook's own",
+    "  --virtual-time      timers and sleeps jump instead of waiting (times in loop seconds)",
+    "  --figures DIR       write the SVG figures into DIR (made if missing)" }
+  for _, k in ipairs(option_keys(e)) do
+    local meta, text = option_help(e, k)
+    local d = e.options[k]
+    local flag = option_word(k) .. (e.bare[k] and "" or " " .. (meta or "V"))
+    local words = { text }
+    if d ~= false and not e.bare[k] then words[#words + 1] = "(default " .. tostring(d) .. ")" end
+    lines[#lines + 1] = string.format("  %-19s %s", flag, table.concat(words, " "))
+  end
+  return table.concat(lines, "\n") .. "\n"
 end
 
 -- Sets the declared option given by the word a (named name; --load-at sets load_at). A string
@@ -75,24 +107,25 @@ local function parse(e, prog, args)
     elseif a == "--quick" then e.full, e.quick = false, true
     elseif a == "--virtual-time" then e.virtual = true
     elseif name == "--figures" then e.figures = cl:value(a, name)
-    elseif a == "-h" or a == "--help" then io.write(cl.usage) os.exit(0)
+    elseif a == "-h" or a == "--help" then io.write(cl.usage, description(e)) os.exit(0)
     elseif a:sub(1, 2) == "--" then set_option(e, cl, a, name)
     else cl:error("unknown argument %s", a) end
   end
 end
 
 -- new{name=, title=, args=arg, options={name=default, ...}, positive={name, ...},
--- integer={name, ...}, bare={name, ...}} -> experiment.
+-- integer={name, ...}, bare={name, ...}, help={name=text or {METAVAR, text}}} -> experiment.
 -- Recognised flags: --quick, --full, --figures DIR, --virtual-time, -h/--help, and --NAME VALUE
 -- (or --NAME=VALUE) for each declared option; a default of false declares an option with no
 -- default. Values are numbers unless the default is a string; the options named in `integer`
 -- (a count, a seed) need an integer, those in `positive` (a time scale, a delay, a count) one
--- > 0, and those in `bare` (a switch) may be given alone, which sets them to true.
+-- > 0, and those in `bare` (a switch) may be given alone, which sets them to true. `help`
+-- says what an option means (--help prints it; METAVAR replaces V in the usage: "S", "MS").
 function M.new(t)
   local e = setmetatable({ name = t.name, title = t.title or t.name, quick = true,
                            full = false, checks = 0, failures = 0, results = {},
                            lines = {}, options = {}, positive = {}, integer = {}, bare = {},
-                           figures = nil }, E)
+                           help = t.help or {}, figures = nil }, E)
   for k, v in pairs(t.options or {}) do e.options[k] = v end
   for _, kind in ipairs { "positive", "integer", "bare" } do
     for _, k in ipairs(t[kind] or {}) do e[kind][k] = true end
@@ -168,13 +201,23 @@ function E:result(r)
   return r
 end
 
--- Writes an SVG figure into the --figures directory (if given) and announces it to the
--- runner as `FIGURE {json}`. Returns the path or nil.
+-- A figure that cannot be written: the reason on stderr, and a failed run (finish exits 1).
+local function figure_failed(e, why)
+  io.stderr:write(e.name, ": --figures: ", why, "\n")
+  e.failures = e.failures + 1
+  return nil
+end
+
+-- Writes an SVG figure into the --figures directory (if given; made as by mkdir -p, as the
+-- crawler's --svg DIR) and announces it to the runner as `FIGURE {json}`. Returns the path or
+-- nil.
 function E:figure(name, svg, caption)
   if not self.figures then return nil end
+  local made, why = require("aio.sys").mkdir(self.figures, true)
+  if not made then return figure_failed(self, why) end
   local path = self.figures .. "/" .. self.name .. "-" .. name .. ".svg"
-  local f = io.open(path, "w")
-  if not f then return nil end
+  local f, err = io.open(path, "w")
+  if not f then return figure_failed(self, err) end
   f:write(svg)
   f:close()
   io.stdout:write("FIGURE ", cjson.encode({ path = path, caption = caption or name,

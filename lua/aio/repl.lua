@@ -6,7 +6,7 @@
 -- as a task, readable values, console commands (:tasks :where :cancel :time :help), tab
 -- completion candidates and the exit on Ctrl-D.
 local aio = require "aio"
-local argcheck = require "aio.argcheck"
+local console = require "aio.console"
 local c = require "aio.repl_c"
 
 local M = {}
@@ -125,68 +125,30 @@ end
 -- Output: background output above the prompt
 ---------------------------------------------------------------------------------------------
 
-local stdout, stderr = io.stdout, io.stderr
-local saved = nil          -- the originals while the REPL's wrappers are installed
+local stdout = io.stdout
+local saved = nil          -- while the REPL's wrappers are installed: how to remove them
 
--- io.write's conversions: integers %d, floats %.14g, strings as they are.
-local function write_args(fname, ...)
-  local n = select("#", ...)
-  local parts = {}
-  for i = 1, n do
-    local v = select(i, ...)
-    if math.type(v) == "integer" then parts[i] = ("%d"):format(v)
-    elseif math.type(v) == "float" then parts[i] = ("%.14g"):format(v)
-    elseif type(v) == "string" then parts[i] = v
-    else
-      argcheck.typeerror(v, "string", i, fname, 3)
-    end
-  end
-  return table.concat(parts)
-end
-
--- Routes print, io.write and io.stdout:write through c.write while the REPL runs, so output of
--- background tasks appears above the line being edited instead of in its middle.
+-- Routes console output through c.write while the REPL runs (aio.console), so output of
+-- background tasks appears above the line being edited instead of in its middle; os.exit from
+-- a line gives the terminal back and saves the history first.
 local function install_output()
-  local fmethods = getmetatable(stdout).__index
-  saved = { print = print, io_write = io.write, fwrite = fmethods.write, fmethods = fmethods }
-  local own_print = print ~= c.std_print   -- a print the user installed is left alone
-  local wrapped_print = function(...)
-    local n = select("#", ...)
-    local parts = {}
-    for i = 1, n do parts[i] = tostring((select(i, ...))) end
-    c.write(table.concat(parts, "\t") .. "\n")
-  end
-  local wrapped_fwrite = function(f, ...)
-    if f ~= stdout and f ~= stderr then return saved.fwrite(f, ...) end
-    c.write(write_args("write", ...), f == stderr)
-    return f
-  end
-  local wrapped_iowrite = function(...)
-    if io.output() ~= stdout then return saved.io_write(...) end
-    c.write(write_args("write", ...))
-    return stdout
-  end
-  -- os.exit from a line: give the terminal back and save the history first
+  local remove, wrapped_print = console.install(c.write, c.std_print)
+  local exit = os.exit
   local wrapped_exit = function(...)
     c.close()
-    return saved.exit(...)
+    return exit(...)
   end
-  saved.exit = os.exit
-  saved.wrapped = { print = wrapped_print, io_write = wrapped_iowrite, fwrite = wrapped_fwrite,
-                    exit = wrapped_exit }
-  io.write, fmethods.write = wrapped_iowrite, wrapped_fwrite
-  if not own_print then _G.print = wrapped_print end
   os.exit = wrapped_exit
+  saved = { print = wrapped_print, remove = function()
+    remove()
+    if os.exit == wrapped_exit then os.exit = exit end
+  end }
 end
 
 -- Puts back the originals (unless the user replaced them meanwhile).
 local function remove_output()
   if not saved then return end
-  local w = saved.wrapped
-  if _G.print == w.print then _G.print = saved.print end
-  if io.write == w.io_write then io.write = saved.io_write end
-  if saved.fmethods.write == w.fwrite then saved.fmethods.write = saved.fwrite end
-  if os.exit == w.exit then os.exit = saved.exit end
+  saved.remove()
   saved = nil
 end
 
@@ -333,7 +295,7 @@ end
 -- one (or the REPL's wrapper of it), the REPL's own printer stands in for it.
 local function print_values(r)
   local p = print
-  if p == c.std_print or (saved and p == saved.wrapped.print) then
+  if p == c.std_print or (saved and p == saved.print) then
     return out(show_values(r, 2, r.n) .. "\n")
   end
   local ok, e = pcall(p, table.unpack(r, 2, r.n))
@@ -571,7 +533,17 @@ local function on_interrupt()
   end
 end
 
--- After Ctrl-D: tell which tasks still run, give them GRACE seconds, then cancel them.
+-- Waits up to `seconds` for every task of the list to end, by looking at them every 20 ms:
+-- aio.wait would count as observing them, and a failure in the grace would go unreported.
+local function await_quietly(tasks, seconds)
+  local deadline = aio.now() + seconds
+  for _, t in ipairs(tasks) do
+    while not t:done() and aio.now() < deadline do aio.sleep(0.02) end
+  end
+end
+
+-- After Ctrl-D: tell which tasks still run, give them GRACE seconds, then cancel them; report
+-- the failures among them (as before a prompt: the exit status stays 0).
 local function finish_tasks()
   local list = user_tasks()
   if #list == 0 then return end
@@ -585,12 +557,13 @@ local function finish_tasks()
   local tasks = {}
   for _, info in ipairs(list) do tasks[#tasks + 1] = info.task or info end
   exiting = tasks
-  pcall(aio.wait, tasks, { timeout = GRACE })
+  pcall(await_quietly, tasks, GRACE)
   for _, t in ipairs(tasks) do
     if not t:done() then t:cancel("the REPL exited") end
   end
-  pcall(aio.wait, tasks, { timeout = GRACE })
+  pcall(await_quietly, tasks, GRACE)
   exiting = nil
+  aio.report_unobserved()
 end
 
 -- The REPL's task: read, evaluate as a task, print, until end of input. Returns the message
@@ -606,8 +579,9 @@ local function loop()
     elseif fn == "reset" then -- Ctrl-C at the prompt: start over
     elseif fn == "command" then
       local cmd = commands[a]
-      if cmd then cmd[2](b)
-      else err(("unknown command :%s (try :help)"):format(a)) end
+      if not cmd then err(("unknown command :%s (try :help)"):format(a))
+      elseif cmd.arg and b == "" then err(("usage: :%s %s"):format(a, cmd.arg))
+      else cmd[2](b) end
     elseif fn == nil then
       err(a)
     else
