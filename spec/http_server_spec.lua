@@ -433,12 +433,18 @@ describe("aio.http server", function()
       assert.is_false(ok)
       return err
     end
-    assert.matches("http.serve: write_buffer must be a number from 1 to", serve { write_buffer = 0 })
-    assert.matches("http.serve: max_body must be a number from 0 to", serve { max_body = "big" })
-    assert.matches("http.serve: max_pipeline must be a number from 1 to", serve { max_pipeline = -1 })
+    local function says(msg, err) assert.matches(msg, err, 1, true) end
+    says("http.serve: bad option 'write_buffer' (a number from 1 to 1000000000000000 expected, got 0)",
+      serve { write_buffer = 0 })
+    says("http.serve: bad option 'max_body' (a number from 0 to 1000000000000000 expected, got string)",
+      serve { max_body = "big" })
+    says("http.serve: bad option 'max_pipeline' (a number from 1 to 2147483647 expected, got -1)",
+      serve { max_pipeline = -1 })
     -- no inf or NaN reaches the casts to milliseconds, sizes and ints
-    assert.matches("http.serve: idle_timeout must be a number from 0 to 1000000000", serve { idle_timeout = math.huge })
-    assert.matches("http.serve: backlog must be a number from 1 to", serve { backlog = 0 / 0 })
+    says("http.serve: bad option 'idle_timeout' (a number of seconds from 0 to 1000000000 expected, got inf)",
+      serve { idle_timeout = math.huge })
+    assert.matches("http.serve: bad option 'backlog' %(a number from 1 to 2147483647 expected, got %-?nan%)",
+      serve { backlog = 0 / 0 })
   end)
 
   it("closes from inside one of its own handlers without waiting for that request", async(function()

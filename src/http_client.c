@@ -742,17 +742,8 @@ static void push_headers(lua_State *L, const char *p, size_t len) {
       const char *v = colon + 1, *ve = le;
       while (v < ve && (*v == ' ' || *v == '\t')) v++;
       while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-      push_lower(L, p, (size_t)(colon - p));  /* key */
-      lua_pushvalue(L, -1);
-      if (lua_rawget(L, -3) == LUA_TSTRING) { /* repeated header: join */
-        lua_pushliteral(L, ", ");
-        lua_pushlstring(L, v, (size_t)(ve - v));
-        lua_concat(L, 3);
-      } else {
-        lua_pop(L, 1);
-        lua_pushlstring(L, v, (size_t)(ve - v));
-      }
-      lua_rawset(L, -3);
+      push_lower(L, p, (size_t)(colon - p));
+      aio_http_join_header(L, v, (size_t)(ve - v));
     }
     p = le + 1;
   }
@@ -932,43 +923,19 @@ static int l_owned(lua_State *L) {
   return 1;
 }
 
-/* Raises "<who>: bad option '<k>' (<expected> expected, got <value>)" about the value at idx
-** (a number is shown, anything else by its type). */
-static int opt_error(lua_State *L, int idx, const char *who, const char *k, const char *expected) {
-  const char *got = lua_type(L, idx) == LUA_TNUMBER ? luaL_tolstring(L, idx, NULL)
-                                                     : luaL_typename(L, idx);
-  return luaL_error(L, "%s: bad option '%s' (%s expected, got %s)", who, k, expected, got);
-}
-
 /* Reads the optional field k of the table at idx, a duration in seconds, as milliseconds rounded
 ** up (0.0005 s is 1 ms, not "no timeout"): def when absent; 0, no timeout, for 0, math.huge or
-** anything too long to count in a long. A negative number, NaN or a non-number raises; inf and
-** NaN are never converted to an integer (undefined behaviour). */
+** anything too long to count in a long. */
 static long opt_ms(lua_State *L, int idx, const char *who, const char *k, long def) {
-  if (lua_getfield(L, idx, k) != LUA_TNIL) {
-    int isnum;
-    double s = (double)lua_tonumberx(L, -1, &isnum);
-    if (!isnum || !(s >= 0)) opt_error(L, -1, who, k, "a number of seconds >= 0");
-    double ms = ceil(s * 1000.0);
-    def = ms < (double)LONG_MAX ? (long)ms : 0;
-  }
-  lua_pop(L, 1);
-  return def;
+  lua_Number s = aio_http_opt_number(L, idx, who, k, -1, 0, HUGE_VAL, AIO_OPT_SECONDS);
+  if (s < 0) return def;
+  double ms = ceil(s * 1000.0);
+  return ms < (double)LONG_MAX ? (long)ms : 0;
 }
 
 /* Reads the optional integer field k (min .. INT_MAX) of the table at idx; def when absent. */
 static int opt_int(lua_State *L, int idx, const char *who, const char *k, int min, int def) {
-  if (lua_getfield(L, idx, k) != LUA_TNIL) {
-    int isint;
-    lua_Integer v = lua_tointegerx(L, -1, &isint);
-    if (!isint || v < min || v > INT_MAX) {
-      int at = lua_absindex(L, -1);
-      opt_error(L, at, who, k, lua_pushfstring(L, "an integer >= %d", min));
-    }
-    def = (int)v;
-  }
-  lua_pop(L, 1);
-  return def;
+  return (int)aio_http_opt_number(L, idx, who, k, def, min, INT_MAX, AIO_OPT_INTEGER);
 }
 
 /* client_c.new{max_connections=, max_per_host=, timeout=, connect_timeout=} → client. Every
@@ -1056,7 +1023,7 @@ static int is_idempotent(const char *m) {
 
 /* Returns the string argument idx (k names it in the error raised for anything else). */
 static const char *check_string(lua_State *L, int idx, const char *k, size_t *len) {
-  if (lua_type(L, idx) != LUA_TSTRING) opt_error(L, idx, WHO_REQUEST, k, "a string");
+  if (lua_type(L, idx) != LUA_TSTRING) aio_http_opt_error(L, idx, WHO_REQUEST, k, "a string");
   return lua_tolstring(L, idx, len);
 }
 
@@ -1069,7 +1036,7 @@ static int check_headers(lua_State *L, int idx, int *expect) {
   lua_pushnil(L);
   while (lua_next(L, idx)) {                 /* ..., name, value */
     if (lua_type(L, -2) != LUA_TSTRING)
-      opt_error(L, lua_absindex(L, -2), WHO_REQUEST, "headers", "string names");
+      aio_http_opt_error(L, lua_absindex(L, -2), WHO_REQUEST, "headers", "string names");
     const char *k = lua_tolstring(L, -2, &klen);
     if (!aio_http_is_token(k, klen))
       luaL_error(L, WHO_REQUEST ": bad header name '%s' (an HTTP token expected)", k);
@@ -1102,7 +1069,7 @@ static void check_request(lua_State *L, http_client *c, req_args *a) {
   a->blen = 0;
   if (!lua_isnoneornil(L, 5)) {
     if (lua_type(L, 5) != LUA_TSTRING && lua_type(L, 5) != LUA_TNUMBER)
-      opt_error(L, 5, WHO_REQUEST, "body", "a string");
+      aio_http_opt_error(L, 5, WHO_REQUEST, "body", "a string");
     a->body = lua_tolstring(L, 5, &a->blen);
   }
   a->verb = verb_of(a->method, a->mlen, a->body != NULL);
@@ -1124,7 +1091,7 @@ static void check_request(lua_State *L, http_client *c, req_args *a) {
   a->hbase = lua_gettop(L);
   a->nheaders = 0;
   if (lua_type(L, 4) == LUA_TTABLE) a->nheaders = check_headers(L, 4, &a->expect);
-  else if (!lua_isnoneornil(L, 4)) opt_error(L, 4, WHO_REQUEST, "headers", "a table");
+  else if (!lua_isnoneornil(L, 4)) aio_http_opt_error(L, 4, WHO_REQUEST, "headers", "a table");
 }
 
 /* Is s[0..len) empty or blank (curl drops a header whose value is)? */

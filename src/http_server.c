@@ -699,11 +699,7 @@ static void push_headers(lua_State *L, const char *h, size_t from, size_t to) {
   lua_createtable(L, 0, 8);
   while (hdr_next(h, &i, to, &k, &kl, &v, &vl)) {
     lua_pushlstring(L, k, kl);
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) {
-      lua_pushliteral(L, ", "); lua_pushlstring(L, v, vl); lua_concat(L, 3);
-    } else { lua_pop(L, 1); lua_pushlstring(L, v, vl); }
-    lua_rawset(L, -3);
+    aio_http_join_header(L, v, vl);
   }
 }
 
@@ -971,18 +967,9 @@ static int resolve_host(aio_loop *loop, const char *host, int port, struct socka
   return 0;
 }
 
-/* opts (argument 4, may be absent) [name]: a number from min to max, dflt when absent; raises
-** otherwise (the bounds keep the casts to sizes, milliseconds and ints defined: no inf, no NaN). */
-static lua_Number opt_number(lua_State *L, const char *name, lua_Number dflt, int min, lua_Number max) {
-  if (lua_type(L, 4) != LUA_TTABLE) return dflt;
-  int t = lua_getfield(L, 4, name);
-  lua_Number n = lua_tonumber(L, -1);
-  lua_pop(L, 1);
-  if (t == LUA_TNIL) return dflt;
-  if (t != LUA_TNUMBER || !(n >= min && n <= max))
-    luaL_error(L, "http.serve: %s must be a number from %d to %f", name, min, max);
-  return n;
-}
+/* Reads option name of l_listen's opts (argument 4, may be absent): see aio_http_opt_number. */
+#define opt_number(L, name, dflt, min, max, kind) \
+  aio_http_opt_number((L), 4, "http.serve", (name), (dflt), (min), (max), (kind))
 
 /* server_c.listen(host, port, dispatch, opts, request_mt) → server. request_mt is the metatable
 ** of the request tables passed to dispatch.
@@ -1011,13 +998,14 @@ static int l_listen(lua_State *L) {
     settings_ready = 1;
   }
   /* Options first: one that raises must find nothing allocated yet. */
-  size_t max_body = (size_t)opt_number(L, "max_body", 1 << 20, 0, 1e15);
-  size_t max_header = (size_t)opt_number(L, "max_header", 8192, 1, 1e15);
-  uint64_t header_timeout = (uint64_t)(opt_number(L, "header_timeout", 10, 0, 1e9) * 1000);
-  uint64_t idle_timeout = (uint64_t)(opt_number(L, "idle_timeout", 30, 0, 1e9) * 1000);
-  int backlog = (int)opt_number(L, "backlog", 4096, 1, INT_MAX);   /* the kernel clamps it to somaxconn */
-  int max_pipeline = (int)opt_number(L, "max_pipeline", 256, 1, INT_MAX);
-  size_t write_buffer = (size_t)opt_number(L, "write_buffer", 65536, 1, 1e15);
+  /* (the bounds keep the casts to sizes, milliseconds and ints defined: no inf) */
+  size_t max_body = (size_t)opt_number(L, "max_body", 1 << 20, 0, 1e15, AIO_OPT_NUMBER);
+  size_t max_header = (size_t)opt_number(L, "max_header", 8192, 1, 1e15, AIO_OPT_NUMBER);
+  uint64_t header_timeout = (uint64_t)(opt_number(L, "header_timeout", 10, 0, 1e9, AIO_OPT_SECONDS) * 1000);
+  uint64_t idle_timeout = (uint64_t)(opt_number(L, "idle_timeout", 30, 0, 1e9, AIO_OPT_SECONDS) * 1000);
+  int backlog = (int)opt_number(L, "backlog", 4096, 1, INT_MAX, AIO_OPT_NUMBER);   /* the kernel clamps it to somaxconn */
+  int max_pipeline = (int)opt_number(L, "max_pipeline", 256, 1, INT_MAX, AIO_OPT_NUMBER);
+  size_t write_buffer = (size_t)opt_number(L, "write_buffer", 65536, 1, 1e15, AIO_OPT_NUMBER);
   srv_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->s = NULL;
   luaL_setmetatable(L, SERVER_MT);
