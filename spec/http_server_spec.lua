@@ -831,6 +831,54 @@ print(during < 6, d.count(b"HTTP/1.1 200"), int(state().split()[2]) - before)
     assert.are.equal("True 7 6\n", helper.exec({ "python3", "-c", py, tostring(port) }, { timeout = 20 }))
   end)
 
+  it("answers 200 pipelined requests with large bodies, finished out of order, in request order", function()
+    -- later slots buffer their answers while earlier handlers sleep; half the answers stream
+    local bport, bstop = child_server([[
+local aio = require "aio"
+local http = require "aio.http"
+local s = http.serve{ handler = function(req, res)
+  local i = tonumber(req.path:match("%d+"))
+  aio.sleep((i * 7 % 10) * 0.003)
+  local body = string.rep(string.format("<%d>", i), 5000)
+  if i % 2 == 0 then return 200, body end
+  res:write(body:sub(1, 10000)); res:write(body:sub(10001)); res:finish()
+end }
+print(s:port()); io.stdout:flush()
+]])
+    local py = [[
+import socket, sys
+n = 200
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1]))); s.settimeout(10)
+reqs = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n%s\r\n" % (i, b"Connection: close\r\n" if i == n - 1 else b"")
+                for i in range(n))
+s.sendall(reqs)
+d = b""
+while True:
+    b = s.recv(1 << 20)
+    if not b: break
+    d += b
+bodies = []
+while d:
+    head, d = d.split(b"\r\n\r\n", 1)
+    fields = dict(l.split(b": ", 1) for l in head.split(b"\r\n")[1:])
+    if b"Content-Length" in fields:
+        k = int(fields[b"Content-Length"]); bodies.append(d[:k]); d = d[k:]
+    else:
+        body = b""
+        while True:
+            size, d = d.split(b"\r\n", 1); size = int(size, 16)
+            body += d[:size]; d = d[size + 2:]
+            if size == 0: break
+        d = d[2:] if d.startswith(b"\r\n") else d
+        bodies.append(body)
+ok = [b == (b"<%d>" % i) * 5000 for i, b in enumerate(bodies)]
+print(len(bodies), all(ok), ok.index(False) if not all(ok) else -1)
+]]
+    local out = helper.exec({ "python3", "-c", py, tostring(bport) }, { timeout = 30 })
+    bstop()
+    assert.are.equal("200 True -1\n", out)
+  end)
+
   it("wakes a writer waiting for its client when the client goes away", function()
     local py = BP_PY .. [[
 import struct

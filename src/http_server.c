@@ -23,6 +23,7 @@
 ** Peers: a reset or a failed write closes at once and cancels the handlers; an EOF lets the
 ** requests in flight finish and be answered first (conn_half_closed).
 */
+#include <assert.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,7 @@ struct conn {
   size_t trailers_at;              /* where chunked trailer fields start in hdrs (SIZE_MAX: none) */
   int err_status;                  /* 431/413 found by a callback, else 0 (→ 400) */
   slot *shead, *stail; int nslots;
+  size_t buffered;                 /* bytes in the buffers of the slots after the head (conn_pace) */
   uint32_t next_seq;
   uint64_t deadline;               /* ms (uv_now); 0 = none */
   int writes;                      /* uv_write requests in flight */
@@ -92,6 +94,7 @@ struct srv {
   uint64_t tick;                   /* ms between sweeps */
   size_t high_water, low_water;    /* unsent output per connection: stop / resume (write_buffer) */
   int closing;
+  int building;                    /* l_listen has not finished it: the box's __gc discards it */
   aio_future *closed_fut; int closed_ref;
   int port;
   srv_box *box;                    /* the Lua object, cleared when the server is freed */
@@ -136,6 +139,7 @@ static void conn_drop_slots(lua_State *L, conn *c, int cancel) {
   while (c->shead) { slot *n = c->shead->next; slot_free(L, c->shead, cancel); c->shead = n; }
   c->stail = NULL;
   c->nslots = 0;
+  c->buffered = 0;
 }
 
 /* ---- writing ---------------------------------------------------------------------------- */
@@ -188,11 +192,12 @@ static void conn_send_continue(conn *c) {
 }
 
 /* Bytes of output not yet taken by the kernel: libuv's write queue and what later slots buffer
-** (the head's writer waits on the first, a later slot's on its own buffer, reading on both). */
+** (the head's writer waits on the first, a later slot's on its own buffer, reading on both).
+** The slots' part is a running count (c->buffered): conn_pace runs on every emit, and walking
+** up to max_pipeline slots each time made a pipelined burst quadratic. */
 static size_t conn_queued(conn *c) {
-  size_t n = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-  for (slot *p = c->shead ? c->shead->next : NULL; p; p = p->next) n += p->out.len;
-  return n;
+  assert(c->buffered == 0 || (c->shead && c->shead->next));   /* only later slots buffer */
+  return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) + c->buffered;
 }
 
 /* Wakes the writers waiting in conn:drain (each checks again whether it may go on). */
@@ -293,7 +298,8 @@ static slot *slot_find(conn *c, uint32_t seq) {
 /* Emits bytes for slot p: to the socket if p is the head, else into p's buffer. */
 static void slot_emit(conn *c, slot *p, const char *d, size_t n) {
   if (p == c->shead) conn_send(c, d, n);
-  else if (!aio_buf_try_add(&p->out, d, n)) conn_close(c);
+  else if (aio_buf_try_add(&p->out, d, n)) c->buffered += n;
+  else conn_close(c);
   conn_pace(c);
 }
 
@@ -313,6 +319,7 @@ static void conn_flush_slots(conn *c) {
       return;
     }
     if (c->shead && c->shead->out.len) {
+      c->buffered -= c->shead->out.len;
       conn_send(c, c->shead->out.data, c->shead->out.len);
       aio_buf_free(&c->shead->out);
     }
@@ -902,6 +909,37 @@ static void on_sweep(uv_timer_t *t) {
 
 static void free_cb(uv_handle_t *h) { free(h); }
 
+/* Lets go of the references l_listen took for s (those it got to), and of its Lua object, which
+** now says "closed". */
+static void srv_unref(lua_State *L, srv *s) {
+  if (s->handler_ref != LUA_NOREF) { aio_unref(L, s->handler_ref); s->handler_ref = LUA_NOREF; }
+  if (s->keys_ref != LUA_NOREF) { aio_unref(L, s->keys_ref); s->keys_ref = LUA_NOREF; }
+  if (s->req_mt_ref != LUA_NOREF) { aio_unref(L, s->req_mt_ref); s->req_mt_ref = LUA_NOREF; }
+  if (s->box) { s->box->s = NULL; s->box = NULL; }
+}
+
+/* Frees a server l_listen did not finish (bind or listen failed, or memory ran out on the way):
+** its references, its handles (in their close callbacks; once the loop is closed they are
+** closed already), its memory. */
+static void srv_discard(lua_State *L, srv *s) {
+  srv_unref(L, s);
+  uv_handle_t *h[2] = {(uv_handle_t *)s->listener, (uv_handle_t *)s->sweep};
+  for (int i = 0; i < 2; i++) {
+    if (!h[i]) continue;
+    if (s->loop->closing) free(h[i]);
+    else uv_close(h[i], free_cb);
+  }
+  free(s);
+}
+
+/* __gc of the server's Lua object: discards a server l_listen did not finish (a running one
+** keeps its object alive, and a closed one is gone already). */
+static int l_srv_gc(lua_State *L) {
+  srv_box *b = lua_touserdata(L, 1);
+  if (b->s && b->s->building) srv_discard(L, b->s);
+  return 0;
+}
+
 /* When closing and every connection is gone: resolve the close future, drop refs. */
 static void srv_maybe_done(srv *s) {
   if (!s->closing || s->nconns > 0 || s->listener) return;
@@ -912,10 +950,7 @@ static void srv_maybe_done(srv *s) {
     aio_unref(L, s->closed_ref);
     s->closed_fut = NULL;
   }
-  if (s->handler_ref != LUA_NOREF) { aio_unref(L, s->handler_ref); s->handler_ref = LUA_NOREF; }
-  if (s->keys_ref != LUA_NOREF) { aio_unref(L, s->keys_ref); s->keys_ref = LUA_NOREF; }
-  if (s->req_mt_ref != LUA_NOREF) { aio_unref(L, s->req_mt_ref); s->req_mt_ref = LUA_NOREF; }
-  if (s->box) s->box->s = NULL;               /* the Lua object now says "closed" */
+  srv_unref(L, s);
   if (s->self_ref != LUA_NOREF) { int r = s->self_ref; s->self_ref = LUA_NOREF; aio_unref(L, r); }
   free(s);                                     /* no handle of ours refers to it any more */
 }
@@ -967,6 +1002,50 @@ static int resolve_host(aio_loop *loop, const char *host, int port, struct socka
   return 0;
 }
 
+/* Takes the references of s: the dispatch function (argument 3), the request keys, the request
+** metatable (argument 5). */
+static void srv_take_refs(lua_State *L, srv *s) {
+  lua_pushvalue(L, 3);
+  s->handler_ref = aio_ref(L, -1);
+  lua_pop(L, 1);
+  lua_createtable(L, RK_TRAILERS, 0);
+  for (int i = RK_METHOD; i <= RK_TRAILERS; i++) { lua_pushstring(L, request_keys[i - 1]); lua_rawseti(L, -2, i); }
+  s->keys_ref = aio_ref(L, -1);
+  lua_pop(L, 1);
+  lua_pushvalue(L, 5);
+  s->req_mt_ref = aio_ref(L, -1);
+  lua_pop(L, 1);
+}
+
+/* Binds and listens at addr and starts the sweep timer; a libuv error code on failure (the
+** handles made so far are s's: srv_discard closes them). Raises when out of memory. */
+static int srv_open(lua_State *L, srv *s, const struct sockaddr_storage *addr, int backlog) {
+  uv_tcp_t *listener = malloc(sizeof *listener);
+  if (!listener) return luaL_error(L, "out of memory");
+  uv_tcp_init(&s->loop->uv, listener);
+  listener->data = s;
+  s->listener = listener;
+  uv_timer_t *sweep = malloc(sizeof *sweep);
+  if (!sweep) return luaL_error(L, "out of memory");
+  uv_timer_init(&s->loop->uv, sweep);
+  sweep->data = s;
+  s->sweep = sweep;
+  int rc;
+  if ((rc = uv_tcp_bind(listener, (const struct sockaddr *)addr, 0)) != 0 ||
+      (rc = uv_listen((uv_stream_t *)listener, backlog, on_connection)) != 0) return rc;
+  struct sockaddr_storage bound; int blen = sizeof bound;
+  uv_tcp_getsockname(listener, (struct sockaddr *)&bound, &blen);
+  s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                              : ((struct sockaddr_in *)&bound)->sin_port);
+  uint64_t tick = (s->header_timeout < s->idle_timeout ? s->header_timeout : s->idle_timeout) / 4;
+  if (tick < 10) tick = 10;
+  if (tick > 1000) tick = 1000;
+  s->tick = tick;
+  uv_timer_start(sweep, on_sweep, tick, tick);
+  uv_unref((uv_handle_t *)sweep);             /* the listener keeps the loop alive, not this */
+  return 0;
+}
+
 /* Reads option name of l_listen's opts (argument 4, may be absent): see aio_http_opt_number. */
 #define opt_number(L, name, dflt, min, max, kind) \
   aio_http_opt_number((L), 4, "http.serve", (name), (dflt), (min), (max), (kind))
@@ -1006,64 +1085,36 @@ static int l_listen(lua_State *L) {
   int backlog = (int)opt_number(L, "backlog", 4096, 1, INT_MAX, AIO_OPT_NUMBER);   /* the kernel clamps it to somaxconn */
   int max_pipeline = (int)opt_number(L, "max_pipeline", 256, 1, INT_MAX, AIO_OPT_NUMBER);
   size_t write_buffer = (size_t)opt_number(L, "write_buffer", 65536, 1, 1e15, AIO_OPT_NUMBER);
+  /* Then Lua's rule (liolib's): the box says "closed" before anything is acquired, and holds
+  ** the server from its first byte on, so that a raise (out of memory) on the way leaves it to
+  ** the box's __gc (l_srv_gc), and every failure path lets go of what was taken. */
   srv_box *box = lua_newuserdatauv(L, sizeof *box, 0);
   box->s = NULL;
   luaL_setmetatable(L, SERVER_MT);
   srv *s = calloc(1, sizeof *s);
   if (!s) return luaL_error(L, "out of memory");
   s->loop = aio_loop_get(L);
+  s->building = 1;
+  s->handler_ref = s->keys_ref = s->req_mt_ref = s->self_ref = s->closed_ref = LUA_NOREF;
+  box->s = s;
+  s->box = box;
   s->max_body = max_body; s->max_header = max_header; s->max_pipeline = max_pipeline;
   s->header_timeout = header_timeout; s->idle_timeout = idle_timeout;
   s->high_water = write_buffer;
   s->low_water = s->high_water / 4;
+  srv_take_refs(L, s);
   struct sockaddr_storage addr;
   int rc = resolve_host(s->loop, host, port, &addr);
+  if (rc == 0) rc = srv_open(L, s, &addr, backlog);
   if (rc != 0) {
-    free(s);
+    srv_discard(L, s);
     lua_pushnil(L);
     lua_pushfstring(L, "http.serve %s:%d: %s", host, port, uv_strerror(rc));
     lua_pushinteger(L, rc);
     return 3;
   }
-  s->listener = malloc(sizeof *s->listener);
-  s->sweep = malloc(sizeof *s->sweep);
-  if (!s->listener || !s->sweep) { free(s->listener); free(s->sweep); free(s); return luaL_error(L, "out of memory"); }
-  uv_tcp_init(&s->loop->uv, s->listener);
-  s->listener->data = s;
-  if ((rc = uv_tcp_bind(s->listener, (struct sockaddr *)&addr, 0)) != 0 ||
-      (rc = uv_listen((uv_stream_t *)s->listener, backlog, on_connection)) != 0) {
-    uv_close((uv_handle_t *)s->listener, free_cb);
-    free(s->sweep); free(s);
-    lua_pushnil(L);
-    lua_pushfstring(L, "http.serve %s:%d: %s", host, port, uv_strerror(rc));
-    lua_pushinteger(L, rc);
-    return 3;
-  }
-  struct sockaddr_storage bound; int blen = sizeof bound;
-  uv_tcp_getsockname(s->listener, (struct sockaddr *)&bound, &blen);
-  s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                              : ((struct sockaddr_in *)&bound)->sin_port);
-  uv_timer_init(&s->loop->uv, s->sweep);
-  s->sweep->data = s;
-  uint64_t tick = (s->header_timeout < s->idle_timeout ? s->header_timeout : s->idle_timeout) / 4;
-  if (tick < 10) tick = 10;
-  if (tick > 1000) tick = 1000;
-  s->tick = tick;
-  uv_timer_start(s->sweep, on_sweep, tick, tick);
-  uv_unref((uv_handle_t *)s->sweep);          /* the listener keeps the loop alive, not this */
-  lua_pushvalue(L, 3);
-  s->handler_ref = aio_ref(L, -1);
-  lua_pop(L, 1);
-  lua_createtable(L, RK_TRAILERS, 0);
-  for (int i = RK_METHOD; i <= RK_TRAILERS; i++) { lua_pushstring(L, request_keys[i - 1]); lua_rawseti(L, -2, i); }
-  s->keys_ref = aio_ref(L, -1);
-  lua_pop(L, 1);
-  lua_pushvalue(L, 5);
-  s->req_mt_ref = aio_ref(L, -1);
-  lua_pop(L, 1);
   s->self_ref = aio_ref(L, -1);               /* alive while listening, whatever the script keeps */
-  box->s = s;
-  s->box = box;
+  s->building = 0;
   return 1;
 }
 
@@ -1178,6 +1229,23 @@ static int push_drain(lua_State *L, conn *c, slot *p) {
   return 1;
 }
 
+/* Sends the head of the answer to (conn, seq) at 1, 2 (status at 3, headers at 4) with the first
+** body bytes d[0..n), n being the Content-Length unless streamed: the common part of conn:respond
+** and conn:start. Returns the conn and sets *pp, or returns NULL when the client has gone or
+** the request was answered already. */
+static conn *answer_head(lua_State *L, slot **pp, const char *d, size_t n, int streamed) {
+  slot *p;
+  conn *c = check_conn(L, &p);
+  int status = check_status(L, 3);
+  if (!c || p->started) return NULL;
+  scratch.len = 0;
+  format_head(L, &scratch, c, p, status, 4, streamed ? -1 : (long long)n);
+  p->started = 1;
+  emit_body(c, p, d, n);
+  *pp = p;
+  return c;
+}
+
 /* conn:respond(seq, status, headers|nil, body|nil) → true, or false if the client has gone.
 ** The body goes through tostring (nil is an empty body) before the slot is looked up: a
 ** __tostring may answer the request itself, and so free the slot. */
@@ -1185,16 +1253,12 @@ static int l_respond(lua_State *L) {
   size_t blen = 0;
   const char *body = lua_isnoneornil(L, 5) ? "" : to_text(L, 5, &blen);
   slot *p;
-  conn *c = check_conn(L, &p);
-  int status = check_status(L, 3);
-  if (!c || p->started) { lua_pushboolean(L, 0); return 1; }
-  scratch.len = 0;
-  format_head(L, &scratch, c, p, status, 4, (long long)blen);
-  p->started = 1;
-  emit_body(c, p, body, blen);
-  p->finished = 1;
-  conn_flush_slots(c);
-  lua_pushboolean(L, 1);
+  conn *c = answer_head(L, &p, body, blen, 0);
+  if (c) {
+    p->finished = 1;
+    conn_flush_slots(c);
+  }
+  lua_pushboolean(L, c != NULL);
   return 1;
 }
 
@@ -1205,14 +1269,8 @@ static int l_start(lua_State *L) {
   size_t n = 0;
   const char *d = lua_isnone(L, 5) ? "" : to_text(L, 5, &n);
   slot *p;
-  conn *c = check_conn(L, &p);
-  int status = check_status(L, 3);
-  if (!c || p->started) return 0;
-  scratch.len = 0;
-  format_head(L, &scratch, c, p, status, 4, -1);
-  p->started = 1;
-  emit_body(c, p, d, n);
-  return push_drain(L, c, p);
+  conn *c = answer_head(L, &p, d, n, 1);
+  return c ? push_drain(L, c, p) : 0;
 }
 
 /* conn:write(seq, chunk) → a future to await before writing more (see push_drain), or nothing:
@@ -1279,6 +1337,8 @@ int luaopen_aio_http_server_c(lua_State *L) {
                                    {"headers", l_headers},
                                    {NULL, NULL}};
   luaL_newmetatable(L, SERVER_MT);
+  lua_pushcfunction(L, l_srv_gc);
+  lua_setfield(L, -2, "__gc");
   luaL_newlib(L, srv_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
