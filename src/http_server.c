@@ -104,8 +104,9 @@ struct srv {
 typedef struct { uv_write_t req; char data[]; } wreq;
 
 static llhttp_settings_t settings;
-static _Thread_local aio_buf scratch;         /* response heads are formatted here (one thread, one loop) */
 static int settings_ready = 0;
+
+static _Thread_local aio_buf scratch;         /* response heads are formatted here (one thread, one loop) */
 
 static void conn_close(conn *c);
 static void conn_flush_slots(conn *c);
@@ -796,6 +797,27 @@ static int l_headers(lua_State *L) {
   return 1;
 }
 
+/* Sets up the llhttp callbacks (once) and ignores SIGPIPE: a peer's reset must be a write
+** error, not death. */
+static void parser_init(void) {
+  if (settings_ready) return;
+  llhttp_settings_init(&settings);
+  settings.on_message_begin = on_message_begin;
+  settings.on_url = on_url;
+  settings.on_header_field = on_header_field;
+  settings.on_header_value = on_header_value;
+  settings.on_method = on_method;
+  settings.on_version = on_version;
+  settings.on_header_field_complete = on_header_field_complete;
+  settings.on_header_value_complete = on_header_value_complete;
+  settings.on_chunk_header = on_chunk_header;
+  settings.on_headers_complete = on_headers_complete;
+  settings.on_body = on_body;
+  settings.on_message_complete = on_message_complete;
+  signal(SIGPIPE, SIG_IGN);
+  settings_ready = 1;
+}
+
 /* ---- reading ---------------------------------------------------------------------------- */
 
 /* Reads land in the server's one buffer: on_read consumes them before returning. */
@@ -1059,23 +1081,7 @@ static int l_listen(lua_State *L) {
   int port = (int)luaL_optinteger(L, 2, 0);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   luaL_checktype(L, 5, LUA_TTABLE);
-  if (!settings_ready) {
-    llhttp_settings_init(&settings);
-    settings.on_message_begin = on_message_begin;
-    settings.on_url = on_url;
-    settings.on_header_field = on_header_field;
-    settings.on_header_value = on_header_value;
-    settings.on_method = on_method;
-    settings.on_version = on_version;
-    settings.on_header_field_complete = on_header_field_complete;
-    settings.on_header_value_complete = on_header_value_complete;
-    settings.on_chunk_header = on_chunk_header;
-    settings.on_headers_complete = on_headers_complete;
-    settings.on_body = on_body;
-    settings.on_message_complete = on_message_complete;
-    signal(SIGPIPE, SIG_IGN);
-    settings_ready = 1;
-  }
+  parser_init();
   /* Options first: one that raises must find nothing allocated yet. */
   /* (the bounds keep the casts to sizes, milliseconds and ints defined: no inf) */
   size_t max_body = (size_t)opt_number(L, "max_body", 1 << 20, 0, 1e15, AIO_OPT_NUMBER);
@@ -1214,6 +1220,22 @@ static void emit_body(conn *c, slot *p, const char *d, size_t n) {
   }
 }
 
+/* Sends the head of slot p's answer (status, headers from the table at hidx) with the first body
+** bytes d[0..n), n being the Content-Length unless streamed. */
+static void slot_answer(lua_State *L, conn *c, slot *p, int status, int hidx, const char *d, size_t n,
+                        int streamed) {
+  scratch.len = 0;
+  format_head(L, &scratch, c, p, status, hidx, streamed ? -1 : (long long)n);
+  p->started = 1;
+  emit_body(c, p, d, n);
+}
+
+/* Sends d[0..n) as body bytes of slot p, whose head is out. */
+static void slot_write(conn *c, slot *p, const char *d, size_t n) {
+  scratch.len = 0;
+  emit_body(c, p, d, n);
+}
+
 /* Pushes the future a writer of slot p must await before writing more and returns 1, or
 ** returns 0: the slot's output is over the high-water mark (the head slot's in libuv's write
 ** queue, a later slot's in its buffer). */
@@ -1238,10 +1260,7 @@ static conn *answer_head(lua_State *L, slot **pp, const char *d, size_t n, int s
   conn *c = check_conn(L, &p);
   int status = check_status(L, 3);
   if (!c || p->started) return NULL;
-  scratch.len = 0;
-  format_head(L, &scratch, c, p, status, 4, streamed ? -1 : (long long)n);
-  p->started = 1;
-  emit_body(c, p, d, n);
+  slot_answer(L, c, p, status, 4, d, n, streamed);
   *pp = p;
   return c;
 }
@@ -1282,8 +1301,7 @@ static int l_write(lua_State *L) {
   slot *p;
   conn *c = check_conn(L, &p);
   if (!c || !p->started || p->finished) return 0;
-  scratch.len = 0;
-  emit_body(c, p, d, n);
+  slot_write(c, p, d, n);
   return push_drain(L, c, p);
 }
 
