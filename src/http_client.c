@@ -85,6 +85,7 @@ static void on_req_cancel(lua_State *L, aio_future *f, void *ud) {
 
 /* ---- Lua API --------------------------------------------------------------------------- */
 
+/* The client at idx; raises if it is closed or was made by another process (before a fork). */
 static http_client *check_client(lua_State *L, int idx) {
   http_client **pc = luaL_checkudata(L, idx, CLIENT_MT);
   if (!*pc || (*pc)->closed) luaL_error(L, "attempt to use a closed http client");

@@ -65,6 +65,7 @@ void aio_hc_host_release(http_client *c, http_host *h) {
 
 /* ---- the FIFO and the active list ------------------------------------------------------- */
 
+/* Unlinks r from the list at *head (and *tail, when the list keeps one). */
 static void list_remove(http_req **head, http_req **tail, http_req *r) {
   if (r->prev) r->prev->next = r->next; else *head = r->next;
   if (r->next) r->next->prev = r->prev; else if (tail) *tail = r->prev;

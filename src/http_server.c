@@ -38,6 +38,7 @@
 
 /* ---- server life cycle -------------------------------------------------------------- */
 
+/* Close callback of a malloc'd handle: its memory goes only now (libuv's rule). */
 static void free_cb(uv_handle_t *h) { free(h); }
 
 /* Lets go of the references l_listen took for s (those it got to), and of its Lua object, which
@@ -105,7 +106,6 @@ static void srv_begin_close(srv *s) {
     if (!c->shead && !c->in_msg) aio_hs_conn_finish(c, 0);
   }
 }
-
 
 /* The server of argument 1; raises if it is closed. */
 static srv *check_srv(lua_State *L) {

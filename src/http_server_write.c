@@ -134,6 +134,7 @@ static void conn_pace(conn *c) {
 
 /* ---- response slots --------------------------------------------------------------------- */
 
+/* The slot of request seq on c, or NULL. */
 slot *aio_hs_slot_find(conn *c, uint32_t seq) {
   for (slot *p = c->shead; p; p = p->next) if (p->seq == seq) return p;
   return NULL;
