@@ -148,8 +148,11 @@ void aio_hs_slot_emit(conn *c, slot *p, const char *d, size_t n) {
   conn_pace(c);
 }
 
-/* Pops finished head slots, sending what later slots had buffered; closes after a close slot. */
+/* Pops finished head slots, sending what later slots had buffered; closes after a close slot.
+** Bytes that left the buffers may let reading resume (conn_pace): try_write may have taken them
+** all, and then no write callback comes to look. */
 void aio_hs_conn_flush_slots(conn *c) {
+  int moved = 0;
   while (!c->closing && c->shead && c->shead->finished) {
     slot *p = c->shead;
     c->shead = p->next;
@@ -167,9 +170,11 @@ void aio_hs_conn_flush_slots(conn *c) {
       c->buffered -= c->shead->out.len;
       conn_send(c, c->shead->out.data, c->shead->out.len);
       aio_buf_free(&c->shead->out);
+      moved = 1;
     }
     aio_hs_conn_wake_writers(c);             /* a new head: its writer waits on other bytes */
   }
+  if (moved) conn_pace(c);
   if (c->shead || c->closing) return;
   if (c->want_continue && c->in_msg && !c->input_dead) {   /* the request's turn has come */
     c->want_continue = 0;
