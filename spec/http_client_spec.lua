@@ -662,11 +662,11 @@ except socket.timeout:
       "no leak",
       "http request: bad header 'X-Flag' (a string value expected, got boolean)",
       "http request: bad option 'timeout' (a number of seconds >= 0 expected, got string)",
-      "http request: bad option 'max_redirects' (an integer >= 0 expected, got 1.5)",
+      "http request: bad option 'max_redirects' (an integer from 0 to 2147483647 expected, got 1.5)",
       "http request: bad header name 'X Bad' (an HTTP token expected)",
       "http request: bad option 'method' (not an HTTP token)",
       "http request: bad option 'connect_timeout' (a number of seconds >= 0 expected, got -1)",
-      "http.client: bad option 'max_connections' (an integer >= 1 expected, got 0)",
+      "http.client: bad option 'max_connections' (an integer from 1 to 2147483647 expected, got 0)",
     }, { table.unpack(lines_of(out), 1, 8) })
     assert.matches("http.client: bad option 'timeout' %(a number of seconds >= 0 expected, got %-?nan%)", out)
   end)

@@ -138,7 +138,7 @@ describe("misuse raises at the caller's line", function()
     assert.matches("^http request: bad option 'timeout'", raised_here(function() c:start{url = url, timeout = "x"} end))
     c:close()
     assert.equal("http.serve: handler required", raised_here(function() http.serve{} end))
-    assert.matches("^http%.serve: max_body", raised_here(function() http.serve{handler = print, max_body = "x"} end))
+    assert.matches("^http%.serve: bad option 'max_body'", raised_here(function() http.serve{handler = print, max_body = "x"} end))
   end)
 
   it("rx.create and trace.start", function()

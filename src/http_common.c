@@ -1,8 +1,11 @@
 /*
-** http_common.c — HTTP syntax checks shared by the client and the server (http_common.h).
+** http_common.c — what the HTTP client and server share (http_common.h): syntax checks, the
+** option reader, the header join.
 */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <lauxlib.h>
 #include "http_common.h"
 
 /* Is s[0..len) an HTTP token (RFC 9110, 5.6.2)? */
@@ -33,4 +36,51 @@ int aio_http_has_crlf_nul(const char *s, size_t len, int *high) {
     if (ch >= 0x80 && high) *high = 1;
   }
   return 0;
+}
+
+/* Raises "<who>: bad option '<k>' (<expected> expected, got <value>)" about the value at idx. */
+int aio_http_opt_error(lua_State *L, int idx, const char *who, const char *k, const char *expected) {
+  const char *got = lua_type(L, idx) == LUA_TNUMBER ? luaL_tolstring(L, idx, NULL)
+                                                     : luaL_typename(L, idx);
+  return luaL_error(L, "%s: bad option '%s' (%s expected, got %s)", who, k, expected, got);
+}
+
+/* Pushes and returns bound x as text: an integral one without Lua's ".0" (1e15 in full). */
+static const char *num_text(lua_State *L, lua_Number x) {
+  if (x == floor(x) && fabs(x) < 1e18) return lua_pushfstring(L, "%I", (LUAI_UACINT)(lua_Integer)x);
+  return lua_pushfstring(L, "%f", x);
+}
+
+/* Reads the optional field k of the table at idx: a number (an integer) from min to max. */
+lua_Number aio_http_opt_number(lua_State *L, int idx, const char *who, const char *k,
+                               lua_Number dflt, lua_Number min, lua_Number max, int kind) {
+  static const char *const what[] = {"a number", "an integer", "a number of seconds"};
+  if (lua_type(L, idx) != LUA_TTABLE) return dflt;
+  if (lua_getfield(L, idx, k) == LUA_TNIL) { lua_pop(L, 1); return dflt; }
+  int ok;
+  lua_Number n = lua_tonumberx(L, -1, &ok);
+  if (ok && kind == AIO_OPT_INTEGER) (void)lua_tointegerx(L, -1, &ok);
+  if (!ok || !(n >= min && n <= max)) {
+    int at = lua_absindex(L, -1);
+    const char *lo = num_text(L, min), *expected;
+    if (max == HUGE_VAL) expected = lua_pushfstring(L, "%s >= %s", what[kind], lo);
+    else expected = lua_pushfstring(L, "%s from %s to %s", what[kind], lo, num_text(L, max));
+    aio_http_opt_error(L, at, who, k, expected);
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
+/* Sets table[name] = v, joining a repeated header's values with ", "; pops the name. */
+void aio_http_join_header(lua_State *L, const char *v, size_t vl) {
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, -3) == LUA_TSTRING) {    /* repeated header: join */
+    lua_pushliteral(L, ", ");
+    lua_pushlstring(L, v, vl);
+    lua_concat(L, 3);
+  } else {
+    lua_pop(L, 1);
+    lua_pushlstring(L, v, vl);
+  }
+  lua_rawset(L, -3);
 }

@@ -1,12 +1,14 @@
 /*
-** http_common.h — the HTTP syntax checks the client (http_client.c) and the server
-** (http_server.c) share: what a method or header name may be, and what no header value (nor a
-** request URL) may hold. Each side raises its own error message.
+** http_common.h — what the HTTP client (http_client*.c) and server (http_server*.c) share:
+** the syntax checks (what a method or header name may be, what no header value nor request URL
+** may hold; each side raises its own error message), the reader of their options (one wording
+** for a bad one), and the join of a repeated header in a header table.
 */
 #ifndef AIO_HTTP_COMMON_H
 #define AIO_HTTP_COMMON_H
 
 #include <stddef.h>
+#include <lua.h>
 
 /* Is s[0..len) an HTTP token (RFC 9110, 5.6.2), as a method or a header name must be? */
 int aio_http_is_token(const char *s, size_t len);
@@ -15,5 +17,23 @@ int aio_http_is_token(const char *s, size_t len);
 ** early (request smuggling, response splitting) or cut it short. When high is not NULL, *high
 ** is set if s holds a byte >= 0x80 (it is left alone otherwise). */
 int aio_http_has_crlf_nul(const char *s, size_t len, int *high);
+
+/* How aio_http_opt_number reads an option (and names what it expected in its error). */
+enum { AIO_OPT_NUMBER, AIO_OPT_INTEGER, AIO_OPT_SECONDS };
+
+/* Raises "<who>: bad option '<k>' (<expected> expected, got <value>)" about the value at idx (a
+** number is shown, anything else by its type). */
+int aio_http_opt_error(lua_State *L, int idx, const char *who, const char *k, const char *expected);
+
+/* The optional field k of the table at idx (no table: dflt) as a number from min to max (an
+** integer for AIO_OPT_INTEGER; Lua's conversion, so "5" counts), dflt when absent; anything
+** else raises as aio_http_opt_error, expecting e.g. "a number of seconds from 0 to 1000000000"
+** (">= min" when max is HUGE_VAL). NaN never passes: no caller casts it. */
+lua_Number aio_http_opt_number(lua_State *L, int idx, const char *who, const char *k,
+                               lua_Number dflt, lua_Number min, lua_Number max, int kind);
+
+/* With a header table below a header name on the stack, sets table[name] = v[0..vl), joined to
+** an earlier value of a repeated header with ", "; pops the name. */
+void aio_http_join_header(lua_State *L, const char *v, size_t vl);
 
 #endif

@@ -1,5 +1,5 @@
 -- aio.http — HTTP client (libcurl multi on the loop) and server (libuv + llhttp).
--- The mechanism lives in C (src/http_client.c, src/http_server.c); this file is the sugar:
+-- The mechanism lives in C (src/http_client*.c, src/http_server*.c); this file is the sugar:
 -- sessions, the default client, request/response objects, query decoding, handler dispatch.
 local aio = require "aio"
 local CC = require "aio.http_client_c"
