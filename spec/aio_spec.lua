@@ -1515,7 +1515,7 @@ describe("introspection", function()
     assert.matches("the signal", found.waiting_on)
     local buf = {}
     aio.dump({write = function(_, ...) for _, s in ipairs({...}) do buf[#buf + 1] = s end end})
-    assert.matches("listener", table.concat(buf))
+    assert.matches("^ID +NAME +STATE +AGE +WAITING ON +SPAWNED AT\n.*listener", table.concat(buf))
     f:set_result()
     t:await()
     other:await()

@@ -345,38 +345,73 @@ function aio.run(fn, ...)
   return t:await()
 end
 
--- aio.tasks() -> the live tasks, in id (spawn) order.
+-- The runtime's own tasks (the REPL's prompt and its lines), weak keys: aio.tasks() leaves
+-- them out, and so do aio.dump and the REPL's :tasks, which list what it returns.
+local own_tasks = setmetatable({}, {__mode = "k"})
+
+-- aio._own(task) -> task: marks a task as the runtime's own (internal: the REPL's tasks).
+function aio._own(t)
+  own_tasks[t] = true
+  return t
+end
+
+-- aio.tasks() -> the live tasks (but the runtime's own), in id (spawn) order.
 function aio.tasks()
-  local list = core.tasks()
+  local all, list = core.tasks(), {}
+  for i = 1, all.n do
+    if not own_tasks[all[i]] then list[#list + 1] = all[i] end
+  end
   table.sort(list, function(a, b) return a.id < b.id end)
+  list.n = #list
   return list
 end
 
--- Formats seconds for the task table.
+-- The task table's columns: heading, width cap (a longer cell is cut with "~"; nil: never).
+local COLUMNS = {{"ID"}, {"NAME", 24}, {"STATE"}, {"AGE"}, {"WAITING ON", 40}, {"SPAWNED AT"}}
+
+-- Formats seconds for the task table: "12ms" under a second, else "3.4s".
 local function fmt_age(s)
+  if type(s) ~= "number" then return "" end
   if s < 1 then return ("%dms"):format(math.floor(s * 1000)) end
   return ("%.1fs"):format(s)
 end
 
--- aio.dump([out]) prints the live tasks as a table (id, name, state, waiting on, age, spawn site).
-function aio.dump(out)
+-- The cells of a task's row (a task, or a record with the same fields: a pool job).
+local function task_row(t)
+  local waiting = tostring(t.waiting_on or ""):gsub("(%d+%.%d)%d+", "%1")  -- 59.98977 -> 59.9
+  return {tostring(t.id), tostring(t.name or ""), tostring(t.state or ""), fmt_age(t.age),
+          waiting, tostring(t.site or "")}
+end
+
+-- The task table of list as text: a heading line, then a row per entry; each column is as
+-- wide as its widest cell, up to its cap.
+local function task_table(list)
+  local rows, widths = {{}}, {}
+  for i, c in ipairs(COLUMNS) do rows[1][i], widths[i] = c[1], #c[1] end
+  for _, t in ipairs(list) do
+    local r = task_row(t)
+    for i, c in ipairs(COLUMNS) do
+      if c[2] and #r[i] > c[2] then r[i] = r[i]:sub(1, c[2] - 1) .. "~" end
+      widths[i] = math.max(widths[i], #r[i])
+    end
+    rows[#rows + 1] = r
+  end
+  local lines = {}
+  for j, r in ipairs(rows) do
+    for i = 1, #r - 1 do r[i] = r[i] .. (" "):rep(widths[i] - #r[i]) end
+    lines[j] = table.concat(r, "  "):gsub("%s+$", "")
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+-- aio.dump([out [, list]]) prints the tasks of list (default: aio.tasks()) as a table — id,
+-- name, state, age, waiting on, spawn site — to out (an object with :write, default
+-- io.stdout); returns how many. The REPL's :tasks prints its list (tasks and pool jobs) so.
+function aio.dump(out, list)
   out = out or io.stdout
-  local tasks = aio.tasks()
-  local rows = {{"id", "name", "state", "waiting on", "age", "spawned at"}}
-  for _, t in ipairs(tasks) do
-    rows[#rows + 1] = {tostring(t.id), t.name, t.state, t.waiting_on or "",
-                       fmt_age(t.age), t.site or ""}
-  end
-  local widths = {}
-  for _, r in ipairs(rows) do
-    for i, c in ipairs(r) do widths[i] = math.max(widths[i] or 0, #c) end
-  end
-  for _, r in ipairs(rows) do
-    local cells = {}
-    for i, c in ipairs(r) do cells[i] = c .. (" "):rep(widths[i] - #c) end
-    out:write(table.concat(cells, "  "):gsub("%s+$", ""), "\n")
-  end
-  return #tasks
+  list = list or aio.tasks()
+  out:write(task_table(list))
+  return #list
 end
 
 return aio
