@@ -280,6 +280,92 @@ describe("errors", function()
   end)
 end)
 
+-- Which combinators observe a failure they were handed (docs/aio.md, "Unobserved errors"): each
+-- case is a child aioshell; "reported" means the at-exit report and exit status 1.
+describe("unobserved errors and the combinators", function()
+  -- Runs code in a child; asserts whether the task named `name` was reported, and the status.
+  local function check(code, name, reported)
+    local out, err, status = child("local aio = require 'aio'\n" .. code)
+    local seen = err:find("task " .. name .. " failed and nobody observed its error", 1, true)
+    assert.equal(reported and 1 or 0, status, out .. err)
+    assert.equal(reported, seen ~= nil, err)
+    return out, err
+  end
+  local FAILING = [[
+    local ok_t = aio.spawn(function() return "fine" end)
+    local bad = aio.spawn(function() aio.sleep(0.01); error("lost in wait") end)
+    bad:set_name("bad")
+  ]]
+
+  it("a failure only passed to wait is reported (all_completed, first_exception)", function()
+    check(FAILING .. "local done = aio.wait({ok_t, bad}); assert(done[bad])", "bad", true)
+    check(FAILING .. "local done = aio.wait({ok_t, bad}, {return_when = 'first_exception'})\n"
+      .. "assert(done[bad])", "bad", true)
+  end)
+
+  it("a failure passed to wait and then looked at with result() or exception() is not", function()
+    check(FAILING .. "aio.wait({ok_t, bad}); print(pcall(bad.result, bad))", "bad", false)
+    check(FAILING .. "aio.wait({ok_t, bad}, {return_when = 'first_exception'}); "
+      .. "print(bad:exception())", "bad", false)
+  end)
+
+  it("a failure only handed out by as_completed is reported; awaited, it is not", function()
+    check(FAILING .. "for t in aio.as_completed({ok_t, bad}) do end", "bad", true)
+    check(FAILING .. "for t in aio.as_completed({ok_t, bad}) do print(pcall(t.await, t)) end",
+      "bad", false)
+  end)
+
+  it("gather, wait_for and group observe the failure they raise or return", function()
+    check(FAILING .. "print(pcall(aio.gather, ok_t, bad))", "bad", false)
+    check(FAILING .. "print(aio.gather({ok_t, bad}, {return_exceptions = true})[2])", "bad", false)
+    check(FAILING .. "print(pcall(aio.wait_for, bad, 5))", "bad", false)
+    check([[print(pcall(aio.group, function(g)
+      g:spawn(function() aio.sleep(0.01); error("child") end):set_name("bad")
+    end))]], "bad", false)
+  end)
+
+  it("aio.on_done and add_done_callback count as observing", function()
+    check(FAILING .. "aio.on_done(bad, function() end)", "bad", false)
+    check(FAILING .. "bad:add_done_callback(function() end)", "bad", false)
+  end)
+
+  -- A child whose cleanup, once cancelled for its sibling's failure, raises an error of its own.
+  local CLEANUP = [[
+    local function first() aio.sleep(0.01); error("first failure") end
+    local function second()
+      aio.current():set_name("second")
+      local ok = pcall(aio.sleep, 10)
+      error("cleanup broke too")
+    end
+  ]]
+
+  it("gather: a sibling failing after the raised failure is reported, the raised one is not", function()
+    local out, err = check(CLEANUP .. "print(pcall(aio.gather, first, second))", "second", true)
+    assert.matches("first failure", out)
+    assert.matches("cleanup broke too", err)
+    assert.not_matches("first failure", err)
+  end)
+
+  it("group: a sibling failing after the raised failure is reported, the raised one is not", function()
+    local out, err = check(CLEANUP .. [[print(pcall(aio.group, function(g)
+      g:spawn(first); g:spawn(second)
+    end))]], "second", true)
+    assert.matches("first failure", out)
+    assert.matches("cleanup broke too", err)
+    assert.not_matches("first failure", err)
+  end)
+
+  it("group: a child's failure it does not raise (the body's own error wins) is reported", function()
+    local out, err = check([[print(pcall(aio.group, function(g)
+      g:spawn(function() error("child failure") end):set_name("child")
+      aio.sleep(0)                       -- the child fails: the group's cancel stays pending...
+      error("body failure")              -- ...but raises another error (an await-free path)
+    end))]], "child", true)
+    assert.matches("body failure", out)
+    assert.matches("child failure", err)
+  end)
+end)
+
 describe("top level", function()
   it("awaits by running the loop, on the main thread, not in a coroutine", function()
     local out, err, status = child([[
@@ -1065,10 +1151,10 @@ describe("group", function()
     -- The group cancels its body's task when a child fails; a cancel() from outside before the
     -- body received that one is merged into it (one delivery). It used to be taken for the
     -- group's own and dropped: the group raised the child's error and the task ran on.
-    local outer
+    local outer, child
     outer = aio.spawn(function()
       local ok, e = pcall(aio.group, function(g)
-        g:spawn(function() error("child boom") end)
+        child = g:spawn(function() error("child boom") end)
         aio.sleep(0)                    -- the child fails: the group's cancel is now pending
         outer:cancel("from outside")    -- merged into it
         aio.sleep(1)
@@ -1078,6 +1164,7 @@ describe("group", function()
       return "caught"
     end)
     assert.are.equal("caught", outer:await())
+    assert.matches("child boom", child:exception())  -- not raised: left to observe
     -- the body returns without awaiting: the merged cancel is not withdrawn with the group's
     local reached
     outer = aio.spawn(function()
@@ -1111,11 +1198,12 @@ describe("group", function()
     -- Both requests share one delivery, in either order; the group withdraws its own and finds
     -- the other left (the count), so neither the child's error nor a normal end hides it.
     for _, outside_first in ipairs({true, false}) do
+      local child
       local e, outer = group_cancelled(function(g)
         local me, f = aio.current(), aio.future()
         local function canceller() f:await(); me:cancel("from outside") end
         if outside_first then aio.spawn(canceller) end
-        g:spawn(function() f:await(); error("child boom") end)
+        child = g:spawn(function() f:await(); error("child boom") end)
         if not outside_first then aio.spawn(canceller) end
         aio.sleep(0)                    -- both wait on f, in that order
         f:set_result()                  -- next turn both run before the body, asleep, receives
@@ -1124,26 +1212,29 @@ describe("group", function()
       -- one delivery, with the first request's message
       assert.equal(outside_first and "from outside" or "a child of the group failed", e.message)
       assert.equal(1, outer:cancelling())  -- the outside request; the group's was withdrawn
+      assert.matches("child boom", child:exception())  -- not raised: left to observe
     end
   end))
 
   it("does not take a cancel from outside with its own message text for its own", async(function()
     -- The body caught the group's cancellation and awaits again; a cancel from outside with
     -- the very same text comes. It used to be recognised by its message and dropped.
+    local child
     group_cancelled(function(g)
       local me = aio.current()
-      g:spawn(function() error("child boom") end)
+      child = g:spawn(function() error("child boom") end)
       pcall(aio.sleep, 1)               -- the group's cancellation, caught
       aio.spawn(function() me:cancel("a child of the group failed") end)
       aio.sleep(1)
     end)
+    assert.matches("child boom", child:exception())  -- not raised: left to observe
   end))
 
   it("never cancels a child twice: a cancelled sibling's awaiting cleanup is not cut", async(function()
-    local cleanup
+    local cleanup, failing
     local outer = aio.spawn(function()
       aio.group(function(g)
-        g:spawn(function() aio.sleep(0.01); error("child failed") end)
+        failing = g:spawn(function() aio.sleep(0.01); error("child failed") end)
         g:spawn(function()
           pcall(aio.sleep, 10)                       -- "a sibling failed"
           local ok, err = pcall(aio.sleep, 0.05)     -- a cleanup that awaits
@@ -1156,6 +1247,7 @@ describe("group", function()
     local ok, err = pcall(outer.await, outer)
     assert.is_false(ok)
     assert.equal("completed", cleanup)
+    assert.matches("child failed", failing:exception())  -- not raised: left to observe
   end))
 
   it("a failing child cancels the body too (running in a task) and its error is raised", async(function()
@@ -1423,7 +1515,7 @@ describe("introspection", function()
     assert.matches("the signal", found.waiting_on)
     local buf = {}
     aio.dump({write = function(_, ...) for _, s in ipairs({...}) do buf[#buf + 1] = s end end})
-    assert.matches("listener", table.concat(buf))
+    assert.matches("^ID +NAME +STATE +AGE +WAITING ON +SPAWNED AT\n.*listener", table.concat(buf))
     f:set_result()
     t:await()
     other:await()

@@ -117,9 +117,9 @@ describe("piped input (stdin not a terminal)", function()
     local first, second = got:match("(> :tasks.-)(> :tasks.*)")
     assert.truthy(first, got)
     -- each job is named after its pool, in full: the default pool1, pool2, ... or the name given
-    assert.matches("\nT%d+ +pool%d+ +pending +[%d.]+s +a worker thread", first)
-    assert.matches("\nT%d+ +fetchers +pending +[%d.]+s +a worker thread", first)
-    assert.matches("\nP%d+ +crunch +pending +[%d.]+s +a worker process", first)
+    assert.matches("\nT%d+ +pool%d+ +pending +[%d.]+m?s +a worker thread", first)
+    assert.matches("\nT%d+ +fetchers +pending +[%d.]+m?s +a worker thread", first)
+    assert.matches("\nP%d+ +crunch +pending +[%d.]+m?s +a worker process", first)
     assert.is_nil(second:find("pending", 1, true))
   end)
 
@@ -158,10 +158,31 @@ describe("piped input (stdin not a terminal)", function()
       "t:cancel()",
     }, "\n") .. "\n"
     local got, gerr = piped(AIOSHELL, input)
-    assert.truthy(got:find("\n%d+%s+sleeper7%s+sleeping%s+%d+%.%ds%s+sleep %(%d+%.%d s left%)%s+stdin:1\n"), got)
+    assert.truthy(got:find("\nID +NAME +STATE +AGE +WAITING ON +SPAWNED AT\n", 1), got)
+    assert.truthy(got:find("\n%d+%s+sleeper7%s+sleeping%s+%d+ms%s+sleep %(%d+%.%d s left%)%s+stdin:1\n"), got)
+    assert.is_nil(got:find("repl", 1, true), got)  -- the REPL's own tasks are not listed
     assert.truthy(got:find("wall 0%.1%d%d s, cpu %d+%.%d+ s"), got)
     assert.truthy(gerr:find("no live task with id bogus", 1, true), gerr)
     assert.truthy(got:find(":tasks", 1, true))
+  end)
+
+  it(":tasks and aio.dump print one table, without the REPL's own tasks", function()
+    local input = table.concat({
+      "aio = require 'aio'",
+      "t = aio.spawn(function() aio.sleep(30) end) t:set_name('bg7')",
+      ":tasks",
+      "n = aio.dump()",
+      "#aio.tasks()",
+      "t:cancel()",
+    }, "\n") .. "\n"
+    local got = piped(AIOSHELL, input)
+    local tasks, dump = got:match("> :tasks\n(.-)> n = aio%.dump%(%)\n(.-)> #aio")
+    assert.truthy(tasks and dump, got)
+    local function without_age(s) return (s:gsub("%d+m?s ", "AGE ")) end
+    assert.equal(without_age(tasks), without_age(dump))
+    assert.matches("^ID +NAME +STATE +AGE +WAITING ON +SPAWNED AT\n%d+ +bg7 +sleeping", dump)
+    assert.is_nil(dump:find("repl", 1, true), dump)   -- the prompt's task and the line's are not listed
+    assert.truthy(got:find("> #aio.tasks()\n1\n", 1, true), got)
   end)
 
   it("says a command's usage when its argument is missing", function()
@@ -189,7 +210,7 @@ describe("piped input (stdin not a terminal)", function()
       .. ":tasks\n"
     local got = piped(AIOSHELL, input)
     assert.truthy(got:find("p9%s+squares%s+running%s+2%.0s%s+x%.lua:3"), got)
-    assert.truthy(got:find("\nP1234567 cubes%s+pending"), got)  -- a long id is not cut
+    assert.truthy(got:find("\nP1234567  cubes%s+pending"), got)  -- a long id is not cut
   end)
 
   it("cancels tasks still running at end of input after a grace period", function()

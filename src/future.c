@@ -307,9 +307,8 @@ static int l_future_cancel(lua_State *L) {
 }
 
 /* Adds the function at (absolute) fnidx to the callbacks of f, the future at (absolute) fidx,
-** as a task callback or (sync) an internal one. */
+** as a task callback or (sync) an internal one. Adding one does not observe f's error. */
 static void add_callback_to(lua_State *L, aio_future *f, int fidx, int fnidx, int sync) {
-  aio__observe(L, fidx);
   if (f->state != AIO_PENDING) {  /* already done: run it now (sync) or soon (task) */
     lua_pushvalue(L, fnidx);
     lua_pushvalue(L, fidx);
@@ -346,10 +345,11 @@ static void add_callback_to(lua_State *L, aio_future *f, int fidx, int fnidx, in
   lua_pop(L, type == LUA_TTABLE ? 1 : 2);
 }
 
-/* Adds fn (at 2) to the callbacks of the future at 1. */
-static int add_callback(lua_State *L, int sync) {
+/* Adds fn (at 2) to the callbacks of the future at 1, observing its error if observe is set. */
+static int add_callback(lua_State *L, int sync, int observe) {
   aio_future *f = aio_future_check(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (observe) aio__observe(L, 1);
   add_callback_to(L, f, 1, 2, sync);
   return 0;
 }
@@ -456,13 +456,27 @@ static int l_when_all(lua_State *L) {
 
 /* fut:add_done_callback(fn): fn(fut) runs as a task once the future is done. */
 static int l_future_add_done_callback(lua_State *L) {
-  return add_callback(L, 0);
+  return add_callback(L, 0, 1);
 }
 
-/* aio.core.on_done(fut, fn): fn(fut) runs synchronously when the future completes (internal:
-** gather, wait and as_completed are built on it). */
+/* aio.core.on_done(fut, fn): fn(fut) runs synchronously when the future completes; it counts
+** as observing fut's error (fn receives fut). */
 static int l_future_on_done(lua_State *L) {
-  return add_callback(L, 1);
+  return add_callback(L, 1, 1);
+}
+
+/* aio.core._watch(fut, fn): on_done for internal watchers that only want to be woken (wait,
+** as_completed, wait_for, group, pool maps): it does not observe fut's error, so a failure the
+** caller never looks at is still reported. */
+static int l_future_watch(lua_State *L) {
+  return add_callback(L, 1, 0);
+}
+
+/* aio.core._failed(fut) -> true if fut failed with an error other than a cancellation; unlike
+** exception(), it does not observe that error (wait's first_exception, group). */
+static int l_future_failed(lua_State *L) {
+  lua_pushboolean(L, aio_future_check(L, 1)->state == AIO_FAILED);
+  return 1;
 }
 
 /* __tostring: "aio.future: pending (label)". */
@@ -499,6 +513,10 @@ void aio__open_future(lua_State *L) {
   lua_setfield(L, -2, "future");
   lua_pushcfunction(L, l_future_on_done);
   lua_setfield(L, -2, "on_done");
+  lua_pushcfunction(L, l_future_watch);
+  lua_setfield(L, -2, "_watch");
+  lua_pushcfunction(L, l_future_failed);
+  lua_setfield(L, -2, "_failed");
   lua_pushcfunction(L, l_when_all);
   lua_setfield(L, -2, "when_all");
   lua_pushcfunction(L, l_collect);

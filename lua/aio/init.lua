@@ -10,7 +10,11 @@ local aio = {}
 for k, v in pairs(core) do aio[k] = v end
 for k, v in pairs(sync) do aio[k] = v end
 
-local future, on_done, spawn, when_all = core.future, core.on_done, core.spawn, core.when_all
+local future, spawn, when_all = core.future, core.spawn, core.when_all
+-- watch: on_done that does not observe the future's error; failed: a failure test that does not
+-- either. The combinators that hand tasks back (wait, as_completed) or only need a wake-up use
+-- them, so that a failure the caller never looks at is still reported (docs/aio.md).
+local watch, failed = core._watch, core._failed
 local all_awaitable, collect = core.all_awaitable, core.collect
 local error_mt = debug.getregistry()["aio.error"]
 local pack, unpack, select, type = table.pack, table.unpack, select, type
@@ -96,7 +100,7 @@ function aio.as_completed(list, opts)
   local deadline = timeout and core.now() + timeout
   local finished, head, waiter = {}, 1, nil
   for i = 1, n do
-    on_done(awaitable(list[i], i), function(f)
+    watch(awaitable(list[i], i), function(f)
       finished[#finished + 1] = f
       -- The waiter is cancelled if the iterating task was (its await is over): skip it.
       if waiter then local w = waiter; waiter = nil; if not w:done() then w:set_result() end end
@@ -125,8 +129,8 @@ local function wait_until_done_or(w, seconds)
   local t = core.timer_future(seconds)
   local either = future("wait")
   local function wake() if not either:done() then either:set_result() end end
-  on_done(w, wake)
-  on_done(t, wake)
+  watch(w, wake)
+  watch(t, wake)
   local ok, err = pcall(either.await, either)
   t:cancel()
   if not ok then error(err, 0) end
@@ -148,11 +152,10 @@ function aio.wait(list, opts)
   for i = 1, n do aws[i] = awaitable(list[i], i) end
   local signal, remaining = future("wait"), n
   for i = 1, n do
-    on_done(aws[i], function(f)
+    watch(aws[i], function(f)
       remaining = remaining - 1
       if signal:done() then return end
-      if remaining == 0 or when == "first_completed"
-         or (when == "first_exception" and not f:cancelled() and f:exception() ~= nil) then
+      if remaining == 0 or when == "first_completed" or (when == "first_exception" and failed(f)) then
         signal:set_result()
       end
     end)
@@ -172,7 +175,7 @@ end
 local function await_end(aw)
   if aw:done() then return end
   local ended = future("wait")
-  on_done(aw, function() if not ended:done() then ended:set_result() end end)
+  watch(aw, function() if not ended:done() then ended:set_result() end end)
   local ok, err = pcall(ended.await, ended)
   if ok then return end
   aw:cancel(type(err) == "table" and err.message or nil)
@@ -190,7 +193,7 @@ local function cancelled_while_waiting(aw, err)
   local caller = core.current()
   if not (caller and aio.is_cancelled(err)) then error(err, 0) end
   await_end(aw)
-  if aw:cancelled() or aw:exception() ~= nil then error(err, 0) end
+  if aw:cancelled() or failed(aw) then error(err, 0) end  -- (aw's own error stays unobserved)
   core.redeliver_cancel(caller, type(err) == "table" and err.message or nil)
   return aw:result()
 end
@@ -264,7 +267,7 @@ aio.call_soon = spawn
 local CHILD_FAILED = "a child of the group failed"
 function aio.group(body, ...)
   argcheck.type(body, "function", 1, "group", 2)
-  local children, live, failure, idle = {}, 0, nil, nil
+  local children, live, failure, idle = {}, 0, nil, nil  -- failure: the first child that failed
   local cancelled = {}  -- the children the group cancelled: a cleanup must not be cut twice
   local parent, in_body, closed = core.current(), true, false
   local base = parent and parent:cancelling()  -- requests to cancel the body's task so far
@@ -282,8 +285,8 @@ function aio.group(body, ...)
   end
   local function child_done(t)
     live = live - 1
-    if failure == nil and t:exception() ~= nil and not t:cancelled() then
-      failure = t:exception()
+    if failure == nil and failed(t) then
+      failure = t
       g:cancel("a sibling failed")
       if in_body and parent then requested = parent:cancel(CHILD_FAILED) end
     end
@@ -296,7 +299,7 @@ function aio.group(body, ...)
     local t = spawn(fn, ...)
     children[#children + 1] = t
     live = live + 1
-    on_done(t, child_done)
+    watch(t, child_done)
     return t
   end
   function g.cancel(_, msg)
@@ -328,7 +331,7 @@ function aio.group(body, ...)
   -- a cancellation still pending unless someone else asked too.
   if requested then withdraw() end
   if err ~= nil then error(err, 0) end
-  if failure ~= nil then error(failure, 0) end
+  if failure ~= nil then error(failure:exception(), 0) end
   return unpack(results, 2, results.n)
 end
 
@@ -342,38 +345,73 @@ function aio.run(fn, ...)
   return t:await()
 end
 
--- aio.tasks() -> the live tasks, in id (spawn) order.
+-- The runtime's own tasks (the REPL's prompt and its lines), weak keys: aio.tasks() leaves
+-- them out, and so do aio.dump and the REPL's :tasks, which list what it returns.
+local own_tasks = setmetatable({}, {__mode = "k"})
+
+-- aio._own(task) -> task: marks a task as the runtime's own (internal: the REPL's tasks).
+function aio._own(t)
+  own_tasks[t] = true
+  return t
+end
+
+-- aio.tasks() -> the live tasks (but the runtime's own), in id (spawn) order.
 function aio.tasks()
-  local list = core.tasks()
+  local all, list = core.tasks(), {}
+  for i = 1, all.n do
+    if not own_tasks[all[i]] then list[#list + 1] = all[i] end
+  end
   table.sort(list, function(a, b) return a.id < b.id end)
+  list.n = #list
   return list
 end
 
--- Formats seconds for the task table.
+-- The task table's columns: heading, width cap (a longer cell is cut with "~"; nil: never).
+local COLUMNS = {{"ID"}, {"NAME", 24}, {"STATE"}, {"AGE"}, {"WAITING ON", 40}, {"SPAWNED AT"}}
+
+-- Formats seconds for the task table: "12ms" under a second, else "3.4s".
 local function fmt_age(s)
+  if type(s) ~= "number" then return "" end
   if s < 1 then return ("%dms"):format(math.floor(s * 1000)) end
   return ("%.1fs"):format(s)
 end
 
--- aio.dump([out]) prints the live tasks as a table (id, name, state, waiting on, age, spawn site).
-function aio.dump(out)
+-- The cells of a task's row (a task, or a record with the same fields: a pool job).
+local function task_row(t)
+  local waiting = tostring(t.waiting_on or ""):gsub("(%d+%.%d)%d+", "%1")  -- 59.98977 -> 59.9
+  return {tostring(t.id), tostring(t.name or ""), tostring(t.state or ""), fmt_age(t.age),
+          waiting, tostring(t.site or "")}
+end
+
+-- The task table of list as text: a heading line, then a row per entry; each column is as
+-- wide as its widest cell, up to its cap.
+local function task_table(list)
+  local rows, widths = {{}}, {}
+  for i, c in ipairs(COLUMNS) do rows[1][i], widths[i] = c[1], #c[1] end
+  for _, t in ipairs(list) do
+    local r = task_row(t)
+    for i, c in ipairs(COLUMNS) do
+      if c[2] and #r[i] > c[2] then r[i] = r[i]:sub(1, c[2] - 1) .. "~" end
+      widths[i] = math.max(widths[i], #r[i])
+    end
+    rows[#rows + 1] = r
+  end
+  local lines = {}
+  for j, r in ipairs(rows) do
+    for i = 1, #r - 1 do r[i] = r[i] .. (" "):rep(widths[i] - #r[i]) end
+    lines[j] = table.concat(r, "  "):gsub("%s+$", "")
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+-- aio.dump([out [, list]]) prints the tasks of list (default: aio.tasks()) as a table — id,
+-- name, state, age, waiting on, spawn site — to out (an object with :write, default
+-- io.stdout); returns how many. The REPL's :tasks prints its list (tasks and pool jobs) so.
+function aio.dump(out, list)
   out = out or io.stdout
-  local tasks = aio.tasks()
-  local rows = {{"id", "name", "state", "waiting on", "age", "spawned at"}}
-  for _, t in ipairs(tasks) do
-    rows[#rows + 1] = {tostring(t.id), t.name, t.state, t.waiting_on or "",
-                       fmt_age(t.age), t.site or ""}
-  end
-  local widths = {}
-  for _, r in ipairs(rows) do
-    for i, c in ipairs(r) do widths[i] = math.max(widths[i] or 0, #c) end
-  end
-  for _, r in ipairs(rows) do
-    local cells = {}
-    for i, c in ipairs(r) do cells[i] = c .. (" "):rep(widths[i] - #c) end
-    out:write(table.concat(cells, "  "):gsub("%s+$", ""), "\n")
-  end
-  return #tasks
+  list = list or aio.tasks()
+  out:write(task_table(list))
+  return #list
 end
 
 return aio

@@ -269,12 +269,12 @@ end
 -- Runs fn as the line's task; returns true, results (packed) or false, error.
 local function run_line(fn)
   line_no = line_no + 1
-  local t = aio.spawn(function()
+  local t = aio._own(aio.spawn(function()
     c.set_line(coroutine.running())
     local r = table.pack(xpcall(fn, msghandler))
     c.set_line(nil)
     return r
-  end)
+  end))
   if t.set_name then t:set_name("repl:line" .. line_no) end
   current, interrupted = t, false
   local ok, r = pcall(t.await, t)
@@ -381,12 +381,12 @@ end
 -- Console commands
 ---------------------------------------------------------------------------------------------
 
--- The live tasks that are not the REPL's own.
+-- The live tasks that are not the REPL's own (aio.tasks() leaves those out: aio._own) nor the
+-- task that called run(), which waits for the REPL.
 local function user_tasks()
   local list = {}
-  for _, info in ipairs(aio.tasks()) do
-    local t = info.task or info
-    if t ~= repl_task and t ~= current and t ~= host_task then list[#list + 1] = info end
+  for _, t in ipairs(aio.tasks()) do
+    if t ~= host_task then list[#list + 1] = t end
   end
   return list
 end
@@ -411,31 +411,14 @@ local function user_jobs()
   return list
 end
 
--- Field of a task record (aio.tasks() entries), tolerant of naming.
-local function field(info, ...)
-  for i = 1, select("#", ...) do
-    local v = info[select(i, ...)]
-    if v ~= nil then return v end
-  end
-  return nil
-end
-
 -- Finds a live task by id.
 local function find_task(id)
   id = tonumber(id)
   if not id then return nil end
-  for _, info in ipairs(aio.tasks()) do
-    local t = info.task or info
-    if tonumber(field(info, "id")) == id and t ~= repl_task then return t, info end
+  for _, t in ipairs(aio.tasks()) do
+    if t.id == id then return t end
   end
   return nil
-end
-
--- Pads s to width w (left-aligned), cut with "~" if longer.
-local function pad(s, w)
-  s = tostring(s == nil and "" or s)
-  if #s >= w then s = s:sub(1, w - 2) .. "~" end  -- keep one space between columns
-  return s .. (" "):rep(w - #s)
 end
 
 local commands = {}
@@ -457,26 +440,12 @@ commands.tasks = { "list live tasks (and pool jobs): id, name, state, age, waiti
 function()
   local list = user_tasks()
   for _, j in ipairs(user_jobs()) do  -- a job's name is its pool's; its id (T7, P3) tells the kind
-    local ok, name = pcall(field, j.job, "name")
+    local ok, name = pcall(function() return j.job.name end)
     list[#list + 1] = setmetatable({ name = tostring(ok and name or "?") },
                                    { __index = function(_, k) return j.job[k] end })
   end
   if #list == 0 then out("no tasks\n") return end
-  local idw = 5  -- the ID column fits every id: :where and :cancel take them whole
-  for _, info in ipairs(list) do idw = math.max(idw, #tostring(field(info, "id")) + 1) end
-  local rows = { pad("ID", idw) .. pad("NAME", 18) .. pad("STATE", 10) .. pad("AGE", 8)
-                 .. pad("WAITING ON", 34) .. "SPAWNED AT" }
-  for _, info in ipairs(list) do
-    local age = tonumber(field(info, "age"))
-    local waiting = tostring(field(info, "waiting_on", "waiting") or "")
-    waiting = waiting:gsub("(%d+%.%d)%d+", "%1")   -- "sleep (59.98977 s)" -> "sleep (59.9 s)"
-    rows[#rows + 1] = pad(field(info, "id"), idw) .. pad(field(info, "name"), 18)
-      .. pad(field(info, "state", "status"), 10)
-      .. pad(age and ("%.1fs"):format(age) or "", 8)
-      .. pad(waiting, 34)
-      .. tostring(field(info, "site", "spawned_at", "spawn_site") or "")
-  end
-  out(table.concat(rows, "\n") .. "\n")
+  aio.dump({ write = function(_, s) out(s) end }, list)  -- the one task table (aio.dump's)
 end }
 
 commands.where = { "show where task ID is suspended (its traceback)", function(arg)
@@ -533,35 +502,25 @@ local function on_interrupt()
   end
 end
 
--- Waits up to `seconds` for every task of the list to end, by looking at them every 20 ms:
--- aio.wait would count as observing them, and a failure in the grace would go unreported.
-local function await_quietly(tasks, seconds)
-  local deadline = aio.now() + seconds
-  for _, t in ipairs(tasks) do
-    while not t:done() and aio.now() < deadline do aio.sleep(0.02) end
-  end
-end
-
 -- After Ctrl-D: tell which tasks still run, give them GRACE seconds, then cancel them; report
--- the failures among them (as before a prompt: the exit status stays 0).
+-- the failures among them (as before a prompt: the exit status stays 0; aio.wait does not
+-- observe them).
 local function finish_tasks()
   local list = user_tasks()
   if #list == 0 then return end
   local names = {}
   for i, info in ipairs(list) do
     if i > 8 then names[#names + 1] = "..." break end
-    names[#names + 1] = ("#%s %s"):format(tostring(field(info, "id")), tostring(field(info, "name")))
+    names[#names + 1] = ("#%s %s"):format(tostring(info.id), tostring(info.name))
   end
   err(("aioshell: %d task(s) still running (%s); cancelling them in %gs"):format(
     #list, table.concat(names, ", "), GRACE))
-  local tasks = {}
-  for _, info in ipairs(list) do tasks[#tasks + 1] = info.task or info end
-  exiting = tasks
-  pcall(await_quietly, tasks, GRACE)
-  for _, t in ipairs(tasks) do
+  exiting = list
+  pcall(aio.wait, list, { timeout = GRACE })
+  for _, t in ipairs(list) do
     if not t:done() then t:cancel("the REPL exited") end
   end
-  pcall(await_quietly, tasks, GRACE)
+  pcall(aio.wait, list, { timeout = GRACE })
   exiting = nil
   aio.report_unobserved()
 end
@@ -611,11 +570,11 @@ function M.run(opts)
   host_task = aio.current()
   local failure
   local ok, e = pcall(function()
-    repl_task = aio.spawn(function()
+    repl_task = aio._own(aio.spawn(function()
       local f = loop()
       if f == nil then finish_tasks() end
       return f
-    end)
+    end))
     if repl_task.set_name then repl_task:set_name("repl") end
     failure = repl_task:await()
   end)

@@ -139,7 +139,7 @@ local function map(self, level, fn, list, opts)
       end
       inflight[f] = first
       ninflight = ninflight + 1
-      core.on_done(f, on_finished)
+      core._watch(f, on_finished)
     end
     if #finished == 0 then
       wake = core.future("map")
@@ -197,7 +197,7 @@ function methods:imap_unordered(fn, list, chunksize)
       local f = self:_submit_at(level + 1, apply_chunk, fn, chunk)
       inflight = inflight + 1
       running[f] = true
-      core.on_done(f, on_finished)
+      core._watch(f, on_finished)
       nexti = last + 1
     end
   end
