@@ -422,7 +422,7 @@ static int l_collect(lua_State *L) {
     aio_future *f = future_test_in(L, 5, loop);
     if (!f) return luaL_typeerror(L, 5, "future or task");
     if (f->state == AIO_PENDING) return luaL_error(L, "result is not ready yet (await it first)");
-    aio__observe(L, 5);
+    if (!f->observed) aio__observe(L, 5);
     if (f->state != AIO_DONE) {
       lua_getiuservalue(L, 5, AIO_FUV_RESULT);
       if (!return_exceptions) return lua_error(L);

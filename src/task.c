@@ -535,16 +535,18 @@ static void on_sleep_done(aio_loop *loop, aio_timed *timed) {
 /* aio.sleep(seconds): suspends the task (or, at top level, runs the loop) that long;
 ** sleep(0) or negative just lets every other ready task run once; math.huge sleeps forever. */
 static int l_sleep(lua_State *L) {
-  lua_Number s = luaL_optnumber(L, 1, 0);
+  int isnum;
+  lua_Number s = lua_tonumberx(L, 1, &isnum);  /* the common case first: luaL_optnumber's */
+  if (!isnum) s = luaL_optnumber(L, 1, 0);      /* checks cost ~70 instructions a sleep */
   aio_loop *loop = aio_loop_get(L);
   aio_task *t = aio_current_task(L);
   if (t) {
     check_can_suspend(L, t);
-    lua_settop(L, 0);
     if (s <= 0) {
       t->nargs = -1;  /* resume with (true); nothing can be pushed on a running coroutine */
       ready_push(loop, t);
     } else {
+      lua_settop(L, 0);
       uint64_t ns = aio_duration_ns(L, 1, s);
       t->sleep.fire = on_sleep_done;
       t->sleep.heap_idx = -1;  /* the union held other links until now */
