@@ -570,9 +570,8 @@ static aio_task *check_task(lua_State *L, int idx) {
   return (aio_task *)f;
 }
 
-/* aio.spawn(fn, ...) -> task. */
+/* aio.spawn(fn, ...) -> task (aio__spawn_at checks that fn, at 1, is a function). */
 static int l_spawn(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TFUNCTION);
   aio_spawn(L, lua_gettop(L) - 1);
   return 1;
 }
