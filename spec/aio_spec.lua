@@ -718,18 +718,25 @@ end)
 describe("gather", function()
   after_each(helper.assert_no_tasks)
 
-  it("is built on when_all, collect and all_awaitable, which work on their own", async(function()
+  it("is built on when_all(_copy), collect and all_awaitable, which work on their own", async(function()
     local ok1 = aio.spawn(function() aio.sleep(0.01) return 1, "extra" end)
     local bad = aio.spawn(function() aio.sleep(0.005) error("boom", 0) end)
     local ok2 = aio.spawn(function() aio.sleep(0.02) return 2 end)
     local list = { ok1, bad, ok2 }
     assert.is_true(aio.all_awaitable(list, 3))
     assert.is_false(aio.all_awaitable({ ok1, function() end }, 2))
+    local all, copy = aio.when_all_copy(list, 3, true)    -- when_all on a copy of the list
+    assert.are_not.equal(list, copy)
+    assert.same({ ok1, bad, ok2, n = 3 }, copy)
+    assert.is_false(all:done())
+    assert.are.equal(0, select("#", aio.when_all_copy({ ok1, function() end }, 2, false)))
     local first_failure = aio.when_all(list, 3, false):await()
     assert.are.equal(bad, first_failure)                  -- settled at the failure, in time
     assert.is_false(ok2:done())
     aio.when_all(list, 3, true):await()                   -- all done
     assert.is_true(ok2:done())
+    assert.is_true(all:done())
+    assert.is_nil(all:result())
     local r = aio.collect(list, 3, true)                  -- first results; the error as a value
     assert.are.equal(1, r[1])
     assert.are.equal("boom", r[2].message)

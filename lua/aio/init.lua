@@ -15,7 +15,7 @@ local future, spawn, when_all = core.future, core.spawn, core.when_all
 -- either. The combinators that hand tasks back (wait, as_completed) or only need a wake-up use
 -- them, so that a failure the caller never looks at is still reported (docs/aio.md).
 local watch, failed = core._watch, core._failed
-local all_awaitable, collect = core.all_awaitable, core.collect
+local when_all_copy, collect = core.when_all_copy, core.collect
 local error_mt = debug.getregistry()["aio.error"]
 local pack, unpack, select, type = table.pack, table.unpack, select, type
 
@@ -70,15 +70,14 @@ function aio.gather(...)
     list, opts, as_list = pack(...), {}, false
   end
   local n = list.n or #list
-  local aws                 -- a copy: the caller may change its list while gather waits
-  if all_awaitable(list, n) then
-    aws = table.move(list, 1, n, 1, {n = n})
-  else
+  local return_exceptions = opts.return_exceptions
+  -- aws is a copy: the caller may change its list while gather waits.
+  local all, aws = when_all_copy(list, n, return_exceptions)
+  if not all then           -- not all awaitable: functions are spawned, in order
     aws = {n = n}
     for i = 1, n do aws[i] = awaitable(list[i], i) end
+    all = when_all(aws, n, return_exceptions)
   end
-  local return_exceptions = opts.return_exceptions
-  local all = when_all(aws, n, return_exceptions)
   local ok, err = pcall(all.await, all)
   if not ok then cancel_all(aws, "gather was cancelled"); error(err, 0) end
   local failed = all:result()
