@@ -1,10 +1,10 @@
 /*
-** thread.h — what the thread pool (thread.c) and the objects its workers share with the loop
-** (shared.c: cells and mutexes; channel.c: channels) have in common.
+** thread.h — what the thread pool (thread.c, thread_worker.c) and the objects its workers share
+** with the loop (shared.c: cells and mutexes; channel.c: channels) have in common.
 **
 ** Worker threads never touch the main Lua state. They hand finished work to the loop through
-** the inbox: a mutex-protected list drained by one uv_async_t callback on the loop thread
-** (uv_async_send coalesces, so the callback takes the whole list each time).
+** the inbox (inbox.c): a mutex-protected list drained by one uv_async_t callback on the loop
+** thread (uv_async_send coalesces, so the callback takes the whole list each time).
 */
 #ifndef AIO_THREAD_H
 #define AIO_THREAD_H
@@ -29,6 +29,11 @@ void aio_inbox_post(aio_inbox *ib, aio_delivery *d);
 void aio_thread_forget_inbox(lua_State *L);
 /* Counts work in flight that the loop must stay alive for (loop thread only): +1 / -1. */
 void aio_inbox_hold(aio_inbox *ib, int delta);
+/* Takes d back out of the inbox if it is still waiting there; 1 if it was (loop thread). */
+int aio_inbox_unpost(aio_inbox *ib, aio_delivery *d);
+/* Takes every delivery that mine(d, ud) accepts out of the inbox, in order, and returns them
+** as a list linked by `next` (loop thread: for deliveries that will never run). */
+aio_delivery *aio_inbox_take(aio_inbox *ib, int (*mine)(aio_delivery *d, void *ud), void *ud);
 
 /* The worker running in state L (a worker thread's state or one of its coroutines), or NULL on
 ** the loop's own state. */
