@@ -36,6 +36,22 @@ describe("nothing is left at exit", function()
     ]])
   end)
 
+  it("when the script fails while tasks wait on channels, one served by a worker meanwhile", function()
+    fails_cleanly([[
+      local aio, thread = require "aio", require "aio.thread"
+      local ch, full = thread.channel(), thread.channel(1)
+      full:send(1)
+      aio.spawn(function() return ch:recv() end)
+      aio.spawn(function() return ch:recv(5) end)
+      aio.spawn(function() return full:send(2) end)
+      aio.sleep(0)
+      local pool = thread.pool(1)
+      pool:submit(function(ch) ch:send("x") end, ch)
+      while #ch == 0 do end  -- sent: its notification waits in the loop's inbox, never read
+      error("the script fails")
+    ]])
+  end)
+
   it("when the script fails while a forked child runs", function()
     fails_cleanly([[
       local aio, process = require "aio", require "aio.process"

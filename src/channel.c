@@ -86,13 +86,29 @@ static void free_msg(msg *m) {
   free(m);
 }
 
-/* Drops a reference to a channel; frees it and its messages with the last one. */
+/* Frees the waiters of q still parked when the channel's last reference goes. That happens only
+** as their state closes (a parked task keeps the channel's box alive) and no task runs again:
+** their futures forget them, and nothing else (Lua, the loop) is touched. */
+static void drop_parked(wqueue *q) {
+  for (waiter *w = q->head, *n; w; w = n) {
+    n = w->next;
+    if (w->fut) w->fut->on_cancel = NULL;
+    if (w->m) free_msg(w->m);
+    free(w);
+  }
+}
+
+/* Drops a reference to a channel; frees it, its messages and its parked waiters with the last. */
 static void chan_release(void *o) {
   chan *c = (chan *)o;
   if (!aio_refs_release(&c->refs)) return;
   for (msg *m = c->head, *n; m; m = n) {
     n = m->next;
     free_msg(m);
+  }
+  if (c->gen == aio_fork_gen()) {  /* else a forked child's copy of the parent's (chan_lock) */
+    drop_parked(&c->recvq);
+    drop_parked(&c->sendq);
   }
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->cv);
@@ -383,6 +399,11 @@ static void chan_notified(lua_State *L, aio_delivery *d) {
   chan_release(c);
 }
 
+/* Inbox drop: the state closed with the notification undelivered; it held the channel. */
+static void chan_notify_dropped(aio_delivery *d) {
+  chan_release((char *)d - offsetof(chan, notify));
+}
+
 /* ---- worker-side waits ------------------------------------------------------------------- */
 
 /* True if a is earlier than b. */
@@ -566,6 +587,7 @@ static int l_channel(lua_State *L) {
   c->refs = 1;
   c->cap = (int)cap;
   c->notify.deliver = chan_notified;
+  c->notify.drop = chan_notify_dropped;
   c->gen = aio_fork_gen();
   chan_push(L, c);
   return 1;
