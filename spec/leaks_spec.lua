@@ -60,6 +60,17 @@ describe("nothing is left at exit", function()
     ]])
   end)
 
+  it("when the script fails while a process pool has jobs queued and running", function()
+    fails_cleanly([[
+      local aio, process = require "aio", require "aio.process"
+      local pool = process.pool{size = 1}
+      pool:submit(function() require("aio").sleep(10) end)
+      pool:submit(function() return 2 end)
+      aio.sleep(0.3)
+      error("the script fails")
+    ]])
+  end)
+
   it("when the script fails while a server listens with a request in flight", function()
     fails_cleanly([[
       local aio, http = require "aio", require "aio.http"
