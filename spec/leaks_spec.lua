@@ -71,6 +71,15 @@ describe("nothing is left at exit", function()
     ]])
   end)
 
+  it("when the script fails while process.exec runs a program still reading its stdin", function()
+    fails_cleanly([[
+      local aio, process = require "aio", require "aio.process"
+      aio.spawn(function() return process.exec({"sleep", "5"}, {stdin = ("x"):rep(1000000)}) end)
+      aio.sleep(0.1)
+      error("the script fails")
+    ]])
+  end)
+
   it("when the script fails while a server listens with a request in flight", function()
     fails_cleanly([[
       local aio, http = require "aio", require "aio.http"
