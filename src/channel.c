@@ -86,13 +86,29 @@ static void free_msg(msg *m) {
   free(m);
 }
 
-/* Drops a reference to a channel; frees it and its messages with the last one. */
+/* Frees the waiters of q still parked when the channel's last reference goes. That happens only
+** as their state closes (a parked task keeps the channel's box alive) and no task runs again:
+** their futures forget them, and nothing else (Lua, the loop) is touched. */
+static void drop_parked(wqueue *q) {
+  for (waiter *w = q->head, *n; w; w = n) {
+    n = w->next;
+    if (w->fut) w->fut->on_cancel = NULL;
+    if (w->m) free_msg(w->m);
+    free(w);
+  }
+}
+
+/* Drops a reference to a channel; frees it, its messages and its parked waiters with the last. */
 static void chan_release(void *o) {
   chan *c = (chan *)o;
   if (!aio_refs_release(&c->refs)) return;
   for (msg *m = c->head, *n; m; m = n) {
     n = m->next;
     free_msg(m);
+  }
+  if (c->gen == aio_fork_gen()) {  /* else a forked child's copy of the parent's (chan_lock) */
+    drop_parked(&c->recvq);
+    drop_parked(&c->sendq);
   }
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->cv);
@@ -124,10 +140,12 @@ static int chan_full(chan *c) { return c->cap && c->count >= c->cap; }
 /* True if the loop has parked waiters. */
 static int loop_waiting(chan *c) { return c->recvq.head || c->sendq.head; }
 
-/* Wakes the workers, and the loop if it has parked waiters. */
-static void chan_changed(chan *c) {
+/* Wakes the workers; a worker's change also wakes the loop if it has parked waiters. The
+** loop's own calls serve those at once instead: a notification posted then was never needed,
+** and one still queued at exit held its channel for ever. */
+static void chan_changed(chan *c, int from_worker) {
   pthread_cond_broadcast(&c->cv);
-  if (loop_waiting(c) && !c->notify_posted) {
+  if (from_worker && loop_waiting(c) && !c->notify_posted) {
     c->notify_posted = 1;
     chan_retain(c);  /* the delivery holds the channel */
     aio_inbox_post(c->ib, &c->notify);
@@ -235,10 +253,20 @@ static void waiter_timed_out(aio_loop *loop, aio_timed *t) {
   free_waiter(L, w);
 }
 
-/* Makes a waiter for queue q, not yet linked, and pushes its future; NULL when out of memory.
-** Outside mu: making the inbox may raise (before anything is made). */
+/* Protected: pushes the loop's inbox (made on first use, which may raise). */
+static int inbox_get_p(lua_State *L) {
+  lua_pushlightuserdata(L, aio_inbox_get(L));
+  return 1;
+}
+
+/* Makes a waiter for queue q, not yet linked, and pushes its future. Never raises (outside mu):
+** NULL when out of memory, so that the caller frees its message m first. */
 static waiter *waiter_new(lua_State *L, chan *c, wqueue *q, msg *m) {
-  aio_inbox *ib = aio_inbox_get(L);
+  lua_pushcfunction(L, inbox_get_p);
+  int ok = lua_pcall(L, 0, 1, 0) == LUA_OK;
+  aio_inbox *ib = ok ? (aio_inbox *)lua_touserdata(L, -1) : NULL;
+  lua_pop(L, 1);
+  if (!ib) return NULL;
   waiter *w = aio_waiter_alloc(L, sizeof *w, offsetof(waiter, fut), offsetof(waiter, ref),
                                waiter_on_cancel, NULL);
   if (!w) return NULL;
@@ -271,8 +299,8 @@ static int send_must_wait(chan *c) { return !c->closed && (c->sendq.head || chan
 
 /* For a loop-side call that may wait (a recv, or a send of m): locks the channel and, if the
 ** call must wait, links a waiter in the same critical section as the check that says so. The
-** waiter is made outside the lock (that may raise) when a first check says it is needed, and
-** a second check decides. Returns the linked waiter (mu released, its future on the stack,
+** waiter is made outside the lock (it allocates; out of memory raises) when a first check says
+** it is needed, and a second check decides. Returns the linked waiter (mu released, its future on the stack,
 ** m its own), or NULL with mu held and m still the caller's: go ahead at once. */
 static waiter *park_or_lock(lua_State *L, chan *c, wqueue *q, msg *m) {
   int (*must_wait)(chan *) = q == &c->sendq ? send_must_wait : recv_must_wait;
@@ -371,6 +399,11 @@ static void chan_notified(lua_State *L, aio_delivery *d) {
   chan_release(c);
 }
 
+/* Inbox drop: the state closed with the notification undelivered; it held the channel. */
+static void chan_notify_dropped(aio_delivery *d) {
+  chan_release((char *)d - offsetof(chan, notify));
+}
+
 /* ---- worker-side waits ------------------------------------------------------------------- */
 
 /* True if a is earlier than b. */
@@ -448,9 +481,10 @@ static int chan_send(lua_State *L) {
     lua_pushliteral(L, "timeout");
     return 2;
   }
+  int inworker = aio_worker_of(L) != NULL;
   chan_append(c, m);
-  chan_changed(c);
-  int serve_here = !aio_worker_of(L) && c->recvq.head;
+  chan_changed(c, inworker);
+  int serve_here = !inworker && c->recvq.head;
   pthread_mutex_unlock(&c->mu);
   if (serve_here) chan_serve(L, c);
   lua_pushboolean(L, 1);
@@ -466,7 +500,7 @@ static void chan_give_back(lua_State *L, chan *c, msg *m) {
   c->head = m;
   if (!c->tail) c->tail = m;
   c->count++;
-  chan_changed(c);
+  chan_changed(c, 0);
   int serve_here = c->recvq.head != NULL;
   pthread_mutex_unlock(&c->mu);
   if (serve_here) chan_serve(L, c);
@@ -495,8 +529,9 @@ static int chan_recv(lua_State *L) {
   if (chan_enter(L, c, &c->recvq, NULL, timeout)) return aio_await_own_k(L, lua_gettop(L), recv_k);
   msg *m = chan_take(c);
   int closed = c->closed;
-  if (m) chan_changed(c);
-  int serve_here = m && !aio_worker_of(L) && c->sendq.head;
+  int inworker = aio_worker_of(L) != NULL;
+  if (m) chan_changed(c, inworker);
+  int serve_here = m && !inworker && c->sendq.head;
   pthread_mutex_unlock(&c->mu);
   if (serve_here) chan_serve(L, c);
   if (!m) {
@@ -513,8 +548,9 @@ static int chan_close(lua_State *L) {
   chan *c = (chan *)aio_share_check(L, 1, CHANNEL_MT);
   chan_lock(c);
   c->closed = 1;
-  chan_changed(c);
-  int serve_here = aio_worker_of(L) == NULL && loop_waiting(c);
+  int inworker = aio_worker_of(L) != NULL;
+  chan_changed(c, inworker);
+  int serve_here = !inworker && loop_waiting(c);
   pthread_mutex_unlock(&c->mu);
   if (serve_here) chan_serve(L, c);
   return 0;
@@ -551,6 +587,7 @@ static int l_channel(lua_State *L) {
   c->refs = 1;
   c->cap = (int)cap;
   c->notify.deliver = chan_notified;
+  c->notify.drop = chan_notify_dropped;
   c->gen = aio_fork_gen();
   chan_push(L, c);
   return 1;

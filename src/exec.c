@@ -28,11 +28,23 @@ typedef struct xproc {
   int futref;
   int on_out, on_err;    /* registry refs of the streaming callbacks, or LUA_NOREF */
   int settled;
+  struct xanchor *anchor; /* the Lua object that closes it if the state closes first */
+  int anchorref;
 } xproc;
 
+/* A record's anchor in the registry: its __gc runs only if the state closes while the record
+** still has handles open. */
+typedef struct xanchor { xproc *x; } xanchor;
+
+/* Close callback of the record's handles: the last one frees it (and lets go of its anchor,
+** unless the anchor's __gc closed the handles: the state is closing, no Lua then). */
 static void x_closed(uv_handle_t *h) {
   xproc *x = (xproc *)h->data;
   if (--x->nhandles > 0) return;
+  if (x->anchor) {
+    x->anchor->x = NULL;
+    aio_unref(x->L, x->anchorref);
+  }
   aio_buf_free(&x->inbuf);
   aio_buf_free(&x->obuf);
   aio_buf_free(&x->ebuf);
@@ -107,7 +119,8 @@ static void x_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 static void x_written(uv_write_t *req, int status) {
   (void)status;
   xproc *x = (xproc *)req->data;
-  uv_close((uv_handle_t *)&x->in, x_closed);  /* EOF for the program's stdin */
+  /* EOF for the program's stdin (unless closing it cancelled the write) */
+  if (!uv_is_closing((uv_handle_t *)&x->in)) uv_close((uv_handle_t *)&x->in, x_closed);
 }
 
 static void x_on_cancel(lua_State *L, aio_future *f, void *ud) {
@@ -116,6 +129,35 @@ static void x_on_cancel(lua_State *L, aio_future *f, void *ud) {
   xproc *x = (xproc *)ud;
   x->fut = NULL;
   if (!x->exited) uv_process_kill(&x->proc, SIGTERM);
+}
+
+/* __gc of an anchor (the state is closing with the program's handles open): closes them; the
+** last close callback frees the record. */
+static int xanchor_gc(lua_State *L) {
+  xanchor *a = (xanchor *)lua_touserdata(L, 1);
+  xproc *x = a->x;
+  if (!x) return 0;
+  a->x = NULL;
+  x->anchor = NULL;
+  uv_handle_t *hs[] = {(uv_handle_t *)&x->proc, (uv_handle_t *)&x->out, (uv_handle_t *)&x->err,
+                       x->in.loop ? (uv_handle_t *)&x->in : NULL};
+  for (int i = 0; i < 4; i++)
+    if (hs[i] && !uv_is_closing(hs[i])) uv_close(hs[i], x_closed);
+  return 0;
+}
+
+/* Makes x's anchor and keeps it in the registry until x is freed. */
+static void x_anchor(lua_State *L, xproc *x) {
+  xanchor *a = (xanchor *)lua_newuserdatauv(L, sizeof *a, 0);
+  a->x = x;
+  if (luaL_newmetatable(L, "aio.process.exec_anchor")) {
+    lua_pushcfunction(L, xanchor_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  x->anchorref = aio_ref(L, -1);
+  x->anchor = a;
+  lua_pop(L, 1);
 }
 
 /* Fills a NULL-terminated argv/env array from a Lua list at idx (strings kept on the stack). */
@@ -205,6 +247,7 @@ static int l_exec(lua_State *L) {
     return 2;
   }
   x->nhandles++;  /* the process handle */
+  x_anchor(L, x);
   lua_getfield(L, 3, "on_stdout");
   if (lua_isfunction(L, -1)) x->on_out = aio_ref(L, -1);
   lua_getfield(L, 3, "on_stderr");

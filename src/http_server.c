@@ -64,19 +64,13 @@ static void srv_discard(lua_State *L, srv *s) {
   free(s);
 }
 
-/* __gc of the server's Lua object: discards a server l_listen did not finish (a running one
-** keeps its object alive, and a closed one is gone already). */
-static int l_srv_gc(lua_State *L) {
-  srv_box *b = lua_touserdata(L, 1);
-  if (b->s && b->s->building) srv_discard(L, b->s);
-  return 0;
-}
-
 /* When closing and every connection is gone: resolve the close future, drop refs. */
 void aio_hs_srv_maybe_done(srv *s) {
   if (!s->closing || s->nconns > 0 || s->listener) return;
   lua_State *L = s->loop->L;
   if (s->sweep) { uv_close((uv_handle_t *)s->sweep, free_cb); s->sweep = NULL; }
+  aio_hs_count_server(-1);
+  if (s->dropped) { free(s); return; }
   if (s->closed_fut) {
     aio_future_resolve(L, s->closed_fut, 0);
     aio_unref(L, s->closed_ref);
@@ -93,6 +87,28 @@ static void on_listener_closed(uv_handle_t *h) {
   free(h);
   s->listener = NULL;
   aio_hs_srv_maybe_done(s);
+}
+
+/* Lets go of a running server as its state closes: its handles close now, before the loop's,
+** and their close callbacks free it and its connections without touching Lua (dropped). */
+static void srv_drop(srv *s) {
+  s->box->s = NULL;
+  s->box = NULL;
+  s->dropped = 1;
+  if (!s->closing && s->listener) uv_close((uv_handle_t *)s->listener, on_listener_closed);
+  s->closing = 1;
+  if (s->sweep) { uv_close((uv_handle_t *)s->sweep, free_cb); s->sweep = NULL; }
+  for (conn *c = s->conns; c; c = c->next) aio_hs_conn_drop(c);
+  aio_hs_srv_maybe_done(s);
+}
+
+/* __gc of the server's Lua object: discards a server l_listen did not finish; drops a running
+** one, which keeps its object alive, so this is its state closing (a closed one is gone). */
+static int l_srv_gc(lua_State *L) {
+  srv_box *b = lua_touserdata(L, 1);
+  if (b->s && b->s->building) srv_discard(L, b->s);
+  else if (b->s) srv_drop(b->s);
+  return 0;
 }
 
 /* Starts the graceful close: stop accepting; idle connections end now, busy ones after. */
@@ -229,6 +245,7 @@ static int l_listen(lua_State *L) {
   }
   s->self_ref = aio_ref(L, -1);               /* alive while listening, whatever the script keeps */
   s->building = 0;
+  aio_hs_count_server(+1);
   return 1;
 }
 

@@ -72,6 +72,7 @@ struct srv {
   size_t high_water, low_water;    /* unsent output per connection: stop / resume (write_buffer) */
   int closing;
   int building;                    /* l_listen has not finished it: the box's __gc discards it */
+  int dropped;                     /* collected with its state: closes without touching Lua */
   aio_future *closed_fut; int closed_ref;
   int port;
   srv_box *box;                    /* the Lua object, cleared when the server is freed */
@@ -87,6 +88,9 @@ void aio_hs_srv_maybe_done(srv *s);
 
 /* Closes the socket now; frees nothing (on_conn_closed does), so a caller may go on with c. */
 void aio_hs_conn_close(conn *c);
+/* Closes the socket now without touching Lua (its server goes with the state); on_conn_closed
+** frees c. */
+void aio_hs_conn_drop(conn *c);
 /* Ends the connection after the last response (drain: FIN first, then discard input a while). */
 void aio_hs_conn_finish(conn *c, int drain);
 /* Nothing in flight any more: arms the idle deadline, or closes if the server is closing. */
@@ -136,6 +140,9 @@ void aio_hs_conn_flush_slots(conn *c);
 void aio_hs_conn_send_continue(conn *c);
 /* Wakes the writers waiting in conn:drain. */
 void aio_hs_conn_wake_writers(conn *c);
+/* Counts this thread's servers (+1 made, -1 freed); the last one frees the scratch buffer the
+** answers' heads are formatted in (a worker thread's would be lost when the thread ends). */
+void aio_hs_count_server(int delta);
 /* Pushes the future a writer of slot p must await and returns 1, or returns 0 (no need). */
 int aio_hs_push_drain(lua_State *L, conn *c, slot *p);
 /* The reason phrase of a status code ("" for one without). */

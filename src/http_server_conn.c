@@ -40,6 +40,14 @@ void aio_hs_conn_close(conn *c) {
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
+/* Closes the socket now without touching Lua (http_server.h). */
+void aio_hs_conn_drop(conn *c) {
+  if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
+  c->closing = 1;
+  if (c->box) { c->box->c = NULL; c->box = NULL; }
+  uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
 /* FIN sent: give the peer 2 s to finish sending (its EOF closes us sooner). */
 static void on_shutdown(uv_shutdown_t *r, int status) {
   conn *c = r->handle->data;

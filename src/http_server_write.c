@@ -15,6 +15,13 @@ static void conn_pace(conn *c);
 typedef struct { uv_write_t req; char data[]; } wreq;
 
 static _Thread_local aio_buf scratch;         /* response heads are formatted here (one thread, one loop) */
+static _Thread_local int servers_open;        /* this thread's servers: the last one frees scratch */
+
+/* Counts this thread's servers; the last one frees scratch (http_server.h). */
+void aio_hs_count_server(int delta) {
+  servers_open += delta;
+  if (servers_open == 0) aio_buf_free(&scratch);
+}
 
 /* Appends a string literal to an aio_buf (0 when out of memory). */
 #define SB_LIT(b, s) aio_buf_try_add((b), (s), sizeof(s) - 1)

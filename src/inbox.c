@@ -32,9 +32,14 @@ static void inbox_cb(uv_async_t *a) {
   }
 }
 
-/* Close callback of the inbox's async handle: frees the inbox. */
+/* Close callback of the inbox's async handle: drops what was never delivered (a collected
+** pool already took its jobs back) and frees the inbox. */
 static void inbox_close_cb(uv_handle_t *h) {
   aio_inbox *ib = (aio_inbox *)h->data;
+  for (aio_delivery *d = ib->head, *next; d; d = next) {
+    next = d->next;
+    if (d->drop) d->drop(d);
+  }
   pthread_mutex_destroy(&ib->mu);
   free(ib);
 }

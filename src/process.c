@@ -677,6 +677,22 @@ static int proc_is_alive(lua_State *L) {
   return 1;
 }
 
+/* Frees a process record. */
+static void proc_free(proc *p) {
+  aio_buf_free(&p->rbuf);
+  free(p);
+}
+
+/* Close callback of a collected process's pipe or reaper: frees the handle, and the record
+** with the last of them (no Lua: the state is closing). */
+static void proc_handle_closed(uv_handle_t *h) {
+  proc *p = (proc *)h->data;
+  if (h == (uv_handle_t *)p->pipe) p->pipe = NULL;
+  else p->reaper = NULL;
+  free(h);
+  if (!p->pipe && !p->reaper) proc_free(p);
+}
+
 /* __gc of process handles: collected only once the child was reaped (selfref until then), or
 ** as the state closes. A child still running then is killed and reaped: the script ended with
 ** an error or Ctrl-C (a normal end waits for it), and it must not outlive its parent. */
@@ -688,10 +704,16 @@ static int proc_gc(lua_State *L) {
     waitpid(p->pid, NULL, 0);
     p->reaped = 1;
   }
-  if (!p || !p->reaped || p->pipe || p->reaper) return 0;  /* still in use by libuv: leave it */
+  if (!p || !p->reaped) return 0;  /* a parent's child, seen in a forked child: not ours */
   b->p = NULL;
-  aio_buf_free(&p->rbuf);
-  free(p);
+  if (!p->pipe && !p->reaper) {
+    proc_free(p);
+    return 0;
+  }
+  /* The state closes before the outcome was read: libuv still has the pipe (or the reaper),
+  ** closed now and freed, with p, in the close callback the loop's closing runs. */
+  if (p->pipe) uv_close((uv_handle_t *)p->pipe, proc_handle_closed);
+  if (p->reaper) uv_close((uv_handle_t *)p->reaper, proc_handle_closed);
   return 0;
 }
 

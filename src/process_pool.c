@@ -687,7 +687,18 @@ static void worker_discard(ppool *p, pworker *w) {
   }
 }
 
-/* __gc: end the workers now (SIGKILL) and reap them. */
+/* Frees the jobs of the list that starts at j (a collected pool's: see ppool_gc). */
+static void free_jobs(lua_State *L, pjob *j) {
+  while (j) {
+    pjob *next = j->next;
+    pjob_free(L, j);
+    j = next;
+  }
+}
+
+/* __gc: end the workers now (SIGKILL) and reap them. A pool with jobs unsettled is collected
+** only as its state closes (it is referenced until they are): no timer or stream callback will
+** run again, so the jobs, queued or sent, are freed here, and so is a worker being reaped. */
 static int ppool_gc(lua_State *L) {
   ppool_box *b = (ppool_box *)luaL_checkudata(L, 1, PPOOL_MT);
   ppool *p = b->p;
@@ -697,11 +708,19 @@ static int ppool_gc(lua_State *L) {
   p->closing = 1;
   if (p->fork_gen == aio_fork_gen()) {
     pworker *next;
+    free_jobs(L, p->qhead);
+    p->qhead = p->qtail = NULL;
+    p->nqueued = 0;
     for (pworker *w = p->workers; w; w = next) {
       next = w->next;
-      if (w->reaper) continue;  /* being reaped: its timer finishes it */
+      free_jobs(L, w->ihead);
+      w->ihead = w->itail = NULL;
+      w->ninflight = 0;
       kill(w->pid, SIGKILL);
       waitpid(w->pid, NULL, 0);
+      if (w->reaper && !uv_is_closing((uv_handle_t *)w->reaper))  /* (the loop may be closed) */
+        uv_close((uv_handle_t *)w->reaper, aio_free_handle);
+      w->reaper = NULL;
       worker_discard(p, w);
     }
   }

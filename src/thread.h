@@ -15,10 +15,13 @@
 typedef struct aio_delivery aio_delivery;
 typedef struct aio_inbox aio_inbox;
 
-/* Something a worker thread hands to the loop; `deliver` runs on the loop thread. */
+/* Something a worker thread hands to the loop; `deliver` runs on the loop thread. `drop`, when
+** set, runs instead if the inbox closes (its state closing) with d never delivered: it lets go
+** of what d holds, without Lua. */
 struct aio_delivery {
   aio_delivery *next;
   void (*deliver)(lua_State *L, aio_delivery *d);
+  void (*drop)(aio_delivery *d);
 };
 
 /* Returns the inbox of L's loop, creating it on first use (loop thread only). */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tools/ci.sh — the CI run after `make test-deps`: Release build + the whole suite, then (unless
-# CI_ASAN=0) the ASan+UBSan build + the whole suite again. The last line adds both up:
+# CI_ASAN=0) the ASan+UBSan build + the whole suite again, LeakSanitizer on (every process's
+# reports are failures: tools/run-tests.sh). The last line adds both up:
 # "N passed, N failed". Exit status non-zero if anything failed or did not build.
 set -u
 cd "$(dirname "$0")/.." || exit 2
@@ -40,7 +41,7 @@ if [ "${CI_ASAN:-1}" != 0 ] && [ "$release_secs" -gt 1200 ]; then
 elif [ "${CI_ASAN:-1}" != 0 ]; then
   start=$SECONDS
   suite "asan+ubsan" asan build-asan/aioshell TEST_LOGS=build-asan/test-logs \
-    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   echo "asan suite: $((SECONDS - start)) s"
 fi
 echo "$passed passed, $failed failed"

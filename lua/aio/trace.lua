@@ -17,6 +17,8 @@ local trace = { active = false }
 local events, path, t0, next_id = nil, nil, 0, 0
 local live                 -- task -> start time, until its span is recorded
 local pid = 1
+local cjson, exit_guard    -- loaded, and made, by the first start (see there)
+local stop_at_exit
 
 -- Microseconds since trace.start on the loop clock.
 local function us(t) return math.floor((t - t0) * 1e6 + 0.5) end
@@ -64,6 +66,14 @@ local function start(p)
   trace.active = true
   events[1] = { name = "process_name", ph = "M", pid = pid, tid = 1, args = { name = "aioshell" } }
   live = setmetatable({}, { __mode = "k" })
+  -- cjson is loaded now, and the object whose finalizer writes the trace at lua_close (a normal
+  -- end, an error, os.exit(code, true)) is made after it: Lua finalizes in reverse order of
+  -- creation, so cjson is still whole when the trace is written. (Loaded in that finalizer
+  -- instead, it would leak its buffers: a closing state registers no more finalizers.)
+  if not exit_guard then
+    cjson = require "cjson"
+    exit_guard = setmetatable({}, { __gc = function() stop_at_exit() end })
+  end
   aio.set_task_hook(function(event, task)
     if event == "spawn" then
       live[task] = aio.now()
@@ -99,7 +109,6 @@ function trace.stop()
   live = nil
   trace.active = false
   aio.set_task_hook(nil)
-  local cjson = require "cjson"
   local f = assert(io.open(path, "w"))
   f:write('{"displayTimeUnit":"ms","traceEvents":[\n')
   for i, e in ipairs(events) do
@@ -114,14 +123,11 @@ function trace.stop()
 end
 
 -- Writes the file at exit if the script forgot to stop; a failure is reported on stderr.
-local function stop_at_exit()
+function stop_at_exit()
   if not trace.active then return end
   local ok, err = pcall(trace.stop)
   if not ok then io.stderr:write("aio.trace: the trace was not written: ", tostring(err), "\n") end
 end
-
--- lua_close runs this finalizer at a normal end (or an error, or os.exit(code, true)).
-setmetatable(trace, { __gc = stop_at_exit })
 
 -- A plain os.exit(code) ends the process without closing the state, so no finalizer runs:
 -- write the trace first.
