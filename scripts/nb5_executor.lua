@@ -75,8 +75,10 @@ local D = DELAY / 1000
 local function all200(r) return r[1] == 200 and r[2] == 200 and r[3] == 200 end
 e:check(all200(seq) and all200(gathered) and all200(via), "every fetch answered 200")
 e:check(t_seq >= 3 * D * 0.95, "sequential awaits take three page times (%.2f s)", t_seq)
-e:check(t_gather < 2 * D, "gathered, the three fetches overlap (%.2f s)", t_gather)
-e:check(t_to_thread < 2 * D, "aio.to_thread overlaps the same way (%.2f s)", t_to_thread)
+-- Overlap means at least one page time saved on the sequential run: measured against that run,
+-- not against a fixed bound, so a loaded machine (slower thread start-up) does not fail it.
+e:check(t_gather < t_seq - D, "gathered, the three fetches overlap (%.2f s)", t_gather)
+e:check(t_to_thread < t_seq - D, "aio.to_thread overlaps the same way (%.2f s)", t_to_thread)
 
 e:result { key = "run_in_executor", label = "run_in_executor(wait_and_return)", measured = t_one,
   unit = "s", reference = "Hello, asyncio executor", reproduced = msg == "Hello, asyncio executor" }
