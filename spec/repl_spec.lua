@@ -279,6 +279,29 @@ describe("on a terminal", function()
     s:wait_for("\ntyped while a worker prints\n", 5)
   end)
 
+  -- A worker's text queued while a prompt was shown used to wait for the loop's next turn after
+  -- the line was entered, and what the worker wrote at once in between came out first.
+  it("keeps a worker's output in order when lines are entered while it prints", function()
+    local log = os.tmpname()
+    finally(function() os.remove(log) end)
+    s = session(hist)
+    s:pipe_to(log)
+    s:line("thread = require 'aio.thread'; p = thread.pool(1)")
+    s:line("f = p:submit(function() for i = 1, 20000 do io.write('N', i, '\\n') end end)")
+    for _ = 1, 100 do s:line("for j = 1, 2e5 do end") end
+    s:line("f:await(); print('job' .. ' done')")
+    s:wait_for("\njob done\n", 20)
+    local f = assert(io.open(log, "rb"))
+    local text = f:read("a")
+    f:close()
+    local want = 1
+    for n in text:gmatch("N(%d+)\r*\n") do
+      assert.are.equal(want, tonumber(n), "out of order near N" .. want)
+      want = want + 1
+    end
+    assert.are.equal(20001, want)
+  end)
+
   it("clears every row of a wrapped line of wide characters before printing above it", function()
     s = tmux.start(("AIOSHELL_HISTORY=%s %s -i"):format(q(hist), q(AIOSHELL)), { width = 40 })
     s:wait_for("\n>$", 5, "the first prompt")
