@@ -740,6 +740,19 @@ describe("channels", function()
     assert.equal(0, #ch)
   end))
 
+  -- Each give-back used to put its message at the very front: receivers served m1, m2, m3 and
+  -- cancelled before they ran (in that order) left the channel as m3, m2, m1.
+  it("messages given back by several receivers keep the order they were sent in", async(function()
+    local ch = thread.channel()
+    local rs = {}
+    for i = 1, 3 do rs[i] = aio.spawn(function() return ch:recv() end) end
+    aio.sleep(0)
+    ch:send("m1"); ch:send("m2"); ch:send("m3"); ch:send("m4")  -- m1..m3 served
+    rs[2]:cancel(); rs[1]:cancel(); rs[3]:cancel()
+    for i = 1, 3 do assert.is_false(pcall(rs[i].await, rs[i])) end
+    assert.same({"m1", "m2", "m3", "m4"}, {ch:recv(0), ch:recv(0), ch:recv(0), ch:recv(0)})
+  end))
+
   it("a message given back goes to the front, even past a bounded channel's capacity", async(function()
     local ch = thread.channel(1)
     local r = aio.spawn(function() return ch:recv() end)

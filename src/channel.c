@@ -18,7 +18,8 @@
 ** timed out: a cancelled waiter never takes an item, and never leaves one behind unsent. A
 ** receiver is handed its message still encoded (a held message, decoded when its task runs):
 ** if the task was cancelled in between, the message goes back to the front of the channel
-** and the recv raises the cancellation (the give-back rule, docs/aio.md). A sender's message
+** (in send order among those given back) and the recv raises the cancellation (the give-back
+** rule, docs/aio.md). A sender's message
 ** went into the channel when it was served, where others may already have taken it: its
 ** send returns true and the cancellation is raised at the task's next await.
 **
@@ -36,6 +37,7 @@
 
 typedef struct msg {
   struct msg *next;
+  uint64_t seq;        /* its place in the order of sends (a given-back message keeps it) */
   aio_buf b;
 } msg;
 
@@ -66,6 +68,7 @@ typedef struct chan {
   pthread_cond_t cv;        /* workers' waits: broadcast on every change */
   msg *head, *tail;
   int count, cap;           /* cap 0: unbounded */
+  uint64_t seq;             /* the next message's seq */
   int closed;
   /* the loop side, guarded by mu (and touched by the loop thread only, but for ib/notify) */
   wqueue recvq, sendq;
@@ -137,6 +140,7 @@ static void chan_changed(chan *c) {
 /* Appends a message. */
 static void chan_append(chan *c, msg *m) {
   m->next = NULL;
+  m->seq = c->seq++;
   if (c->tail) c->tail->next = m;
   else c->head = m;
   c->tail = m;
@@ -457,14 +461,17 @@ static int chan_send(lua_State *L) {
   return 1;
 }
 
-/* Puts a message a receiver was handed back at the front of the channel (its task was
-** cancelled before it ran), even if that makes a bounded channel hold more than its capacity
+/* Puts a message a receiver was handed back (its task was cancelled before it ran) in front
+** of the channel, behind the ones given back that were sent before it (receivers run, and
+** give back, in any order), even if that makes a bounded channel hold more than its capacity
 ** for a while (senders wait until it is below again), and serves the next receiver. */
 static void chan_give_back(lua_State *L, chan *c, msg *m) {
   chan_lock(c);
-  m->next = c->head;
-  c->head = m;
-  if (!c->tail) c->tail = m;
+  msg **at = &c->head;
+  while (*at && (*at)->seq < m->seq) at = &(*at)->next;
+  m->next = *at;
+  *at = m;
+  if (!m->next) c->tail = m;
   c->count++;
   chan_changed(c);
   int serve_here = c->recvq.head != NULL;
