@@ -224,6 +224,19 @@ describe("piped input (stdin not a terminal)", function()
     assert.are.equal(0, code)
   end)
 
+  -- A pool job still running at the end of the session used to be cut off without a word (the
+  -- loop still had work, so the session ended the program at once), its output with it.
+  it("gives pool jobs still running at end of input the tasks' grace, and says so", function()
+    local input = "thread = require 'aio.thread'; p = thread.pool{size = 1, name = 'printer'}\n"
+      .. "f = p:submit(function() local t = require 'aio.thread' "
+      .. "for i = 1, 10 do t.sleep(0.03) print('job line', i) end end)\n"
+      .. "aio = require 'aio'; t = aio.spawn(function() aio.sleep(0.1) end) t:set_name('short')\n"
+    local out, gerr, code = piped(AIOSHELL, input)
+    assert.truthy(gerr:find("1 task%(s%) and 1 pool job%(s%) still running %(#%d+ short, T%d+ printer%)"), gerr)
+    for i = 1, 10 do assert.truthy(out:find("job line\t" .. i .. "\n", 1, true), out) end
+    assert.are.equal(0, code)
+  end)
+
   it("reports a task that fails during the exit grace (waiting for it is not observing it)", function()
     local input = "aio = require 'aio'\n"
       .. "t = aio.spawn(function() aio.sleep(0.2) error('late failure') end) t:set_name('late')\n"
