@@ -6,7 +6,8 @@
 ** epoch) and is usable in every process forked after it was made. A parked receiver is handed
 ** its frame still encoded; if its task was cancelled before it ran, the frame goes back in
 ** front of the end's buffered data, in the order the frames came among those given back (the
-** give-back rule, docs/aio.md).
+** give-back rule, docs/aio.md). The end of input is handed out only once no frame handed out
+** is still held (one could come back).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,8 @@
 typedef struct frame {
   struct frame *next;    /* in the end's list of frames given back */
   uint64_t seq;          /* its place in the order the frames came (kept when given back) */
+  struct pend *end;      /* the end whose receiver holds it */
+  pid_t owner;           /* the process that handed it (a forked child forgets the parent's) */
   aio_buf b;
 } frame;
 
@@ -39,6 +42,7 @@ typedef struct pend {
   frame *back;           /* frames given back, in seq order: they come before rbuf's */
   uint64_t seq;          /* the seq of the next frame taken from rbuf */
   proc_waiter *whead, *wtail;
+  int held;              /* frames handed to receivers that have not taken them */
   int eof, closed, reading;
   struct pend *next;     /* this process's ends (so one fd has one struct here) */
 } pend;
@@ -116,6 +120,7 @@ static void end_attach(lua_State *L, pend *e) {
   e->rbuf.len = e->rbuf.cap = 0;
   e->rpos = 0;
   e->back = NULL;
+  e->held = 0;
   e->whead = e->wtail = NULL;
   e->reading = 0;
   e->eof = 0;
@@ -156,15 +161,22 @@ static void end_idle(pend *e) {
   }
 }
 
+/* A frame handed to a receiver is no longer held (taken, given back or dropped): once none is,
+** the end of input may be handed out (end_serve). */
+static void end_unhold(frame *f) {
+  if (f->owner == f->end->owner) f->end->held--;
+}
+
 /* Drops a frame a served receiver never took (aio_future_resolve_held). */
 static void drop_frame(void *p) {
+  end_unhold((frame *)p);
   aio_buf_free(&((frame *)p)->b);
   free(p);
 }
 
 /* Hands a parked receiver its frame, still encoded: end_recv_k decodes it when the task runs,
 ** or gives it back. Out of memory for the holder: decoded now, as before the give-back rule. */
-static void end_hand_frame(lua_State *L, aio_future *f, aio_buf *m, uint64_t seq) {
+static void end_hand_frame(lua_State *L, pend *e, aio_future *f, aio_buf *m, uint64_t seq) {
   frame *held = malloc(sizeof *held);
   if (!held) {
     aio_proc_resolve_msg(L, f, m);
@@ -172,6 +184,9 @@ static void end_hand_frame(lua_State *L, aio_future *f, aio_buf *m, uint64_t seq
   }
   held->b = *m;
   held->seq = seq;
+  held->end = e;
+  held->owner = e->owner;
+  e->held++;
   aio_future_resolve_held(L, f, held, drop_frame);
 }
 
@@ -184,8 +199,8 @@ static void end_serve(pend *e) {
     proc_waiter *w = e->whead;
     if (w->fut->state == AIO_PENDING && end_take_frame(e, &m, &seq)) {
       aio_proc_unlink(&e->whead, &e->wtail, w->fut);
-      end_hand_frame(L, w->fut, &m, seq);
-    } else if (w->fut->state == AIO_PENDING && e->eof) {
+      end_hand_frame(L, e, w->fut, &m, seq);
+    } else if (w->fut->state == AIO_PENDING && e->eof && !e->held) {
       aio_proc_unlink(&e->whead, &e->wtail, w->fut);
       lua_pushnil(L);
       lua_pushliteral(L, "closed");
@@ -204,6 +219,7 @@ static void end_serve(pend *e) {
 ** rule) in front of the end's buffered data, behind the ones given back that came before it
 ** (receivers run, and give back, in any order), and serves the next receiver with it. */
 static void end_give_back(pend *e, frame *m) {
+  end_unhold(m);
   frame **at = &e->back;
   while (*at && (*at)->seq < m->seq) at = &(*at)->next;
   m->next = *at;
@@ -262,6 +278,8 @@ static int end_recv_k(lua_State *L, int status, lua_KContext base) {
     return lua_error(L);
   }
   if (!m) return aio_await_k(L, status, base);
+  end_unhold(m);
+  if (m->end->eof && !m->end->held && !m->end->closed) end_serve(m->end);  /* "closed" now */
   aio_buf b = m->b;
   free(m);
   lua_settop(L, 0);
@@ -279,14 +297,14 @@ static int end_recv(lua_State *L) {
     int n = aio_codec_decode_owned(L, &m);
     return n;
   }
-  if (e->eof && !e->whead) {
+  if (e->eof && !e->whead && !e->held) {
     lua_pushnil(L);
     lua_pushliteral(L, "closed");
     return 2;
   }
   if (!aio_proc_park(L, &e->whead, &e->wtail, pwaiter_on_cancel, e))
     return luaL_error(L, "out of memory");
-  if (!e->reading) {
+  if (!e->reading && !e->eof) {
     e->reading = 1;
     uv_ref((uv_handle_t *)e->h);
     uv_read_start((uv_stream_t *)e->h, aio_proc_alloc, end_read_cb);
