@@ -657,6 +657,37 @@ describe("process.pipe", function()
     assert.equal("m3", aio.wait_for(function() return b:recv() end, 5))
   end))
 
+  -- Each give-back used to put its frame in front of all the others: m3 came out before m2.
+  it("frames given back by several receivers keep the order they were sent in", async(function()
+    local a, b = process.pipe()
+    local rs = {}
+    rs[1] = aio.spawn(function() local v = b:recv(); rs[3]:cancel(); rs[2]:cancel(); return v end)
+    for i = 2, 3 do rs[i] = aio.spawn(function() return b:recv() end) end
+    aio.sleep(0)
+    a:send("m1"); a:send("m2"); a:send("m3"); a:send("m4")
+    assert.equal("m1", rs[1]:await())
+    for i = 2, 3 do assert.is_false(pcall(rs[i].await, rs[i])) end
+    local got = {}
+    for i = 1, 3 do got[i] = aio.wait_for(function() return b:recv() end, 5) end
+    assert.same({"m2", "m3", "m4"}, got)
+  end))
+
+  -- The end of input was handed to a receiver while an earlier one still held the last frame;
+  -- that one, cancelled before it ran, gave the frame back behind a "closed" already handed out.
+  it("a receiver waits for a frame held by a cancelled receiver before it is told 'closed'", async(function()
+    local a, b = process.pipe()
+    local rs = {}
+    rs[1] = aio.spawn(function() local v = b:recv(); rs[2]:cancel(); return v end)
+    rs[2] = aio.spawn(function() return b:recv() end)
+    rs[3] = aio.spawn(function() return b:recv() end)
+    aio.sleep(0)
+    a:send("m1"); a:send("last"); a:close()   -- frames and the end of input in one read
+    assert.equal("m1", rs[1]:await())
+    assert.is_false(pcall(rs[2].await, rs[2]))
+    assert.equal("last", aio.wait_for(rs[3], 5))
+    assert.same({nil, "closed"}, {aio.wait_for(function() return b:recv() end, 5)})
+  end))
+
   it("a frame given back with nobody waiting is the next recv's, ahead of later ones", async(function()
     local a, b = process.pipe()
     local r2

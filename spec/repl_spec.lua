@@ -224,6 +224,19 @@ describe("piped input (stdin not a terminal)", function()
     assert.are.equal(0, code)
   end)
 
+  -- A pool job still running at the end of the session used to be cut off without a word (the
+  -- loop still had work, so the session ended the program at once), its output with it.
+  it("gives pool jobs still running at end of input the tasks' grace, and says so", function()
+    local input = "thread = require 'aio.thread'; p = thread.pool{size = 1, name = 'printer'}\n"
+      .. "f = p:submit(function() local t = require 'aio.thread' "
+      .. "for i = 1, 10 do t.sleep(0.03) print('job line', i) end end)\n"
+      .. "aio = require 'aio'; t = aio.spawn(function() aio.sleep(0.1) end) t:set_name('short')\n"
+    local out, gerr, code = piped(AIOSHELL, input)
+    assert.truthy(gerr:find("1 task%(s%) and 1 pool job%(s%) still running %(#%d+ short, T%d+ printer%)"), gerr)
+    for i = 1, 10 do assert.truthy(out:find("job line\t" .. i .. "\n", 1, true), out) end
+    assert.are.equal(0, code)
+  end)
+
   it("reports a task that fails during the exit grace (waiting for it is not observing it)", function()
     local input = "aio = require 'aio'\n"
       .. "t = aio.spawn(function() aio.sleep(0.2) error('late failure') end) t:set_name('late')\n"
@@ -277,6 +290,29 @@ describe("on a terminal", function()
     s:line('"')
     s:line("return half")
     s:wait_for("\ntyped while a worker prints\n", 5)
+  end)
+
+  -- A worker's text queued while a prompt was shown used to wait for the loop's next turn after
+  -- the line was entered, and what the worker wrote at once in between came out first.
+  it("keeps a worker's output in order when lines are entered while it prints", function()
+    local log = os.tmpname()
+    finally(function() os.remove(log) end)
+    s = session(hist)
+    s:pipe_to(log)
+    s:line("thread = require 'aio.thread'; p = thread.pool(1)")
+    s:line("f = p:submit(function() for i = 1, 20000 do io.write('N', i, '\\n') end end)")
+    for _ = 1, 100 do s:line("for j = 1, 2e5 do end") end
+    s:line("f:await(); print('job' .. ' done')")
+    s:wait_for("\njob done\n", 20)
+    local f = assert(io.open(log, "rb"))
+    local text = f:read("a")
+    f:close()
+    local want = 1
+    for n in text:gmatch("N(%d+)\r*\n") do
+      assert.are.equal(want, tonumber(n), "out of order near N" .. want)
+      want = want + 1
+    end
+    assert.are.equal(20001, want)
   end)
 
   it("clears every row of a wrapped line of wide characters before printing above it", function()

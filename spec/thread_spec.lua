@@ -740,6 +740,35 @@ describe("channels", function()
     assert.equal(0, #ch)
   end))
 
+  -- Each give-back used to put its message at the very front: receivers served m1, m2, m3 and
+  -- cancelled before they ran (in that order) left the channel as m3, m2, m1.
+  it("messages given back by several receivers keep the order they were sent in", async(function()
+    local ch = thread.channel()
+    local rs = {}
+    for i = 1, 3 do rs[i] = aio.spawn(function() return ch:recv() end) end
+    aio.sleep(0)
+    ch:send("m1"); ch:send("m2"); ch:send("m3"); ch:send("m4")  -- m1..m3 served
+    rs[2]:cancel(); rs[1]:cancel(); rs[3]:cancel()
+    for i = 1, 3 do assert.is_false(pcall(rs[i].await, rs[i])) end
+    assert.same({"m1", "m2", "m3", "m4"}, {ch:recv(0), ch:recv(0), ch:recv(0), ch:recv(0)})
+  end))
+
+  -- A receiver served "closed" while another still held the last message: when that one was
+  -- cancelled before it ran, its message went back into a channel whose receivers had all been
+  -- told it was closed (a loop `until v == nil` left it unread).
+  it("a receiver waits for a message held by a cancelled receiver before it is told 'closed'", async(function()
+    local ch = thread.channel()
+    local r1 = aio.spawn(function() return ch:recv() end)
+    local r2 = aio.spawn(function() return ch:recv() end)
+    aio.sleep(0)
+    ch:send("last")   -- served to r1, which has not run
+    ch:close()
+    r1:cancel()       -- r1 gives "last" back
+    assert.is_false(pcall(r1.await, r1))
+    assert.equal("last", aio.wait_for(r2, 5))
+    assert.same({nil, "closed"}, {ch:recv(0)})
+  end))
+
   it("a message given back goes to the front, even past a bounded channel's capacity", async(function()
     local ch = thread.channel(1)
     local r = aio.spawn(function() return ch:recv() end)

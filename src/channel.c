@@ -18,7 +18,9 @@
 ** timed out: a cancelled waiter never takes an item, and never leaves one behind unsent. A
 ** receiver is handed its message still encoded (a held message, decoded when its task runs):
 ** if the task was cancelled in between, the message goes back to the front of the channel
-** and the recv raises the cancellation (the give-back rule, docs/aio.md). A sender's message
+** (in send order among those given back) and the recv raises the cancellation (the give-back
+** rule, docs/aio.md). So a closed channel tells its receivers "closed" only once it is empty
+** and no message handed out is still held (one could come back). A sender's message
 ** went into the channel when it was served, where others may already have taken it: its
 ** send returns true and the cancellation is raised at the task's next await.
 **
@@ -36,6 +38,9 @@
 
 typedef struct msg {
   struct msg *next;
+  uint64_t seq;        /* its place in the order of sends (a given-back message keeps it) */
+  struct chan *holder; /* while handed to a loop receiver that has not taken it: its channel */
+  int gen;             /* then the fork generation it was handed in */
   aio_buf b;
 } msg;
 
@@ -66,7 +71,9 @@ typedef struct chan {
   pthread_cond_t cv;        /* workers' waits: broadcast on every change */
   msg *head, *tail;
   int count, cap;           /* cap 0: unbounded */
+  uint64_t seq;             /* the next message's seq */
   int closed;
+  int held;                 /* messages handed to loop receivers that have not taken them */
   /* the loop side, guarded by mu (and touched by the loop thread only, but for ib/notify) */
   wqueue recvq, sendq;
   aio_inbox *ib;            /* where workers post `notify` while waiters are parked */
@@ -76,6 +83,7 @@ typedef struct chan {
 } chan;
 
 static int open_chan_mt(lua_State *L);
+static void chan_serve(lua_State *L, chan *c);
 
 static void chan_retain(void *o) { aio_refs_retain(&((chan *)o)->refs); }
 
@@ -132,6 +140,7 @@ static void chan_lock(chan *c) {
   c->recvq.head = c->recvq.tail = c->sendq.head = c->sendq.tail = NULL;
   c->ib = NULL;
   c->notify_posted = 0;
+  c->held = 0;
 }
 
 /* True if a bounded channel has no room. */
@@ -155,6 +164,7 @@ static void chan_changed(chan *c, int from_worker) {
 /* Appends a message. */
 static void chan_append(chan *c, msg *m) {
   m->next = NULL;
+  m->seq = c->seq++;
   if (c->tail) c->tail->next = m;
   else c->head = m;
   c->tail = m;
@@ -291,8 +301,12 @@ static void waiter_link(chan *c, waiter *w) {
   wq_push(w);
 }
 
+/* True if a closed channel has nothing more for its receivers (mu held): no message, and none
+** held by a receiver that may still give it back. */
+static int chan_drained(chan *c) { return c->closed && c->count == 0 && c->held == 0; }
+
 /* True if a loop-side recv must wait (mu held): no message yet, or earlier receivers first. */
-static int recv_must_wait(chan *c) { return c->recvq.head || (c->count == 0 && !c->closed); }
+static int recv_must_wait(chan *c) { return c->recvq.head || (c->count == 0 && !chan_drained(c)); }
 
 /* True if a loop-side send must wait (mu held): no room yet, or earlier senders first. */
 static int send_must_wait(chan *c) { return !c->closed && (c->sendq.head || chan_full(c)); }
@@ -335,9 +349,15 @@ static waiter *next_served(chan *c, msg **m) {
   waiter *w = c->recvq.head;
   int changed = 0;
   *m = NULL;
-  if (w && (c->count > 0 || c->closed)) {
+  if (w && (c->count > 0 || chan_drained(c))) {
     *m = chan_take(c);
     changed = *m != NULL;
+    if (*m) {  /* held until the receiver takes it (recv_k) or gives it back */
+      c->held++;
+      (*m)->holder = c;
+      (*m)->gen = c->gen;
+      chan_retain(c);
+    }
   } else if ((w = c->sendq.head) && (c->closed || !chan_full(c))) {
     if (!c->closed) {
       chan_append(c, w->m);
@@ -352,8 +372,29 @@ static waiter *next_served(chan *c, msg **m) {
   return w;
 }
 
+/* A message handed to a loop receiver is no longer held (taken, given back, or dropped): once
+** nothing is held, a closed and empty channel tells its waiting receivers so (served here when
+** L is the loop's state; L NULL: from a finalizer, workers only). Drops the holder's reference
+** to the channel. With `back`, the message goes back to the channel's front first (mu held
+** for both: no receiver is told "closed" in between). */
+static void msg_unhold(lua_State *L, msg *m, void (*back)(chan *c, msg *m)) {
+  chan *c = m->holder;
+  m->holder = NULL;
+  chan_lock(c);
+  if (m->gen == c->gen) c->held--;  /* else handed in a parent: this child forgot it */
+  if (back) back(c, m);
+  if (back || chan_drained(c)) chan_changed(c, 0);  /* the loop's own call: it serves below */
+  int serve_here = L && c->recvq.head && (c->count > 0 || chan_drained(c));
+  pthread_mutex_unlock(&c->mu);
+  if (serve_here) chan_serve(L, c);
+  chan_release(c);
+}
+
 /* Drops a message a served receiver never took (aio_future_resolve_held). */
-static void drop_msg(void *m) { free_msg((msg *)m); }
+static void drop_msg(void *m) {
+  msg_unhold(NULL, (msg *)m, NULL);
+  free_msg((msg *)m);
+}
 
 /* Settles a served waiter's future and frees the waiter: a sender gets true (or the closed
 ** channel's error), a receiver its message (or its decoding error), or nil, "closed". */
@@ -438,7 +479,7 @@ static int worker_wait(lua_State *L, chan *c, int (*ready)(chan *), double timeo
 
 /* What a worker's send and recv wait for (mu held). */
 static int has_room(chan *c) { return c->closed || !chan_full(c); }
-static int has_message(chan *c) { return c->closed || c->count > 0; }
+static int has_message(chan *c) { return c->count > 0 || chan_drained(c); }
 
 /* Readies the channel for a send of m (q: its sendq) or a recv (q: its recvq). On the loop
 ** (unless timeout is 0: a poll) that may park a waiter, timed when timeout > 0, which is
@@ -491,31 +532,30 @@ static int chan_send(lua_State *L) {
   return 1;
 }
 
-/* Puts a message a receiver was handed back at the front of the channel (its task was
-** cancelled before it ran), even if that makes a bounded channel hold more than its capacity
-** for a while (senders wait until it is below again), and serves the next receiver. */
-static void chan_give_back(lua_State *L, chan *c, msg *m) {
-  chan_lock(c);
-  m->next = c->head;
-  c->head = m;
-  if (!c->tail) c->tail = m;
+/* Puts a message a receiver was handed back (its task was cancelled before it ran) in front
+** of the channel (mu held), behind the ones given back that were sent before it (receivers
+** run, and give back, in any order), even if that makes a bounded channel hold more than its
+** capacity for a while (senders wait until it is below again). */
+static void chan_put_front(chan *c, msg *m) {
+  msg **at = &c->head;
+  while (*at && (*at)->seq < m->seq) at = &(*at)->next;
+  m->next = *at;
+  *at = m;
+  if (!m->next) c->tail = m;
   c->count++;
-  chan_changed(c, 0);
-  int serve_here = c->recvq.head != NULL;
-  pthread_mutex_unlock(&c->mu);
-  if (serve_here) chan_serve(L, c);
 }
 
 /* Continuation of a parked recv: decodes the message it was handed, or, when its task was
-** cancelled after it was served (timed out and closed alike), gives the message back and
-** raises the cancellation. */
+** cancelled after it was served (timed out and closed alike), gives the message back (the
+** next receiver is served with it) and raises the cancellation. */
 static int recv_k(lua_State *L, int status, lua_KContext base) {
   msg *m = lua_toboolean(L, (int)base + 1) ? (msg *)aio_held_take(L, (int)base + 2) : NULL;
   if (aio_take_cancel(L)) {
-    if (m) chan_give_back(L, (chan *)aio_share_check(L, 1, CHANNEL_MT), m);
+    if (m) msg_unhold(L, m, chan_put_front);
     return lua_error(L);
   }
   if (!m) return aio_await_k(L, status, base);
+  msg_unhold(L, m, NULL);
   lua_settop(L, (int)base);
   push_msg(L, m);
   return 1;
@@ -528,7 +568,7 @@ static int chan_recv(lua_State *L) {
   double timeout = luaL_optnumber(L, 2, -1);
   if (chan_enter(L, c, &c->recvq, NULL, timeout)) return aio_await_own_k(L, lua_gettop(L), recv_k);
   msg *m = chan_take(c);
-  int closed = c->closed;
+  int closed = chan_drained(c);
   int inworker = aio_worker_of(L) != NULL;
   if (m) chan_changed(c, inworker);
   int serve_here = m && !inworker && c->sendq.head;

@@ -5,7 +5,9 @@
 ** once); receives await whole frames. An end crosses the codec by value (fd, creator pid,
 ** epoch) and is usable in every process forked after it was made. A parked receiver is handed
 ** its frame still encoded; if its task was cancelled before it ran, the frame goes back in
-** front of the end's buffered data (the give-back rule, docs/aio.md).
+** front of the end's buffered data, in the order the frames came among those given back (the
+** give-back rule, docs/aio.md). The end of input is handed out only once no frame handed out
+** is still held (one could come back).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,15 @@
 
 /* ---- pipes: duplex, framed, awaitable ----------------------------------------------------- */
 
+/* A frame taken from an end's buffer: held by the receiver it was handed to, or given back. */
+typedef struct frame {
+  struct frame *next;    /* in the end's list of frames given back */
+  uint64_t seq;          /* its place in the order the frames came (kept when given back) */
+  struct pend *end;      /* the end whose receiver holds it */
+  pid_t owner;           /* the process that handed it (a forked child forgets the parent's) */
+  aio_buf b;
+} frame;
+
 typedef struct pend {
   int fd;
   pid_t creator;
@@ -28,7 +39,10 @@ typedef struct pend {
   lua_State *L;
   aio_buf rbuf;
   size_t rpos;
+  frame *back;           /* frames given back, in seq order: they come before rbuf's */
+  uint64_t seq;          /* the seq of the next frame taken from rbuf */
   proc_waiter *whead, *wtail;
+  int held;              /* frames handed to receivers that have not taken them */
   int eof, closed, reading;
   struct pend *next;     /* this process's ends (so one fd has one struct here) */
 } pend;
@@ -105,14 +119,25 @@ static void end_attach(lua_State *L, pend *e) {
   e->rbuf.data = NULL;  /* the parent's buffer and waiters are not ours (CoW copies) */
   e->rbuf.len = e->rbuf.cap = 0;
   e->rpos = 0;
+  e->back = NULL;
+  e->held = 0;
   e->whead = e->wtail = NULL;
   e->reading = 0;
   e->eof = 0;
   uv_unref((uv_handle_t *)e->h);
 }
 
-/* Pops a complete frame into a new buffer, or returns 0. */
-static int end_take_frame(pend *e, aio_buf *out) {
+/* Pops the next frame (a given-back one first, else a complete one from the buffer) into out
+** and its seq into *seq, or returns 0. */
+static int end_take_frame(pend *e, aio_buf *out, uint64_t *seq) {
+  if (e->back) {
+    frame *f = e->back;
+    e->back = f->next;
+    *out = f->b;
+    *seq = f->seq;
+    free(f);
+    return 1;
+  }
   size_t avail = e->rbuf.len - e->rpos;
   uint32_t len;
   if (avail < sizeof len) return 0;
@@ -123,6 +148,7 @@ static int end_take_frame(pend *e, aio_buf *out) {
   if (!out->data) aio_buf_add(out, "", 0);
   e->rpos += sizeof len + len;
   if (e->rpos == e->rbuf.len) e->rbuf.len = e->rpos = 0;
+  *seq = e->seq++;
   return 1;
 }
 
@@ -135,21 +161,32 @@ static void end_idle(pend *e) {
   }
 }
 
+/* A frame handed to a receiver is no longer held (taken, given back or dropped): once none is,
+** the end of input may be handed out (end_serve). */
+static void end_unhold(frame *f) {
+  if (f->owner == f->end->owner) f->end->held--;
+}
+
 /* Drops a frame a served receiver never took (aio_future_resolve_held). */
 static void drop_frame(void *p) {
-  aio_buf_free((aio_buf *)p);
+  end_unhold((frame *)p);
+  aio_buf_free(&((frame *)p)->b);
   free(p);
 }
 
 /* Hands a parked receiver its frame, still encoded: end_recv_k decodes it when the task runs,
 ** or gives it back. Out of memory for the holder: decoded now, as before the give-back rule. */
-static void end_hand_frame(lua_State *L, aio_future *f, aio_buf *m) {
-  aio_buf *held = malloc(sizeof *held);
+static void end_hand_frame(lua_State *L, pend *e, aio_future *f, aio_buf *m, uint64_t seq) {
+  frame *held = malloc(sizeof *held);
   if (!held) {
     aio_proc_resolve_msg(L, f, m);
     return;
   }
-  *held = *m;
+  held->b = *m;
+  held->seq = seq;
+  held->end = e;
+  held->owner = e->owner;
+  e->held++;
   aio_future_resolve_held(L, f, held, drop_frame);
 }
 
@@ -158,11 +195,12 @@ static void end_serve(pend *e) {
   lua_State *L = e->L;
   while (e->whead) {
     aio_buf m;
+    uint64_t seq;
     proc_waiter *w = e->whead;
-    if (w->fut->state == AIO_PENDING && end_take_frame(e, &m)) {
+    if (w->fut->state == AIO_PENDING && end_take_frame(e, &m, &seq)) {
       aio_proc_unlink(&e->whead, &e->wtail, w->fut);
-      end_hand_frame(L, w->fut, &m);
-    } else if (w->fut->state == AIO_PENDING && e->eof) {
+      end_hand_frame(L, e, w->fut, &m, seq);
+    } else if (w->fut->state == AIO_PENDING && e->eof && !e->held) {
       aio_proc_unlink(&e->whead, &e->wtail, w->fut);
       lua_pushnil(L);
       lua_pushliteral(L, "closed");
@@ -177,17 +215,15 @@ static void end_serve(pend *e) {
   end_idle(e);
 }
 
-/* Puts a frame a receiver was handed back in front of the end's buffered data (its task was
-** cancelled before it ran: the give-back rule) and serves the next receiver with it. */
-static void end_give_back(pend *e, aio_buf *m) {
-  aio_buf nb = {0};
-  size_t at = aio_frame_begin(&nb);
-  aio_buf_add(&nb, m->data, m->len);
-  aio_frame_end(&nb, at);
-  if (e->rbuf.len > e->rpos) aio_buf_add(&nb, e->rbuf.data + e->rpos, e->rbuf.len - e->rpos);
-  aio_buf_free(&e->rbuf);
-  e->rbuf = nb;
-  e->rpos = 0;
+/* Puts a frame a receiver was handed back (its task was cancelled before it ran: the give-back
+** rule) in front of the end's buffered data, behind the ones given back that came before it
+** (receivers run, and give back, in any order), and serves the next receiver with it. */
+static void end_give_back(pend *e, frame *m) {
+  end_unhold(m);
+  frame **at = &e->back;
+  while (*at && (*at)->seq < m->seq) at = &(*at)->next;
+  m->next = *at;
+  *at = m;
   end_serve(e);
 }
 
@@ -234,15 +270,17 @@ static void pwaiter_on_cancel(lua_State *L, aio_future *f, void *ud) {
 ** cancelled after it was served, gives the frame back (unless this end was closed meanwhile:
 ** nothing reads it here then) and raises the cancellation. */
 static int end_recv_k(lua_State *L, int status, lua_KContext base) {
-  aio_buf *m = lua_toboolean(L, (int)base + 1) ? (aio_buf *)aio_held_take(L, (int)base + 2) : NULL;
+  frame *m = lua_toboolean(L, (int)base + 1) ? (frame *)aio_held_take(L, (int)base + 2) : NULL;
   if (aio_take_cancel(L)) {
     pend *e = (pend *)((aio_share_box *)lua_touserdata(L, 1))->obj;
     if (m && e && !e->closed) end_give_back(e, m);
-    if (m) drop_frame(m);
+    else if (m) drop_frame(m);
     return lua_error(L);
   }
   if (!m) return aio_await_k(L, status, base);
-  aio_buf b = *m;
+  end_unhold(m);
+  if (m->end->eof && !m->end->held && !m->end->closed) end_serve(m->end);  /* "closed" now */
+  aio_buf b = m->b;
   free(m);
   lua_settop(L, 0);
   return aio_codec_decode_owned(L, &b);
@@ -253,19 +291,20 @@ static int end_recv(lua_State *L) {
   pend *e = check_end(L, 1);
   end_attach(L, e);
   aio_buf m;
-  if (!e->whead && end_take_frame(e, &m)) {
+  uint64_t seq;
+  if (!e->whead && end_take_frame(e, &m, &seq)) {
     lua_settop(L, 0);
     int n = aio_codec_decode_owned(L, &m);
     return n;
   }
-  if (e->eof && !e->whead) {
+  if (e->eof && !e->whead && !e->held) {
     lua_pushnil(L);
     lua_pushliteral(L, "closed");
     return 2;
   }
   if (!aio_proc_park(L, &e->whead, &e->wtail, pwaiter_on_cancel, e))
     return luaL_error(L, "out of memory");
-  if (!e->reading) {
+  if (!e->reading && !e->eof) {
     e->reading = 1;
     uv_ref((uv_handle_t *)e->h);
     uv_read_start((uv_stream_t *)e->h, aio_proc_alloc, end_read_cb);
@@ -279,7 +318,7 @@ static int end_poll(lua_State *L) {
   size_t avail = e->rbuf.len - e->rpos;
   uint32_t len = 0;
   if (avail >= sizeof len) memcpy(&len, e->rbuf.data + e->rpos, sizeof len);
-  lua_pushboolean(L, avail >= sizeof len && avail >= sizeof len + len);
+  lua_pushboolean(L, e->back || (avail >= sizeof len && avail >= sizeof len + len));
   return 1;
 }
 
@@ -314,6 +353,11 @@ static int end_close(lua_State *L) {
   if (e->h && e->owner == getpid()) {
     e->eof = 1;
     end_serve(e);
+    while (e->back) {  /* given back, and nobody can recv on a closed end */
+      frame *f = e->back;
+      e->back = f->next;
+      drop_frame(f);
+    }
     end_close_handle((uv_stream_t *)e->h);
     e->h = NULL;
   } else {

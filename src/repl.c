@@ -177,16 +177,8 @@ static void set_prompt_shown_locked(int shown) {
   CON.queueing = shown && CON.async != NULL;
 }
 
-/* set_prompt_shown_locked, taking the console mutex. */
-static void set_prompt_shown(int shown) {
-  pthread_mutex_lock(&CON.mu);
-  set_prompt_shown_locked(shown);
-  pthread_mutex_unlock(&CON.mu);
-}
-
-/* Prints the output other threads queued (above the line being edited, if any). */
-static void drain_console(void) {
-  pthread_mutex_lock(&CON.mu);
+/* Prints the output other threads queued (above the line being edited, if any; CON.mu held). */
+static void drain_console_locked(void) {
   size_t at = 0;
   while (at < CON.len) {
     size_t n;
@@ -195,6 +187,22 @@ static void drain_console(void) {
     at += 1 + sizeof n + n;
   }
   CON.len = 0;
+}
+
+/* drain_console_locked, taking the console mutex. */
+static void drain_console(void) {
+  pthread_mutex_lock(&CON.mu);
+  drain_console_locked();
+  pthread_mutex_unlock(&CON.mu);
+}
+
+/* Hides the prompt (other threads write at once from now on) and prints what they queued
+** while it was shown, in the same critical section: a worker's next text cannot come out
+** before its earlier, queued text. */
+static void hide_prompt(void) {
+  pthread_mutex_lock(&CON.mu);
+  set_prompt_shown_locked(0);
+  drain_console_locked();
   pthread_mutex_unlock(&CON.mu);
 }
 
@@ -263,7 +271,7 @@ static void finish_line(lua_State *L) {
 /* Stops editing: no handler, no polling, output goes straight to stdout again. */
 static void stop_editing(void) {
   if (R.prompt_shown) rl_callback_handler_remove();
-  set_prompt_shown(0);
+  hide_prompt();
   if (R.poll) uv_poll_stop(R.poll);
 }
 
@@ -698,8 +706,8 @@ static int l_close(lua_State *L) {
   pthread_mutex_lock(&CON.mu);
   CON.async = NULL;
   CON.queueing = 0;
+  drain_console_locked();  /* what other threads queued last, printed now */
   pthread_mutex_unlock(&CON.mu);
-  drain_console();  /* what other threads queued last, printed now */
   if (R.async) uv_close((uv_handle_t *)R.async, on_handle_closed);
   R.async = NULL;
   /* A piped read still in flight frees its own request when it completes (R.open is 0). */

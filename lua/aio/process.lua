@@ -35,6 +35,7 @@ end
 
 -- process.spawn{target=fn, args={...}, name=} -> handle (multiprocessing.Process, started).
 function M.spawn(opts)
+  argcheck.type(opts, "table", 1, "spawn", 2)
   local args = opts.args or {}
   local target = opts.target or opts[1]
   if type(target) ~= "function" then argcheck.typeerror(target, "target: function", 1, "spawn", 2) end

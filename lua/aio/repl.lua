@@ -502,19 +502,29 @@ local function on_interrupt()
   end
 end
 
--- After Ctrl-D: tell which tasks still run, give them GRACE seconds, then cancel them; report
--- the failures among them (as before a prompt: the exit status stays 0; aio.wait does not
--- observe them).
+-- After Ctrl-D: tell which tasks and pool jobs still run, give them GRACE seconds, then cancel
+-- them; report the failures among them (as before a prompt: the exit status stays 0; aio.wait
+-- does not observe them). A job counts as a task does: the session's end would otherwise end
+-- the program under it.
 local function finish_tasks()
-  local list = user_tasks()
-  if #list == 0 then return end
-  local names = {}
-  for i, info in ipairs(list) do
-    if i > 8 then names[#names + 1] = "..." break end
-    names[#names + 1] = ("#%s %s"):format(tostring(info.id), tostring(info.name))
+  local list, names = user_tasks(), {}
+  local ntasks = #list
+  for _, t in ipairs(list) do names[#names + 1] = ("#%s %s"):format(tostring(t.id), tostring(t.name)) end
+  for _, j in ipairs(user_jobs()) do
+    local f = rawget(j.job, "future")
+    if f then
+      list[#list + 1] = f
+      names[#names + 1] = ("%s %s"):format(tostring(j.job.id), tostring(j.job.name))
+    end
   end
-  err(("aioshell: %d task(s) still running (%s); cancelling them in %gs"):format(
-    #list, table.concat(names, ", "), GRACE))
+  if #list == 0 then return end
+  if #names > 8 then names = { table.unpack(names, 1, 8) }; names[9] = "..." end
+  local njobs, what = #list - ntasks, ("%d task(s)"):format(ntasks)
+  if njobs > 0 then
+    what = ntasks > 0 and ("%s and %d pool job(s)"):format(what, njobs) or ("%d pool job(s)"):format(njobs)
+  end
+  err(("aioshell: %s still running (%s); cancelling them in %gs"):format(
+    what, table.concat(names, ", "), GRACE))
   exiting = list
   pcall(aio.wait, list, { timeout = GRACE })
   for _, t in ipairs(list) do

@@ -77,6 +77,12 @@ function M:line(text)
   self:keys("Enter")
 end
 
+-- Copies everything the program writes to the pane from now on to the file path (what scrolls
+-- off the screen too).
+function M:pipe_to(path)
+  os.execute(("tmux -L %s pipe-pane -t 0 %s"):format(self.sock, q("cat >> " .. q(path))))
+end
+
 -- The screen as text (trailing blank lines removed).
 function M:screen()
   return (sh(("tmux -L %s capture-pane -p -t 0"):format(self.sock)):gsub("\n+$", ""))
