@@ -695,6 +695,22 @@ describe("cancellation", function()
     assert.equal("self", self:await())
   end))
 
+  it("sleep(0) is a cancellation point: a cancel while the task is queued after it is raised there", async(function()
+    local reached, t = false, nil
+    local driver = aio.spawn(function()
+      t = aio.spawn(function() aio.sleep(0); reached = true end)
+      aio.sleep(0)                     -- t runs to its sleep(0) and is queued behind us
+      return t:cancel("stop")
+    end)
+    assert.is_true(driver:await())
+    local ok, err = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.equal("stop", err.message)
+    assert.is_false(reached)
+    assert.is_true(t:cancelled())
+    assert.equal(1, t:cancelling())    -- delivered, still counted (asyncio's rule)
+  end))
+
   it("two cancels before the first is delivered give one cancellation; a later one another", async(function()
     local log, cleanup = {}, aio.future()
     local t = aio.spawn(function()
@@ -1161,9 +1177,8 @@ describe("group", function()
     local outer, child
     outer = aio.spawn(function()
       local ok, e = pcall(aio.group, function(g)
-        child = g:spawn(function() error("child boom") end)
-        aio.sleep(0)                    -- the child fails: the group's cancel is now pending
-        outer:cancel("from outside")    -- merged into it
+        child = g:spawn(function() error("child boom") end)  -- fails: the group cancels the body
+        aio.spawn(function() outer:cancel("from outside") end)  -- same turn, before it is received
         aio.sleep(1)
       end)
       assert.is_false(ok)
@@ -1176,9 +1191,11 @@ describe("group", function()
     local reached
     outer = aio.spawn(function()
       local ok, e = pcall(aio.group, function(g)
-        g:spawn(function() error("child boom") end)
-        aio.sleep(0)
-        outer:cancel("from outside")
+        local f = aio.future()
+        -- wakes the body with a value, then fails: the group's cancel waits for its next await
+        g:spawn(function() f:set_result(1); error("child boom") end)
+        aio.spawn(function() outer:cancel("from outside") end)  -- merged into it
+        f:await()
       end)
       assert.is_false(ok)
       assert.matches("child boom", tostring(e))

@@ -237,6 +237,7 @@ static void task_finish(lua_State *L, aio_loop *loop, aio_task *t, int tidx, int
 }
 
 static void arm_cancel_hook(aio_task *t);
+static void push_pending_cancel(lua_State *L, aio_task *t);
 
 /* Resumes task t once: the only place where a task's coroutine is resumed. */
 static void task_step(aio_loop *loop, aio_task *t) {
@@ -259,9 +260,14 @@ static void task_step(aio_loop *loop, aio_task *t) {
       return;
     }
   }
-  if (nargs < 0) {  /* woken from sleep(0) */
+  if (nargs < 0 && !t->cancel_requested) {  /* woken from sleep(0) */
     lua_pushboolean(co, 1);
     nargs = 1;
+  } else if (nargs < 0) {  /* sleep(0) is a cancellation point, as asyncio's: (false, err) */
+    lua_pushboolean(co, 0);
+    push_pending_cancel(L, t);
+    lua_xmove(L, co, 1);
+    nargs = 2;
   }
   t->running = 1;
   /* Only the main loop's thread uses aio__running_co (the SIGINT handler): others leave it be. */
@@ -393,7 +399,7 @@ static int request_cancel(lua_State *L, aio_task *t, const char *msg, int count)
   lua_setiuservalue(L, -2, AIO_TUV_WAITING);
   lua_pop(L, 1);
   /* Queued after a bare yield (nothing to hand it: every wake passes at least one value,
-  ** sleep(0) passes -1): raise as it resumes. */
+  ** sleep(0) passes -1 and task_step raises it there): raise as it resumes. */
   if (t->queued && t->started && t->nargs == 0) arm_cancel_hook(t);
   return 1;
 }
