@@ -114,8 +114,8 @@ local EXPERIMENTS = {
 -- Command line
 ---------------------------------------------------------------------------------------------
 
-local USAGE = "usage: aioshell scripts/notebooks.lua [--full] [--out DIR] [--only id,id] [--notebook N]" ..
-  " [--list] [--timeout S] [--script FILE ...]\n"
+local USAGE = require("aio.flags").usage("notebooks", "[--full] [--out DIR] [--only id,id] [--notebook N]" ..
+  " [--list] [--timeout S] [--script FILE ...]")
 
 -- What --help prints after the usage.
 local HELP = [[

@@ -33,7 +33,7 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
   local DECLARED = 'experiment.new { name = "t", args = arg, options = { load_at = false, n = 3, name = "x", ' ..
     'jobs = false, seed = 1, real = false }, positive = { "load_at", "jobs" }, integer = { "jobs", "seed" }, ' ..
     'bare = { "real" } }'
-  local USAGE = "usage: t [--quick | --full] [--virtual-time] [--figures DIR] [--jobs V] [--load-at V] [--n 3] "
+  local USAGE = "usage: aioshell scripts/t.lua [--quick | --full] [--virtual-time] [--figures DIR] [--jobs V] [--load-at V] [--n 3] "
     .. "[--name x] [--real] [--seed 1]\n"
 
   it("reports a mistake as aio.flags does: the message, the usage, status 2", function()
@@ -90,7 +90,7 @@ print(e.options.n, e.options.name, e.options.flag, e.options.seed)
       'help = { delay = { "MS", "latency in milliseconds (default 10, --full 74)" }, real = "wait for real" } }',
       { "--help" })
     assert.equal(0, status, err)
-    assert.equal("usage: t [--quick | --full] [--virtual-time] [--figures DIR] [--delay MS] [--n 3] [--real]\n"
+    assert.equal("usage: aioshell scripts/t.lua [--quick | --full] [--virtual-time] [--figures DIR] [--delay MS] [--n 3] [--real]\n"
       .. "A title\n"
       .. "  --quick | --full    the quick sizes (default), or the notebook's own\n"
       .. "  --virtual-time      timers and sleeps jump instead of waiting (times in loop seconds)\n"

@@ -244,6 +244,14 @@ describe("scripts/", function()
     end
   end)
 
+  it("every script's usage line is the command that runs it (the notebook scripts said 'usage: nb3_sites')", function()
+    for _, name in ipairs(names) do
+      local out, err, status = helper.run({ helper.root .. "/scripts/" .. name, "--help" }, { timeout = 30 })
+      assert.equal(0, status, name .. err)
+      assert.equal("usage: aioshell scripts/" .. name, out:match("^usage: %S+ %S+"), name .. "\n" .. out)
+    end
+  end)
+
   it("every script's --help explains each flag of its usage line (notebooks, server, callgraph listed them bare)", function()
     for _, name in ipairs(names) do
       local out, err, status = helper.run({ helper.root .. "/scripts/" .. name, "--help" }, { timeout = 30 })

@@ -52,13 +52,13 @@ end
 -- The usage of experiment e: the protocol's flags, then each declared option with its
 -- metavariable from `help`, else its default (V where it has none; nothing for a bare one).
 local function usage(prog, e)
-  local parts = { "usage: " .. prog .. " [--quick | --full] [--virtual-time] [--figures DIR]" }
+  local parts = { "[--quick | --full] [--virtual-time] [--figures DIR]" }
   for _, k in ipairs(option_keys(e)) do
     local d, opt, meta = e.options[k], option_word(k), option_help(e, k)
     parts[#parts + 1] = e.bare[k] and "[" .. opt .. "]"
       or string.format("[%s %s]", opt, meta or (d == false and "V" or tostring(d)))
   end
-  return table.concat(parts, " ") .. "\n"
+  return flags.usage(prog, table.concat(parts, " "))
 end
 
 -- What --help prints after the usage: the title, then one line per flag (the protocol's, then

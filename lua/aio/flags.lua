@@ -13,6 +13,12 @@ local flags = {}
 local P = {}
 P.__index = P
 
+-- The usage line of script name (scripts/NAME.lua) with its arguments' synopsis: the command
+-- that runs it, `usage: aioshell scripts/NAME.lua SYNOPSIS`, ending in a newline.
+function flags.usage(name, synopsis)
+  return "usage: aioshell scripts/" .. name .. ".lua" .. (synopsis and " " .. synopsis or "") .. "\n"
+end
+
 -- A parser of argv (a list of words) for program prog, whose usage text is usage.
 function flags.new(prog, usage, argv)
   return setmetatable({ prog = prog, usage = usage, argv = argv, i = 0 }, P)
