@@ -93,7 +93,7 @@ print(e.options.n, e.options.name, e.options.flag, e.options.seed)
     assert.equal("usage: aioshell scripts/t.lua [--quick | --full] [--virtual-time] [--figures DIR] [--delay MS] [--n 3] [--real]\n"
       .. "A title\n"
       .. "  --quick | --full    the quick sizes (default), or the notebook's own\n"
-      .. "  --virtual-time      timers and sleeps jump instead of waiting (times in loop seconds)\n"
+      .. "  --virtual-time      timers and sleeps jump instead of waiting (loop seconds; real for threads)\n"
       .. "  --figures DIR       write the SVG figures into DIR (made if missing)\n"
       .. "  --delay MS          latency in milliseconds (default 10, --full 74)\n"
       .. "  --n V               (default 3)\n"
@@ -179,6 +179,22 @@ print(string.format("%.3f", t), aio.clock.is_virtual())
 ]], { "--virtual-time" })
     assert.equal(0, status)
     assert.equal("30.000\ttrue\n", out)
+  end)
+
+  -- The virtual clock stands still while a thread works: loop seconds said 0 s for any thread
+  -- pool's work, and the speed-ups were nan.
+  it("times a section with no timer in real seconds under --virtual-time (a thread pool's work)", function()
+    local out, err, status = run([[
+local aio, thread = require "aio", require "aio.thread"
+local e = experiment.new { name = "t", args = arg }
+local pool = thread.pool(1)
+local t = e:time(function() return pool:submit(function() require("aio.thread").sleep(0.2) end):await() end)
+local slept = e:time(function() aio.sleep(30) end)
+pool:close()
+print(t >= 0.2, string.format("%.3f", slept))
+]], { "--virtual-time" })
+    assert.equal(0, status, err)
+    assert.equal("true\t30.000\n", out)
   end)
 
   it("close_to allows a relative and an absolute slack", function()

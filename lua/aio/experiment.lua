@@ -65,7 +65,7 @@ end
 -- the declared options' with their `help` text and default).
 local function description(e)
   local lines = { e.title, "  --quick | --full    the quick sizes (default), or the notebook's own",
-    "  --virtual-time      timers and sleeps jump instead of waiting (times in loop seconds)",
+    "  --virtual-time      timers and sleeps jump instead of waiting (loop seconds; real for threads)",
     "  --figures DIR       write the SVG figures into DIR (made if missing)" }
   for _, k in ipairs(option_keys(e)) do
     local meta, text = option_help(e, k)
@@ -144,14 +144,17 @@ function E:size(quick, full)
   return quick
 end
 
--- Runs fn(...) and returns the seconds it took, then its results: real seconds, or loop
--- seconds under --virtual-time (where sleeps jump and real time says nothing).
+-- Runs fn(...) and returns the seconds it took, then its results: real seconds, except under
+-- --virtual-time when a timer fired meanwhile: then loop seconds (sleeps jumped, and count what
+-- they would have lasted). The virtual clock stands still while threads, processes or the CPU
+-- work, so for a section with no timer only real seconds say anything (loop seconds said 0).
 function E:time(fn, ...)
-  local now = clock
-  if self.virtual then now = require("aio").now end
-  local t0 = now()
+  local loop_now = self.virtual and require("aio").now
+  local t0, v0 = clock(), loop_now and loop_now()
   local r = table.pack(fn(...))
-  return now() - t0, table.unpack(r, 1, r.n)
+  local took = clock() - t0
+  if loop_now and loop_now() > v0 then took = loop_now() - v0 end
+  return took, table.unpack(r, 1, r.n)
 end
 
 -- fmt formatted with the arguments, or fmt as is when there are none (it may hold a '%').
