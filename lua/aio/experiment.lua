@@ -3,8 +3,9 @@
 --
 -- A script: parses --quick (default) / --full and its own options, does its work, records
 -- checks and results, then calls e:finish(), which exits 1 if any check failed.
--- Each result is printed as one line `RESULT {json}` on stdout (the runner reads those); every
--- other line is the script's ordinary output, shown as is in the report.
+-- Each result is printed as one line `RESULT {json}` on stdout (the runner reads those, and the
+-- `EXPERIMENT {json}` line finish prints: the title); every other line is the script's ordinary
+-- output, shown as is in the report.
 local cjson = require "cjson"
 local flags = require "aio.flags"
 
@@ -229,8 +230,10 @@ function E:figure(name, svg, caption)
   return path
 end
 
--- Prints the summary line and exits: status 1 if any check failed, 0 otherwise.
+-- Prints `EXPERIMENT {json}` (its name and title, for the runner's report) and the summary
+-- line, and exits: status 1 if any check failed, 0 otherwise.
 function E:finish()
+  io.stdout:write("EXPERIMENT ", cjson.encode({ name = self.name, title = self.title }), "\n")
   print(string.format("%s: %d checks, %d failed", self.name, self.checks, self.failures))
   io.stdout:flush()
   os.exit(self.failures == 0 and 0 or 1)
