@@ -66,6 +66,27 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
     end
   end)
 
+  it("takes a number >= 0 for an option declared nonnegative (a time from the start), and reject reports a mistake", function()
+    local body = [[
+local e = experiment.new { name = "t", args = arg, options = { at = false }, nonnegative = { "at" } }
+if e.options.at == 7 then e:reject("--at (%g) is after the end", e.options.at) end
+print(e.options.at)
+]]
+    assert.equal("0\n", run(body, { "--at", "0" }))
+    assert.equal("2.5\n", run(body, { "--at=2.5" }))
+    local usage = "usage: aioshell scripts/t.lua [--quick | --full] [--virtual-time] [--figures DIR] [--at V]\n"
+    for _, c in ipairs {
+      { { "--at", "-1" }, "t: --at needs a number >= 0, not '-1'" },
+      { { "--at", "inf" }, "t: --at needs a number >= 0, not 'inf'" },
+      { { "--at", "7" }, "t: --at (7) is after the end" },
+    } do
+      local out, err, status = run(body, c[1])
+      assert.equal(2, status, table.concat(c[1], " "))
+      assert.equal("", out)
+      assert.equal(c[2] .. "\n" .. usage, err)
+    end
+  end)
+
   it("takes numbers for numeric options, any word for string ones, true for a bare option", function()
     local body = [[
 local e = experiment.new { name = "t", args = arg, options = { n = 3, name = "x", flag = false, seed = 1 },

@@ -82,7 +82,7 @@ end
 -- Sets the declared option given by the word a (named name; --load-at sets load_at). A string
 -- default takes any value; every other option is numeric: its value must be a finite number,
 -- an integer for the options declared `integer`, > 0 (an integer >= 1) for those declared
--- `positive`. Only the options declared `bare` may be given without a value (--no-load), which
+-- `positive`, >= 0 for those declared `nonnegative`. Only the options declared `bare` may be given without a value (--no-load), which
 -- sets them to true.
 local function set_option(e, cl, a, name)
   local key = name:sub(3):gsub("-", "_")
@@ -95,6 +95,7 @@ local function set_option(e, cl, a, name)
     if v ~= true then v = cl:number(name, v) end
   elseif e.integer[key] then v = cl:int(name, cl:value(a, name), e.positive[key] and 1 or nil)
   elseif e.positive[key] then v = cl:positive(name, cl:value(a, name))
+  elseif e.nonnegative[key] then v = cl:nonnegative(name, cl:value(a, name))
   else v = cl:number(name, cl:value(a, name)) end
   e.options[key] = v
 end
@@ -103,6 +104,7 @@ end
 -- word that is not an option is a mistake too (a typo such as -count 5 went unnoticed).
 local function parse(e, prog, args)
   local cl = flags.new(prog, usage(prog, e), args)
+  e.cl = cl
   for a, name in cl:each() do
     if a == "--full" then e.full, e.quick = true, false
     elseif a == "--quick" then e.full, e.quick = false, true
@@ -115,20 +117,21 @@ local function parse(e, prog, args)
 end
 
 -- new{name=, title=, args=arg, options={name=default, ...}, positive={name, ...},
--- integer={name, ...}, bare={name, ...}, help={name=text or {METAVAR, text}}} -> experiment.
+-- nonnegative={name, ...}, integer={name, ...}, bare={name, ...},
+-- help={name=text or {METAVAR, text}}} -> experiment.
 -- Recognised flags: --quick, --full, --figures DIR, --virtual-time, -h/--help, and --NAME VALUE
 -- (or --NAME=VALUE) for each declared option; a default of false declares an option with no
 -- default. Values are numbers unless the default is a string; the options named in `integer`
 -- (a count, a seed) need an integer, those in `positive` (a time scale, a delay, a count) one
--- > 0, and those in `bare` (a switch) may be given alone, which sets them to true. `help`
+-- > 0, those in `nonnegative` (a time from the start) one >= 0, and those in `bare` (a switch) may be given alone, which sets them to true. `help`
 -- says what an option means (--help prints it; METAVAR replaces V in the usage: "S", "MS").
 function M.new(t)
   local e = setmetatable({ name = t.name, title = t.title or t.name, quick = true,
                            full = false, checks = 0, failures = 0, results = {},
-                           lines = {}, options = {}, positive = {}, integer = {}, bare = {},
-                           help = t.help or {}, figures = nil }, E)
+                           lines = {}, options = {}, positive = {}, nonnegative = {}, integer = {},
+                           bare = {}, help = t.help or {}, figures = nil }, E)
   for k, v in pairs(t.options or {}) do e.options[k] = v end
-  for _, kind in ipairs { "positive", "integer", "bare" } do
+  for _, kind in ipairs { "positive", "nonnegative", "integer", "bare" } do
     for _, k in ipairs(t[kind] or {}) do e[kind][k] = true end
   end
   parse(e, t.name, t.args or {})
@@ -137,6 +140,12 @@ function M.new(t)
     if aio.clock and aio.clock.virtual then aio.clock.virtual() end
   end
   return e
+end
+
+-- Reports a mistake the options make together (--load-at after the end of --duration), as one
+-- option's is: "name: message" and the usage on stderr, exit status 2.
+function E:reject(fmt, ...)
+  self.cl:error(fmt, ...)
 end
 
 -- Picks the quick or the full value.

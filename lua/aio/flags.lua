@@ -81,6 +81,15 @@ function P:number(name, v)
   return n
 end
 
+-- v as a finite number >= 0 (a time from the start, say), or a mistake naming the option.
+function P:nonnegative(name, v)
+  local n = tonumber(v)
+  if not n or n < 0 or n ~= n or n == math.huge then
+    self:error("%s needs a number >= 0, not '%s'", name, v)
+  end
+  return n
+end
+
 -- v as a finite number > 0 (fractions allowed), or a mistake naming the option.
 function P:positive(name, v)
   local n = tonumber(v)
