@@ -81,22 +81,20 @@ function P:number(name, v)
   return n
 end
 
--- v as a finite number >= 0 (a time from the start, say), or a mistake naming the option.
-function P:nonnegative(name, v)
+-- v as a finite number above lo (at least lo when inclusive), or a mistake naming the option
+-- and saying which (">= 0", "> 0").
+local function at_least(self, name, v, lo, inclusive)
   local n = tonumber(v)
-  if not n or n < 0 or n ~= n or n == math.huge then
-    self:error("%s needs a number >= 0, not '%s'", name, v)
+  if not n or n ~= n or n == math.huge or n < lo or (n == lo and not inclusive) then
+    self:error("%s needs a number %s %s, not '%s'", name, inclusive and ">=" or ">", lo, v)
   end
   return n
 end
 
+-- v as a finite number >= 0 (a time from the start, say), or a mistake naming the option.
+function P:nonnegative(name, v) return at_least(self, name, v, 0, true) end
+
 -- v as a finite number > 0 (fractions allowed), or a mistake naming the option.
-function P:positive(name, v)
-  local n = tonumber(v)
-  if not n or n <= 0 or n ~= n or n == math.huge then
-    self:error("%s needs a number > 0, not '%s'", name, v)
-  end
-  return n
-end
+function P:positive(name, v) return at_least(self, name, v, 0, false) end
 
 return flags
