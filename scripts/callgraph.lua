@@ -11,7 +11,8 @@ local plot = require "aio.plot"
 local sys = require "aio.sys"
 local cjson = require "cjson"
 
-local USAGE = "usage: aioshell scripts/callgraph.lua [metric_data.json] [--svg DIR | --no-svg] [--width N] [--name NAME]\n"
+local USAGE = require("aio.flags").usage("callgraph",
+  "[metric_data.json] [--svg DIR | --no-svg] [--width N] [--name NAME]")
 
 -- What --help prints after the usage.
 local HELP = [[

@@ -64,8 +64,7 @@ local function floor_seconds(mode, n, delay_ms, c)
   return math.ceil(n / c) * delay_ms / 1000
 end
 
-local USAGE = [[
-usage: aioshell scripts/crawler.lua [options]
+local USAGE = require("aio.flags").usage("crawler", "[options]") .. [[
   --url URL          an external metric server's /add URL (default: one started in-process)
   --n N              requests per mode (default 1000)
   --serial-n N       requests for the serial mode (default min(n, 100): it takes n x delay)

@@ -5,7 +5,7 @@
 local aio = require "aio"
 
 if arg and arg[1] then  -- no options: --help says so, anything else is a mistake
-  local usage = "usage: aioshell scripts/hello_tasks.lua   (no options: a timeline of tasks)\n"
+  local usage = require("aio.flags").usage("hello_tasks", "  (no options: a timeline of tasks)")
   if arg[1] == "-h" or arg[1] == "--help" then io.write(usage) os.exit(0) end
   io.stderr:write("hello_tasks: unknown argument ", arg[1], "\n", usage)
   os.exit(2)

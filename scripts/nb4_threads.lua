@@ -59,15 +59,16 @@ end
 
 local pool = thread.pool { size = 2, name = "Thread" }
 local q = thread.channel()
-local start = aio.now()
-local workers = { pool:submit(process_queue, q, copy_op, print_lock),
-                  pool:submit(process_queue, q, copy_op, print_lock) }
-for _, pair in ipairs { { "v1.avi", "v11.avi" }, { "v2.avi", "v22.avi" } } do
-  q:send({ [dir .. "/" .. pair[1]] = dir .. "/" .. pair[2] })
-end
-q:close()  -- compress_queue.join(): here, close the queue and wait for the workers
-local copied = aio.gather(workers)
-print(string.format("Execution time = %.5f", aio.now() - start))
+local t_copy, copied = e:time(function()
+  local workers = { pool:submit(process_queue, q, copy_op, print_lock),
+                    pool:submit(process_queue, q, copy_op, print_lock) }
+  for _, pair in ipairs { { "v1.avi", "v11.avi" }, { "v2.avi", "v22.avi" } } do
+    q:send({ [dir .. "/" .. pair[1]] = dir .. "/" .. pair[2] })
+  end
+  q:close()  -- compress_queue.join(): here, close the queue and wait for the workers
+  return aio.gather(workers)
+end)
+print(string.format("Execution time = %.5f", t_copy))
 local function same(a, b)
   local fa, fb = io.open(a, "rb"), io.open(b, "rb")
   local ok = fa and fb and fa:read("a") == fb:read("a")

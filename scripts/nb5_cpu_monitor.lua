@@ -16,7 +16,8 @@ local plot = require "aio.plot"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb5_cpu_monitor", title = "CPU monitor with Rx", args = arg,
   options = { duration = false, load = false, load_at = false, points = false, no_load = false },
-  positive = { "duration", "load", "points" }, integer = { "points" }, bare = { "no_load" },
+  positive = { "duration", "load", "points" }, nonnegative = { "load_at" }, integer = { "points" },
+  bare = { "no_load" },
   help = { duration = { "S", "seconds of monitoring (default 3, --full 10)" },
     load = { "S", "seconds a worker thread keeps one core busy (default 1.4, --full 4)" },
     load_at = { "S", "when the load starts, in seconds from the start (default 0.8, --full 3)" },
@@ -27,6 +28,13 @@ local LOAD_AT = e.options.load_at or e:size(0.8, 3.0)
 local LOAD = e.options.load or e:size(1.4, 4.0)
 local NPOINTS = e.options.points or e:size(8, 40)
 local ALERTPOINTS, THRESHOLD, PERIOD = 4, 20, 0.1
+-- The run first waits for take(4)'s readings, and loads a core only before it ends.
+if DURATION <= 4 * PERIOD then
+  e:reject("--duration needs a number > %g (take(4) waits for 4 readings), not '%g'", 4 * PERIOD, DURATION)
+end
+if not e.options.no_load and LOAD_AT >= DURATION then
+  e:reject("--load-at (%g s) needs to come before the end of --duration (%g s)", LOAD_AT, DURATION)
+end
 
 -- Loads one core for `seconds` on a worker thread (or a child process if threads are missing);
 -- returns something to await.

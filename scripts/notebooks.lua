@@ -114,8 +114,8 @@ local EXPERIMENTS = {
 -- Command line
 ---------------------------------------------------------------------------------------------
 
-local USAGE = "usage: aioshell scripts/notebooks.lua [--full] [--out DIR] [--only id,id] [--notebook N]" ..
-  " [--list] [--timeout S] [--script FILE ...]\n"
+local USAGE = require("aio.flags").usage("notebooks", "[--full] [--out DIR] [--only id,id] [--notebook N]" ..
+  " [--list] [--timeout S] [--script FILE ...]")
 
 -- What --help prints after the usage.
 local HELP = [[
@@ -264,12 +264,12 @@ local function run(ex)
   os.remove(errfile)
   local lines = {}
   for line in out:gmatch("[^\n]*") do
-    local kind, json = line:match("^(RESULT) (.*)$")
-    if not kind then kind, json = line:match("^(FIGURE) (.*)$") end
-    if kind then
+    local kind, json = line:match("^(%u+) (.*)$")
+    if kind == "RESULT" or kind == "FIGURE" or kind == "EXPERIMENT" then
       local okj, v = pcall(cjson.decode, json)
       if okj and kind == "RESULT" then rec.results[#rec.results + 1] = v
-      elseif okj then rec.figures[#rec.figures + 1] = v end
+      elseif okj and kind == "FIGURE" then rec.figures[#rec.figures + 1] = v
+      elseif okj and type(v) == "table" and type(v.title) == "string" and ex.path then rec.title = v.title end
     else
       local verdict, text = line:match("^check (%S+): (.*)$")
       if verdict then rec.checks[#rec.checks + 1] = { ok = verdict == "ok", text = text } end
@@ -292,6 +292,12 @@ local function run(ex)
   rec.stderr = err
   rec.status = rec.exit == 0 and "passed" or (rec.exit == 124 and "timed out" or "failed")
   return rec
+end
+
+-- What an experiment's section is titled after its id: the cells it replays, or for one given
+-- with --script the title it gave aio.experiment.new (its EXPERIMENT line), else its path.
+local function heading(rec)
+  return rec.title or rec.ex.cells
 end
 
 ---------------------------------------------------------------------------------------------
@@ -413,7 +419,7 @@ for nb = 1, #NOTEBOOKS do
     w()
     for _, rec in ipairs(records) do
       if rec.ex.notebook == nb then
-        w(string.format("### %s — %s", rec.ex.id, rec.ex.cells))
+        w(string.format("### %s — %s", rec.ex.id, heading(rec)))
         w()
         w(string.format("`%s` · %s%s", rec.command or rec.ex.script, rec.status,
           rec.wall and string.format(" in %.2f s", rec.wall) or ""))
@@ -507,7 +513,7 @@ for nb = 1, #NOTEBOOKS do
     hw("</tbody></table>")
     for _, rec in ipairs(records) do
       if rec.ex.notebook == nb then
-        hw(string.format('<h3 id="%s">%s — %s</h3>', h(rec.ex.id), h(rec.ex.id), h(rec.ex.cells)))
+        hw(string.format('<h3 id="%s">%s — %s</h3>', h(rec.ex.id), h(rec.ex.id), h(heading(rec))))
         hw(string.format('<p><code>%s</code> · <span class="%s">%s</span>%s</p>', h(rec.command or rec.ex.script),
           rec.status:match("^%a+"), h(rec.status), rec.wall and string.format(" in %.2f s", rec.wall) or ""))
         if #rec.checks > 0 then

@@ -90,7 +90,7 @@ end
 if select(1, ...) == "--module" then return M end
 
 -- Command line.
-local USAGE = "usage: aioshell scripts/server.lua [--port 8080] [--host 127.0.0.1] [--metrics FILE]\n"
+local USAGE = require("aio.flags").usage("server", "[--port 8080] [--host 127.0.0.1] [--metrics FILE]")
 
 -- What --help prints after the usage.
 local HELP = [[

@@ -33,7 +33,7 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
   local DECLARED = 'experiment.new { name = "t", args = arg, options = { load_at = false, n = 3, name = "x", ' ..
     'jobs = false, seed = 1, real = false }, positive = { "load_at", "jobs" }, integer = { "jobs", "seed" }, ' ..
     'bare = { "real" } }'
-  local USAGE = "usage: t [--quick | --full] [--virtual-time] [--figures DIR] [--jobs V] [--load-at V] [--n 3] "
+  local USAGE = "usage: aioshell scripts/t.lua [--quick | --full] [--virtual-time] [--figures DIR] [--jobs V] [--load-at V] [--n 3] "
     .. "[--name x] [--real] [--seed 1]\n"
 
   it("reports a mistake as aio.flags does: the message, the usage, status 2", function()
@@ -66,6 +66,27 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
     end
   end)
 
+  it("takes a number >= 0 for an option declared nonnegative (a time from the start), and reject reports a mistake", function()
+    local body = [[
+local e = experiment.new { name = "t", args = arg, options = { at = false }, nonnegative = { "at" } }
+if e.options.at == 7 then e:reject("--at (%g) is after the end", e.options.at) end
+print(e.options.at)
+]]
+    assert.equal("0\n", run(body, { "--at", "0" }))
+    assert.equal("2.5\n", run(body, { "--at=2.5" }))
+    local usage = "usage: aioshell scripts/t.lua [--quick | --full] [--virtual-time] [--figures DIR] [--at V]\n"
+    for _, c in ipairs {
+      { { "--at", "-1" }, "t: --at needs a number >= 0, not '-1'" },
+      { { "--at", "inf" }, "t: --at needs a number >= 0, not 'inf'" },
+      { { "--at", "7" }, "t: --at (7) is after the end" },
+    } do
+      local out, err, status = run(body, c[1])
+      assert.equal(2, status, table.concat(c[1], " "))
+      assert.equal("", out)
+      assert.equal(c[2] .. "\n" .. usage, err)
+    end
+  end)
+
   it("takes numbers for numeric options, any word for string ones, true for a bare option", function()
     local body = [[
 local e = experiment.new { name = "t", args = arg, options = { n = 3, name = "x", flag = false, seed = 1 },
@@ -90,10 +111,10 @@ print(e.options.n, e.options.name, e.options.flag, e.options.seed)
       'help = { delay = { "MS", "latency in milliseconds (default 10, --full 74)" }, real = "wait for real" } }',
       { "--help" })
     assert.equal(0, status, err)
-    assert.equal("usage: t [--quick | --full] [--virtual-time] [--figures DIR] [--delay MS] [--n 3] [--real]\n"
+    assert.equal("usage: aioshell scripts/t.lua [--quick | --full] [--virtual-time] [--figures DIR] [--delay MS] [--n 3] [--real]\n"
       .. "A title\n"
       .. "  --quick | --full    the quick sizes (default), or the notebook's own\n"
-      .. "  --virtual-time      timers and sleeps jump instead of waiting (times in loop seconds)\n"
+      .. "  --virtual-time      timers and sleeps jump instead of waiting (loop seconds; real for threads)\n"
       .. "  --figures DIR       write the SVG figures into DIR (made if missing)\n"
       .. "  --delay MS          latency in milliseconds (default 10, --full 74)\n"
       .. "  --n V               (default 3)\n"
@@ -179,6 +200,22 @@ print(string.format("%.3f", t), aio.clock.is_virtual())
 ]], { "--virtual-time" })
     assert.equal(0, status)
     assert.equal("30.000\ttrue\n", out)
+  end)
+
+  -- The virtual clock stands still while a thread works: loop seconds said 0 s for any thread
+  -- pool's work, and the speed-ups were nan.
+  it("times a section with no timer in real seconds under --virtual-time (a thread pool's work)", function()
+    local out, err, status = run([[
+local aio, thread = require "aio", require "aio.thread"
+local e = experiment.new { name = "t", args = arg }
+local pool = thread.pool(1)
+local t = e:time(function() return pool:submit(function() require("aio.thread").sleep(0.2) end):await() end)
+local slept = e:time(function() aio.sleep(30) end)
+pool:close()
+print(t >= 0.2, string.format("%.3f", slept))
+]], { "--virtual-time" })
+    assert.equal(0, status, err)
+    assert.equal("true\t30.000\n", out)
   end)
 
   it("close_to allows a relative and an absolute slack", function()

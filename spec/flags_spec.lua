@@ -63,4 +63,21 @@ print(table.concat(got, " "))
     assert.equal(2, status)
     assert.equal("prog: empty value for --x\nusage: prog\n", err)
   end)
+
+  it("nonnegative takes 0 and more; usage makes the runnable usage line of a script", function()
+    local program = [[
+local flags = require "aio.flags"
+local cl = flags.new("prog", flags.usage("prog", "[--at S]"), { ... })
+for a, name in cl:each() do print(cl:nonnegative(name, cl:value(a, name))) end
+io.write(flags.usage("bare"))
+]]
+    local out, err, status = helper.run_lua(program, { args = { "--at", "0", "--at=1.5" } })
+    assert.equal(0, status, err)
+    assert.equal("0\n1.5\nusage: aioshell scripts/bare.lua\n", out)
+    for _, v in ipairs { "-0.5", "inf", "x" } do
+      out, err, status = helper.run_lua(program, { args = { "--at", v } })
+      assert.equal(2, status)
+      assert.equal("prog: --at needs a number >= 0, not '" .. v .. "'\nusage: aioshell scripts/prog.lua [--at S]\n", err)
+    end
+  end)
 end)

@@ -90,6 +90,23 @@ os.exit(1)
     assert.truthy(md:find("a failing result | failed | 1.50 s | 1 s | no |", 1, true), md)
   end)
 
+  it("titles a --script experiment's section with the title it gave aio.experiment.new, not its path", function()
+    local script = helper.tmpfile([[
+local e = require("aio.experiment").new { name = "extra", title = "Ping-pong over a channel", args = arg }
+e:check(true, "it ran")
+e:finish()
+]], ".lua")
+    local dir = helper.tmpdir()
+    local o, e, s = helper.run({ NOTEBOOKS, "--out", dir, "--notebook", "6", "--script", script }, { timeout = 60 })
+    assert.equal(0, s, o .. e)
+    local id = script:match("([^/]+)%.lua$")
+    local md = helper.readfile(dir .. "/report.md")
+    assert.truthy(md:find("### " .. id .. " — Ping-pong over a channel\n", 1, true), md)
+    assert.falsy(md:find("EXPERIMENT {", 1, true), md)  -- the protocol line is not shown as output
+    local html = helper.readfile(dir .. "/index.html")
+    assert.truthy(html:find(">" .. id .. " — Ping-pong over a channel</h3>", 1, true))
+  end)
+
   it("renders the HTML page in headless chromium: the DOM has the summary, tables and inline SVGs", function()
     if not chromium() then pending("chromium is not installed (apt-get install chromium)") return end
     local dom, e, s = browse(out_dir .. "/index.html", { "--dump-dom" })

@@ -131,6 +131,9 @@ describe("scripts/", function()
       { "nb5_executor.lua", "--delay", "0", "--delay needs a number > 0, not '0'" },
       { "nb4_latency_throughput.lua", "--unit", "0", "--unit needs a number > 0, not '0'" },
       { "nb5_cpu_monitor.lua", "--duration", "0", "--duration needs a number > 0, not '0'" },
+      { "nb5_cpu_monitor.lua", "--load-at", "-1", "--load-at needs a number >= 0, not '-1'" },  -- it ran
+      { "nb5_cpu_monitor.lua", "--points", "0", "--points needs an integer >= 1, not '0'" },
+      { "nb5_cpu_monitor.lua", "--load", "-2", "--load needs a number > 0, not '-2'" },
       { "nb3_sites.lua", "--threads", "five", "--threads needs an integer >= 1, not 'five'" },
       -- a page delay below 0 ran ("after -5 ms"), a fraction of a ms was a traceback
       { "nb3_sites.lua", "--delay", "-5", "--delay needs an integer >= 1, not '-5'" },
@@ -148,6 +151,21 @@ describe("scripts/", function()
       assert.equal(2, status, c[1] .. " " .. out .. err)
       assert.matches(c[4], err, 1, true)
       assert.not_matches("traceback", err)
+    end
+  end)
+
+  it("nb5_cpu_monitor.lua refuses a load that starts after the run ends, or a run shorter than take(4)", function()
+    for _, c in ipairs {
+      { { "--load-at", "5", "--duration", "2" }, "--load-at (5 s) needs to come before the end of --duration (2 s)" },
+      { { "--load-at", "3" }, "--load-at (3 s) needs to come before the end of --duration (3 s)" },  -- the default
+      { { "--duration", "0.3", "--no-load" }, "--duration needs a number > 0.4 (take(4) waits for 4 readings), not '0.3'" },
+    } do
+      local argv = { helper.root .. "/scripts/nb5_cpu_monitor.lua" }
+      for _, a in ipairs(c[1]) do argv[#argv + 1] = a end
+      local out, err, status = helper.run(argv, { timeout = 30 })
+      assert.equal(2, status, table.concat(c[1], " ") .. out .. err)
+      assert.equal("", out)
+      assert.matches("^nb5_cpu_monitor: " .. c[2]:gsub("%p", "%%%0") .. "\nusage: aioshell scripts/nb5_cpu_monitor.lua ", err)
     end
   end)
 
@@ -241,6 +259,14 @@ describe("scripts/", function()
         end
         assert.truthy(options >= 3, name .. "\n" .. out)  -- at least the protocol's flags
       end
+    end
+  end)
+
+  it("every script's usage line is the command that runs it (the notebook scripts said 'usage: nb3_sites')", function()
+    for _, name in ipairs(names) do
+      local out, err, status = helper.run({ helper.root .. "/scripts/" .. name, "--help" }, { timeout = 30 })
+      assert.equal(0, status, name .. err)
+      assert.equal("usage: aioshell scripts/" .. name, out:match("^usage: %S+ %S+"), name .. "\n" .. out)
     end
   end)
 

@@ -3,8 +3,9 @@
 --
 -- A script: parses --quick (default) / --full and its own options, does its work, records
 -- checks and results, then calls e:finish(), which exits 1 if any check failed.
--- Each result is printed as one line `RESULT {json}` on stdout (the runner reads those); every
--- other line is the script's ordinary output, shown as is in the report.
+-- Each result is printed as one line `RESULT {json}` on stdout (the runner reads those, and the
+-- `EXPERIMENT {json}` line finish prints: the title); every other line is the script's ordinary
+-- output, shown as is in the report.
 local cjson = require "cjson"
 local flags = require "aio.flags"
 
@@ -52,20 +53,20 @@ end
 -- The usage of experiment e: the protocol's flags, then each declared option with its
 -- metavariable from `help`, else its default (V where it has none; nothing for a bare one).
 local function usage(prog, e)
-  local parts = { "usage: " .. prog .. " [--quick | --full] [--virtual-time] [--figures DIR]" }
+  local parts = { "[--quick | --full] [--virtual-time] [--figures DIR]" }
   for _, k in ipairs(option_keys(e)) do
     local d, opt, meta = e.options[k], option_word(k), option_help(e, k)
     parts[#parts + 1] = e.bare[k] and "[" .. opt .. "]"
       or string.format("[%s %s]", opt, meta or (d == false and "V" or tostring(d)))
   end
-  return table.concat(parts, " ") .. "\n"
+  return flags.usage(prog, table.concat(parts, " "))
 end
 
 -- What --help prints after the usage: the title, then one line per flag (the protocol's, then
 -- the declared options' with their `help` text and default).
 local function description(e)
   local lines = { e.title, "  --quick | --full    the quick sizes (default), or the notebook's own",
-    "  --virtual-time      timers and sleeps jump instead of waiting (times in loop seconds)",
+    "  --virtual-time      timers and sleeps jump instead of waiting (loop seconds; real for threads)",
     "  --figures DIR       write the SVG figures into DIR (made if missing)" }
   for _, k in ipairs(option_keys(e)) do
     local meta, text = option_help(e, k)
@@ -81,7 +82,7 @@ end
 -- Sets the declared option given by the word a (named name; --load-at sets load_at). A string
 -- default takes any value; every other option is numeric: its value must be a finite number,
 -- an integer for the options declared `integer`, > 0 (an integer >= 1) for those declared
--- `positive`. Only the options declared `bare` may be given without a value (--no-load), which
+-- `positive`, >= 0 for those declared `nonnegative`. Only the options declared `bare` may be given without a value (--no-load), which
 -- sets them to true.
 local function set_option(e, cl, a, name)
   local key = name:sub(3):gsub("-", "_")
@@ -94,6 +95,7 @@ local function set_option(e, cl, a, name)
     if v ~= true then v = cl:number(name, v) end
   elseif e.integer[key] then v = cl:int(name, cl:value(a, name), e.positive[key] and 1 or nil)
   elseif e.positive[key] then v = cl:positive(name, cl:value(a, name))
+  elseif e.nonnegative[key] then v = cl:nonnegative(name, cl:value(a, name))
   else v = cl:number(name, cl:value(a, name)) end
   e.options[key] = v
 end
@@ -102,6 +104,7 @@ end
 -- word that is not an option is a mistake too (a typo such as -count 5 went unnoticed).
 local function parse(e, prog, args)
   local cl = flags.new(prog, usage(prog, e), args)
+  e.cl = cl
   for a, name in cl:each() do
     if a == "--full" then e.full, e.quick = true, false
     elseif a == "--quick" then e.full, e.quick = false, true
@@ -114,20 +117,21 @@ local function parse(e, prog, args)
 end
 
 -- new{name=, title=, args=arg, options={name=default, ...}, positive={name, ...},
--- integer={name, ...}, bare={name, ...}, help={name=text or {METAVAR, text}}} -> experiment.
+-- nonnegative={name, ...}, integer={name, ...}, bare={name, ...},
+-- help={name=text or {METAVAR, text}}} -> experiment.
 -- Recognised flags: --quick, --full, --figures DIR, --virtual-time, -h/--help, and --NAME VALUE
 -- (or --NAME=VALUE) for each declared option; a default of false declares an option with no
 -- default. Values are numbers unless the default is a string; the options named in `integer`
 -- (a count, a seed) need an integer, those in `positive` (a time scale, a delay, a count) one
--- > 0, and those in `bare` (a switch) may be given alone, which sets them to true. `help`
+-- > 0, those in `nonnegative` (a time from the start) one >= 0, and those in `bare` (a switch) may be given alone, which sets them to true. `help`
 -- says what an option means (--help prints it; METAVAR replaces V in the usage: "S", "MS").
 function M.new(t)
   local e = setmetatable({ name = t.name, title = t.title or t.name, quick = true,
                            full = false, checks = 0, failures = 0, results = {},
-                           lines = {}, options = {}, positive = {}, integer = {}, bare = {},
-                           help = t.help or {}, figures = nil }, E)
+                           lines = {}, options = {}, positive = {}, nonnegative = {}, integer = {},
+                           bare = {}, help = t.help or {}, figures = nil }, E)
   for k, v in pairs(t.options or {}) do e.options[k] = v end
-  for _, kind in ipairs { "positive", "integer", "bare" } do
+  for _, kind in ipairs { "positive", "nonnegative", "integer", "bare" } do
     for _, k in ipairs(t[kind] or {}) do e[kind][k] = true end
   end
   parse(e, t.name, t.args or {})
@@ -138,20 +142,29 @@ function M.new(t)
   return e
 end
 
+-- Reports a mistake the options make together (--load-at after the end of --duration), as one
+-- option's is: "name: message" and the usage on stderr, exit status 2.
+function E:reject(fmt, ...)
+  self.cl:error(fmt, ...)
+end
+
 -- Picks the quick or the full value.
 function E:size(quick, full)
   if self.full then return full end
   return quick
 end
 
--- Runs fn(...) and returns the seconds it took, then its results: real seconds, or loop
--- seconds under --virtual-time (where sleeps jump and real time says nothing).
+-- Runs fn(...) and returns the seconds it took, then its results: real seconds, except under
+-- --virtual-time when a timer fired meanwhile: then loop seconds (sleeps jumped, and count what
+-- they would have lasted). The virtual clock stands still while threads, processes or the CPU
+-- work, so for a section with no timer only real seconds say anything (loop seconds said 0).
 function E:time(fn, ...)
-  local now = clock
-  if self.virtual then now = require("aio").now end
-  local t0 = now()
+  local loop_now = self.virtual and require("aio").now
+  local t0, v0 = clock(), loop_now and loop_now()
   local r = table.pack(fn(...))
-  return now() - t0, table.unpack(r, 1, r.n)
+  local took = clock() - t0
+  if loop_now and loop_now() > v0 then took = loop_now() - v0 end
+  return took, table.unpack(r, 1, r.n)
 end
 
 -- fmt formatted with the arguments, or fmt as is when there are none (it may hold a '%').
@@ -226,8 +239,10 @@ function E:figure(name, svg, caption)
   return path
 end
 
--- Prints the summary line and exits: status 1 if any check failed, 0 otherwise.
+-- Prints `EXPERIMENT {json}` (its name and title, for the runner's report) and the summary
+-- line, and exits: status 1 if any check failed, 0 otherwise.
 function E:finish()
+  io.stdout:write("EXPERIMENT ", cjson.encode({ name = self.name, title = self.title }), "\n")
   print(string.format("%s: %d checks, %d failed", self.name, self.checks, self.failures))
   io.stdout:flush()
   os.exit(self.failures == 0 and 0 or 1)

@@ -13,6 +13,12 @@ local flags = {}
 local P = {}
 P.__index = P
 
+-- The usage line of script name (scripts/NAME.lua) with its arguments' synopsis: the command
+-- that runs it, `usage: aioshell scripts/NAME.lua SYNOPSIS`, ending in a newline.
+function flags.usage(name, synopsis)
+  return "usage: aioshell scripts/" .. name .. ".lua" .. (synopsis and " " .. synopsis or "") .. "\n"
+end
+
 -- A parser of argv (a list of words) for program prog, whose usage text is usage.
 function flags.new(prog, usage, argv)
   return setmetatable({ prog = prog, usage = usage, argv = argv, i = 0 }, P)
@@ -75,13 +81,20 @@ function P:number(name, v)
   return n
 end
 
--- v as a finite number > 0 (fractions allowed), or a mistake naming the option.
-function P:positive(name, v)
+-- v as a finite number above lo (at least lo when inclusive), or a mistake naming the option
+-- and saying which (">= 0", "> 0").
+local function at_least(self, name, v, lo, inclusive)
   local n = tonumber(v)
-  if not n or n <= 0 or n ~= n or n == math.huge then
-    self:error("%s needs a number > 0, not '%s'", name, v)
+  if not n or n ~= n or n == math.huge or n < lo or (n == lo and not inclusive) then
+    self:error("%s needs a number %s %s, not '%s'", name, inclusive and ">=" or ">", lo, v)
   end
   return n
 end
+
+-- v as a finite number >= 0 (a time from the start, say), or a mistake naming the option.
+function P:nonnegative(name, v) return at_least(self, name, v, 0, true) end
+
+-- v as a finite number > 0 (fractions allowed), or a mistake naming the option.
+function P:positive(name, v) return at_least(self, name, v, 0, false) end
 
 return flags
