@@ -79,6 +79,9 @@ local USAGE = require("aio.flags").usage("crawler", "[options]") .. [[
                      (in-process server only; default: none)
   --server-on-loop   run the in-process server on the crawler's own loop (default: on an OS
                      thread of its own, as the notebooks' server ran in a process of its own)
+  --no-pin           leave the crawler's and the server thread's CPUs to the kernel (default,
+                     with 2 CPUs or more: each on a CPU of its own, as bench/http's pinned
+                     placement; the kernel tends to run both on one CPU, the other idle)
   --quiet            only the table
   --notebook N       compare with notebook N's figures (1: n=500, 2: n=1000) and print one
                      RESULT line per mode for scripts/notebooks.lua (default: both, no RESULT)
@@ -98,6 +101,7 @@ for a, name in cl:each() do
   elseif a == "--plot" then opts.plot = true
   elseif name == "--metrics" then opts.metrics = cl:value(a, name)
   elseif a == "--server-on-loop" then opts.server_on_loop = true
+  elseif a == "--no-pin" then opts.no_pin = true
   elseif a == "--quiet" then opts.quiet = true
   elseif name == "--notebook" then opts.notebook = cl:int(name, cl:value(a, name), 1, #SEED)
   elseif a == "-h" or a == "--help" then io.write(USAGE) return
@@ -144,12 +148,13 @@ end
 -- loop each wave's last response waits for ~100 requests' worth of both sides' work). The job
 -- sends its port (or its start-up error) back, then serves until it is cancelled; close()
 -- cancels it, and the job closes the server gracefully. Returns an object like a server.
-local function start_server_thread(metrics)
+local function start_server_thread(metrics, cpu)
   local thread = require "aio.thread"
   local pool = thread.pool { size = 1, name = "delay-server" }
   local ready = thread.channel()
-  local job = pool:submit(function(dir, metrics_file, ready_ch)
+  local job = pool:submit(function(dir, metrics_file, ready_ch, server_cpu)
     local aio_ = require "aio"
+    if server_cpu then require("aio.sys").affinity({ server_cpu }) end  -- this worker thread
     collectgarbage("incremental")  -- the thread's own state: as server.lua runs (see there)
     local ok, s = pcall(function()
       return assert(loadfile(dir .. "/server.lua"))("--module").start { port = 0, metrics = metrics_file }
@@ -159,7 +164,7 @@ local function start_server_thread(metrics)
     local _, err = pcall(aio_.sleep, math.huge)  -- serves until cancelled
     s:close()
     if not aio_.is_cancelled(err) then error(err, 0) end
-  end, script_dir, metrics, ready)
+  end, script_dir, metrics, ready, cpu)
   local port = ready:recv()
   if type(port) == "table" then
     pool:close()
@@ -182,7 +187,14 @@ elseif opts.server_on_loop then
   local M = assert(loadfile(script_dir .. "/server.lua"))("--module")
   server = M.start { port = 0, metrics = opts.metrics }
 else
-  server = start_server_thread(opts.metrics)
+  -- Two CPUs of the allowed ones, one for this loop's thread and one for the server's: left to
+  -- the kernel, a loopback send's wake-up often pulls the server onto the crawler's CPU while
+  -- the other idles (see bench/http/run.lua: the same happens to two processes).
+  local cpus = not opts.no_pin and sys.affinity() or {}
+  if #cpus >= 2 and sys.affinity({ cpus[1] }) then
+    opts.pinned = { cpus[1], cpus[2] }
+  end
+  server = start_server_thread(opts.metrics, opts.pinned and opts.pinned[2])
 end
 if server then base = string.format("http://127.0.0.1:%d/add", server:port()) end
 local sep = base:find("?", 1, true) and "&" or "?"
@@ -457,6 +469,8 @@ end
 if not opts.quiet then
   print(string.format("crawler: %d requests x %d ms per mode, concurrency %d, server %s%s",
     opts.n, opts.delay, opts.concurrency, base, server and (opts.server_on_loop and " (in-process, on this loop)"
+    or opts.pinned and string.format(" (in-process, on its own thread; crawler on CPU %d, server on CPU %d)",
+      opts.pinned[1], opts.pinned[2])
     or " (in-process, on its own thread)") or ""))
 end
 

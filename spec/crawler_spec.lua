@@ -54,19 +54,29 @@ describe("scripts/crawler.lua", function()
 
   -- The in-process server runs on an OS thread of its own by default (its requests are not
   -- this loop's tasks); --server-on-loop puts it on the crawler's own loop.
-  it("serves from its own thread by default, from the crawler's loop with --server-on-loop", function()
+  it("serves from its own thread by default (pinned apart from the crawler's), from the crawler's loop with --server-on-loop", function()
     local dir = helper.tmpdir()
     local args = { "--n", "20", "--delay", "10", "--concurrency", "10", "--mode", "tornado",
       "--no-svg", "--metrics", dir .. "/m.json" }
     local out, err, status = crawler(args, { timeout = 60 })
     assert.are.equal(0, status, err)
-    assert.matches("(in-process, on its own thread)", out, 1, true)
+    local cpus = require("aio.sys").affinity()
+    if #cpus >= 2 then  -- each thread on a CPU of its own, unless --no-pin
+      assert.matches(string.format("(in-process, on its own thread; crawler on CPU %d, server on CPU %d)",
+        cpus[1], cpus[2]), out, 1, true)
+    else
+      assert.matches("(in-process, on its own thread)", out, 1, true)
+    end
     assert.are.equal("ok", table_rows(out).tornado.check)
     local metrics = require("cjson").decode(helper.readfile(dir .. "/m.json"))
     local recorded = 0
     for _, list in pairs(metrics) do recorded = recorded + #list end
     assert.are.equal(20, recorded)  -- the thread's server flushed its own records
-    args[#args + 1] = "--server-on-loop"
+    args[#args + 1] = "--no-pin"
+    out, err, status = crawler(args, { timeout = 60 })
+    assert.are.equal(0, status, err)
+    assert.matches("(in-process, on its own thread)", out, 1, true)
+    args[#args] = "--server-on-loop"
     out, err, status = crawler(args, { timeout = 60 })
     assert.are.equal(0, status, err)
     assert.matches("(in-process, on this loop)", out, 1, true)

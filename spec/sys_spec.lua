@@ -154,6 +154,53 @@ describe("aio.sys", function()
     assert.matches("^false\t.*non%-negative integer", lines[5])
   end)
 
+  -- The CPUs /proc lists for the calling thread ("0-1,3" -> {0, 1, 3}).
+  local function proc_cpus()
+    local f = assert(io.open("/proc/thread-self/status"))
+    local list = f:read("a"):match("Cpus_allowed_list:%s*([%d,%-]+)")
+    f:close()
+    local cpus = {}
+    for a, b in list:gmatch("(%d+)%-?(%d*)") do
+      for c = tonumber(a), tonumber(b ~= "" and b or a) do cpus[#cpus + 1] = c end
+    end
+    return cpus
+  end
+
+  it("affinity lists the calling thread's CPUs and pins that thread, not the others", function()
+    local all = sys.affinity()
+    assert.is_true(#all >= 1)
+    assert.same(proc_cpus(), all)
+    local ok, pinned = pcall(function()
+      local got = sys.affinity({ all[#all] })
+      return { got, proc_cpus() }
+    end)
+    sys.affinity(all)                               -- restored before any assertion
+    assert.is_true(ok, pinned)
+    assert.same({ { all[#all] }, { all[#all] } }, pinned)
+    assert.same(all, sys.affinity())
+    -- a pool job pins its own worker thread; this thread keeps its CPUs
+    local pool = require("aio.thread").pool { size = 1 }
+    local in_worker = pool:run(function(cpu)
+      local s = require "aio.sys"
+      return s.affinity({ cpu })
+    end, all[1])
+    pool:close()
+    assert.same({ all[1] }, in_worker)
+    assert.same(all, sys.affinity())
+  end)
+
+  it("affinity: a CPU that cannot be used is fail, message, errno; a bad list raises", function()
+    local before = sys.affinity()
+    local r, msg, code = sys.affinity({ 1023 })     -- in range, but no such CPU here
+    assert.is_nil(r)
+    assert.matches("^affinity: ", msg)
+    assert.is_number(code)
+    assert.same(before, sys.affinity())             -- unchanged
+    for _, bad in ipairs { {}, { -1 }, { 1.5 }, { "x" }, "0" } do
+      assert.has_error(function() sys.affinity(bad) end)
+    end
+  end)
+
   it("mkdir creates a directory, with parents like mkdir -p, and reports failures", function()
     local helper = require "spec.helper"
     local dir = helper.tmpdir()

@@ -9,6 +9,8 @@
 ** be read) returns fail, "what: strerror", errno.
 */
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -255,6 +257,61 @@ static int sys_cpu_count(lua_State *L) {
   return 1;
 }
 
+#ifdef __linux__
+/* Pushes the CPUs of set as a list in increasing order. */
+static void push_cpu_list(lua_State *L, const cpu_set_t *set) {
+  lua_newtable(L);
+  lua_Integer n = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+    if (CPU_ISSET(cpu, set)) {
+      lua_pushinteger(L, cpu);
+      lua_rawseti(L, -2, ++n);
+    }
+}
+
+/* Reads the list of CPU numbers at idx into set; raises unless it is one. */
+static void check_cpu_list(lua_State *L, int idx, cpu_set_t *set) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_Integer n = luaL_len(L, idx);
+  luaL_argcheck(L, n > 0, idx, "a list of CPU numbers expected, got an empty one");
+  CPU_ZERO(set);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    int isint;
+    lua_Integer cpu = lua_tointegerx(L, -1, &isint);
+    luaL_argcheck(L, isint && cpu >= 0 && cpu < CPU_SETSIZE, idx,
+                  "CPU numbers are integers from 0");
+    CPU_SET((int)cpu, set);
+    lua_pop(L, 1);
+  }
+}
+
+/* sys.affinity([cpus]) -> the CPUs the calling OS thread may run on; with a list, it first
+** restricts the thread to them (fail, message, errno when none of them can be used). Per
+** thread, not per process: a thread-pool job that calls it pins its own worker. */
+static int sys_affinity(lua_State *L) {
+  cpu_set_t set;
+  int err = 0;
+  if (!lua_isnoneornil(L, 1)) {
+    check_cpu_list(L, 1, &set);
+    err = pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+  }
+  if (!err) err = pthread_getaffinity_np(pthread_self(), sizeof set, &set);
+  if (err) {
+    errno = err;
+    return luaL_fileresult(L, 0, "affinity");
+  }
+  push_cpu_list(L, &set);
+  return 1;
+}
+#else
+/* sys.affinity(): CPU affinity is Linux-only here. */
+static int sys_affinity(lua_State *L) {
+  errno = ENOSYS;
+  return luaL_fileresult(L, 0, "affinity");
+}
+#endif
+
 /* sys.uptime() -> seconds since boot. */
 static int sys_uptime(lua_State *L) {
   double up = 0;
@@ -413,6 +470,7 @@ static const luaL_Reg sys_funcs[] = {
   {"clock", sys_clock},
   {"time", sys_time},
   {"cpu_count", sys_cpu_count},
+  {"affinity", sys_affinity},
   {"uptime", sys_uptime},
   {"pid", sys_pid},
   {"isatty", sys_isatty},
