@@ -24,5 +24,7 @@ for f in aio.as_completed(futures) do
   size = size + #r.body
   if r.status ~= 200 then bad = bad + 1 end
 end
-print("RESULT", size, aio.now() - t0, bad)
+-- Closing the connections counts, as it does in scripts/crawler.lua and for the aiohttp peer
+-- (its session closes inside asyncio.run): 2-3 ms at 100 connections, 20-30 ms at 1000.
 client:close()
+print("RESULT", size, aio.now() - t0, bad)
