@@ -734,13 +734,11 @@ end)
 describe("gather", function()
   after_each(helper.assert_no_tasks)
 
-  it("is built on when_all(_copy), collect and all_awaitable, which work on their own", async(function()
+  it("is built on when_all(_copy) and collect, which work on their own", async(function()
     local ok1 = aio.spawn(function() aio.sleep(0.01) return 1, "extra" end)
     local bad = aio.spawn(function() aio.sleep(0.005) error("boom", 0) end)
     local ok2 = aio.spawn(function() aio.sleep(0.02) return 2 end)
     local list = { ok1, bad, ok2 }
-    assert.is_true(aio.all_awaitable(list, 3))
-    assert.is_false(aio.all_awaitable({ ok1, function() end }, 2))
     local all, copy = aio.when_all_copy(list, 3, true)    -- when_all on a copy of the list
     assert.are_not.equal(list, copy)
     assert.same({ ok1, bad, ok2, n = 3 }, copy)

@@ -438,21 +438,6 @@ static int l_collect(lua_State *L) {
   return 1;
 }
 
-/* aio.core.all_awaitable(list, n) -> true if list[1..n] are all futures or tasks. */
-static int l_all_awaitable(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  lua_Integer n = luaL_checkinteger(L, 2);
-  aio_loop *loop = aio_loop_get(L);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, 1, i);
-    int ok = future_test_in(L, -1, loop) != NULL;
-    lua_pop(L, 1);
-    if (!ok) { lua_pushboolean(L, 0); return 1; }
-  }
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
 /* Pushes a new when_all group of n children (pending, or settled at once when n <= 0). */
 static aio_group *group_new(lua_State *L, lua_Integer n, int return_exceptions) {
   aio_group *g = (aio_group *)future_new_sized(L, sizeof *g);
@@ -581,8 +566,6 @@ void aio__open_future(lua_State *L) {
   lua_setfield(L, -2, "when_all_copy");
   lua_pushcfunction(L, l_collect);
   lua_setfield(L, -2, "collect");
-  lua_pushcfunction(L, l_all_awaitable);
-  lua_setfield(L, -2, "all_awaitable");
 }
 
 /* Pushes a new pending future that C code holds and settles later (aio.h). */
