@@ -81,6 +81,20 @@ describe("piped input (stdin not a terminal)", function()
     assert.are.equal("stdin:2: 'end' expected (to close 'function' at line 1) near <eof>\n", gerr)
   end)
 
+  it("gives the REPL the global aio (not scripts, not a name already taken)", function()
+    local got, gerr, code = piped(AIOSHELL, "print(aio == require 'aio')\naio.sleep(0.01)\n")
+    assert.are.equal("", gerr)
+    assert.are.equal(0, code)
+    assert.truthy(got:find("\ntrue\n", 1, true), got)
+    got = piped(AIOSHELL, "print(aio)\n", "-i -e \"aio = 5\"")
+    assert.truthy(got:find("\n5\n", 1, true), got)
+    got = piped(AIOSHELL, "", "-e \"print(aio)\"")     -- no REPL: lua5.4's globals
+    assert.are.equal("nil\n", got)
+    local strict = "setmetatable(_G, {__index = function(_, k) if k == 'aio' then error('undeclared') end end})"
+    got, gerr = piped(AIOSHELL, "print(rawget(_G, 'aio'))\n", "-i -e \"" .. strict .. "\"")
+    assert.truthy(got:find("\nnil\n", 1, true), got .. gerr)
+  end)
+
   it("lets a line await while background tasks run", function()
     local input = table.concat({
       "aio = require 'aio'",

@@ -559,6 +559,16 @@ local function loop()
   end
 end
 
+-- Makes aio a global of the REPL (`python -m asyncio` imports asyncio the same way) unless the
+-- name has a value already: set by a script run with -i, by `-l aio`, or through _G's own
+-- __index (a strict-mode __index that raises on the read leaves it alone too). Scripts, -e and
+-- LUA_INIT run before this, so they see the globals lua5.4 gives them.
+local function preload_aio()
+  if rawget(_G, "aio") ~= nil then return end
+  local ok, v = pcall(function() return _G.aio end)
+  if ok and v == nil then rawset(_G, "aio", aio) end
+end
+
 -- Runs the REPL until end of input (called by aio_repl on the main thread). Returns true, or
 -- false and lua.c's message when a prompt could not be made: in lua.c that error leaves the
 -- REPL and ends the interpreter (status 1, background tasks get no grace).
@@ -577,6 +587,7 @@ function M.run(opts)
     interrupt = on_interrupt,
   }
   if editing then install_output() end
+  preload_aio()
   host_task = aio.current()
   local failure
   local ok, e = pcall(function()
