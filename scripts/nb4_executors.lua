@@ -12,6 +12,7 @@ local thread = require "aio.thread"
 local process = require "aio.process"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_executors", title = "concurrent.futures", args = arg,
+  real_time = "its pool jobs sleep in real time on worker threads",
   options = { scale = false }, positive = { "scale" },
   help = { scale = { "X", "real seconds per notebook second (default 0.05, --full 1)" } } }
 local S = e.options.scale or e:size(0.05, 1.0)

@@ -8,7 +8,8 @@ local aio = require "aio"
 local sys = require "aio.sys"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb5_event_loop", title = "Toy event loop vs the real one",
-  args = arg, options = { scale = false }, positive = { "scale" },
+  args = arg, real_time = "its toy loop polls the real clock",
+  options = { scale = false }, positive = { "scale" },
   help = { scale = { "X", "real seconds per notebook second (default 0.25, --full 1)" } } }
 local S = e.options.scale or e:size(0.25, 1.0)  -- seconds per notebook second
 local T1, T2 = 1.0 * S, 2.0 * S

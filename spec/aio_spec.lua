@@ -1631,4 +1631,29 @@ describe("virtual time", function()
     assert.equal(0, status)
     assert.equal("minute hour\t7200\ttrue\n", out)
   end)
+
+  it("jumps only after the autojump threshold of real idleness (a thread's result comes first)", function()
+    local script = [[
+      local aio = require "aio"
+      aio.clock.virtual(%s)
+      local t0, log = aio.now(), {}
+      local job = aio.spawn(function()
+        local r = aio.to_thread(function() require("aio").sleep(0.03) return "job" end)
+        log[#log + 1] = string.format("%%s@%%.0f", r, aio.now() - t0)
+      end)
+      aio.sleep(1)
+      log[#log + 1] = string.format("sleep@%%.0f", aio.now() - t0)
+      job:await()
+      print(table.concat(log, " "))
+    ]]
+    local out, err, status = child(script:format("1"))
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.equal("job@0 sleep@1\n", out)    -- the clock stood still while the thread worked
+    out = child(script:format(""))           -- no threshold: the sleep jumps at once
+    assert.equal("sleep@1 job@1\n", out)
+    out, err, status = child("require('aio').clock.virtual(0/0)")
+    assert.equal(1, status)
+    assert.truthy(err:find("autojump threshold out of range", 1, true), err)
+  end)
 end)

@@ -132,6 +132,9 @@ static aio_loop *loop_create(lua_State *L) {
   aio_timers_init(loop);  /* unreferenced: liveness of timers is counted by heap_len */
   uv_async_init(&loop->uv, &loop->wakeup, on_wakeup);
   uv_unref((uv_handle_t *)&loop->wakeup);
+  uv_timer_init(&loop->uv, &loop->autojump);
+  loop->autojump.data = loop;
+  uv_unref((uv_handle_t *)&loop->autojump);
   loop->next_task_id = 1;
   loop->epoch = (double)uv_hrtime() / 1e9;
   if (!interrupt_async) {  /* the first loop is the main thread's: the one Ctrl-C talks to */
@@ -186,14 +189,39 @@ void aio_loop_wake(aio_loop *loop) {
   if (loop->polling) uv_stop(&loop->uv);
 }
 
+/* The autojump timer's callback: the loop had no I/O for the whole threshold. */
+static void on_autojump(uv_timer_t *t) {
+  ((aio_loop *)t->data)->autojump_fired = 1;
+}
+
+/* Virtual time's autojump threshold (trio's autojump_threshold): lets libuv wait up to
+** loop->autojump_ms real milliseconds for I/O (a thread's result, a request from another thread
+** or process); true when none came, so the clock may jump. Without the wait, a request already
+** on its way from a thread arrived after the jump and was timed from the later virtual instant.
+** (Polling libuv's backend descriptor instead would miss watchers started in the last turn:
+** libuv adds them to its epoll set only when it next polls.) */
+static int idle_for_threshold(aio_loop *loop) {
+  if (loop->autojump_ms <= 0) return 1;
+  loop->autojump_fired = 0;
+  uv_timer_start(&loop->autojump, on_autojump, (uint64_t)loop->autojump_ms, 0);
+  uv_ref((uv_handle_t *)&loop->autojump);
+  loop->running++, loop->polling++;
+  uv_run(&loop->uv, UV_RUN_ONCE);
+  loop->running--, loop->polling--;
+  uv_timer_stop(&loop->autojump);
+  uv_unref((uv_handle_t *)&loop->autojump);
+  return loop->autojump_fired && loop->ready_head == NULL && loop->heap_len > 0;
+}
+
 /* Polls libuv once (without blocking if tasks are ready); in virtual time, when nothing is
-** ready, jumps the clock to the next timer instead of waiting for it. */
+** ready, jumps the clock to the next timer instead of waiting for it (after the autojump
+** threshold of real idleness, when one is set). */
 static void loop_poll(aio_loop *loop) {
   if (loop->virtual_time && loop->ready_head == NULL && loop->heap_len > 0) {
     loop->running++, loop->polling++;
     uv_run(&loop->uv, UV_RUN_NOWAIT);  /* I/O first, then jump (no timers: no jump, just wait) */
     loop->running--, loop->polling--;
-    if (loop->ready_head == NULL && loop->heap_len > 0) {
+    if (loop->ready_head == NULL && loop->heap_len > 0 && idle_for_threshold(loop)) {
       uint64_t due = loop->heap[0]->due;
       if (due > loop->vnow) loop->vnow = due;
       aio_timers_run(loop);

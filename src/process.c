@@ -419,7 +419,8 @@ void aio_proc_close_parent_handles(uv_loop_t *uv) {
 /* uv_walk callback in a child: closes the parent's handles (not the loop's own). */
 static void close_inherited(uv_handle_t *h, void *arg) {
   aio_loop *loop = (aio_loop *)arg;
-  if (h == (uv_handle_t *)&loop->heap_timer || h == (uv_handle_t *)&loop->wakeup) return;
+  if (h == (uv_handle_t *)&loop->heap_timer || h == (uv_handle_t *)&loop->wakeup ||
+      h == (uv_handle_t *)&loop->autojump) return;
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 

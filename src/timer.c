@@ -349,9 +349,14 @@ static int l_timer_active(lua_State *L) {
   return 1;
 }
 
-/* aio.clock.virtual(): sleeps and timers jump instantly, in order (trio's MockClock). */
+/* aio.clock.virtual([autojump_threshold]): sleeps and timers jump instantly, in order (trio's
+** MockClock); with a threshold (seconds, up to 60), only after the loop has had no I/O for that
+** long in real time (threads or other processes may be about to send it some). */
 static int l_clock_virtual(lua_State *L) {
   aio_loop *loop = aio_loop_get(L);
+  lua_Number threshold = luaL_optnumber(L, 1, 0);
+  luaL_argcheck(L, threshold >= 0 && threshold <= 60, 1, "autojump threshold out of range (0 to 60 seconds)");
+  loop->autojump_ms = (int)(threshold * 1000 + 0.999);      /* a part of a millisecond counts */
   if (!loop->virtual_time) {
     loop->vnow = uv_hrtime();
     loop->virtual_time = 1;

@@ -118,13 +118,18 @@ end
 
 -- new{name=, title=, args=arg, options={name=default, ...}, positive={name, ...},
 -- nonnegative={name, ...}, integer={name, ...}, bare={name, ...},
--- help={name=text or {METAVAR, text}}} -> experiment.
+-- help={name=text or {METAVAR, text}}, autojump=seconds, real_time=why} -> experiment.
 -- Recognised flags: --quick, --full, --figures DIR, --virtual-time, -h/--help, and --NAME VALUE
 -- (or --NAME=VALUE) for each declared option; a default of false declares an option with no
 -- default. Values are numbers unless the default is a string; the options named in `integer`
 -- (a count, a seed) need an integer, those in `positive` (a time scale, a delay, a count) one
 -- > 0, those in `nonnegative` (a time from the start) one >= 0, and those in `bare` (a switch) may be given alone, which sets them to true. `help`
 -- says what an option means (--help prints it; METAVAR replaces V in the usage: "S", "MS").
+-- Under --virtual-time the clock jumps once the loop has had no I/O for `autojump` real seconds
+-- (default 0: at once; set it when threads or processes send the loop work, which must arrive
+-- before the jump). An experiment whose measurement needs real time (a thread's real sleep, a
+-- loop polling the real clock) says why in `real_time`: --virtual-time then runs it in real
+-- time with a note on stderr.
 function M.new(t)
   local e = setmetatable({ name = t.name, title = t.title or t.name, quick = true,
                            full = false, checks = 0, failures = 0, results = {},
@@ -135,9 +140,14 @@ function M.new(t)
     for _, k in ipairs(t[kind] or {}) do e[kind][k] = true end
   end
   parse(e, t.name, t.args or {})
+  if e.virtual and t.real_time then        -- what it measures needs real time: say so, run in it
+    io.stderr:write(string.format("%s: --virtual-time does not apply (%s); running in real time\n",
+      t.name, t.real_time))
+    e.virtual = false
+  end
   if e.virtual then
     local aio = require "aio"
-    if aio.clock and aio.clock.virtual then aio.clock.virtual() end
+    if aio.clock and aio.clock.virtual then aio.clock.virtual(t.autojump) end
   end
   return e
 end
