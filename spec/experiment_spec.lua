@@ -121,6 +121,45 @@ print(e.options.n, e.options.name, e.options.flag, e.options.seed)
       .. "  --real              wait for real\n", out)
   end)
 
+  -- Durations: a page delay in whole ms > 0, a wait in seconds > 0, a time from the start >= 0.
+  local DURATIONS = 'local e = experiment.new { name = "t", title = "T", args = arg, ' ..
+    'options = { delay = false, wait = 0.2, at = false }, duration = { delay = "ms", wait = "s", at = "s" }, ' ..
+    'positive = { "delay", "wait" }, integer = { "delay" }, nonnegative = { "at" }, ' ..
+    'help = { delay = { "MS", "latency in ms (default 10, --full 74)" }, wait = { "S", "a wait in seconds" } } }\n' ..
+    'print(e.options.delay, e.options.wait, e.options.at)'
+
+  it("takes a declared duration bare, in its own unit as before, or with a unit, converted", function()
+    assert.equal("5\t0.5\t0\n", run(DURATIONS, { "--delay", "5", "--wait", "0.5", "--at", "0" }))
+    assert.equal("false\t0.2\tfalse\n", run(DURATIONS, {}))
+    assert.equal("100\t0.25\t120\n", run(DURATIONS, { "--delay", "0.1s", "--wait=250ms", "--at", "2m" }))
+    assert.equal("3\t1.5\t0\n", run(DURATIONS, { "--delay", "3000us", "--wait", "1.5s", "--at", "0ms" }))
+  end)
+
+  it("reports a bad duration as aio.flags does, and a fraction of a whole-ms one", function()
+    local usage = "usage: aioshell scripts/t.lua [--quick | --full] [--virtual-time] [--figures DIR] [--at V] "
+      .. "[--delay MS] [--wait S]\n"
+    for _, c in ipairs {
+      { { "--delay", "0.5ms" }, "t: --delay needs a whole number of ms: '0.5ms' is 0.5 ms" },
+      { { "--delay", "0" }, "t: --delay needs a time > 0 in ms, or with a unit us, ms, s or m (100ms, 0.1s), not '0'" },
+      { { "--wait", "5h" }, "t: --wait needs a time > 0 in seconds, or with a unit us, ms, s or m (100ms, 0.1s), not '5h'" },
+      { { "--at", "-1s" }, "t: --at needs a time >= 0 in seconds, or with a unit us, ms, s or m (100ms, 0.1s), not '-1s'" },
+      { { "--wait", "10", "ms" }, "t: --wait takes its unit without a space: '10ms', not '10 ms'" },
+    } do
+      local out, err, status = run(DURATIONS, c[1])
+      assert.equal(2, status, table.concat(c[1], " "))
+      assert.equal("", out)
+      assert.equal(c[2] .. "\n" .. usage, err)
+    end
+  end)
+
+  it("--help says that a duration takes units, before its default", function()
+    local out, err, status = run(DURATIONS, { "--help" })
+    assert.equal(0, status, err)
+    assert.matches("\n  --delay MS          latency in ms, or with a unit: 100ms, 0.1s (default 10, --full 74)\n", out, 1, true)
+    assert.matches("\n  --wait S            a wait in seconds, or with a unit: 100ms, 0.1s (default 0.2)\n", out, 1, true)
+    assert.matches("\n  --at V              a time in s, or with a unit: 100ms, 0.1s\n", out, 1, true)
+  end)
+
   it("takes --figures=DIR and --load_at=V as well as --figures DIR and --load-at V", function()
     local body = DECLARED:gsub("^", "local e = ") .. "\nprint(e.figures, e.options.load_at)"
     assert.equal("d\t0.5\n", run(body, { "--figures=d", "--load_at=0.5" }))
