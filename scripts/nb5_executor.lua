@@ -13,8 +13,8 @@ local aio = require "aio"
 local thread = require "aio.thread"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb5_executor", title = "Executors", args = arg,
-  options = { delay = false }, positive = { "delay" },
-  help = { delay = { "MS", "each page's latency, in milliseconds (default 100, --full 1000)" } } }
+  options = { delay = false }, positive = { "delay" }, integer = { "delay" }, duration = { delay = "ms" },
+  help = { delay = { "MS", "each page's latency in ms (default 100, --full 1000)" } } }
 local DELAY = e.options.delay or e:size(100, 1000)  -- ms per page and per wait_and_return
 
 local executor = thread.pool { size = 3, name = "ThreadPoolExecutor" }
