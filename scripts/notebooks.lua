@@ -125,7 +125,8 @@ Replays the notebooks' experiments (scripts/) and writes DIR/report.md and DIR/i
   --only id,id       only these experiments (ids or script names: see --list)
   --notebook N       only notebook N's experiments (6: those given with --script)
   --list             list the selected experiments and exit
-  --timeout S        time an experiment may take, in seconds]] .. require("aio.flags").UNITS .. [[ (default 300)
+  --timeout S        time an experiment may take, in seconds]] .. require("aio.flags").UNITS
+  .. [[ (default 300)
   --script FILE      also run FILE, a script speaking aio.experiment's protocol (repeatable)
 ]]
 
