@@ -68,7 +68,7 @@ local USAGE = require("aio.flags").usage("crawler", "[options]") .. [[
   --url URL          an external metric server's /add URL (default: one started in-process)
   --n N              requests per mode (default 1000)
   --serial-n N       requests for the serial mode (default min(n, 100): it takes n x delay)
-  --delay MS         server delay per request in ms (default 100)
+  --delay MS         server delay per request in ms]] .. require("aio.flags").UNITS .. [[ (default 100)
   --concurrency C    concurrent requests for bounded modes (default 100)
   --mode LIST        comma-separated modes (default all): ]] .. table.concat(MODES, ",") .. [[
 
@@ -93,7 +93,7 @@ for a, name in cl:each() do
   if name == "--url" then opts.url = cl:value(a, name)
   elseif name == "--n" then opts.n = cl:int(name, cl:value(a, name), 1)
   elseif name == "--serial-n" then opts.serial_n = cl:int(name, cl:value(a, name), 1)
-  elseif name == "--delay" then opts.delay = cl:int(name, cl:value(a, name), 0)
+  elseif name == "--delay" then opts.delay = cl:duration(name, cl:value(a, name), "ms", { integer = true })
   elseif name == "--concurrency" then opts.concurrency = cl:int(name, cl:value(a, name), 1)
   elseif name == "--mode" or name == "--modes" then opts.mode = cl:value(a, name)
   elseif name == "--svg" then opts.svg = cl:value(a, name)

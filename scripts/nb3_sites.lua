@@ -19,7 +19,8 @@ local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb3_sites", title = "Download 160 sites", args = arg,
   options = { delay = false, sites = 160, threads = 5 },
   integer = { "delay", "sites", "threads" }, positive = { "delay", "sites", "threads" },
-  help = { delay = { "MS", "each page's latency, in milliseconds (default 10, --full 74)" },
+  duration = { delay = "ms" },
+  help = { delay = { "MS", "each page's latency in ms (default 10, --full 74)" },
     sites = { "N", "downloads" }, threads = { "N", "threads of the thread pool" } } }
 
 local DELAY = e.options.delay or e:size(10, 74)

@@ -5,13 +5,13 @@
 --            server waits --delay seconds per page, so the whole scrape takes about one delay,
 --            not 57 of them.
 --
---   aioshell scripts/nb4_fetch.lua [--quick | --full] [--delay SECONDS]
+--   aioshell scripts/nb4_fetch.lua [--quick | --full] [--delay S]
 local aio = require "aio"
 local http = require "aio.http"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_fetch", title = "aiohttp-style fetch and scrape", args = arg,
-  options = { delay = false }, positive = { "delay" },
-  help = { delay = { "S", "each page's latency, in seconds (default 0.1, --full 0.5)" } } }
+  options = { delay = false }, positive = { "delay" }, duration = { delay = "s" },
+  help = { delay = { "S", "each page's latency in seconds (default 0.1, --full 0.5)" } } }
 local DELAY = e.options.delay or e:size(0.1, 0.5)
 
 local movies_list = { 'tt2935510', 'tt7131622', 'tt5463162', 'tt4758646', 'tt3640424', 'tt6024606',

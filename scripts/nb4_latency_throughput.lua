@@ -18,8 +18,9 @@ local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb4_latency_throughput", title = "Latency vs throughput",
   args = arg, options = { jobs = 64, unit = false, stations = 8, real = false },
   positive = { "jobs", "unit", "stations" }, integer = { "jobs", "stations" }, bare = { "real" },
+  duration = { unit = "s" },
   help = { jobs = { "N", "jobs through the pipeline and the farm" },
-    unit = { "S", "seconds per unit of time (default 0.01, --full 0.1)" },
+    unit = { "S", "one unit of time in seconds (default 0.01, --full 0.1)" },
     stations = { "N", "pipeline stations, and farm workers" },
     real = "wait in real time (default: virtual time, so the run is instant)" } }
 if not e.options.real and not e.virtual and aio.clock and aio.clock.virtual then aio.clock.virtual() end

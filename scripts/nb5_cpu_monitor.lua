@@ -17,10 +17,10 @@ local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb5_cpu_monitor", title = "CPU monitor with Rx", args = arg,
   options = { duration = false, load = false, load_at = false, points = false, no_load = false },
   positive = { "duration", "load", "points" }, nonnegative = { "load_at" }, integer = { "points" },
-  bare = { "no_load" },
-  help = { duration = { "S", "seconds of monitoring (default 3, --full 10)" },
-    load = { "S", "seconds a worker thread keeps one core busy (default 1.4, --full 4)" },
-    load_at = { "S", "when the load starts, in seconds from the start (default 0.8, --full 3)" },
+  bare = { "no_load" }, duration = { duration = "s", load = "s", load_at = "s" },
+  help = { duration = { "S", "monitoring time in seconds (default 3, --full 10)" },
+    load = { "S", "how long one core is loaded, in seconds (default 1.4, --full 4)" },
+    load_at = { "S", "when the load starts, in seconds (default 0.8, --full 3)" },
     points = { "N", "readings in the sliding window (default 8, --full 40)" },
     no_load = "load no core (the alert stays normal)" } }
 local DURATION = e.options.duration or e:size(3.0, 10.0)

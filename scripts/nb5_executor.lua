@@ -15,8 +15,8 @@ local experiment = require "aio.experiment"
 -- autojump: under --virtual-time the clock jumps only after 50 ms without I/O, so the three
 -- workers' requests all reach the server before its delays jump (they overlap, as in real time).
 local e = experiment.new { name = "nb5_executor", title = "Executors", args = arg, autojump = 0.05,
-  options = { delay = false }, positive = { "delay" },
-  help = { delay = { "MS", "each page's latency, in milliseconds (default 100, --full 1000)" } } }
+  options = { delay = false }, positive = { "delay" }, integer = { "delay" }, duration = { delay = "ms" },
+  help = { delay = { "MS", "each page's latency in ms (default 100, --full 1000)" } } }
 local DELAY = e.options.delay or e:size(100, 1000)  -- ms per page and per wait_and_return
 
 local executor = thread.pool { size = 3, name = "ThreadPoolExecutor" }

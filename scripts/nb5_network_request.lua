@@ -6,12 +6,12 @@
 --   coroutines  — tasks that await network_request, gathered (1 s)
 -- plus wait_and_print, synchronous vs asynchronous ("After submission" comes first).
 --
---   aioshell scripts/nb5_network_request.lua [--quick | --full] [--delay SECONDS]
+--   aioshell scripts/nb5_network_request.lua [--quick | --full] [--delay S]
 local aio = require "aio"
 local experiment = require "aio.experiment"
 local e = experiment.new { name = "nb5_network_request", title = "network_request four ways",
-  args = arg, options = { delay = false }, positive = { "delay" },
-  help = { delay = { "S", "seconds per request (default 0.2, --full 1)" } } }
+  args = arg, options = { delay = false }, positive = { "delay" }, duration = { delay = "s" },
+  help = { delay = { "S", "each request's wait in seconds (default 0.2, --full 1)" } } }
 local D = e.options.delay or e:size(0.2, 1.0)  -- the seed's one second, scaled in quick mode
 
 local lines = e.lines  -- what e:say printed, so the checks can look at the order of the output

@@ -125,7 +125,8 @@ Replays the notebooks' experiments (scripts/) and writes DIR/report.md and DIR/i
   --only id,id       only these experiments (ids or script names: see --list)
   --notebook N       only notebook N's experiments (6: those given with --script)
   --list             list the selected experiments and exit
-  --timeout S        seconds an experiment may take (default 300)
+  --timeout S        time an experiment may take, in seconds]] .. require("aio.flags").UNITS
+  .. [[ (default 300)
   --script FILE      also run FILE, a script speaking aio.experiment's protocol (repeatable)
 ]]
 
@@ -137,7 +138,7 @@ for a, name in cl:each() do
   elseif name == "--out" then opts.out = cl:value(a, name)
   elseif name == "--only" then opts.only = cl:value(a, name)
   elseif name == "--notebook" then opts.notebook = cl:int(name, cl:value(a, name), 1, #NOTEBOOKS)
-  elseif name == "--timeout" then opts.timeout = cl:positive(name, cl:value(a, name))
+  elseif name == "--timeout" then opts.timeout = cl:duration(name, cl:value(a, name), "s", { positive = true })
   elseif a == "--list" then opts.list = true
   elseif name == "--script" then
     opts.scripts = opts.scripts or {}

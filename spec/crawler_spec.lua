@@ -248,6 +248,10 @@ describe("scripts/crawler.lua", function()
     assert.are.equal(0, status, err)
     assert.matches("floor (the delays alone): gather one wave of 20 ms = 0.02 s.", out, 1, true)
     assert.matches("the nominal 20 ms per request (no serial run", out, 1, true)
+    -- the delay with a unit: in seconds, converted to the server's ms (bare: ms, as before)
+    out, err, status = crawler({ "--mode", "gather", "--n", "10", "--delay", "0.02s", "--no-svg" }, { timeout = 30 })
+    assert.are.equal(0, status, err)
+    assert.matches("floor (the delays alone): gather one wave of 20 ms = 0.02 s.", out, 1, true)
     -- no serial run and no delay: no speed-up at all (was 0.0x)
     out, err, status = crawler({ "--mode", "gevent", "--n", "10", "--delay", "0", "--no-svg" }, { timeout = 30 })
     assert.are.equal(0, status, err)
@@ -292,7 +296,14 @@ describe("scripts/crawler.lua", function()
       { { "--serial-n", "0" }, "--serial-n needs an integer >= 1, not '0'" },
       { { "--serial-n", "-3" }, "--serial-n needs an integer >= 1, not '-3'" },
       { { "--serial-n", "abc" }, "--serial-n needs an integer >= 1, not 'abc'" },
-      { { "--delay", "-1" }, "--delay needs an integer >= 0, not '-1'" },
+      { { "--delay", "-1" }, "--delay needs a time >= 0 in ms, or with a unit us, ms, s or m (100ms, 0.1s), not '-1'" },
+      -- a duration takes a unit, glued to it; the server takes whole ms, so a fraction is refused
+      { { "--delay", "-1s" }, "--delay needs a time >= 0 in ms, or with a unit us, ms, s or m (100ms, 0.1s), not '-1s'" },
+      { { "--delay", "5h" }, "--delay needs a time >= 0 in ms, or with a unit us, ms, s or m (100ms, 0.1s), not '5h'" },
+      { { "--delay", "fast" }, "--delay needs a time >= 0 in ms, or with a unit us, ms, s or m (100ms, 0.1s), not 'fast'" },
+      { { "--delay", "10", "ms" }, "--delay takes its unit without a space: '10ms', not '10 ms'" },
+      { { "--delay", "0.5ms" }, "--delay needs a whole number of ms: '0.5ms' is 0.5 ms" },
+      { { "--delay", "0.0125s" }, "--delay needs a whole number of ms: '0.0125s' is 12.5 ms" },
       { { "--concurrency", "0" }, "--concurrency needs an integer >= 1, not '0'" },
       { { "--url", "--n", "5" }, "missing value for --url" },
       { { "--url", "localhost:8080/add" }, "--url needs an http:// or https:// URL" },

@@ -8,6 +8,17 @@ local function run(body, args)
   return helper.run_lua('local experiment = require "aio.experiment"\n' .. body, { args = args })
 end
 
+-- Asserts that each case {args, message} of body's command line is a mistake: nothing on
+-- stdout, the message and the usage on stderr, exit status 2.
+local function rejects(body, cases, usage)
+  for _, c in ipairs(cases) do
+    local out, err, status = run(body, c[1])
+    assert.equal(2, status, table.concat(c[1], " "))
+    assert.equal("", out)
+    assert.equal(c[2] .. "\n" .. usage, err)
+  end
+end
+
 after_each(helper.cleanup)
 
 describe("aio.experiment", function()
@@ -37,7 +48,7 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
     .. "[--name x] [--real] [--seed 1]\n"
 
   it("reports a mistake as aio.flags does: the message, the usage, status 2", function()
-    for _, c in ipairs {
+    rejects(DECLARED, {
       { { "--bogus" }, "t: unknown option --bogus" },
       { { "--figures" }, "t: missing value for --figures" },
       { { "--figures", "--full" }, "t: missing value for --figures" },
@@ -58,12 +69,7 @@ print(e.quick, e.full, e:size("q", "f"), e.options.n, e.options.name, e.options.
       -- a word that is not an option (a single-dash typo) was silently ignored
       { { "-n", "3" }, "t: unknown argument -n" },
       { { "stray" }, "t: unknown argument stray" },
-    } do
-      local out, err, status = run(DECLARED, c[1])
-      assert.equal(2, status, table.concat(c[1], " "))
-      assert.equal("", out)
-      assert.equal(c[2] .. "\n" .. USAGE, err)
-    end
+    }, USAGE)
   end)
 
   it("takes a number >= 0 for an option declared nonnegative (a time from the start), and reject reports a mistake", function()
@@ -75,16 +81,11 @@ print(e.options.at)
     assert.equal("0\n", run(body, { "--at", "0" }))
     assert.equal("2.5\n", run(body, { "--at=2.5" }))
     local usage = "usage: aioshell scripts/t.lua [--quick | --full] [--virtual-time] [--figures DIR] [--at V]\n"
-    for _, c in ipairs {
+    rejects(body, {
       { { "--at", "-1" }, "t: --at needs a number >= 0, not '-1'" },
       { { "--at", "inf" }, "t: --at needs a number >= 0, not 'inf'" },
       { { "--at", "7" }, "t: --at (7) is after the end" },
-    } do
-      local out, err, status = run(body, c[1])
-      assert.equal(2, status, table.concat(c[1], " "))
-      assert.equal("", out)
-      assert.equal(c[2] .. "\n" .. usage, err)
-    end
+    }, usage)
   end)
 
   it("takes numbers for numeric options, any word for string ones, true for a bare option", function()
@@ -119,6 +120,40 @@ print(e.options.n, e.options.name, e.options.flag, e.options.seed)
       .. "  --delay MS          latency in milliseconds (default 10, --full 74)\n"
       .. "  --n V               (default 3)\n"
       .. "  --real              wait for real\n", out)
+  end)
+
+  -- Durations: a page delay in whole ms > 0, a wait in seconds > 0, a time from the start >= 0.
+  local DURATIONS = 'local e = experiment.new { name = "t", title = "T", args = arg, ' ..
+    'options = { delay = false, wait = 0.2, at = false }, duration = { delay = "ms", wait = "s", at = "s" }, ' ..
+    'positive = { "delay", "wait" }, integer = { "delay" }, nonnegative = { "at" }, ' ..
+    'help = { delay = { "MS", "latency in ms (default 10, --full 74)" }, wait = { "S", "a wait in seconds" } } }\n' ..
+    'print(e.options.delay, e.options.wait, e.options.at)'
+
+  it("takes a declared duration bare, in its own unit as before, or with a unit, converted", function()
+    assert.equal("5\t0.5\t0\n", run(DURATIONS, { "--delay", "5", "--wait", "0.5", "--at", "0" }))
+    assert.equal("false\t0.2\tfalse\n", run(DURATIONS, {}))
+    assert.equal("100\t0.25\t120\n", run(DURATIONS, { "--delay", "0.1s", "--wait=250ms", "--at", "2m" }))
+    assert.equal("3\t1.5\t0\n", run(DURATIONS, { "--delay", "3000us", "--wait", "1.5s", "--at", "0ms" }))
+  end)
+
+  it("reports a bad duration as aio.flags does, and a fraction of a whole-ms one", function()
+    local usage = "usage: aioshell scripts/t.lua [--quick | --full] [--virtual-time] [--figures DIR] [--at V] "
+      .. "[--delay MS] [--wait S]\n"
+    rejects(DURATIONS, {
+      { { "--delay", "0.5ms" }, "t: --delay needs a whole number of ms: '0.5ms' is 0.5 ms" },
+      { { "--delay", "0" }, "t: --delay needs a time > 0 in ms, or with a unit us, ms, s or m (100ms, 0.1s), not '0'" },
+      { { "--wait", "5h" }, "t: --wait needs a time > 0 in seconds, or with a unit us, ms, s or m (100ms, 0.1s), not '5h'" },
+      { { "--at", "-1s" }, "t: --at needs a time >= 0 in seconds, or with a unit us, ms, s or m (100ms, 0.1s), not '-1s'" },
+      { { "--wait", "10", "ms" }, "t: --wait takes its unit without a space: '10ms', not '10 ms'" },
+    }, usage)
+  end)
+
+  it("--help says that a duration takes units, before its default", function()
+    local out, err, status = run(DURATIONS, { "--help" })
+    assert.equal(0, status, err)
+    assert.matches("\n  --delay MS          latency in ms, or with a unit: 100ms, 0.1s (default 10, --full 74)\n", out, 1, true)
+    assert.matches("\n  --wait S            a wait in seconds, or with a unit: 100ms, 0.1s (default 0.2)\n", out, 1, true)
+    assert.matches("\n  --at V              a time in s, or with a unit: 100ms, 0.1s\n", out, 1, true)
   end)
 
   it("takes --figures=DIR and --load_at=V as well as --figures DIR and --load-at V", function()

@@ -139,8 +139,10 @@ describe("scripts/notebooks.lua options", function()
       { { "--only", "," }, "--only needs at least one experiment id" },
       { { "--notebook", "9" }, "--notebook needs an integer from 1 to 6, not '9'" },
       { { "--notebook", "6" }, "nothing to run: no experiment of notebook 6" },
-      { { "--timeout", "0" }, "--timeout needs a number > 0, not '0'" },
-      { { "--timeout", "abc" }, "--timeout needs a number > 0, not 'abc'" },
+      { { "--timeout", "0" }, "--timeout needs a time > 0 in seconds, or with a unit us, ms, s or m (100ms, 0.1s), not '0'" },
+      { { "--timeout", "abc" }, "--timeout needs a time > 0 in seconds, or with a unit us, ms, s or m (100ms, 0.1s), not 'abc'" },
+      { { "--timeout", "5h" }, "--timeout needs a time > 0 in seconds, or with a unit us, ms, s or m (100ms, 0.1s), not '5h'" },
+      { { "--timeout", "30", "s" }, "--timeout takes its unit without a space: '30s', not '30 s'" },
       { { "--out" }, "missing value for --out" },
       { { "--bogus" }, "unknown argument --bogus" },
     } do
@@ -162,5 +164,14 @@ describe("scripts/notebooks.lua options", function()
       { timeout = 60 })
     assert.equal(0, status, out .. err)
     assert.truthy(out:find("1 passed, 0 failed", 1, true), out)
+  end)
+
+  it("takes --timeout with a unit, and times an experiment out after it", function()
+    local slow = helper.tmpfile('require("aio").sleep(30)\n', ".lua")
+    local dir = helper.tmpdir()
+    local out, err, status = helper.run({ NOTEBOOKS, "--notebook", "6", "--script", slow, "--timeout", "500ms",
+      "--out", dir }, { timeout = 20 })
+    assert.equal(1, status, out .. err)
+    assert.truthy(out:find("timed out", 1, true), out .. err)
   end)
 end)

@@ -130,18 +130,26 @@ describe("scripts/", function()
       { "nb4_kettle.lua", "--scale", "0", "--scale needs a number > 0, not '0'" },
       { "nb4_executors.lua", "--scale", "-1", "--scale needs a number > 0, not '-1'" },
       { "nb5_event_loop.lua", "--scale", "0", "--scale needs a number > 0, not '0'" },
-      { "nb5_network_request.lua", "--delay", "0", "--delay needs a number > 0, not '0'" },
-      { "nb5_executor.lua", "--delay", "0", "--delay needs a number > 0, not '0'" },
-      { "nb4_latency_throughput.lua", "--unit", "0", "--unit needs a number > 0, not '0'" },
-      { "nb5_cpu_monitor.lua", "--duration", "0", "--duration needs a number > 0, not '0'" },
-      { "nb5_cpu_monitor.lua", "--load-at", "-1", "--load-at needs a number >= 0, not '-1'" },  -- it ran
+      { "nb5_network_request.lua", "--delay", "0", "--delay needs a time > 0 in seconds, UNITS, not '0'" },
+      { "nb5_executor.lua", "--delay", "0", "--delay needs a time > 0 in ms, UNITS, not '0'" },
+      { "nb4_latency_throughput.lua", "--unit", "0", "--unit needs a time > 0 in seconds, UNITS, not '0'" },
+      { "nb5_cpu_monitor.lua", "--duration", "0", "--duration needs a time > 0 in seconds, UNITS, not '0'" },
+      { "nb5_cpu_monitor.lua", "--load-at", "-1", "--load-at needs a time >= 0 in seconds, UNITS, not '-1'" },  -- it ran
       { "nb5_cpu_monitor.lua", "--points", "0", "--points needs an integer >= 1, not '0'" },
-      { "nb5_cpu_monitor.lua", "--load", "-2", "--load needs a number > 0, not '-2'" },
+      { "nb5_cpu_monitor.lua", "--load", "-2", "--load needs a time > 0 in seconds, UNITS, not '-2'" },
       { "nb3_sites.lua", "--threads", "five", "--threads needs an integer >= 1, not 'five'" },
       -- a page delay below 0 ran ("after -5 ms"), a fraction of a ms was a traceback
-      { "nb3_sites.lua", "--delay", "-5", "--delay needs an integer >= 1, not '-5'" },
-      { "nb3_sites.lua", "--delay", "2.5", "--delay needs an integer >= 1, not '2.5'" },
-      { "nb4_fetch.lua", "--delay", "-1", "--delay needs a number > 0, not '-1'" },
+      { "nb3_sites.lua", "--delay", "-5", "--delay needs a time > 0 in ms, UNITS, not '-5'" },
+      { "nb3_sites.lua", "--delay", "2.5", "--delay needs a whole number of ms: '2.5' is 2.5 ms" },
+      { "nb4_fetch.lua", "--delay", "-1", "--delay needs a time > 0 in seconds, UNITS, not '-1'" },
+      -- durations take a unit (us, ms, s, m); the server takes whole ms, and a fraction of one
+      -- is refused, not rounded (nb5_executor's fractional --delay was a traceback)
+      { "nb4_fetch.lua", "--delay", "5h", "--delay needs a time > 0 in seconds, UNITS, not '5h'" },
+      { "nb5_network_request.lua", "--delay", "fast", "--delay needs a time > 0 in seconds, UNITS, not 'fast'" },
+      { "nb4_latency_throughput.lua", "--unit", "-1s", "--unit needs a time > 0 in seconds, UNITS, not '-1s'" },
+      { "nb3_sites.lua", "--delay", "0.5ms", "--delay needs a whole number of ms: '0.5ms' is 0.5 ms" },
+      { "nb5_executor.lua", "--delay", "2.5", "--delay needs a whole number of ms: '2.5' is 2.5 ms" },
+      { "nb5_executor.lua", "--delay", "1500us", "--delay needs a whole number of ms: '1500us' is 1.5 ms" },
       -- counts that are not whole, or not >= 1, and counts given bare (true): tracebacks before
       { "nb3_race.lua", "--threads", "2.5", "--threads needs an integer >= 1, not '2.5'" },
       { "nb3_cpu_bound.lua", "--count", "0", "--count needs an integer >= 1, not '0'" },
@@ -152,9 +160,18 @@ describe("scripts/", function()
     } do
       local out, err, status = helper.run({ helper.root .. "/scripts/" .. c[1], c[2], c[3] }, { timeout = 30 })
       assert.equal(2, status, c[1] .. " " .. out .. err)
-      assert.matches(c[4], err, 1, true)
+      assert.matches((c[4]:gsub("UNITS", "or with a unit us, ms, s or m (100ms, 0.1s)")), err, 1, true)
       assert.not_matches("traceback", err)
     end
+  end)
+
+  it("a duration with a unit is converted to the script's own: ms given seconds, seconds given ms", function()
+    local out = run_script("nb3_sites.lua", { "--sites", "4", "--delay", "0.02s" })
+    assert.matches("4 downloads from a local server answering each page after 20 ms\n", out, 1, true)
+    out = run_script("nb5_network_request.lua", { "--virtual-time", "--delay", "50ms" })
+    assert.matches("check ok: blocking takes 3 x 0.05 s", out, 1, true)
+    out = run_script("nb5_network_request.lua", { "--virtual-time", "--delay", "0.05" })  -- bare: seconds, as before
+    assert.matches("check ok: blocking takes 3 x 0.05 s", out, 1, true)
   end)
 
   it("nb5_cpu_monitor.lua refuses a load that starts after the run ends, or a run shorter than take(4)", function()
@@ -162,6 +179,9 @@ describe("scripts/", function()
       { { "--load-at", "5", "--duration", "2" }, "--load-at (5 s) needs to come before the end of --duration (2 s)" },
       { { "--load-at", "3" }, "--load-at (3 s) needs to come before the end of --duration (3 s)" },  -- the default
       { { "--duration", "0.3", "--no-load" }, "--duration needs a number > 0.4 (take(4) waits for 4 readings), not '0.3'" },
+      -- with units: the times are compared in seconds
+      { { "--load-at", "5s", "--duration", "2000ms" }, "--load-at (5 s) needs to come before the end of --duration (2 s)" },
+      { { "--duration", "300ms", "--no-load" }, "--duration needs a number > 0.4 (take(4) waits for 4 readings), not '0.3'" },
     } do
       local argv = { helper.root .. "/scripts/nb5_cpu_monitor.lua" }
       for _, a in ipairs(c[1]) do argv[#argv + 1] = a end

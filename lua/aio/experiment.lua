@@ -62,6 +62,14 @@ local function usage(prog, e)
   return flags.usage(prog, table.concat(parts, " "))
 end
 
+-- A duration option's help text with aio.flags' words on units after its own unit ("in ms"),
+-- before its closing "(default ...)" if it has one.
+local function with_units(text)
+  local own, default = text:match("^(.-)%s*(%(default [^()]*%))$")
+  if not own then return text .. flags.UNITS end
+  return own .. flags.UNITS .. " " .. default
+end
+
 -- What --help prints after the usage: the title, then one line per flag (the protocol's, then
 -- the declared options' with their `help` text and default).
 local function description(e)
@@ -72,7 +80,7 @@ local function description(e)
     local meta, text = option_help(e, k)
     local d = e.options[k]
     local flag = option_word(k) .. (e.bare[k] and "" or " " .. (meta or "V"))
-    local words = { text }
+    local words = { e.duration[k] and with_units(text or "a time in " .. e.duration[k]) or text }
     if d ~= false and not e.bare[k] then words[#words + 1] = "(default " .. tostring(d) .. ")" end
     lines[#lines + 1] = string.format("  %-19s %s", flag, table.concat(words, " "))
   end
@@ -82,8 +90,9 @@ end
 -- Sets the declared option given by the word a (named name; --load-at sets load_at). A string
 -- default takes any value; every other option is numeric: its value must be a finite number,
 -- an integer for the options declared `integer`, > 0 (an integer >= 1) for those declared
--- `positive`, >= 0 for those declared `nonnegative`. Only the options declared `bare` may be given without a value (--no-load), which
--- sets them to true.
+-- `positive`, >= 0 for those declared `nonnegative`; a `duration` one takes a unit too
+-- (aio.flags' duration: 100ms, 0.1s), is >= 0, and > 0 or whole as declared. Only the options
+-- declared `bare` may be given without a value (--no-load), which sets them to true.
 local function set_option(e, cl, a, name)
   local key = name:sub(3):gsub("-", "_")
   local default = e.options[key]
@@ -93,6 +102,9 @@ local function set_option(e, cl, a, name)
   elseif e.bare[key] then
     v = cl:value_or_true(a, name)
     if v ~= true then v = cl:number(name, v) end
+  elseif e.duration[key] then
+    v = cl:duration(name, cl:value(a, name), e.duration[key],
+      { positive = e.positive[key], integer = e.integer[key] })
   elseif e.integer[key] then v = cl:int(name, cl:value(a, name), e.positive[key] and 1 or nil)
   elseif e.positive[key] then v = cl:positive(name, cl:value(a, name))
   elseif e.nonnegative[key] then v = cl:nonnegative(name, cl:value(a, name))
@@ -117,14 +129,17 @@ local function parse(e, prog, args)
 end
 
 -- new{name=, title=, args=arg, options={name=default, ...}, positive={name, ...},
--- nonnegative={name, ...}, integer={name, ...}, bare={name, ...},
+-- nonnegative={name, ...}, integer={name, ...}, bare={name, ...}, duration={name=unit, ...},
 -- help={name=text or {METAVAR, text}}, autojump=seconds, real_time=why} -> experiment.
 -- Recognised flags: --quick, --full, --figures DIR, --virtual-time, -h/--help, and --NAME VALUE
 -- (or --NAME=VALUE) for each declared option; a default of false declares an option with no
 -- default. Values are numbers unless the default is a string; the options named in `integer`
 -- (a count, a seed) need an integer, those in `positive` (a time scale, a delay, a count) one
--- > 0, those in `nonnegative` (a time from the start) one >= 0, and those in `bare` (a switch) may be given alone, which sets them to true. `help`
--- says what an option means (--help prints it; METAVAR replaces V in the usage: "S", "MS").
+-- > 0, those in `nonnegative` (a time from the start) one >= 0, and those in `bare` (a switch)
+-- may be given alone, which sets them to true. Those in `duration` (a delay: delay = "ms") are
+-- times in that unit ("us", "ms", "s"), given bare or with a unit (100ms, 0.1s), >= 0 unless
+-- also `positive`, whole if also `integer`. `help` says what an option means (--help prints
+-- it, and for a duration that it takes units; METAVAR replaces V in the usage: "S", "MS").
 -- Under --virtual-time the clock jumps once the loop has had no I/O for `autojump` real seconds
 -- (default 0: at once; set it when threads or processes send the loop work, which must arrive
 -- before the jump). An experiment whose measurement needs real time (a thread's real sleep, a
@@ -134,8 +149,9 @@ function M.new(t)
   local e = setmetatable({ name = t.name, title = t.title or t.name, quick = true,
                            full = false, checks = 0, failures = 0, results = {},
                            lines = {}, options = {}, positive = {}, nonnegative = {}, integer = {},
-                           bare = {}, help = t.help or {}, figures = nil }, E)
+                           bare = {}, duration = {}, help = t.help or {}, figures = nil }, E)
   for k, v in pairs(t.options or {}) do e.options[k] = v end
+  for k, unit in pairs(t.duration or {}) do e.duration[k] = unit end
   for _, kind in ipairs { "positive", "nonnegative", "integer", "bare" } do
     for _, k in ipairs(t[kind] or {}) do e[kind][k] = true end
   end
