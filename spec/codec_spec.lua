@@ -62,6 +62,21 @@ describe("codec round trips", function()
     assert.are_not.equal(e, copy)
   end)
 
+  it("makes the header tables' metatable in a worker that never loaded aio.http", function()
+    local http = require "aio.http"
+    local srv = http.serve { port = 0, handler = function() return 200, "x", { ["X-Case"] = "any" } end }
+    local headers = http.get("http://127.0.0.1:" .. srv:port() .. "/").headers
+    srv:close()
+    local pool = thread.pool(1)
+    local a, b, plain = pool:submit(function(h)
+      return h["X-Case"], h["x-case"], package.loaded["aio.http"] == nil
+    end, headers):await()
+    pool:close()
+    assert.equal("any", a)
+    assert.equal("any", b)
+    assert.is_true(plain)
+  end)
+
   it("sends functions with upvalues copied by value", function()
     local k = 10
     local function add(n) return n + k end

@@ -203,6 +203,11 @@ describe("aio.http server", function()
     assert.are.equal("", req.query.flag)
     assert.are.equal("1.1", req.version)
     assert.are.equal("127.0.0.1:" .. srv:port(), req.headers.host)
+    assert.are.equal(req.headers.host, req.headers.Host)          -- names are case-insensitive
+    assert.are.equal(req.headers.host, req.headers.HOST)
+    local names = {}
+    for k in pairs(req.headers) do names[#names + 1] = k end
+    for _, k in ipairs(names) do assert.are.equal(k:lower(), k) end  -- stored lower-case
   end))
 
   it("decodes query strings and escapes like tornado (http.decode_query, http.unescape)", function()
@@ -232,6 +237,10 @@ describe("aio.http server", function()
     assert.are.equal(201, r.status)
     assert.are.equal("yes", r.headers["x-test"])
     assert.are.equal("text/x-test", r.headers["content-type"])
+    assert.are.equal("text/x-test", r.headers["Content-Type"])    -- found in any case
+    assert.are.equal("yes", r.headers["X-TEST"])
+    assert.is_nil(r.headers["X-Missing"])
+    assert.is_nil(rawget(r.headers, "Content-Type"))                -- stored once, lower-case
     r = http.get(srv:url("/api"))
     assert.are.equal(202, r.status)
     assert.are.equal("1", r.headers["x-api"])

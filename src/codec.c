@@ -14,6 +14,7 @@
 #include <lauxlib.h>
 #include "codec.h"
 #include "aio.h"
+#include "http_common.h"
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLT, T_STR, T_TABLE, T_TABLE_MT, T_REF, T_FUNC, T_ENV,
@@ -686,6 +687,24 @@ static void decode_function(dec *d) {
   }
 }
 
+
+/* Metatables a state registers on first use, which a value may bring before that: their makers
+** (each pushes its metatable, registering it), so that the headers of a response sent to a
+** worker are found in any case there even if the worker never loaded aio.http. */
+static const struct { const char *name; void (*push)(lua_State *L); } lazy_mts[] = {
+  {"aio.http.headers", aio_http_push_headers_mt},
+};
+
+/* Pushes the metatable registered as name in a state that lacks it: made by its maker when it
+** has one, else a bare table that only says the name. */
+static void push_missing_mt(lua_State *L, const char *name) {
+  for (size_t i = 0; i < sizeof lazy_mts / sizeof lazy_mts[0]; i++) {
+    if (strcmp(name, lazy_mts[i].name) == 0) { lazy_mts[i].push(L); return; }
+  }
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
+}
 /* Reads one item and pushes its value. */
 static void decode_value(dec *d) {
   lua_State *L = d->L;
@@ -717,9 +736,7 @@ static void decode_value(dec *d) {
       lua_pushlstring(L, get_bytes(d, len), len);
       if (luaL_getmetatable(L, lua_tostring(L, -1)) != LUA_TTABLE) {
         lua_pop(L, 1);
-        lua_createtable(L, 0, 1);
-        lua_pushvalue(L, -2);
-        lua_setfield(L, -2, "__name");
+        push_missing_mt(L, lua_tostring(L, -1));
       }
       lua_remove(L, -2);
       break;

@@ -427,23 +427,15 @@ static void push_failure(lua_State *L, http_req *r, CURL *e, CURLcode rc) {
   aio_hc_push_error(L, kind, r->url, msg, (int)rc);
 }
 
-/* Pushes the header name k[0..len) lower-cased (a long name through a Lua buffer). */
-static void push_lower(lua_State *L, const char *k, size_t len) {
-  char small[64], *out = small;
-  luaL_Buffer b;
-  if (len > sizeof small) out = luaL_buffinitsize(L, &b, len);
-  for (size_t i = 0; i < len; i++) out[i] = (char)((k[i] >= 'A' && k[i] <= 'Z') ? k[i] + 32 : k[i]);
-  if (out == small) lua_pushlstring(L, small, len);
-  else luaL_pushresultsize(&b, len);
-}
-
-/* Pushes the header table of the raw header block: lower-case names, repeats joined by ", ".
-** Sized by its line count, so that a response's few headers get a small table. */
+/* Pushes the header table of the raw header block: lower-case names (found in any case),
+** repeats joined by ", ". Sized by its line count, so that a response's few headers get a small
+** table. */
 static void push_headers(lua_State *L, const char *p, size_t len) {
   const char *end = p + len;
   int lines = 0;
   for (const char *q = p; q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) lines++;
   lua_createtable(L, 0, lines > 2 ? lines - 2 : 0);      /* less the status line and the blank one */
+  aio_http_set_headers_mt(L);
   while (p < end) {
     const char *eol = memchr(p, '\n', (size_t)(end - p));
     const char *le = eol ? eol : end;
@@ -452,7 +444,7 @@ static void push_headers(lua_State *L, const char *p, size_t len) {
       const char *v = colon + 1, *ve = le;
       while (v < ve && (*v == ' ' || *v == '\t')) v++;
       while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-      push_lower(L, p, (size_t)(colon - p));
+      aio_http_push_lower(L, p, (size_t)(colon - p));
       aio_http_join_header(L, v, (size_t)(ve - v));
     }
     p = le + 1;

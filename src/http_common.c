@@ -84,3 +84,41 @@ void aio_http_join_header(lua_State *L, const char *v, size_t vl) {
   }
   lua_rawset(L, -3);
 }
+
+/* Pushes the header name k[0..len) lower-cased (a long name through a Lua buffer). */
+void aio_http_push_lower(lua_State *L, const char *k, size_t len) {
+  char small[64], *out = small;
+  luaL_Buffer b;
+  if (len > sizeof small) out = luaL_buffinitsize(L, &b, len);
+  for (size_t i = 0; i < len; i++) out[i] = (char)((k[i] >= 'A' && k[i] <= 'Z') ? k[i] + 32 : k[i]);
+  if (out == small) lua_pushlstring(L, small, len);
+  else luaL_pushresultsize(&b, len);
+}
+
+/* __index of header tables: a name in any case finds its lower-case entry (HTTP names are
+** case-insensitive: res.headers["Content-Type"] is res.headers["content-type"]). */
+static int headers_index(lua_State *L) {
+  size_t n, i = 0;
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  const char *k = lua_tolstring(L, 2, &n);
+  while (i < n && !(k[i] >= 'A' && k[i] <= 'Z')) i++;
+  if (i == n) return 0;                     /* lower case already: the raw lookup found nothing */
+  aio_http_push_lower(L, k, n);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+/* Pushes the metatable of header tables, registered as "aio.http.headers" (made on first use;
+** by that name a header table crosses to a worker, whose codec makes it there too). */
+void aio_http_push_headers_mt(lua_State *L) {
+  if (luaL_newmetatable(L, "aio.http.headers")) {
+    lua_pushcfunction(L, headers_index);
+    lua_setfield(L, -2, "__index");
+  }
+}
+
+/* Gives the header table on top of the stack the metatable of header tables. */
+void aio_http_set_headers_mt(lua_State *L) {
+  aio_http_push_headers_mt(L);
+  lua_setmetatable(L, -2);
+}

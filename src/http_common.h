@@ -36,4 +36,14 @@ lua_Number aio_http_opt_number(lua_State *L, int idx, const char *who, const cha
 ** an earlier value of a repeated header with ", "; pops the name. */
 void aio_http_join_header(lua_State *L, const char *v, size_t vl);
 
+/* Pushes the header name k[0..len) lower-cased. */
+void aio_http_push_lower(lua_State *L, const char *k, size_t len);
+
+/* Pushes the shared metatable of header tables ("aio.http.headers", made on first use), whose
+** __index finds a name given in any case (res.headers["Content-Type"]). */
+void aio_http_push_headers_mt(lua_State *L);
+
+/* Gives the header table on top of the stack that metatable. */
+void aio_http_set_headers_mt(lua_State *L);
+
 #endif

@@ -83,10 +83,12 @@ static size_t path_start(const char *u, size_t n) {
   return i;
 }
 
-/* Pushes a table of the header pairs in h[from, to): repeats joined by ", ". */
+/* Pushes a table of the header pairs in h[from, to): repeats joined by ", ", names found in
+** any case. */
 static void push_headers(lua_State *L, const char *h, size_t from, size_t to) {
   const char *k, *v; size_t kl, vl, i = from;
   lua_createtable(L, 0, 8);
+  aio_http_set_headers_mt(L);
   while (hdr_next(h, &i, to, &k, &kl, &v, &vl)) {
     lua_pushlstring(L, k, kl);
     aio_http_join_header(L, v, vl);
