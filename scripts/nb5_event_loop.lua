@@ -91,9 +91,11 @@ e:check(experiment.close_to(toy.wall, T2) and experiment.close_to(real.wall, T2)
 -- The busy loop competes with everything else on 2 shared cores, so its share of a core
 -- varies from run to run; what does not vary is that it keeps polling while the real loop
 -- sleeps. So the checks are relative: far more CPU than the real loop, and a poll count in
--- the hundreds of thousands where the real loop woke up twice.
+-- the hundreds of thousands where the real loop woke up twice. (Under a full test suite on
+-- both cores the toy loop was seen getting only 4 % of a core: 12 ms of CPU, still 40 times
+-- the real loop's 0.3 ms; no share of a core is required, only that many times the real one.)
 e:check(polls > 10000, "the toy loop polled the clock %d times for two timers", polls)
-e:check(toy.cpu > 20 * math.max(real.cpu, 0.001) and toy.percent > 10,
+e:check(toy.cpu > 10 * math.max(real.cpu, 0.0005),
   "the toy loop burns CPU (%.0f %% of a core, %.3f s), the real loop idles (%.1f %%, %.4f s)",
   toy.percent, toy.cpu, real.percent, real.cpu)
 
