@@ -92,9 +92,10 @@ static sock_ctx *sock_new(http_client *c, curl_socket_t fd) {
   return s;
 }
 
-/* Stops s synchronously (its socket may close right after) and frees it in the close callback. */
+/* Stops s synchronously (its socket may close right after: uv_close stops a poll handle at
+** once, so no uv_poll_stop first, whose EPOLL_CTL_DEL made uv_close's own fail with ENOENT, a
+** wasted syscall per connection) and frees it in the close callback. */
 static void sock_free(sock_ctx *s) {
-  uv_poll_stop(&s->poll);
   uv_close((uv_handle_t *)&s->poll, free_handle_cb);
 }
 
