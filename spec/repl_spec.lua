@@ -217,6 +217,24 @@ describe("piped input (stdin not a terminal)", function()
     assert.truthy(got:find("> aio.sleep(0.3)\nfrom the script task\n> 'after'\nafter\n", 1, true), got)
   end)
 
+  -- Without line editing the console is not active: workers write their own output, as before.
+  it("leaves process workers' output to the workers when input is piped", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write("process = require 'aio.process'; pool = process.pool(1)\n",
+            "pool:submit(function() print('from the script job') end):await()\n")
+    f:close()
+    local got, gerr, code = piped(AIOSHELL,
+      "pool:submit(function() print('job print') io.stderr:write('job stderr\\n') return 7 end):await()\n"
+      .. "process.fork(function() print('child print') end):join()\n'after'\n", "-i " .. script)
+    os.remove(script)
+    assert.are.equal("job stderr\n", gerr)
+    assert.are.equal(0, code)
+    assert.truthy(got:find("from the script job\n", 1, true), got)
+    assert.truthy(got:find(":await()\njob print\n7\n> process.fork(function() print('child print') "
+      .. "end):join()\nchild print\n> 'after'\nafter\n", 1, true), got)
+  end)
+
   it(":tasks also lists jobs of loaded pool modules that export jobs()", function()
     local input = "package.loaded['aio.process'] = { jobs = function() return { { id = 'p9', "
       .. "name = 'squares', state = 'running', age = 2, waiting_on = '', site = 'x.lua:3' }, "
@@ -304,6 +322,77 @@ describe("on a terminal", function()
     s:line('"')
     s:line("return half")
     s:wait_for("\ntyped while a worker prints\n", 5)
+  end)
+
+  it("puts a process-pool job's print, io.write and stderr output above the half-typed line", function()
+    s = session(hist)
+    s:line("process = require 'aio.process'; p = process.pool(1)")
+    s:line("f = p:submit(function() local aio = require 'aio' for i = 1, 4 do aio.sleep(0.15) "
+      .. "print('job print', i) io.write('job write ', i, '\\n') io.stderr:write('job stderr ', i, '\\n') end end)")
+    s:type('half = "typed while a worker prints')
+    s:wait_for("job stderr 4", 5)
+    assert.are.equal('> half = "typed while a worker prints', s:last_line())  -- it was cut by the job's text
+    local screen = s:screen()
+    for i = 1, 4 do
+      for _, what in ipairs { "job print\t" .. i, "job write " .. i, "job stderr " .. i } do
+        assert.truthy(screen:find("\n" .. what:gsub("\t", "%%s+") .. "\n"), screen)
+      end
+    end
+    s:line('"')
+    s:line("return half")
+    s:wait_for("\ntyped while a worker prints\n", 5)
+  end)
+
+  -- Forked before the REPL started (by the -i script), a process.fork child, and a worker of a
+  -- pool made inside a pool worker's job: all of them print above the line.
+  it("puts output of a pool made by the -i script, a process.fork child and a nested pool above the line", function()
+    local script = os.tmpname()
+    finally(function() os.remove(script) end)
+    local f = assert(io.open(script, "w"))
+    f:write("process = require 'aio.process'; early = process.pool(1)\n")
+    f:close()
+    s = session(hist, q(script))
+    s:line("h = process.fork(function() for i = 1, 3 do aio.sleep(0.15) print('child print', i) "
+      .. "io.stderr:write('child stderr ', i, '\\n') end end)")
+    s:line("f = early:submit(function() local aio, process = require 'aio', require 'aio.process' "
+      .. "aio.sleep(0.1) print('early pool') local inner = process.pool(1) inner:submit(function() "
+      .. "for i = 1, 3 do require('aio').sleep(0.12) print('nested', i) end end):await() inner:close() end)")
+    s:type('half = "typed while children print')
+    s:wait_for("nested%s+3\n", 5)
+    s:wait_for("child stderr 3\n", 5)
+    assert.are.equal('> half = "typed while children print', s:last_line())
+    local screen = s:screen()
+    assert.truthy(screen:find("\nearly pool\n"), screen)
+    for i = 1, 3 do
+      for _, what in ipairs { "child print\t" .. i, "child stderr " .. i, "nested\t" .. i } do
+        assert.truthy(screen:find("\n" .. what:gsub("\t", "%%s+") .. "\n"), screen)
+      end
+    end
+    s:line('"')
+  end)
+
+  -- Its output travels on the worker's stream: the parent drains it as it comes (no deadlock
+  -- however much is printed) and reads what was sent before the worker died.
+  it("prints all of a process-pool worker's output in order, also when it prints a lot and dies", function()
+    local log = os.tmpname()
+    finally(function() os.remove(log) end)
+    s = session(hist)
+    s:pipe_to(log)
+    s:line("process = require 'aio.process'; p = process.pool(1)")
+    s:line("f = p:submit(function() for i = 1, 3000 do io.write('N', i, '\\n') end io.stdout:write('last') os.exit(3) end)")
+    s:line("ok, e = pcall(f.await, f); print('job' .. ' done:', e)")
+    s:wait_for("job done:%s+process pool worker", 20)
+    local fh = assert(io.open(log, "rb"))
+    local text = fh:read("a")
+    fh:close()
+    local want = 1
+    for n in text:gmatch("N(%d+)\r*\n") do
+      assert.are.equal(want, tonumber(n), "out of order near N" .. want)
+      want = want + 1
+    end
+    assert.are.equal(3001, want)
+    assert.truthy(text:find("N3000\r*\nlast"), text:sub(-300))
+    assert.truthy(s:screen():find("died while running this job: exit status 3"), s:screen())
   end)
 
   -- A worker's text queued while a prompt was shown used to wait for the loop's next turn after
