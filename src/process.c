@@ -12,6 +12,9 @@
 ** at once cannot deadlock) and reads as data comes. Children are reaped with waitpid(WNOHANG)
 ** polled from a timer once their stream reached EOF: SIGCHLD stays as lua.c leaves it.
 **
+** While the REPL edits lines, a child's console output (aio.console) also travels on its stream
+** to the parent, as output frames the parent prints above its prompt (aio_proc_console_route).
+**
 ** Descriptors crossing the codec (pipe ends, queues) are described by value: fd numbers plus
 ** the pid that created them and a creation count (epoch). A process can use such a descriptor
 ** only if it created it or was forked from its creator after it existed: every child records

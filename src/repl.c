@@ -16,7 +16,9 @@
 **   - output of thread-pool workers (aio.console on their states, console_write here): while a
 **     prompt is shown it is queued and printed above the line by the loop (the async handle
 **     that Ctrl-C also uses), otherwise written at once; one mutex orders it with the REPL's own
-**     drawing, so a worker's text never lands between the prompt and the line;
+**     drawing, so a worker's text never lands between the prompt and the line. Forked workers
+**     (process pools, process.fork) send theirs to the parent while the REPL edits lines
+**     (aio_proc_console_route, process.c), which prints it here (aio_console_print);
 **   - Ctrl-C: a sigaction handler (async-signal-safe: a flag, lua_sethook on the running
 **     line's coroutine as lua.c does, uv_async_send). In the loop, the async callback either
 **     clears the edited line or asks Lua to cancel the running line's task; the hook stops a
