@@ -319,6 +319,35 @@ describe("process pool", function()
   end))
 end)
 
+-- Only while the REPL edits lines (spec/repl_spec.lua) does a worker's print travel to the
+-- parent; in a plain script each process writes its own output, as it always did.
+describe("console output of workers in a plain script", function()
+  it("is written by the workers themselves: the same bytes, in the same order around the parent's", function()
+    local out, err, status = helper.run_lua([[
+      local process = require "aio.process"
+      local pool = process.pool(1)
+      print("parent before")
+      print(pool:submit(function()
+        print("job print", 1)
+        io.write("job write ", 2, "\n")
+        io.stdout:write("job stdout:write\n")
+        io.stderr:write("job stderr\n")
+        print("job print", 3)
+        return "result"
+      end):await())
+      print("parent between")
+      local h = process.fork(function() print("child print") io.stderr:write("child stderr\n") return 1 end)
+      print(h:join())
+      io.write("parent after\n")
+      pool:close()
+    ]])
+    assert.equal(0, status)
+    assert.equal("parent before\njob print\t1\njob write 2\njob stdout:write\njob print\t3\nresult\n"
+      .. "parent between\nchild print\n1\nparent after\n", out)
+    assert.equal("job stderr\nchild stderr\n", err)
+  end)
+end)
+
 describe("process pool: crashes, cancels, close and collection", function()
   -- The socket inodes open in process pid ({["socket:[123]"] = true, ...}).
   local function sockets(pid)

@@ -40,6 +40,15 @@ local function temp_history()
   return p
 end
 
+-- Writes a temporary script (removed by the caller) made of the strings given; returns its path.
+local function temp_script(...)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(...)
+  f:close()
+  return path
+end
+
 -- Starts an interactive aioshell on a pty with its own history file; waits for the prompt.
 local function session(hist, extra)
   local s = tmux.start(("AIOSHELL_HISTORY=%s %s -i %s"):format(q(hist), q(AIOSHELL), extra or ""))
@@ -205,16 +214,28 @@ describe("piped input (stdin not a terminal)", function()
   end)
 
   it("runs after a script with -i, the script's tasks still running", function()
-    local script = os.tmpname()
-    local f = assert(io.open(script, "w"))
-    f:write("aio = require 'aio'\n",
-            "aio.spawn(function() aio.sleep(0.1) print('from the script task') end)\n")
-    f:close()
+    local script = temp_script("aio = require 'aio'\n",
+      "aio.spawn(function() aio.sleep(0.1) print('from the script task') end)\n")
     local got, gerr, code = piped(AIOSHELL, "aio.sleep(0.3)\n'after'\n", "-i " .. script)
     os.remove(script)
     assert.are.equal("", gerr)
     assert.are.equal(0, code)
     assert.truthy(got:find("> aio.sleep(0.3)\nfrom the script task\n> 'after'\nafter\n", 1, true), got)
+  end)
+
+  -- Without line editing the console is not active: workers write their own output, as before.
+  it("leaves process workers' output to the workers when input is piped", function()
+    local script = temp_script("process = require 'aio.process'; pool = process.pool(1)\n",
+      "pool:submit(function() print('from the script job') end):await()\n")
+    local got, gerr, code = piped(AIOSHELL,
+      "pool:submit(function() print('job print') io.stderr:write('job stderr\\n') return 7 end):await()\n"
+      .. "process.fork(function() print('child print') end):join()\n'after'\n", "-i " .. script)
+    os.remove(script)
+    assert.are.equal("job stderr\n", gerr)
+    assert.are.equal(0, code)
+    assert.truthy(got:find("from the script job\n", 1, true), got)
+    assert.truthy(got:find(":await()\njob print\n7\n> process.fork(function() print('child print') "
+      .. "end):join()\nchild print\n> 'after'\nafter\n", 1, true), got)
   end)
 
   it(":tasks also lists jobs of loaded pool modules that export jobs()", function()
@@ -287,11 +308,13 @@ describe("on a terminal", function()
     s:wait_for("\ntyped but not sent\n", 5)
   end)
 
-  it("puts a thread-pool job's print, io.write and stderr output above the half-typed line", function()
+  -- Types half a line while a job of pool p (made by `setup`) prints four times with print,
+  -- io.write and io.stderr:write, `sleep` apart; the text must be above the line, intact.
+  local function pool_job_above_line(setup, sleep)
     s = session(hist)
-    s:line("thread = require 'aio.thread'; p = thread.pool(1)")
-    s:line("f = p:submit(function() local t = require 'aio.thread' for i = 1, 4 do t.sleep(0.15) "
-      .. "print('job print', i) io.write('job write ', i, '\\n') io.stderr:write('job stderr ', i, '\\n') end end)")
+    s:line(setup)
+    s:line("f = p:submit(function() for i = 1, 4 do " .. sleep .. "(0.15) print('job print', i) "
+      .. "io.write('job write ', i, '\\n') io.stderr:write('job stderr ', i, '\\n') end end)")
     s:type('half = "typed while a worker prints')
     s:wait_for("job stderr 4", 5)
     assert.are.equal('> half = "typed while a worker prints', s:last_line())  -- it was cut by the job's text
@@ -304,21 +327,53 @@ describe("on a terminal", function()
     s:line('"')
     s:line("return half")
     s:wait_for("\ntyped while a worker prints\n", 5)
+  end
+
+  it("puts a thread-pool job's print, io.write and stderr output above the half-typed line", function()
+    pool_job_above_line("thread = require 'aio.thread'; p = thread.pool(1)", "require('aio.thread').sleep")
   end)
 
-  -- A worker's text queued while a prompt was shown used to wait for the loop's next turn after
-  -- the line was entered, and what the worker wrote at once in between came out first.
-  it("keeps a worker's output in order when lines are entered while it prints", function()
+  it("puts a process-pool job's print, io.write and stderr output above the half-typed line", function()
+    pool_job_above_line("process = require 'aio.process'; p = process.pool(1)", "require('aio').sleep")
+  end)
+
+  -- Forked before the REPL started (by the -i script), a process.fork child, and a worker of a
+  -- pool made inside a pool worker's job: all of them print above the line.
+  it("puts output of a pool made by the -i script, a process.fork child and a nested pool above the line", function()
+    local script = temp_script("process = require 'aio.process'; early = process.pool(1)\n")
+    finally(function() os.remove(script) end)
+    s = session(hist, q(script))
+    s:line("h = process.fork(function() for i = 1, 3 do aio.sleep(0.15) print('child print', i) "
+      .. "io.stderr:write('child stderr ', i, '\\n') end end)")
+    s:line("f = early:submit(function() local aio, process = require 'aio', require 'aio.process' "
+      .. "aio.sleep(0.1) print('early pool') local inner = process.pool(1) inner:submit(function() "
+      .. "for i = 1, 3 do require('aio').sleep(0.12) print('nested', i) end end):await() inner:close() end)")
+    s:type('half = "typed while children print')
+    s:wait_for("nested%s+3\n", 5)
+    s:wait_for("child stderr 3\n", 5)
+    assert.are.equal('> half = "typed while children print', s:last_line())
+    local screen = s:screen()
+    assert.truthy(screen:find("\nearly pool\n"), screen)
+    for i = 1, 3 do
+      for _, what in ipairs { "child print\t" .. i, "child stderr " .. i, "nested\t" .. i } do
+        assert.truthy(screen:find("\n" .. what:gsub("\t", "%%s+") .. "\n"), screen)
+      end
+    end
+    s:line('"')
+  end)
+
+  -- Starts a session whose terminal output is also copied to a temporary file; returns its path.
+  local function logged_session()
     local log = os.tmpname()
     finally(function() os.remove(log) end)
     s = session(hist)
     s:pipe_to(log)
-    s:line("thread = require 'aio.thread'; p = thread.pool(1)")
-    s:line("f = p:submit(function() for i = 1, 20000 do io.write('N', i, '\\n') end end)")
-    for _ = 1, 100 do s:line("for j = 1, 2e5 do end") end
-    s:line("f:await(); print('job' .. ' done')")
-    s:wait_for("\njob done\n", 20)
-    local f = assert(io.open(log, "rb"))
+    return log
+  end
+
+  -- Checks that the file at path holds the lines N1 .. N<count>, in order; returns its text.
+  local function assert_numbered_lines(path, count)
+    local f = assert(io.open(path, "rb"))
     local text = f:read("a")
     f:close()
     local want = 1
@@ -326,7 +381,33 @@ describe("on a terminal", function()
       assert.are.equal(want, tonumber(n), "out of order near N" .. want)
       want = want + 1
     end
-    assert.are.equal(20001, want)
+    assert.are.equal(count + 1, want)
+    return text
+  end
+
+  -- Its output travels on the worker's stream: the parent drains it as it comes (no deadlock
+  -- however much is printed) and reads what was sent before the worker died.
+  it("prints all of a process-pool worker's output in order, also when it prints a lot and dies", function()
+    local log = logged_session()
+    s:line("process = require 'aio.process'; p = process.pool(1)")
+    s:line("f = p:submit(function() for i = 1, 3000 do io.write('N', i, '\\n') end io.stdout:write('the', ' end') os.exit(3) end)")
+    s:line("ok, e = pcall(f.await, f); print('job' .. ' done:', e)")
+    s:wait_for("job done:%s+process pool worker", 20)
+    local text = assert_numbered_lines(log, 3000)
+    assert.truthy(text:find("N3000\r*\n.*the end"), text:sub(-300))  -- (prompt redraws between)
+    assert.truthy(s:screen():find("died while running this job: exit status 3"), s:screen())
+  end)
+
+  -- A worker's text queued while a prompt was shown used to wait for the loop's next turn after
+  -- the line was entered, and what the worker wrote at once in between came out first.
+  it("keeps a worker's output in order when lines are entered while it prints", function()
+    local log = logged_session()
+    s:line("thread = require 'aio.thread'; p = thread.pool(1)")
+    s:line("f = p:submit(function() for i = 1, 20000 do io.write('N', i, '\\n') end end)")
+    for _ = 1, 100 do s:line("for j = 1, 2e5 do end") end
+    s:line("f:await(); print('job' .. ' done')")
+    s:wait_for("\njob done\n", 20)
+    assert_numbered_lines(log, 20000)
   end)
 
   it("clears every row of a wrapped line of wide characters before printing above it", function()

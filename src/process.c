@@ -12,6 +12,9 @@
 ** at once cannot deadlock) and reads as data comes. Children are reaped with waitpid(WNOHANG)
 ** polled from a timer once their stream reached EOF: SIGCHLD stays as lua.c leaves it.
 **
+** While the REPL edits lines, a child's console output (aio.console) also travels on its stream
+** to the parent, as output frames the parent prints above its prompt (aio_proc_console_route).
+**
 ** Descriptors crossing the codec (pipe ends, queues) are described by value: fd numbers plus
 ** the pid that created them and a creation count (epoch). A process can use such a descriptor
 ** only if it created it or was forked from its creator after it existed: every child records
@@ -27,7 +30,10 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
+#include <pthread.h>
 #include "thread.h"
+#include "repl.h"
 #include "process_internal.h"
 
 #define PROC_MT "aio.process.handle"
@@ -69,6 +75,26 @@ void aio_proc_inherit_upto(uint32_t epoch) {
 }
 
 static int parent_stream = -1;  /* this process's stream to its parent, if it has one */
+static pthread_mutex_t parent_mu = PTHREAD_MUTEX_INITIALIZER;  /* one writer of parent_stream */
+static uint32_t *console_page = NULL;  /* shared by the process tree: the console is active */
+static uint32_t console_on = 0;        /* what the page says (kept here until it exists) */
+
+/* Says whether the REPL's console is active, for every process of the tree (process.h). */
+void aio_proc_console_shared(int on) {
+  console_on = on != 0;
+  if (console_page) __atomic_store_n(console_page, console_on, __ATOMIC_RELEASE);
+}
+
+/* Maps the shared console flag before the first fork, so every child sees it change: workers
+** forked before the REPL started (by the script of `aioshell -i script.lua`) too. */
+static void console_page_make(void) {
+  if (console_page) return;
+  void *m = mmap(NULL, sizeof *console_page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                 -1, 0);
+  if (m == MAP_FAILED) return;  /* then output is never routed: written as before */
+  console_page = (uint32_t *)m;
+  *console_page = console_on;
+}
 
 /* Records fd as this process's stream to its parent (a fork child's outcome stream, a pool
 ** worker's job stream): the processes it forks close their copy. */
@@ -80,9 +106,11 @@ void aio_proc_set_parent_stream(int fd) { parent_stream = fd; }
 ** and a grandchild's copy delayed it until the grandchild exited. */
 pid_t aio_proc_fork(void) {
   fflush(NULL);
+  console_page_make();
   pid_t parent = getpid();
   uint32_t epoch = fd_epoch;
   pid_t pid = fork();
+  if (pid == 0) pthread_mutex_init(&parent_mu, NULL);  /* a thread may have held it */
   if (pid == 0 && parent_stream >= 0) {
     close(parent_stream);
     parent_stream = -1;
@@ -121,15 +149,54 @@ fdref aio_proc_unpack_fdref(lua_State *L, const char *p, size_t n, const char *k
   return r;
 }
 
-/* Writes all n bytes (blocking: children have nothing else to do); 1 or -1. */
-int aio_proc_write_full(int fd, const void *p, size_t n) {
+/* Sends all n bytes to the parent (blocking; the caller holds parent_mu); 1 or -1. */
+static int send_parent_locked(const void *p, size_t n) {
   const char *c = (const char *)p;
   while (n > 0) {
-    ssize_t r = write(fd, c, n);
+    ssize_t r = send(parent_stream, c, n, MSG_NOSIGNAL);
     if (r < 0) { if (errno == EINTR) continue; return -1; }
     c += r;
     n -= (size_t)r;
   }
+  return 1;
+}
+
+/* Writes all n bytes to the parent, one writer at a time (process_internal.h); 1 or -1. */
+int aio_proc_write_parent(const void *p, size_t n) {
+  pthread_mutex_lock(&parent_mu);
+  int r = send_parent_locked(p, n);
+  pthread_mutex_unlock(&parent_mu);
+  return r;
+}
+
+/* Sends console output to the parent as an output frame while the console is active in the
+** tree (process.h). Earlier output still in this process's stdout buffer goes first. The
+** parent's loop reads the stream at all times, so a worker that prints a lot only waits for it;
+** what a worker sent before it died is read before its end. */
+int aio_proc_console_route(int to_stderr, const char *s, size_t n) {
+  if (parent_stream < 0 || !console_page || n > UINT32_MAX - 1 ||
+      !__atomic_load_n(console_page, __ATOMIC_ACQUIRE))
+    return 0;
+  uint32_t hdr[2] = {to_stderr ? AIO_FRAME_STDERR : AIO_FRAME_STDOUT, (uint32_t)n};
+  fflush(stdout);
+  pthread_mutex_lock(&parent_mu);
+  int ok = send_parent_locked(hdr, sizeof hdr) > 0 && send_parent_locked(s, n) > 0;
+  pthread_mutex_unlock(&parent_mu);
+  return ok;
+}
+
+/* Prints the output frame at p, once complete, through this process's console (process_internal.h). */
+int aio_proc_output_frame(const char *p, size_t n, size_t *used) {
+  uint32_t hdr[2];
+  *used = 0;
+  if (n < sizeof hdr[0]) return 0;
+  memcpy(hdr, p, sizeof hdr[0]);
+  if (hdr[0] != AIO_FRAME_STDOUT && hdr[0] != AIO_FRAME_STDERR) return 0;
+  if (n < sizeof hdr) return 1;
+  memcpy(hdr, p, sizeof hdr);
+  if (n - sizeof hdr < hdr[1]) return 1;
+  aio_console_print(hdr[0] == AIO_FRAME_STDERR, p + sizeof hdr, hdr[1]);
+  *used = sizeof hdr + hdr[1];
   return 1;
 }
 
@@ -502,11 +569,21 @@ void aio_proc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = buf->base ? suggested : 0;
 }
 
-/* Reads the child's outcome; at EOF starts reaping it. */
+/* Prints the child's output frames at the front of its buffer (the outcome comes after them). */
+static void proc_take_output(proc *p) {
+  size_t at = 0, used;
+  while (aio_proc_output_frame(p->rbuf.data + at, p->rbuf.len - at, &used) && used) at += used;
+  if (at == 0) return;
+  memmove(p->rbuf.data, p->rbuf.data + at, p->rbuf.len - at);
+  p->rbuf.len -= at;
+}
+
+/* Reads the child's output and outcome; at EOF starts reaping it. */
 static void proc_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   proc *p = (proc *)s->data;
   if (nread > 0) aio_buf_add(&p->rbuf, buf->base, (size_t)nread);
   free(buf->base);
+  if (nread > 0) proc_take_output(p);
   if (nread < 0) {
     p->eof = 1;
     uv_close((uv_handle_t *)s, aio_free_handle);
@@ -520,6 +597,7 @@ static void fork_child(lua_State *L, int fd, int fnidx, int nargs) {
   aio_proc_set_parent_stream(fd);
   aio_proc_become(lua_tostring(L, 1));
   reset_loop_in_child(L);
+  aio_console_install(L);
   for (int i = 0; i <= nargs; i++) lua_pushvalue(L, fnidx + i);
   aio_spawn(L, nargs);
   int tidx = lua_gettop(L);
@@ -539,7 +617,7 @@ static void fork_child(lua_State *L, int fd, int fnidx, int nargs) {
   }
   aio_frame_end(&out, at);
   aio_proc_flush_sends(L);
-  aio_proc_write_full(fd, out.data, out.len);
+  aio_proc_write_parent(out.data, out.len);
   fflush(NULL);
   _exit(ok ? 0 : 1);
 }

@@ -46,11 +46,21 @@ fdref aio_proc_unpack_fdref(lua_State *L, const char *p, size_t n, const char *k
 
 /* ---- I/O and frames (process.c) ---- */
 
-/* Blocking write of exactly n bytes for children: 1, or -1 on error. */
-int aio_proc_write_full(int fd, const void *p, size_t n);
+/* Blocking write of exactly n bytes to this process's stream to its parent (a child's outcome,
+** a worker's answer; one writer at a time, so a thread's output frame never cuts into it):
+** 1, or -1 on error (the parent is gone: no SIGPIPE). */
+int aio_proc_write_parent(const void *p, size_t n);
 /* A frame is a native-endian uint32 length and a message: begin reserves, end fills it in. */
 size_t aio_frame_begin(aio_buf *b);
 void aio_frame_end(aio_buf *b, size_t at);
+/* From a child to its parent, a length of AIO_FRAME_STDOUT or AIO_FRAME_STDERR instead marks
+** console output: a uint32 length and the text follow (aio_proc_console_route). */
+#define AIO_FRAME_STDOUT 0xFFFFFFFEu
+#define AIO_FRAME_STDERR 0xFFFFFFFDu
+/* If the n bytes at p start with an output frame: prints its text through this process's
+** console once it is complete and sets *used to its size (0 while incomplete); returns 1.
+** Returns 0 for any other frame. */
+int aio_proc_output_frame(const char *p, size_t n, size_t *used);
 /* Writes the whole buffer b (taken over) to a stream without blocking; 0 or a libuv error. */
 int aio_stream_send(uv_stream_t *s, aio_buf *b);
 /* Runs L's loop until the sends queued by this process are written (a child before it exits, a

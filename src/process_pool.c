@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <lualib.h>
 #include "process_internal.h"
+#include "repl.h"
 
 #define PPOOL_MT "aio.process.pool"
 #define POOL_DEPTH 2            /* jobs in flight per pool worker (the second waits in its pipe) */
@@ -209,6 +210,7 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
   if (!L) _exit(1);
   luaL_openlibs(L);
   aio_openlibs(L);
+  aio_console_install(L);
   char *broken = NULL;
   if (p->init.len) {
     aio_buf init = {0};
@@ -245,7 +247,7 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
     }
     aio_frame_end(&out, at);
     aio_buf_free(&in);
-    if (aio_proc_write_full(fd, out.data, out.len) < 0) break;
+    if (aio_proc_write_parent(out.data, out.len) < 0) break;
     aio_buf_free(&out);
     aio_proc_flush_sends(L);  /* after the answer: the parent may read the pipe only then */
   }
@@ -424,7 +426,7 @@ static void worker_gone(pworker *w) {
   uv_timer_start(w->reaper, worker_reap_tick, 0, 2);
 }
 
-/* A worker's results: each complete frame settles the oldest job sent to it. */
+/* A worker's output and results: output frames are printed, the others settle its jobs in order. */
 static void worker_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   pworker *w = (pworker *)s->data;
   ppool *p = w->pool;
@@ -432,9 +434,14 @@ static void worker_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0) aio_buf_add(&w->rbuf, buf->base, (size_t)nread);
   free(buf->base);
   if (nread < 0) { worker_gone(w); return; }
-  for (;;) {  /* every complete frame settles the oldest job sent to this worker */
-    size_t avail = w->rbuf.len - w->rpos;
+  for (;;) {  /* output frames are printed; every other frame settles the oldest job sent */
+    size_t avail = w->rbuf.len - w->rpos, used;
     uint32_t len;
+    if (aio_proc_output_frame(w->rbuf.data + w->rpos, avail, &used)) {
+      if (!used) break;
+      w->rpos += used;
+      continue;
+    }
     if (avail < sizeof len) break;
     memcpy(&len, w->rbuf.data + w->rpos, sizeof len);
     if (avail < sizeof len + len) break;

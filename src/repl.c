@@ -16,7 +16,9 @@
 **   - output of thread-pool workers (aio.console on their states, console_write here): while a
 **     prompt is shown it is queued and printed above the line by the loop (the async handle
 **     that Ctrl-C also uses), otherwise written at once; one mutex orders it with the REPL's own
-**     drawing, so a worker's text never lands between the prompt and the line;
+**     drawing, so a worker's text never lands between the prompt and the line. Forked workers
+**     (process pools, process.fork) send theirs to the parent while the REPL edits lines
+**     (aio_proc_console_route, process.c), which prints it here (aio_console_print);
 **   - Ctrl-C: a sigaction handler (async-signal-safe: a flag, lua_sethook on the running
 **     line's coroutine as lua.c does, uv_async_send). In the loop, the async callback either
 **     clears the edited line or asks Lua to cancel the running line's task; the hook stops a
@@ -40,6 +42,7 @@
 #include <wchar.h>
 #include <editline/readline.h>
 #include "aio.h"
+#include "process.h"
 #include "repl.h"
 
 #define REPL_HISTORY_MAX 1000
@@ -232,6 +235,7 @@ static int l_console_write(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   int to_stderr = lua_toboolean(L, 2);
+  if (aio_proc_console_route(to_stderr, s, n)) return 0;  /* a forked worker: to the parent */
   pthread_mutex_lock(&CON.mu);
   if (CON.queueing && console_queue(to_stderr, s, n)) {
     uv_async_send(CON.async);
@@ -244,12 +248,41 @@ static int l_console_write(lua_State *L) {
   return 0;
 }
 
-/* write(s [, to_stderr]): prints s, above the line being edited if there is one. */
+/* Prints console output on the loop's thread (repl.h): a forked worker's, or the REPL's own. */
+void aio_console_print(int to_stderr, const char *s, size_t n) {
+  if (!aio_proc_console_route(to_stderr, s, n)) repl_output(to_stderr ? stderr : stdout, s, n);
+}
+
+/* write(s [, to_stderr]): prints s, above the line being edited if there is one (in a process
+** forked from the REPL's, which has these wrappers too: sent to the parent). */
 static int l_write(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  repl_output(lua_toboolean(L, 2) ? stderr : stdout, s, n);
+  aio_console_print(lua_toboolean(L, 2), s, n);
   return 0;
+}
+
+/* Protected: require("aio.console").install(repl_c.console_write, repl_c.std_print). */
+static int install_console_p(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "aio.console");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "install");
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "aio.repl_c");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "console_write");
+  lua_getfield(L, -2, "std_print");
+  lua_remove(L, -3);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+/* Installs aio.console's wrappers with console_write as the writer (repl.h): in a thread-pool
+** worker, a process-pool worker or a process.fork child. */
+void aio_console_install(lua_State *L) {
+  lua_pushcfunction(L, install_console_p);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
 /* ---- reading lines ----------------------------------------------------------------------- */
@@ -655,6 +688,7 @@ static int l_open(lua_State *L) {
       pthread_mutex_unlock(&CON.mu);
     }
   }
+  if (R.editing) aio_proc_console_shared(1);  /* forked workers' output comes here from now on */
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_sigint;
@@ -689,6 +723,7 @@ static int l_close(lua_State *L) {
   }
   if (R.editing) {
     stop_editing();
+    aio_proc_console_shared(0);
     if (R.history) write_history(R.history);
     if (R.poll) uv_close((uv_handle_t *)R.poll, on_handle_closed);
     if (R.winch) uv_close((uv_handle_t *)R.winch, on_handle_closed);
@@ -735,8 +770,10 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
-/* In a forked child: the console mutex may have been held by a thread that is not there. */
+/* In a forked child: the console mutex may have been held by a thread that is not there, and
+** the prompt (the terminal) is not the child's to draw. */
 static void console_atfork_child(void) {
+  R.prompt_shown = 0;
   pthread_mutex_init(&CON.mu, NULL);
   CON.async = NULL;
   CON.queueing = 0;

@@ -9,4 +9,12 @@
 ** prompt that could not be made), or nothing pushed when the error was reported already. */
 int aio_repl(lua_State *L);
 
+/* Routes a fresh or forked state's console output (print, io.write, io.stdout:write,
+** io.stderr:write) through console_write (aio.console): above the REPL's prompt, sent to the
+** parent process, or written at once. A user's own print is left alone; failures are ignored. */
+void aio_console_install(lua_State *L);
+/* On the loop's thread: prints console output that came from a forked worker, as this
+** process's own (above the prompt while one is shown; on to its parent when it is a worker). */
+void aio_console_print(int to_stderr, const char *s, size_t n);
+
 #endif

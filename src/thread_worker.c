@@ -24,6 +24,7 @@
 #include "thread.h"
 #include "thread_pool.h"
 #include "outcome.h"
+#include "repl.h"
 
 #define HOOK_COUNT 100
 #define SPIN_ROUNDS 300    /* a few microseconds of pause instructions */
@@ -170,29 +171,6 @@ static int worker_os_exit(lua_State *L) {
                        "process); return or raise an error and let the main script exit");
 }
 
-/* require("aio.console").install(require("aio.repl_c").console_write), run protected. */
-static int install_console_p(lua_State *L) {
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "aio.console");
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "install");
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "aio.repl_c");
-  lua_call(L, 1, 1);
-  lua_getfield(L, -1, "console_write");
-  lua_remove(L, -2);
-  lua_call(L, 1, 0);
-  return 0;
-}
-
-/* Routes a fresh worker state's print and io.write through the REPL's console_write, so that
-** while a prompt is shown they appear above it instead of inside the line being typed (they
-** are written at once otherwise). If that fails the state keeps the standard ones. */
-static void install_console(lua_State *L) {
-  lua_pushcfunction(L, install_console_p);
-  if (lua_pcall(L, 0, 0, 0) != LUA_OK) lua_pop(L, 1);
-}
-
 /* Replaces os.exit in a fresh worker state. */
 static void disable_os_exit(lua_State *L) {
   if (lua_getglobal(L, "os") == LUA_TTABLE) {
@@ -212,7 +190,7 @@ void *aio_pool_worker_main(void *arg) {
     luaL_openlibs(L);
     aio_openlibs(L);
     disable_os_exit(L);
-    install_console(L);
+    aio_console_install(L);
     lua_pushlightuserdata(L, w);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
     w->loop = aio_loop_get(L);  /* made now, so a cancel can always reach it */

@@ -1,8 +1,10 @@
 -- aio.console — routes a Lua state's console output (print, io.write while io.output() is
 -- stdout, io.stdout:write, io.stderr:write) through one writer function. The REPL installs it
--- on the main state (the writer prints above the line being edited) and every thread-pool
--- worker on its own state (the writer is aio.repl_c.console_write, which hands the text to the
--- REPL when a prompt is shown and writes it at once otherwise).
+-- on the main state (the writer prints above the line being edited); every thread-pool worker,
+-- process-pool worker and process.fork child on its own state (the writer is
+-- aio.repl_c.console_write, which hands the text to the REPL when a prompt is shown, sends it to
+-- the parent process from a forked worker while the REPL edits lines, and writes it at once
+-- otherwise).
 local M = {}
 local tostring = tostring  -- the original, as print uses it even if the global is replaced
 
