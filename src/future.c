@@ -116,11 +116,11 @@ typedef struct aio_group {
   int return_exceptions;        /* a failed child settles the group only without it */
 } aio_group;
 
-/* Counts down the group at (absolute) gidx for its child at fidx, which just finished: settles
-** the group at the child's failure (unless return_exceptions) or once none is left. */
-static void group_child_done(lua_State *L, int gidx, int fidx) {
+/* Counts down the group at (absolute) gidx for its child f, at (absolute) fidx, which just
+** finished: settles the group at the child's failure (unless return_exceptions) or once none
+** is left. */
+static void group_child_done(lua_State *L, int gidx, aio_future *f, int fidx) {
   aio_group *g = (aio_group *)lua_touserdata(L, gidx);
-  aio_future *f = (aio_future *)lua_touserdata(L, fidx);
   g->remaining--;
   if (g->fut.state != AIO_PENDING) return;
   if (f->state != AIO_DONE && !g->return_exceptions) {
@@ -133,11 +133,12 @@ static void group_child_done(lua_State *L, int gidx, int fidx) {
   }
 }
 
-/* Runs the synchronous done callback at (absolute) cbidx for the finished future at fidx: a
-** function (called protected, errors reported) or a when_all group (counted down). */
-static void run_sync_callback(lua_State *L, int cbidx, int fidx) {
-  if (lua_type(L, cbidx) == LUA_TUSERDATA) {
-    group_child_done(L, cbidx, fidx);
+/* Runs the synchronous done callback at (absolute) cbidx, of Lua type cbtype, for the finished
+** future f at (absolute) fidx: a function (called protected, errors reported) or a when_all
+** group (counted down). */
+static void run_sync_callback(lua_State *L, int cbidx, int cbtype, aio_future *f, int fidx) {
+  if (cbtype == LUA_TUSERDATA) {
+    group_child_done(L, cbidx, f, fidx);
     return;
   }
   lua_pushvalue(L, cbidx);
@@ -150,17 +151,18 @@ static void run_sync_callback(lua_State *L, int cbidx, int fidx) {
 ** whose entries are synchronous callbacks or {fn, site} tables for callbacks that run as tasks
 ** (site: where add_done_callback was called, the task's spawn site). A synchronous callback is
 ** a function or a when_all group (aio_group). */
-static void run_callbacks(lua_State *L, int fidx) {
+static void run_callbacks(lua_State *L, aio_future *f, int fidx) {
   int type = lua_getiuservalue(L, fidx, AIO_FUV_CALLBACKS);
   if (type != LUA_TTABLE) {
-    if (type != LUA_TNIL) run_sync_callback(L, lua_gettop(L), fidx);
+    if (type != LUA_TNIL) run_sync_callback(L, lua_gettop(L), type, f, fidx);
     lua_pop(L, 1);
     return;
   }
   int cbs = lua_gettop(L);
   lua_Integer n = luaL_len(L, cbs);
   for (lua_Integer i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, cbs, i) == LUA_TTABLE) {  /* runs as a task */
+    int type = lua_rawgeti(L, cbs, i);
+    if (type == LUA_TTABLE) {  /* runs as a task */
       int entry = lua_gettop(L);
       lua_rawgeti(L, entry, 2);
       lua_rawgeti(L, entry, 1);
@@ -168,7 +170,7 @@ static void run_callbacks(lua_State *L, int fidx) {
       aio__spawn_at(L, 1, entry + 1);
       lua_settop(L, entry - 1);
     } else {
-      run_sync_callback(L, cbs + 1, fidx);
+      run_sync_callback(L, cbs + 1, type, f, fidx);
       lua_settop(L, cbs);
     }
   }
@@ -177,10 +179,9 @@ static void run_callbacks(lua_State *L, int fidx) {
   lua_setiuservalue(L, fidx, AIO_FUV_CALLBACKS);
 }
 
-/* Wakes the waiters of the finished future at fidx and runs its callbacks. */
-void aio__future_finish(lua_State *L, int fidx) {
-  fidx = lua_absindex(L, fidx);
-  aio_future *f = (aio_future *)lua_touserdata(L, fidx);
+/* Wakes the waiters of the finished future f, on top of L at (absolute) fidx, and runs its
+** callbacks. */
+void aio__future_finish(lua_State *L, aio_future *f, int fidx) {
   if (f->topwaiters) aio_loop_wake(aio_loop_get(L));  /* the main thread waits: no blocking poll */
   while (f->whead) {
     aio_task *t = f->whead;
@@ -188,7 +189,7 @@ void aio__future_finish(lua_State *L, int fidx) {
     f->observed = 1;
     aio__task_wake(L, t, aio_future_push_outcome(L, fidx));
   }
-  run_callbacks(L, fidx);
+  run_callbacks(L, f, fidx);
 }
 
 /* Completes f with the nvalues on top of L (popped). No-op if f is no longer pending. */
@@ -210,7 +211,7 @@ void aio_future_resolve(lua_State *L, aio_future *f, int nvalues) {
   lua_setiuservalue(L, fidx, AIO_FUV_RESULT);
   f->nresults = nvalues;
   f->state = AIO_DONE;
-  aio__future_finish(L, fidx);
+  aio__future_finish(L, f, fidx);
   lua_pop(L, nvalues + 1);
 }
 
@@ -221,7 +222,7 @@ void aio_future_reject(lua_State *L, aio_future *f) {
   lua_insert(L, -2);
   f->state = aio_is_cancelled(L, -1) ? AIO_CANCELLED : AIO_FAILED;
   lua_setiuservalue(L, -2, AIO_FUV_RESULT);
-  aio__future_finish(L, -1);
+  aio__future_finish(L, f, lua_gettop(L));
   lua_pop(L, 1);
 }
 
@@ -351,7 +352,7 @@ static int l_future_cancel(lua_State *L) {
 static void add_callback_to(lua_State *L, aio_future *f, int fidx, int fnidx, int sync) {
   if (f->state != AIO_PENDING) {  /* already done: run it now (sync) or soon (task) */
     if (sync) {
-      run_sync_callback(L, fnidx, fidx);
+      run_sync_callback(L, fnidx, lua_type(L, fnidx), f, fidx);
     } else {
       lua_pushvalue(L, fnidx);
       lua_pushvalue(L, fidx);

@@ -232,7 +232,7 @@ static void task_finish(lua_State *L, aio_loop *loop, aio_task *t, int tidx, int
   loop->ntasks--;
   if (state == AIO_FAILED && !t->fut.observed && !t->fut.whead) aio__unobserved_add(L, tidx, NULL);
   if (loop->task_hook) call_task_hook(L, "end", tidx);
-  aio__future_finish(L, tidx);
+  aio__future_finish(L, &t->fut, tidx);
   t->ref = LUA_NOREF;
 }
 
