@@ -77,15 +77,24 @@ void aio_future_push(lua_State *L, aio_future *f) {
   lua_remove(L, -2);
 }
 
-/* The future or task at idx, if it belongs to loop's state, or NULL. */
-static aio_future *future_test_in(lua_State *L, int idx, aio_loop *loop) {
+/* The future or task at idx, if it belongs to loop's state, with its metatable pushed; or NULL,
+** with nothing pushed. For a loop that pops it with the rest of its stack (one call less). */
+static aio_future *future_test_push_mt(lua_State *L, int idx, aio_loop *loop) {
   /* Called on every future method: the metatable is compared by address with the two the loop
   ** noted when it made them (luaL_testudata looks each up by name: a string hash each time). */
   void *p = lua_touserdata(L, idx);
   if (!p || lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
   const void *mt = lua_topointer(L, -1);
+  if (mt == loop->task_mt || mt == loop->future_mt) return (aio_future *)p;
   lua_pop(L, 1);
-  return mt == loop->task_mt || mt == loop->future_mt ? (aio_future *)p : NULL;
+  return NULL;
+}
+
+/* The future or task at idx, if it belongs to loop's state, or NULL. */
+static aio_future *future_test_in(lua_State *L, int idx, aio_loop *loop) {
+  aio_future *f = future_test_push_mt(L, idx, loop);
+  if (f) lua_pop(L, 1);
+  return f;
 }
 
 /* Returns the future (or task) at idx, or NULL. */
@@ -419,7 +428,7 @@ static int l_collect(lua_State *L) {
   aio_loop *loop = aio_loop_get(L);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, 1, i);                                    /* 5 */
-    aio_future *f = future_test_in(L, 5, loop);
+    aio_future *f = future_test_push_mt(L, 5, loop);         /* 6: its metatable */
     if (!f) return luaL_typeerror(L, 5, "future or task");
     if (f->state == AIO_PENDING) return luaL_error(L, "result is not ready yet (await it first)");
     if (f->state == AIO_FAILED && !f->observed) aio__observe(L, 5);
