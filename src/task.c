@@ -147,7 +147,8 @@ static HOT_INLINE void push_spawn_site(lua_State *L, aio_loop *loop) {
   lua_Debug ar;
   for (int level = 1; lua_getstack(L, level, &ar); level++) {
     lua_getinfo(L, "Sl", &ar);
-    if (ar.currentline > 0 && strncmp(ar.source, "@lua/aio/", 9) != 0) {
+    /* memcmp of a constant length compiles to two loads, where strncmp was a libc call */
+    if (ar.currentline > 0 && (ar.srclen < 9 || memcmp(ar.source, "@lua/aio/", 9) != 0)) {
       push_site_string(L, loop, &ar);
       return;
     }
