@@ -372,7 +372,7 @@ static void add_callback_to(lua_State *L, aio_future *f, int fidx, int fnidx, in
   }
   int type = lua_getiuservalue(L, fidx, AIO_FUV_CALLBACKS);
   if (type == LUA_TNIL && sync) {  /* the common case: one synchronous callback, no table */
-    lua_copy(L, fnidx, -1);  /* over the nil just pushed: one call where a pop and a push were two */
+    lua_copy(L, fnidx, -1);  /* over the nil just pushed: one call, not a pop and a push */
     lua_setiuservalue(L, fidx, AIO_FUV_CALLBACKS);
     return;
   }

@@ -243,7 +243,7 @@ static void push_pending_cancel(lua_State *L, aio_task *t);
 /* Resumes task t once: the only place where a task's coroutine is resumed. */
 static void task_step(aio_loop *loop, aio_task *t) {
   lua_State *L = loop->L, *co = t->co;
-  int nres, nargs = t->nargs, base = lua_gettop(L);
+  int nres, nargs = t->nargs;  /* L's stack is as it was after each resume: ends pop to tidx - 2 */
   t->queued = 0;
   t->cancel_delivering = 0;  /* a cancellation it was woken with is received now */
   t->nargs = 0;
@@ -257,7 +257,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
       aio_push_cancelled(L, lua_tostring(L, -1));
       lua_remove(L, -2);
       task_finish(L, loop, t, tidx, AIO_CANCELLED, 1);
-      lua_settop(L, base);
+      lua_settop(L, tidx - 2);
       return;
     }
   }
@@ -315,7 +315,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
     lua_remove(L, -2);
     task_finish(L, loop, t, tidx, cancelled ? AIO_CANCELLED : AIO_FAILED, 1);
   }
-  lua_settop(L, base);
+  lua_settop(L, tidx - 2);  /* the live-task table and the task gone too */
 }
 
 /* Resumes the tasks that are ready now; tasks made ready meanwhile wait for the next turn, so
