@@ -161,6 +161,7 @@ static void run_sync_callback(lua_State *L, int cbidx, int cbtype, aio_future *f
 ** (site: where add_done_callback was called, the task's spawn site). A synchronous callback is
 ** a function or a when_all group (aio_group). */
 static void run_callbacks(lua_State *L, aio_future *f, int fidx) {
+  if (!f->has_callbacks) return;
   int type = lua_getiuservalue(L, fidx, AIO_FUV_CALLBACKS);
   if (type != LUA_TTABLE) {
     if (type != LUA_TNIL) run_sync_callback(L, lua_gettop(L), type, f, fidx);
@@ -186,6 +187,7 @@ static void run_callbacks(lua_State *L, aio_future *f, int fidx) {
   lua_pop(L, 1);
   lua_pushnil(L);
   lua_setiuservalue(L, fidx, AIO_FUV_CALLBACKS);
+  f->has_callbacks = 0;
 }
 
 /* Wakes the waiters of the finished future f, on top of L at (absolute) fidx, and runs its
@@ -370,12 +372,14 @@ static void add_callback_to(lua_State *L, aio_future *f, int fidx, int fnidx, in
     }
     return;
   }
-  int type = lua_getiuservalue(L, fidx, AIO_FUV_CALLBACKS);
-  if (type == LUA_TNIL && sync) {  /* the common case: one synchronous callback, no table */
-    lua_copy(L, fnidx, -1);  /* over the nil just pushed: one call, not a pop and a push */
+  if (!f->has_callbacks && sync) {  /* the common case: one synchronous callback, no table */
+    lua_pushvalue(L, fnidx);
     lua_setiuservalue(L, fidx, AIO_FUV_CALLBACKS);
+    f->has_callbacks = 1;
     return;
   }
+  int type = lua_getiuservalue(L, fidx, AIO_FUV_CALLBACKS);
+  f->has_callbacks = 1;  /* below: a list, or one callback kept and this one added */
   if (type != LUA_TTABLE) {  /* make a list, keeping the single callback there was */
     lua_newtable(L);
     if (type != LUA_TNIL) {
@@ -493,6 +497,7 @@ static void callbacks_remove(lua_State *L, int gidx) {
     if (lua_rawequal(L, -1, gidx)) {
       lua_pushnil(L);
       lua_setiuservalue(L, top, AIO_FUV_CALLBACKS);
+      ((aio_future *)lua_touserdata(L, top))->has_callbacks = 0;
     }
   } else {
     lua_Integer n = luaL_len(L, -1), j = n;
