@@ -532,7 +532,7 @@ static void group_unwatch(lua_State *L, int lidx, int gidx, lua_Integer n) {
 ** {n = n, ...} of list[1..n] (gather's own list, which its caller may change meanwhile), or
 ** nil, with nothing watched, if they are not all futures or tasks. gather's start in one call
 ** and one pass: each child is checked, watched and copied as it is read (~800 instructions per
-** child as three calls, ~500 as one call and two passes, ~380 now); a value that is not a
+** child as three calls, ~500 as one call and two passes, ~350 now); a value that is not a
 ** future undoes the watches made so far, which nothing can have observed meanwhile. */
 static int l_when_all_copy(lua_State *L) {
   int return_exceptions;
