@@ -763,6 +763,22 @@ describe("gather", function()
     assert.is_true(aio.when_all({}, 0, false):done())
   end))
 
+  it("leaves no watch behind when its list is not all futures", async(function()
+    local log, f, g = {}, aio.future(), aio.future()
+    aio.on_done(g, function() log[#log + 1] = "g1" end)
+    -- f twice, g (a callback already) once, then a function: the watches made are undone
+    assert.are.equal(0, select("#", aio.when_all_copy({ f, g, f, function() end }, 4, false)))
+    aio.on_done(g, function() log[#log + 1] = "g2" end)
+    local done = aio.future()
+    done:set_result(0)
+    assert.are.equal(0, select("#", aio.when_all_copy({ done, "x" }, 2, false)))
+    local all = aio.when_all({ f }, 1, false)
+    f:set_result(1)
+    g:set_result(2)
+    assert.is_true(all:done())
+    assert.same({ "g1", "g2" }, log)
+  end))
+
   it("is not disturbed by a change to its list while it waits", async(function()
     local list = { aio.spawn(function() aio.sleep(0.01) return "a" end),
                    aio.spawn(function() aio.sleep(0.02) return "b" end) }

@@ -155,6 +155,7 @@ struct aio_future {
   int nresults;                    /* number of result values (uservalue 1; packed if > 1) */
   unsigned is_task : 1;
   unsigned observed : 1;           /* someone looked at the outcome */
+  unsigned has_callbacks : 1;      /* uservalue 2 (its done callbacks) is not nil: not read if 0 */
   int topwaiters;                  /* main-thread waiters (aio_run_until) */
   aio_task *whead, *wtail;         /* tasks waiting on this future (FIFO) */
   /* Called when the future is cancelled while pending (e.g. abort an HTTP transfer). */

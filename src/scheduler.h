@@ -8,9 +8,9 @@
 void aio__waiter_add(aio_future *f, aio_task *t);
 /* Unlinks t from f's waiter list. */
 void aio__waiter_remove(aio_future *f, aio_task *t);
-/* Marks the finished future at fidx as done with its outcome already stored in uservalue 1:
-** wakes its waiters (outcome pushed on their coroutines) and runs its callbacks. */
-void aio__future_finish(lua_State *L, int fidx);
+/* Marks the finished future f, at (absolute) fidx, as done with its outcome already stored in
+** uservalue 1: wakes its waiters (outcome pushed on their coroutines) and runs its callbacks. */
+void aio__future_finish(lua_State *L, aio_future *f, int fidx);
 /* Moves the top nvals values of L onto t's coroutine and queues t for resumption. */
 void aio__task_wake(lua_State *L, aio_task *t, int nvals);
 /* Pushes the task t (it must be unfinished, hence anchored). */

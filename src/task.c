@@ -147,7 +147,8 @@ static HOT_INLINE void push_spawn_site(lua_State *L, aio_loop *loop) {
   lua_Debug ar;
   for (int level = 1; lua_getstack(L, level, &ar); level++) {
     lua_getinfo(L, "Sl", &ar);
-    if (ar.currentline > 0 && strncmp(ar.source, "@lua/aio/", 9) != 0) {
+    /* memcmp of a constant length compiles to two loads, where strncmp was a libc call */
+    if (ar.currentline > 0 && (ar.srclen < 9 || memcmp(ar.source, "@lua/aio/", 9) != 0)) {
       push_site_string(L, loop, &ar);
       return;
     }
@@ -232,7 +233,7 @@ static void task_finish(lua_State *L, aio_loop *loop, aio_task *t, int tidx, int
   loop->ntasks--;
   if (state == AIO_FAILED && !t->fut.observed && !t->fut.whead) aio__unobserved_add(L, tidx, NULL);
   if (loop->task_hook) call_task_hook(L, "end", tidx);
-  aio__future_finish(L, tidx);
+  aio__future_finish(L, &t->fut, tidx);
   t->ref = LUA_NOREF;
 }
 
@@ -242,7 +243,7 @@ static void push_pending_cancel(lua_State *L, aio_task *t);
 /* Resumes task t once: the only place where a task's coroutine is resumed. */
 static void task_step(aio_loop *loop, aio_task *t) {
   lua_State *L = loop->L, *co = t->co;
-  int nres, nargs = t->nargs, base = lua_gettop(L);
+  int nres, nargs = t->nargs;  /* L's stack is as it was after each resume: ends pop to tidx - 2 */
   t->queued = 0;
   t->cancel_delivering = 0;  /* a cancellation it was woken with is received now */
   t->nargs = 0;
@@ -256,7 +257,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
       aio_push_cancelled(L, lua_tostring(L, -1));
       lua_remove(L, -2);
       task_finish(L, loop, t, tidx, AIO_CANCELLED, 1);
-      lua_settop(L, base);
+      lua_settop(L, tidx - 2);
       return;
     }
   }
@@ -314,7 +315,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
     lua_remove(L, -2);
     task_finish(L, loop, t, tidx, cancelled ? AIO_CANCELLED : AIO_FAILED, 1);
   }
-  lua_settop(L, base);
+  lua_settop(L, tidx - 2);  /* the live-task table and the task gone too */
 }
 
 /* Resumes the tasks that are ready now; tasks made ready meanwhile wait for the next turn, so
