@@ -188,6 +188,10 @@ describe("thread pool", function()
     local ok, err = pcall(pool.run, pool, function() return coroutine.create(print) end)
     assert.is_false(ok)
     assert.matches("cannot send result%[1%] %(coroutine%)", err)
+    assert.is_nil(err:find("stack traceback", 1, true))  -- no Lua frame to show: none ("[C]: in ?")
+    ok, err = pcall(pool.run, pool, function() error("boom") end)
+    assert.is_false(ok)
+    assert.truthy(err:find("stack traceback (", 1, true), err)  -- a job's own error keeps its frames
   end))
 
   it("cancels a running job through the instruction hook", async(function()

@@ -34,13 +34,25 @@ int aio_outcome_call(lua_State *L, const char *data, size_t len) {
   return lua_gettop(L);
 }
 
+/* Does the traceback body tb (its lines after "stack traceback:") name a Lua frame? Not when
+** the error came from the worker's own C code after the job returned (a result that cannot
+** cross): then its only line is "[C]: in ?", which says nothing. */
+static int has_lua_frame(const char *tb) {
+  static const char c_frame[] = "\n\t[C]: in ?";
+  while (*tb) {
+    if (strncmp(tb, c_frame, sizeof c_frame - 1) != 0) return 1;
+    tb += sizeof c_frame - 1;
+  }
+  return 0;
+}
+
 /* The error a failed call's future is rejected with: the worker's traceback travels with it. */
 void aio_outcome_push_error(lua_State *L, int e, const char *who) {
   e = lua_absindex(L, e);
   if (lua_type(L, e) == LUA_TSTRING) {
     const char *tb = lua_tostring(L, e + 1);
     if (tb && strncmp(tb, "stack traceback:", 16) == 0) tb += 16;
-    if (tb && *tb) lua_pushfstring(L, "%s\nstack traceback (%s):%s", lua_tostring(L, e), who, tb);
+    if (tb && has_lua_frame(tb)) lua_pushfstring(L, "%s\nstack traceback (%s):%s", lua_tostring(L, e), who, tb);
     else lua_pushvalue(L, e);
   } else {
     if (lua_type(L, e) == LUA_TTABLE && lua_type(L, e + 1) == LUA_TSTRING) {
