@@ -88,7 +88,7 @@ static void print_help(void) {
   printf("  --trace FILE  write a Chrome/Perfetto trace of the run's tasks and HTTP requests\n"
          "  --help    show this help and exit\n"
          "  --version show the versions of aioshell, Lua and libuv and exit\n"
-         "Without a script, reads stdin (the REPL when stdin is a terminal).\n"
+         "Without a script, reads stdin (the REPL when stdin is a terminal; it has the global aio).\n"
          "After the script, runs the event loop until no task, timer or handle is left.\n");
 }
 
