@@ -1672,4 +1672,47 @@ describe("virtual time", function()
     assert.equal(1, status)
     assert.truthy(err:find("autojump threshold out of range", 1, true), err)
   end)
+
+  -- A listening server sweeps its connections from a repeating real timer (every 25 ms here):
+  -- each sweep ended libuv's wait and restarted the threshold, so the clock never jumped.
+  it("jumps after the autojump threshold while a real timer of the loop keeps firing", function()
+    local out, err, status = child([[
+      local aio, http = require "aio", require "aio.http"
+      aio.clock.virtual(0.2)
+      local server = http.serve{handler = function() return "x" end, header_timeout = 0.1}
+      local t0 = aio.now()
+      aio.sleep(10)
+      print(string.format("slept %.0f", aio.now() - t0))
+      server:close()
+    ]], { timeout = 5 })
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.equal("slept 10\n", out)
+  end)
+
+  -- I/O that wakes no task (a response's body arriving in pieces, buffered by curl) still
+  -- holds the jump: here the 5 s timeout around the request must not fire.
+  it("does not jump while I/O keeps coming within the autojump threshold", function()
+    local out, err, status = child([[
+      local aio, http, process = require "aio", require "aio.http", require "aio.process"
+      local ready = process.queue()
+      local server = process.fork(function()   -- streams 10 pieces 50 ms apart, in real time
+        aio.clock.real()
+        local srv = http.serve(function(_, res)
+          for i = 1, 10 do res:write("piece " .. i .. "\n") aio.sleep(0.05) end
+          res:finish()
+        end)
+        ready:put(srv:url("/"))
+        aio.sleep(30)
+      end)
+      local url = ready:get()
+      aio.clock.virtual(0.2)
+      local r = aio.wait_for(aio.spawn(function() return http.get(url) end), 5)
+      print(select(2, r.body:gsub("piece", "")))
+      server:kill(9)
+    ]], { timeout = 10 })
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.equal("10\n", out)
+  end)
 end)

@@ -127,6 +127,10 @@ print(table.concat(got, ", "))
       { { "--s", "0ms" }, "--s needs a time > 0 in seconds, " .. units .. ", not '0ms'" },
       { { "--s", "1e999s" }, "--s needs a time > 0 in seconds, " .. units .. ", not '1e999s'" },
       { { "--s", "1 s" }, "--s needs a time > 0 in seconds, " .. units .. ", not '1 s'" },
+      { { "--s", "1e99999999999999999999s" },   -- an exponent too big for an integer: was a traceback
+        "--s needs a time > 0 in seconds, " .. units .. ", not '1e99999999999999999999s'" },
+      { { "--at", "5e-99999999999999999999ms" },
+        "--at needs a time >= 0 in seconds, " .. units .. ", not '5e-99999999999999999999ms'" },
       { { "--at", "-0.5" }, "--at needs a time >= 0 in seconds, " .. units .. ", not '-0.5'" },
       { { "--ms", "-1" }, "--ms needs a time >= 0 in ms, " .. units .. ", not '-1'" },
       { { "--ms", "s" }, "--ms needs a time >= 0 in ms, " .. units .. ", not 's'" },

@@ -362,6 +362,24 @@ describe("on a terminal", function()
     s:line('"')
   end)
 
+  -- The REPL wraps os.exit to close itself first; a forked child inherits the wrapper. It used
+  -- to close the parent's REPL in the child: libuv aborted on the editing handles the child's
+  -- loop no longer has, and (without that) it would have said for every process of the tree
+  -- that the console had gone, so workers wrote into the edited line again.
+  it("lets a process.fork child call os.exit without closing the REPL for the others", function()
+    s = session(hist)
+    s:line("process = require 'aio.process'; p = process.pool(1)")
+    s:line("h = process.fork(function() os.exit(5) end); h:join(); print('exit' .. 'code', h.exitcode)")
+    s:wait_for("exitcode%s+%-?%d+\n", 5)
+    assert.truthy(s:screen():find("exitcode%s+5\n"), s:screen())
+    assert.falsy(s:screen():find("Assertion", 1, true), s:screen())
+    s:line("f = p:submit(function() require('aio').sleep(0.2) print('after the exit') end)")
+    s:type('half = "typed after the exit')
+    s:wait_for("\nafter the exit\n", 5)
+    assert.are.equal('> half = "typed after the exit', s:last_line())
+    s:keys("C-u")
+  end)
+
   -- Starts a session whose terminal output is also copied to a temporary file; returns its path.
   local function logged_session()
     local log = os.tmpname()

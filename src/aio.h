@@ -76,7 +76,7 @@ struct aio_loop {
   uint64_t vnow;                /* the virtual clock, in ns */
   int autojump_ms;              /* real ms of idleness before the virtual clock jumps (0: at once) */
   uv_timer_t autojump;          /* a real timer for that wait (unreferenced while unused) */
-  int autojump_fired;
+  uint64_t idle_since;          /* uv_hrtime() when the loop last became idle in virtual time (0: not) */
   int closing;
   int task_hook;                /* non-zero when aio.core.set_task_hook installed a hook */
   int callback_errors;          /* errors printed by aio_pcall_report: the exit status is 1 */

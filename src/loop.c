@@ -198,28 +198,41 @@ void aio_loop_wake(aio_loop *loop) {
   if (loop->polling) uv_stop(&loop->uv);
 }
 
-/* The autojump timer's callback: the loop had no I/O for the whole threshold. */
+/* The autojump timer's callback: it only ends libuv's wait (idle_for_threshold decides). */
 static void on_autojump(uv_timer_t *t) {
-  ((aio_loop *)t->data)->autojump_fired = 1;
+  (void)t;
 }
 
-/* Virtual time's autojump threshold (trio's autojump_threshold): lets libuv wait up to
-** loop->autojump_ms real milliseconds for I/O (a thread's result, a request from another thread
-** or process); true when none came, so the clock may jump. Without the wait, a request already
-** on its way from a thread arrived after the jump and was timed from the later virtual instant.
-** (Polling libuv's backend descriptor instead would miss watchers started in the last turn:
-** libuv adds them to its epoll set only when it next polls.) */
+/* Virtual time's autojump threshold (trio's autojump_threshold): lets libuv wait for I/O (a
+** thread's result, a request from another thread or process, a response's next bytes) until
+** the loop has had none, and no task ready, for loop->autojump_ms real milliseconds; true when
+** so, and the clock may jump. Without the wait, a request already on its way from a thread
+** arrived after the jump and was timed from the later virtual instant. Quiet time counts from
+** loop->idle_since; libuv's wait ending before any timer was due (I/O) restarts it, a real
+** timer's callback (a server's connection sweep, a reaper) does not: restarted by those, a
+** threshold longer than a server's sweep never ran out and the clock never jumped. (Polling
+** libuv's backend descriptor instead would miss watchers started in the last turn: libuv adds
+** them to its epoll set only when it next polls.) */
 static int idle_for_threshold(aio_loop *loop) {
   if (loop->autojump_ms <= 0) return 1;
-  loop->autojump_fired = 0;
-  uv_timer_start(&loop->autojump, on_autojump, (uint64_t)loop->autojump_ms, 0);
-  uv_ref((uv_handle_t *)&loop->autojump);
-  loop->running++, loop->polling++;
-  uv_run(&loop->uv, UV_RUN_ONCE);
-  loop->running--, loop->polling--;
-  uv_timer_stop(&loop->autojump);
-  uv_unref((uv_handle_t *)&loop->autojump);
-  return loop->autojump_fired && loop->ready_head == NULL && loop->heap_len > 0;
+  uint64_t now = uv_hrtime(), wait = (uint64_t)loop->autojump_ms * 1000000;
+  if (loop->idle_since == 0) loop->idle_since = now;
+  if (now - loop->idle_since < wait) {
+    uint64_t left = loop->idle_since + wait - now;
+    uv_timer_start(&loop->autojump, on_autojump, (left + 999999) / 1000000, 0);
+    uv_ref((uv_handle_t *)&loop->autojump);
+    uv_update_time(&loop->uv);
+    int timeout = uv_backend_timeout(&loop->uv);  /* ms until the first timer is due */
+    loop->running++, loop->polling++;
+    uv_run(&loop->uv, UV_RUN_ONCE);
+    loop->running--, loop->polling--;
+    uv_timer_stop(&loop->autojump);
+    uv_unref((uv_handle_t *)&loop->autojump);
+    uint64_t after = uv_hrtime();
+    if (timeout > 2 && after - now + 2000000 < (uint64_t)timeout * 1000000) loop->idle_since = after;
+  }
+  if (loop->ready_head != NULL || loop->heap_len == 0) return 0;
+  return uv_hrtime() - loop->idle_since >= wait;
 }
 
 /* Polls libuv once (without blocking if tasks are ready); in virtual time, when nothing is
@@ -234,9 +247,12 @@ static void loop_poll(aio_loop *loop) {
       uint64_t due = loop->heap[0]->due;
       if (due > loop->vnow) loop->vnow = due;
       aio_timers_run(loop);
+      loop->idle_since = 0;
     }
+    if (loop->ready_head != NULL || loop->heap_len == 0) loop->idle_since = 0;
     return;
   }
+  loop->idle_since = 0;
   int mode = loop->ready_head ? UV_RUN_NOWAIT : UV_RUN_ONCE;
   /* The heap timer is unreferenced (liveness counts heap_len instead); reference it while
   ** polling, or uv_run would neither wait for it nor even run it (with no other referenced
@@ -305,6 +321,7 @@ static void run(lua_State *L, aio_future *f, int tasks_only) {
                   "run other code in the middle of a collection); spawn a task with aio.spawn");
   }
   if (f) f->topwaiters++;  /* counted so cancelling a task does not cancel a future we need */
+  loop->idle_since = 0;    /* the caller ran code: virtual time's idleness starts anew */
   for (;;) {
     if (aio_take_interrupt() | take_drain_interrupt()) {  /* both: one Ctrl-C, one error */
       if (f) f->topwaiters--;

@@ -771,9 +771,13 @@ static int l_isatty(lua_State *L) {
 }
 
 /* In a forked child: the console mutex may have been held by a thread that is not there, and
-** the prompt (the terminal) is not the child's to draw. */
+** the prompt (the terminal) is not the child's to draw. Nor is the REPL the child's to close:
+** os.exit there (the REPL wraps it with close) must not stop the parent's editing handles, which
+** the child's loop no longer has (libuv's assertion), nor say for the whole process tree that
+** the console went away, nor write the history file. */
 static void console_atfork_child(void) {
   R.prompt_shown = 0;
+  R.open = 0;
   pthread_mutex_init(&CON.mu, NULL);
   CON.async = NULL;
   CON.queueing = 0;

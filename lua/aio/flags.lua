@@ -99,13 +99,15 @@ local UNIT_WORDS = { s = "seconds", m = "minutes" }
 -- What --help says after a duration option's own unit ("in ms"): the other spelling.
 flags.UNITS = ", or with a unit: 100ms, 0.1s"
 
--- The decimal numeral s ("1.5", "-2e3") as an integer and an exponent (s = n * 10^x), or nil.
+-- The decimal numeral s ("1.5", "-2e3") as an integer and an exponent (s = n * 10^x), or nil
+-- (also for an exponent beyond +-9999, which no time needs and string.format's %d cannot take).
 local function decimal(s)
   local mantissa, x = s:match("^([^eE]+)[eE]([+-]?%d+)$")
   mantissa = mantissa or s
+  x = tonumber(x) or 0
   local sign, int, frac = mantissa:match("^([+-]?)(%d*)%.?(%d*)$")
-  if not sign or int .. frac == "" or #(int .. frac) > 15 then return nil end
-  return math.tointeger(tonumber(sign .. int .. frac)), (tonumber(x) or 0) - #frac
+  if not sign or int .. frac == "" or #(int .. frac) > 15 or math.abs(x) > 9999 then return nil end
+  return math.tointeger(tonumber(sign .. int .. frac)), x - #frac
 end
 
 -- n * 10^x as a number, and whether it is a whole one (the decimal digits, so exact: 0.3s is
