@@ -155,4 +155,13 @@ print(table.concat(got, ", "))
       assert.equal("prog: --ms needs a whole number of ms: " .. c[2] .. "\nusage: prog\n", err)
     end
   end)
+
+  it("duration says a whole-number option's value is too large, not that it is a fraction", function()
+    for _, c in ipairs { { "1e300s", "'1e300s' is 1e+303 ms" }, { "1e300", "'1e300' is 1e+300 ms" } } do
+      local out, err, status = helper.run_lua(DURATIONS, { args = { "--ms", c[1] } })
+      assert.equal(2, status, c[1])
+      assert.equal("", out)
+      assert.equal("prog: --ms is too large: " .. c[2] .. "\nusage: prog\n", err)
+    end
+  end)
 end)

@@ -158,6 +158,9 @@ function P:duration(name, v, unit, how)
       how.positive and "> 0" or ">= 0", words, UNIT_NAMES, v)
   end
   if how.integer then
+    if n > 2 ^ 53 then                  -- beyond exact integers: not a fraction, just too large
+      self:error("%s is too large: '%s' is %s %s", name, v, n, unit)
+    end
     if not whole or not math.tointeger(n) then
       self:error("%s needs a whole number of %s: '%s' is %s %s", name, words, v, n, unit)
     end
