@@ -6,15 +6,6 @@ local helper = require "spec.helper"
 local MODULES = {"aio", "aio.sync", "aio.http", "aio.thread", "aio.process", "aio.rx", "aio.sys",
                  "aio.plot", "aio.trace", "aio.codec", "aio.experiment", "aio.flags", "aio.repl"}
 
--- The Markdown pages: README.md, docs/*.md and bench/*/README.md, as {path = text}.
-local function pages()
-  local out = {}
-  local p = io.popen("cd " .. helper.quote(helper.root) .. " && ls README.md docs/*.md bench/*/README.md")
-  for path in p:lines() do out[path] = helper.readfile(helper.root .. "/" .. path) end
-  p:close()
-  return out
-end
-
 -- The exported names of a module that no page mentions (as a whole word).
 local function undocumented(modname, text)
   local missing = {}
@@ -29,7 +20,7 @@ local function undocumented(modname, text)
 end
 
 describe("docs", function()
-  local all = pages()
+  local all = helper.doc_pages()
 
   it("name every function and field the modules export", function()
     local text = table.concat((function()

@@ -43,6 +43,16 @@ function helper.readfile(path)
   return s
 end
 
+-- The Markdown pages: README.md, docs/*.md and bench/*/README.md, as {path = text} (paths
+-- relative to the root).
+function helper.doc_pages()
+  local out = {}
+  local p = io.popen("cd " .. helper.quote(helper.root) .. " && ls README.md docs/*.md bench/*/README.md")
+  for path in p:lines() do out[path] = helper.readfile(helper.root .. "/" .. path) end
+  p:close()
+  return out
+end
+
 -- Writes content to a new temporary file and returns its path (removed by helper.cleanup()).
 local temps = {}
 function helper.tmpfile(content, suffix)
@@ -75,15 +85,18 @@ function helper.cleanup()
   end
 end
 
--- Runs a program and waits for it. argv is a list: {program, arg1, ...}. opts:
+-- Starts a program and returns at once; the handle's :wait() waits for it and returns stdout,
+-- stderr, exit status (128 + n when killed by signal n). argv is a list: {program, arg1, ...}.
+-- opts:
 --   stdin   = string fed to its standard input (default: empty, from /dev/null)
 --   env     = {NAME = value | false} set (or unset, with false) for the child; LUA_INIT and
 --             LUA_INIT_5_4 are unset unless given here
 --   argv0   = the name the program sees as argv[0] (bash's exec -a)
 --   timeout = seconds before the child is killed (default 30); a timeout gives status 124
 --   cwd     = directory to run in
--- Returns stdout, stderr, exit status (128 + n when killed by signal n).
-function helper.exec(argv, opts)
+-- Several handles may be running at once (run them all, then wait for each): a child blocks
+-- only once its output fills the pipe, until its :wait().
+function helper.spawn(argv, opts)
   opts = opts or {}
   local env, sets = {"env", "-u", "LUA_INIT", "-u", "LUA_INIT_5_4"}, {}
   for k, v in pairs(opts.env or {}) do -- env wants every -u before the first NAME=value
@@ -108,12 +121,21 @@ function helper.exec(argv, opts)
     table.concat(env, " "), tostring(opts.timeout or 30), cmd, helper.quote(infile),
     helper.quote(errfile))
   local p = assert(io.popen(full, "r"))
-  local out = p:read("a")
-  local _, how, code = p:close()
-  local err = helper.readfile(errfile) or ""
-  os.remove(errfile)
-  if how == "signal" then code = 128 + code end
-  return out, err, code
+  local handle = {}
+  function handle:wait()
+    local out = p:read("a")
+    local _, how, code = p:close()
+    local err = helper.readfile(errfile) or ""
+    os.remove(errfile)
+    if how == "signal" then code = 128 + code end
+    return out, err, code
+  end
+  return handle
+end
+
+-- Runs a program and waits for it: helper.spawn(argv, opts):wait().
+function helper.exec(argv, opts)
+  return helper.spawn(argv, opts):wait()
 end
 
 -- Runs aioshell with the argument list args (see helper.exec for opts).
