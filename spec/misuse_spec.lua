@@ -101,7 +101,7 @@ describe("misuse raises at the caller's line", function()
     assert.equal(closed, raised_here(function() for _ in p:imap_unordered(print, {1}) do end end))
     assert.equal(closed, raised_here(function() thread.run_in_executor(p, print) end))
     assert.matches("at most 256 workers", raised_here(function() thread.pool(300) end))
-    assert.equal("bad argument #1 to 'submit' (function expected, got number)", raised_here(function() aio.to_thread(5) end))
+    assert.equal("bad argument #1 to 'to_thread' (function expected, got number)", raised_here(function() aio.to_thread(5) end))
   end)
 
   it("process locks taken twice, fork and spawn without a function, NaN timeouts, closed process pools", function()

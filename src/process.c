@@ -654,6 +654,7 @@ static int l_fork(lua_State *L) {
   p->selfref = LUA_NOREF;
   p->doneref = LUA_NOREF;
   uv_loop_t *uv = aio_uv(L);
+  aio_console_preload(L);          /* the child installs the console wrappers without parsing */
   pid_t pid = aio_proc_fork();
   if (pid < 0) {
     close(sv[0]);

@@ -13,6 +13,9 @@ int aio_repl(lua_State *L);
 ** io.stderr:write) through console_write (aio.console): above the REPL's prompt, sent to the
 ** parent process, or written at once. A user's own print is left alone; failures are ignored. */
 void aio_console_install(lua_State *L);
+/* Loads what aio_console_install needs into L (before process.fork: the child then allocates
+** less; see repl.c). */
+void aio_console_preload(lua_State *L);
 /* On the loop's thread: prints console output that came from a forked worker, as this
 ** process's own (above the prompt while one is shown; on to its parent when it is a worker). */
 void aio_console_print(int to_stderr, const char *s, size_t n);

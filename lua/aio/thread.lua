@@ -254,6 +254,7 @@ end
 -- thread.to_thread(fn, ...) -> fn's results, run on the default pool (asyncio.to_thread;
 -- aio.to_thread tail-calls it, so level 2 is its caller's too).
 function M.to_thread(fn, ...)
+  argcheck.type(fn, "function", 1, "to_thread", 2)   -- before the default pool's threads start
   return M.default_pool():_submit_at(2, fn, ...):await()
 end
 
