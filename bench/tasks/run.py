@@ -152,6 +152,14 @@ def med(results, case, name, key):
     return median([f[key] for f in runs])
 
 
+def paired_ratios(results, case, a, b, key):
+    """The ratio a/b of each round (runs are interleaved: round i of a and of b ran back to back)."""
+    ra, rb = results.get(case, {}).get(a), results.get(case, {}).get(b)
+    if not ra or not rb or key not in ra[0] or key not in rb[0]:
+        return []
+    return [x[key] / y[key] for x, y in zip(ra, rb) if y[key]]
+
+
 def bench_startup(commands, runs, results):
     """Case d: median and best wall time of exec-to-exit of each command (stdout to /dev/null)."""
     times = {name: [] for name, _ in commands}
@@ -193,6 +201,12 @@ def report(rts, args, results, aio):
             v = results["targets_a"][key]
             if v is not None and v > 1.3:
                 misses.append("(a) %.2fx the bare-coroutine floor (%s CPU) > 1.3x" % (v, label))
+        paired = paired_ratios(results, "spawn", aio, floor, "cpu")
+        if paired:
+            # Each round runs every runtime back to back, so a round's own ratio cancels the
+            # host's slow drift that moves both medians (runs here swung 1.28x-1.50x on a noisy host).
+            print("(a) against the floor, round by round (section CPU): median %.2fx, range %.2f-%.2fx "
+                  "over %d rounds\n" % (median(paired), min(paired), max(paired), len(paired)))
         sched = med(results, "spawn", "lua5.4 coroutines + a minimal scheduler", "cpu")
         if sched and a_sec:
             print("(a) against the minimal-scheduler floor (section CPU): %.2fx\n" % (a_sec / sched))
