@@ -262,15 +262,18 @@ static int l_write(lua_State *L) {
   return 0;
 }
 
+/* Pushes require(name) (unprotected: the callers below run under lua_pcall). */
+static void push_required(lua_State *L, const char *name) {
+  lua_getglobal(L, "require");
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1);
+}
+
 /* Protected: require("aio.console").install(repl_c.console_write, repl_c.std_print). */
 static int install_console_p(lua_State *L) {
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "aio.console");
-  lua_call(L, 1, 1);
+  push_required(L, "aio.console");
   lua_getfield(L, -1, "install");
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "aio.repl_c");
-  lua_call(L, 1, 1);
+  push_required(L, "aio.repl_c");
   lua_getfield(L, -1, "console_write");
   lua_getfield(L, -2, "std_print");
   lua_remove(L, -3);
@@ -280,12 +283,8 @@ static int install_console_p(lua_State *L) {
 
 /* Protected: loads aio.console and aio.repl_c (package.loaded keeps them). */
 static int preload_console_p(lua_State *L) {
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "aio.console");
-  lua_call(L, 1, 0);
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "aio.repl_c");
-  lua_call(L, 1, 0);
+  push_required(L, "aio.console");
+  push_required(L, "aio.repl_c");
   return 0;
 }
 
