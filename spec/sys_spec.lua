@@ -154,6 +154,38 @@ describe("aio.sys", function()
     assert.matches("^false\t.*non%-negative integer", lines[5])
   end)
 
+  it("the descriptor table is grown to the soft nofile limit when the loop is made and when the limit is raised",
+    function()
+    local helper = require "spec.helper"
+    -- FDSize in /proc/self/status is the size of the kernel's descriptor table, which grows
+    -- only as descriptors are opened (64 at first). aioshell grows it to the soft limit up
+    -- front, while it has one thread (see sys.c: each growth in a threaded process stalls).
+    local code = [[
+      local function fdsize()
+        local f = assert(io.open("/proc/self/status"))
+        local n = f:read("a"):match("FDSize:%s*(%d+)")
+        f:close()
+        return tonumber(n)
+      end
+      local before = fdsize()
+      local sys = require "aio.sys"
+      require("aio").sleep(0)  -- the loop is made by now
+      local made = fdsize()
+      local _, hard = sys.rlimit("nofile")
+      local target = math.min(6000, hard)
+      assert(sys.rlimit("nofile", target))
+      print(before, made, target, fdsize())
+    ]]
+    -- (a child's table starts as large as its parent's open descriptors needed: 256 here)
+    local out, err, status = helper.exec({ "bash", "-c", 'ulimit -Sn 2000 && exec "$0" "$@"', helper.aioshell,
+      "-e", code })
+    assert.equal(0, status, err)
+    local before, made, target, raised = out:match("^(%d+)\t(%d+)\t(%d+)\t(%d+)\n$")
+    assert.is_true(tonumber(before) < 2000, out)
+    assert.is_true(tonumber(made) >= 2000, out)
+    assert.is_true(tonumber(raised) >= tonumber(target), out)
+  end)
+
   -- The CPUs /proc lists for the calling thread ("0-1,3" -> {0, 1, 3}).
   local function proc_cpus()
     local f = assert(io.open("/proc/thread-self/status"))

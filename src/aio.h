@@ -120,6 +120,14 @@ void aio_signal_interrupt(lua_State *L);
 /* Non-zero (and cleared) when an interrupt is pending. */
 int aio_take_interrupt(void);
 
+/* ---- sys.c: process-wide set-up --------------------------------------------------------- */
+
+/* Grows the process's descriptor table up front to its soft RLIMIT_NOFILE (at most
+** AIO_FD_TABLE_MAX entries); a no-op once that size is reached. Called when a loop is made
+** and when aio.sys.rlimit raises "nofile" (see sys.c for why). */
+void aio_fd_table_reserve(void);
+#define AIO_FD_TABLE_MAX 16384
+
 /* ---- timer.c: the timer heap ---------------------------------------------------------- */
 
 /* Durations of AIO_FOREVER_S seconds (about 32 years) or more, math.huge included, never end:

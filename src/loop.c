@@ -142,6 +142,7 @@ static aio_loop *loop_create(lua_State *L) {
     aio__main_loop = loop;
   }
   signal(SIGPIPE, SIG_IGN);  /* a peer closing a socket must be an error value, not death */
+  aio_fd_table_reserve();    /* before any thread of ours exists: see sys.c */
   lua_rawsetp(L, LUA_REGISTRYINDEX, &LOOP_KEY);
   return loop;
 }
