@@ -440,6 +440,38 @@ except socket.timeout:
     assert.are.equal("40\tall refused\n", out)
   end)
 
+  it("sends a request whose connect completes only later (a listener's backlog full at first)", function()
+    -- The client lets curl look at a socket it just opened at once and starts polling it only
+    -- afterwards, for what curl then wants: here writability, as the connect is still pending
+    -- (the SYN goes unanswered until the listener accepts, and the kernel resends it ~1 s on).
+    local out, err, status = helper.run_lua([[
+      local aio = require "aio"
+      local http = require "aio.http"
+      local p = io.popen("python3 -c '\n" ..
+        "import os, socket, threading, time\n" ..
+        "s = socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(0)\n" ..
+        "fill = []\n" ..
+        "for i in range(3):\n" ..
+        "    c = socket.socket(); c.setblocking(False)\n" ..
+        "    try: c.connect(s.getsockname())\n" ..
+        "    except BlockingIOError: pass\n" ..
+        "    fill.append(c)\n" ..
+        "time.sleep(0.2); print(s.getsockname()[1], flush=True); time.sleep(0.3)\n" ..
+        "def serve(c):\n" ..
+        "    if c.recv(65536): c.sendall(b\"HTTP/1.1 200 OK\\r\\nContent-Length: 5\\r\\n\\r\\nlater\"); os._exit(0)\n" ..
+        "s.settimeout(10)\n" ..
+        "for i in range(8): threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()'")
+      local port = p:read("n")
+      local client = http.client { max_connections = 1 }
+      local t0 = aio.now()
+      local r = client:get("http://127.0.0.1:" .. port .. "/")
+      print(r.status, r.body, aio.now() - t0 > 0.3)
+      client:close()
+    ]], { timeout = 20 })
+    assert.are.equal(0, status, err)
+    assert.are.equal("200\tlater\ttrue\n", out)
+  end)
+
   it("survives closing a client (or a connect timeout) while a connection is being made", function()
     -- A listener whose backlog is full answers no SYN, so the client's connect stays pending.
     -- curl closes such a socket itself (no close callback) when its transfer is removed; the
