@@ -105,6 +105,26 @@ while True:
     return "http://127.0.0.1:" .. port, lines, stop
   end
 
+  -- The Lua lines that start, in a helper.run_lua script, a Python listener whose backlog is
+  -- full (it answers no SYN, so a client's connect stays pending) and read its port into
+  -- `port`; the listener prints the port, then runs the Python `rest`.
+  local function full_backlog_listener(rest)
+    local py = table.concat({
+      "import os, socket, threading, time",
+      's = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)',
+      "fill = []",
+      "for i in range(3):",
+      "    c = socket.socket(); c.setblocking(False)",
+      "    try: c.connect(s.getsockname())",
+      "    except BlockingIOError: pass",
+      "    fill.append(c)",
+      "time.sleep(0.2); print(s.getsockname()[1], flush=True)",
+      rest,
+    }, "\n")
+    local cmd = "python3 -c " .. helper.quote(py)
+    return ("local p = io.popen(%q)\nlocal port = p:read('n')\n"):format(cmd)
+  end
+
   -- Counts the entries of list equal to v.
   local function occurrences(list, v)
     local n = 0
@@ -440,24 +460,35 @@ except socket.timeout:
     assert.are.equal("40\tall refused\n", out)
   end)
 
+  it("sends a request whose connect completes only later (a listener's backlog full at first)", function()
+    -- The client lets curl look at a socket it just opened at once and starts polling it only
+    -- afterwards, for what curl then wants: here writability, as the connect is still pending
+    -- (the SYN goes unanswered until the listener accepts, and the kernel resends it ~1 s on).
+    local out, err, status = helper.run_lua(full_backlog_listener([[
+time.sleep(0.3)
+def serve(c):
+    if c.recv(65536): c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nlater"); os._exit(0)
+s.settimeout(10)
+for i in range(8): threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()]]) .. [[
+      local aio = require "aio"
+      local http = require "aio.http"
+      local client = http.client { max_connections = 1 }
+      local t0 = aio.now()
+      local r = client:get("http://127.0.0.1:" .. port .. "/")
+      print(r.status, r.body, aio.now() - t0 > 0.3)
+      client:close()
+    ]], { timeout = 20 })
+    assert.are.equal(0, status, err)
+    assert.are.equal("200\tlater\ttrue\n", out)
+  end)
+
   it("survives closing a client (or a connect timeout) while a connection is being made", function()
     -- A listener whose backlog is full answers no SYN, so the client's connect stays pending.
     -- curl closes such a socket itself (no close callback) when its transfer is removed; the
     -- poll watching it used to be restarted on the closed descriptor, and libuv aborted.
-    local out, err, status = helper.run_lua([[
+    local out, err, status = helper.run_lua(full_backlog_listener("time.sleep(1)") .. [[
       local aio = require "aio"
       local http = require "aio.http"
-      local p = io.popen("python3 -c '\n" ..
-        "import socket, time\n" ..
-        "s = socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(0)\n" ..
-        "fill = []\n" ..
-        "for i in range(3):\n" ..
-        "    c = socket.socket(); c.setblocking(False)\n" ..
-        "    try: c.connect(s.getsockname())\n" ..
-        "    except BlockingIOError: pass\n" ..
-        "    fill.append(c)\n" ..
-        "time.sleep(0.2); print(s.getsockname()[1], flush=True); time.sleep(1)'")
-      local port = p:read("n")
       local client = http.client { max_connections = 1 }
       local f = client:start { url = "http://127.0.0.1:" .. port .. "/" }
       aio.sleep(0.05)

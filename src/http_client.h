@@ -68,7 +68,9 @@ typedef struct {                   /* one per socket curl watches */
   int events;                      /* UV_READABLE|UV_WRITABLE being polled, 0 when stopped */
   int owned;                       /* opened by on_open_socket: lives until on_close_socket */
   int idle;                        /* owned, and curl has no transfer on it (kept alive) */
-  int fresh;                       /* opened during the current curl call: connect pending */
+  int fresh;                       /* opened during the current curl call: connect pending, and
+                                      its poll not started before drive_fresh has acted on it */
+  int want;                        /* while fresh: the events curl asked for, polled after */
 } sock_ctx;
 
 struct http_client {

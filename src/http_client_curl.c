@@ -37,6 +37,7 @@
 #include "http_client.h"
 
 static void drive(http_client *c, curl_socket_t fd, int flags);
+static void on_poll(uv_poll_t *h, int status, int events);
 
 /* ---- curl callbacks (they only record; they never re-enter curl) -------------------- */
 
@@ -80,6 +81,15 @@ static void sock_poll(sock_ctx *s, int events, uv_poll_cb cb) {
   if (events) uv_poll_start(&s->poll, events, cb);
   else uv_poll_stop(&s->poll);
   s->events = events;
+}
+
+/* Sets the events curl wants on s: polled at once, or, while s is fresh, when drive_fresh is
+** done with it (every uv_poll_start begins with an EPOLL_CTL_DEL, which fails on a socket not
+** yet polled: curl asks for writable after its connect and readable after its send, both
+** inside the calls that drive_fresh makes, so only the last of them needs polling). */
+static void sock_want(sock_ctx *s, int events) {
+  if (s->fresh) s->want = events;
+  else sock_poll(s, events, on_poll);
 }
 
 /* Makes the context and (unreferenced) poll handle of socket fd; NULL when out of memory. */
@@ -195,7 +205,7 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *cbp, void *sockp
       sock_forget(c, fd);
     } else if (s->owned) {   /* kept alive: watch for the peer closing it, nothing else */
       s->idle = 1;
-      sock_poll(s, s->events ? UV_READABLE : 0, on_poll);
+      sock_want(s, (s->fresh ? s->want : s->events) ? UV_READABLE : 0);
     } else {
       sock_free(s);
       curl_multi_assign(c->multi, fd, NULL);
@@ -210,7 +220,7 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *cbp, void *sockp
   int ev = 0;
   if (what & CURL_POLL_IN) ev |= UV_READABLE;
   if (what & CURL_POLL_OUT) ev |= UV_WRITABLE;
-  sock_poll(s, ev, on_poll);
+  sock_want(s, ev);
   return 0;
 }
 
@@ -533,14 +543,17 @@ static void collect_later(http_client *c, int running) {
 ** returns, so that wait only batched the requests: the crawler's first 100 left together 9 ms
 ** after the first connect and came back as one burst every 100 ms wave, each wave the last of
 ** the burst waiting ~4 ms behind the others. Where the connect is still pending, curl polls
-** the socket, finds it not ready and keeps waiting as before. *running is updated. */
+** the socket, finds it not ready and keeps waiting as before. Only then is the socket polled,
+** for what curl last asked (sock_want). *running is updated. */
 static void drive_fresh(http_client *c, int *running) {
   while (c->nfresh > 0) {
     curl_socket_t fd = c->fresh[--c->nfresh];
     sock_ctx *s = sock_owned(c, fd);
     if (!s || !s->fresh) continue;
-    s->fresh = 0;
     curl_multi_socket_action(c->multi, fd, CURL_CSELECT_OUT, running);
+    if (sock_owned(c, fd) != s) continue;  /* curl closed it (freed in its close callback) */
+    s->fresh = 0;
+    sock_poll(s, s->want, on_poll);
   }
 }
 
