@@ -261,9 +261,8 @@ static void task_step(aio_loop *loop, aio_task *t) {
       return;
     }
   }
-  if (nargs < 0 && !t->cancel_requested) {  /* woken from sleep(0) */
-    lua_pushboolean(co, 1);
-    nargs = 1;
+  if (nargs < 0 && !t->cancel_requested) {  /* woken from sleep(0): nothing to hand it */
+    nargs = 0;
   } else if (nargs < 0) {  /* sleep(0) is a cancellation point, as asyncio's: (false, err) */
     lua_pushboolean(co, 0);
     push_pending_cancel(L, t);
@@ -279,8 +278,10 @@ static void task_step(aio_loop *loop, aio_task *t) {
   if (on_main) aio__running_co = outer;
   t->running = 0;
   if (status == LUA_YIELD) {  /* the common case needs no Lua value of the task: none pushed */
-    if (!(nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) && !t->waiting && !t->sleeping
-        && !t->queued) {
+    if (t->nargs < 0) {  /* sleep(0) (l_sleep): queued here, where the loop is at hand */
+      ready_push(loop, t);
+    } else if (!(nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) && !t->waiting
+               && !t->sleeping && !t->queued) {
       ready_push(loop, t);  /* a bare coroutine.yield() in a task: let the others run */
       if (t->cancel_requested) arm_cancel_hook(t);
     }
@@ -532,6 +533,12 @@ int aio_take_cancel(lua_State *L) {
   return 1;
 }
 
+/* Continuation of sleep(0): resumed with nothing, or with (false, err) if cancelled. */
+static int sleep0_k(lua_State *L, int status, lua_KContext base) {
+  if (lua_gettop(L) == (int)base) return 0;
+  return aio_await_k(L, status, base);
+}
+
 /* Timer heap callback: a sleeping task's time has come. */
 static void on_sleep_done(aio_loop *loop, aio_timed *timed) {
   aio_task *t = (aio_task *)((char *)timed - offsetof(aio_task, sleep));
@@ -545,22 +552,23 @@ static int l_sleep(lua_State *L) {
   int isnum;
   lua_Number s = lua_tonumberx(L, 1, &isnum);  /* the common case first: luaL_optnumber's */
   if (!isnum) s = luaL_optnumber(L, 1, 0);      /* checks cost ~70 instructions a sleep */
-  aio_loop *loop = aio_loop_get(L);
   aio_task *t = aio_current_task(L);
+  if (t && s <= 0) {
+    check_can_suspend(L, t);
+    /* task_step queues it once it has yielded and resumes it with nothing (or false, err): no
+    ** loop lookup here, and nothing can be pushed on a running coroutine anyway */
+    t->nargs = -1;
+    return task_suspend(L, sleep0_k);
+  }
   if (t) {
     check_can_suspend(L, t);
-    if (s <= 0) {
-      t->nargs = -1;  /* resume with (true); nothing can be pushed on a running coroutine */
-      ready_push(loop, t);
-    } else {
-      lua_settop(L, 0);
-      uint64_t ns = aio_duration_ns(L, 1, s);
-      t->sleep.fire = on_sleep_done;
-      t->sleep.heap_idx = -1;  /* the union held other links until now */
-      t->sleeping = 1;
-      if (ns == AIO_NEVER) t->sleep.due = AIO_NEVER;  /* in no heap: only a cancel wakes it */
-      else aio_timed_start(loop, &t->sleep, ns);
-    }
+    lua_settop(L, 0);
+    uint64_t ns = aio_duration_ns(L, 1, s);
+    t->sleep.fire = on_sleep_done;
+    t->sleep.heap_idx = -1;  /* the union held other links until now */
+    t->sleeping = 1;
+    if (ns == AIO_NEVER) t->sleep.due = AIO_NEVER;  /* in no heap: only a cancel wakes it */
+    else aio_timed_start(aio_loop_get(L), &t->sleep, ns);
     return task_suspend(L, aio_await_k);
   }
   /* Outside tasks: a one-shot timer future (timer.c) awaited like any other. */
