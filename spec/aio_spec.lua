@@ -760,6 +760,10 @@ describe("gather", function()
     assert.is_false(ok)
     assert.are.equal("boom", err.message)
     assert.same({ n = 0 }, aio.collect({}, 0, false))
+    assert.same({ ok1, bad, ok2, n = 3 }, copy)           -- collect leaves its list alone...
+    local over = aio.collect(copy, 3, true, true)         -- ...but in place (gather's own copy)
+    assert.are.equal(copy, over)
+    assert.same({ 1, r[2], 2, n = 3 }, copy)
     assert.is_true(aio.when_all({}, 0, false):done())
   end))
 

@@ -420,13 +420,16 @@ static lua_Integer check_list_args(lua_State *L, int *return_exceptions) {
   return n;
 }
 
-/* aio.core.collect(list, n, return_exceptions) -> {n=n, first result of each} of n finished
-** futures or tasks, in order; with return_exceptions a failed one gives its error value,
-** otherwise its error is raised (gather's last step, one C call instead of two per child). */
+/* aio.core.collect(list, n, return_exceptions [, in_place]) -> {n=n, first result of each} of
+** n finished futures or tasks, in order; with return_exceptions a failed one gives its error
+** value, otherwise its error is raised (gather's last step, one C call instead of two per
+** child). in_place: the results replace the futures in list itself, which is returned (gather's
+** own copy: no second table of n slots, 1.6 MB for 100,000 tasks). */
 static int l_collect(lua_State *L) {
-  int return_exceptions;
+  int return_exceptions, in_place = lua_toboolean(L, 4);
   lua_Integer n = check_list_args(L, &return_exceptions);
-  lua_createtable(L, n > 0 && n < INT_MAX ? (int)n : 0, 1);   /* 4: results */
+  if (in_place) lua_pushvalue(L, 1);                          /* 4: results */
+  else lua_createtable(L, n > 0 && n < INT_MAX ? (int)n : 0, 1);
   lua_pushinteger(L, n);
   lua_setfield(L, 4, "n");
   aio_loop *loop = aio_loop_get(L);
