@@ -112,9 +112,15 @@ void aio__task_wake(lua_State *L, aio_task *t, int nvals) {
 
 /* A direct-mapped cache of spawn-site strings, per loop: formatting "file:line" on every spawn
 ** cost as much as all the rest of spawn. Entries match by content (short source and line), so
-** a chunk that reuses a dead chunk's address never gets the old chunk's site. */
+** a chunk that reuses a dead chunk's address never gets the old chunk's site; or, where the
+** entry pins the chunk's source string itself (an interned short string: pushing the source
+** gives that very string back), by its address, which that string keeps while pinned. */
 enum { SITE_SLOTS = 64 };
-struct aio_site { char src[LUA_IDSIZE]; int line; int ref; };
+struct aio_site {
+  const char *pinned;   /* the chunk's source, kept alive by pin_ref; NULL: compare src */
+  int line, ref, pin_ref;
+  char src[LUA_IDSIZE];
+};
 
 /* Inlined even where the compiler would not (it has two callers): spawn's hot path. */
 #ifdef __GNUC__
@@ -123,6 +129,19 @@ struct aio_site { char src[LUA_IDSIZE]; int line; int ref; };
 #define HOT_INLINE inline
 #endif
 
+/* Fills the cache entry e for ar with the site string on top (left there). */
+static void site_cache_fill(lua_State *L, struct aio_site *e, const lua_Debug *ar) {
+  if (e->ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, e->ref);
+  if (e->pin_ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, e->pin_ref);
+  lua_pushvalue(L, -1);
+  e->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  e->line = ar->currentline;
+  memcpy(e->src, ar->short_src, sizeof e->src);
+  lua_pushlstring(L, ar->source, ar->srclen);
+  e->pinned = lua_tostring(L, -1) == ar->source ? ar->source : NULL;
+  e->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 /* Pushes the site string "src:line", from the loop's cache or made (and cached) now. */
 static HOT_INLINE void push_site_string(lua_State *L, aio_loop *loop, const lua_Debug *ar) {
   if (!loop->sites) loop->sites = calloc(SITE_SLOTS, sizeof *loop->sites);
@@ -130,19 +149,14 @@ static HOT_INLINE void push_site_string(lua_State *L, aio_loop *loop, const lua_
   if (loop->sites) {
     uintptr_t h = ((uintptr_t)ar->source >> 4) ^ ((uintptr_t)ar->currentline * 40503u);
     e = &loop->sites[h % SITE_SLOTS];
-    if (e->ref > 0 && e->line == ar->currentline && strcmp(e->src, ar->short_src) == 0) {
+    if (e->ref > 0 && e->line == ar->currentline
+        && (e->pinned ? e->pinned == ar->source : strcmp(e->src, ar->short_src) == 0)) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref);
       return;
     }
   }
   lua_pushfstring(L, "%s:%d", ar->short_src, ar->currentline);
-  if (e) {
-    if (e->ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, e->ref);
-    lua_pushvalue(L, -1);
-    e->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    e->line = ar->currentline;
-    memcpy(e->src, ar->short_src, sizeof e->src);
-  }
+  if (e) site_cache_fill(L, e, ar);
 }
 
 /* Pushes "file:line" of the user code that called into spawn: the first Lua frame up that is
