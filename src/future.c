@@ -125,9 +125,8 @@ typedef struct aio_group {
   int return_exceptions;        /* a failed child settles the group only without it */
 } aio_group;
 
-/* Counts down the group at (absolute) gidx for its child f, at (absolute) fidx, which just
-** finished: settles the group at the child's failure (unless return_exceptions) or once none
-** is left. */
+/* Counts down the group at gidx for its child f, at (absolute) fidx, which just finished:
+** settles the group at the child's failure (unless return_exceptions) or once none is left. */
 static void group_child_done(lua_State *L, int gidx, aio_future *f, int fidx) {
   aio_group *g = (aio_group *)lua_touserdata(L, gidx);
   g->remaining--;
@@ -163,6 +162,11 @@ static void run_sync_callback(lua_State *L, int cbidx, int cbtype, aio_future *f
 static void run_callbacks(lua_State *L, aio_future *f, int fidx) {
   if (!f->has_callbacks) return;
   int type = lua_getiuservalue(L, fidx, AIO_FUV_CALLBACKS);
+  if (type == LUA_TUSERDATA) {  /* the common case: a when_all group (gather) */
+    group_child_done(L, -1, f, fidx);
+    lua_pop(L, 1);
+    return;
+  }
   if (type != LUA_TTABLE) {
     if (type != LUA_TNIL) run_sync_callback(L, lua_gettop(L), type, f, fidx);
     lua_pop(L, 1);

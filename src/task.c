@@ -202,7 +202,7 @@ void aio__push_site(lua_State *L) {
 aio_task *aio__spawn_at(lua_State *L, int nargs, int site) {
   aio_loop *loop = aio_loop_get(L);
   int fidx = lua_gettop(L) - nargs;
-  luaL_checktype(L, fidx, LUA_TFUNCTION);
+  if (lua_type(L, fidx) != LUA_TFUNCTION) luaL_checktype(L, fidx, LUA_TFUNCTION);  /* raises */
   aio_task *t = (aio_task *)lua_newuserdatauv(L, sizeof *t, AIO_TASK_NUV);
   memset(t, 0, sizeof *t);
   t->fut.is_task = 1;
