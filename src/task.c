@@ -303,7 +303,7 @@ static void task_step(aio_loop *loop, aio_task *t) {
       ready_push(loop, t);  /* a bare coroutine.yield() in a task: let the others run */
       if (t->cancel_requested) arm_cancel_hook(t);
     }
-    lua_pop(co, nres);
+    if (nres > 0) lua_pop(co, nres);
     return;
   }
   push_anchor_and_task(L, loop, t);  /* it ends: its outcome goes into the task (still anchored) */
@@ -576,6 +576,9 @@ static int l_sleep(lua_State *L) {
     /* task_step queues it once it has yielded and resumes it with nothing (or false, err): no
     ** loop lookup here, and nothing can be pushed on a running coroutine anyway */
     t->nargs = -1;
+    /* From the task's own coroutine the yield needs no await key: nargs tells task_step (a
+    ** generator's resume_loop needs the key to pass the await up) */
+    if (L == t->co) return lua_yieldk(L, 0, lua_gettop(L), sleep0_k);
     return task_suspend(L, sleep0_k);
   }
   if (t) {
