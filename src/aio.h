@@ -92,6 +92,10 @@ struct aio_loop {
   int cancel_request;
 };
 
+/* A new state for the host or a worker: luaL_newstate, with an allocator that takes new blocks
+** from malloc directly (lauxlib's goes through realloc) and whose ud is the state's loop once
+** made (aio_loop_get's quickest way to it). NULL when out of memory. */
+lua_State *aio_newstate(void);
 /* Returns the loop of L's main state, creating it on first use. */
 aio_loop *aio_loop_get(lua_State *L);
 /* Inside a libuv callback: lets the current uv_run return at once instead of blocking in its
@@ -318,9 +322,6 @@ int aio_is_cancelled(lua_State *L, int idx);
 
 /* Adds a package.preload loader for each embedded lua/ module (found before any file). */
 void aio_preload_embedded(lua_State *L);
-/* A new state for the host or a worker: luaL_newstate, with an allocator that takes new blocks
-** from malloc directly (lauxlib's goes through realloc). NULL when out of memory. */
-lua_State *aio_newstate(void);
 /* Opens the runtime into L: package.preload entries of the embedded Lua and the C modules.
 ** Called by the host at start and by luaopen_aio in the stand-alone C module. */
 void aio_openlibs(lua_State *L);

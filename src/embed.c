@@ -4,7 +4,6 @@
 #include "aio.h"
 #include "embed.h"
 #include <lualib.h>
-#include <stdlib.h>
 
 #define AIO_MODULE(name, fn) int fn(lua_State *L);
 #include "modules.def"
@@ -59,22 +58,3 @@ void aio_openlibs(lua_State *L) {
   aio_preload_embedded(L);
 }
 
-/* lauxlib's allocator, but a new block comes from malloc itself: glibc's realloc(NULL, n) is
-** malloc(n) behind a wrapper of ~24 instructions, paid on every allocation of the state (five
-** per task: its userdata, its coroutine, that coroutine's stack and two call frames). Blocks of
-** either allocator are one heap's, so the state may switch to it at any time. */
-static void *state_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  (void)ud; (void)osize;
-  if (nsize == 0) {
-    free(ptr);
-    return NULL;
-  }
-  return ptr ? realloc(ptr, nsize) : malloc(nsize);
-}
-
-/* luaL_newstate (its panic and warning functions) with state_alloc as the allocator. */
-lua_State *aio_newstate(void) {
-  lua_State *L = luaL_newstate();
-  if (L) lua_setallocf(L, state_alloc, NULL);
-  return L;
-}
