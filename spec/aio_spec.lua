@@ -40,14 +40,17 @@ describe("tasks", function()
   it("names each spawn site by its own chunk and line, however many chunks share a line", async(function()
     -- Sites are cached per call site: chunks of different names (and a chunk reloaded under a
     -- new name) spawning from the same line number must each get their own "file:line".
-    local sites = {}
-    for _, name in ipairs({"=alpha", "=beta", "=alpha", "=gamma"}) do
+    -- Names past 40 characters too (long source strings, which the cache compares by content).
+    local sites, long = {}, ("x"):rep(44)
+    for _, name in ipairs({"=alpha", "=beta", "=alpha", "=gamma", "=" .. long .. "A", "=" .. long .. "B",
+                           "=" .. long .. "A"}) do
       local chunk = assert(load("local aio = ...\nreturn aio.spawn(function() end)", name))
       local t = chunk(aio)
       sites[#sites + 1] = t.site
       t:await()
     end
-    assert.same({"alpha:2", "beta:2", "alpha:2", "gamma:2"}, sites)
+    assert.same({"alpha:2", "beta:2", "alpha:2", "gamma:2", long .. "A:2", long .. "B:2", long .. "A:2"},
+                sites)
     local here = aio.spawn(function() end)
     assert.matches("aio_spec.lua:%d+$", here.site)
     here:await()
@@ -760,6 +763,10 @@ describe("gather", function()
     assert.is_false(ok)
     assert.are.equal("boom", err.message)
     assert.same({ n = 0 }, aio.collect({}, 0, false))
+    assert.same({ ok1, bad, ok2, n = 3 }, copy)           -- collect leaves its list alone...
+    local over = aio.collect(copy, 3, true, true)         -- ...but in place (gather's own copy)
+    assert.are.equal(copy, over)
+    assert.same({ 1, r[2], 2, n = 3 }, copy)
     assert.is_true(aio.when_all({}, 0, false):done())
   end))
 

@@ -125,9 +125,8 @@ typedef struct aio_group {
   int return_exceptions;        /* a failed child settles the group only without it */
 } aio_group;
 
-/* Counts down the group at (absolute) gidx for its child f, at (absolute) fidx, which just
-** finished: settles the group at the child's failure (unless return_exceptions) or once none
-** is left. */
+/* Counts down the group at gidx for its child f, at (absolute) fidx, which just finished:
+** settles the group at the child's failure (unless return_exceptions) or once none is left. */
 static void group_child_done(lua_State *L, int gidx, aio_future *f, int fidx) {
   aio_group *g = (aio_group *)lua_touserdata(L, gidx);
   g->remaining--;
@@ -163,6 +162,11 @@ static void run_sync_callback(lua_State *L, int cbidx, int cbtype, aio_future *f
 static void run_callbacks(lua_State *L, aio_future *f, int fidx) {
   if (!f->has_callbacks) return;
   int type = lua_getiuservalue(L, fidx, AIO_FUV_CALLBACKS);
+  if (type == LUA_TUSERDATA) {  /* the common case: a when_all group (gather) */
+    group_child_done(L, -1, f, fidx);
+    lua_pop(L, 1);
+    return;
+  }
   if (type != LUA_TTABLE) {
     if (type != LUA_TNIL) run_sync_callback(L, lua_gettop(L), type, f, fidx);
     lua_pop(L, 1);
@@ -420,13 +424,16 @@ static lua_Integer check_list_args(lua_State *L, int *return_exceptions) {
   return n;
 }
 
-/* aio.core.collect(list, n, return_exceptions) -> {n=n, first result of each} of n finished
-** futures or tasks, in order; with return_exceptions a failed one gives its error value,
-** otherwise its error is raised (gather's last step, one C call instead of two per child). */
+/* aio.core.collect(list, n, return_exceptions [, in_place]) -> {n=n, first result of each} of
+** n finished futures or tasks, in order; with return_exceptions a failed one gives its error
+** value, otherwise its error is raised (gather's last step, one C call instead of two per
+** child). in_place: the results replace the futures in list itself, which is returned (gather's
+** own copy: no second table of n slots, 1.6 MB for 100,000 tasks). */
 static int l_collect(lua_State *L) {
-  int return_exceptions;
+  int return_exceptions, in_place = lua_toboolean(L, 4);
   lua_Integer n = check_list_args(L, &return_exceptions);
-  lua_createtable(L, n > 0 && n < INT_MAX ? (int)n : 0, 1);   /* 4: results */
+  if (in_place) lua_pushvalue(L, 1);                          /* 4: results */
+  else lua_createtable(L, n > 0 && n < INT_MAX ? (int)n : 0, 1);
   lua_pushinteger(L, n);
   lua_setfield(L, 4, "n");
   aio_loop *loop = aio_loop_get(L);

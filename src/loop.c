@@ -66,6 +66,8 @@ uint64_t aio_now_ns(aio_loop *loop) {
   return loop->virtual_time ? loop->vnow : uv_hrtime();
 }
 
+static void state_alloc_set_loop(lua_State *L, aio_loop *loop);
+
 /* __gc of the loop userdata: close everything (lua_close runs it last, as it was made first). */
 static int loop_gc(lua_State *L) {
   aio_loop *loop = (aio_loop *)lua_touserdata(L, 1);
@@ -84,6 +86,7 @@ static void close_walk_cb(uv_handle_t *handle, void *arg) {
 void aio_loop_close(aio_loop *loop) {
   loop->closing = 1;
   atomic_fetch_add(&loop_generation, 1);  /* forget every thread's cached loop */
+  state_alloc_set_loop(loop->L, NULL);    /* and the state's own note of it */
   if (interrupt_async == &loop->wakeup) {
     interrupt_async = NULL;
     aio__main_loop = NULL;
@@ -105,6 +108,32 @@ int aio_loop_exists(lua_State *L) {
   int exists = lua_rawgetp(L, LUA_REGISTRYINDEX, &LOOP_KEY) == LUA_TUSERDATA;
   lua_pop(L, 1);
   return exists;
+}
+
+/* The allocator of states made by aio_newstate: lauxlib's, but a new block comes from malloc
+** itself (glibc's realloc(NULL, n) is malloc(n) behind a wrapper of ~24 instructions, paid on
+** every allocation: five per task). Blocks of either allocator are one heap's, so a state may
+** switch to it at any time. Its ud, which it does not use, is the state's loop once made. */
+static void *state_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud; (void)osize;
+  if (nsize == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return ptr ? realloc(ptr, nsize) : malloc(nsize);
+}
+
+/* luaL_newstate (its panic and warning functions) with state_alloc as the allocator. */
+lua_State *aio_newstate(void) {
+  lua_State *L = luaL_newstate();
+  if (L) lua_setallocf(L, state_alloc, NULL);
+  return L;
+}
+
+/* Sets the ud of L's allocator to loop (or NULL), if L is a state of aio_newstate's. */
+static void state_alloc_set_loop(lua_State *L, aio_loop *loop) {
+  void *ud;
+  if (lua_getallocf(L, &ud) == state_alloc) lua_setallocf(L, state_alloc, loop);
 }
 
 /* Makes the loop userdata, initialises libuv and stores it in the registry. */
@@ -144,6 +173,7 @@ static aio_loop *loop_create(lua_State *L) {
   signal(SIGPIPE, SIG_IGN);  /* a peer closing a socket must be an error value, not death */
   aio_fd_table_reserve();    /* before any thread of ours exists: see sys.c */
   lua_rawsetp(L, LUA_REGISTRYINDEX, &LOOP_KEY);
+  state_alloc_set_loop(L, loop);
   return loop;
 }
 
@@ -176,6 +206,8 @@ static aio_loop *loop_lookup(lua_State *L, const void *registry, unsigned genera
 
 /* Returns the loop of L's main state, creating it on first use. */
 aio_loop *aio_loop_get(lua_State *L) {
+  void *ud;
+  if (lua_getallocf(L, &ud) == state_alloc && ud) return (aio_loop *)ud;  /* aioshell's states */
   const void *registry = lua_topointer(L, LUA_REGISTRYINDEX);
   unsigned generation = atomic_load_explicit(&loop_generation, memory_order_relaxed);
   if (registry == loop_cache.registry && generation == loop_cache.generation) return loop_cache.loop;

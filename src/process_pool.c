@@ -206,7 +206,7 @@ static void pool_worker_main(ppool *p, pworker *me, int fd, pid_t parent) {
   aio_proc_become(me->name);
   aio_proc_set_parent_stream(fd);
   aio_proc_forget_sends();
-  lua_State *L = luaL_newstate();
+  lua_State *L = aio_newstate();
   if (!L) _exit(1);
   luaL_openlibs(L);
   aio_openlibs(L);

@@ -14,6 +14,10 @@
 #include <lualib.h>
 #include <stddef.h>
 
+/* co and waiting fill exactly the room of a plain future's on_cancel fields (aio.h). */
+_Static_assert(offsetof(aio_task, waiting) + sizeof(aio_future *) == sizeof(aio_future),
+               "aio_task's own fields must stay inside the future's on_cancel room");
+
 const char aio__await_key = 'A';
 static const char HOOK_KEY = 'H';        /* registry: the task lifecycle hook (tracing) */
 
@@ -108,9 +112,15 @@ void aio__task_wake(lua_State *L, aio_task *t, int nvals) {
 
 /* A direct-mapped cache of spawn-site strings, per loop: formatting "file:line" on every spawn
 ** cost as much as all the rest of spawn. Entries match by content (short source and line), so
-** a chunk that reuses a dead chunk's address never gets the old chunk's site. */
+** a chunk that reuses a dead chunk's address never gets the old chunk's site; or, where the
+** entry pins the chunk's source string itself (an interned short string: pushing the source
+** gives that very string back), by its address, which that string keeps while pinned. */
 enum { SITE_SLOTS = 64 };
-struct aio_site { char src[LUA_IDSIZE]; int line; int ref; };
+struct aio_site {
+  const char *pinned;   /* the chunk's source, kept alive by pin_ref; NULL: compare src */
+  int line, ref, pin_ref;
+  char src[LUA_IDSIZE];
+};
 
 /* Inlined even where the compiler would not (it has two callers): spawn's hot path. */
 #ifdef __GNUC__
@@ -119,6 +129,19 @@ struct aio_site { char src[LUA_IDSIZE]; int line; int ref; };
 #define HOT_INLINE inline
 #endif
 
+/* Fills the cache entry e for ar with the site string on top (left there). */
+static void site_cache_fill(lua_State *L, struct aio_site *e, const lua_Debug *ar) {
+  if (e->ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, e->ref);
+  if (e->pin_ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, e->pin_ref);
+  lua_pushvalue(L, -1);
+  e->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  e->line = ar->currentline;
+  memcpy(e->src, ar->short_src, sizeof e->src);
+  lua_pushlstring(L, ar->source, ar->srclen);
+  e->pinned = lua_tostring(L, -1) == ar->source ? ar->source : NULL;
+  e->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 /* Pushes the site string "src:line", from the loop's cache or made (and cached) now. */
 static HOT_INLINE void push_site_string(lua_State *L, aio_loop *loop, const lua_Debug *ar) {
   if (!loop->sites) loop->sites = calloc(SITE_SLOTS, sizeof *loop->sites);
@@ -126,19 +149,14 @@ static HOT_INLINE void push_site_string(lua_State *L, aio_loop *loop, const lua_
   if (loop->sites) {
     uintptr_t h = ((uintptr_t)ar->source >> 4) ^ ((uintptr_t)ar->currentline * 40503u);
     e = &loop->sites[h % SITE_SLOTS];
-    if (e->ref > 0 && e->line == ar->currentline && strcmp(e->src, ar->short_src) == 0) {
+    if (e->ref > 0 && e->line == ar->currentline
+        && (e->pinned ? e->pinned == ar->source : strcmp(e->src, ar->short_src) == 0)) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, e->ref);
       return;
     }
   }
   lua_pushfstring(L, "%s:%d", ar->short_src, ar->currentline);
-  if (e) {
-    if (e->ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, e->ref);
-    lua_pushvalue(L, -1);
-    e->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    e->line = ar->currentline;
-    memcpy(e->src, ar->short_src, sizeof e->src);
-  }
+  if (e) site_cache_fill(L, e, ar);
 }
 
 /* Pushes "file:line" of the user code that called into spawn: the first Lua frame up that is
@@ -184,7 +202,7 @@ void aio__push_site(lua_State *L) {
 aio_task *aio__spawn_at(lua_State *L, int nargs, int site) {
   aio_loop *loop = aio_loop_get(L);
   int fidx = lua_gettop(L) - nargs;
-  luaL_checktype(L, fidx, LUA_TFUNCTION);
+  if (lua_type(L, fidx) != LUA_TFUNCTION) luaL_checktype(L, fidx, LUA_TFUNCTION);  /* raises */
   aio_task *t = (aio_task *)lua_newuserdatauv(L, sizeof *t, AIO_TASK_NUV);
   memset(t, 0, sizeof *t);
   t->fut.is_task = 1;
@@ -261,9 +279,8 @@ static void task_step(aio_loop *loop, aio_task *t) {
       return;
     }
   }
-  if (nargs < 0 && !t->cancel_requested) {  /* woken from sleep(0) */
-    lua_pushboolean(co, 1);
-    nargs = 1;
+  if (nargs < 0 && !t->cancel_requested) {  /* woken from sleep(0): nothing to hand it */
+    nargs = 0;
   } else if (nargs < 0) {  /* sleep(0) is a cancellation point, as asyncio's: (false, err) */
     lua_pushboolean(co, 0);
     push_pending_cancel(L, t);
@@ -279,12 +296,14 @@ static void task_step(aio_loop *loop, aio_task *t) {
   if (on_main) aio__running_co = outer;
   t->running = 0;
   if (status == LUA_YIELD) {  /* the common case needs no Lua value of the task: none pushed */
-    if (!(nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) && !t->waiting && !t->sleeping
-        && !t->queued) {
+    if (t->nargs < 0) {  /* sleep(0) (l_sleep): queued here, where the loop is at hand */
+      ready_push(loop, t);
+    } else if (!(nres >= 1 && lua_touserdata(co, -nres) == &aio__await_key) && !t->waiting
+               && !t->sleeping && !t->queued) {
       ready_push(loop, t);  /* a bare coroutine.yield() in a task: let the others run */
       if (t->cancel_requested) arm_cancel_hook(t);
     }
-    lua_pop(co, nres);
+    if (nres > 0) lua_pop(co, nres);
     return;
   }
   push_anchor_and_task(L, loop, t);  /* it ends: its outcome goes into the task (still anchored) */
@@ -532,6 +551,12 @@ int aio_take_cancel(lua_State *L) {
   return 1;
 }
 
+/* Continuation of sleep(0): resumed with nothing, or with (false, err) if cancelled. */
+static int sleep0_k(lua_State *L, int status, lua_KContext base) {
+  if (lua_gettop(L) == (int)base) return 0;
+  return aio_await_k(L, status, base);
+}
+
 /* Timer heap callback: a sleeping task's time has come. */
 static void on_sleep_done(aio_loop *loop, aio_timed *timed) {
   aio_task *t = (aio_task *)((char *)timed - offsetof(aio_task, sleep));
@@ -545,22 +570,26 @@ static int l_sleep(lua_State *L) {
   int isnum;
   lua_Number s = lua_tonumberx(L, 1, &isnum);  /* the common case first: luaL_optnumber's */
   if (!isnum) s = luaL_optnumber(L, 1, 0);      /* checks cost ~70 instructions a sleep */
-  aio_loop *loop = aio_loop_get(L);
   aio_task *t = aio_current_task(L);
+  if (t && s <= 0) {
+    check_can_suspend(L, t);
+    /* task_step queues it once it has yielded and resumes it with nothing (or false, err): no
+    ** loop lookup here, and nothing can be pushed on a running coroutine anyway */
+    t->nargs = -1;
+    /* From the task's own coroutine the yield needs no await key: nargs tells task_step (a
+    ** generator's resume_loop needs the key to pass the await up) */
+    if (L == t->co) return lua_yieldk(L, 0, lua_gettop(L), sleep0_k);
+    return task_suspend(L, sleep0_k);
+  }
   if (t) {
     check_can_suspend(L, t);
-    if (s <= 0) {
-      t->nargs = -1;  /* resume with (true); nothing can be pushed on a running coroutine */
-      ready_push(loop, t);
-    } else {
-      lua_settop(L, 0);
-      uint64_t ns = aio_duration_ns(L, 1, s);
-      t->sleep.fire = on_sleep_done;
-      t->sleep.heap_idx = -1;  /* the union held other links until now */
-      t->sleeping = 1;
-      if (ns == AIO_NEVER) t->sleep.due = AIO_NEVER;  /* in no heap: only a cancel wakes it */
-      else aio_timed_start(loop, &t->sleep, ns);
-    }
+    lua_settop(L, 0);
+    uint64_t ns = aio_duration_ns(L, 1, s);
+    t->sleep.fire = on_sleep_done;
+    t->sleep.heap_idx = -1;  /* the union held other links until now */
+    t->sleeping = 1;
+    if (ns == AIO_NEVER) t->sleep.due = AIO_NEVER;  /* in no heap: only a cancel wakes it */
+    else aio_timed_start(aio_loop_get(L), &t->sleep, ns);
     return task_suspend(L, aio_await_k);
   }
   /* Outside tasks: a one-shot timer future (timer.c) awaited like any other. */

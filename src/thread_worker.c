@@ -184,7 +184,7 @@ static void disable_os_exit(lua_State *L) {
 void *aio_pool_worker_main(void *arg) {
   aio_worker *w = (aio_worker *)arg;
   pool *p = w->pool;
-  lua_State *L = luaL_newstate();
+  lua_State *L = aio_newstate();
   w->L = L;
   if (L) {
     luaL_openlibs(L);

@@ -85,7 +85,7 @@ function aio.gather(...)
     cancel_all(aws, "a sibling failed")
     error(failed:exception(), 0)
   end
-  local results = collect(aws, n, return_exceptions)
+  local results = collect(aws, n, return_exceptions, true)  -- over aws: it is gather's own
   if as_list then return results end
   return unpack(results, 1, n)
 end
