@@ -25,7 +25,6 @@
 #ifndef AIO_H
 #define AIO_H
 
-#include <stddef.h>
 #include <stdint.h>
 #include <lua.h>
 #include <lauxlib.h>
@@ -171,25 +170,15 @@ struct aio_future {
   unsigned has_callbacks : 1;      /* uservalue 2 (its done callbacks) is not nil: not read if 0 */
   int topwaiters;                  /* main-thread waiters (aio_run_until) */
   aio_task *whead, *wtail;         /* tasks waiting on this future (FIFO) */
-  /* Called when the future is cancelled while pending (e.g. abort an HTTP transfer). Plain
-  ** futures only: a task keeps two fields of its own here (struct aio_task). */
+  /* Called when the future is cancelled while pending (e.g. abort an HTTP transfer). */
   void (*on_cancel)(lua_State *L, aio_future *f, void *ud);
   void *on_cancel_ud;
 };
 
 /* A task: a coroutine scheduled by the loop, and the future of its own outcome. */
 struct aio_task {
-  /* A task is cancelled by aio_task_cancel, never through on_cancel, so its own co and waiting
-  ** share that room: 16 bytes less per task (its userdata takes 200 bytes, a 208-byte malloc
-  ** chunk, where it took 216 and 224). */
-  union {
-    aio_future fut;              /* first member: a task is a future */
-    struct {
-      char fut_head_[offsetof(aio_future, on_cancel)];
-      lua_State *co;             /* its coroutine (NULL once finished) */
-      aio_future *waiting;       /* the future it waits on, or NULL */
-    };
-  };
+  aio_future fut;                /* first member: a task is a future */
+  lua_State *co;                 /* its coroutine (NULL once finished) */
   /* A task is in at most one of: the timer heap, a future's waiter list, the ready queue; so
   ** their links share memory (a sleeping task costs ~1.4 KB in all, the bare coroutine ~1.1).
   ** Only `sleeping`, `waiting` and `queued` say which one is live. */
@@ -198,6 +187,7 @@ struct aio_task {
     struct { aio_task *wnext, *wprev; };    /* while it waits on a future */
     aio_task *rnext;                        /* while it is in the ready queue */
   };
+  aio_future *waiting;           /* the future it waits on, or NULL */
   int64_t id;
   float spawned_at;              /* seconds after the loop's epoch (a float keeps tasks small) */
   int nargs;                     /* values pushed on co for its next resume */

@@ -14,10 +14,6 @@
 #include <lualib.h>
 #include <stddef.h>
 
-/* co and waiting fill exactly the room of a plain future's on_cancel fields (aio.h). */
-_Static_assert(offsetof(aio_task, waiting) + sizeof(aio_future *) == sizeof(aio_future),
-               "aio_task's own fields must stay inside the future's on_cancel room");
-
 const char aio__await_key = 'A';
 static const char HOOK_KEY = 'H';        /* registry: the task lifecycle hook (tracing) */
 
