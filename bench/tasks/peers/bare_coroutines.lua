@@ -5,7 +5,7 @@
 -- Only process CPU time is printed: stock Lua has no wall clock finer than a second.
 -- `--object` first: every coroutine of the spawn case also gets one 8-slot table, about the
 -- weight of the object any task runtime keeps beside each coroutine (aioshell's task userdata
--- takes a 208-byte block): the floor of a runtime that has task objects at all.
+-- takes a 224-byte block): the floor of a runtime that has task objects at all.
 -- `--scheduler` first: the spawn case through the least a scheduler does — a task record per
 -- coroutine, a FIFO ready queue that spawn appends to and sleep(0) re-queues on, results stored
 -- in input order as tasks end — still with no event loop, no timers, no errors.
