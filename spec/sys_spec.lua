@@ -186,6 +186,37 @@ describe("aio.sys", function()
     assert.is_true(tonumber(raised) >= tonumber(target), out)
   end)
 
+  it("a forked child's descriptor table is grown too (a fork copies only what is open)", function()
+    local helper = require "spec.helper"
+    local code = [[
+      local function fdsize()
+        local f = assert(io.open("/proc/self/status"))
+        local n = f:read("a"):match("FDSize:%s*(%d+)")
+        f:close()
+        return tonumber(n)
+      end
+      local process = require "aio.process"
+      local sys = require "aio.sys"
+      local forked = process.fork(function() return fdsize() end):join()
+      local pool = process.pool(1)
+      local worker = pool:submit(function()
+        local f = assert(io.open("/proc/self/status"))
+        local n = f:read("a"):match("FDSize:%s*(%d+)")
+        f:close()
+        return tonumber(n)
+      end):await()
+      pool:close()
+      print(fdsize(), forked, worker)
+    ]]
+    local out, err, status = helper.exec({ "bash", "-c", 'ulimit -Sn 2000 && exec "$0" "$@"', helper.aioshell,
+      "-e", code })
+    assert.equal(0, status, err)
+    local parent, forked, worker = out:match("^(%d+)\t(%d+)\t(%d+)\n$")
+    assert.is_true(tonumber(parent) >= 2000, out)
+    assert.is_true(tonumber(forked) >= 2000, out)
+    assert.is_true(tonumber(worker) >= 2000, out)
+  end)
+
   -- The CPUs /proc lists for the calling thread ("0-1,3" -> {0, 1, 3}).
   local function proc_cpus()
     local f = assert(io.open("/proc/thread-self/status"))
