@@ -56,6 +56,20 @@ describe("tasks", function()
     here:await()
   end))
 
+  it("the spawn-site cache keeps no copy of a chunk's long source alive", async(function()
+    -- A chunk named by a long string (load's default name is its whole code) that spawns once
+    -- and is dropped: the cache keeps its site string, never a copy of the name.
+    collectgarbage(); collectgarbage()
+    local before = collectgarbage("count")
+    for i = 1, 16 do
+      local name = "=" .. ("n"):rep(1 << 20) .. i
+      assert(load("return (...).spawn(function() end)", name))(aio):await()
+    end
+    collectgarbage(); collectgarbage()
+    local kept_kb = collectgarbage("count") - before
+    assert.is_true(kept_kb < 1024, ("%.0f KB kept"):format(kept_kb))
+  end))
+
   it("result() raises before the task is done, and re-raises its error after", async(function()
     local t = aio.spawn(function() aio.sleep(0.01); error("bad") end)
     assert.has_error(function() t:result() end, "result is not ready yet (await it first)")

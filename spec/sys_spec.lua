@@ -154,19 +154,27 @@ describe("aio.sys", function()
     assert.matches("^false\t.*non%-negative integer", lines[5])
   end)
 
+  -- FDSIZE: a chunk returning FDSize from /proc/self/status, the size of the kernel's descriptor
+  -- table, which grows only as descriptors are opened (64 at first). run_nofile_2000(code) runs
+  -- code, with fdsize() defined, under a soft nofile limit of 2000 -> out, err, status.
+  local FDSIZE = [[
+    local f = assert(io.open("/proc/self/status"))
+    local n = f:read("a"):match("FDSize:%s*(%d+)")
+    f:close()
+    return tonumber(n)
+  ]]
+  local function run_nofile_2000(code)
+    local helper = require "spec.helper"
+    local with_fdsize = ("local FDSIZE = %q\nlocal fdsize = load(FDSIZE)\n"):format(FDSIZE) .. code
+    return helper.exec({ "bash", "-c", 'ulimit -Sn 2000 && exec "$0" "$@"', helper.aioshell,
+      "-e", with_fdsize })
+  end
+
   it("the descriptor table is grown to the soft nofile limit when the loop is made and when the limit is raised",
     function()
-    local helper = require "spec.helper"
-    -- FDSize in /proc/self/status is the size of the kernel's descriptor table, which grows
-    -- only as descriptors are opened (64 at first). aioshell grows it to the soft limit up
-    -- front, while it has one thread (see sys.c: each growth in a threaded process stalls).
-    local code = [[
-      local function fdsize()
-        local f = assert(io.open("/proc/self/status"))
-        local n = f:read("a"):match("FDSize:%s*(%d+)")
-        f:close()
-        return tonumber(n)
-      end
+    -- aioshell grows it to the soft limit up front, while it has one thread (see sys.c: each
+    -- growth in a threaded process stalls).
+    local out, err, status = run_nofile_2000([[
       local before = fdsize()
       local sys = require "aio.sys"
       require("aio").sleep(0)  -- the loop is made by now
@@ -175,15 +183,29 @@ describe("aio.sys", function()
       local target = math.min(6000, hard)
       assert(sys.rlimit("nofile", target))
       print(before, made, target, fdsize())
-    ]]
+    ]])
     -- (a child's table starts as large as its parent's open descriptors needed: 256 here)
-    local out, err, status = helper.exec({ "bash", "-c", 'ulimit -Sn 2000 && exec "$0" "$@"', helper.aioshell,
-      "-e", code })
     assert.equal(0, status, err)
     local before, made, target, raised = out:match("^(%d+)\t(%d+)\t(%d+)\t(%d+)\n$")
     assert.is_true(tonumber(before) < 2000, out)
     assert.is_true(tonumber(made) >= 2000, out)
     assert.is_true(tonumber(raised) >= tonumber(target), out)
+  end)
+
+  it("a forked child's descriptor table is grown too (a fork copies only what is open)", function()
+    local out, err, status = run_nofile_2000([[
+      local process = require "aio.process"
+      local forked = process.fork(function() return fdsize() end):join()
+      local pool = process.pool(1)
+      local worker = pool:submit(function(src) return load(src)() end, FDSIZE):await()
+      pool:close()
+      print(fdsize(), forked, worker)
+    ]])
+    assert.equal(0, status, err)
+    local parent, forked, worker = out:match("^(%d+)\t(%d+)\t(%d+)\n$")
+    assert.is_true(tonumber(parent) >= 2000, out)
+    assert.is_true(tonumber(forked) >= 2000, out)
+    assert.is_true(tonumber(worker) >= 2000, out)
   end)
 
   -- The CPUs /proc lists for the calling thread ("0-1,3" -> {0, 1, 3}).

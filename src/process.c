@@ -111,6 +111,7 @@ pid_t aio_proc_fork(void) {
   uint32_t epoch = fd_epoch;
   pid_t pid = fork();
   if (pid == 0) pthread_mutex_init(&parent_mu, NULL);  /* a thread may have held it */
+  if (pid == 0) aio_fd_table_reserve();  /* the child's table holds only what was open */
   if (pid == 0 && parent_stream >= 0) {
     close(parent_stream);
     parent_stream = -1;

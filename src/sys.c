@@ -358,20 +358,25 @@ static int sys_tty_size(lua_State *L) {
 ** (at 256, 512 and 1024 descriptors), about 30 ms of a 0.27 s unbounded crawl. Growing the
 ** table once, to the soft limit, while the process is still single-threaded (the first loop
 ** is made before any thread of ours) or in one step when the limit is raised, costs
-** microseconds; the table's memory is the kernel's, 8 bytes per entry. */
+** microseconds; the table's memory is the kernel's, 8 bytes per entry. A forked child's table
+** is sized by the descriptors open at the fork, not by its parent's table: what was reserved
+** counts only in the process that reserved it (aio_proc_fork calls this in the child). */
 void aio_fd_table_reserve(void) {
-  static atomic_long reserved;  /* entries already reserved (0: none yet) */
+  static atomic_long reserved;  /* entries already reserved by reserved_pid (0: none yet) */
+  static atomic_int reserved_pid;
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
   long want = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > AIO_FD_TABLE_MAX ?
               AIO_FD_TABLE_MAX : (long)rl.rlim_cur;
-  if (want <= atomic_load(&reserved)) return;
+  int me = (int)getpid();
+  if (atomic_load(&reserved_pid) == me && want <= atomic_load(&reserved)) return;
   int any = open("/", O_PATH | O_CLOEXEC);
   if (any < 0) return;
   int high = fcntl(any, F_DUPFD_CLOEXEC, (int)want - 1);  /* lowest free fd >= want - 1 */
   if (high >= 0) {
     close(high);
     atomic_store(&reserved, want);
+    atomic_store(&reserved_pid, me);
   }
   close(any);
 }

@@ -125,17 +125,35 @@ struct aio_site {
 #define HOT_INLINE inline
 #endif
 
-/* Fills the cache entry e for ar with the site string on top (left there). */
+/* Longest string Lua interns (LUAI_MAXSHORTLEN, llimits.h, not exported). A longer source is
+** never pinned, and so never copied: load's default chunk name is the chunk's whole code, and a
+** copy per cache entry kept megabytes alive after the chunk was gone. (Were Lua built with
+** another limit, the address check alone still decides what is pinned.) */
+enum { SITE_SHORT_SOURCE_MAX = 40 };
+
+/* Fills the cache entry e for ar with the site string on top (left there). The new references
+** are made before the old ones go, so a memory error leaves e as it was. */
 static void site_cache_fill(lua_State *L, struct aio_site *e, const lua_Debug *ar) {
+  const char *pinned = NULL;
+  int pin_ref = LUA_NOREF;
+  if (ar->srclen <= SITE_SHORT_SOURCE_MAX) {
+    lua_pushlstring(L, ar->source, ar->srclen);
+    if (lua_tostring(L, -1) == ar->source) {  /* the source itself: interned */
+      pinned = ar->source;
+      pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  lua_pushvalue(L, -1);
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (e->ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, e->ref);
   if (e->pin_ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, e->pin_ref);
-  lua_pushvalue(L, -1);
-  e->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  e->ref = ref;
+  e->pin_ref = pin_ref;
+  e->pinned = pinned;
   e->line = ar->currentline;
   memcpy(e->src, ar->short_src, sizeof e->src);
-  lua_pushlstring(L, ar->source, ar->srclen);
-  e->pinned = lua_tostring(L, -1) == ar->source ? ar->source : NULL;
-  e->pin_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* Pushes the site string "src:line", from the loop's cache or made (and cached) now. */
