@@ -435,6 +435,26 @@ describe("top level", function()
     assert.matches("task ran inside the finalizer:\tfalse\n$", out)
   end)
 
+  it("a finalizer that runs after the loop's own at exit gets 'the event loop is closed', not a crash", function()
+    -- lua_close finalizes in reverse order of registration: an object given its __gc before
+    -- aio made its loop is finalized after the loop is closed.
+    local out, err, status = child([[
+      local aio
+      KEEP = setmetatable({}, {__gc = function()
+        print("spawn", pcall(aio.spawn, function() end))
+        print("sleep", pcall(aio.sleep, 0.5))
+        print("future", pcall(aio.future))
+      end})
+      aio = require "aio"
+      aio.sleep(0)
+    ]])
+    assert.equal("", err)
+    assert.equal(0, status)
+    assert.equal("spawn\tfalse\tthe event loop is closed (the program is ending)\n" ..
+                 "sleep\tfalse\tthe event loop is closed (the program is ending)\n" ..
+                 "future\tfalse\tthe event loop is closed (the program is ending)\n", out)
+  end)
+
   it("with the collector stopped, a top-level await runs the loop and a finalizer's still raises", function()
     local out, err, status = child([[
       local aio = require "aio"

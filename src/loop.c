@@ -194,6 +194,9 @@ static aio_loop *loop_lookup(lua_State *L, const void *registry, unsigned genera
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &LOOP_KEY) == LUA_TUSERDATA) {
     loop = (aio_loop *)lua_touserdata(L, -1);
     lua_pop(L, 1);
+    /* Finalizers of objects made before the loop run after its own at lua_close: the loop's
+    ** memory is still there, but its handles and arrays are gone. Never cached. */
+    if (loop->closing) luaL_error(L, "the event loop is closed (the program is ending)");
   } else {
     lua_pop(L, 1);
     loop = loop_create(L);
