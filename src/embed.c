@@ -57,4 +57,3 @@ void aio_openlibs(lua_State *L) {
   lua_pop(L, 1);
   aio_preload_embedded(L);
 }
-
